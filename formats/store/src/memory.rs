@@ -1,0 +1,1 @@
+//! In-memory reference backend: the simplest complete implementation of the API.

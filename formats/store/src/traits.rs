@@ -1,0 +1,102 @@
+//! The backend-neutral storage API. The sync engine and the CLI talk to stores only
+//! through these traits; backends never know about sync (DEVELOPERS.md).
+
+use std::io::Read;
+
+use crate::error::Result;
+use crate::types::{
+    Changes, CommitResult, FlagUpdate, MailRecord, MailboxGuid, MailboxInfo, MailboxStatus, ModSeq,
+    NewMail, Uid,
+};
+
+/// A user's mail store: the mailbox tree of one mail location.
+///
+/// Mailbox names are virtual names: UTF-8, with `hierarchy_separator()` between levels
+/// (the backend maps them to its on-disk names, e.g. modified UTF-7 for Maildir). INBOX is
+/// matched case-insensitively and always exists.
+pub trait Store: Send {
+    /// The separator between hierarchy levels in virtual names.
+    fn hierarchy_separator(&self) -> char;
+
+    /// Every mailbox, including INBOX and "ghost" parents that exist only because a child
+    /// does (flagged `nonexistent`), with subscription state and GUIDs.
+    fn list_mailboxes(&self) -> Result<Vec<MailboxInfo>>;
+
+    /// Subscribed names, including names of mailboxes that don't exist.
+    fn subscriptions(&self) -> Result<Vec<String>>;
+
+    /// Creates a mailbox; `guid` keeps a given mailbox GUID (dsync), otherwise one is generated.
+    fn create_mailbox(&self, name: &str, guid: Option<MailboxGuid>) -> Result<()>;
+
+    /// Deletes a mailbox with all its messages. Children stay.
+    fn delete_mailbox(&self, name: &str) -> Result<()>;
+
+    /// Renames a mailbox and its children. The GUID, UIDVALIDITY and UIDs are kept.
+    fn rename_mailbox(&self, old: &str, new: &str) -> Result<()>;
+
+    /// Adds or removes a name in the subscriptions; the mailbox need not exist.
+    fn set_subscribed(&self, name: &str, subscribed: bool) -> Result<()>;
+
+    /// Opens an existing mailbox and brings its view up to date with the disk.
+    fn open_mailbox(&self, name: &str) -> Result<Box<dyn Mailbox>>;
+}
+
+/// An open mailbox: a view of its messages as of the last `sync()`.
+pub trait Mailbox: Send {
+    /// The virtual name this mailbox was opened with.
+    fn name(&self) -> &str;
+
+    /// Re-reads the mailbox from disk, picking up changes made by others.
+    fn sync(&mut self) -> Result<()>;
+
+    /// Status as of the last sync.
+    fn status(&mut self) -> Result<MailboxStatus>;
+
+    /// Every message in the view, ascending by UID.
+    fn mails(&mut self) -> Result<Vec<MailRecord>>;
+
+    /// Streams the message's bytes as stored. Errors with `MailNotFound` when it was
+    /// expunged since the view was taken.
+    fn open_mail(&mut self, uid: Uid) -> Result<Box<dyn Read + Send>>;
+
+    /// The virtual size (every bare LF counted as CRLF) of a message, reading it if needed.
+    fn virtual_size(&mut self, uid: Uid) -> Result<u64> {
+        if let Some(rec) = self.mails()?.into_iter().find(|r| r.uid == uid) {
+            if let Some(v) = rec.virtual_size {
+                return Ok(v);
+            }
+        }
+        let mut reader = self.open_mail(uid)?;
+        crate::virtual_size_of(&mut reader).map_err(|e| crate::Error::io("read", self.name(), e))
+    }
+
+    /// Starts a transaction. Nothing it does is visible until `commit`.
+    fn begin(&mut self) -> Result<Box<dyn Transaction + '_>>;
+
+    /// What changed since `since`. Backends without a change history answer `Unknown`.
+    fn changes_since(&mut self, since: ModSeq) -> Result<Changes> {
+        let _ = since;
+        Ok(Changes::Unknown)
+    }
+}
+
+/// A set of changes to one mailbox, applied by `commit` or dropped by `rollback`.
+///
+/// Saves become visible all together or not at all. A failed commit leaves the mailbox as
+/// it was before the transaction wherever the format allows it.
+pub trait Transaction {
+    /// Saves a message; its body is streamed from `body`.
+    fn save(&mut self, mail: NewMail, body: &mut dyn Read) -> Result<()>;
+
+    /// Changes flags/keywords of a message in the view.
+    fn update_flags(&mut self, uid: Uid, update: &FlagUpdate) -> Result<()>;
+
+    /// Removes a message.
+    fn expunge(&mut self, uid: Uid) -> Result<()>;
+
+    /// Applies everything; the mailbox view is refreshed afterwards.
+    fn commit(self: Box<Self>) -> Result<CommitResult>;
+
+    /// Drops everything, removing any temporary files.
+    fn rollback(self: Box<Self>);
+}

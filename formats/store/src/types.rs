@@ -1,0 +1,394 @@
+//! Value types shared by every backend: UIDs, modseqs, GUIDs, flags, keywords, records.
+//!
+//! Mail data stays bytes: message GUIDs and keywords are byte strings and round-trip
+//! byte-for-byte; they are converted to text only for display.
+
+use std::fmt;
+
+/// An IMAP UID. Real messages always have a UID > 0; UIDs ascend and are never reused
+/// within one UIDVALIDITY (src/lib-storage/mail-storage.h).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Uid(pub u32);
+
+impl fmt::Display for Uid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A CONDSTORE modification sequence. Never decreases for a mailbox.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ModSeq(pub u64);
+
+impl fmt::Display for ModSeq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A message GUID as the backend stores it: an opaque byte string.
+///
+/// Dovecot's dbox formats store 128-bit GUIDs printed as 32 lowercase hex digits; Maildir
+/// uses the uidlist `G` field or, without one, the base filename up to the first `:`
+/// (guids-uids-modseq.md). Both are kept exactly as found.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Guid(Box<[u8]>);
+
+impl Guid {
+    pub fn from_bytes(bytes: impl Into<Vec<u8>>) -> Guid {
+        Guid(bytes.into().into_boxed_slice())
+    }
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    /// A fresh 128-bit GUID printed as 32 lowercase hex digits, as Dovecot generates them.
+    pub fn generate() -> Guid {
+        Guid::from_bytes(MailboxGuid::generate().to_string().into_bytes())
+    }
+}
+
+impl fmt::Display for Guid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&String::from_utf8_lossy(&self.0))
+    }
+}
+
+impl fmt::Debug for Guid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Guid({:?})", String::from_utf8_lossy(&self.0))
+    }
+}
+
+/// A 128-bit mailbox GUID (uidlist header `G`, dbox `dbox-hdr`/`mdbox-hdr`).
+#[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct MailboxGuid(pub [u8; 16]);
+
+impl MailboxGuid {
+    /// Generates a GUID laid out as Dovecot's guid_128_generate (src/lib/guid.c): u32 LE
+    /// nanoseconds, u32 LE UNIX seconds, u32 LE pid, 4 bytes of a host hash. The nanosecond
+    /// part is bumped per call so GUIDs from one process never repeat.
+    pub fn generate() -> MailboxGuid {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        use std::time::{SystemTime, UNIX_EPOCH};
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let nsecs = now
+            .subsec_nanos()
+            .wrapping_add(COUNTER.fetch_add(1, Ordering::Relaxed).wrapping_mul(7919));
+        let secs = now.as_secs() as u32;
+        let pid = std::process::id();
+        let host = crate::hostname();
+        // FNV-1a over the host name: only needs to differ between hosts.
+        let mut h: u32 = 0x811c_9dc5;
+        for b in host.as_bytes() {
+            h ^= *b as u32;
+            h = h.wrapping_mul(0x0100_0193);
+        }
+        let mut g = [0u8; 16];
+        g[0..4].copy_from_slice(&nsecs.to_le_bytes());
+        g[4..8].copy_from_slice(&secs.to_le_bytes());
+        g[8..12].copy_from_slice(&pid.to_le_bytes());
+        g[12..16].copy_from_slice(&h.to_le_bytes());
+        MailboxGuid(g)
+    }
+
+    /// Parses 32 hex digits (either case).
+    pub fn parse_hex(s: &[u8]) -> Option<MailboxGuid> {
+        if s.len() != 32 {
+            return None;
+        }
+        let mut g = [0u8; 16];
+        for (i, pair) in s.chunks(2).enumerate() {
+            let hi = (pair[0] as char).to_digit(16)?;
+            let lo = (pair[1] as char).to_digit(16)?;
+            g[i] = (hi * 16 + lo) as u8;
+        }
+        Some(MailboxGuid(g))
+    }
+
+    pub fn is_zero(&self) -> bool {
+        self.0 == [0u8; 16]
+    }
+}
+
+impl fmt::Display for MailboxGuid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in &self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for MailboxGuid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MailboxGuid({self})")
+    }
+}
+
+/// IMAP system flags, with Dovecot's bit values (enum mail_flags, src/lib-mail/mail-types.h).
+#[derive(Copy, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Flags(pub u8);
+
+impl Flags {
+    pub const ANSWERED: Flags = Flags(0x01);
+    pub const FLAGGED: Flags = Flags(0x02);
+    pub const DELETED: Flags = Flags(0x04);
+    pub const SEEN: Flags = Flags(0x08);
+    pub const DRAFT: Flags = Flags(0x10);
+    /// \Recent: session state, reported but never stored by a client request.
+    pub const RECENT: Flags = Flags(0x20);
+    pub const EMPTY: Flags = Flags(0);
+
+    /// Display order used by doveadm (`\Answered \Flagged \Deleted \Seen \Draft \Recent`).
+    pub const ALL_IN_ORDER: [(Flags, &'static str); 6] = [
+        (Flags::ANSWERED, "\\Answered"),
+        (Flags::FLAGGED, "\\Flagged"),
+        (Flags::DELETED, "\\Deleted"),
+        (Flags::SEEN, "\\Seen"),
+        (Flags::DRAFT, "\\Draft"),
+        (Flags::RECENT, "\\Recent"),
+    ];
+
+    pub fn contains(self, other: Flags) -> bool {
+        self.0 & other.0 == other.0
+    }
+    pub fn insert(&mut self, other: Flags) {
+        self.0 |= other.0;
+    }
+    pub fn remove(&mut self, other: Flags) {
+        self.0 &= !other.0;
+    }
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    /// Parses one system flag name case-insensitively (`\Seen`, `\SEEN`).
+    pub fn from_name(name: &str) -> Option<Flags> {
+        Flags::ALL_IN_ORDER
+            .iter()
+            .find(|(_, n)| n.eq_ignore_ascii_case(name))
+            .map(|(f, _)| *f)
+    }
+}
+
+impl std::ops::BitOr for Flags {
+    type Output = Flags;
+    fn bitor(self, rhs: Flags) -> Flags {
+        Flags(self.0 | rhs.0)
+    }
+}
+
+impl fmt::Debug for Flags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = Flags::ALL_IN_ORDER
+            .iter()
+            .filter(|(fl, _)| self.contains(*fl))
+            .map(|(_, n)| *n)
+            .collect();
+        write!(f, "Flags({})", names.join(" "))
+    }
+}
+
+/// An IMAP keyword (user flag), kept as the bytes the store holds.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Keyword(Box<[u8]>);
+
+impl Keyword {
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Keyword {
+        Keyword(bytes.into().into_boxed_slice())
+    }
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+    /// True when this is a valid IMAP flag-keyword atom (no space, parens, `{`, `%`, `*`,
+    /// `"`, `\`, `]`, controls or 8-bit; not empty).
+    pub fn is_valid_atom(bytes: &[u8]) -> bool {
+        !bytes.is_empty()
+            && bytes.iter().all(|&b| {
+                b > 0x20
+                    && b < 0x7f
+                    && !matches!(b, b'(' | b')' | b'{' | b'%' | b'*' | b'"' | b'\\' | b']')
+            })
+    }
+}
+
+impl From<&str> for Keyword {
+    fn from(s: &str) -> Keyword {
+        Keyword::new(s.as_bytes())
+    }
+}
+
+impl fmt::Display for Keyword {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&String::from_utf8_lossy(&self.0))
+    }
+}
+
+impl fmt::Debug for Keyword {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Keyword({:?})", String::from_utf8_lossy(&self.0))
+    }
+}
+
+/// Attributes of a listed mailbox.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MailboxAttrs {
+    /// Listed only because a child exists (Maildir++ `Foo.Bar` without `Foo`): `\NonExistent`.
+    pub nonexistent: bool,
+    /// Cannot hold messages (`\Noselect`).
+    pub noselect: bool,
+    /// Has at least one child mailbox.
+    pub children: bool,
+}
+
+/// One entry of `Store::list_mailboxes`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MailboxInfo {
+    /// Virtual name: UTF-8, hierarchy separated by `Store::hierarchy_separator()`.
+    pub name: String,
+    /// The mailbox GUID, when the mailbox exists and the backend knows it without creating one.
+    pub guid: Option<MailboxGuid>,
+    pub subscribed: bool,
+    pub attrs: MailboxAttrs,
+}
+
+/// `STATUS`-like summary of one mailbox (doveadm `mailbox status`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MailboxStatus {
+    pub uid_validity: u32,
+    pub uid_next: u32,
+    pub highest_modseq: u64,
+    pub messages: u32,
+    pub recent: u32,
+    pub unseen: u32,
+    /// Sum of the virtual (CRLF) sizes of all messages.
+    pub vsize: u64,
+    pub guid: MailboxGuid,
+    /// Saved date (UNIX time) of the first message, if there is one.
+    pub first_saved: Option<i64>,
+}
+
+/// Compact per-message metadata, as a mailbox's current view holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MailRecord {
+    pub uid: Uid,
+    pub guid: Guid,
+    pub flags: Flags,
+    pub keywords: Vec<Keyword>,
+    pub modseq: ModSeq,
+    /// IMAP INTERNALDATE as UNIX time.
+    pub received_date: i64,
+    /// When the message was saved into this mailbox (UNIX time).
+    pub saved_date: i64,
+    /// Size in bytes as stored.
+    pub physical_size: u64,
+    /// Size with every bare LF counted as CRLF, when known without reading the message.
+    pub virtual_size: Option<u64>,
+}
+
+/// A message to save.
+#[derive(Clone, Debug, Default)]
+pub struct NewMail {
+    /// Keep this GUID (dsync passes the source's); `None` lets the backend choose.
+    pub guid: Option<Guid>,
+    /// Ask for this UID. Granted when it is ≥ the mailbox's NEXTUID at commit; otherwise the
+    /// backend assigns the next free UID (as Dovecot does). `CommitResult::saved` tells which.
+    pub uid: Option<Uid>,
+    /// INTERNALDATE; `None` = now.
+    pub received_date: Option<i64>,
+    /// Saved date; `None` = now.
+    pub saved_date: Option<i64>,
+    pub flags: Flags,
+    pub keywords: Vec<Keyword>,
+}
+
+/// How a flag update combines with the current flags.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum FlagOp {
+    Add,
+    Remove,
+    Replace,
+}
+
+/// A change of system flags and keywords for one message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlagUpdate {
+    pub op: FlagOp,
+    pub flags: Flags,
+    pub keywords: Vec<Keyword>,
+}
+
+impl FlagUpdate {
+    /// Applies this update to a message's flags and keywords. `\Recent` is never changed by
+    /// an update. Keyword order is kept; added keywords go to the end.
+    pub fn apply(&self, flags: &mut Flags, keywords: &mut Vec<Keyword>) {
+        let recent = flags.contains(Flags::RECENT);
+        let wanted = Flags(self.flags.0 & !Flags::RECENT.0);
+        match self.op {
+            FlagOp::Add => {
+                flags.insert(wanted);
+                for k in &self.keywords {
+                    if !keywords.contains(k) {
+                        keywords.push(k.clone());
+                    }
+                }
+            }
+            FlagOp::Remove => {
+                flags.remove(wanted);
+                keywords.retain(|k| !self.keywords.contains(k));
+            }
+            FlagOp::Replace => {
+                *flags = wanted;
+                keywords.clear();
+                for k in &self.keywords {
+                    if !keywords.contains(k) {
+                        keywords.push(k.clone());
+                    }
+                }
+            }
+        }
+        if recent {
+            flags.insert(Flags::RECENT);
+        } else {
+            flags.remove(Flags::RECENT);
+        }
+    }
+}
+
+/// The outcome of a committed transaction.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CommitResult {
+    /// The UIDs given to the saved messages, in save order.
+    pub saved: Vec<Uid>,
+    /// The mailbox's UIDVALIDITY the UIDs belong to.
+    pub uid_validity: u32,
+}
+
+/// What changed in a mailbox since a modseq (`Mailbox::changes_since`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Changes {
+    /// The backend can tell exactly.
+    Known {
+        /// UIDs (still present) whose flags or keywords changed, or that were saved, after the modseq.
+        changed: Vec<Uid>,
+        /// UIDs expunged after the modseq, with their GUIDs where known.
+        expunged: Vec<(Uid, Option<Guid>)>,
+        /// The mailbox's HIGHESTMODSEQ now.
+        highest_modseq: ModSeq,
+    },
+    /// The history does not reach back that far: do a full compare.
+    Unknown,
+}
+
+/// Options for opening a store, beyond what the location string says.
+#[derive(Clone, Debug, Default)]
+pub struct StoreOptions {
+    /// Hierarchy separator for virtual names (doveadm's namespace `separator`); `None` = the
+    /// layout's own (`.` for Maildir++, `/` for LAYOUT=fs, mbox and dbox).
+    pub separator: Option<char>,
+}

@@ -1,0 +1,7 @@
+//! On-disk helpers shared by every mail format: modified UTF-7 mailbox names, Dovecot-style
+//! dotlocks, the `subscriptions` file and crash-safe (temp + fsync + rename) writes.
+
+pub mod atomic;
+pub mod dotlock;
+pub mod mutf7;
+pub mod subscriptions;

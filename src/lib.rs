@@ -1,0 +1,3 @@
+//! mailsync: doveadm-compatible mail commands (and later dsync) over native storage backends.
+
+pub mod cli;
