@@ -8,11 +8,13 @@ pub mod conformance;
 pub mod error;
 pub mod location;
 pub mod memory;
+pub mod names;
 pub mod traits;
 pub mod types;
 
 pub use error::{Error, ErrorKind, Result};
 pub use location::Location;
+pub use names::{mask_matches, validate_existing_mailbox_name, validate_mailbox_name};
 pub use traits::{Mailbox, Store, Transaction};
 pub use types::*;
 

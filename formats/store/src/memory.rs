@@ -1,1 +1,619 @@
 //! In-memory reference backend: the simplest complete implementation of the API.
+//!
+//! Every other backend is compared with this one (through [`crate::conformance`]), and the
+//! sync engine's tests use it as a store. All state lives behind one `Arc<Mutex<..>>`:
+//! cloning a [`MemoryStore`] gives another handle on the same mailboxes, and mailbox
+//! handles opened from it stay valid (they refer to a mailbox by an internal id, so they
+//! survive a rename, and answer `MailboxNotFound` after a delete).
+//!
+//! Semantics are Dovecot's (guids-uids-modseq.md, src/lib-storage/mail-storage.h):
+//! - INBOX always exists (created on first use), is matched case-insensitively and can be
+//!   neither deleted nor renamed.
+//! - Each created mailbox gets a fresh UIDVALIDITY (max(time, last + 1)) and a GUID.
+//!   NEXTUID starts at 1 and never decreases; UIDs are never reused.
+//! - HIGHESTMODSEQ of a new mailbox is 1; every committed save, effective flag change and
+//!   expunge takes `++highest` as its modseq.
+//! - The whole change history is kept (an expunge log with GUIDs), so `changes_since`
+//!   answers `Known` for every modseq up to the current highest; a modseq above it (from
+//!   some other mailbox incarnation) answers `Unknown`.
+//! - Newly saved messages carry `\Recent` for as long as they exist: there are no IMAP
+//!   sessions here to take it away. Flag updates never change it.
+//! - Message bodies are held in memory: that is this backend's nature. Everything else
+//!   in the project streams.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Cursor, Read};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::conformance::ConformanceTarget;
+use crate::error::{Error, Result};
+use crate::names;
+use crate::traits::{Mailbox, Store, Transaction};
+use crate::types::{
+    Changes, CommitResult, FlagOp, FlagUpdate, Flags, Guid, Keyword, MailRecord, MailboxAttrs,
+    MailboxGuid, MailboxInfo, MailboxStatus, ModSeq, NewMail, StoreOptions, Uid,
+};
+
+/// A store held entirely in memory. Clones share the same state.
+#[derive(Clone)]
+pub struct MemoryStore {
+    shared: Arc<Mutex<StoreState>>,
+    separator: char,
+}
+
+#[derive(Default)]
+struct StoreState {
+    /// Normalised virtual name → mailbox id.
+    names: BTreeMap<String, u64>,
+    mailboxes: HashMap<u64, MailboxState>,
+    /// Subscribed names in subscription order.
+    subscriptions: Vec<String>,
+    next_mailbox_id: u64,
+    last_uid_validity: u32,
+}
+
+struct MailboxState {
+    guid: MailboxGuid,
+    uid_validity: u32,
+    uid_next: u32,
+    highest_modseq: u64,
+    /// UID → message, ascending.
+    messages: BTreeMap<u32, StoredMail>,
+    /// Every expunge ever committed, in modseq order.
+    expunge_log: Vec<ExpungeRecord>,
+}
+
+struct StoredMail {
+    record: MailRecord,
+    body: Arc<[u8]>,
+}
+
+struct ExpungeRecord {
+    modseq: u64,
+    uid: Uid,
+    guid: Guid,
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore::new()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store (only INBOX) with `/` as hierarchy separator.
+    pub fn new() -> MemoryStore {
+        MemoryStore::with_options(&StoreOptions::default())
+    }
+
+    /// An empty store with the separator from `options` (`/` when unset).
+    pub fn with_options(options: &StoreOptions) -> MemoryStore {
+        MemoryStore {
+            shared: Arc::new(Mutex::new(StoreState::default())),
+            separator: options.separator.unwrap_or('/'),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, StoreState> {
+        lock_state(&self.shared)
+    }
+
+    /// Validates and normalises a name used to refer to an existing mailbox.
+    fn existing_name(&self, name: &str) -> Result<String> {
+        names::validate_existing_mailbox_name(name, self.separator)?;
+        Ok(names::normalize_inbox(name, self.separator))
+    }
+
+    /// Validates and normalises a name for a mailbox about to be created.
+    fn new_name(&self, name: &str) -> Result<String> {
+        names::validate_mailbox_name(name, self.separator)?;
+        Ok(names::normalize_inbox(name, self.separator))
+    }
+}
+
+/// Locks the state; a poisoned lock (a panic in another thread while holding it) is taken
+/// over, since every mutation below completes before the guard is dropped.
+fn lock_state(shared: &Mutex<StoreState>) -> MutexGuard<'_, StoreState> {
+    shared.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl StoreState {
+    /// Creates INBOX on first use: it always exists.
+    fn ensure_inbox(&mut self) {
+        if !self.names.contains_key("INBOX") {
+            self.insert_mailbox("INBOX".to_string(), None);
+        }
+    }
+
+    fn insert_mailbox(&mut self, name: String, guid: Option<MailboxGuid>) {
+        // A new UIDVALIDITY must differ from every earlier one (Dovecot: time-based, but
+        // at least the last one + 1, src/lib-storage/mailbox-uidvalidity.c).
+        let uid_validity = (now() as u32)
+            .max(self.last_uid_validity.wrapping_add(1))
+            .max(1);
+        self.last_uid_validity = uid_validity;
+        let guid = match guid {
+            Some(g) if !g.is_zero() => g,
+            _ => MailboxGuid::generate(),
+        };
+        let id = self.next_mailbox_id;
+        self.next_mailbox_id += 1;
+        self.mailboxes.insert(
+            id,
+            MailboxState {
+                guid,
+                uid_validity,
+                uid_next: 1,
+                highest_modseq: 1,
+                messages: BTreeMap::new(),
+                expunge_log: Vec::new(),
+            },
+        );
+        self.names.insert(name, id);
+    }
+}
+
+impl Store for MemoryStore {
+    fn hierarchy_separator(&self) -> char {
+        self.separator
+    }
+
+    fn list_mailboxes(&self) -> Result<Vec<MailboxInfo>> {
+        let mut state = self.lock();
+        state.ensure_inbox();
+        let sep = self.separator;
+        // Existing mailboxes plus ghost parents of every one of them.
+        let mut listed: BTreeMap<String, Option<MailboxGuid>> = BTreeMap::new();
+        for (name, id) in &state.names {
+            listed.insert(name.clone(), Some(state.mailboxes[id].guid));
+        }
+        for name in state.names.keys() {
+            for parent in names::parent_names(name, sep) {
+                listed.entry(parent.to_string()).or_insert(None);
+            }
+        }
+        let mut out: Vec<MailboxInfo> = listed
+            .iter()
+            .map(|(name, guid)| {
+                let children = listed
+                    .range::<str, _>((
+                        std::ops::Bound::Excluded(name.as_str()),
+                        std::ops::Bound::Unbounded,
+                    ))
+                    .any(|(other, _)| names::is_below(other, name, sep));
+                MailboxInfo {
+                    name: name.clone(),
+                    guid: *guid,
+                    subscribed: state.subscriptions.contains(name),
+                    attrs: MailboxAttrs {
+                        nonexistent: guid.is_none(),
+                        noselect: false,
+                        children,
+                    },
+                }
+            })
+            .collect();
+        // INBOX first, as Dovecot lists it.
+        out.sort_by_key(|info| info.name != "INBOX");
+        Ok(out)
+    }
+
+    fn subscriptions(&self) -> Result<Vec<String>> {
+        Ok(self.lock().subscriptions.clone())
+    }
+
+    fn create_mailbox(&self, name: &str, guid: Option<MailboxGuid>) -> Result<()> {
+        let name = self.new_name(name)?;
+        let mut state = self.lock();
+        state.ensure_inbox();
+        if state.names.contains_key(&name) {
+            return Err(Error::MailboxExists(name));
+        }
+        state.insert_mailbox(name, guid);
+        Ok(())
+    }
+
+    fn delete_mailbox(&self, name: &str) -> Result<()> {
+        let name = self.existing_name(name)?;
+        if name == "INBOX" {
+            return Err(Error::NotPossible("INBOX can't be deleted.".to_string()));
+        }
+        let mut state = self.lock();
+        let id = state
+            .names
+            .remove(&name)
+            .ok_or_else(|| Error::MailboxNotFound(name.clone()))?;
+        state.mailboxes.remove(&id);
+        Ok(())
+    }
+
+    fn rename_mailbox(&self, old: &str, new: &str) -> Result<()> {
+        let sep = self.separator;
+        let old = self.existing_name(old)?;
+        let new = self.new_name(new)?;
+        if old == "INBOX" {
+            return Err(Error::NotPossible(
+                "Renaming INBOX isn't supported.".to_string(),
+            ));
+        }
+        let mut state = self.lock();
+        state.ensure_inbox();
+        if !state.names.contains_key(&old) {
+            return Err(Error::MailboxNotFound(old));
+        }
+        if state.names.contains_key(&new) {
+            return Err(Error::MailboxExists(new));
+        }
+        if names::is_below(&new, &old, sep) {
+            return Err(Error::NotPossible(format!(
+                "Can't rename mailbox {old} under itself ({new})"
+            )));
+        }
+        // The mailbox and its children, each with its new name.
+        let moves: Vec<(String, String)> = state
+            .names
+            .keys()
+            .filter(|n| **n == old || names::is_below(n, &old, sep))
+            .map(|n| (n.clone(), format!("{new}{}", &n[old.len()..])))
+            .collect();
+        if let Some((_, taken)) = moves.iter().find(|(_, to)| state.names.contains_key(to)) {
+            return Err(Error::MailboxExists(taken.clone()));
+        }
+        let ids: Vec<(u64, String)> = moves
+            .into_iter()
+            .map(|(from, to)| (state.names.remove(&from).expect("listed above"), to))
+            .collect();
+        for (id, to) in ids {
+            state.names.insert(to, id);
+        }
+        Ok(())
+    }
+
+    fn set_subscribed(&self, name: &str, subscribed: bool) -> Result<()> {
+        let name = self.existing_name(name)?;
+        let mut state = self.lock();
+        let pos = state.subscriptions.iter().position(|s| *s == name);
+        match (subscribed, pos) {
+            (true, None) => state.subscriptions.push(name),
+            (false, Some(i)) => {
+                state.subscriptions.remove(i);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn open_mailbox(&self, name: &str) -> Result<Box<dyn Mailbox>> {
+        let normalized = self.existing_name(name)?;
+        let id = {
+            let mut state = self.lock();
+            state.ensure_inbox();
+            *state
+                .names
+                .get(&normalized)
+                .ok_or_else(|| Error::MailboxNotFound(normalized.clone()))?
+        };
+        let mut mailbox = MemoryMailbox {
+            shared: Arc::clone(&self.shared),
+            id,
+            name: normalized,
+            view: View::default(),
+        };
+        mailbox.sync()?;
+        Ok(Box::new(mailbox))
+    }
+}
+
+impl ConformanceTarget for MemoryStore {
+    /// Another handle on the same in-memory state.
+    fn open(&self) -> Box<dyn Store> {
+        Box::new(self.clone())
+    }
+}
+
+/// An open mailbox of a [`MemoryStore`].
+pub struct MemoryMailbox {
+    shared: Arc<Mutex<StoreState>>,
+    id: u64,
+    name: String,
+    view: View,
+}
+
+/// What the handle saw at its last sync.
+#[derive(Default)]
+struct View {
+    status: MailboxStatus,
+    records: Vec<MailRecord>,
+}
+
+impl MemoryMailbox {
+    /// Runs `f` on this mailbox's live state; `MailboxNotFound` once it was deleted.
+    fn with_state<T>(&self, f: impl FnOnce(&mut MailboxState) -> Result<T>) -> Result<T> {
+        let mut state = lock_state(&self.shared);
+        match state.mailboxes.get_mut(&self.id) {
+            Some(mailbox) => f(mailbox),
+            None => Err(Error::MailboxNotFound(self.name.clone())),
+        }
+    }
+}
+
+fn status_of(mailbox: &MailboxState) -> MailboxStatus {
+    let records = mailbox.messages.values().map(|m| &m.record);
+    MailboxStatus {
+        uid_validity: mailbox.uid_validity,
+        uid_next: mailbox.uid_next,
+        highest_modseq: mailbox.highest_modseq,
+        messages: mailbox.messages.len() as u32,
+        recent: records
+            .clone()
+            .filter(|r| r.flags.contains(Flags::RECENT))
+            .count() as u32,
+        unseen: records
+            .clone()
+            .filter(|r| !r.flags.contains(Flags::SEEN))
+            .count() as u32,
+        vsize: records.clone().map(|r| r.virtual_size.unwrap_or(0)).sum(),
+        guid: mailbox.guid,
+        first_saved: mailbox
+            .messages
+            .values()
+            .next()
+            .map(|m| m.record.saved_date),
+    }
+}
+
+impl Mailbox for MemoryMailbox {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        let view = self.with_state(|mailbox| {
+            Ok(View {
+                status: status_of(mailbox),
+                records: mailbox
+                    .messages
+                    .values()
+                    .map(|m| m.record.clone())
+                    .collect(),
+            })
+        })?;
+        self.view = view;
+        Ok(())
+    }
+
+    fn status(&mut self) -> Result<MailboxStatus> {
+        Ok(self.view.status.clone())
+    }
+
+    fn mails(&mut self) -> Result<Vec<MailRecord>> {
+        Ok(self.view.records.clone())
+    }
+
+    fn open_mail(&mut self, uid: Uid) -> Result<Box<dyn Read + Send>> {
+        let body = self.with_state(|mailbox| {
+            mailbox
+                .messages
+                .get(&uid.0)
+                .map(|m| Arc::clone(&m.body))
+                .ok_or(Error::MailNotFound(uid))
+        })?;
+        Ok(Box::new(Cursor::new(body)))
+    }
+
+    fn virtual_size(&mut self, uid: Uid) -> Result<u64> {
+        self.with_state(|mailbox| {
+            mailbox
+                .messages
+                .get(&uid.0)
+                .and_then(|m| m.record.virtual_size)
+                .ok_or(Error::MailNotFound(uid))
+        })
+    }
+
+    fn begin(&mut self) -> Result<Box<dyn Transaction + '_>> {
+        // Fails early when the mailbox is gone.
+        self.with_state(|_| Ok(()))?;
+        Ok(Box::new(MemoryTransaction {
+            mailbox: self,
+            ops: Vec::new(),
+        }))
+    }
+
+    fn changes_since(&mut self, since: ModSeq) -> Result<Changes> {
+        self.with_state(|mailbox| {
+            if since.0 > mailbox.highest_modseq {
+                // Not from this mailbox's history (e.g. an older incarnation).
+                return Ok(Changes::Unknown);
+            }
+            Ok(Changes::Known {
+                changed: mailbox
+                    .messages
+                    .values()
+                    .filter(|m| m.record.modseq > since)
+                    .map(|m| m.record.uid)
+                    .collect(),
+                expunged: mailbox
+                    .expunge_log
+                    .iter()
+                    .filter(|e| e.modseq > since.0)
+                    .map(|e| (e.uid, Some(e.guid.clone())))
+                    .collect(),
+                highest_modseq: ModSeq(mailbox.highest_modseq),
+            })
+        })
+    }
+}
+
+/// One buffered change, applied in order at commit.
+enum Op {
+    Save { mail: NewMail, body: Vec<u8> },
+    UpdateFlags { uid: Uid, update: FlagUpdate },
+    Expunge { uid: Uid },
+}
+
+struct MemoryTransaction<'a> {
+    mailbox: &'a mut MemoryMailbox,
+    ops: Vec<Op>,
+}
+
+impl MemoryTransaction<'_> {
+    /// `MailNotFound` unless `uid` is in the mailbox now.
+    fn check_uid(&self, uid: Uid) -> Result<()> {
+        self.mailbox.with_state(|mailbox| {
+            if mailbox.messages.contains_key(&uid.0) {
+                Ok(())
+            } else {
+                Err(Error::MailNotFound(uid))
+            }
+        })
+    }
+}
+
+impl Transaction for MemoryTransaction<'_> {
+    fn save(&mut self, mail: NewMail, body: &mut dyn Read) -> Result<()> {
+        let mut bytes = Vec::new();
+        body.read_to_end(&mut bytes)
+            .map_err(|e| Error::io("read", format!("message for {}", self.mailbox.name), e))?;
+        self.ops.push(Op::Save { mail, body: bytes });
+        Ok(())
+    }
+
+    fn update_flags(&mut self, uid: Uid, update: &FlagUpdate) -> Result<()> {
+        self.check_uid(uid)?;
+        self.ops.push(Op::UpdateFlags {
+            uid,
+            update: update.clone(),
+        });
+        Ok(())
+    }
+
+    fn expunge(&mut self, uid: Uid) -> Result<()> {
+        self.check_uid(uid)?;
+        self.ops.push(Op::Expunge { uid });
+        Ok(())
+    }
+
+    fn commit(self: Box<Self>) -> Result<CommitResult> {
+        let MemoryTransaction { mailbox, ops } = *self;
+        // Nothing below can fail once the mailbox is found, so the commit is all or
+        // nothing. Updates and expunges of messages expunged meanwhile by another handle
+        // are skipped, as Dovecot does.
+        let result = mailbox.with_state(|state| {
+            let uids = assign_uids(state, &ops)?;
+            let mut uids = uids.into_iter();
+            let mut saved = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Save { mail, body } => {
+                        let uid = uids.next().expect("one UID per save");
+                        apply_save(state, uid, mail, body);
+                        saved.push(uid);
+                    }
+                    Op::UpdateFlags { uid, update } => {
+                        if let Some(m) = state.messages.get_mut(&uid.0) {
+                            let before = (m.record.flags, m.record.keywords.clone());
+                            update.apply(&mut m.record.flags, &mut m.record.keywords);
+                            if m.record.flags != before.0 || m.record.keywords != before.1 {
+                                state.highest_modseq += 1;
+                                m.record.modseq = ModSeq(state.highest_modseq);
+                            }
+                        }
+                    }
+                    Op::Expunge { uid } => {
+                        if let Some(m) = state.messages.remove(&uid.0) {
+                            state.highest_modseq += 1;
+                            state.expunge_log.push(ExpungeRecord {
+                                modseq: state.highest_modseq,
+                                uid,
+                                guid: m.record.guid,
+                            });
+                        }
+                    }
+                }
+            }
+            Ok(CommitResult {
+                saved,
+                uid_validity: state.uid_validity,
+            })
+        })?;
+        mailbox.sync()?;
+        Ok(result)
+    }
+
+    fn rollback(self: Box<Self>) {
+        // The buffered ops are simply dropped.
+    }
+}
+
+/// The UIDs the saves of `ops` get, in order: a requested UID is granted when it is at
+/// least NEXTUID (and so above every UID given earlier in this commit), otherwise the next
+/// free one is used (src/lib-storage/mail-storage.h `mailbox_save_set_uid`). UID 2^32-1 is
+/// never given: NEXTUID must stay representable. Nothing is changed here, so a failure
+/// leaves the mailbox untouched.
+fn assign_uids(state: &MailboxState, ops: &[Op]) -> Result<Vec<Uid>> {
+    let mut next = state.uid_next;
+    let mut uids = Vec::new();
+    for op in ops {
+        if let Op::Save { mail, .. } = op {
+            let uid = match mail.uid {
+                Some(Uid(requested)) if requested >= next && requested < u32::MAX => requested,
+                _ => next,
+            };
+            if uid == u32::MAX {
+                return Err(Error::NotPossible(
+                    "No UIDs left in this mailbox (UIDVALIDITY must change)".to_string(),
+                ));
+            }
+            next = uid + 1;
+            uids.push(Uid(uid));
+        }
+    }
+    Ok(uids)
+}
+
+/// Adds one saved message to the mailbox under `uid` (from [`assign_uids`]).
+fn apply_save(state: &mut MailboxState, uid: Uid, mail: NewMail, body: Vec<u8>) {
+    state.uid_next = uid.0 + 1;
+    state.highest_modseq += 1;
+    let guid = match mail.guid {
+        Some(g) if !g.is_empty() => g,
+        _ => Guid::generate(),
+    };
+    let mut flags = Flags::EMPTY;
+    let mut keywords: Vec<Keyword> = Vec::new();
+    FlagUpdate {
+        op: FlagOp::Replace,
+        flags: mail.flags,
+        keywords: mail.keywords,
+    }
+    .apply(&mut flags, &mut keywords);
+    flags.insert(Flags::RECENT);
+    let time = now();
+    let virtual_size = crate::virtual_size_of(&mut body.as_slice()).unwrap_or(0);
+    let record = MailRecord {
+        uid,
+        guid,
+        flags,
+        keywords,
+        modseq: ModSeq(state.highest_modseq),
+        received_date: mail.received_date.unwrap_or(time),
+        saved_date: mail.saved_date.unwrap_or(time),
+        physical_size: body.len() as u64,
+        virtual_size: Some(virtual_size),
+    };
+    state.messages.insert(
+        uid.0,
+        StoredMail {
+            record,
+            body: Arc::from(body.into_boxed_slice()),
+        },
+    );
+}
