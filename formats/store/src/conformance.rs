@@ -49,6 +49,8 @@ macro_rules! conformance_suite {
             rename_keeps_guid_uidvalidity_and_messages
             rename_moves_children
             rename_onto_existing_is_exists
+            rename_to_nested_name_moves_ghost_parents
+            rename_under_itself_is_refused
             invalid_names_are_rejected
             utf8_names_round_trip
             subscriptions_round_trip
@@ -75,6 +77,7 @@ macro_rules! conformance_suite {
             rollback_changes_nothing
             dropped_transaction_changes_nothing
             mixed_transaction_commits_together
+            concurrent_transactions_get_distinct_uids
             update_or_expunge_of_missing_uid_is_not_found
             second_handle_sees_changes_after_sync
             new_store_handle_sees_committed_state
@@ -670,6 +673,48 @@ pub fn rename_onto_existing_is_exists(target: &dyn ConformanceTarget) {
     assert_eq!(existing_names(&*store), ["A", "B", "INBOX"]);
     assert_eq!(mails(&mut *open(&*store, "A")).len(), 1);
     assert!(mails(&mut *open(&*store, "B")).is_empty());
+}
+
+pub fn rename_to_nested_name_moves_ghost_parents(target: &dyn ConformanceTarget) {
+    let store = target.open();
+    store.create_mailbox("Flat", None).unwrap();
+    let mut flat = open(&*store, "Flat");
+    save_n(&mut *flat, 1);
+    let guid = flat.status().unwrap().guid;
+    drop(flat);
+    let deep = nested(&*store, &["Outer", "Inner", "Flat"]);
+    let inner = nested(&*store, &["Outer", "Inner"]);
+    store.rename_mailbox("Flat", &deep).unwrap();
+    for ghost in ["Outer", inner.as_str()] {
+        let info = find(&*store, ghost).unwrap_or_else(|| panic!("{ghost} listed"));
+        assert!(info.attrs.nonexistent && info.attrs.children, "{info:?}");
+    }
+    let mut moved = open(&*store, &deep);
+    assert_eq!(moved.status().unwrap().guid, guid);
+    assert_eq!(mails(&mut *moved).len(), 1);
+    drop(moved);
+    // Moving it back out leaves no ghosts behind.
+    store.rename_mailbox(&deep, "Back").unwrap();
+    assert_eq!(all_names(&*store), ["Back", "INBOX"]);
+    assert_eq!(open(&*target.open(), "Back").status().unwrap().guid, guid);
+}
+
+pub fn rename_under_itself_is_refused(target: &dyn ConformanceTarget) {
+    let store = target.open();
+    store.create_mailbox("Self", None).unwrap();
+    let below = nested(&*store, &["Self", "Below"]);
+    let before = all_names(&*store);
+    assert!(
+        store.rename_mailbox("Self", &below).is_err(),
+        "renaming a mailbox under itself must fail"
+    );
+    assert_eq!(all_names(&*store), before, "nothing changed");
+    expect_err(
+        store.rename_mailbox("Self", "Self"),
+        ErrorKind::Exists,
+        "rename to itself",
+    );
+    assert_eq!(all_names(&*store), before);
 }
 
 pub fn invalid_names_are_rejected(target: &dyn ConformanceTarget) {
@@ -1501,6 +1546,48 @@ pub fn mixed_transaction_commits_together(target: &dyn ConformanceTarget) {
         assert_eq!(flags_of(&r), Flags::SEEN);
         assert_eq!(r.keywords, kw(&["Done"]));
         assert_body(&mut **mailbox, Uid(5), b"Subject: new two\r\n\r\n");
+    }
+}
+
+pub fn concurrent_transactions_get_distinct_uids(target: &dyn ConformanceTarget) {
+    let store = target.open();
+    let mut first = open(&*store, "INBOX");
+    let other_store = target.open();
+    let mut second = open(&*other_store, "INBOX");
+    save_n(&mut *first, 1);
+    // `first` starts a transaction, `second` commits in between: UIDs are assigned at
+    // commit, so they don't collide, and a requested UID is judged against NEXTUID then.
+    let mut tx = first.begin().unwrap();
+    tx.save(NewMail::default(), &mut &b"Subject: first\r\n\r\n"[..])
+        .unwrap();
+    tx.save(
+        NewMail {
+            uid: Some(Uid(3)),
+            ..NewMail::default()
+        },
+        &mut &b"Subject: first, wants 3\r\n\r\n"[..],
+    )
+    .unwrap();
+    let second_uids = save_all(
+        &mut *second,
+        vec![
+            (NewMail::default(), b"Subject: second a\r\n\r\n"),
+            (NewMail::default(), b"Subject: second b\r\n\r\n"),
+        ],
+    );
+    assert_eq!(second_uids, [Uid(2), Uid(3)]);
+    let first_uids = tx.commit().unwrap().saved;
+    assert_eq!(
+        first_uids,
+        [Uid(4), Uid(5)],
+        "UIDs come from NEXTUID at commit; UID 3 was taken meanwhile"
+    );
+    for mailbox in [&mut first, &mut second] {
+        mailbox.sync().unwrap();
+        assert_eq!(uids(&mut **mailbox), (1..=5).map(Uid).collect::<Vec<_>>());
+        assert_body(&mut **mailbox, Uid(3), b"Subject: second b\r\n\r\n");
+        assert_body(&mut **mailbox, Uid(5), b"Subject: first, wants 3\r\n\r\n");
+        assert_eq!(mailbox.status().unwrap().uid_next, 6);
     }
 }
 

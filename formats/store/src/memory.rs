@@ -263,6 +263,11 @@ impl Store for MemoryStore {
             .filter(|n| **n == old || names::is_below(n, &old, sep))
             .map(|n| (n.clone(), format!("{new}{}", &n[old.len()..])))
             .collect();
+        // Children's new names must be valid too (length limits; mail-storage.c
+        // mailbox_rename_check_children).
+        for (_, to) in &moves {
+            names::validate_mailbox_name(to, sep)?;
+        }
         if let Some((_, taken)) = moves.iter().find(|(_, to)| state.names.contains_key(to)) {
             return Err(Error::MailboxExists(taken.clone()));
         }
@@ -616,4 +621,142 @@ fn apply_save(state: &mut MailboxState, uid: Uid, mail: NewMail, body: Vec<u8>) 
             body: Arc::from(body.into_boxed_slice()),
         },
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn save(mailbox: &mut dyn Mailbox, mail: NewMail, body: &[u8]) -> Uid {
+        let mut tx = mailbox.begin().unwrap();
+        tx.save(mail, &mut &body[..]).unwrap();
+        tx.commit().unwrap().saved[0]
+    }
+
+    fn set(op: FlagOp, flags: Flags) -> FlagUpdate {
+        FlagUpdate {
+            op,
+            flags,
+            keywords: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn new_messages_are_recent_and_updates_keep_it() {
+        let store = MemoryStore::new();
+        let mut inbox = store.open_mailbox("INBOX").unwrap();
+        let uid = save(&mut *inbox, NewMail::default(), b"x");
+        assert!(inbox.mails().unwrap()[0].flags.contains(Flags::RECENT));
+        assert_eq!(inbox.status().unwrap().recent, 1);
+        let mut tx = inbox.begin().unwrap();
+        tx.update_flags(uid, &set(FlagOp::Replace, Flags::SEEN))
+            .unwrap();
+        tx.commit().unwrap();
+        assert_eq!(inbox.mails().unwrap()[0].flags, Flags::SEEN | Flags::RECENT);
+    }
+
+    #[test]
+    fn modseq_steps_by_one_per_change() {
+        let store = MemoryStore::new();
+        let mut inbox = store.open_mailbox("inbox").unwrap();
+        assert_eq!(inbox.name(), "INBOX");
+        assert_eq!(inbox.status().unwrap().highest_modseq, 1);
+        let uid = save(&mut *inbox, NewMail::default(), b"x");
+        assert_eq!(inbox.status().unwrap().highest_modseq, 2);
+        let record = inbox.mails().unwrap()[0].clone();
+        assert_eq!(record.modseq, ModSeq(2));
+        // A flag change that changes nothing takes no modseq.
+        let mut tx = inbox.begin().unwrap();
+        tx.update_flags(uid, &set(FlagOp::Remove, Flags::SEEN))
+            .unwrap();
+        tx.commit().unwrap();
+        assert_eq!(inbox.status().unwrap().highest_modseq, 2);
+        let mut tx = inbox.begin().unwrap();
+        tx.expunge(uid).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(inbox.status().unwrap().highest_modseq, 3);
+        assert_eq!(
+            inbox.changes_since(ModSeq(0)).unwrap(),
+            Changes::Known {
+                changed: Vec::new(),
+                expunged: vec![(uid, Some(record.guid))],
+                highest_modseq: ModSeq(3),
+            }
+        );
+        assert_eq!(inbox.changes_since(ModSeq(4)).unwrap(), Changes::Unknown);
+    }
+
+    #[test]
+    fn handles_survive_rename_and_fail_after_delete() {
+        let store = MemoryStore::new();
+        store.create_mailbox("a", None).unwrap();
+        let mut a = store.open_mailbox("a").unwrap();
+        save(&mut *a, NewMail::default(), b"x");
+        store.rename_mailbox("a", "b").unwrap();
+        a.sync().unwrap();
+        assert_eq!(a.mails().unwrap().len(), 1);
+        store.delete_mailbox("b").unwrap();
+        assert!(matches!(a.sync(), Err(Error::MailboxNotFound(_))));
+        assert!(a.begin().is_err());
+    }
+
+    #[test]
+    fn uid_space_exhaustion_is_refused_without_changes() {
+        let store = MemoryStore::new();
+        let mut inbox = store.open_mailbox("INBOX").unwrap();
+        let top = NewMail {
+            uid: Some(Uid(u32::MAX - 1)),
+            ..NewMail::default()
+        };
+        assert_eq!(save(&mut *inbox, top, b"x"), Uid(u32::MAX - 1));
+        assert_eq!(inbox.status().unwrap().uid_next, u32::MAX);
+        let mut tx = inbox.begin().unwrap();
+        tx.save(NewMail::default(), &mut &b"y"[..]).unwrap();
+        let err = tx.commit().unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::NotPossible);
+        assert_eq!(inbox.mails().unwrap().len(), 1);
+        // A requested UID of 2^32-1 is never granted either.
+        let mut tx = inbox.begin().unwrap();
+        tx.save(
+            NewMail {
+                uid: Some(Uid(u32::MAX)),
+                ..NewMail::default()
+            },
+            &mut &b"z"[..],
+        )
+        .unwrap();
+        assert!(tx.commit().is_err());
+    }
+
+    #[test]
+    fn rename_checks_new_child_names() {
+        let store = MemoryStore::new();
+        store.create_mailbox("p", None).unwrap();
+        let child = format!("p/{}", "c".repeat(255));
+        store.create_mailbox(&child, None).unwrap();
+        // The parent's new name is fine, but the child's would be over 4096 bytes.
+        let long_parent = vec!["x".repeat(250); 16].join("/");
+        let err = store.rename_mailbox("p", &long_parent).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Params);
+        store.open_mailbox(&child).unwrap();
+    }
+
+    #[test]
+    fn given_guids_and_empty_guid() {
+        let store = MemoryStore::with_options(&StoreOptions {
+            separator: Some('.'),
+        });
+        assert_eq!(store.hierarchy_separator(), '.');
+        store
+            .create_mailbox("z", Some(MailboxGuid::default()))
+            .unwrap();
+        let mut z = store.open_mailbox("z").unwrap();
+        assert!(!z.status().unwrap().guid.is_zero(), "zero GUID replaced");
+        let empty = NewMail {
+            guid: Some(Guid::from_bytes(Vec::new())),
+            ..NewMail::default()
+        };
+        save(&mut *z, empty, b"x");
+        assert!(!z.mails().unwrap()[0].guid.is_empty());
+    }
 }
