@@ -30,6 +30,13 @@ pub trait ConformanceTarget {
     fn open(&self) -> Box<dyn Store>;
 }
 
+/// Lets the suite's closure return a boxed target.
+impl<T: ConformanceTarget + ?Sized> ConformanceTarget for Box<T> {
+    fn open(&self) -> Box<dyn Store> {
+        (**self).open()
+    }
+}
+
 /// Expands to one `#[test]` per conformance test, each with a fresh target from `$make`.
 #[macro_export]
 macro_rules! conformance_suite {

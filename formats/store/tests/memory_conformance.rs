@@ -14,3 +14,21 @@ mod dot_separator {
         }
     ));
 }
+
+/// A closure may return a boxed target (`impl ConformanceTarget for Box<T>`); the boxed
+/// handle reaches the same shared state.
+#[test]
+fn boxed_target_opens_the_same_store() {
+    use mailstore::conformance::ConformanceTarget;
+    let target: Box<dyn ConformanceTarget> = Box::new(mailstore::memory::MemoryStore::new());
+    target.open().create_mailbox("Shared", None).unwrap();
+    let names: Vec<String> = target
+        .open()
+        .list_mailboxes()
+        .unwrap()
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
+    assert_eq!(names, ["INBOX", "Shared"]);
+    mailstore::conformance::rename_moves_children(&target);
+}
