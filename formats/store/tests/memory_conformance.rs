@@ -30,5 +30,6 @@ fn boxed_target_opens_the_same_store() {
         .map(|i| i.name)
         .collect();
     assert_eq!(names, ["INBOX", "Shared"]);
-    mailstore::conformance::rename_moves_children(&target);
+    let fresh: Box<dyn ConformanceTarget> = Box::new(mailstore::memory::MemoryStore::new());
+    mailstore::conformance::rename_moves_children(&fresh);
 }
