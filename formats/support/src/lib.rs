@@ -3,5 +3,7 @@
 
 pub mod atomic;
 pub mod dotlock;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod mutf7;
 pub mod subscriptions;
