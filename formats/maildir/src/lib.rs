@@ -1,15 +1,22 @@
-//! Dovecot-compatible Maildir backend (Maildir++ and LAYOUT=fs). See FORMAT.md.
+//! Dovecot-compatible Maildir backend (Maildir++ and LAYOUT=fs). See FORMAT.md for the
+//! byte-level description of everything read and written and the Dovecot source each rule
+//! comes from.
 
-use mailstore::{Location, Result, StoreOptions};
+pub mod filename;
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod keywords;
+pub mod layout;
+mod mailbox;
+mod store;
+pub mod uidlist;
+pub mod uidvalidity;
 
-/// A Maildir store rooted at a mail location.
-pub struct MaildirStore {}
+pub use layout::{Layout, LayoutKind};
+pub use mailbox::MaildirMailbox;
+pub use store::MaildirStore;
 
-impl MaildirStore {
-    /// Opens the Maildir store a `maildir:` location names (options LAYOUT, INBOX, INDEX,
-    /// CONTROL). The root is created on first write, as Dovecot does.
-    pub fn open(location: &Location, options: &StoreOptions) -> Result<MaildirStore> {
-        let _ = (location, options);
-        todo!()
-    }
+/// Reports a problem that doesn't stop the operation (Dovecot logs these as warnings).
+pub(crate) fn warn(message: &str) {
+    eprintln!("Warning: maildir: {message}");
 }

@@ -1,0 +1,1451 @@
+//! One Maildir mailbox: scanning new/ and cur/, UID assignment through `dovecot-uidlist`,
+//! flags from filenames, saving through tmp/, flag changes by rename, expunge by unlink.
+//!
+//! Sources (Dovecot 2.3.19.1, src/lib-storage/index/maildir/): maildir-sync.c (scan rules,
+//! duplicate handling, new/ is not moved to cur/ outside an IMAP SELECT), maildir-uidlist.c
+//! (locking, UID assignment order, append vs. recreate), maildir-save.c (tmp/ names, new/ vs.
+//! cur/, `,S=`/`,W=`, GUID handling, mtime = received date), maildir-util.c (ENOENT retries,
+//! missing subdirectories recreated), maildir-storage.c (tmp/ cleanup), maildir-mail.c
+//! (sizes and dates), maildir-keywords.c.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File, FileTimes, OpenOptions};
+use std::io::{self, Read, Seek, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use mailstore::{
+    CommitResult, Error, FlagOp, FlagUpdate, Flags, Guid, Keyword, MailRecord, Mailbox,
+    MailboxGuid, MailboxStatus, ModSeq, NewMail, Result, Transaction, Uid,
+};
+use mailsupport::dotlock::{DotLock, DotLockOptions};
+
+use crate::filename::{self, EXTRA_FILE_SIZE, EXTRA_VIRTUAL_SIZE};
+use crate::keywords::KeywordMap;
+use crate::layout::{Layout, LayoutKind};
+use crate::uidlist::{self, UidList, UidRecord};
+use crate::{uidvalidity, warn};
+
+pub(crate) const UIDLIST_NAME: &str = "dovecot-uidlist";
+pub(crate) const KEYWORDS_NAME: &str = "dovecot-keywords";
+/// Files in tmp/ whose ctime is older than this are deleted (MAILDIR_TMP_DELETE_SECS).
+const TMP_DELETE_SECS: u64 = 36 * 60 * 60;
+/// tmp/ is scanned when its atime is older than this (mail_temp_scan_interval default).
+const TEMP_SCAN_INTERVAL_SECS: u64 = 7 * 24 * 60 * 60;
+/// How often a vanished file is looked for again (MAILDIR_RESYNC_RETRY_COUNT, maildir-util.c).
+const RESYNC_RETRY_COUNT: usize = 10;
+/// dovecot-keywords.lock stale timeout (KEYWORDS_LOCK_STALE_TIMEOUT, maildir-keywords.c).
+const KEYWORDS_LOCK_STALE: Duration = Duration::from_secs(120);
+/// mailsync's private uidlist record field: the saved date in UNIX seconds. Dovecot keeps
+/// it in dovecot.index.cache (maildir-save.c), which we don't write yet; Dovecot preserves
+/// unknown upper-case record fields (maildir_uidlist_read_extended), so it survives.
+pub const SAVE_DATE_KEY: u8 = b'X';
+
+/// The files of one mailbox.
+#[derive(Clone, Debug)]
+pub(crate) struct Paths {
+    pub dir: PathBuf,
+    pub control: PathBuf,
+}
+
+impl Paths {
+    fn sub(&self, in_new: bool) -> PathBuf {
+        self.dir.join(if in_new { "new" } else { "cur" })
+    }
+    fn tmp(&self) -> PathBuf {
+        self.dir.join("tmp")
+    }
+    pub(crate) fn uidlist(&self) -> PathBuf {
+        self.control.join(UIDLIST_NAME)
+    }
+    fn keywords(&self) -> PathBuf {
+        self.control.join(KEYWORDS_NAME)
+    }
+}
+
+/// A message file found in new/ or cur/.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Found {
+    in_new: bool,
+    fname: Vec<u8>,
+}
+
+/// One readdir pass over new/ and cur/.
+#[derive(Debug, Default)]
+struct Scan {
+    /// base → file.
+    files: HashMap<Vec<u8>, Found>,
+    /// Further files with a base already seen.
+    duplicates: Vec<Found>,
+}
+
+/// The on-disk state read at one moment.
+struct DiskState {
+    list: Option<UidList>,
+    /// The uidlist file exists and ends with `\n` (so records may be appended).
+    appendable: bool,
+    keywords: KeywordMap,
+    scan: Scan,
+}
+
+/// A message in the current view.
+#[derive(Clone, Debug)]
+struct MailFile {
+    uid: u32,
+    found: Found,
+    record: UidRecord,
+    flags: Flags,
+    keywords: Vec<Keyword>,
+    physical_size: u64,
+    virtual_size: Option<u64>,
+    mtime: i64,
+    ctime: i64,
+}
+
+#[derive(Clone, Debug, Default)]
+struct View {
+    uid_validity: u32,
+    uid_next: u32,
+    guid: MailboxGuid,
+    mails: Vec<MailFile>,
+}
+
+fn is_readonly_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem
+    )
+}
+
+fn unix_secs(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i64,
+        Err(e) => -(e.duration().as_secs() as i64),
+    }
+}
+
+fn system_time(secs: i64) -> SystemTime {
+    if secs >= 0 {
+        UNIX_EPOCH + Duration::from_secs(secs as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
+    }
+}
+
+fn os(bytes: &[u8]) -> &std::ffi::OsStr {
+    std::ffi::OsStr::from_bytes(bytes)
+}
+
+fn show(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Reads new/ and cur/ (new/ first, as maildir_sync does). Files starting with `.` are
+/// skipped; names starting with `:` (empty base) or holding CR/LF are skipped with a warning
+/// (Dovecot renames the first and ignores the second); directories are skipped.
+fn scan_dirs(paths: &Paths) -> Result<Scan> {
+    let mut scan = Scan::default();
+    for in_new in [true, false] {
+        let dir = paths.sub(in_new);
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io("opendir", &dir, e)),
+        };
+        for entry in rd {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => return Err(Error::io("readdir", &dir, e)),
+            };
+            let name = entry.file_name();
+            let name = name.as_bytes();
+            if name.first() == Some(&b'.') {
+                continue;
+            }
+            if name.first() == Some(&filename::INFO_SEP) {
+                warn(&format!(
+                    "ignoring a file with an empty base name: {}",
+                    entry.path().display()
+                ));
+                continue;
+            }
+            if name.iter().any(|&b| b == b'\r' || b == b'\n') {
+                warn(&format!(
+                    "ignoring a file with CR/LF in its name: {}",
+                    entry.path().display()
+                ));
+                continue;
+            }
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                warn(&format!(
+                    "ignoring an unexpected directory: {}",
+                    entry.path().display()
+                ));
+                continue;
+            }
+            let found = Found {
+                in_new,
+                fname: name.to_vec(),
+            };
+            let base = filename::base(name).to_vec();
+            match scan.files.get(&base) {
+                None => {
+                    scan.files.insert(base, found);
+                }
+                // Seen in new/ and now in cur/: moved while we were scanning.
+                Some(prev) if prev.in_new && !in_new => {
+                    scan.files.insert(base, found);
+                }
+                Some(_) => scan.duplicates.push(found),
+            }
+        }
+    }
+    Ok(scan)
+}
+
+/// Looks for the file with `base` again (it was renamed or expunged since the view was
+/// taken), retrying as maildir_file_do does.
+fn find_file(paths: &Paths, base: &[u8]) -> Result<Option<Found>> {
+    for _ in 0..RESYNC_RETRY_COUNT {
+        let scan = scan_dirs(paths)?;
+        match scan.files.get(base) {
+            Some(f) if paths.sub(f.in_new).join(os(&f.fname)).exists() => {
+                return Ok(Some(f.clone()))
+            }
+            Some(_) => continue,
+            None => return Ok(None),
+        }
+    }
+    Ok(None)
+}
+
+fn read_disk(paths: &Paths) -> Result<DiskState> {
+    let path = paths.uidlist();
+    let (list, appendable) = match fs::read(&path) {
+        Ok(data) => match uidlist::parse(&data) {
+            Ok(Some((list, warnings))) => {
+                for w in warnings {
+                    warn(&format!(
+                        "{}: line {}: {}",
+                        path.display(),
+                        w.line,
+                        w.message
+                    ));
+                }
+                (Some(list), data.ends_with(b"\n"))
+            }
+            Ok(None) => (None, false),
+            Err(e) => {
+                return Err(Error::corrupted(
+                    &path,
+                    format!("Broken file: line {}: {}", e.line, e.reason),
+                ))
+            }
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => (None, false),
+        Err(e) => return Err(Error::io("open", &path, e)),
+    };
+    let kw_path = paths.keywords();
+    let keywords = match fs::read(&kw_path) {
+        Ok(data) => KeywordMap::parse(&data),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => KeywordMap::default(),
+        Err(e) => return Err(Error::io("open", &kw_path, e)),
+    };
+    let scan = scan_dirs(paths)?;
+    Ok(DiskState {
+        list,
+        appendable,
+        keywords,
+        scan,
+    })
+}
+
+/// Gives UIDs to files the uidlist doesn't list, sorted as maildir_filename_sort_cmp
+/// (maildir_uidlist_assign_uids). Returns how many were added.
+fn assign_unlisted(list: &mut UidList, scan: &Scan, path: &Path) -> Result<usize> {
+    let listed: HashSet<&[u8]> = list.records.iter().map(|r| r.base.as_slice()).collect();
+    let mut new: Vec<&Vec<u8>> = scan
+        .files
+        .keys()
+        .filter(|b| !listed.contains(b.as_slice()))
+        .collect();
+    new.sort_by(|a, b| filename::sort_cmp(a, b));
+    let count = new.len();
+    for base in new {
+        let uid = take_uid(list, None, path)?;
+        list.records.push(UidRecord::new(uid, base.clone()));
+    }
+    Ok(count)
+}
+
+/// The UID for a new record: `wanted` when it is at or above NEXTUID, else NEXTUID.
+fn take_uid(list: &mut UidList, wanted: Option<u32>, path: &Path) -> Result<u32> {
+    let uid = match wanted {
+        Some(w) if w >= list.next_uid => w,
+        _ => list.next_uid,
+    };
+    if uid == 0 || uid == u32::MAX {
+        return Err(Error::NotPossible(format!(
+            "{}: UID space exhausted (next UID {uid})",
+            path.display()
+        )));
+    }
+    list.next_uid = uid + 1;
+    Ok(uid)
+}
+
+fn dir_mode(path: &Path) -> u32 {
+    fs::metadata(path)
+        .map(|m| m.permissions().mode() & 0o777)
+        .unwrap_or(0o700)
+        | 0o700
+}
+
+/// Creates a directory (mode taken from `like`), treating "already exists" as success.
+pub(crate) fn mkdir(path: &Path, mode: u32) -> io::Result<()> {
+    match fs::DirBuilder::new().mode(mode).create(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+pub(crate) fn mkdir_all(path: &Path, mode: u32) -> io::Result<()> {
+    fs::DirBuilder::new()
+        .mode(mode)
+        .recursive(true)
+        .create(path)
+}
+
+/// Takes the `dovecot-uidlist.lock` dotlock (Dovecot's timeouts), creating the control
+/// directory when it is missing.
+pub(crate) fn lock_uidlist(paths: &Paths) -> Result<DotLock> {
+    let target = paths.uidlist();
+    let opts = DotLockOptions {
+        mode: file_mode(&paths.dir),
+        ..DotLockOptions::maildir_uidlist()
+    };
+    match DotLock::acquire(&target, &opts) {
+        Ok(l) => Ok(l),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            mkdir_all(&paths.control, dir_mode(&paths.dir))
+                .map_err(|e| Error::io("mkdir", &paths.control, e))?;
+            DotLock::acquire(&target, &opts).map_err(|e| lock_error(&target, e))
+        }
+        Err(e) => Err(lock_error(&target, e)),
+    }
+}
+
+fn lock_error(target: &Path, e: io::Error) -> Error {
+    let mut lock = target.as_os_str().to_owned();
+    lock.push(".lock");
+    if e.kind() == io::ErrorKind::TimedOut {
+        Error::LockTimeout {
+            path: PathBuf::from(lock),
+        }
+    } else {
+        Error::io("file_dotlock_create", PathBuf::from(lock), e)
+    }
+}
+
+/// Mode for new files: the mailbox directory's mode without x bits (Dovecot's
+/// file_create_mode follows the directory), at least 0600.
+fn file_mode(dir: &Path) -> u32 {
+    (fs::metadata(dir)
+        .map(|m| m.permissions().mode() & 0o666)
+        .unwrap_or(0o600))
+        | 0o600
+}
+
+fn fsync_dir(dir: &Path) -> Result<()> {
+    mailsupport::atomic::fsync_dir(dir).map_err(|e| Error::io("fsync", dir, e))
+}
+
+/// Writes the uidlist: appends records `[first_new..]` in place when that is what Dovecot
+/// would do, else rewrites it as `dovecot-uidlist.tmp` + rename (maildir_uidlist_recreate),
+/// dropping records whose files are gone. Must be called with the uidlist locked.
+fn write_uidlist(
+    paths: &Paths,
+    list: &mut UidList,
+    state_appendable: bool,
+    first_new: usize,
+    recreate: bool,
+    live: &HashSet<Vec<u8>>,
+) -> Result<()> {
+    let path = paths.uidlist();
+    let new_count = list.records.len() - first_new;
+    let live_count = list
+        .records
+        .iter()
+        .filter(|r| live.contains(&r.base))
+        .count();
+    // maildir_uidlist_want_compress: rewrite when at most 75% of the lines are still live.
+    let compress = (list.lines_read + new_count) * 75 / 100 >= live_count && list.lines_read > 0;
+    if !recreate && !compress && state_appendable && list.version == 3 && list.guid.is_some() {
+        if new_count == 0 {
+            return Ok(());
+        }
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io("open", &path, e))?;
+        let mut out = Vec::new();
+        for rec in &list.records[first_new..] {
+            out.extend_from_slice(&uidlist::record_line(rec));
+        }
+        f.write_all(&out)
+            .and_then(|_| f.sync_data())
+            .map_err(|e| Error::io("write", &path, e))?;
+        list.lines_read += new_count;
+        return Ok(());
+    }
+    // Records of files that are gone are dropped only if a second scan agrees, so a file
+    // being renamed by someone else at the moment of the first scan keeps its UID.
+    if list.records.iter().any(|r| !live.contains(&r.base)) {
+        let again = scan_dirs(paths)?;
+        list.records
+            .retain(|r| live.contains(&r.base) || again.files.contains_key(&r.base));
+    }
+    list.version = 3;
+    if list.guid.is_none() {
+        list.guid = Some(MailboxGuid::generate());
+    }
+    let tmp = paths.control.join(format!("{UIDLIST_NAME}.tmp"));
+    let data = uidlist::serialize(list);
+    let result = (|| -> io::Result<()> {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(file_mode(&paths.dir))
+            .open(&tmp)?;
+        f.write_all(&data)?;
+        f.sync_data()?;
+        fs::rename(&tmp, &path)
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io("write", &path, e));
+    }
+    fsync_dir(&paths.control)?;
+    list.lines_read = list.records.len();
+    Ok(())
+}
+
+/// Writes dovecot-keywords through its dotlock (maildir_keywords_commit): the new contents go
+/// into `dovecot-keywords.lock`, its mtime is made newer than the old file's, then it is
+/// renamed over the file. A leftover lock is removed first: the uidlist lock we hold is what
+/// protects the keywords file.
+fn write_keywords(paths: &Paths, map: &KeywordMap) -> Result<()> {
+    let target = paths.keywords();
+    let mut lock_path = target.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let _ = fs::remove_file(&lock_path);
+    let old_mtime = fs::metadata(&target).and_then(|m| m.modified()).ok();
+    let opts = DotLockOptions {
+        timeout: Duration::from_secs(0),
+        stale_timeout: KEYWORDS_LOCK_STALE,
+        use_excl_lock: true,
+        write_pid: false,
+        mode: file_mode(&paths.dir),
+    };
+    let mut lock = DotLock::acquire(&target, &opts).map_err(|e| lock_error(&target, e))?;
+    let data = map.serialize();
+    let result = (|| -> io::Result<()> {
+        let f = lock.file();
+        f.set_len(0)?;
+        f.rewind()?;
+        f.write_all(&data)?;
+        if let Some(old) = old_mtime {
+            let now = f.metadata()?.modified()?;
+            if now <= old {
+                f.set_times(FileTimes::new().set_modified(old + Duration::from_secs(1)))?;
+            }
+        }
+        f.sync_all()
+    })();
+    match result {
+        Ok(()) => lock.replace().map_err(|e| Error::io("rename", &target, e)),
+        Err(e) => {
+            let _ = lock.release();
+            Err(Error::io("write", PathBuf::from(lock_path), e))
+        }
+    }
+}
+
+/// Deletes stale files from tmp/ as maildir_check_tmp + unlink_old_files do: only when the
+/// directory's atime is older than the scan interval (and not when atime > ctime + 36 h,
+/// meaning it was already found empty), then every non-directory whose ctime is older than
+/// 36 h goes, and the directory's times are set to `now`.
+pub(crate) fn clean_tmp(tmp: &Path, now: SystemTime) {
+    let Ok(md) = fs::metadata(tmp) else {
+        return;
+    };
+    let now_secs = unix_secs(now);
+    if md.atime() > md.ctime() + TMP_DELETE_SECS as i64 {
+        return;
+    }
+    if md.atime() >= now_secs - TEMP_SCAN_INTERVAL_SECS as i64 {
+        return;
+    }
+    let Ok(rd) = fs::read_dir(tmp) else {
+        return;
+    };
+    let limit = now_secs - TMP_DELETE_SECS as i64;
+    let entries: Vec<fs::DirEntry> = rd.flatten().collect();
+    // unlink_old_files marks the scan with utime(dir, NULL) (done after reading here, so a
+    // relatime mount doesn't move the atime again).
+    if let Ok(dir) = File::open(tmp) {
+        let _ = dir.set_times(FileTimes::new().set_accessed(now).set_modified(now));
+    }
+    for entry in entries {
+        let path = entry.path();
+        if let Ok(m) = fs::metadata(&path) {
+            if !m.is_dir() && m.ctime() < limit {
+                if let Err(e) = fs::remove_file(&path) {
+                    if e.kind() != io::ErrorKind::NotFound {
+                        warn(&format!("unlink({}) failed: {e}", path.display()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// An open Maildir mailbox.
+pub struct MaildirMailbox {
+    name: String,
+    kind: LayoutKind,
+    is_inbox: bool,
+    control_root: PathBuf,
+    paths: Paths,
+    view: View,
+    /// Virtual sizes computed by reading files (no `,W=` and no uidlist `W`).
+    vsize_cache: HashMap<u32, u64>,
+    tmp_checked: bool,
+}
+
+impl MaildirMailbox {
+    pub(crate) fn open(layout: &Layout, vname: &str) -> Result<MaildirMailbox> {
+        let mut mb = MaildirMailbox {
+            name: vname.to_string(),
+            kind: layout.kind,
+            is_inbox: Layout::is_inbox(vname),
+            control_root: layout.control_root().to_path_buf(),
+            paths: Paths {
+                dir: layout.mailbox_dir(vname),
+                control: layout.control_dir(vname),
+            },
+            view: View::default(),
+            vsize_cache: HashMap::new(),
+            tmp_checked: false,
+        };
+        mb.sync_impl()?;
+        Ok(mb)
+    }
+
+    /// The Maildir directory of this mailbox.
+    pub fn path(&self) -> &Path {
+        &self.paths.dir
+    }
+
+    /// Makes sure the mailbox exists and has cur/ new/ tmp/. Missing subdirectories are
+    /// created as Dovecot does (maildir_mailbox_open / maildir_set_deleted); INBOX itself is
+    /// created when missing (it always exists). When they can't be created (read-only
+    /// store), the mailbox is read with the missing ones counted as empty.
+    fn ensure_dirs(&self) -> Result<()> {
+        let dir = &self.paths.dir;
+        match fs::metadata(dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(Error::MailboxNotFound(self.name.clone())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if !self.is_inbox {
+                    return Err(Error::MailboxNotFound(self.name.clone()));
+                }
+                mkdir_all(dir, 0o700).map_err(|e| Error::io("mkdir", dir, e))?;
+            }
+            Err(e) => return Err(Error::io("stat", dir, e)),
+        }
+        if self.kind == LayoutKind::Fs && !self.is_inbox && !dir.join("cur").is_dir() {
+            // mailbox-list-fs: a directory without cur/ is \NoSelect.
+            return Err(Error::MailboxNotFound(self.name.clone()));
+        }
+        let mode = dir_mode(dir);
+        for sub in ["cur", "new", "tmp"] {
+            let p = dir.join(sub);
+            if p.is_dir() {
+                continue;
+            }
+            match mkdir(&p, mode) {
+                Ok(()) => {}
+                Err(e) if is_readonly_error(&e) => {
+                    warn(&format!("can't create {}: {e}", p.display()));
+                }
+                Err(e) => return Err(Error::io("mkdir", &p, e)),
+            }
+        }
+        if self.paths.control != *dir && !self.paths.control.is_dir() {
+            if let Err(e) = mkdir_all(&self.paths.control, mode) {
+                if !is_readonly_error(&e) {
+                    return Err(Error::io("mkdir", &self.paths.control, e));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the uidlist must be written: files without UIDs, no uidlist or one without a
+    /// mailbox GUID (Dovecot then generates and writes one: maildir_uidlist_refresh), an old
+    /// version, or duplicate files to fix.
+    fn needs_write(st: &DiskState) -> bool {
+        let Some(list) = &st.list else {
+            return true;
+        };
+        if list.guid.is_none() || list.version != 3 || !st.scan.duplicates.is_empty() {
+            return true;
+        }
+        let listed: HashSet<&[u8]> = list.records.iter().map(|r| r.base.as_slice()).collect();
+        st.scan.files.keys().any(|b| !listed.contains(b.as_slice()))
+    }
+
+    /// A file whose base is already taken by another file is renamed to a new unique base in
+    /// new/ (keeping `,S=`/`,W=`), so it gets its own UID (maildir_fix_duplicate). Files that
+    /// are in fact the same inode are left alone.
+    fn fix_duplicates(&self, st: &mut DiskState) -> Result<()> {
+        let dups = std::mem::take(&mut st.scan.duplicates);
+        for dup in dups {
+            let base = filename::base(&dup.fname).to_vec();
+            let Some(first) = st.scan.files.get(&base) else {
+                continue;
+            };
+            let p1 = self.paths.sub(first.in_new).join(os(&first.fname));
+            let p2 = self.paths.sub(dup.in_new).join(os(&dup.fname));
+            let (Ok(m1), Ok(m2)) = (fs::metadata(&p1), fs::metadata(&p2)) else {
+                continue;
+            };
+            if m1.ino() == m2.ino() && m1.dev() == m2.dev() {
+                continue;
+            }
+            let mut new_base = filename::generate();
+            for key in [EXTRA_FILE_SIZE, EXTRA_VIRTUAL_SIZE] {
+                if let Some(size) = filename::size_field(&dup.fname, key) {
+                    new_base.push_str(&format!(",{}={size}", key as char));
+                }
+            }
+            let dest = self.paths.sub(true).join(&new_base);
+            match fs::rename(&p2, &dest) {
+                Ok(()) => {
+                    warn(&format!(
+                        "Fixed a duplicate: {} -> {new_base}",
+                        p2.display()
+                    ));
+                    st.scan.files.insert(
+                        new_base.clone().into_bytes(),
+                        Found {
+                            in_new: true,
+                            fname: new_base.into_bytes(),
+                        },
+                    );
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("rename", &p2, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// A fresh uidlist for a mailbox that has none: a new UIDVALIDITY from the root's
+    /// dovecot-uidvalidity and a new GUID.
+    fn new_uidlist(&self) -> Result<UidList> {
+        let v = uidvalidity::next(&self.control_root)
+            .map_err(|e| Error::io("open", self.control_root.join(uidvalidity::FILE_NAME), e))?;
+        Ok(UidList::new(v, MailboxGuid::generate()))
+    }
+
+    /// Re-reads the mailbox (the `sync()` of the API).
+    fn sync_impl(&mut self) -> Result<()> {
+        self.ensure_dirs()?;
+        if !self.tmp_checked {
+            clean_tmp(&self.paths.tmp(), SystemTime::now());
+            self.tmp_checked = true;
+        }
+        let mut st = read_disk(&self.paths)?;
+        if Self::needs_write(&st) {
+            match lock_uidlist(&self.paths) {
+                Ok(lock) => {
+                    let result = self.update_locked(&mut st);
+                    let released = lock.release();
+                    result?;
+                    released.map_err(|e| Error::io("unlink", self.paths.uidlist(), e))?;
+                }
+                Err(Error::Io { source, .. }) if is_readonly_error(&source) => {
+                    warn(&format!(
+                        "{}: read-only, new messages get UIDs only for this session",
+                        self.paths.dir.display()
+                    ));
+                    let list = match st.list.take() {
+                        Some(l) => l,
+                        None => UidList::new(
+                            unix_secs(SystemTime::now()).max(1) as u32,
+                            MailboxGuid::generate(),
+                        ),
+                    };
+                    let mut list = list;
+                    assign_unlisted(&mut list, &st.scan, &self.paths.uidlist())?;
+                    st.list = Some(list);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.build_view(st)
+    }
+
+    /// Under the uidlist lock: re-reads everything and gives UIDs to unlisted files.
+    fn update_locked(&self, st: &mut DiskState) -> Result<()> {
+        *st = read_disk(&self.paths)?;
+        self.fix_duplicates(st)?;
+        let (mut list, recreate) = match st.list.take() {
+            Some(l) => {
+                let r = l.guid.is_none() || l.version != 3;
+                (l, r)
+            }
+            None => (self.new_uidlist()?, true),
+        };
+        let first_new = list.records.len();
+        let added = assign_unlisted(&mut list, &st.scan, &self.paths.uidlist())?;
+        if recreate || added > 0 {
+            let live: HashSet<Vec<u8>> = st.scan.files.keys().cloned().collect();
+            write_uidlist(
+                &self.paths,
+                &mut list,
+                st.appendable,
+                first_new,
+                recreate || !st.appendable,
+                &live,
+            )?;
+        }
+        st.list = Some(list);
+        Ok(())
+    }
+
+    fn build_view(&mut self, mut st: DiskState) -> Result<()> {
+        let list = st
+            .list
+            .take()
+            .unwrap_or_else(|| UidList::new(1, MailboxGuid::default()));
+        // Letters seen in filenames keep their slot even without a dovecot-keywords entry.
+        for f in st.scan.files.values() {
+            for &c in filename::flag_chars(&f.fname) {
+                st.keywords.claim_letter(c);
+            }
+        }
+        let mut mails = Vec::with_capacity(list.records.len());
+        for rec in &list.records {
+            let Some(found) = st.scan.files.get(&rec.base) else {
+                continue;
+            };
+            let mut found = found.clone();
+            let mut md = fs::metadata(self.paths.sub(found.in_new).join(os(&found.fname)));
+            if matches!(&md, Err(e) if e.kind() == io::ErrorKind::NotFound) {
+                // Renamed or expunged between readdir and stat: look again.
+                match find_file(&self.paths, &rec.base)? {
+                    Some(f) => {
+                        md = fs::metadata(self.paths.sub(f.in_new).join(os(&f.fname)));
+                        found = f;
+                    }
+                    None => continue,
+                }
+            }
+            let md = match md {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    return Err(Error::io(
+                        "stat",
+                        self.paths.sub(found.in_new).join(os(&found.fname)),
+                        e,
+                    ))
+                }
+            };
+            let (mut flags, letters) = filename::flags_of(&found.fname);
+            flags.insert(Flags::RECENT);
+            let keywords = letters
+                .iter()
+                .filter_map(|&l| st.keywords.keyword_for_letter(l))
+                .collect();
+            let ext_size = |key: u8| {
+                rec.ext(key)
+                    .and_then(|v| std::str::from_utf8(v).ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+            };
+            // maildir_quick_size_lookup: the filename, then the uidlist, then stat().
+            let physical_size = filename::size_field(&found.fname, EXTRA_FILE_SIZE)
+                .or_else(|| ext_size(EXTRA_FILE_SIZE))
+                .unwrap_or(md.len());
+            let virtual_size = filename::size_field(&found.fname, EXTRA_VIRTUAL_SIZE)
+                .or_else(|| ext_size(EXTRA_VIRTUAL_SIZE));
+            mails.push(MailFile {
+                uid: rec.uid,
+                found,
+                record: rec.clone(),
+                flags,
+                keywords,
+                physical_size,
+                virtual_size,
+                mtime: md.mtime(),
+                ctime: md.ctime(),
+            });
+        }
+        let alive: HashSet<u32> = mails.iter().map(|m| m.uid).collect();
+        self.vsize_cache.retain(|uid, _| alive.contains(uid));
+        self.view = View {
+            uid_validity: list.uid_validity,
+            uid_next: list.next_uid,
+            guid: list.guid.unwrap_or_default(),
+            mails,
+        };
+        Ok(())
+    }
+
+    fn mail_index(&self, uid: u32) -> Option<usize> {
+        self.view.mails.binary_search_by_key(&uid, |m| m.uid).ok()
+    }
+
+    /// Opens the file of a message, finding it again if it was renamed since the view.
+    fn open_file(&mut self, uid: Uid) -> Result<File> {
+        let idx = self.mail_index(uid.0).ok_or(Error::MailNotFound(uid))?;
+        let found = self.view.mails[idx].found.clone();
+        let path = self.paths.sub(found.in_new).join(os(&found.fname));
+        match File::open(&path) {
+            Ok(f) => return Ok(f),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(Error::io("open", &path, e))
+            }
+            Err(_) => {}
+        }
+        let base = self.view.mails[idx].record.base.clone();
+        for _ in 0..RESYNC_RETRY_COUNT {
+            let Some(f) = find_file(&self.paths, &base)? else {
+                return Err(Error::MailNotFound(uid));
+            };
+            let path = self.paths.sub(f.in_new).join(os(&f.fname));
+            match File::open(&path) {
+                Ok(file) => {
+                    self.view.mails[idx].found = f;
+                    return Ok(file);
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io("open", &path, e)),
+            }
+        }
+        Err(Error::MailNotFound(uid))
+    }
+
+    fn record_of(&self, m: &MailFile) -> MailRecord {
+        let saved_date = m
+            .record
+            .ext(SAVE_DATE_KEY)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(m.ctime);
+        MailRecord {
+            uid: Uid(m.uid),
+            guid: Guid::from_bytes(m.record.guid()),
+            flags: m.flags,
+            keywords: m.keywords.clone(),
+            modseq: ModSeq(1),
+            received_date: m.mtime,
+            saved_date,
+            physical_size: m.physical_size,
+            virtual_size: m
+                .virtual_size
+                .or_else(|| self.vsize_cache.get(&m.uid).copied()),
+        }
+    }
+
+    fn computed_vsize(&mut self, uid: u32) -> Result<u64> {
+        if let Some(v) = self.vsize_cache.get(&uid) {
+            return Ok(*v);
+        }
+        let mut f = self.open_file(Uid(uid))?;
+        let v = mailstore::virtual_size_of(&mut f)
+            .map_err(|e| Error::io("read", self.paths.dir.clone(), e))?;
+        self.vsize_cache.insert(uid, v);
+        Ok(v)
+    }
+}
+
+impl Mailbox for MaildirMailbox {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        self.sync_impl()
+    }
+
+    fn status(&mut self) -> Result<MailboxStatus> {
+        let mut vsize = 0u64;
+        for i in 0..self.view.mails.len() {
+            let m = &self.view.mails[i];
+            vsize += match m.virtual_size {
+                Some(v) => v,
+                None => {
+                    let uid = m.uid;
+                    match self.computed_vsize(uid) {
+                        Ok(v) => v,
+                        // Expunged since the view was taken: counted as Dovecot's cached view would not.
+                        Err(Error::MailNotFound(_)) => 0,
+                        Err(e) => return Err(e),
+                    }
+                }
+            };
+        }
+        let first_saved = self
+            .view
+            .mails
+            .first()
+            .map(|m| self.record_of(m).saved_date);
+        Ok(MailboxStatus {
+            uid_validity: self.view.uid_validity,
+            uid_next: self.view.uid_next,
+            highest_modseq: 1,
+            messages: self.view.mails.len() as u32,
+            recent: self.view.mails.len() as u32,
+            unseen: self
+                .view
+                .mails
+                .iter()
+                .filter(|m| !m.flags.contains(Flags::SEEN))
+                .count() as u32,
+            vsize,
+            guid: self.view.guid,
+            first_saved,
+        })
+    }
+
+    fn mails(&mut self) -> Result<Vec<MailRecord>> {
+        Ok(self.view.mails.iter().map(|m| self.record_of(m)).collect())
+    }
+
+    fn open_mail(&mut self, uid: Uid) -> Result<Box<dyn Read + Send>> {
+        Ok(Box::new(self.open_file(uid)?))
+    }
+
+    fn virtual_size(&mut self, uid: Uid) -> Result<u64> {
+        let idx = self.mail_index(uid.0).ok_or(Error::MailNotFound(uid))?;
+        match self.view.mails[idx].virtual_size {
+            Some(v) => Ok(v),
+            None => self.computed_vsize(uid.0),
+        }
+    }
+
+    fn begin(&mut self) -> Result<Box<dyn Transaction + '_>> {
+        Ok(Box::new(MaildirTransaction {
+            mbox: self,
+            saves: Vec::new(),
+            ops: Vec::new(),
+            finished: false,
+        }))
+    }
+}
+
+/// A message written to tmp/, waiting for commit.
+struct PendingSave {
+    tmp_name: String,
+    size: u64,
+    vsize: u64,
+    flags: Flags,
+    keywords: Vec<Keyword>,
+    guid: Option<Guid>,
+    uid: Option<u32>,
+    saved_date: i64,
+}
+
+enum Op {
+    Flags(u32, FlagUpdate),
+    Expunge(u32),
+}
+
+struct MaildirTransaction<'a> {
+    mbox: &'a mut MaildirMailbox,
+    saves: Vec<PendingSave>,
+    ops: Vec<Op>,
+    finished: bool,
+}
+
+fn check_keywords(keywords: &[Keyword]) -> Result<()> {
+    for k in keywords {
+        if !Keyword::is_valid_atom(k.as_bytes()) {
+            return Err(Error::Params(format!("Invalid keyword: {k:?}")));
+        }
+    }
+    Ok(())
+}
+
+/// A GUID is stored as the uidlist `G` field or as the filename base: no spaces, controls,
+/// `/` or `:`.
+fn check_guid(guid: &Guid) -> Result<()> {
+    let b = guid.as_bytes();
+    if b.is_empty() || b.iter().any(|&c| c <= b' ' || c == 0x7f) {
+        return Err(Error::Params(format!("Invalid message GUID: {guid:?}")));
+    }
+    Ok(())
+}
+
+/// A GUID can be the filename base itself when it looks like one (maildir-save.c
+/// maildir_save_set_dest_basename + maildir_filename_check_conflicts).
+fn guid_usable_as_base(g: &[u8]) -> bool {
+    !g.is_empty()
+        && g[0] != b'.'
+        && !g
+            .iter()
+            .any(|&c| c == b'/' || c == filename::INFO_SEP || c <= b' ' || c == 0x7f)
+}
+
+fn dedup_keywords(keywords: &[Keyword]) -> Vec<Keyword> {
+    let mut out: Vec<Keyword> = Vec::new();
+    for k in keywords {
+        if !out
+            .iter()
+            .any(|o| o.as_bytes().eq_ignore_ascii_case(k.as_bytes()))
+        {
+            out.push(k.clone());
+        }
+    }
+    out
+}
+
+impl MaildirTransaction<'_> {
+    fn remove_tmp_files(&mut self) {
+        let tmp = self.mbox.paths.tmp();
+        for s in self.saves.drain(..) {
+            let _ = fs::remove_file(tmp.join(&s.tmp_name));
+        }
+    }
+
+    fn letters_for(map: &mut KeywordMap, keywords: &[Keyword], path: &Path) -> Result<Vec<u8>> {
+        let mut letters = Vec::new();
+        for k in keywords {
+            match map.letter_or_assign(k.as_bytes()) {
+                Some(l) => letters.push(l),
+                None => {
+                    return Err(Error::NotPossible(format!(
+                        "{}: all 26 Maildir keyword letters are in use, can't add keyword {k}",
+                        path.display()
+                    )))
+                }
+            }
+        }
+        Ok(letters)
+    }
+
+    fn commit_locked(&mut self) -> Result<CommitResult> {
+        let paths = self.mbox.paths.clone();
+        let mut st = read_disk(&paths)?;
+        self.mbox.fix_duplicates(&mut st)?;
+        let (mut list, mut recreate) = match st.list.take() {
+            Some(l) => {
+                let r = l.guid.is_none() || l.version != 3;
+                (l, r)
+            }
+            None => (self.mbox.new_uidlist()?, true),
+        };
+        if !st.appendable {
+            recreate = true;
+        }
+        let first_new = list.records.len();
+        // Files delivered by others since the last sync get their UIDs first.
+        assign_unlisted(&mut list, &st.scan, &paths.uidlist())?;
+
+        // Keyword letters for everything this commit adds, before touching any file, so a
+        // 27th keyword fails the commit without a partial change.
+        let mut kwmap = st.keywords.clone();
+        for f in st.scan.files.values() {
+            for &c in filename::flag_chars(&f.fname) {
+                kwmap.claim_letter(c);
+            }
+        }
+        let kw_path = paths.keywords();
+        let mut save_letters = Vec::with_capacity(self.saves.len());
+        for s in &self.saves {
+            save_letters.push(Self::letters_for(&mut kwmap, &s.keywords, &kw_path)?);
+        }
+        for op in &self.ops {
+            if let Op::Flags(_, u) = op {
+                if u.op != FlagOp::Remove {
+                    Self::letters_for(&mut kwmap, &u.keywords, &kw_path)?;
+                }
+            }
+        }
+        if kwmap.changed {
+            write_keywords(&paths, &kwmap)?;
+        }
+
+        // Saves: tmp/ → new/ (no flags) or cur/ (with `:2,<flags>`), as maildir_file_move.
+        let mut moved: Vec<PathBuf> = Vec::new();
+        let mut saved = Vec::with_capacity(self.saves.len());
+        let mut used: HashSet<Vec<u8>> = HashSet::new();
+        let listed: HashSet<Vec<u8>> = list.records.iter().map(|r| r.base.clone()).collect();
+        let (mut new_changed, mut cur_changed) = (false, false);
+        let result = (|| -> Result<()> {
+            for (s, letters) in self.saves.iter().zip(&save_letters) {
+                let sized = |base: &str| format!("{base},S={},W={}", s.size, s.vsize);
+                let (base, g_field): (Vec<u8>, Option<Vec<u8>>) = match &s.guid {
+                    Some(g) => {
+                        let g = g.as_bytes();
+                        let fits = guid_usable_as_base(g)
+                            && filename::size_field(g, EXTRA_FILE_SIZE) == Some(s.size)
+                            && filename::size_field(g, EXTRA_VIRTUAL_SIZE) == Some(s.vsize)
+                            && !listed.contains(g)
+                            && !used.contains(g)
+                            && !st.scan.files.contains_key(g);
+                        if fits {
+                            (g.to_vec(), None)
+                        } else {
+                            (sized(&filename::generate()).into_bytes(), Some(g.to_vec()))
+                        }
+                    }
+                    None => (sized(&s.tmp_name).into_bytes(), None),
+                };
+                let system = Flags(s.flags.0 & !Flags::RECENT.0);
+                let in_new = system.is_empty() && letters.is_empty();
+                let fname = if in_new {
+                    base.clone()
+                } else {
+                    filename::set_flags(&base, system, letters)
+                };
+                let src = paths.tmp().join(&s.tmp_name);
+                let dest = paths.sub(in_new).join(os(&fname));
+                fs::rename(&src, &dest).map_err(|e| Error::io("rename", &src, e))?;
+                moved.push(dest);
+                if in_new {
+                    new_changed = true;
+                } else {
+                    cur_changed = true;
+                }
+                let uid = take_uid(&mut list, s.uid, &paths.uidlist())?;
+                let mut rec = UidRecord::new(uid, base.clone());
+                if let Some(g) = g_field {
+                    rec.set_ext(b'G', Some(g));
+                }
+                rec.set_ext(SAVE_DATE_KEY, Some(s.saved_date.to_string().into_bytes()));
+                list.records.push(rec);
+                used.insert(base.clone());
+                st.scan.files.insert(base, Found { in_new, fname });
+                saved.push(Uid(uid));
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            // Nobody has seen these files with UIDs yet (we hold the lock): take them back.
+            for p in &moved {
+                let _ = fs::remove_file(p);
+            }
+            return Err(e);
+        }
+        self.saves.clear();
+
+        // Flag changes (rename) and expunges (unlink) of existing messages.
+        for op in std::mem::take(&mut self.ops) {
+            let uid = match &op {
+                Op::Flags(u, _) | Op::Expunge(u) => *u,
+            };
+            let Some(idx) = list.find_uid(uid) else {
+                continue;
+            };
+            let base = list.records[idx].base.clone();
+            match op {
+                Op::Expunge(_) => {
+                    if self.expunge_file(&mut st.scan, &base)? {
+                        cur_changed = true;
+                    }
+                }
+                Op::Flags(_, update) => {
+                    if self.rename_flags(&mut st.scan, &kwmap, &base, &update)? {
+                        cur_changed = true;
+                    }
+                }
+            }
+        }
+        if new_changed {
+            fsync_dir(&paths.sub(true))?;
+        }
+        if cur_changed {
+            fsync_dir(&paths.sub(false))?;
+        }
+        let live: HashSet<Vec<u8>> = st.scan.files.keys().cloned().collect();
+        if recreate || list.records.len() > first_new {
+            write_uidlist(&paths, &mut list, st.appendable, first_new, recreate, &live)?;
+        }
+        Ok(CommitResult {
+            saved,
+            uid_validity: list.uid_validity,
+        })
+    }
+
+    /// Unlinks a message file (maildir_expunge); a file renamed meanwhile is found again.
+    fn expunge_file(&self, scan: &mut Scan, base: &[u8]) -> Result<bool> {
+        let paths = &self.mbox.paths;
+        let mut current = scan.files.get(base).cloned();
+        for _ in 0..RESYNC_RETRY_COUNT {
+            let Some(f) = current else {
+                return Ok(false);
+            };
+            let path = paths.sub(f.in_new).join(os(&f.fname));
+            match fs::remove_file(&path) {
+                Ok(()) => {
+                    scan.files.remove(base);
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    current = find_file(paths, base)?;
+                }
+                Err(e) => return Err(Error::io("unlink", &path, e)),
+            }
+        }
+        Ok(false)
+    }
+
+    /// Applies a flag update by renaming the file (maildir_sync_flags); the file stays in its
+    /// directory. On ENOENT the file is looked for again, as Dovecot resyncs and retries.
+    fn rename_flags(
+        &self,
+        scan: &mut Scan,
+        kwmap: &KeywordMap,
+        base: &[u8],
+        update: &FlagUpdate,
+    ) -> Result<bool> {
+        let paths = &self.mbox.paths;
+        let mut current = scan.files.get(base).cloned();
+        for _ in 0..RESYNC_RETRY_COUNT {
+            let Some(f) = current else {
+                return Ok(false);
+            };
+            let (mut flags, letters) = filename::flags_of(&f.fname);
+            let mut keywords: Vec<Keyword> = letters
+                .iter()
+                .filter_map(|&l| kwmap.keyword_for_letter(l))
+                .collect();
+            update.apply(&mut flags, &mut keywords);
+            let new_letters: Vec<u8> = keywords
+                .iter()
+                .filter_map(|k| kwmap.letter_for(k.as_bytes()))
+                .collect();
+            let system = Flags(flags.0 & !Flags::RECENT.0);
+            let new_name = filename::set_flags(&f.fname, system, &new_letters);
+            if new_name == f.fname {
+                return Ok(false);
+            }
+            let dir = paths.sub(f.in_new);
+            let (src, dest) = (dir.join(os(&f.fname)), dir.join(os(&new_name)));
+            match fs::rename(&src, &dest) {
+                Ok(()) => {
+                    scan.files.insert(
+                        base.to_vec(),
+                        Found {
+                            in_new: f.in_new,
+                            fname: new_name,
+                        },
+                    );
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    current = find_file(paths, base)?;
+                }
+                Err(e) => return Err(Error::io("rename", &src, e)),
+            }
+        }
+        warn(&format!(
+            "{}: filename keeps changing for {}",
+            paths.dir.display(),
+            show(base)
+        ));
+        Ok(false)
+    }
+}
+
+impl Transaction for MaildirTransaction<'_> {
+    fn save(&mut self, mail: NewMail, body: &mut dyn Read) -> Result<()> {
+        check_keywords(&mail.keywords)?;
+        if let Some(g) = &mail.guid {
+            check_guid(g)?;
+        }
+        let tmp = self.mbox.paths.tmp();
+        if !tmp.is_dir() {
+            mkdir(&tmp, dir_mode(&self.mbox.paths.dir)).map_err(|e| Error::io("mkdir", &tmp, e))?;
+        }
+        let mode = file_mode(&self.mbox.paths.dir);
+        // maildir_create_tmp: a unique name, O_EXCL in case the clock went backwards.
+        let (name, mut file) = loop {
+            let name = filename::generate();
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(tmp.join(&name))
+            {
+                Ok(f) => break (name, f),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(Error::io("open", tmp.join(&name), e)),
+            }
+        };
+        let path = tmp.join(&name);
+        let result = (|| -> io::Result<(u64, u64)> {
+            let mut buf = vec![0u8; 64 * 1024];
+            let (mut size, mut vsize, mut prev_cr) = (0u64, 0u64, false);
+            loop {
+                let n = match body.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                for &b in &buf[..n] {
+                    if b == b'\n' && !prev_cr {
+                        vsize += 1;
+                    }
+                    vsize += 1;
+                    prev_cr = b == b'\r';
+                }
+                size += n as u64;
+                file.write_all(&buf[..n])?;
+            }
+            file.sync_all()?;
+            // maildir_save_finish_received_date: the received date is the file's mtime.
+            let now = SystemTime::now();
+            let mut times = FileTimes::new().set_accessed(now);
+            if let Some(r) = mail.received_date {
+                times = times.set_modified(system_time(r));
+            }
+            file.set_times(times)?;
+            Ok((size, vsize))
+        })();
+        let (size, vsize) = match result {
+            Ok(v) => v,
+            Err(e) => {
+                drop(file);
+                let _ = fs::remove_file(&path);
+                return Err(Error::io("write", &path, e));
+            }
+        };
+        self.saves.push(PendingSave {
+            tmp_name: name,
+            size,
+            vsize,
+            flags: mail.flags,
+            keywords: dedup_keywords(&mail.keywords),
+            guid: mail.guid,
+            uid: mail.uid.map(|u| u.0),
+            saved_date: mail
+                .saved_date
+                .unwrap_or_else(|| unix_secs(SystemTime::now())),
+        });
+        Ok(())
+    }
+
+    fn update_flags(&mut self, uid: Uid, update: &FlagUpdate) -> Result<()> {
+        if self.mbox.mail_index(uid.0).is_none() {
+            return Err(Error::MailNotFound(uid));
+        }
+        check_keywords(&update.keywords)?;
+        let mut update = update.clone();
+        update.keywords = dedup_keywords(&update.keywords);
+        self.ops.push(Op::Flags(uid.0, update));
+        Ok(())
+    }
+
+    fn expunge(&mut self, uid: Uid) -> Result<()> {
+        if self.mbox.mail_index(uid.0).is_none() {
+            return Err(Error::MailNotFound(uid));
+        }
+        self.ops.push(Op::Expunge(uid.0));
+        Ok(())
+    }
+
+    fn commit(mut self: Box<Self>) -> Result<CommitResult> {
+        self.finished = true;
+        if self.saves.is_empty() && self.ops.is_empty() {
+            return Ok(CommitResult {
+                saved: Vec::new(),
+                uid_validity: self.mbox.view.uid_validity,
+            });
+        }
+        let result = (|| {
+            self.mbox.ensure_dirs()?;
+            let lock = lock_uidlist(&self.mbox.paths)?;
+            let result = self.commit_locked();
+            let released = lock.release();
+            let r = result?;
+            released.map_err(|e| Error::io("unlink", self.mbox.paths.uidlist(), e))?;
+            Ok(r)
+        })();
+        self.remove_tmp_files();
+        let r = result?;
+        self.mbox.sync_impl()?;
+        Ok(r)
+    }
+
+    fn rollback(mut self: Box<Self>) {
+        self.finished = true;
+        self.remove_tmp_files();
+    }
+}
+
+impl Drop for MaildirTransaction<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.remove_tmp_files();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_tmp_files_are_deleted_as_dovecot_does() {
+        let d = tempfile::tempdir().unwrap();
+        let tmp = d.path().join("tmp");
+        fs::create_dir(&tmp).unwrap();
+        fs::write(tmp.join("old"), b"x").unwrap();
+        // Right now nothing is old enough and tmp/ was just scanned (atime is now).
+        clean_tmp(&tmp, SystemTime::now());
+        assert!(tmp.join("old").exists());
+        // Eight days later the scan interval has passed and the file's ctime is > 36 h old.
+        let later = SystemTime::now() + Duration::from_secs(8 * 24 * 3600);
+        clean_tmp(&tmp, later);
+        assert!(!tmp.join("old").exists());
+        // The scan set tmp/'s atime to that time, so another file isn't looked at again.
+        fs::write(tmp.join("new"), b"x").unwrap();
+        clean_tmp(&tmp, later + Duration::from_secs(3 * 24 * 3600));
+        assert!(tmp.join("new").exists());
+    }
+
+    #[test]
+    fn scan_skips_dot_files_dirs_and_broken_names() {
+        let d = tempfile::tempdir().unwrap();
+        for s in ["cur", "new", "tmp"] {
+            fs::create_dir(d.path().join(s)).unwrap();
+        }
+        fs::write(d.path().join("cur/.hidden"), b"").unwrap();
+        fs::write(d.path().join("cur/:2,S"), b"").unwrap();
+        fs::write(d.path().join("cur/a\nb"), b"").unwrap();
+        fs::create_dir(d.path().join("cur/subdir")).unwrap();
+        fs::write(d.path().join("cur/1.M1P1.h:2,S"), b"").unwrap();
+        fs::write(d.path().join("new/1.M1P1.h"), b"").unwrap();
+        fs::write(d.path().join("cur/2.M1P1.h:2,S"), b"").unwrap();
+        fs::write(d.path().join("cur/2.M1P1.h:2,F"), b"").unwrap();
+        let paths = Paths {
+            dir: d.path().to_path_buf(),
+            control: d.path().to_path_buf(),
+        };
+        let scan = scan_dirs(&paths).unwrap();
+        assert_eq!(scan.files.len(), 2);
+        assert!(!scan.files[&b"1.M1P1.h"[..]].in_new, "cur/ wins over new/");
+        assert_eq!(scan.duplicates.len(), 1);
+    }
+}

@@ -1,0 +1,483 @@
+//! `dovecot-uidlist`: the UID ↔ filename map of one Maildir (src/lib-storage/index/maildir/
+//! maildir-uidlist.c in Dovecot 2.3.19.1).
+//!
+//! ```text
+//! v1 header: 1 <uidvalidity> <nextuid>         record: <uid> <filename>
+//! v2 header: 2 <uidvalidity> <nextuid>         record: <uid> <flags> <filename>
+//! v3 header: 3 [<key><value> ...]              record: <uid> [<KEY><value> ...] :<filename>
+//! ```
+//! v3 header keys: `V` uidvalidity, `N` next uid, `G` mailbox GUID (32 hex); any other key is
+//! kept verbatim. Record keys are `A`-`Z` (`S` psize, `W` vsize, `P` POP3 UIDL, `O` POP3
+//! order, `G` message GUID). Only v3 is written. v2 is read (Dovecot 2.3 itself rejects it).
+//!
+//! Parsing follows maildir_uidlist_read_header / maildir_uidlist_next: what Dovecot calls a
+//! "Broken file" is a [`ParseError`] naming the line; what Dovecot merely warns about
+//! (lower-case record keys, which it drops; a filename listed twice, where the later line
+//! wins) is a [`ParseWarning`].
+
+use mailstore::MailboxGuid;
+
+use crate::filename;
+
+/// One record: a UID, its extension fields and the base filename (up to the first `:`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UidRecord {
+    pub uid: u32,
+    /// `(key, value)` extension fields in file order; keys are `A`-`Z`.
+    pub ext: Vec<(u8, Vec<u8>)>,
+    /// The base filename (everything before the first `:` of the real filename).
+    pub base: Vec<u8>,
+}
+
+impl UidRecord {
+    pub fn new(uid: u32, base: Vec<u8>) -> UidRecord {
+        UidRecord {
+            uid,
+            ext: Vec::new(),
+            base,
+        }
+    }
+
+    /// The value of extension field `key`.
+    pub fn ext(&self, key: u8) -> Option<&[u8]> {
+        self.ext
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// Sets (or with `None` removes) extension field `key`, keeping the others' order.
+    pub fn set_ext(&mut self, key: u8, value: Option<Vec<u8>>) {
+        self.ext.retain(|(k, _)| *k != key);
+        if let Some(v) = value {
+            self.ext.push((key, v));
+        }
+    }
+
+    /// The message GUID: the `G` field, or else the base filename (maildir-mail.c,
+    /// maildir_mail_get_special MAIL_FETCH_GUID).
+    pub fn guid(&self) -> &[u8] {
+        match self.ext(b'G') {
+            Some(g) if !g.is_empty() => g,
+            _ => &self.base,
+        }
+    }
+}
+
+/// A parsed `dovecot-uidlist`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UidList {
+    /// The version the file had (1, 2 or 3); we always write 3.
+    pub version: u8,
+    pub uid_validity: u32,
+    /// The header's `N` as written in the file.
+    pub header_next_uid: u32,
+    /// The next UID to assign: max(header `N`, last record's UID + 1).
+    pub next_uid: u32,
+    pub guid: Option<MailboxGuid>,
+    /// Header fields other than V, N and G, kept verbatim in file order.
+    pub header_ext: Vec<(u8, Vec<u8>)>,
+    /// Records ascending by UID, one per base filename.
+    pub records: Vec<UidRecord>,
+    /// Number of record lines the file had (for Dovecot's compression heuristic).
+    pub lines_read: usize,
+}
+
+impl UidList {
+    /// A new, empty uidlist.
+    pub fn new(uid_validity: u32, guid: MailboxGuid) -> UidList {
+        UidList {
+            version: 3,
+            uid_validity,
+            header_next_uid: 1,
+            next_uid: 1,
+            guid: Some(guid),
+            header_ext: Vec::new(),
+            records: Vec::new(),
+            lines_read: 0,
+        }
+    }
+
+    /// The index of the record for `base`, if listed.
+    pub fn find_base(&self, base: &[u8]) -> Option<usize> {
+        self.records.iter().position(|r| r.base == base)
+    }
+
+    /// The index of the record with `uid`, if listed.
+    pub fn find_uid(&self, uid: u32) -> Option<usize> {
+        self.records.binary_search_by_key(&uid, |r| r.uid).ok()
+    }
+}
+
+/// A line Dovecot would call broken: the whole file is rejected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseError {
+    /// 1-based line number.
+    pub line: usize,
+    pub reason: String,
+}
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {}: {}", self.line, self.reason)
+    }
+}
+
+/// Something Dovecot tolerates with a warning.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseWarning {
+    pub line: usize,
+    pub message: String,
+}
+
+fn show(bytes: &[u8]) -> String {
+    let s = String::from_utf8_lossy(bytes);
+    if s.chars().count() > 80 {
+        format!("{}...", s.chars().take(80).collect::<String>())
+    } else {
+        s.into_owned()
+    }
+}
+
+/// Strict unsigned decimal (Dovecot's str_to_uint): digits only, no sign, no overflow.
+fn parse_u32(v: &[u8]) -> Option<u32> {
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let mut n: u32 = 0;
+    for &d in v {
+        n = n.checked_mul(10)?.checked_add((d - b'0') as u32)?;
+    }
+    Some(n)
+}
+
+/// Splits into complete lines. A last line without `\n` is ignored: it is being written by
+/// someone else (Dovecot's i_stream_read_next_line does the same). A `\r` before `\n` is
+/// dropped.
+fn lines(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let complete = match data.iter().rposition(|&b| b == b'\n') {
+        Some(p) => &data[..p + 1],
+        None => &data[..0],
+    };
+    complete
+        .split(|&b| b == b'\n')
+        .take(complete.iter().filter(|&&b| b == b'\n').count())
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+}
+
+/// Parses a `dovecot-uidlist`. `Ok(None)` for an empty file (Dovecot treats it as missing).
+pub fn parse(data: &[u8]) -> Result<Option<(UidList, Vec<ParseWarning>)>, ParseError> {
+    let mut lines = lines(data).enumerate().map(|(i, l)| (i + 1, l));
+    let Some((_, header)) = lines.next() else {
+        return Ok(None);
+    };
+    let err = |line: usize, reason: String| Err(ParseError { line, reason });
+    if header.len() < 2 || !header[0].is_ascii_digit() || header[1] != b' ' {
+        return err(1, "Corrupted header (invalid version number)".into());
+    }
+    let version = header[0] - b'0';
+    let rest = &header[2..];
+    let mut list = UidList {
+        version,
+        uid_validity: 0,
+        header_next_uid: 0,
+        next_uid: 0,
+        guid: None,
+        header_ext: Vec::new(),
+        records: Vec::new(),
+        lines_read: 0,
+    };
+    match version {
+        1 | 2 => {
+            let mut fields = rest.split(|&b| b == b' ').filter(|f| !f.is_empty());
+            let v = fields.next().and_then(parse_u32);
+            let n = fields.next().and_then(parse_u32);
+            match (v, n) {
+                (Some(v), Some(n)) => {
+                    list.uid_validity = v;
+                    list.header_next_uid = n;
+                }
+                _ => return err(1, format!("Corrupted header (version {version})")),
+            }
+        }
+        3 => {
+            for field in rest.split(|&b| b == b' ').filter(|f| !f.is_empty()) {
+                let (key, value) = (field[0], &field[1..]);
+                match key {
+                    b'V' => match parse_u32(value) {
+                        Some(v) => list.uid_validity = v,
+                        None => {
+                            return err(1, format!("Invalid mailbox UID_VALIDITY: {}", show(value)))
+                        }
+                    },
+                    b'N' => match parse_u32(value) {
+                        Some(n) => list.header_next_uid = n,
+                        None => {
+                            return err(1, format!("Invalid mailbox NEXT_UID: {}", show(value)))
+                        }
+                    },
+                    b'G' => match MailboxGuid::parse_hex(value) {
+                        Some(g) => list.guid = Some(g),
+                        None => return err(1, format!("Invalid mailbox GUID: {}", show(value))),
+                    },
+                    _ => list.header_ext.push((key, value.to_vec())),
+                }
+            }
+        }
+        _ => return err(1, format!("Unsupported version {version}")),
+    }
+    if list.uid_validity == 0 || list.header_next_uid == 0 {
+        return err(
+            1,
+            format!(
+                "Broken header (uidvalidity = {}, next_uid={})",
+                list.uid_validity, list.header_next_uid
+            ),
+        );
+    }
+
+    let mut warnings = Vec::new();
+    let mut seen: std::collections::HashMap<Vec<u8>, u32> = std::collections::HashMap::new();
+    let mut prev_uid = 0u32;
+    for (lineno, line) in lines {
+        list.lines_read += 1;
+        let digits = line.iter().take_while(|b| b.is_ascii_digit()).count();
+        let uid = if digits == 0 {
+            0
+        } else {
+            match parse_u32(&line[..digits]) {
+                Some(u) if u < u32::MAX => u,
+                _ => return err(lineno, format!("UID too high ({})", show(&line[..digits]))),
+            }
+        };
+        if uid == 0 || line.get(digits) != Some(&b' ') {
+            return err(lineno, format!("Invalid data: {}", show(&line[digits..])));
+        }
+        if uid <= prev_uid {
+            return err(lineno, format!("UIDs not ordered ({uid} >= {prev_uid})"));
+        }
+        prev_uid = uid;
+        if version == 1 && uid >= list.header_next_uid {
+            return err(
+                lineno,
+                format!(
+                    "UID larger than next_uid ({uid} >= {})",
+                    list.header_next_uid
+                ),
+            );
+        }
+        let mut p = digits;
+        while p < line.len() && line[p] == b' ' {
+            p += 1;
+        }
+        let mut rec = UidRecord::new(uid, Vec::new());
+        match version {
+            3 => {
+                // Extension fields until one starts with ':' (maildir_uidlist_read_extended).
+                while p < line.len() && line[p] != b':' {
+                    let start = p;
+                    while p < line.len() && line[p] != b' ' {
+                        p += 1;
+                    }
+                    let field = &line[start..p];
+                    if field[0].is_ascii_uppercase() {
+                        rec.ext.push((field[0], field[1..].to_vec()));
+                    } else {
+                        warnings.push(ParseWarning {
+                            line: lineno,
+                            message: format!("Invalid extension record, removing: {}", show(field)),
+                        });
+                    }
+                    while p < line.len() && line[p] == b' ' {
+                        p += 1;
+                    }
+                }
+                if p < line.len() && line[p] == b':' {
+                    p += 1;
+                }
+                if p >= line.len() {
+                    return err(
+                        lineno,
+                        format!("Invalid extended fields: {}", show(&line[digits..])),
+                    );
+                }
+            }
+            2 => {
+                // v2: a flags field between the UID and the filename.
+                while p < line.len() && line[p] != b' ' {
+                    p += 1;
+                }
+                while p < line.len() && line[p] == b' ' {
+                    p += 1;
+                }
+            }
+            _ => {}
+        }
+        let fname = &line[p..];
+        if fname.is_empty() {
+            return err(lineno, "Missing filename".into());
+        }
+        if fname.contains(&b'/') || fname.contains(&0) {
+            return err(lineno, format!("Broken filename: {}", show(fname)));
+        }
+        rec.base = filename::base(fname).to_vec();
+        if rec.base.is_empty() {
+            return err(lineno, format!("Broken filename: {}", show(fname)));
+        }
+        if let Some(old_uid) = seen.insert(rec.base.clone(), uid) {
+            // maildir_uidlist_next: "Duplicate file entry": the later line wins.
+            warnings.push(ParseWarning {
+                line: lineno,
+                message: format!(
+                    "Duplicate file entry: {} (uid {old_uid} -> {uid})",
+                    show(&rec.base)
+                ),
+            });
+            if let Some(old) = list.find_uid(old_uid) {
+                list.records.remove(old);
+            }
+        }
+        list.records.push(rec);
+    }
+    list.next_uid = list.header_next_uid.max(prev_uid.saturating_add(1).max(1));
+    Ok(Some((list, warnings)))
+}
+
+/// One record line, as maildir_uidlist_write_fd writes it.
+pub fn record_line(rec: &UidRecord) -> Vec<u8> {
+    let mut out = Vec::with_capacity(rec.base.len() + 16);
+    out.extend_from_slice(rec.uid.to_string().as_bytes());
+    for (k, v) in &rec.ext {
+        out.push(b' ');
+        out.push(*k);
+        out.extend_from_slice(v);
+    }
+    out.extend_from_slice(b" :");
+    out.extend_from_slice(filename::base(&rec.base));
+    out.push(b'\n');
+    out
+}
+
+/// The whole file in version 3: `3 V<uidvalidity> N<nextuid> G<guid>[ <other>...]` then the
+/// records. The caller must have set a GUID.
+pub fn serialize(list: &UidList) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + list.records.len() * 48);
+    out.extend_from_slice(
+        format!(
+            "3 V{} N{} G{}",
+            list.uid_validity,
+            list.next_uid.max(1),
+            list.guid.unwrap_or_default()
+        )
+        .as_bytes(),
+    );
+    for (k, v) in &list.header_ext {
+        out.push(b' ');
+        out.push(*k);
+        out.extend_from_slice(v);
+    }
+    out.push(b'\n');
+    for rec in &list.records {
+        out.extend_from_slice(&record_line(rec));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOVECOT_V3: &[u8] = b"3 V1795979776 N1 G95dba02cff790c6b533c000083ecc375\n\
+1 G84edc1f91e8dc99649d2d27167a582c6 :1795979775.M747593P15443.vm,S=378,W=407\n\
+2 :1795979775.M747594P15443.vm,S=564,W=600\n";
+
+    #[test]
+    fn reads_dovecot_v3() {
+        let (l, w) = parse(DOVECOT_V3).unwrap().unwrap();
+        assert!(w.is_empty());
+        assert_eq!(l.version, 3);
+        assert_eq!(l.uid_validity, 1795979776);
+        assert_eq!(l.header_next_uid, 1);
+        assert_eq!(l.next_uid, 3, "next uid = max(N, last + 1)");
+        assert_eq!(
+            l.guid.unwrap().to_string(),
+            "95dba02cff790c6b533c000083ecc375"
+        );
+        assert_eq!(l.records.len(), 2);
+        assert_eq!(l.records[0].guid(), b"84edc1f91e8dc99649d2d27167a582c6");
+        assert_eq!(
+            l.records[1].guid(),
+            b"1795979775.M747594P15443.vm,S=564,W=600"
+        );
+    }
+
+    #[test]
+    fn v3_roundtrips_with_unknown_keys() {
+        let text = b"3 V5 N9 G00112233445566778899aabbccddeeff Xfoo\n3 S12 Q7 :a.b:2,S\n8 :c\n";
+        let (l, _) = parse(text).unwrap().unwrap();
+        assert_eq!(l.header_ext, vec![(b'X', b"foo".to_vec())]);
+        assert_eq!(l.records[0].ext(b'Q'), Some(&b"7"[..]));
+        assert_eq!(l.records[0].base, b"a.b");
+        let out = serialize(&l);
+        assert_eq!(
+            out,
+            b"3 V5 N9 G00112233445566778899aabbccddeeff Xfoo\n3 S12 Q7 :a.b\n8 :c\n"
+        );
+    }
+
+    #[test]
+    fn reads_v1_and_v2() {
+        let (l, _) = parse(b"1 77 5\n1 a.b.c:2,S\n4 d\n").unwrap().unwrap();
+        assert_eq!(l.uid_validity, 77);
+        assert_eq!(l.next_uid, 5);
+        assert_eq!(l.records[0].base, b"a.b.c");
+        assert!(l.guid.is_none());
+        let (l, _) = parse(b"2 77 5\n1 0 a\n3 S b\n").unwrap().unwrap();
+        assert_eq!(
+            l.records.iter().map(|r| r.base.clone()).collect::<Vec<_>>(),
+            vec![b"a".to_vec(), b"b".to_vec()]
+        );
+        let e = parse(b"1 77 5\n5 a\n").unwrap_err();
+        assert_eq!(e.line, 2);
+    }
+
+    #[test]
+    fn broken_files_name_the_line() {
+        for (text, line, what) in [
+            (&b"x\n"[..], 1, "invalid version"),
+            (b"3 V0 N1\n", 1, "Broken header"),
+            (b"3 Vx N1\n", 1, "UID_VALIDITY"),
+            (b"3 V1 N1 Gzz\n", 1, "GUID"),
+            (b"9 V1 N1\n", 1, "Unsupported version"),
+            (b"3 V1 N1\n1 :a\nfoo :b\n", 3, "Invalid data"),
+            (b"3 V1 N1\n2 :a\n2 :b\n", 3, "not ordered"),
+            (b"3 V1 N1\n2 :a\n1 :b\n", 3, "not ordered"),
+            (b"3 V1 N1\n1 S5\n", 2, "Invalid extended fields"),
+            (b"3 V1 N1\n1 :a/b\n", 2, "Broken filename"),
+            (b"3 V1 N1\n99999999999 :a\n", 2, "too high"),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert_eq!(e.line, line, "{}", String::from_utf8_lossy(text));
+            assert!(e.reason.contains(what), "{e}");
+        }
+    }
+
+    #[test]
+    fn tolerated_problems_are_warnings() {
+        let (l, w) = parse(b"3 V1 N1\n1 x5 :a\n2 :b\n3 :a\n").unwrap().unwrap();
+        assert_eq!(w.len(), 2);
+        assert!(w[0].message.contains("Invalid extension"));
+        assert!(w[1].message.contains("Duplicate"));
+        assert_eq!(l.records.len(), 2);
+        assert_eq!(l.find_base(b"a").map(|i| l.records[i].uid), Some(3));
+    }
+
+    #[test]
+    fn empty_file_and_partial_last_line() {
+        assert!(parse(b"").unwrap().is_none());
+        assert!(parse(b"3 V1 N1").unwrap().is_none());
+        let (l, _) = parse(b"3 V1 N1\n1 :a\n2 :b").unwrap().unwrap();
+        assert_eq!(l.records.len(), 1);
+        assert_eq!(l.next_uid, 2);
+    }
+}
