@@ -198,11 +198,19 @@ fn plan(cmd: Command, rt: &mut Runtime) -> Result<Plan, Fatal> {
         },
         Command::Move {
             destination, query, ..
-        } => Plan::Copy {
-            dest: mailbox_arg(&destination)?,
-            query: parse_query(&query)?,
-            is_move: true,
-        },
+        } => {
+            let dest = mailbox_arg(&destination)?;
+            let query = parse_query(&query)?;
+            // cmd_copy_init: move expunges, so it has expunge's safety check.
+            query
+                .expunge_check("move")
+                .map_err(|e| Fatal::plain(exit::USAGE, e))?;
+            Plan::Copy {
+                dest,
+                query,
+                is_move: true,
+            }
+        }
         Command::Mailbox(m) => Plan::Mailbox(mailbox::plan(m, rt)?),
     })
 }
@@ -851,7 +859,8 @@ fn cmd_copy(
             Ok(c) => c,
             Err(e) => {
                 rt.error(format!(
-                    "Copying from mailbox {name} to {dest} failed: {}",
+                    "Committing {} mails failed: {}",
+                    if is_move { "moved" } else { "copied" },
                     storage_error_text(&e)
                 ));
                 rt.fail_storage(&e);
@@ -875,7 +884,7 @@ fn cmd_copy(
             })();
             if let Err(e) = result {
                 rt.error(format!(
-                    "Expunging moved messages from {name} failed: {}",
+                    "Mailbox {name}: Mailbox sync failed: {}",
                     storage_error_text(&e)
                 ));
                 rt.fail_storage(&e);

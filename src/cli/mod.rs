@@ -167,7 +167,8 @@ pub enum Command {
         #[arg(required = true, num_args = 1.., value_name = "QUERY")]
         query: Vec<String>,
     },
-    /// Move the messages matching a query into DESTINATION.
+    /// Move the messages matching a query into DESTINATION (the query must name a
+    /// mailbox in every OR branch, as for expunge).
     Move {
         #[command(flatten)]
         user: UserOpt,
