@@ -459,8 +459,7 @@ impl Read for HeaderOnly {
             return Ok(0);
         }
         let n = self.inner.read(buf)?;
-        for i in 0..n {
-            let b = buf[i];
+        for (i, &b) in buf[..n].iter().enumerate() {
             match (self.state, b) {
                 (0, b'\n') | (2, b'\n') => {
                     self.done = true;

@@ -502,11 +502,8 @@ impl Query {
             for a in args {
                 match &a.key {
                     Key::Or(_) => {}
-                    Key::Sub(sub) => {
-                        if !collect(sub, out, wild) {
-                            return false;
-                        }
-                    }
+                    Key::Sub(sub) if !collect(sub, out, wild) => return false,
+                    Key::Sub(_) => {}
                     Key::MailboxGlob(m) | Key::Mailbox(m) => {
                         if matches!(a.key, Key::MailboxGlob(_)) {
                             *wild = true;
@@ -562,11 +559,7 @@ impl Query {
                 match &a.key {
                     k if is_mb(k) => return true,
                     Key::Or(_) => have_or = true,
-                    Key::Sub(sub) => {
-                        if mailbox_ok(sub) {
-                            return true;
-                        }
-                    }
+                    Key::Sub(sub) if mailbox_ok(sub) => return true,
                     _ => {}
                 }
             }
@@ -582,16 +575,8 @@ impl Query {
             for a in args {
                 match &a.key {
                     k if is_mb(k) => return false,
-                    Key::Or(sub) => {
-                        if !msgset_or_ok(sub) {
-                            return false;
-                        }
-                    }
-                    Key::Sub(sub) => {
-                        if !msgset_ok(sub) {
-                            return false;
-                        }
-                    }
+                    Key::Or(sub) if !msgset_or_ok(sub) => return false,
+                    Key::Sub(sub) if !msgset_ok(sub) => return false,
                     _ => {}
                 }
             }
@@ -1212,7 +1197,7 @@ mod tests {
         assert!(m("savedsince 1709630500") && !m("savedbefore 1709630500"));
         assert!(m("sentsince 1709630430") && !m("sentbefore 1709630430"));
         assert!(m("senton 5-Mar-2024") && !m("senton 6-Mar-2024"));
-        assert!(m("subject world") && m("subject \"world") == false);
+        assert!(m("subject world") && !m("subject \"world"));
         assert!(m("subject FOLDED") && !m("subject nothere"));
         assert!(m("from jörg") && m("from j@x") && !m("to j@x"));
         assert!(m("header subject hello") && !m("header x-none a"));
@@ -1221,7 +1206,7 @@ mod tests {
         assert!(m("mailbox-guid 11111111111111111111111111111111"));
         assert!(m("guid g3") && !m("guid g4"));
         assert!(m("modseq 7") && !m("modseq 8"));
-        assert!(m("not seen or flagged") == false);
+        assert!(!m("not seen or flagged"));
         assert!(m("seen ( uid 9 or uid 3 )"));
         assert!(m("not ( uid 1 or uid 2 )"));
     }
