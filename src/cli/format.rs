@@ -54,10 +54,11 @@ impl Column {
     }
 }
 
-/// Size of the chunks a stream value is printed in. doveadm prints whatever its input
-/// stream hands out (often 4 KiB at a time for files); only the tab formatter's output
-/// depends on the chunking (see [`Printer::stream`]).
-pub const STREAM_CHUNK: usize = 4096;
+/// Size of the chunks a stream value is printed in: doveadm prints what its input stream
+/// hands out, 8 KiB blocks (IO_BLOCK_SIZE) from the start of the value for Maildir files
+/// (observed). Only the tab formatter's output depends on the chunking (a `\t` before
+/// each chunk).
+pub const STREAM_CHUNK: usize = 8192;
 
 /// A doveadm-style printer writing to `out`.
 pub struct Printer {
