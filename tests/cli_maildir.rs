@@ -654,3 +654,30 @@ fn location_expansion_in_o_value() {
     );
     assert!(env.home.join("M-alice/.X").is_dir());
 }
+
+#[test]
+fn permission_denied_exits_77_and_other_mailboxes_still_work() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    clean(
+        "create",
+        env.mailsync(LOC, &["mailbox", "create", "Locked", "Open"]),
+    );
+    clean(
+        "save",
+        env.mailsync_stdin(LOC, &["save", "-m", "Open"], Some(b"Subject: o\n\n")),
+    );
+    let cur = env.home.join("Maildir/.Locked/cur");
+    std::fs::set_permissions(&cur, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let o = env.mailsync(LOC, &["mailbox", "status", "messages", "Open", "Locked"]);
+    std::fs::set_permissions(&cur, std::fs::Permissions::from_mode(0o700)).unwrap();
+    assert_eq!(o.status.code(), Some(77), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), "Open messages=1\n");
+    assert_eq!(
+        text(&o.stderr),
+        format!(
+            "mailsync(alice): Error: Mailbox Locked: Failed to lookup mailbox status: opendir({}) failed: Permission denied\n",
+            cur.display()
+        )
+    );
+}

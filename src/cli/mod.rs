@@ -396,6 +396,12 @@ pub fn storage_error_text(e: &mailstore::Error) -> String {
         mailstore::Error::InvalidMailboxName { reason, .. } => {
             format!("Invalid mailbox name: {reason}")
         }
+        // strerror() text, without Rust's " (os error N)" suffix.
+        mailstore::Error::Io { op, path, source } => format!(
+            "{op}({}) failed: {}",
+            path.display(),
+            mail::io_error_text(source)
+        ),
         other => other.to_string(),
     }
 }
@@ -453,4 +459,57 @@ pub fn run_with(
     let _ = out.flush();
     let _ = err.flush();
     code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rt() -> Runtime {
+        Runtime {
+            user: "u".into(),
+            formatter: None,
+            out: SharedWriter::new(Box::new(io::sink())),
+            err: SharedWriter::new(Box::new(io::sink())),
+            exit_code: 0,
+            debug: false,
+            driver: String::new(),
+        }
+    }
+
+    #[test]
+    fn first_error_wins_but_tempfail_overrides() {
+        let mut r = rt();
+        r.fail(exit::NOTFOUND);
+        r.fail(exit::NOPERM);
+        assert_eq!(r.exit_code, exit::NOTFOUND);
+        r.fail(exit::TEMPFAIL);
+        r.fail(exit::DATAERR);
+        assert_eq!(r.exit_code, exit::TEMPFAIL);
+    }
+
+    #[test]
+    fn storage_errors_read_like_doveadm() {
+        use mailstore::Error;
+        assert_eq!(
+            storage_error_text(&Error::MailboxExists("X".into())),
+            "Mailbox already exists"
+        );
+        assert_eq!(
+            storage_error_text(&Error::invalid_name(
+                "A/B",
+                "Name must not have '/' characters"
+            )),
+            "Invalid mailbox name: Name must not have '/' characters"
+        );
+        assert_eq!(
+            storage_error_text(&Error::MailboxNotFound("Nope".into())),
+            "Mailbox doesn't exist: Nope"
+        );
+        let io = Error::io("open", "/x/y", io::Error::from_raw_os_error(2));
+        assert_eq!(
+            storage_error_text(&io),
+            "open(/x/y) failed: No such file or directory"
+        );
+    }
 }
