@@ -681,3 +681,41 @@ fn permission_denied_exits_77_and_other_mailboxes_still_work() {
         )
     );
 }
+
+#[test]
+fn header_edge_cases_match_doveadm() {
+    let env = Env::new();
+    let msgs: [&[u8]; 5] = [
+        b"Subject: crlf\r\n folded\r\nX-Dup: a\r\nX-Dup: b\r\nX-Empty:\r\nX-NoSp:val\r\nX-Tab:\tt1\r\n\tt2\r\nX-Lat: caf\xe9\r\nFrom: \"Q, R\" <q@r>, s@t\r\nDate: 5 Mar 2024 04:20:30 -0500 (EST)\r\n\r\nbody\r\nline\x00nul\r\n",
+        b"X-Only: header\n",
+        b"\nno headers\n",
+        b"Subject: =?utf-8?q?a?= =?utf-8?q?b?= c =?iso-8859-1?q?caf=E9?=\nDate: garbage\n\n",
+        b"X-T: a\tb\n  c\n\td\n\n",
+    ];
+    for m in msgs {
+        clean("doveadm save", env.doveadm_stdin(LOC, &["save"], Some(m)));
+    }
+    let fields = "uid hdr.subject hdr.x-dup hdr.x-empty hdr.x-nosp hdr.x-tab hdr.x-lat hdr.x-t hdr.from.address hdr.from.address_name hdr.subject.utf8 hdr.x-tab.utf8 hdr.x-t.utf8 date.sent date.sent.unixtime size.virtual hdr body";
+    for f in ["pager", "json", "tab", "flow"] {
+        assert_same(&env, &["-f", f, "fetch", fields, "mailbox", "INBOX", "all"]);
+    }
+    for q in [
+        &["header", "x-lat", "café"][..],
+        &["header", "x-dup", "b"],
+        &["subject", "crlf folded"],
+        &["subject", "ab"],
+        &["from", "q@r"],
+        &["body", "nul"],
+        &["text", "x-only"],
+        &["header", "x-empty", ""],
+        &["sentbefore", "2000-01-01"],
+        &["senton", "2024-03-05"],
+        &["header", "x-t", "c d"],
+        &["header", "x-t", "c\td"],
+        &["header", "x-t", "b  c"],
+    ] {
+        let mut args = vec!["search", "mailbox", "INBOX"];
+        args.extend_from_slice(q);
+        assert_same(&env, &args);
+    }
+}

@@ -127,13 +127,26 @@ pub fn header_values<'a>(fields: &'a [HeaderField], name: &str) -> Vec<&'a [u8]>
         .collect()
 }
 
-/// Removes the line breaks of folded header lines (the folding whitespace stays).
+/// Unfolds a header value as MESSAGE_HEADER_PARSER_FLAG_CLEAN_ONELINE does
+/// (src/lib-mail/message-header-parser.c): line breaks are dropped, and a continuation
+/// line starting with a tab gets a space instead of that tab.
 pub fn unfold(value: &[u8]) -> Vec<u8> {
-    value
-        .iter()
-        .copied()
-        .filter(|&b| b != b'\n' && b != b'\r')
-        .collect()
+    let mut out = Vec::with_capacity(value.len());
+    let mut i = 0;
+    while i < value.len() {
+        match value[i] {
+            b'\r' => {}
+            b'\n' => {
+                if value.get(i + 1) == Some(&b'\t') {
+                    out.push(b' ');
+                    i += 1;
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    out
 }
 
 /// Converts bytes in `charset` to UTF-8; unknown charsets and invalid UTF-8 are converted
@@ -862,6 +875,11 @@ mod tests {
         let (h, rest) = read_header_block(&mut OneByte(b"A: 1\r\n\r\nxy")).unwrap();
         assert_eq!(h, b"A: 1\r\n\r\n");
         assert_eq!(rest, b"");
+    }
+
+    #[test]
+    fn unfold_turns_a_folding_tab_into_a_space() {
+        assert_eq!(unfold(b"a\tb\n  c\n\td\r\n\te"), b"a\tb  c d e");
     }
 
     #[test]
