@@ -719,3 +719,34 @@ fn header_edge_cases_match_doveadm() {
         assert_same(&env, &args);
     }
 }
+
+#[test]
+fn mime_body_search_matches_doveadm() {
+    let env = Env::new();
+    let msgs: [&[u8]; 2] = [
+        b"Content-Type: multipart/mixed; boundary=\"b1\"\n\npreamble text\n--b1\nContent-Type: text/plain\n\nfirst part\n--b1\nContent-Type: application/octet-stream\nContent-Transfer-Encoding: base64\n\nc2VjcmV0YmluYXJ5\n--b1\nContent-Type: text/html; charset=utf-8\nContent-Transfer-Encoding: quoted-printable\n\n<p>h=C3=A9llo <b>bold</b> wor=\nld</p>\n--b1\nContent-Type: message/rfc822\n\nSubject: inner subj\n\ninner body\n--b1--\nepilogue text\n",
+        b"Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: base64\n\nw6l0w6kgY2hhdXQ=\n",
+    ];
+    for m in msgs {
+        clean("doveadm save", env.doveadm_stdin(LOC, &["save"], Some(m)));
+    }
+    for needle in [
+        "first part",
+        "secretbinary",
+        "preamble",
+        "epilogue",
+        "héllo",
+        "world",
+        "<b>",
+        "inner subj",
+        "inner body",
+        "été",
+        "application/octet",
+        "chaut",
+        "c2VjcmV0",
+    ] {
+        for key in ["body", "text"] {
+            assert_same(&env, &["search", "mailbox", "INBOX", key, needle]);
+        }
+    }
+}
