@@ -39,11 +39,11 @@ const MONTHS: [&str; 12] = [
 ];
 
 fn month_index(s: &str) -> Option<u32> {
-    if s.len() < 3 {
-        return None;
-    }
-    let p = s[..3].to_ascii_lowercase();
-    MONTHS.iter().position(|m| *m == p).map(|i| i as u32)
+    let p = s.as_bytes().get(..3)?.to_ascii_lowercase();
+    MONTHS
+        .iter()
+        .position(|m| m.as_bytes() == p.as_slice())
+        .map(|i| i as u32)
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date; month 0-based and may be out of
@@ -209,6 +209,9 @@ pub fn parse_rfc822_date(value: &[u8]) -> Option<(i64, i32)> {
     let day: i64 = tokens.next()?.parse().ok()?;
     let month = month_index(tokens.next()?)? as i64;
     let year_s = tokens.next()?;
+    if year_s.len() > 4 {
+        return None;
+    }
     let mut year: i64 = year_s.parse().ok()?;
     if year_s.len() == 2 {
         year += if year < 70 { 2000 } else { 1900 };

@@ -9,6 +9,8 @@ pub mod config;
 pub mod dates;
 pub mod fetch;
 pub mod format;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod mail;
 pub mod mailbox;
 pub mod mime;
