@@ -750,3 +750,61 @@ fn mime_body_search_matches_doveadm() {
         }
     }
 }
+
+/// Runs mailsync directly (not through the harness, which pins TZ=UTC).
+fn mailsync_tz(home: &std::path::Path, tz: &str, args: &[&str], stdin: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mailsync"))
+        .env_clear()
+        .env("USER", "alice")
+        .env("HOME", home)
+        .env("TZ", tz)
+        .args(["-o", "mail_location=maildir:~/Maildir"])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn dates_are_printed_and_searched_in_the_tz_zone() {
+    let dir = tempfile::tempdir().unwrap();
+    let msg = b"Subject: d\nDate: Tue, 05 Mar 2024 10:20:30 +0100\n\nx\n";
+    assert!(mailsync_tz(dir.path(), "UTC", &["save"], msg)
+        .status
+        .success());
+    let fetch = |tz: &str| {
+        let o = mailsync_tz(
+            dir.path(),
+            tz,
+            &["-f", "flow", "fetch", "date.sent date.sent.unixtime", "all"],
+            b"",
+        );
+        text(&o.stdout)
+    };
+    assert_eq!(
+        fetch("UTC"),
+        "date.sent=2024-03-05 09:20:30 (+0100) date.sent.unixtime=1709630430\n"
+    );
+    assert_eq!(
+        fetch("Europe/Berlin"),
+        "date.sent=2024-03-05 10:20:30 (+0100) date.sent.unixtime=1709630430\n"
+    );
+    assert_eq!(
+        fetch("America/New_York"),
+        "date.sent=2024-03-05 04:20:30 (+0100) date.sent.unixtime=1709630430\n"
+    );
+    // senton compares the header's wall-clock date with the local calendar day.
+    let search = |tz: &str, day: &str| {
+        let o = mailsync_tz(dir.path(), tz, &["search", "senton", day], b"");
+        text(&o.stdout).lines().count()
+    };
+    assert_eq!(search("UTC", "2024-03-05"), 1);
+    assert_eq!(search("America/New_York", "2024-03-05"), 1);
+    assert_eq!(search("America/New_York", "2024-03-04"), 0);
+    assert_eq!(search("UTC", "2024-03-06"), 0);
+}
