@@ -52,6 +52,12 @@ Hierarchy separator: the inbox namespace's `separator` (config `namespace NAME {
 separator = / }` or `-o namespace/NAME/separator=/`), else the layout's own (`.` for \
 Maildir++).
 
+Storage drivers: maildir (Maildir++ and LAYOUT=fs).
+
+Formatters replicate doveadm byte for byte, including the tab formatter's quirk with \
+streams (hdr, body, text): a TAB before every 8 KiB chunk of a stream that is not in the \
+first column, and one more TAB (or the newline) after the stream.
+
 Exit codes as doveadm: 0 ok, 64 usage, 65 data error / exists, 67 no such user, 68 not \
 found, 75 temporary failure, 77 permission denied, 78 configuration error.";
 
