@@ -59,7 +59,9 @@ fn id_of(flag: &str) -> Option<u32> {
 }
 
 fn running_as_root() -> bool {
-    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
 }
 
 impl Env {
@@ -72,9 +74,13 @@ impl Env {
     /// `namespace inbox { separator = / }` block), which both tools read with `-c`.
     pub fn with_config(extra: &str) -> Env {
         doveadm_path();
-        let dir = tempfile::Builder::new().prefix("mailsync-interop").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("mailsync-interop")
+            .tempdir()
+            .unwrap();
         let root = dir.path().to_path_buf();
-        std::fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
         let home = root.join("home");
         std::fs::create_dir_all(&home).unwrap();
         std::fs::create_dir_all(root.join("run")).unwrap();
@@ -95,7 +101,14 @@ impl Env {
             mail_group = if run_as.is_some() { MAIL_USER.to_string() } else { mail_user.clone() },
         );
         std::fs::write(&conf, text).unwrap();
-        let env = Env { _dir: dir, root, home, conf, log, run_as };
+        let env = Env {
+            _dir: dir,
+            root,
+            home,
+            conf,
+            log,
+            run_as,
+        };
         env.chown_tree(&env.root.clone());
         env
     }
@@ -129,7 +142,10 @@ impl Env {
     pub fn doveadm_stdin(&self, loc: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
         let mut cmd = Command::new(doveadm_path());
         self.base(&mut cmd);
-        cmd.arg("-c").arg(&self.conf).arg("-o").arg(format!("mail_location={loc}"));
+        cmd.arg("-c")
+            .arg(&self.conf)
+            .arg("-o")
+            .arg(format!("mail_location={loc}"));
         cmd.args(args);
         run(cmd, stdin)
     }
@@ -154,7 +170,10 @@ impl Env {
             None => Command::new(bin),
         };
         self.base(&mut cmd);
-        cmd.arg("-c").arg(&self.conf).arg("-o").arg(format!("mail_location={loc}"));
+        cmd.arg("-c")
+            .arg(&self.conf)
+            .arg("-o")
+            .arg(format!("mail_location={loc}"));
         cmd.args(args);
         run(cmd, stdin)
     }
@@ -166,12 +185,23 @@ impl Env {
 }
 
 fn run(mut cmd: Command, stdin: Option<&[u8]>) -> Output {
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
     if let Some(data) = stdin {
-        child.stdin.take().unwrap().write_all(data).unwrap();
+        // A command that fails early (bad mailbox) may exit before reading its input.
+        if let Err(e) = child.stdin.take().unwrap().write_all(data) {
+            assert_eq!(
+                e.kind(),
+                std::io::ErrorKind::BrokenPipe,
+                "writing stdin: {e}"
+            );
+        }
     }
     child.wait_with_output().unwrap()
 }

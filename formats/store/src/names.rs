@@ -48,14 +48,14 @@ pub fn normalize_inbox(name: &str, separator: char) -> String {
 ///
 /// INBOX (any case) is always valid.
 pub fn validate_mailbox_name(name: &str, separator: char) -> Result<()> {
-    validate_existing_mailbox_name(name, separator)?;
+    validate_structure(name, separator)?;
     if is_inbox(name) {
         return Ok(());
     }
-    if let Some(c) = name.chars().find(|&c| c == '\x7f') {
-        return Err(Error::invalid_name(
-            name,
-            format!("Control character {:#04x} not allowed", c as u32),
+    // mailbox_verify_create_name(): checked after the structural rules, with this exact text.
+    if name.chars().any(|c| (c as u32) < 0x20 || c == '\x7f') {
+        return Err(Error::Params(
+            "Control characters not allowed in new mailbox names".into(),
         ));
     }
     if name.len() > MAX_NAME_LENGTH {
@@ -77,24 +77,32 @@ pub fn validate_mailbox_name(name: &str, separator: char) -> Result<()> {
 ///
 /// Same as [`validate_mailbox_name`] except that DEL and the length limits are not checked
 /// (Dovecot applies those only when creating), so mailboxes made by other software stay
-/// reachable. Control characters below 0x20 are still refused: they can never be part of a
-/// name this project creates, and NUL can never reach a file system.
+/// reachable. Other control characters are looked up like any name (doveadm answers "doesn't
+/// exist" for them); NUL is refused because it can never reach a file system.
 pub fn validate_existing_mailbox_name(name: &str, separator: char) -> Result<()> {
+    validate_structure(name, separator)?;
+    // Dovecot looks such a name up and reports it missing; only NUL, which no file system
+    // and no C string can hold, is refused outright.
+    if name.contains('\0') {
+        return Err(Error::invalid_name(
+            name,
+            "Control character 0x00 not allowed",
+        ));
+    }
+    Ok(())
+}
+
+/// The structural rules, in Dovecot's order so the first failing rule gives the same message
+/// (mailbox_verify_name(), then the list's is_valid_name(): observed with doveadm 2.3.19.1 —
+/// `../evil` under Maildir++ is "Begins with hierarchy separator", `a/../../x` is "Has
+/// adjacent hierarchy separators", `x/` is "Name must not have '/' characters").
+fn validate_structure(name: &str, separator: char) -> Result<()> {
     let invalid = |reason: &str| Err(Error::invalid_name(name, reason));
     if name.is_empty() {
         return invalid("Name is empty");
     }
     if is_inbox(name) {
         return Ok(());
-    }
-    if let Some(c) = name.chars().find(|&c| (c as u32) < 0x20) {
-        return Err(Error::invalid_name(
-            name,
-            format!("Control character {:#04x} not allowed", c as u32),
-        ));
-    }
-    if separator != '/' && name.contains('/') {
-        return invalid("Name must not have '/' characters");
     }
     if name.starts_with(separator) {
         return invalid("Begins with hierarchy separator");
@@ -117,6 +125,9 @@ pub fn validate_existing_mailbox_name(name: &str, separator: char) -> Result<()>
         if level == ".." {
             return invalid("Contains '..' part");
         }
+    }
+    if separator != '/' && name.contains('/') {
+        return invalid("Name must not have '/' characters");
     }
     Ok(())
 }
@@ -231,12 +242,21 @@ mod tests {
     #[test]
     fn rejects_empty_and_control_characters() {
         assert_eq!(reason("", '/'), "Name is empty");
-        assert!(reason("a\0b", '/').contains("Control character 0x00"));
-        assert!(reason("a\x01b", '.').contains("0x01"));
-        assert!(reason("a\tb", '/').contains("0x09"));
-        assert!(reason("a\x7fb", '/').contains("0x7f"));
-        let err = validate_mailbox_name("a\nb", '/').unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Params);
+        for name in ["a\0b", "a\x01b", "a\tb", "a\x7fb", "a\nb"] {
+            let err = validate_mailbox_name(name, '/').unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Params);
+            assert_eq!(
+                err.to_string(),
+                "Control characters not allowed in new mailbox names"
+            );
+        }
+        // Referring to an existing mailbox: NUL is refused, other controls are looked up.
+        let err = validate_existing_mailbox_name("a\0b", '/').unwrap_err();
+        assert!(err.to_string().contains("Control character 0x00"), "{err}");
+        assert!(validate_existing_mailbox_name("a\x7fb", '/').is_ok());
+        assert!(validate_existing_mailbox_name("a\tb", '/').is_ok());
+        // Structural rules win over control characters, as in Dovecot.
+        assert_eq!(reason("/a\tb", '/'), "Begins with hierarchy separator");
     }
 
     #[test]
@@ -274,7 +294,7 @@ mod tests {
         let long_name = vec!["y".repeat(200); 25].join("/");
         assert!(reason(&long_name, '/').contains("too long"));
         validate_existing_mailbox_name("a\x7fb", '/').unwrap();
-        validate_existing_mailbox_name("a\x01b", '/').unwrap_err();
+        validate_existing_mailbox_name("a\x01b", '/').unwrap();
     }
 
     #[test]
