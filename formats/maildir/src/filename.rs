@@ -105,11 +105,7 @@ pub fn flags_of(fname: &[u8]) -> (Flags, Vec<u8>) {
             b'T' => flags.insert(Flags::DELETED),
             b'D' => flags.insert(Flags::DRAFT),
             b'F' => flags.insert(Flags::FLAGGED),
-            KEYWORD_FIRST..=KEYWORD_LAST => {
-                if !letters.contains(&c) {
-                    letters.push(c)
-                }
-            }
+            KEYWORD_FIRST..=KEYWORD_LAST if !letters.contains(&c) => letters.push(c),
             _ => {}
         }
     }
