@@ -221,7 +221,11 @@ fn hostile_names_are_refused_and_nothing_is_written_outside() {
             assert!(store.rename_mailbox("Seed", name).is_err(), "{name:?}");
             assert!(store.open_mailbox(name).is_err(), "{name:?}");
             assert!(store.delete_mailbox(name).is_err(), "{name:?}");
-            assert!(store.set_subscribed(name, true).is_err(), "{name:?}");
+            // Dovecot refuses control characters only when creating: subscribing or
+            // opening such a name is allowed (and finds nothing).
+            if !name.contains('\t') {
+                assert!(store.set_subscribed(name, true).is_err(), "{name:?}");
+            }
         }
         assert_eq!(tree(home.path()), before, "{spec}: nothing changed");
         assert!(!home.path().join("evil").exists());
