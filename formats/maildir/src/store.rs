@@ -80,12 +80,17 @@ impl MaildirStore {
 
     /// The mailbox GUID from the uidlist header, if the uidlist has one.
     fn listed_guid(&self, vname: &str) -> Option<MailboxGuid> {
+        use std::io::Read;
         let path = self.layout.control_dir(vname).join(UIDLIST_NAME);
-        let data = fs::read(&path).ok()?;
-        let first_line = data.split(|&b| b == b'\n').next()?;
-        let mut line = first_line.to_vec();
-        line.push(b'\n');
-        uidlist::parse(&line).ok().flatten()?.0.guid
+        // Only the header line is needed: it is short (V, N, G and a few other fields).
+        let mut head = Vec::with_capacity(256);
+        fs::File::open(&path)
+            .ok()?
+            .take(4096)
+            .read_to_end(&mut head)
+            .ok()?;
+        let end = head.iter().position(|&b| b == b'\n')?;
+        uidlist::parse(&head[..=end]).ok().flatten()?.0.guid
     }
 
     /// mailbox_list_mkdir_root, plus INBOX's cur/ new/ tmp/ when INBOX is the root, as
