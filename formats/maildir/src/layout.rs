@@ -358,10 +358,8 @@ impl Layout {
             if bytes == b"." || bytes == b".." || !Self::is_dir(&entry) {
                 continue;
             }
-            if prefix.is_empty() && matches!(bytes, b"cur" | b"new" | b"tmp") {
-                continue;
-            }
-            if !prefix.is_empty() && matches!(bytes, b"cur" | b"new" | b"tmp") {
+            // The Maildir's own directories (INBOX's at the root).
+            if matches!(bytes, b"cur" | b"new" | b"tmp") {
                 continue;
             }
             let Some(level) = self.vname_of_storage(bytes) else {
