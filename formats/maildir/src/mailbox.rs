@@ -952,6 +952,34 @@ impl Mailbox for MaildirMailbox {
     }
 }
 
+/// Touches the uidlist lock every MAILDIR_LOCK_TOUCH_SECS (10 s, maildir-storage.h) during
+/// long work, so other hosts don't take it as stale.
+struct LockToucher<'a> {
+    lock: &'a DotLock,
+    last: std::time::Instant,
+}
+
+impl<'a> LockToucher<'a> {
+    fn new(lock: &'a DotLock) -> LockToucher<'a> {
+        LockToucher {
+            lock,
+            last: std::time::Instant::now(),
+        }
+    }
+
+    fn tick(&mut self) {
+        if self.last.elapsed() >= Duration::from_secs(10) {
+            if let Err(e) = self.lock.touch() {
+                warn(&format!(
+                    "touching {}: {e}",
+                    self.lock.lock_path().display()
+                ));
+            }
+            self.last = std::time::Instant::now();
+        }
+    }
+}
+
 /// A message written to tmp/, waiting for commit.
 struct PendingSave {
     tmp_name: String,
@@ -1042,7 +1070,8 @@ impl MaildirTransaction<'_> {
         Ok(letters)
     }
 
-    fn commit_locked(&mut self) -> Result<CommitResult> {
+    fn commit_locked(&mut self, lock: &DotLock) -> Result<CommitResult> {
+        let mut toucher = LockToucher::new(lock);
         let paths = self.mbox.paths.clone();
         let mut st = read_disk(&paths)?;
         self.mbox.fix_duplicates(&mut st)?;
@@ -1092,6 +1121,7 @@ impl MaildirTransaction<'_> {
         let (mut new_changed, mut cur_changed) = (false, false);
         let result = (|| -> Result<()> {
             for (s, letters) in self.saves.iter().zip(&save_letters) {
+                toucher.tick();
                 let sized = |base: &str| format!("{base},S={},W={}", s.size, s.vsize);
                 let (base, g_field): (Vec<u8>, Option<Vec<u8>>) = match &s.guid {
                     Some(g) => {
@@ -1150,6 +1180,7 @@ impl MaildirTransaction<'_> {
 
         // Flag changes (rename) and expunges (unlink) of existing messages.
         for op in std::mem::take(&mut self.ops) {
+            toucher.tick();
             let uid = match &op {
                 Op::Flags(u, _) | Op::Expunge(u) => *u,
             };
@@ -1376,7 +1407,7 @@ impl Transaction for MaildirTransaction<'_> {
         let result = (|| {
             self.mbox.ensure_dirs()?;
             let lock = lock_uidlist(&self.mbox.paths)?;
-            let result = self.commit_locked();
+            let result = self.commit_locked(&lock);
             let released = lock.release();
             let r = result?;
             released.map_err(|e| Error::io("unlink", self.mbox.paths.uidlist(), e))?;
