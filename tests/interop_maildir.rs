@@ -512,3 +512,105 @@ fn dovecot_and_mailsync_saving_into_one_maildir_lose_nothing() {
     };
     assert_eq!(strip(d), strip(m));
 }
+
+/// The same operations done by doveadm in one store and by mailsync in another give stores
+/// that Dovecot cannot tell apart (apart from UIDVALIDITY, GUIDs and dates, which are unique).
+fn same_operations_give_the_same_store(sc: &Scenario) {
+    let d_env = Env::with_config(sc.config);
+    let m_env = Env::with_config(sc.config);
+    populate(&d_env, sc, doveadm_tool, "doveadm");
+    populate(&m_env, sc, mailsync_tool, "mailsync");
+    let read = |env: &Env, args: &[&str]| ok("doveadm", env.doveadm(sc.location, args));
+    for args in [
+        &["mailbox", "list"][..],
+        &["mailbox", "list", "-s"][..],
+        &[
+            "-f",
+            "tab",
+            "mailbox",
+            "status",
+            "messages recent uidnext unseen vsize",
+            "*",
+        ][..],
+        &[
+            "-f",
+            "tab",
+            "fetch",
+            "mailbox uid flags size.physical size.virtual hdr.subject",
+            "all",
+        ][..],
+    ] {
+        let sort = if args.contains(&"-f") {
+            sorted_table
+        } else {
+            sorted_lines
+        };
+        let d = sort(&read(&d_env, args));
+        let m = sort(&read(&m_env, args));
+        assert_eq!(
+            d, m,
+            "doveadm {args:?} differs between the doveadm-made and the mailsync-made store"
+        );
+    }
+    let d = sorted_pager_records(&read(
+        &d_env,
+        &["-f", "pager", "fetch", "mailbox uid text", "all"],
+    ));
+    let m = sorted_pager_records(&read(
+        &m_env,
+        &["-f", "pager", "fetch", "mailbox uid text", "all"],
+    ));
+    assert!(
+        d == m,
+        "message bytes differ between the doveadm-made and the mailsync-made store"
+    );
+}
+
+#[test]
+fn same_operations_give_the_same_store_maildirpp() {
+    same_operations_give_the_same_store(&MAILDIRPP);
+}
+
+#[test]
+fn same_operations_give_the_same_store_layout_fs() {
+    same_operations_give_the_same_store(&LAYOUT_FS);
+}
+
+/// `mail_save_crlf = yes` in the shared config: both tools store CRLF line endings.
+#[test]
+fn mail_save_crlf_setting_is_honoured_like_dovecot() {
+    let d_env = Env::with_config("mail_save_crlf = yes\n");
+    let m_env = Env::with_config("mail_save_crlf = yes\n");
+    let loc = "maildir:~/Maildir";
+    let msg = b"Subject: lf\n\nline\r\nbare lf\nlone\rcr\n";
+    clean(
+        "doveadm save",
+        d_env.doveadm_stdin(loc, &["save"], Some(msg)),
+    );
+    clean(
+        "mailsync save",
+        m_env.mailsync_stdin(loc, &["save"], Some(msg)),
+    );
+    let fetch = |env: &Env| {
+        ok(
+            "doveadm fetch",
+            env.doveadm(
+                loc,
+                &[
+                    "-f",
+                    "pager",
+                    "fetch",
+                    "size.physical size.virtual text",
+                    "all",
+                ],
+            ),
+        )
+    };
+    let d = fetch(&d_env);
+    assert_eq!(d, fetch(&m_env));
+    assert!(
+        String::from_utf8_lossy(&d).contains("bare lf\r\n"),
+        "{}",
+        String::from_utf8_lossy(&d)
+    );
+}

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use mailstore::{
     names, Error, FlagOp, FlagUpdate, Flags, Keyword, Location, MailRecord, Mailbox, MailboxGuid,
-    NewMail, Store, StoreOptions,
+    NewMail, SaveLineEndings, Store, StoreOptions,
 };
 
 use super::config::{expand_vars, Config, Vars};
@@ -269,10 +269,28 @@ fn store_setup(
     {
         rt.debug("namespace prefix is ignored: mailbox names are used without it");
     }
+    // mail_save_crlf (mail-storage-settings.c, default no): how saved messages' line endings
+    // are written. Dovecot's boolean syntax: yes/no (also y/n, 1/0... we accept yes/no/1/0).
+    let save_line_endings = match cfg.get("mail_save_crlf").map(|v| v.to_ascii_lowercase()) {
+        None => None,
+        Some(v) if matches!(v.as_str(), "yes" | "y" | "1" | "true") => Some(SaveLineEndings::Crlf),
+        Some(v) if matches!(v.as_str(), "no" | "n" | "0" | "false" | "") => {
+            Some(SaveLineEndings::Lf)
+        }
+        Some(v) => {
+            return Err(Fatal::plain(
+                exit::CONFIG,
+                format!("mail_save_crlf: Invalid boolean value: {v} (use yes or no)"),
+            ))
+        }
+    };
     match Location::parse(&spec, home) {
         Ok(location) => Ok(Some(StoreSetup {
             location,
-            options: StoreOptions { separator },
+            options: StoreOptions {
+                separator,
+                save_line_endings,
+            },
         })),
         Err(e) => {
             rt.error(format!(

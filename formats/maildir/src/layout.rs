@@ -14,7 +14,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use mailstore::names;
-use mailstore::{Error, Location, Result, StoreOptions};
+use mailstore::{Error, Location, Result, SaveLineEndings, StoreOptions};
 use mailsupport::mutf7;
 
 use crate::warn;
@@ -67,6 +67,8 @@ pub struct Layout {
     pub index: IndexLocation,
     /// The separator of virtual names (namespace separator).
     pub ns_sep: char,
+    /// Line endings of saved messages: LF unless `mail_save_crlf` (maildir-save.c).
+    pub line_endings: SaveLineEndings,
 }
 
 impl Layout {
@@ -141,6 +143,7 @@ impl Layout {
             control,
             index,
             ns_sep,
+            line_endings: options.save_line_endings.unwrap_or(SaveLineEndings::Lf),
         })
     }
 
@@ -404,7 +407,13 @@ mod tests {
 
     fn layout(spec: &str, sep: Option<char>) -> Result<Layout> {
         let loc = Location::parse(spec, Some(Path::new("/h")))?;
-        Layout::from_location(&loc, &StoreOptions { separator: sep })
+        Layout::from_location(
+            &loc,
+            &StoreOptions {
+                separator: sep,
+                ..Default::default()
+            },
+        )
     }
 
     #[test]

@@ -17,8 +17,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mailstore::{
-    CommitResult, Error, FlagOp, FlagUpdate, Flags, Guid, Keyword, MailRecord, Mailbox,
-    MailboxGuid, MailboxStatus, ModSeq, NewMail, Result, Transaction, Uid,
+    CommitResult, Error, FlagOp, FlagUpdate, Flags, Guid, Keyword, LineEndingReader, MailRecord,
+    Mailbox, MailboxGuid, MailboxStatus, ModSeq, NewMail, Result, SaveLineEndings, Transaction,
+    Uid,
 };
 use mailsupport::dotlock::{DotLock, DotLockOptions};
 
@@ -525,6 +526,7 @@ pub struct MaildirMailbox {
     /// Virtual sizes computed by reading files (no `,W=` and no uidlist `W`).
     vsize_cache: HashMap<u32, u64>,
     tmp_checked: bool,
+    line_endings: SaveLineEndings,
 }
 
 impl MaildirMailbox {
@@ -541,6 +543,7 @@ impl MaildirMailbox {
             view: View::default(),
             vsize_cache: HashMap::new(),
             tmp_checked: false,
+            line_endings: layout.line_endings,
         };
         mb.sync_impl()?;
         Ok(mb)
@@ -1324,6 +1327,8 @@ impl Transaction for MaildirTransaction<'_> {
             }
         };
         let path = tmp.join(&name);
+        // maildir-save.c: every saved message goes through i_stream_create_lf() (or _crlf()).
+        let mut body = LineEndingReader::new(body, self.mbox.line_endings);
         let result = (|| -> io::Result<(u64, u64)> {
             let mut buf = vec![0u8; 64 * 1024];
             let (mut size, mut vsize, mut prev_cr) = (0u64, 0u64, false);

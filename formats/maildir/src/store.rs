@@ -274,6 +274,10 @@ impl Store for MaildirStore {
         self.layout.ns_sep
     }
 
+    fn save_line_endings(&self) -> mailstore::SaveLineEndings {
+        self.layout.line_endings
+    }
+
     fn list_mailboxes(&self) -> Result<Vec<MailboxInfo>> {
         let sep = self.layout.ns_sep;
         let found = self.layout.scan_mailboxes()?;

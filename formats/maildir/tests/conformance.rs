@@ -32,6 +32,7 @@ impl ConformanceTarget for Target {
                 &loc,
                 &StoreOptions {
                     separator: self.separator,
+                    ..Default::default()
                 },
             )
             .unwrap(),

@@ -6,6 +6,7 @@
 
 pub mod conformance;
 pub mod error;
+pub mod lines;
 pub mod location;
 pub mod memory;
 pub mod names;
@@ -13,6 +14,7 @@ pub mod traits;
 pub mod types;
 
 pub use error::{Error, ErrorKind, Result};
+pub use lines::{LineEndingReader, SaveLineEndings};
 pub use location::Location;
 pub use names::{mask_matches, validate_existing_mailbox_name, validate_mailbox_name};
 pub use traits::{Mailbox, Store, Transaction};

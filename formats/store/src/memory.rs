@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::conformance::ConformanceTarget;
 use crate::error::{Error, Result};
+use crate::lines::{LineEndingReader, SaveLineEndings};
 use crate::names;
 use crate::traits::{Mailbox, Store, Transaction};
 use crate::types::{
@@ -39,6 +40,7 @@ use crate::types::{
 pub struct MemoryStore {
     shared: Arc<Mutex<StoreState>>,
     separator: char,
+    line_endings: SaveLineEndings,
 }
 
 #[derive(Default)]
@@ -98,6 +100,7 @@ impl MemoryStore {
         MemoryStore {
             shared: Arc::new(Mutex::new(StoreState::default())),
             separator: options.separator.unwrap_or('/'),
+            line_endings: options.save_line_endings.unwrap_or_default(),
         }
     }
 
@@ -163,6 +166,10 @@ impl StoreState {
 impl Store for MemoryStore {
     fn hierarchy_separator(&self) -> char {
         self.separator
+    }
+
+    fn save_line_endings(&self) -> SaveLineEndings {
+        self.line_endings
     }
 
     fn list_mailboxes(&self) -> Result<Vec<MailboxInfo>> {
@@ -310,6 +317,7 @@ impl Store for MemoryStore {
             id,
             name: normalized,
             view: View::default(),
+            line_endings: self.line_endings,
         };
         mailbox.sync()?;
         Ok(Box::new(mailbox))
@@ -329,6 +337,7 @@ pub struct MemoryMailbox {
     id: u64,
     name: String,
     view: View,
+    line_endings: SaveLineEndings,
 }
 
 /// What the handle saw at its last sync.
@@ -485,7 +494,8 @@ impl MemoryTransaction<'_> {
 impl Transaction for MemoryTransaction<'_> {
     fn save(&mut self, mail: NewMail, body: &mut dyn Read) -> Result<()> {
         let mut bytes = Vec::new();
-        body.read_to_end(&mut bytes)
+        LineEndingReader::new(body, self.mailbox.line_endings)
+            .read_to_end(&mut bytes)
             .map_err(|e| Error::io("read", format!("message for {}", self.mailbox.name), e))?;
         self.ops.push(Op::Save { mail, body: bytes });
         Ok(())
@@ -745,6 +755,7 @@ mod tests {
     fn given_guids_and_empty_guid() {
         let store = MemoryStore::with_options(&StoreOptions {
             separator: Some('.'),
+            ..StoreOptions::default()
         });
         assert_eq!(store.hierarchy_separator(), '.');
         store

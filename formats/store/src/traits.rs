@@ -39,6 +39,11 @@ pub trait Store: Send {
 
     /// Opens an existing mailbox and brings its view up to date with the disk.
     fn open_mailbox(&self, name: &str) -> Result<Box<dyn Mailbox>>;
+
+    /// How this store converts the line endings of the messages it saves.
+    fn save_line_endings(&self) -> crate::lines::SaveLineEndings {
+        crate::lines::SaveLineEndings::AsIs
+    }
 }
 
 /// An open mailbox: a view of its messages as of the last `sync()`.

@@ -391,4 +391,7 @@ pub struct StoreOptions {
     /// Hierarchy separator for virtual names (doveadm's namespace `separator`); `None` = the
     /// layout's own (`.` for Maildir++, `/` for LAYOUT=fs, mbox and dbox).
     pub separator: Option<char>,
+    /// Line endings of saved messages (Dovecot's `mail_save_crlf`); `None` = the backend's
+    /// default: `Lf` for Dovecot's formats (mail_save_crlf = no), `AsIs` for the memory store.
+    pub save_line_endings: Option<crate::lines::SaveLineEndings>,
 }

@@ -11,6 +11,27 @@ mod dot_separator {
     mailstore::conformance_suite!(|| mailstore::memory::MemoryStore::with_options(
         &mailstore::StoreOptions {
             separator: Some('.'),
+            ..Default::default()
+        }
+    ));
+}
+
+/// Saving with Dovecot's default line-ending conversion (`mail_save_crlf = no`).
+mod lf_line_endings {
+    mailstore::conformance_suite!(|| mailstore::memory::MemoryStore::with_options(
+        &mailstore::StoreOptions {
+            save_line_endings: Some(mailstore::SaveLineEndings::Lf),
+            ..Default::default()
+        }
+    ));
+}
+
+/// Saving with `mail_save_crlf = yes`.
+mod crlf_line_endings {
+    mailstore::conformance_suite!(|| mailstore::memory::MemoryStore::with_options(
+        &mailstore::StoreOptions {
+            save_line_endings: Some(mailstore::SaveLineEndings::Crlf),
+            ..Default::default()
         }
     ));
 }

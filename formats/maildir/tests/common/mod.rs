@@ -35,7 +35,14 @@ pub fn copy_tree(from: &Path, to: &Path) {
 
 pub fn open_store(spec: &str, home: &Path, separator: Option<char>) -> MaildirStore {
     let loc = Location::parse(spec, Some(home)).unwrap();
-    MaildirStore::open(&loc, &StoreOptions { separator }).unwrap()
+    MaildirStore::open(
+        &loc,
+        &StoreOptions {
+            separator,
+            ..Default::default()
+        },
+    )
+    .unwrap()
 }
 
 /// All files below a directory, relative, sorted.

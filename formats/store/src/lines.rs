@@ -1,0 +1,172 @@
+//! Line-ending conversion of saved messages, exactly as Dovecot's storage does it.
+//!
+//! Dovecot converts every message it saves (maildir-save.c, dbox-save.c, mbox-save.c) through
+//! `i_stream_create_lf()` or, with `mail_save_crlf = yes`, `i_stream_create_crlf()`
+//! (src/lib/istream-crlf.c). Backends that write Dovecot's formats do the same, so a store
+//! mailsync writes holds the bytes Dovecot would have written.
+
+use std::io::{self, Read};
+
+/// How a store writes the line endings of the messages it saves.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub enum SaveLineEndings {
+    /// Bytes are stored exactly as given.
+    #[default]
+    AsIs,
+    /// `CRLF` becomes `LF` (Dovecot's default, `mail_save_crlf = no`). A CR not followed by
+    /// LF is kept, except a CR that is the very last byte, which Dovecot's stream drops.
+    Lf,
+    /// Every LF not preceded by CR becomes `CRLF` (`mail_save_crlf = yes`).
+    Crlf,
+}
+
+impl SaveLineEndings {
+    /// The bytes a store with this policy will hold for `input`.
+    pub fn convert(self, input: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(input.len());
+        LineEndingReader::new(input, self)
+            .read_to_end(&mut out)
+            .expect("reading from a slice cannot fail");
+        out
+    }
+}
+
+/// A streaming reader applying a [`SaveLineEndings`] policy; holds at most one chunk.
+pub struct LineEndingReader<R> {
+    inner: R,
+    mode: SaveLineEndings,
+    /// Lf mode: a CR was read and its successor not yet seen.
+    pending_cr: bool,
+    /// Crlf mode: the last byte passed on was a CR.
+    last_cr: bool,
+    chunk: Vec<u8>,
+    out: Vec<u8>,
+    out_pos: usize,
+}
+
+impl<R: Read> LineEndingReader<R> {
+    pub fn new(inner: R, mode: SaveLineEndings) -> LineEndingReader<R> {
+        LineEndingReader {
+            inner,
+            mode,
+            pending_cr: false,
+            last_cr: false,
+            chunk: vec![0u8; 64 * 1024],
+            out: Vec::new(),
+            out_pos: 0,
+        }
+    }
+
+    /// Converts the next chunk of input into `self.out`. Returns false at end of input.
+    fn fill(&mut self) -> io::Result<bool> {
+        self.out.clear();
+        self.out_pos = 0;
+        loop {
+            let n = match self.inner.read(&mut self.chunk) {
+                Ok(0) => return Ok(false),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            for i in 0..n {
+                let b = self.chunk[i];
+                match self.mode {
+                    SaveLineEndings::AsIs => self.out.push(b),
+                    SaveLineEndings::Lf => {
+                        // i_stream_crlf_read_lf: \r\n -> \n, \r<x> -> \r<x>, \r\r\n -> \r\n.
+                        if b == b'\r' {
+                            if self.pending_cr {
+                                self.out.push(b'\r');
+                            }
+                            self.pending_cr = true;
+                        } else {
+                            if self.pending_cr && b != b'\n' {
+                                self.out.push(b'\r');
+                            }
+                            self.pending_cr = false;
+                            self.out.push(b);
+                        }
+                    }
+                    SaveLineEndings::Crlf => {
+                        // i_stream_crlf_read_crlf: add the CR missing before an LF.
+                        if b == b'\n' && !self.last_cr {
+                            self.out.push(b'\r');
+                        }
+                        self.out.push(b);
+                        self.last_cr = b == b'\r';
+                    }
+                }
+            }
+            if !self.out.is_empty() {
+                return Ok(true);
+            }
+        }
+    }
+}
+
+impl<R: Read> Read for LineEndingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.out_pos == self.out.len() && !self.fill()? {
+            return Ok(0);
+        }
+        let n = buf.len().min(self.out.len() - self.out_pos);
+        buf[..n].copy_from_slice(&self.out[self.out_pos..self.out_pos + n]);
+        self.out_pos += n;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SaveLineEndings::{self, *};
+
+    fn conv(mode: SaveLineEndings, s: &[u8]) -> Vec<u8> {
+        mode.convert(s)
+    }
+
+    #[test]
+    fn lf_mode_follows_dovecot() {
+        assert_eq!(conv(Lf, b"a\r\nb\r\n"), b"a\nb\n");
+        assert_eq!(conv(Lf, b"a\rb"), b"a\rb");
+        assert_eq!(conv(Lf, b"a\r\r\nb"), b"a\r\nb");
+        assert_eq!(conv(Lf, b"a\nb\n"), b"a\nb\n");
+        // A CR as the very last byte is dropped, as Dovecot's stream does at EOF.
+        assert_eq!(conv(Lf, b"end\r"), b"end");
+        assert_eq!(conv(Lf, b"\r"), b"");
+        assert_eq!(conv(Lf, b""), b"");
+    }
+
+    #[test]
+    fn crlf_mode_follows_dovecot() {
+        assert_eq!(conv(Crlf, b"a\nb\n"), b"a\r\nb\r\n");
+        assert_eq!(conv(Crlf, b"a\r\nb"), b"a\r\nb");
+        assert_eq!(conv(Crlf, b"\n"), b"\r\n");
+        assert_eq!(conv(Crlf, b"a\rb"), b"a\rb");
+    }
+
+    #[test]
+    fn conversion_is_the_same_across_chunk_boundaries() {
+        // A CR at the end of one read and its LF at the start of the next.
+        struct Trickle<'a>(&'a [u8]);
+        impl std::io::Read for Trickle<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                if self.0.is_empty() || buf.is_empty() {
+                    return Ok(0);
+                }
+                buf[0] = self.0[0];
+                self.0 = &self.0[1..];
+                Ok(1)
+            }
+        }
+        let input = b"x\r\ny\r\r\nz\rw\n\r\n\r";
+        for mode in [AsIs, Lf, Crlf] {
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(
+                &mut super::LineEndingReader::new(Trickle(input), mode),
+                &mut out,
+            )
+            .unwrap();
+            assert_eq!(out, mode.convert(input), "{mode:?}");
+        }
+    }
+}
