@@ -78,7 +78,7 @@ pub struct Cli {
     #[arg(short = 'v')]
     pub verbose: bool,
     /// Read settings from this Dovecot config file (`key = value`, `!include`, namespace
-    /// blocks; only mail_location and the namespace separator are used).
+    /// blocks; only mail_location, mail_save_crlf and the namespace separator are used).
     #[arg(short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Override a setting, e.g. `-o mail_location=maildir:~/Maildir` or
