@@ -174,7 +174,7 @@ fn populate(env: &Env, sc: &Scenario, tool: Tool, name: &str) {
 /// Every read-only view both tools must agree on, returned per tool for diffing.
 fn views(env: &Env, sc: &Scenario, tool: Tool, name: &str) -> Vec<(String, Vec<u8>)> {
     let loc = sc.location;
-    let get = |args: &[&str]| ok(&format!("{name} {args:?}"), tool(env, loc, args, None));
+    let get = |args: &[&str]| clean(&format!("{name} {args:?}"), tool(env, loc, args, None));
     vec![
         (
             "mailbox list".into(),
