@@ -125,11 +125,7 @@ impl Layout {
         let control = nonempty("CONTROL")?;
         let index = match location.option("INDEX") {
             None => IndexLocation::InMailbox,
-            // Location::parse makes relative values home-relative, so `INDEX=MEMORY` may
-            // arrive as `<home>/MEMORY`.
-            Some(v) if v.is_empty() || v == "MEMORY" || v.ends_with("/MEMORY") => {
-                IndexLocation::Memory
-            }
+            Some(v) if v.is_empty() || v == "MEMORY" => IndexLocation::Memory,
             Some(v) => IndexLocation::Dir(PathBuf::from(v)),
         };
         let ns_sep = options.separator.unwrap_or(kind.list_separator());

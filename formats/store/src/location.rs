@@ -44,10 +44,13 @@ impl Location {
                 Some((k, v)) => (k.to_ascii_uppercase(), v.to_string()),
                 None => (p.to_ascii_uppercase(), String::new()),
             };
-            let v = if matches!(
-                k.as_str(),
-                "INBOX" | "INDEX" | "CONTROL" | "ALT" | "VOLATILEDIR"
-            ) {
+            // `INDEX=MEMORY` is a keyword (in-memory indexes), not a path.
+            let is_keyword = k == "INDEX" && v == "MEMORY";
+            let v = if !is_keyword
+                && matches!(
+                    k.as_str(),
+                    "INBOX" | "INDEX" | "CONTROL" | "ALT" | "VOLATILEDIR"
+                ) {
                 expand_home(&v, home, true)?.to_string_lossy().into_owned()
             } else {
                 v
@@ -150,6 +153,14 @@ mod tests {
             "{e}"
         );
         assert!(Location::parse("nodriver", None).is_err());
+    }
+
+    #[test]
+    fn index_memory_is_a_keyword_not_a_path() {
+        let l = Location::parse("maildir:~/M:INDEX=MEMORY", Some(Path::new("/h"))).unwrap();
+        assert_eq!(l.option("INDEX"), Some("MEMORY"));
+        let l = Location::parse("maildir:~/M:INDEX=mem", Some(Path::new("/h"))).unwrap();
+        assert_eq!(l.option("INDEX"), Some("/h/mem"));
     }
 
     #[test]
