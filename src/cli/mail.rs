@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use mailstore::{
     names, Error, FlagOp, FlagUpdate, Flags, Keyword, Location, MailRecord, Mailbox, MailboxGuid,
-    NewMail, SaveLineEndings, Store, StoreOptions,
+    NewMail, SaveLineEndings, Store, StoreOptions, Transaction, Uid,
 };
 
 use super::config::{expand_vars, Config, Vars};
@@ -293,14 +293,19 @@ fn store_setup(
             },
         })),
         Err(e) => {
-            rt.error(format!(
-                "Initializing mail storage from mail_location setting failed: {}",
-                storage_error_text(&e)
-            ));
-            rt.fail(exit::TEMPFAIL);
+            storage_init_failed(rt, &e);
             Ok(None)
         }
     }
+}
+
+/// Logs that the mail location can't be parsed or its store opened (exit code TEMPFAIL).
+fn storage_init_failed(rt: &mut Runtime, e: &Error) {
+    rt.error(format!(
+        "Initializing mail storage from mail_location setting failed: {}",
+        storage_error_text(e)
+    ));
+    rt.fail(exit::TEMPFAIL);
 }
 
 /// Runs a parsed command line. Returns the exit code, or a fatal error to report.
@@ -362,11 +367,7 @@ pub fn execute(
     let store = match crate::backends::open_store(&setup.location, &setup.options) {
         Ok(s) => s,
         Err(e) => {
-            rt.error(format!(
-                "Initializing mail storage from mail_location setting failed: {}",
-                storage_error_text(&e)
-            ));
-            rt.fail(exit::TEMPFAIL);
+            storage_init_failed(&mut rt, &e);
             return Ok(rt.exit_code);
         }
     };
@@ -464,11 +465,7 @@ pub fn select_mailboxes(rt: &mut Runtime, store: &dyn Store, query: &Query) -> V
     let list = match store.list_mailboxes() {
         Ok(l) => l,
         Err(e) => {
-            rt.error(format!(
-                "Listing mailboxes failed: {}",
-                storage_error_text(&e)
-            ));
-            rt.fail_storage(&e);
+            rt.storage_failed(format_args!("Listing mailboxes failed"), &e);
             return Vec::new();
         }
     };
@@ -494,11 +491,7 @@ fn open_for_iter(rt: &mut Runtime, store: &dyn Store, name: &str) -> Option<Box<
         Ok(m) => Some(m),
         Err(Error::MailboxNotFound(_)) => None,
         Err(e) => {
-            rt.error(format!(
-                "Syncing mailbox {name} failed: {}",
-                storage_error_text(&e)
-            ));
-            rt.fail_storage(&e);
+            rt.storage_failed(format_args!("Syncing mailbox {name} failed"), &e);
             None
         }
     }
@@ -508,24 +501,20 @@ fn mails_of(rt: &mut Runtime, mbox: &mut dyn Mailbox, name: &str) -> Option<Vec<
     match mbox.mails() {
         Ok(m) => Some(m),
         Err(e) => {
-            rt.error(format!(
-                "Searching mailbox {name} failed: {}",
-                storage_error_text(&e)
-            ));
-            rt.fail_storage(&e);
+            rt.storage_failed(format_args!("Searching mailbox {name} failed"), &e);
             None
         }
     }
 }
 
-/// The matching messages of an open mailbox, with their sequence numbers.
+/// The matching messages of an open mailbox.
 fn matching(
     rt: &mut Runtime,
     mbox: &mut dyn Mailbox,
     name: &str,
     sep: char,
     query: &Query,
-) -> Vec<(u32, MailRecord)> {
+) -> Vec<MailRecord> {
     let Some(mails) = mails_of(rt, mbox, name) else {
         return Vec::new();
     };
@@ -537,7 +526,7 @@ fn matching(
         let seq = i as u32 + 1;
         let mut view = LiveMail::new(mbox, rec, seq, last, name, sep, &mut guid);
         match query.matches(&mut view) {
-            Ok(true) => out.push((seq, rec.clone())),
+            Ok(true) => out.push(rec.clone()),
             Ok(false) => {}
             // Expunged meanwhile: not a match, not an error (as Dovecot's search).
             Err(Error::MailNotFound(_)) => {}
@@ -591,11 +580,7 @@ fn cmd_fetch(
                 Ok(true) => {}
                 Ok(false) | Err(Error::MailNotFound(_)) => continue,
                 Err(e) => {
-                    rt.error(format!(
-                        "Searching mailbox {name} failed: {}",
-                        storage_error_text(&e)
-                    ));
-                    rt.fail_storage(&e);
+                    rt.storage_failed(format_args!("Searching mailbox {name} failed"), &e);
                     continue;
                 }
             }
@@ -605,12 +590,10 @@ fn cmd_fetch(
                     Err(FieldError::Storage(e)) => {
                         // doveadm prints nothing for a failed plain field (later columns
                         // shift) and goes on; a stream is always closed by the printer.
-                        rt.error(format!(
-                            "fetch({title}) failed for box={name} uid={}: {}",
-                            rec.uid,
-                            storage_error_text(&e)
-                        ));
-                        rt.fail_storage(&e);
+                        rt.storage_failed(
+                            format_args!("fetch({title}) failed for box={name} uid={}", rec.uid),
+                            &e,
+                        );
                     }
                     Err(FieldError::Print(PrintError::Fatal(m))) => {
                         return Err(Fatal::for_user(&user, exit::TEMPFAIL, m));
@@ -637,27 +620,19 @@ fn cmd_search(rt: &mut Runtime, store: &dyn Store, query: &Query) -> Result<(), 
         let mut mbox = match store.open_mailbox(&name) {
             Ok(m) => m,
             Err(e) => {
-                rt.error(format!(
-                    "Couldn't get mailbox '{name}' GUID: {}",
-                    storage_error_text(&e)
-                ));
-                rt.fail_storage(&e);
+                rt.storage_failed(format_args!("Couldn't get mailbox '{name}' GUID"), &e);
                 continue;
             }
         };
         let guid = match mbox.status() {
             Ok(s) => s.guid,
             Err(e) => {
-                rt.error(format!(
-                    "Couldn't get mailbox '{name}' GUID: {}",
-                    storage_error_text(&e)
-                ));
-                rt.fail_storage(&e);
+                rt.storage_failed(format_args!("Couldn't get mailbox '{name}' GUID"), &e);
                 continue;
             }
         }
         .to_string();
-        for (_, rec) in matching(rt, mbox.as_mut(), &name, sep, query) {
+        for rec in matching(rt, mbox.as_mut(), &name, sep, query) {
             printer.value(&guid).map_err(write_failed)?;
             printer.value(rec.uid.to_string()).map_err(write_failed)?;
         }
@@ -672,6 +647,64 @@ fn finish_silent(rt: &mut Runtime) -> Result<(), Fatal> {
     Ok(())
 }
 
+/// Runs `body` in one transaction of `mbox`: commits when it succeeds, rolls everything
+/// back when it fails.
+fn in_transaction<T>(
+    mbox: &mut dyn Mailbox,
+    body: impl FnOnce(&mut dyn Transaction) -> mailstore::Result<T>,
+) -> mailstore::Result<T> {
+    let mut tx = mbox.begin()?;
+    match body(tx.as_mut()) {
+        Ok(value) => {
+            tx.commit()?;
+            Ok(value)
+        }
+        Err(e) => {
+            tx.rollback();
+            Err(e)
+        }
+    }
+}
+
+/// Applies `op` to each of `uids` in one transaction of `mbox`. A message expunged
+/// meanwhile (MailNotFound) is skipped, as doveadm skips it; any other error rolls the
+/// whole transaction back.
+fn for_each_uid(
+    mbox: &mut dyn Mailbox,
+    uids: impl IntoIterator<Item = Uid>,
+    mut op: impl FnMut(&mut dyn Transaction, Uid) -> mailstore::Result<()>,
+) -> mailstore::Result<()> {
+    in_transaction(mbox, |tx| {
+        for uid in uids {
+            match op(tx, uid) {
+                Ok(()) | Err(Error::MailNotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Calls `visit` for each mailbox the query selects that opens and has messages matching
+/// the query (doveadm_mail_iter), with those messages.
+fn for_each_matching_mailbox(
+    rt: &mut Runtime,
+    store: &dyn Store,
+    query: &Query,
+    mut visit: impl FnMut(&mut Runtime, &str, &mut dyn Mailbox, &[MailRecord]),
+) {
+    let sep = store.hierarchy_separator();
+    for name in select_mailboxes(rt, store, query) {
+        let Some(mut mbox) = open_for_iter(rt, store, &name) else {
+            continue;
+        };
+        let matches = matching(rt, mbox.as_mut(), &name, sep, query);
+        if !matches.is_empty() {
+            visit(rt, &name, mbox.as_mut(), &matches);
+        }
+    }
+}
+
 fn cmd_save(
     rt: &mut Runtime,
     store: &dyn Store,
@@ -681,11 +714,7 @@ fn cmd_save(
     let mut mbox = match store.open_mailbox(mailbox) {
         Ok(m) => m,
         Err(e) => {
-            rt.error(format!(
-                "Failed to open mailbox {mailbox}: {}",
-                storage_error_text(&e)
-            ));
-            rt.fail_storage(&e);
+            rt.storage_failed(format_args!("Failed to open mailbox {mailbox}"), &e);
             return finish_silent(rt);
         }
     };
@@ -704,21 +733,8 @@ fn cmd_save(
             }
         },
     };
-    let result = (|| -> mailstore::Result<()> {
-        let mut tx = mbox.begin()?;
-        if let Err(e) = tx.save(NewMail::default(), &mut input) {
-            tx.rollback();
-            return Err(e);
-        }
-        tx.commit()?;
-        Ok(())
-    })();
-    if let Err(e) = result {
-        rt.error(format!(
-            "Mailbox {mailbox}: Saving mail: {}",
-            storage_error_text(&e)
-        ));
-        rt.fail_storage(&e);
+    if let Err(e) = in_transaction(mbox.as_mut(), |tx| tx.save(NewMail::default(), &mut input)) {
+        rt.storage_failed(format_args!("Mailbox {mailbox}: Saving mail"), &e);
     }
     finish_silent(rt)
 }
@@ -731,86 +747,44 @@ fn cmd_flags(
     keywords: &[String],
     query: &Query,
 ) -> Result<(), Fatal> {
-    let sep = store.hierarchy_separator();
+    if let Some(k) = keywords
+        .iter()
+        .find(|k| !Keyword::is_valid_atom(k.as_bytes()))
+    {
+        // Refused for each mailbox that opens, before searching it.
+        for name in select_mailboxes(rt, store, query) {
+            if open_for_iter(rt, store, &name).is_some() {
+                rt.error(format!("Invalid keywords: Invalid keyword: {k}"));
+                rt.exit_code = exit::DATAERR;
+            }
+        }
+        return finish_silent(rt);
+    }
     let update = FlagUpdate {
         op,
         flags,
         keywords: keywords.iter().map(|k| Keyword::from(k.as_str())).collect(),
     };
-    let invalid = keywords
-        .iter()
-        .find(|k| !Keyword::is_valid_atom(k.as_bytes()));
-    for name in select_mailboxes(rt, store, query) {
-        let Some(mut mbox) = open_for_iter(rt, store, &name) else {
-            continue;
-        };
-        if let Some(k) = invalid {
-            rt.error(format!("Invalid keywords: Invalid keyword: {k}"));
-            rt.exit_code = exit::DATAERR;
-            continue;
+    for_each_matching_mailbox(rt, store, query, |rt, name, mbox, matches| {
+        let uids = matches.iter().map(|rec| rec.uid);
+        if let Err(e) = for_each_uid(mbox, uids, |tx, uid| tx.update_flags(uid, &update)) {
+            rt.storage_failed(format_args!("Mailbox {name}: Mailbox sync failed"), &e);
         }
-        let matches = matching(rt, mbox.as_mut(), &name, sep, query);
-        if matches.is_empty() {
-            continue;
-        }
-        let result = (|| -> mailstore::Result<()> {
-            let mut tx = mbox.begin()?;
-            for (_, rec) in &matches {
-                match tx.update_flags(rec.uid, &update) {
-                    Ok(()) | Err(Error::MailNotFound(_)) => {}
-                    Err(e) => {
-                        tx.rollback();
-                        return Err(e);
-                    }
-                }
-            }
-            tx.commit()?;
-            Ok(())
-        })();
-        if let Err(e) = result {
-            rt.error(format!(
-                "Mailbox {name}: Mailbox sync failed: {}",
-                storage_error_text(&e)
-            ));
-            rt.fail_storage(&e);
-        }
-    }
+    });
     finish_silent(rt)
 }
 
 fn cmd_expunge(rt: &mut Runtime, store: &dyn Store, query: &Query) -> Result<(), Fatal> {
-    let sep = store.hierarchy_separator();
-    for name in select_mailboxes(rt, store, query) {
-        let Some(mut mbox) = open_for_iter(rt, store, &name) else {
-            continue;
-        };
-        let matches = matching(rt, mbox.as_mut(), &name, sep, query);
-        if matches.is_empty() {
-            continue;
-        }
-        let result = (|| -> mailstore::Result<()> {
-            let mut tx = mbox.begin()?;
-            for (_, rec) in &matches {
-                rt.debug(format!("expunge: box={name} uid={}", rec.uid));
-                match tx.expunge(rec.uid) {
-                    Ok(()) | Err(Error::MailNotFound(_)) => {}
-                    Err(e) => {
-                        tx.rollback();
-                        return Err(e);
-                    }
-                }
-            }
-            tx.commit()?;
-            Ok(())
-        })();
+    for_each_matching_mailbox(rt, store, query, |rt, name, mbox, matches| {
+        let uids = matches.iter().map(|rec| rec.uid);
+        let result = for_each_uid(mbox, uids, |tx, uid| {
+            rt.debug(format!("expunge: box={name} uid={uid}"));
+            tx.expunge(uid)
+        });
         if let Err(e) = result {
-            rt.error(format!(
-                "Syncing mailbox '{name}' failed: {}",
-                storage_error_text(&e)
-            ));
-            rt.fail_storage(&e);
+            rt.storage_failed(format_args!("Syncing mailbox '{name}' failed"), &e);
         }
-    }
+    });
     finish_silent(rt)
 }
 
@@ -821,38 +795,22 @@ fn cmd_copy(
     query: &Query,
     is_move: bool,
 ) -> Result<(), Fatal> {
-    let sep = store.hierarchy_separator();
     let mut dest_box = match store.open_mailbox(dest) {
         Ok(m) => m,
         Err(e) => {
-            rt.error(format!(
-                "Can't open mailbox '{dest}': {}",
-                storage_error_text(&e)
-            ));
-            rt.fail_storage(&e);
+            rt.storage_failed(format_args!("Can't open mailbox '{dest}'"), &e);
             return finish_silent(rt);
         }
     };
-    for name in select_mailboxes(rt, store, query) {
-        let Some(mut mbox) = open_for_iter(rt, store, &name) else {
-            continue;
-        };
-        let matches = matching(rt, mbox.as_mut(), &name, sep, query);
-        if matches.is_empty() {
-            continue;
-        }
+    for_each_matching_mailbox(rt, store, query, |rt, name, mbox, matches| {
         // Copy: every message or none (one destination transaction per source mailbox).
-        let copied = (|| -> mailstore::Result<Vec<mailstore::Uid>> {
-            let mut tx = dest_box.begin()?;
+        let copied = in_transaction(dest_box.as_mut(), |tx| {
             let mut done = Vec::new();
-            for (_, rec) in &matches {
+            for rec in matches {
                 let mut input = match mbox.open_mail(rec.uid) {
                     Ok(i) => i,
                     Err(Error::MailNotFound(_)) => continue,
-                    Err(e) => {
-                        tx.rollback();
-                        return Err(e);
-                    }
+                    Err(e) => return Err(e),
                 };
                 let mut flags = rec.flags;
                 flags.remove(Flags::RECENT);
@@ -864,51 +822,25 @@ fn cmd_copy(
                     flags,
                     keywords: rec.keywords.clone(),
                 };
-                if let Err(e) = tx.save(new, &mut input) {
-                    tx.rollback();
-                    return Err(e);
-                }
+                tx.save(new, &mut input)?;
                 done.push(rec.uid);
             }
-            tx.commit()?;
             Ok(done)
-        })();
+        });
         let copied = match copied {
             Ok(c) => c,
             Err(e) => {
-                rt.error(format!(
-                    "Committing {} mails failed: {}",
-                    if is_move { "moved" } else { "copied" },
-                    storage_error_text(&e)
-                ));
-                rt.fail_storage(&e);
-                continue;
+                let what = if is_move { "moved" } else { "copied" };
+                rt.storage_failed(format_args!("Committing {what} mails failed"), &e);
+                return;
             }
         };
         if is_move && !copied.is_empty() {
-            let result = (|| -> mailstore::Result<()> {
-                let mut tx = mbox.begin()?;
-                for uid in &copied {
-                    match tx.expunge(*uid) {
-                        Ok(()) | Err(Error::MailNotFound(_)) => {}
-                        Err(e) => {
-                            tx.rollback();
-                            return Err(e);
-                        }
-                    }
-                }
-                tx.commit()?;
-                Ok(())
-            })();
-            if let Err(e) = result {
-                rt.error(format!(
-                    "Mailbox {name}: Mailbox sync failed: {}",
-                    storage_error_text(&e)
-                ));
-                rt.fail_storage(&e);
+            if let Err(e) = for_each_uid(mbox, copied, |tx, uid| tx.expunge(uid)) {
+                rt.storage_failed(format_args!("Mailbox {name}: Mailbox sync failed"), &e);
             }
         }
-    }
+    });
     finish_silent(rt)
 }
 
@@ -1082,6 +1014,22 @@ mod tests {
         assert_eq!(
             (c, e.as_str()),
             (75, "Fatal: Invalid system flag: \\Bogus\n")
+        );
+    }
+
+    #[test]
+    fn invalid_keyword_is_refused_for_each_mailbox_and_changes_nothing() {
+        let s = store();
+        let (c, _, e) = run(&s, &["flags", "add", "\\Seen bad(kw", "all"]);
+        assert_eq!(c, exit::DATAERR);
+        assert_eq!(
+            e,
+            "mailsync(alice): Error: Invalid keywords: Invalid keyword: bad(kw\n".repeat(2)
+        );
+        let (_, o, _) = run(&s, &["-f", "flow", "fetch", "mailbox flags", "all"]);
+        assert_eq!(
+            o,
+            "mailbox=INBOX flags=\\Seen \\Recent\nmailbox=INBOX flags=\\Recent\nmailbox=Sub flags=\\Flagged \\Recent\n"
         );
     }
 

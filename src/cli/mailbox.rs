@@ -243,19 +243,11 @@ pub fn run(rt: &mut Runtime, store: &dyn Store, plan: Plan) -> Result<(), Fatal>
                 let name = name.strip_suffix(sep).unwrap_or(name);
                 rt.debug(format!("Creating mailbox {name}"));
                 if let Err(e) = store.create_mailbox(name, guid) {
-                    rt.error(format!(
-                        "Can't create mailbox {name}: {}",
-                        storage_error_text(&e)
-                    ));
-                    rt.fail_storage(&e);
+                    rt.storage_failed(format_args!("Can't create mailbox {name}"), &e);
                 }
                 if subscribe {
                     if let Err(e) = store.set_subscribed(name, true) {
-                        rt.error(format!(
-                            "Can't subscribe to mailbox {name}: {}",
-                            storage_error_text(&e)
-                        ));
-                        rt.fail_storage(&e);
+                        rt.storage_failed(format_args!("Can't subscribe to mailbox {name}"), &e);
                     }
                 }
             }
@@ -274,19 +266,11 @@ pub fn run(rt: &mut Runtime, store: &dyn Store, plan: Plan) -> Result<(), Fatal>
             };
             for name in &names {
                 if let Err(e) = delete_one(store, name, require_empty) {
-                    rt.error(format!(
-                        "Can't delete mailbox {name}: {}",
-                        storage_error_text(&e)
-                    ));
-                    rt.fail_storage(&e);
+                    rt.storage_failed(format_args!("Can't delete mailbox {name}"), &e);
                 }
                 if unsubscribe {
                     if let Err(e) = store.set_subscribed(name, false) {
-                        rt.error(format!(
-                            "Can't unsubscribe mailbox {name}: {}",
-                            storage_error_text(&e)
-                        ));
-                        rt.fail_storage(&e);
+                        rt.storage_failed(format_args!("Can't unsubscribe mailbox {name}"), &e);
                     }
                 }
             }
@@ -298,26 +282,14 @@ pub fn run(rt: &mut Runtime, store: &dyn Store, plan: Plan) -> Result<(), Fatal>
             subscriptions,
         } => {
             if let Err(e) = store.rename_mailbox(&old, &new) {
-                rt.error(format!(
-                    "Can't rename mailbox {old} to {new}: {}",
-                    storage_error_text(&e)
-                ));
-                rt.fail_storage(&e);
+                rt.storage_failed(format_args!("Can't rename mailbox {old} to {new}"), &e);
             }
             if subscriptions {
                 if let Err(e) = store.set_subscribed(&old, false) {
-                    rt.error(format!(
-                        "Can't unsubscribe mailbox {old}: {}",
-                        storage_error_text(&e)
-                    ));
-                    rt.fail_storage(&e);
+                    rt.storage_failed(format_args!("Can't unsubscribe mailbox {old}"), &e);
                 }
                 if let Err(e) = store.set_subscribed(&new, true) {
-                    rt.error(format!(
-                        "Can't subscribe to mailbox {new}: {}",
-                        storage_error_text(&e)
-                    ));
-                    rt.fail_storage(&e);
+                    rt.storage_failed(format_args!("Can't subscribe to mailbox {new}"), &e);
                 }
             }
             finish_silent(rt)
@@ -332,11 +304,7 @@ pub fn run(rt: &mut Runtime, store: &dyn Store, plan: Plan) -> Result<(), Fatal>
                     } else {
                         "unsubscribe"
                     };
-                    rt.error(format!(
-                        "Can't {name} mailbox {verb}: {}",
-                        storage_error_text(&e)
-                    ));
-                    rt.fail_storage(&e);
+                    rt.storage_failed(format_args!("Can't {name} mailbox {verb}"), &e);
                 }
             }
             finish_silent(rt)
@@ -422,11 +390,7 @@ fn list(
                 .filter(|n| query.match_mailbox(n, None, sep) != Some(false))
                 .collect(),
             Err(e) => {
-                rt.error(format!(
-                    "Listing mailboxes failed: {}",
-                    storage_error_text(&e)
-                ));
-                rt.fail_storage(&e);
+                rt.storage_failed(format_args!("Listing mailboxes failed"), &e);
                 Vec::new()
             }
         }
@@ -470,11 +434,10 @@ fn status(
         let st = match st {
             Ok(s) => s,
             Err(e) => {
-                rt.error(format!(
-                    "Mailbox {name}: Failed to lookup mailbox status: {}",
-                    storage_error_text(&e)
-                ));
-                rt.fail_storage(&e);
+                rt.storage_failed(
+                    format_args!("Mailbox {name}: Failed to lookup mailbox status"),
+                    &e,
+                );
                 continue;
             }
         };

@@ -387,6 +387,13 @@ impl Runtime {
         self.fail(e.kind().exit_code());
     }
 
+    /// Logs a storage failure as doveadm words it, `<context>: <error text>`, and records
+    /// its exit code.
+    pub fn storage_failed(&mut self, context: impl std::fmt::Display, e: &mailstore::Error) {
+        self.error(format!("{context}: {}", storage_error_text(e)));
+        self.fail_storage(e);
+    }
+
     /// A printer for a command: the -f formatter, else `default`. Commands that print
     /// nothing pass `None` and get a printer only when -f was given (doveadm then still
     /// prints the formatter's empty output, e.g. `[]`).
