@@ -229,14 +229,6 @@ struct Flow {
 }
 
 impl Flow {
-    fn title(&self, out: &mut dyn Write, cols: &[Column]) -> io::Result<()> {
-        let col = &cols[self.idx];
-        if !col.hide_title {
-            out.write_all(col.title.as_bytes())?;
-            out.write_all(b"=")?;
-        }
-        Ok(())
-    }
     fn next(&mut self, out: &mut dyn Write, cols: &[Column]) -> io::Result<()> {
         self.idx += 1;
         if self.idx < cols.len() {
@@ -250,7 +242,7 @@ impl Flow {
 
 impl Formatter for Flow {
     fn print(&mut self, out: &mut dyn Write, cols: &[Column], value: &[u8]) -> io::Result<()> {
-        self.title(out, cols)?;
+        write_title(out, &cols[self.idx], b"=")?;
         out.write_all(value)?;
         self.next(out, cols)
     }
@@ -260,24 +252,51 @@ impl Formatter for Flow {
         cols: &[Column],
         chunk: &[u8],
     ) -> io::Result<()> {
-        if !self.streaming {
-            self.streaming = true;
-            self.title(out, cols)?;
-        }
-        out.write_all(chunk)?;
-        if chunk.is_empty() {
+        if titled_stream_chunk(out, &mut self.streaming, &cols[self.idx], b"=", chunk)? {
             self.next(out, cols)?;
-            self.streaming = false;
         }
         Ok(())
     }
     fn flush(&mut self, out: &mut dyn Write, _cols: &[Column]) -> io::Result<()> {
-        if self.idx != 0 {
-            out.write_all(b"\n")?;
-            self.idx = 0;
-        }
-        Ok(())
+        end_partial_row(out, &mut self.idx)
     }
+}
+
+/// Writes a column's title followed by `separator`, unless the column hides its title
+/// (flow and pager).
+fn write_title(out: &mut dyn Write, col: &Column, separator: &[u8]) -> io::Result<()> {
+    if !col.hide_title {
+        out.write_all(col.title.as_bytes())?;
+        out.write_all(separator)?;
+    }
+    Ok(())
+}
+
+/// Prints one chunk of a stream value the flow and pager way: the title before the first
+/// chunk, then the chunks as they are. Returns true when `chunk` is the empty one that ends
+/// the stream.
+fn titled_stream_chunk(
+    out: &mut dyn Write,
+    streaming: &mut bool,
+    col: &Column,
+    title_separator: &[u8],
+    chunk: &[u8],
+) -> io::Result<bool> {
+    if !*streaming {
+        write_title(out, col, title_separator)?;
+    }
+    out.write_all(chunk)?;
+    *streaming = !chunk.is_empty();
+    Ok(chunk.is_empty())
+}
+
+/// Ends a row cut short at the end of the output with a newline (flow and pager).
+fn end_partial_row(out: &mut dyn Write, idx: &mut usize) -> io::Result<()> {
+    if *idx != 0 {
+        out.write_all(b"\n")?;
+        *idx = 0;
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------- pager
@@ -306,11 +325,7 @@ impl Formatter for Pager {
             out.write_all(b"\x0c\n")?;
         }
         self.first_page = false;
-        let col = &cols[self.idx];
-        if !col.hide_title {
-            out.write_all(col.title.as_bytes())?;
-            out.write_all(b": ")?;
-        }
+        write_title(out, &cols[self.idx], b": ")?;
         out.write_all(value)?;
         out.write_all(b"\n")?;
         self.next(cols);
@@ -324,27 +339,13 @@ impl Formatter for Pager {
     ) -> io::Result<()> {
         // doveadm-print-pager.c prints no form feed before a record that starts with a
         // stream; replicated.
-        if !self.streaming {
-            self.streaming = true;
-            let col = &cols[self.idx];
-            if !col.hide_title {
-                out.write_all(col.title.as_bytes())?;
-                out.write_all(b":\n")?;
-            }
-        }
-        out.write_all(chunk)?;
-        if chunk.is_empty() {
+        if titled_stream_chunk(out, &mut self.streaming, &cols[self.idx], b":\n", chunk)? {
             self.next(cols);
-            self.streaming = false;
         }
         Ok(())
     }
     fn flush(&mut self, out: &mut dyn Write, _cols: &[Column]) -> io::Result<()> {
-        if self.idx != 0 {
-            out.write_all(b"\n")?;
-            self.idx = 0;
-        }
-        Ok(())
+        end_partial_row(out, &mut self.idx)
     }
 }
 
@@ -368,14 +369,20 @@ impl Tab {
         }
         Ok(())
     }
-}
-
-impl Formatter for Tab {
-    fn print(&mut self, out: &mut dyn Write, cols: &[Column], value: &[u8]) -> io::Result<()> {
+    /// What goes before a value or stream chunk: the end of the title line, then a `\t`
+    /// unless in the first column.
+    fn before_value(&mut self, out: &mut dyn Write) -> io::Result<()> {
         self.flush_header(out)?;
         if self.idx > 0 {
             out.write_all(b"\t")?;
         }
+        Ok(())
+    }
+}
+
+impl Formatter for Tab {
+    fn print(&mut self, out: &mut dyn Write, cols: &[Column], value: &[u8]) -> io::Result<()> {
+        self.before_value(out)?;
         out.write_all(value)?;
         self.idx += 1;
         if self.idx == cols.len() {
@@ -393,10 +400,7 @@ impl Formatter for Tab {
         if chunk.is_empty() {
             return self.print(out, cols, b"");
         }
-        self.flush_header(out)?;
-        if self.idx > 0 {
-            out.write_all(b"\t")?;
-        }
+        self.before_value(out)?;
         out.write_all(chunk)
     }
     fn flush(&mut self, out: &mut dyn Write, _cols: &[Column]) -> io::Result<()> {
@@ -708,20 +712,7 @@ impl Formatter for Table {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::cell::RefCell;
-    use std::rc::Rc;
-
-    #[derive(Clone, Default)]
-    struct Sink(Rc<RefCell<Vec<u8>>>);
-    impl Write for Sink {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0.borrow_mut().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::cli::MemoryOutput;
 
     enum V<'a> {
         P(&'a [u8]),
@@ -730,8 +721,7 @@ mod tests {
 
     /// Runs `rows` through a printer of `kind` and returns the bytes written.
     fn run(kind: FormatterKind, cols: Vec<Column>, rows: &[Vec<V>]) -> Vec<u8> {
-        let sink = Sink::default();
-        // Printer requires Send-less Write; Rc is fine in a test.
+        let sink = MemoryOutput::default();
         let mut p = Printer::new(kind, cols, Box::new(sink.clone()));
         for row in rows {
             for v in row {
@@ -747,8 +737,7 @@ mod tests {
             }
         }
         p.finish().unwrap();
-        let out = sink.0.borrow().clone();
-        out
+        sink.contents()
     }
 
     fn fetch_cols() -> Vec<Column> {
@@ -918,7 +907,7 @@ mod tests {
 
     #[test]
     fn table_rejects_multiline_stream() {
-        let sink = Sink::default();
+        let sink = MemoryOutput::default();
         let mut p = Printer::new(
             FormatterKind::Table,
             vec![Column::new("body")],

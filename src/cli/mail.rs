@@ -15,8 +15,8 @@ use super::fetch::{self, Field, FieldError, LiveMail};
 use super::format::{Column, FormatterKind, PrintError};
 use super::query::Query;
 use super::{
-    exit, mailbox, storage_error_text, Cli, Command, Fatal, FlagsCommand, MailboxCommand, Runtime,
-    SharedWriter, UserOpt,
+    exit, mailbox, storage_error_text, Cli, Command, Fatal, FlagsCommand, MailboxCommand,
+    MemoryOutput, Runtime, SharedWriter, UserOpt,
 };
 
 /// The `-u` option of whichever command runs.
@@ -400,21 +400,8 @@ fn run_plan(rt: &mut Runtime, store: &dyn Store, plan: Plan) -> Result<(), Fatal
 /// Runs one command for tests: a store handle, a command line (without global options
 /// other than -f) and the user; returns (exit code, stdout, stderr).
 pub fn run_on_store(store: &dyn Store, args: &[&str], user: &str) -> (i32, Vec<u8>, Vec<u8>) {
-    use std::cell::RefCell;
-    use std::rc::Rc;
-    #[derive(Clone)]
-    struct Buf(Rc<RefCell<Vec<u8>>>);
-    impl Write for Buf {
-        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-            self.0.borrow_mut().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-    let out = Buf(Rc::new(RefCell::new(Vec::new())));
-    let err = Buf(Rc::new(RefCell::new(Vec::new())));
+    let out = MemoryOutput::default();
+    let err = MemoryOutput::default();
     let mut argv: Vec<OsString> = vec!["mailsync".into()];
     argv.extend(args.iter().map(OsString::from));
     let code = (|| -> Result<i32, Fatal> {
@@ -445,9 +432,7 @@ pub fn run_on_store(store: &dyn Store, args: &[&str], user: &str) -> (i32, Vec<u
             f.code
         }
     };
-    let o = out.0.borrow().clone();
-    let e = err.0.borrow().clone();
-    (code, o, e)
+    (code, out.contents(), err.contents())
 }
 
 /// The mailboxes a message command visits (doveadm_mailbox_list_iter): the names of the

@@ -322,6 +322,28 @@ impl Write for SharedWriter {
     }
 }
 
+/// Output kept in memory; clones share the bytes, so they can be read back after a printer
+/// or runtime wrote to its clone.
+#[derive(Clone, Default)]
+pub struct MemoryOutput(Rc<RefCell<Vec<u8>>>);
+
+impl MemoryOutput {
+    /// The bytes written so far.
+    pub fn contents(&self) -> Vec<u8> {
+        self.0.borrow().clone()
+    }
+}
+
+impl Write for MemoryOutput {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.borrow_mut().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// A fatal error: message and exit code. With `user` set the message is prefixed
 /// `mailsync(<user>): Fatal: ` as doveadm does for fatals raised while running for a
 /// user; otherwise just `Fatal: ` (option and argument parsing).
