@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use mailstore::{
     CommitResult, Error, FlagOp, FlagUpdate, Flags, Guid, Keyword, LineEndingReader, MailRecord,
     Mailbox, MailboxGuid, MailboxStatus, ModSeq, NewMail, Result, SaveLineEndings, Transaction,
-    Uid,
+    Uid, VsizeCounter,
 };
 use mailsupport::dotlock::{DotLock, DotLockOptions};
 
@@ -1331,7 +1331,7 @@ impl Transaction for MaildirTransaction<'_> {
         let mut body = LineEndingReader::new(body, self.mbox.line_endings);
         let result = (|| -> io::Result<(u64, u64)> {
             let mut buf = vec![0u8; 64 * 1024];
-            let (mut size, mut vsize, mut prev_cr) = (0u64, 0u64, false);
+            let (mut size, mut vsize) = (0u64, VsizeCounter::default());
             loop {
                 let n = match body.read(&mut buf) {
                     Ok(0) => break,
@@ -1339,13 +1339,7 @@ impl Transaction for MaildirTransaction<'_> {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => return Err(e),
                 };
-                for &b in &buf[..n] {
-                    if b == b'\n' && !prev_cr {
-                        vsize += 1;
-                    }
-                    vsize += 1;
-                    prev_cr = b == b'\r';
-                }
+                vsize.update(&buf[..n]);
                 size += n as u64;
                 file.write_all(&buf[..n])?;
             }
@@ -1357,7 +1351,7 @@ impl Transaction for MaildirTransaction<'_> {
                 times = times.set_modified(system_time(r));
             }
             file.set_times(times)?;
-            Ok((size, vsize))
+            Ok((size, vsize.total()))
         })();
         let (size, vsize) = match result {
             Ok(v) => v,

@@ -20,12 +20,37 @@ pub use names::{mask_matches, validate_existing_mailbox_name, validate_mailbox_n
 pub use traits::{Mailbox, Store, Transaction};
 pub use types::*;
 
-/// Counts the virtual size of a message: bytes with every LF not preceded by CR counted as
-/// CRLF (Dovecot's `size.virtual`, RFC822.SIZE).
+/// Counts a message's virtual size as its bytes pass by, chunk after chunk: every LF not
+/// preceded by CR counts as CRLF (Dovecot's `size.virtual`, RFC822.SIZE). A CR at the end
+/// of one chunk pairs with an LF at the start of the next.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct VsizeCounter {
+    total: u64,
+    prev_cr: bool,
+}
+
+impl VsizeCounter {
+    /// Counts the next bytes of the message.
+    pub fn update(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if b == b'\n' && !self.prev_cr {
+                self.total += 1;
+            }
+            self.total += 1;
+            self.prev_cr = b == b'\r';
+        }
+    }
+
+    /// The virtual size of the bytes counted so far.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+}
+
+/// Counts the virtual size of a message read to its end (see [`VsizeCounter`]).
 pub fn virtual_size_of(reader: &mut dyn std::io::Read) -> std::io::Result<u64> {
     let mut buf = [0u8; 64 * 1024];
-    let mut size = 0u64;
-    let mut prev_cr = false;
+    let mut vsize = VsizeCounter::default();
     loop {
         let n = match reader.read(&mut buf) {
             Ok(0) => break,
@@ -33,15 +58,9 @@ pub fn virtual_size_of(reader: &mut dyn std::io::Read) -> std::io::Result<u64> {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        for &b in &buf[..n] {
-            if b == b'\n' && !prev_cr {
-                size += 1;
-            }
-            size += 1;
-            prev_cr = b == b'\r';
-        }
+        vsize.update(&buf[..n]);
     }
-    Ok(size)
+    Ok(vsize.total())
 }
 
 /// This host's name, for unique filenames, dotlocks and GUIDs.
@@ -63,5 +82,19 @@ mod tests {
     fn virtual_size_counts_bare_lf_twice() {
         assert_eq!(super::virtual_size_of(&mut &b"a\nb\r\nc"[..]).unwrap(), 7);
         assert_eq!(super::virtual_size_of(&mut &b""[..]).unwrap(), 0);
+    }
+
+    #[test]
+    fn vsize_counter_pairs_cr_and_lf_across_chunks() {
+        let mut split = super::VsizeCounter::default();
+        split.update(b"a\r");
+        split.update(b"\nb\n");
+        split.update(b"");
+        split.update(b"\r");
+        // a CR LF b LF->CRLF CR: 1 + 2 + 1 + 2 + 1
+        assert_eq!(split.total(), 7);
+        let mut whole = super::VsizeCounter::default();
+        whole.update(b"a\r\nb\n\r");
+        assert_eq!(whole.total(), split.total());
     }
 }
