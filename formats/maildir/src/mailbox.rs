@@ -413,6 +413,16 @@ fn write_uidlist(
     if list.guid.is_none() {
         list.guid = Some(MailboxGuid::generate());
     }
+    replace_uidlist(paths, list, file_mode(&paths.dir))?;
+    list.lines_read = list.records.len();
+    Ok(())
+}
+
+/// Replaces the uidlist with `list`: writes `dovecot-uidlist.tmp` (created with `mode`,
+/// before umask), syncs it, renames it over the uidlist and syncs the control directory
+/// (maildir_uidlist_recreate). Must be called with the uidlist locked.
+pub(crate) fn replace_uidlist(paths: &Paths, list: &UidList, mode: u32) -> Result<()> {
+    let path = paths.uidlist();
     let tmp = paths.control.join(format!("{UIDLIST_NAME}.tmp"));
     let data = uidlist::serialize(list);
     let result = (|| -> io::Result<()> {
@@ -420,7 +430,7 @@ fn write_uidlist(
             .write(true)
             .create(true)
             .truncate(true)
-            .mode(file_mode(&paths.dir))
+            .mode(mode)
             .open(&tmp)?;
         f.write_all(&data)?;
         f.sync_data()?;
@@ -430,9 +440,7 @@ fn write_uidlist(
         let _ = fs::remove_file(&tmp);
         return Err(Error::io("write", &path, e));
     }
-    fsync_dir(&paths.control)?;
-    list.lines_read = list.records.len();
-    Ok(())
+    fsync_dir(&paths.control)
 }
 
 /// Writes dovecot-keywords through its dotlock (maildir_keywords_commit): the new contents go

@@ -19,7 +19,9 @@ use mailstore::{
 use mailsupport::subscriptions;
 
 use crate::layout::{IndexLocation, Layout, LayoutKind, MAILDIRPP_TRASH_DIR};
-use crate::mailbox::{lock_uidlist, mkdir, mkdir_all, MaildirMailbox, Paths, UIDLIST_NAME};
+use crate::mailbox::{
+    lock_uidlist, mkdir, mkdir_all, replace_uidlist, MaildirMailbox, Paths, UIDLIST_NAME,
+};
 use crate::uidlist::{self, UidList};
 use crate::{uidvalidity, warn};
 
@@ -133,7 +135,8 @@ impl MaildirStore {
             let v = uidvalidity::next(root)
                 .map_err(|e| Error::io("open", root.join(uidvalidity::FILE_NAME), e))?;
             let list = UidList::new(v, guid.unwrap_or_else(MailboxGuid::generate));
-            write_new_uidlist(&paths, &list)
+            // Created with the default 0666 (before umask), not the mailbox's file mode.
+            replace_uidlist(&paths, &list, 0o666)
         })();
         let released = lock.release();
         result?;
@@ -247,26 +250,6 @@ impl MaildirStore {
             _ => None,
         }
     }
-}
-
-/// Writes a brand-new uidlist (`dovecot-uidlist.tmp` + rename). Caller holds the lock.
-fn write_new_uidlist(paths: &Paths, list: &UidList) -> Result<()> {
-    let path = paths.uidlist();
-    let tmp = paths.control.join(format!("{UIDLIST_NAME}.tmp"));
-    let data = uidlist::serialize(list);
-    let result = (|| -> io::Result<()> {
-        use std::io::Write;
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(&data)?;
-        f.sync_data()?;
-        fs::rename(&tmp, &path)
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(Error::io("write", &path, e));
-    }
-    mailsupport::atomic::fsync_dir(&paths.control)
-        .map_err(|e| Error::io("fsync", &paths.control, e))
 }
 
 impl Store for MaildirStore {
