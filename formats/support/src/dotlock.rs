@@ -713,6 +713,7 @@ impl Drop for DotLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::dir_entries;
     use std::process::{Command, Stdio};
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
@@ -731,6 +732,22 @@ mod tests {
         PathBuf::from(name)
     }
 
+    /// The pid of a process that has exited, for locks left behind by a dead process.
+    fn dead_pid() -> u32 {
+        let mut child = Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        pid
+    }
+
+    /// Asserts the lock file now holds our `<pid>:<host>` (we took the lock over).
+    fn assert_holds_our_pid(lock: &DotLock) {
+        assert_eq!(
+            std::fs::read_to_string(lock.lock_path()).unwrap(),
+            pid_lock_contents()
+        );
+    }
+
     /// Writes a foreign lock file with `contents` and an mtime `age` in the past.
     fn plant_lock(target: &Path, contents: &str, age: Duration) {
         let path = lock_path_of(target);
@@ -741,15 +758,6 @@ mod tests {
             .unwrap()
             .set_modified(SystemTime::now() - age)
             .unwrap();
-    }
-
-    fn entries(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
     }
 
     #[test]
@@ -763,7 +771,7 @@ mod tests {
         assert_eq!(contents, format!("{}:{}", std::process::id(), hostname()));
         assert!(lock.is_still_ours().unwrap());
         lock.release().unwrap();
-        assert!(entries(dir.path()).is_empty());
+        assert!(dir_entries(dir.path()).is_empty());
     }
 
     #[test]
@@ -806,7 +814,11 @@ mod tests {
             first.release().unwrap();
             waiter.join().unwrap();
             // The hard-link method leaves no temp file behind.
-            assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
+            assert!(
+                dir_entries(dir.path()).is_empty(),
+                "{:?}",
+                dir_entries(dir.path())
+            );
         }
     }
 
@@ -840,10 +852,7 @@ mod tests {
         assert_eq!(std::fs::read(lock_path_of(&target)).unwrap(), b"");
         // With a 1 s stale timeout it gets overridden.
         let lock = DotLock::acquire(&target, &opts(5_000, 1_000)).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(lock.lock_path()).unwrap(),
-            pid_lock_contents()
-        );
+        assert_holds_our_pid(&lock);
     }
 
     #[test]
@@ -877,20 +886,14 @@ mod tests {
     fn lock_of_dead_local_pid_is_overridden_immediately() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("file");
-        let mut child = Command::new("true").spawn().unwrap();
-        let dead_pid = child.id();
-        child.wait().unwrap();
         plant_lock(
             &target,
-            &format!("{dead_pid}:{}", hostname()),
+            &format!("{}:{}", dead_pid(), hostname()),
             Duration::from_secs(10),
         );
         // Stale timeout of an hour: only the dead pid makes it overridable.
         let lock = DotLock::acquire(&target, &opts(3_000, 3_600_000)).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(lock.lock_path()).unwrap(),
-            pid_lock_contents()
-        );
+        assert_holds_our_pid(&lock);
     }
 
     #[test]
@@ -905,13 +908,10 @@ mod tests {
     fn fresh_dead_pid_lock_waits_for_pid_check_age() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("file");
-        let mut child = Command::new("true").spawn().unwrap();
-        let dead_pid = child.id();
-        child.wait().unwrap();
         // mtime now: the pid is not checked within 2 s (STALE_PID_CHECK_SECS).
         plant_lock(
             &target,
-            &format!("{dead_pid}:{}", hostname()),
+            &format!("{}:{}", dead_pid(), hostname()),
             Duration::ZERO,
         );
         let err = DotLock::acquire(&target, &opts(800, 3_600_000)).unwrap_err();
@@ -1026,7 +1026,7 @@ mod tests {
         assert_eq!(std::fs::read(&target).unwrap(), b"new contents\n");
         assert_eq!(std::fs::metadata(&target).unwrap().ino(), lock_ino);
         assert_eq!(std::io::read_to_string(reader).unwrap(), "old\n");
-        assert_eq!(entries(dir.path()), vec!["subscriptions".to_string()]);
+        assert_eq!(dir_entries(dir.path()), vec!["subscriptions".to_string()]);
     }
 
     #[test]

@@ -7,3 +7,5 @@ pub mod dotlock;
 pub mod fuzzing;
 pub mod mutf7;
 pub mod subscriptions;
+#[cfg(test)]
+mod test_support;
