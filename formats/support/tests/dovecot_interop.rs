@@ -152,6 +152,17 @@ fn give_to_mail_user(path: &Path) {
     }
 }
 
+/// The subscribed mailboxes `doveadm mailbox list -s` prints, sorted.
+fn subscribed_per_doveadm(env: &Env) -> Vec<String> {
+    let listed = ok(
+        "mailbox list -s",
+        env.doveadm(&["mailbox", "list", "-s"], None),
+    );
+    let mut listed: Vec<String> = listed.lines().map(str::to_string).collect();
+    listed.sort();
+    listed
+}
+
 const SUBSCRIBED: [&str; 6] = [
     "INBOX",
     "Entwürfe",
@@ -209,15 +220,9 @@ fn parses_the_file_doveadm_writes() {
         .map(|name| subscriptions::to_vname(name).unwrap())
         .collect();
     assert_eq!(vnames, SUBSCRIBED);
-    let listed = ok(
-        "mailbox list -s",
-        env.doveadm(&["mailbox", "list", "-s"], None),
-    );
-    let mut listed: Vec<&str> = listed.lines().collect();
-    listed.sort();
     let mut expected = SUBSCRIBED.to_vec();
     expected.sort();
-    assert_eq!(listed, expected);
+    assert_eq!(subscribed_per_doveadm(&env), expected);
 }
 
 #[test]
@@ -234,15 +239,9 @@ fn doveadm_reads_the_file_we_write() {
         .collect();
     subscriptions::write(&path, '/', &names).unwrap();
     give_to_mail_user(&path);
-    let listed = ok(
-        "mailbox list -s",
-        env.doveadm(&["mailbox", "list", "-s"], None),
-    );
-    let mut listed: Vec<&str> = listed.lines().collect();
-    listed.sort();
     let mut expected = SUBSCRIBED.to_vec();
     expected.sort();
-    assert_eq!(listed, expected);
+    assert_eq!(subscribed_per_doveadm(&env), expected);
 
     // Dovecot edits our file in place of its own: unsubscribe one, subscribe another.
     ok(
@@ -261,12 +260,9 @@ fn doveadm_reads_the_file_we_write() {
     // And our single-entry edit is seen by Dovecot.
     assert!(subscriptions::set_subscribed(&path, '.', "Entw&APw-rfe", false).unwrap());
     give_to_mail_user(&path);
-    let listed = ok(
-        "mailbox list -s",
-        env.doveadm(&["mailbox", "list", "-s"], None),
-    );
-    assert!(!listed.lines().any(|l| l == "Entwürfe"), "{listed}");
-    assert!(listed.lines().any(|l| l == "Other"), "{listed}");
+    let listed = subscribed_per_doveadm(&env);
+    assert!(!listed.iter().any(|l| l == "Entwürfe"), "{listed:?}");
+    assert!(listed.iter().any(|l| l == "Other"), "{listed:?}");
 }
 
 #[test]
