@@ -10,6 +10,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use super::mime::unescape_backslashes;
+
 /// One `namespace NAME { ... }` block.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Namespace {
@@ -269,19 +271,7 @@ fn unquote(value: &str) -> String {
         && ((bytes[0] == b'"' && bytes[bytes.len() - 1] == b'"')
             || (bytes[0] == b'\'' && bytes[bytes.len() - 1] == b'\''))
     {
-        let inner = &value[1..value.len() - 1];
-        let mut out = String::with_capacity(inner.len());
-        let mut chars = inner.chars();
-        while let Some(c) = chars.next() {
-            if c == '\\' {
-                if let Some(n) = chars.next() {
-                    out.push(n);
-                }
-            } else {
-                out.push(c);
-            }
-        }
-        out
+        unescape_backslashes(&value[1..value.len() - 1])
     } else {
         value.to_string()
     }
@@ -343,6 +333,14 @@ pub fn expand_vars(value: &str, vars: &Vars) -> String {
         None => (vars.user.clone(), String::new()),
     };
     let home = vars.home.clone().unwrap_or_default();
+    // Each variable by its long name; the short forms are the same values.
+    let long = |name: &str| match name {
+        "user" => Some(vars.user.as_str()),
+        "username" => Some(username.as_str()),
+        "domain" => Some(domain.as_str()),
+        "home" => Some(home.as_str()),
+        _ => None,
+    };
     let mut out = String::with_capacity(value.len());
     let mut chars = value.char_indices().peekable();
     while let Some((i, c)) = chars.next() {
@@ -356,29 +354,22 @@ pub fn expand_vars(value: &str, vars: &Vars) -> String {
         };
         chars.next();
         let short = match n {
-            '%' => Some("%".to_string()),
-            'u' => Some(vars.user.clone()),
-            'n' => Some(username.clone()),
-            'd' => Some(domain.clone()),
-            'h' => Some(home.clone()),
+            '%' => Some("%"),
+            'u' => long("user"),
+            'n' => long("username"),
+            'd' => long("domain"),
+            'h' => long("home"),
             _ => None,
         };
         if let Some(s) = short {
-            out.push_str(&s);
+            out.push_str(s);
             continue;
         }
         if n == '{' {
             let rest = &value[i + 2..];
             if let Some(end) = rest.find('}') {
-                let long = match &rest[..end] {
-                    "user" => Some(vars.user.clone()),
-                    "username" => Some(username.clone()),
-                    "domain" => Some(domain.clone()),
-                    "home" => Some(home.clone()),
-                    _ => None,
-                };
-                if let Some(s) = long {
-                    out.push_str(&s);
+                if let Some(s) = long(&rest[..end]) {
+                    out.push_str(s);
                     // skip the name and the closing brace
                     for _ in 0..=rest[..end].chars().count() {
                         chars.next();

@@ -416,21 +416,27 @@ fn strip_comments(s: &str) -> String {
 fn unquote(s: &str) -> String {
     let s = s.trim();
     if s.len() >= 2 && s.starts_with('"') && s.ends_with('"') {
-        let mut out = String::new();
-        let mut chars = s[1..s.len() - 1].chars();
-        while let Some(c) = chars.next() {
-            if c == '\\' {
-                if let Some(n) = chars.next() {
-                    out.push(n);
-                }
-            } else {
-                out.push(c);
-            }
-        }
-        out
+        unescape_backslashes(&s[1..s.len() - 1])
     } else {
         s.to_string()
     }
+}
+
+/// The inside of a quoted string with its backslash escapes resolved: `\x` is `x` for any
+/// `x`, a lone `\` at the end is dropped (RFC 5322 quoted-pairs; Dovecot's config strings).
+pub fn unescape_backslashes(quoted: &str) -> String {
+    let mut out = String::with_capacity(quoted.len());
+    let mut chars = quoted.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            if let Some(n) = chars.next() {
+                out.push(n);
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 // ------------------------------------------------------------ text search
