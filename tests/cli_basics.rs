@@ -24,6 +24,11 @@ fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+fn assert_stderr_contains(o: &Output, expected: &str) {
+    let err = stderr(o);
+    assert!(err.contains(expected), "stderr lacks {expected:?}: {err}");
+}
+
 #[test]
 fn help_describes_commands_and_options() {
     let o = mailsync(&["--help"], &[]);
@@ -100,11 +105,7 @@ fn missing_user_is_usage_error() {
 fn missing_location_is_config_error() {
     let o = mailsync(&["mailbox", "list"], ALICE);
     assert_eq!(o.status.code(), Some(78));
-    assert!(
-        stderr(&o).contains("mail_location not set"),
-        "{}",
-        stderr(&o)
-    );
+    assert_stderr_contains(&o, "mail_location not set");
 }
 
 #[test]
@@ -253,11 +254,7 @@ fn config_file_location_namespace_and_expansion() {
     std::fs::write(&bad, "mail_location maildir:/x\n").unwrap();
     let o = mailsync(&["-c", bad.to_str().unwrap(), "mailbox", "list"], ALICE);
     assert_eq!(o.status.code(), Some(78));
-    assert!(
-        stderr(&o).contains("line 1: Expecting '='"),
-        "{}",
-        stderr(&o)
-    );
+    assert_stderr_contains(&o, "line 1: Expecting '='");
 }
 
 #[test]
@@ -282,11 +279,7 @@ fn other_user_home_comes_from_passwd() {
         ],
         ALICE,
     );
-    assert!(
-        stderr(&o).contains(&format!("Debug: mail_location = maildir:{root_home}/M")),
-        "{}",
-        stderr(&o)
-    );
+    assert_stderr_contains(&o, &format!("Debug: mail_location = maildir:{root_home}/M"));
     let o = mailsync(
         &[
             "-o",
