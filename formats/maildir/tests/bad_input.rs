@@ -8,7 +8,7 @@ use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use common::{open_store, tree};
+use common::{listed, names_in, open_store, tree};
 use mailstore::{ErrorKind, FlagOp, FlagUpdate, Flags, Keyword, NewMail, Store, Uid};
 
 fn store_with_messages(n: usize) -> (tempfile::TempDir, mailsync_maildir::MaildirStore) {
@@ -41,10 +41,7 @@ fn add(flags: Flags, keywords: &[&str]) -> FlagUpdate {
 }
 
 fn only_file(dir: &Path) -> String {
-    let names: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+    let names = names_in(dir);
     assert_eq!(names.len(), 1, "{names:?}");
     names[0].clone()
 }
@@ -158,12 +155,7 @@ fn missing_cur_is_recreated_as_dovecot_does() {
     fs::remove_dir_all(home.path().join("Fs/A/cur")).unwrap();
     let err = store.open_mailbox("A").err().unwrap();
     assert_eq!(err.kind(), ErrorKind::NotFound);
-    let info = store
-        .list_mailboxes()
-        .unwrap()
-        .into_iter()
-        .find(|i| i.name == "A")
-        .unwrap();
+    let info = listed(&store, "A");
     assert!(info.attrs.noselect);
     // A missing mailbox directory is NotFound, naming the mailbox.
     let err = store.open_mailbox("Nope").err().unwrap();

@@ -4,9 +4,8 @@
 mod common;
 
 use std::fs;
-use std::path::Path;
 
-use common::{open_store, tree};
+use common::{listed, names_in, open_store, tree};
 use mailstore::{FlagOp, FlagUpdate, Flags, Guid, Keyword, MailboxGuid, NewMail, Store, Uid};
 
 fn save(mb: &mut dyn mailstore::Mailbox, mail: NewMail, body: &[u8]) -> Uid {
@@ -15,13 +14,11 @@ fn save(mb: &mut dyn mailstore::Mailbox, mail: NewMail, body: &[u8]) -> Uid {
     tx.commit().unwrap().saved[0]
 }
 
-fn names_in(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    v.sort();
-    v
+fn with_guid(guid: &Guid) -> NewMail {
+    NewMail {
+        guid: Some(guid.clone()),
+        ..NewMail::default()
+    }
 }
 
 #[test]
@@ -85,34 +82,13 @@ fn given_guids_become_g_fields_or_the_filename() {
     let store = open_store("maildir:~/Maildir", home.path(), None);
     let mut inbox = store.open_mailbox("INBOX").unwrap();
     let hex = Guid::from_bytes("0123456789abcdef0123456789abcdef");
-    let u1 = save(
-        &mut *inbox,
-        NewMail {
-            guid: Some(hex.clone()),
-            ..NewMail::default()
-        },
-        b"one\n",
-    );
+    let u1 = save(&mut *inbox, with_guid(&hex), b"one\n");
     // A Maildir base with the right sizes is kept as the filename (dsync between Maildirs).
     let base = Guid::from_bytes("1700000000.M5P6.otherhost,S=4,W=5");
-    let u2 = save(
-        &mut *inbox,
-        NewMail {
-            guid: Some(base.clone()),
-            ..NewMail::default()
-        },
-        b"two\n",
-    );
+    let u2 = save(&mut *inbox, with_guid(&base), b"two\n");
     // Wrong sizes: a new name, the GUID goes to G.
     let wrong = Guid::from_bytes("1700000000.M7P8.otherhost,S=99,W=99");
-    let u3 = save(
-        &mut *inbox,
-        NewMail {
-            guid: Some(wrong.clone()),
-            ..NewMail::default()
-        },
-        b"three\n",
-    );
+    let u3 = save(&mut *inbox, with_guid(&wrong), b"three\n");
     let root = home.path().join("Maildir");
     let uidlist = fs::read_to_string(root.join("dovecot-uidlist")).unwrap();
     assert!(
@@ -285,12 +261,7 @@ fn maildirpp_delete_keeps_children_and_leaves_no_trash() {
     assert!(!root.join(".P").exists());
     assert!(root.join(".P.C/cur").is_dir());
     assert!(!root.join("..DOVECOT-TRASHED").exists());
-    let p = store
-        .list_mailboxes()
-        .unwrap()
-        .into_iter()
-        .find(|i| i.name == "P")
-        .unwrap();
+    let p = listed(&store, "P");
     assert!(p.attrs.nonexistent && p.attrs.children);
 }
 
@@ -307,12 +278,7 @@ fn layout_fs_delete_keeps_child_directories_inside() {
     let root = home.path().join("Maildir");
     assert_eq!(names_in(&root.join("P")), ["C"]);
     assert!(root.join("P/C/cur").is_dir());
-    let p = store
-        .list_mailboxes()
-        .unwrap()
-        .into_iter()
-        .find(|i| i.name == "P")
-        .unwrap();
+    let p = listed(&store, "P");
     assert!(p.attrs.noselect && p.attrs.children && !p.attrs.nonexistent);
     // No maildirfolder in LAYOUT=fs (maildir_create_maildirfolder_file: Maildir++ only).
     assert!(!tree(&root).iter().any(|p| p.ends_with("maildirfolder")));

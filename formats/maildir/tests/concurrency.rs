@@ -7,18 +7,9 @@ use std::fs;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use common::open_store;
+use common::{names_in, open_store};
 use mailstore::{FlagOp, FlagUpdate, Flags, NewMail, Store};
 use mailsupport::dotlock::{DotLock, DotLockOptions};
-
-fn names_in(dir: &std::path::Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    v.sort();
-    v
-}
 
 #[test]
 fn flag_change_applies_to_a_file_renamed_by_someone_else() {

@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use mailstore::{Flags, Location, MailRecord, Store, StoreOptions};
+use mailstore::{Flags, Location, MailRecord, MailboxInfo, Store, StoreOptions};
 use mailsync_maildir::MaildirStore;
 
 /// The workspace's testdata directory.
@@ -43,6 +43,26 @@ pub fn open_store(spec: &str, home: &Path, separator: Option<char>) -> MaildirSt
         },
     )
     .unwrap()
+}
+
+/// The names in one directory, sorted.
+pub fn names_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+/// What `list_mailboxes` says about `name` (panics when it is not listed).
+pub fn listed(store: &dyn Store, name: &str) -> MailboxInfo {
+    store
+        .list_mailboxes()
+        .unwrap()
+        .into_iter()
+        .find(|i| i.name == name)
+        .unwrap_or_else(|| panic!("{name} is not listed"))
 }
 
 /// All files below a directory, relative, sorted.
