@@ -656,17 +656,20 @@ impl DotLock {
     /// file-dotlock.c file_dotlock_delete.
     fn delete_if_ours(&mut self) -> io::Result<()> {
         self.file = None;
+        let deleted = || {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "our dotlock {} was deleted by someone else",
+                    self.lock_path.display()
+                ),
+            )
+        };
         match std::fs::symlink_metadata(&self.lock_path) {
             Ok(meta) if meta.dev() == self.dev && meta.ino() == self.ino => {
                 match std::fs::remove_file(&self.lock_path) {
                     Ok(()) => Ok(()),
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => Err(io::Error::new(
-                        io::ErrorKind::NotFound,
-                        format!(
-                            "our dotlock {} was deleted by someone else",
-                            self.lock_path.display()
-                        ),
-                    )),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Err(deleted()),
                     Err(e) => Err(with_path(e, &self.lock_path)),
                 }
             }
@@ -674,13 +677,7 @@ impl DotLock {
                 "our dotlock {} was overridden by someone else",
                 self.lock_path.display()
             ))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!(
-                    "our dotlock {} was deleted by someone else",
-                    self.lock_path.display()
-                ),
-            )),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(deleted()),
             Err(e) => Err(with_path(e, &self.lock_path)),
         }
     }
@@ -738,6 +735,18 @@ mod tests {
         let pid = child.id();
         child.wait().unwrap();
         pid
+    }
+
+    /// Writes the lock of process `pid` on this host, with an mtime `age` in the past.
+    fn plant_local_pid_lock(target: &Path, pid: u32, age: Duration) {
+        plant_lock(target, &format!("{pid}:{}", hostname()), age);
+    }
+
+    /// Asserts that taking the lock of `target` times out; returns the error.
+    fn acquire_times_out(target: &Path, opts: &DotLockOptions) -> io::Error {
+        let err = DotLock::acquire(target, opts).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+        err
     }
 
     /// Asserts the lock file now holds our `<pid>:<host>` (we took the lock over).
@@ -827,8 +836,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("file");
         let _held = DotLock::acquire(&target, &opts(1000, 120_000)).unwrap();
-        let err = DotLock::acquire(&target, &opts(300, 120_000)).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        let err = acquire_times_out(&target, &opts(300, 120_000));
         assert!(
             err.to_string()
                 .contains(&lock_path_of(&target).display().to_string()),
@@ -847,8 +855,7 @@ mod tests {
         plant_lock(&target, "", Duration::from_secs(3600));
         // Planting changed the ctime to now: the lock counts as changed just now, so a
         // 5 s stale timeout keeps it for the 500 ms we wait.
-        let err = DotLock::acquire(&target, &opts(500, 5_000)).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        acquire_times_out(&target, &opts(500, 5_000));
         assert_eq!(std::fs::read(lock_path_of(&target)).unwrap(), b"");
         // With a 1 s stale timeout it gets overridden.
         let lock = DotLock::acquire(&target, &opts(5_000, 1_000)).unwrap();
@@ -875,8 +882,7 @@ mod tests {
         };
         // The lock itself is unchanged for longer than the stale timeout, but the protected
         // file keeps changing, so the lock is not stale.
-        let err = DotLock::acquire(&target, &opts(2_500, 1_000)).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        acquire_times_out(&target, &opts(2_500, 1_000));
         stop.store(true, Ordering::SeqCst);
         writer.join().unwrap();
         DotLock::acquire(&target, &opts(5_000, 1_000)).unwrap();
@@ -886,11 +892,7 @@ mod tests {
     fn lock_of_dead_local_pid_is_overridden_immediately() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("file");
-        plant_lock(
-            &target,
-            &format!("{}:{}", dead_pid(), hostname()),
-            Duration::from_secs(10),
-        );
+        plant_local_pid_lock(&target, dead_pid(), Duration::from_secs(10));
         // Stale timeout of an hour: only the dead pid makes it overridable.
         let lock = DotLock::acquire(&target, &opts(3_000, 3_600_000)).unwrap();
         assert_holds_our_pid(&lock);
@@ -909,13 +911,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("file");
         // mtime now: the pid is not checked within 2 s (STALE_PID_CHECK_SECS).
-        plant_lock(
-            &target,
-            &format!("{}:{}", dead_pid(), hostname()),
-            Duration::ZERO,
-        );
-        let err = DotLock::acquire(&target, &opts(800, 3_600_000)).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        plant_local_pid_lock(&target, dead_pid(), Duration::ZERO);
+        acquire_times_out(&target, &opts(800, 3_600_000));
         DotLock::acquire(&target, &opts(5_000, 3_600_000)).unwrap();
     }
 
@@ -924,13 +921,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("file");
         let mut sleeper = Command::new("sleep").arg("60").spawn().unwrap();
-        plant_lock(
-            &target,
-            &format!("{}:{}", sleeper.id(), hostname()),
-            Duration::from_secs(3600),
-        );
-        let err = DotLock::acquire(&target, &opts(2_000, 500)).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        plant_local_pid_lock(&target, sleeper.id(), Duration::from_secs(3600));
+        let err = acquire_times_out(&target, &opts(2_000, 500));
         assert!(
             err.to_string().contains(&format!("pid {}", sleeper.id())),
             "{err}"
@@ -950,8 +942,7 @@ mod tests {
             &format!("{}:some-other-host", std::process::id()),
             Duration::from_secs(3600),
         );
-        let err = DotLock::acquire(&target, &opts(400, 60_000)).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        acquire_times_out(&target, &opts(400, 60_000));
         DotLock::acquire(&target, &opts(5_000, 1_000)).unwrap();
     }
 
