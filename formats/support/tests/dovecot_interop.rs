@@ -163,6 +163,13 @@ fn subscribed_per_doveadm(env: &Env) -> Vec<String> {
     listed
 }
 
+/// Asserts `doveadm mailbox list -s` lists exactly `expected`, in any order.
+fn assert_doveadm_subscribed(env: &Env, expected: &[&str]) {
+    let mut expected = expected.to_vec();
+    expected.sort();
+    assert_eq!(subscribed_per_doveadm(env), expected);
+}
+
 const SUBSCRIBED: [&str; 6] = [
     "INBOX",
     "Entwürfe",
@@ -220,9 +227,7 @@ fn parses_the_file_doveadm_writes() {
         .map(|name| subscriptions::to_vname(name).unwrap())
         .collect();
     assert_eq!(vnames, SUBSCRIBED);
-    let mut expected = SUBSCRIBED.to_vec();
-    expected.sort();
-    assert_eq!(subscribed_per_doveadm(&env), expected);
+    assert_doveadm_subscribed(&env, &SUBSCRIBED);
 }
 
 #[test]
@@ -239,9 +244,7 @@ fn doveadm_reads_the_file_we_write() {
         .collect();
     subscriptions::write(&path, '/', &names).unwrap();
     give_to_mail_user(&path);
-    let mut expected = SUBSCRIBED.to_vec();
-    expected.sort();
-    assert_eq!(subscribed_per_doveadm(&env), expected);
+    assert_doveadm_subscribed(&env, &SUBSCRIBED);
 
     // Dovecot edits our file in place of its own: unsubscribe one, subscribe another.
     ok(
