@@ -652,8 +652,8 @@ fn in_transaction<T>(
 }
 
 /// Applies `op` to each of `uids` in one transaction of `mbox`. A message expunged
-/// meanwhile (MailNotFound) is skipped, as doveadm skips it; any other error rolls the
-/// whole transaction back.
+/// meanwhile (MailNotFound) is skipped, not an error; any other error rolls the whole
+/// transaction back.
 fn for_each_uid(
     mbox: &mut dyn Mailbox,
     uids: impl IntoIterator<Item = Uid>,
