@@ -167,7 +167,8 @@ pub fn charset_to_utf8(charset: &str, data: &[u8]) -> String {
     }
 }
 
-/// Decodes base64, skipping whitespace and stopping at invalid input.
+/// Decodes base64 leniently, as a search over damaged mail should: bytes outside the
+/// alphabet (whitespace, garbage) are skipped and decoding stops at the first `=`.
 pub fn base64_decode(data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() * 3 / 4);
     let mut acc: u32 = 0;
