@@ -1,8 +1,12 @@
 //! Dovecot 2.3-compatible mail index and transaction log, independent of mail formats.
-//!
-//! Placeholder; documented fully below once the view and writer land.
 
 pub mod error;
 pub mod format;
+pub mod lock;
+pub mod paths;
+mod sync;
+pub mod view;
 
 pub use error::{Error, Result};
+pub use paths::IndexPaths;
+pub use view::{Message, Sources, View};

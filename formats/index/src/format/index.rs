@@ -713,3 +713,17 @@ fn parse_extensions(data: &[u8], hdr: &IndexHeader, path: &Path) -> Result<Vec<E
     }
     Ok(exts)
 }
+
+/// First position in `0..n` where `pred` is false (`pred` must be true-then-false).
+pub(crate) fn partition_point(n: usize, pred: impl Fn(usize) -> bool) -> usize {
+    let (mut lo, mut hi) = (0usize, n);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if pred(mid) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}

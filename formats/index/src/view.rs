@@ -1,0 +1,583 @@
+//! Building the current state of an index as Dovecot does: read `P`, then replay
+//! `P.log.2`/`P.log` from the index's (log_file_seq, log_file_head_offset), or the logs
+//! alone when `P` is missing (src/lib-index/mail-index-map-read.c mail_index_map,
+//! mail-index-sync-update.c mail_index_sync_map, mail-transaction-log-view.c
+//! mail_transaction_log_view_set).
+//!
+//! Recovery, as Dovecot does it (each one is listed in [`View::recoveries`]):
+//! - `P` unreadable or inconsistent (bad version, sizes, extension headers, record order):
+//!   Dovecot deletes it and rebuilds from the logs; so does the view, when the oldest log
+//!   starts a history (file_seq 1 or prev_file_seq 0). Otherwise the index error is returned.
+//! - `P.log` has another indexid than `P`: the index wins, the log is ignored (Dovecot
+//!   marks the log corrupted and starts a new one).
+//! - `P.log` header unreadable: ignored when `P` exists (Dovecot deletes and recreates it),
+//!   else an error.
+//! - `P.log.2` unreadable, foreign, or its size disagrees with `P.log`'s prev_file_offset:
+//!   ignored.
+//! - a record Dovecot rejects (bad size, missing EXPUNGE_PROT, unsorted UID ranges, ...):
+//!   replay stops before it (Dovecot marks the log corrupted there).
+//! - a record that can't be applied (append below next_uid, update of an unknown
+//!   extension, ...): skipped, and the map is fsck'd at the end, as Dovecot does.
+//! - an unfinished tail (size field not written, data past EOF, BOUNDARY past EOF):
+//!   ignored; it is not written yet.
+//! - the index points to log history that no longer exists: [`Error::LogLost`].
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::format::ext::{self, KeywordsHeader, ModseqHeader};
+use crate::format::index::{hdr_flag, hdr_off, rec_flag, Extension, IndexFile, IndexHeader};
+use crate::format::log::{LogFile, LogStop};
+use crate::paths::IndexPaths;
+use crate::sync::{fsck, LogPos, Syncer};
+
+/// The raw bytes of an index's files, as read from disk (or through a locked fd).
+#[derive(Clone, Debug, Default)]
+pub struct Sources {
+    pub index: Option<Vec<u8>>,
+    pub log: Option<Vec<u8>>,
+    pub log2: Option<Vec<u8>>,
+}
+
+impl Sources {
+    /// Reads `P`, `P.log` and `P.log.2`; missing files are `None`.
+    pub fn read(paths: &IndexPaths) -> Result<Sources> {
+        Ok(Sources {
+            index: read_optional(&paths.index())?,
+            log: read_optional(&paths.log())?,
+            log2: read_optional(&paths.log2())?,
+        })
+    }
+}
+
+pub(crate) fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
+    match std::fs::read(path) {
+        Ok(d) => Ok(Some(d)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("read", path, e)),
+    }
+}
+
+/// The state of an index after replaying its logs: what Dovecot's view shows.
+#[derive(Clone, Debug)]
+pub struct View {
+    paths: IndexPaths,
+    map: IndexFile,
+    /// Header of `P` as found on disk, before replay.
+    on_disk: Option<IndexHeader>,
+    /// The log files of the history, oldest first (those used for the replay and for
+    /// [`View::changes_since`]).
+    logs: Vec<LogFile>,
+    keywords: Vec<Vec<u8>>,
+    highest_modseq: u64,
+    /// The modseq counter at the end of the head log (sync_highest_modseq), 0 without log.
+    log_modseq: u64,
+    recoveries: Vec<String>,
+    deleted: bool,
+}
+
+/// One message of a [`View`].
+#[derive(Clone, Copy, Debug)]
+pub struct Message<'a> {
+    view: &'a View,
+    /// 0-based position (IMAP sequence - 1).
+    pub index: usize,
+}
+
+impl<'a> Message<'a> {
+    pub fn uid(&self) -> u32 {
+        self.view.map.record_uid(self.index)
+    }
+    /// The raw flags byte (system flags 0x1f, plus 0x40 BACKEND, 0x80 DIRTY).
+    pub fn flags(&self) -> u8 {
+        self.view.map.record_flags(self.index)
+    }
+    /// The IMAP system flags.
+    pub fn system_flags(&self) -> mailstore::Flags {
+        mailstore::Flags(self.flags() & rec_flag::SYSTEM_MASK)
+    }
+    /// Keyword names set on this message, in index order.
+    pub fn keywords(&self) -> Vec<&'a [u8]> {
+        let Some(bits) = self.ext(ext::KEYWORDS) else {
+            return Vec::new();
+        };
+        ext::keyword_bits(bits)
+            .into_iter()
+            .filter_map(|i| self.view.keywords.get(i).map(|k| k.as_slice()))
+            .collect()
+    }
+    /// The message's MODSEQ as Dovecot reports it (mail_index_modseq_lookup): the `modseq`
+    /// record, or the highest modseq when it is 0 or the extension doesn't exist.
+    pub fn modseq(&self) -> u64 {
+        match self.ext(ext::MODSEQ) {
+            Some(d) if d.len() >= 8 => {
+                let v = u64::from_le_bytes(d[..8].try_into().unwrap_or([0; 8]));
+                if v == 0 {
+                    self.view.highest_modseq()
+                } else {
+                    v
+                }
+            }
+            _ => self.view.log_modseq.max(1),
+        }
+    }
+    /// The record bytes of extension `name`.
+    pub fn ext(&self, name: &str) -> Option<&'a [u8]> {
+        let idx = self.view.map.ext_index(name)?;
+        self.view.map.ext_record(self.index, idx)
+    }
+    /// The 128-bit GUID from the `guid` extension (mdbox), if present.
+    pub fn guid128(&self) -> Option<[u8; 16]> {
+        self.ext(ext::GUID).map(ext::guid_record)
+    }
+}
+
+impl View {
+    /// Opens the index `prefix` in `dir` (e.g. `dovecot.index`, `dovecot.map.index`,
+    /// `dovecot.list.index`).
+    pub fn open(dir: &Path, prefix: &str) -> Result<View> {
+        View::open_paths(&IndexPaths::new(dir, prefix))
+    }
+
+    pub fn open_paths(paths: &IndexPaths) -> Result<View> {
+        let _guard = crate::lock::read_guard(paths);
+        let sources = Sources::read(paths)?;
+        View::build(paths, sources)
+    }
+
+    /// Builds the view from file contents (see the module docs for the recovery rules).
+    pub fn build(paths: &IndexPaths, src: Sources) -> Result<View> {
+        let mut notes: Vec<String> = Vec::new();
+        let index_path = paths.index();
+        let log_path = paths.log();
+        let mut index_err = None;
+        let index = match &src.index {
+            Some(d) => match IndexFile::decode(d, &index_path) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    notes.push(format!("{e}; rebuilding from the transaction log"));
+                    index_err = Some(e);
+                    None
+                }
+            },
+            None => None,
+        };
+        let mut head = match &src.log {
+            Some(d) => match LogFile::decode(d, &log_path) {
+                Ok(l) => Some(l),
+                Err(e) if index.is_some() => {
+                    notes.push(format!("{e}; log ignored"));
+                    None
+                }
+                Err(e) => return Err(e),
+            },
+            None => None,
+        };
+        if let (Some(idx), Some(log)) = (&index, &head) {
+            let (a, b) = (idx.header().indexid, log.header.indexid);
+            if a != b {
+                notes.push(format!(
+                    "{}: indexid changed: {b} -> {a}; log ignored",
+                    log_path.display()
+                ));
+                head = None;
+            }
+        }
+        let Some(head) = head else {
+            return match index {
+                Some(map) => Ok(View::finish_index_only(paths, map, notes)),
+                None => Err(index_err.unwrap_or(Error::NotFound {
+                    path: index_path.clone(),
+                })),
+            };
+        };
+        let mut logs: Vec<LogFile> = Vec::new();
+        let corrupt_note = |l: &LogFile, p: &Path| match &l.stop {
+            LogStop::Corrupt { offset, reason } => Some(format!(
+                "Corrupted transaction log file {} seq {} at offset {offset}: {reason}; \
+                 later records ignored",
+                p.display(),
+                l.header.file_seq
+            )),
+            _ => None,
+        };
+        if let Some(d) = &src.log2 {
+            let p2 = paths.log2();
+            match LogFile::decode(d, &p2) {
+                Ok(l2) if l2.header.indexid != head.header.indexid => {
+                    notes.push(format!("{}: foreign indexid; ignored", p2.display()))
+                }
+                Ok(l2) if l2.header.file_seq >= head.header.file_seq => {}
+                Ok(l2)
+                    if head.header.prev_file_seq == l2.header.file_seq
+                        && head.header.prev_file_offset as u64 != l2.sync_offset =>
+                {
+                    notes.push(format!(
+                        "{}: Invalid transaction log size ({} vs {}); ignored",
+                        p2.display(),
+                        l2.sync_offset,
+                        head.header.prev_file_offset
+                    ))
+                }
+                Ok(l2) => {
+                    notes.extend(corrupt_note(&l2, &p2));
+                    logs.push(l2)
+                }
+                Err(e) => notes.push(format!("{e}; ignored")),
+            }
+        }
+        notes.extend(corrupt_note(&head, &log_path));
+        logs.push(head);
+
+        let indexid = logs.last().map(|l| l.header.indexid).unwrap_or(0);
+        let start: LogPos = match &index {
+            Some(i) => {
+                let h = i.header();
+                (h.log_file_seq, h.log_file_head_offset as u64)
+            }
+            None => (1, 0),
+        };
+        let plan = match plan_replay(&logs, start) {
+            Ok(p) => p,
+            Err(reason) => {
+                let reason = match &index_err {
+                    Some(e) => format!("{reason} (and {e})"),
+                    None => reason,
+                };
+                return Err(Error::LogLost {
+                    path: log_path,
+                    reason,
+                });
+            }
+        };
+        let on_disk = index.as_ref().map(|i| i.header());
+        let mut map = match (index, plan.reset) {
+            (Some(i), false) => i,
+            (old, _) => {
+                let mut m = IndexFile::new(indexid);
+                let mut h = m.header();
+                h.log_file_seq = logs[plan.tail].header.file_seq;
+                h.log_file_tail_offset = 0;
+                if let Some(o) = old {
+                    h.flags |= o.header().flags & hdr_flag::FSCKD;
+                }
+                m.set_header(&h);
+                m
+            }
+        };
+        let had_dirty = map.hdr_u32(hdr_off::FLAGS) & hdr_flag::HAVE_DIRTY != 0;
+        if had_dirty {
+            let f = map.hdr_u32(hdr_off::FLAGS);
+            map.set_hdr_u32(hdr_off::FLAGS, f & !hdr_flag::HAVE_DIRTY);
+        }
+        let tail_file = &logs[plan.tail];
+        let start_pos = (tail_file.header.file_seq, plan.offset);
+        let start_modseq = tail_file.modseq_at(plan.offset);
+        let mut syncer = Syncer::new(map, &logs, start_pos, start_modseq);
+        for f in &logs[plan.tail..] {
+            for r in &f.records {
+                if f.header.file_seq == start_pos.0 && r.offset < plan.offset {
+                    continue;
+                }
+                syncer.apply(r, (f.header.file_seq, r.offset));
+            }
+        }
+        let head = logs.last().expect("head log");
+        let end: LogPos = (head.header.file_seq, head.sync_offset);
+        syncer.recheck_dirty(had_dirty);
+        syncer.finish_modseq(end, head.end_modseq);
+        let deleted = syncer.index_deleted;
+        let errors = syncer.errors;
+        notes.append(&mut syncer.notes);
+        let mut map = syncer.map;
+        // mail_index_sync_update_log_offset + the tail offset kept by the log code
+        if map.hdr_u32(hdr_off::LOG_FILE_SEQ) != end.0 {
+            map.set_hdr_u32(hdr_off::LOG_FILE_SEQ, end.0);
+            map.set_hdr_u32(hdr_off::LOG_FILE_TAIL_OFFSET, 0);
+        }
+        map.set_hdr_u32(hdr_off::LOG_FILE_HEAD_OFFSET, end.1 as u32);
+        let max_tail = max_tail_offset(head, on_disk.as_ref());
+        if (map.hdr_u32(hdr_off::LOG_FILE_TAIL_OFFSET) as u64) < max_tail {
+            map.set_hdr_u32(hdr_off::LOG_FILE_TAIL_OFFSET, max_tail as u32);
+        }
+        if errors || map.check_header().is_err() {
+            for f in fsck(&mut map) {
+                notes.push(format!("fsck: {f}"));
+            }
+        }
+        let log_modseq = head.end_modseq;
+        let mut view = View {
+            paths: paths.clone(),
+            map,
+            on_disk,
+            logs,
+            keywords: Vec::new(),
+            highest_modseq: 0,
+            log_modseq,
+            recoveries: notes,
+            deleted,
+        };
+        view.refresh_derived();
+        Ok(view)
+    }
+
+    fn finish_index_only(paths: &IndexPaths, map: IndexFile, notes: Vec<String>) -> View {
+        let on_disk = Some(map.header());
+        let mut view = View {
+            paths: paths.clone(),
+            map,
+            on_disk,
+            logs: Vec::new(),
+            keywords: Vec::new(),
+            highest_modseq: 0,
+            log_modseq: 0,
+            recoveries: notes,
+            deleted: false,
+        };
+        view.refresh_derived();
+        view
+    }
+
+    fn refresh_derived(&mut self) {
+        self.keywords = self
+            .map
+            .ext(ext::KEYWORDS)
+            .and_then(|e| KeywordsHeader::decode(&e.data).ok())
+            .map(|k| k.names)
+            .unwrap_or_default();
+        // mail_index_map_modseq_get_highest
+        self.highest_modseq = match self.modseq_header() {
+            Some(h) if h.highest_modseq != 0 => h.highest_modseq,
+            _ => self.log_modseq,
+        };
+    }
+
+    pub fn paths(&self) -> &IndexPaths {
+        &self.paths
+    }
+
+    /// The header after replay.
+    pub fn header(&self) -> IndexHeader {
+        self.map.header()
+    }
+
+    /// The header of `P` as it was on disk, if it was read.
+    pub fn header_on_disk(&self) -> Option<&IndexHeader> {
+        self.on_disk.as_ref()
+    }
+
+    pub fn indexid(&self) -> u32 {
+        self.map.hdr_u32(hdr_off::INDEXID)
+    }
+    pub fn uid_validity(&self) -> u32 {
+        self.map.hdr_u32(hdr_off::UID_VALIDITY)
+    }
+    pub fn next_uid(&self) -> u32 {
+        self.map.hdr_u32(hdr_off::NEXT_UID)
+    }
+    pub fn messages_count(&self) -> usize {
+        self.map.hdr_u32(hdr_off::MESSAGES_COUNT) as usize
+    }
+
+    /// HIGHESTMODSEQ (mail_index_modseq_get_highest): the `modseq` header's value, else
+    /// the log's modseq counter; 0 when modseqs were never tracked. `doveadm mailbox status
+    /// highestmodseq` shows max(this, 1).
+    pub fn highest_modseq(&self) -> u64 {
+        self.highest_modseq
+    }
+
+    /// The modseq counter at the end of the head log (0 without a log).
+    pub fn log_modseq(&self) -> u64 {
+        self.log_modseq
+    }
+
+    /// Where the replay ended: (head log file_seq, offset) — the next transaction goes there.
+    pub fn log_position(&self) -> (u32, u64) {
+        let h = self.map.header();
+        (h.log_file_seq, h.log_file_head_offset as u64)
+    }
+
+    /// Every message, ascending by UID.
+    pub fn messages(&self) -> impl Iterator<Item = Message<'_>> {
+        (0..self.messages_count()).map(move |index| Message { view: self, index })
+    }
+
+    /// The message with `uid`.
+    pub fn message(&self, uid: u32) -> Option<Message<'_>> {
+        let n = self.messages_count();
+        let i = crate::format::index::partition_point(n, |i| self.map.record_uid(i) < uid);
+        (i < n && self.map.record_uid(i) == uid).then_some(Message {
+            view: self,
+            index: i,
+        })
+    }
+
+    /// Extensions in map order (their position is the ext_id).
+    pub fn extensions(&self) -> &[Extension] {
+        &self.map.extensions
+    }
+
+    pub fn extension(&self, name: &str) -> Option<&Extension> {
+        self.map.ext(name)
+    }
+
+    /// Keyword names in index order.
+    pub fn keywords(&self) -> &[Vec<u8>] {
+        &self.keywords
+    }
+
+    /// The `modseq` extension header, when the extension exists.
+    pub fn modseq_header(&self) -> Option<ModseqHeader> {
+        self.map
+            .ext(ext::MODSEQ)
+            .and_then(|e| ModseqHeader::decode(&e.data))
+    }
+
+    /// The log files of the history, oldest first.
+    pub fn logs(&self) -> &[LogFile] {
+        &self.logs
+    }
+
+    /// What was repaired or ignored while building the view (see the module docs).
+    pub fn recoveries(&self) -> &[String] {
+        &self.recoveries
+    }
+
+    /// An external INDEX_DELETED was the last word: the mailbox is being deleted.
+    pub fn is_deleted(&self) -> bool {
+        self.deleted
+    }
+
+    /// The map itself, laid out as Dovecot would write it (what a `P` snapshot contains).
+    pub fn index_file(&self) -> &IndexFile {
+        &self.map
+    }
+
+    pub(crate) fn into_parts(self) -> (IndexFile, Vec<LogFile>) {
+        (self.map, self.logs)
+    }
+}
+
+struct Plan {
+    /// Index into the log list of the first file to replay.
+    tail: usize,
+    offset: u64,
+    reset: bool,
+}
+
+/// mail_transaction_log_view_set(min = start, max = head).
+fn plan_replay(logs: &[LogFile], start: LogPos) -> std::result::Result<Plan, String> {
+    let (mut seq, mut offset) = start;
+    let head = logs.last().ok_or("no log")?;
+    // skip to the next file when starting exactly at its rotation point
+    if let Some(f) = logs
+        .iter()
+        .find(|f| f.header.prev_file_seq == seq && f.header.prev_file_seq != 0)
+    {
+        if offset == f.header.prev_file_offset as u64 {
+            seq = f.header.file_seq;
+            offset = f.header.hdr_size as u64;
+        }
+    }
+    if seq > head.header.file_seq {
+        return Err(format!(
+            "Requested newer log than exists: seq={seq} > {}",
+            head.header.file_seq
+        ));
+    }
+    let mut tail = match logs.iter().position(|f| f.header.file_seq == seq) {
+        Some(t) => t,
+        None => match logs
+            .iter()
+            .position(|f| f.header.file_seq >= seq && f.header.prev_file_seq == 0)
+        {
+            Some(t) => {
+                offset = 0;
+                t
+            }
+            None => {
+                let have: Vec<String> = logs.iter().map(|f| f.header.file_seq.to_string()).collect();
+                return Err(format!(
+                    "Missing file seq={seq} (we have seqs {})",
+                    have.join(",")
+                ));
+            }
+        },
+    };
+    // every file between tail and head must be there
+    for w in logs[tail..].windows(2) {
+        if w[1].header.file_seq != w[0].header.file_seq + 1 && w[1].header.prev_file_seq != 0 {
+            return Err(format!(
+                "Missing middle file seq={}",
+                w[0].header.file_seq + 1
+            ));
+        }
+    }
+    let hdr_size = logs[tail].header.hdr_size as u64;
+    if offset == 0 {
+        offset = hdr_size;
+    }
+    if offset < hdr_size {
+        return Err(format!(
+            "Invalid min_file_offset: file_seq={seq}, min_file_offset ({offset}) < hdr_size ({hdr_size})"
+        ));
+    }
+    let mut reset = false;
+    for i in (tail..logs.len()).rev() {
+        let f = &logs[i];
+        if f.header.prev_file_seq == 0 && (i != tail || offset == f.header.hdr_size as u64) {
+            tail = i;
+            offset = f.header.hdr_size as u64;
+            reset = true;
+            break;
+        }
+    }
+    if offset > logs[tail].sync_offset {
+        return Err(format!(
+            "Invalid offset: file_seq={}, min_file_offset ({offset}) > sync_offset ({})",
+            logs[tail].header.file_seq, logs[tail].sync_offset
+        ));
+    }
+    Ok(Plan {
+        tail,
+        offset,
+        reset,
+    })
+}
+
+/// The head log's max_tail_offset as the log code tracks it (log_file_track_sync): the
+/// index's tail offset, advanced over external transactions and external tail updates.
+fn max_tail_offset(head: &LogFile, index: Option<&IndexHeader>) -> u64 {
+    use crate::format::log::RecordBody;
+    let (mut max_tail, from) = match index {
+        Some(h) if h.log_file_seq == head.header.file_seq => (
+            h.log_file_tail_offset as u64,
+            h.log_file_head_offset as u64,
+        ),
+        _ => (0, head.header.hdr_size as u64),
+    };
+    for r in head.records.iter().filter(|r| r.offset >= from) {
+        if !r.is_external() {
+            continue;
+        }
+        if let RecordBody::HeaderUpdate(patches) = &r.body {
+            if let Some(p) = patches.first() {
+                let (o, n) = (p.offset as usize, p.data.len());
+                let pos = hdr_off::LOG_FILE_TAIL_OFFSET;
+                if o <= pos && o + n >= pos + 4 {
+                    let v = u32::from_le_bytes(
+                        p.data[pos - o..pos - o + 4].try_into().unwrap_or([0; 4]),
+                    ) as u64;
+                    if v >= max_tail && v <= r.end() {
+                        max_tail = v;
+                    }
+                    continue;
+                }
+            }
+        }
+        if max_tail == r.offset {
+            max_tail += r.size as u64;
+        }
+    }
+    max_tail
+}
