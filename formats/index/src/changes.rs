@@ -1,0 +1,120 @@
+//! `changes_since(modseq)`: what changed after a modseq, answered from the transaction
+//! logs (the QRESYNC way: src/lib-index/mail-index-modseq.c,
+//! mail_index_modseq_get_next_log_offset, and the log record modseqs of §2.3).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use mailstore::{Changes, Guid, ModSeq, Uid};
+
+use crate::format::ext::hex;
+use crate::format::log::RecordBody;
+use crate::view::View;
+
+impl View {
+    /// UIDs whose flags/keywords changed or that were appended after `since`, and UIDs
+    /// expunged after it (with their GUID from EXPUNGE_GUID when not all-zero, printed as
+    /// 32 lowercase hex digits). `Changes::Unknown` when the logs don't reach back to
+    /// `since` (it is older than the oldest log's initial_modseq, or modseqs weren't
+    /// tracked): the caller must do a full compare.
+    pub fn changes_since(&self, since: ModSeq) -> Changes {
+        let since = since.0;
+        let Some(oldest) = self.logs().first() else {
+            return if since >= self.highest_modseq() && self.highest_modseq() > 0 {
+                Changes::Known {
+                    changed: Vec::new(),
+                    expunged: Vec::new(),
+                    highest_modseq: ModSeq(self.highest_modseq()),
+                }
+            } else {
+                Changes::Unknown
+            };
+        };
+        // the oldest usable history: after the last reset point
+        let start = self
+            .logs()
+            .iter()
+            .rposition(|l| l.header.prev_file_seq == 0)
+            .unwrap_or(0);
+        let first = &self.logs()[start];
+        let _ = oldest;
+        if first.header.initial_modseq == 0 || since < first.header.initial_modseq {
+            return Changes::Unknown;
+        }
+        let mut changed: BTreeSet<u32> = BTreeSet::new();
+        let mut expunged: BTreeMap<u32, Option<Guid>> = BTreeMap::new();
+        let present: BTreeSet<u32> = self.messages().map(|m| m.uid()).collect();
+        let mut known: BTreeSet<u32> = present.clone();
+        for l in &self.logs()[start..] {
+            for r in &l.records {
+                if let RecordBody::Append(v) = &r.body {
+                    known.extend(v.iter().map(|a| a.uid));
+                }
+            }
+        }
+        let add_range = |set: &mut BTreeSet<u32>, a: u32, b: u32| {
+            set.extend(present.range(a..=b).copied());
+        };
+        for l in &self.logs()[start..] {
+            let mut prev = l.header.initial_modseq;
+            for r in &l.records {
+                let increased = r.modseq > prev;
+                prev = r.modseq;
+                if r.modseq <= since || !increased && !matches!(r.body, RecordBody::ModseqUpdate(_)) {
+                    continue;
+                }
+                match &r.body {
+                    RecordBody::Append(v) => {
+                        for a in v {
+                            add_range(&mut changed, a.uid, a.uid);
+                        }
+                    }
+                    RecordBody::FlagUpdate(v) => {
+                        for u in v.iter().filter(|u| !u.is_internal()) {
+                            add_range(&mut changed, u.uid1, u.uid2);
+                        }
+                    }
+                    RecordBody::KeywordUpdate(k) => {
+                        for u in &k.uids {
+                            add_range(&mut changed, u.uid1, u.uid2);
+                        }
+                    }
+                    RecordBody::KeywordReset(v) => {
+                        for u in v {
+                            add_range(&mut changed, u.uid1, u.uid2);
+                        }
+                    }
+                    RecordBody::ModseqUpdate(v) => {
+                        for m in v.iter().filter(|m| m.uid != 0 && m.modseq > since) {
+                            add_range(&mut changed, m.uid, m.uid);
+                        }
+                    }
+                    RecordBody::ExpungeGuid(v) if r.is_external() => {
+                        for e in v {
+                            let guid = (e.guid != [0; 16])
+                                .then(|| Guid::from_bytes(hex(&e.guid).into_bytes()));
+                            expunged.insert(e.uid, guid);
+                        }
+                    }
+                    RecordBody::Expunge(v) if r.is_external() => {
+                        for u in v {
+                            for uid in known.range(u.uid1..=u.uid2) {
+                                expunged.entry(*uid).or_insert(None);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for uid in expunged.keys() {
+            changed.remove(uid);
+        }
+        // an expunged UID that is present again can't be (UIDs aren't reused)
+        expunged.retain(|uid, _| !present.contains(uid));
+        Changes::Known {
+            changed: changed.into_iter().map(Uid).collect(),
+            expunged: expunged.into_iter().map(|(u, g)| (Uid(u), g)).collect(),
+            highest_modseq: ModSeq(self.highest_modseq()),
+        }
+    }
+}

@@ -1,0 +1,827 @@
+//! Appending transactions to `P.log` so that Dovecot and mailsync can share one log,
+//! creating and rotating logs, and writing `P` snapshots
+//! (src/lib-index/mail-index-transaction-export.c, mail-transaction-log-append.c,
+//! mail-transaction-log-file.c mail_transaction_log_file_create2, mail-transaction-log.c
+//! mail_transaction_log_rotate, mail-index-write.c).
+//!
+//! Commit protocol (all under Dovecot's fcntl lock of `P.log`, see [`crate::lock`]):
+//! 1. lock `P.log`; if it was replaced meanwhile (rotation by someone else), retry on the
+//!    new file;
+//! 2. read it to EOF through the locked descriptor, build the current view;
+//! 3. truncate anything past the last complete transaction (a torn or unfinished write);
+//! 4. append the transaction in Dovecot's record order, BOUNDARY first when it has more
+//!    than one record, EXTERNAL/SYNC ORed into every record; fdatasync;
+//! 5. rotate when Dovecot would (size > 1 MiB, or ≥ 32 KiB and older than 5 min) and every
+//!    change in the log has reached the backend (tail offset = head), then write `P`.
+//!
+//! `P.cache` is never written; it is deleted when a new indexid is created.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::error::{Error, Result};
+use crate::format::ext;
+use crate::format::index::{hdr_off, IndexFile};
+use crate::format::log::{
+    encode_record, rec_type, update_modseq, AtomicInc, ExpungeGuid, ExtIntro, ExtReset, FlagUpdate,
+    HeaderPatch, KeywordUpdate, LogFile, LogHeader, LogStop, ModseqUpdate, RecordBody, UidRange,
+    AppendRecord, EXT_ID_BY_NAME, EXT_INTRO_FLAG_NO_SHRINK,
+};
+use crate::lock::{LogLock, LOG_LOCK_TIMEOUT};
+use crate::paths::IndexPaths;
+use crate::view::{read_optional, Sources, View};
+
+/// mail_index_log_rotate_min_size.
+pub const ROTATE_MIN_SIZE: u64 = 32 * 1024;
+/// mail_index_log_rotate_max_size.
+pub const ROTATE_MAX_SIZE: u64 = 1024 * 1024;
+/// mail_index_log_rotate_min_age.
+pub const ROTATE_MIN_AGE_SECS: u32 = 5 * 60;
+/// MAIL_TRANSACTION_LOG_DOTLOCK_CHANGE_TIMEOUT: a `.newlock` older than this is stale.
+pub const NEWLOCK_STALE_SECS: u64 = 180;
+
+fn now_secs() -> u32 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as u32)
+        .unwrap_or(0)
+}
+
+/// Where a committed transaction ended up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommitInfo {
+    /// file_seq of the log the transaction was written to.
+    pub log_seq: u32,
+    /// Offset just past the transaction in that log.
+    pub log_offset: u64,
+    /// HIGHESTMODSEQ after the transaction.
+    pub highest_modseq: u64,
+    /// The log was rotated (and `P` written) afterwards.
+    pub rotated: bool,
+}
+
+/// Writes to one index (`dir/prefix*`).
+#[derive(Clone, Debug)]
+pub struct IndexWriter {
+    paths: IndexPaths,
+    lock_timeout: Duration,
+    /// Rotate automatically after commits (default true).
+    pub auto_rotate: bool,
+}
+
+/// Changes to one extension inside a transaction.
+#[derive(Clone, Debug, Default)]
+struct ExtChanges {
+    /// Explicit intro sizes (hdr_size, record_size, record_align) for a new/resized ext.
+    intro: Option<(u32, u16, u16)>,
+    reset: Option<(u32, bool)>,
+    hdr_updates: Vec<HeaderPatch>,
+    rec_updates: Vec<(u32, Vec<u8>)>,
+    atomic_incs: Vec<AtomicInc>,
+}
+
+/// A transaction being built; nothing is written until [`Transaction::commit`].
+#[derive(Debug)]
+pub struct Transaction<'w> {
+    writer: &'w IndexWriter,
+    flags: u32,
+    appends: Vec<AppendRecord>,
+    flag_updates: Vec<FlagUpdate>,
+    /// (add?, name) → uids, in first-use order.
+    keyword_updates: Vec<(bool, Vec<u8>, Vec<u32>)>,
+    expunges: Vec<ExpungeGuid>,
+    exts: Vec<(String, ExtChanges)>,
+    header_pre: Vec<HeaderPatch>,
+    header_post: Vec<HeaderPatch>,
+    modseq_updates: Vec<ModseqUpdate>,
+    index_deleted: Option<bool>,
+}
+
+fn to_ranges(uids: &[u32]) -> Vec<UidRange> {
+    let mut v: Vec<u32> = uids.iter().copied().filter(|&u| u != 0).collect();
+    v.sort_unstable();
+    v.dedup();
+    let mut out: Vec<UidRange> = Vec::new();
+    for u in v {
+        match out.last_mut() {
+            Some(r) if r.uid2.checked_add(1) == Some(u) => r.uid2 = u,
+            _ => out.push(UidRange { uid1: u, uid2: u }),
+        }
+    }
+    out
+}
+
+impl<'w> Transaction<'w> {
+    /// Marks the transaction EXTERNAL: its changes already happened in the backend (what a
+    /// mailbox sync writes). Without it, expunges are only requests.
+    pub fn external(mut self, yes: bool) -> Self {
+        if yes {
+            self.flags |= rec_type::EXTERNAL;
+        } else {
+            self.flags &= !rec_type::EXTERNAL;
+        }
+        self
+    }
+
+    /// Marks the transaction SYNC (a change made by dsync).
+    pub fn sync(mut self, yes: bool) -> Self {
+        if yes {
+            self.flags |= rec_type::SYNC;
+        } else {
+            self.flags &= !rec_type::SYNC;
+        }
+        self
+    }
+
+    /// Appends a message record with `uid` (must be ≥ the index's next_uid at commit).
+    pub fn append(&mut self, uid: u32, flags: u8) -> &mut Self {
+        self.appends.push(AppendRecord {
+            uid,
+            flags,
+            pad: [0; 3],
+        });
+        self
+    }
+
+    /// Adds and removes system flags on uid1..=uid2. `remove = 0xff` replaces the flags
+    /// with `add`.
+    pub fn flags(&mut self, uid1: u32, uid2: u32, add: u8, remove: u8) -> &mut Self {
+        self.flag_updates.push(FlagUpdate {
+            uid1,
+            uid2,
+            add_flags: add,
+            remove_flags: remove,
+            modseq_inc_flag: 0,
+            padding: 0,
+        });
+        self
+    }
+
+    /// Raises the modseq of uid1..=uid2 without changing flags
+    /// (MAIL_INDEX_MAIL_FLAG_UPDATE_MODSEQ).
+    pub fn touch_modseq(&mut self, uid1: u32, uid2: u32) -> &mut Self {
+        self.flag_updates.push(FlagUpdate {
+            uid1,
+            uid2,
+            add_flags: 0,
+            remove_flags: 0,
+            modseq_inc_flag: 1,
+            padding: 0,
+        });
+        self
+    }
+
+    /// Adds (`add`) or removes a keyword on `uids`.
+    pub fn keywords(&mut self, add: bool, name: &[u8], uids: &[u32]) -> &mut Self {
+        if let Some(k) = self
+            .keyword_updates
+            .iter_mut()
+            .find(|(a, n, _)| *a == add && n.as_slice() == name)
+        {
+            k.2.extend_from_slice(uids);
+        } else {
+            self.keyword_updates.push((add, name.to_vec(), uids.to_vec()));
+        }
+        self
+    }
+
+    /// Expunges `uid`; `guid` is its 128-bit GUID (all zero = don't check).
+    pub fn expunge_guid(&mut self, uid: u32, guid: [u8; 16]) -> &mut Self {
+        self.expunges.push(ExpungeGuid { uid, guid });
+        self
+    }
+
+    fn ext_mut(&mut self, name: &str) -> &mut ExtChanges {
+        if let Some(i) = self.exts.iter().position(|(n, _)| n == name) {
+            return &mut self.exts[i].1;
+        }
+        self.exts.push((name.to_string(), ExtChanges::default()));
+        &mut self.exts.last_mut().expect("just pushed").1
+    }
+
+    /// Introduces (creates or grows) extension `name` with these sizes.
+    pub fn ext_intro(&mut self, name: &str, hdr_size: u32, record_size: u16, record_align: u16) -> &mut Self {
+        self.ext_mut(name).intro = Some((hdr_size, record_size, record_align));
+        self
+    }
+
+    /// Resets extension `name` to `new_reset_id` (clearing its data unless `preserve`).
+    pub fn ext_reset(&mut self, name: &str, new_reset_id: u32, preserve: bool) -> &mut Self {
+        self.ext_mut(name).reset = Some((new_reset_id, preserve));
+        self
+    }
+
+    /// Writes `data` at `offset` of extension `name`'s header.
+    pub fn ext_hdr_update(&mut self, name: &str, offset: u32, data: &[u8]) -> &mut Self {
+        self.ext_mut(name).hdr_updates.push(HeaderPatch {
+            offset,
+            data: data.to_vec(),
+        });
+        self
+    }
+
+    /// Sets extension `name`'s record data of `uid`.
+    pub fn ext_rec_update(&mut self, name: &str, uid: u32, data: &[u8]) -> &mut Self {
+        let e = self.ext_mut(name);
+        e.rec_updates.retain(|(u, _)| *u != uid);
+        e.rec_updates.push((uid, data.to_vec()));
+        self
+    }
+
+    /// Adds `diff` to extension `name`'s 1/2/4/8-byte record of `uid` (mdbox refcounts).
+    pub fn ext_atomic_inc(&mut self, name: &str, uid: u32, diff: i32) -> &mut Self {
+        self.ext_mut(name).atomic_incs.push(AtomicInc { uid, diff });
+        self
+    }
+
+    /// Patches the base header (e.g. uid_validity at offset 24) after the other changes.
+    pub fn header_update(&mut self, offset: u16, data: &[u8]) -> &mut Self {
+        self.header_post.push(HeaderPatch {
+            offset: offset as u32,
+            data: data.to_vec(),
+        });
+        self
+    }
+
+    /// Patches the base header before appends (Dovecot's prepend = TRUE).
+    pub fn header_update_pre(&mut self, offset: u16, data: &[u8]) -> &mut Self {
+        self.header_pre.push(HeaderPatch {
+            offset: offset as u32,
+            data: data.to_vec(),
+        });
+        self
+    }
+
+    /// Raises `uid`'s modseq to at least `modseq` (uid 0: the highest modseq).
+    pub fn modseq_update(&mut self, uid: u32, modseq: u64) -> &mut Self {
+        self.modseq_updates.push(ModseqUpdate { uid, modseq });
+        self
+    }
+
+    /// Marks the index deleted (`true`) or undeleted.
+    pub fn index_deleted(&mut self, deleted: bool) -> &mut Self {
+        self.index_deleted = Some(deleted);
+        self
+    }
+
+    /// True when nothing was added.
+    pub fn is_empty(&self) -> bool {
+        self.appends.is_empty()
+            && self.flag_updates.is_empty()
+            && self.keyword_updates.is_empty()
+            && self.expunges.is_empty()
+            && self.exts.is_empty()
+            && self.header_pre.is_empty()
+            && self.header_post.is_empty()
+            && self.modseq_updates.is_empty()
+            && self.index_deleted.is_none()
+    }
+
+    /// The records in mail_index_transaction_export order (without BOUNDARY).
+    fn records(&self, view: &View) -> Result<Vec<RecordBody>> {
+        let mut out = Vec::new();
+        if self.index_deleted == Some(false) {
+            out.push(RecordBody::IndexUndeleted);
+        }
+        let intro_for = |name: &str, c: &ExtChanges, reset_id: Option<u32>| -> Result<RecordBody> {
+            if name == ext::KEYWORDS {
+                return Err(Error::Invalid(
+                    "the keywords extension is only changed through keyword updates".into(),
+                ));
+            }
+            let existing = view.extension(name);
+            let need_hdr = c
+                .hdr_updates
+                .iter()
+                .map(|p| p.offset + p.data.len() as u32)
+                .max()
+                .unwrap_or(0);
+            let (mut hdr_size, record_size, record_align) = match (c.intro, existing) {
+                (Some(i), _) => i,
+                (None, Some(e)) => (e.hdr_size(), e.record_size, e.record_align),
+                (None, None) => {
+                    let rs = c.rec_updates.first().map(|r| r.1.len() as u16).unwrap_or(0);
+                    (need_hdr, rs, if rs == 0 { 0 } else { 1 })
+                }
+            };
+            if let Some(e) = existing {
+                hdr_size = hdr_size.max(e.hdr_size());
+            }
+            hdr_size = hdr_size.max(need_hdr);
+            Ok(RecordBody::ExtIntro(vec![ExtIntro {
+                ext_id: EXT_ID_BY_NAME,
+                reset_id: reset_id.unwrap_or_else(|| existing.map(|e| e.reset_id).unwrap_or(0)),
+                hdr_size,
+                record_size,
+                record_align,
+                flags: EXT_INTRO_FLAG_NO_SHRINK,
+                name: name.as_bytes().to_vec(),
+            }]))
+        };
+        for (name, c) in &self.exts {
+            if c.intro.is_some() || c.reset.is_some() || !c.hdr_updates.is_empty() {
+                out.push(intro_for(name, c, None)?);
+                if let Some((id, preserve)) = c.reset {
+                    out.push(RecordBody::ExtReset(ExtReset {
+                        new_reset_id: id,
+                        preserve_data: preserve as u8,
+                    }));
+                }
+                for p in &c.hdr_updates {
+                    // one item per record: the reader pads after each item
+                    out.push(if p.offset + p.data.len() as u32 >= 65536 {
+                        RecordBody::ExtHdrUpdate32(vec![p.clone()])
+                    } else {
+                        RecordBody::ExtHdrUpdate(vec![p.clone()])
+                    });
+                }
+            }
+        }
+        if !self.header_pre.is_empty() {
+            out.push(RecordBody::HeaderUpdate(self.header_pre.clone()));
+        }
+        if !self.appends.is_empty() {
+            let mut a = self.appends.clone();
+            a.sort_by_key(|r| r.uid);
+            out.push(RecordBody::Append(a));
+        }
+        if !self.flag_updates.is_empty() {
+            // a record's UID ranges must be sorted and disjoint: split where they overlap
+            let mut groups: Vec<Vec<FlagUpdate>> = Vec::new();
+            for u in self.flag_updates.iter() {
+                match groups.last_mut() {
+                    Some(g) if g.last().map(|p| p.uid2 < u.uid1).unwrap_or(true) => g.push(*u),
+                    _ => groups.push(vec![*u]),
+                }
+            }
+            for g in groups {
+                out.push(RecordBody::FlagUpdate(g));
+            }
+        }
+        for (name, c) in &self.exts {
+            if !c.rec_updates.is_empty() {
+                out.push(intro_for(name, c, None)?);
+                let mut recs = c.rec_updates.clone();
+                recs.sort_by_key(|r| r.0);
+                let size = match out.last() {
+                    Some(RecordBody::ExtIntro(i)) => i[0].record_size as usize,
+                    _ => 0,
+                };
+                let mut raw = Vec::new();
+                for (uid, mut data) in recs {
+                    data.resize(size, 0);
+                    raw.extend_from_slice(&uid.to_le_bytes());
+                    raw.extend_from_slice(&data);
+                    crate::format::codec::pad_to(&mut raw, 4);
+                }
+                out.push(RecordBody::ExtRecUpdate(raw));
+            }
+        }
+        for (name, c) in &self.exts {
+            if !c.atomic_incs.is_empty() {
+                out.push(intro_for(name, c, None)?);
+                out.push(RecordBody::ExtAtomicInc(c.atomic_incs.clone()));
+            }
+        }
+        for (add, name, uids) in &self.keyword_updates {
+            let ranges = to_ranges(uids);
+            if name.is_empty() || ranges.is_empty() {
+                continue;
+            }
+            out.push(RecordBody::KeywordUpdate(KeywordUpdate {
+                modify_type: if *add { 0 } else { 1 },
+                name: name.clone(),
+                uids: ranges,
+            }));
+        }
+        if !self.modseq_updates.is_empty() {
+            out.push(RecordBody::ModseqUpdate(self.modseq_updates.clone()));
+        }
+        if !self.expunges.is_empty() {
+            let mut e = self.expunges.clone();
+            e.sort_by_key(|x| x.uid);
+            e.dedup_by_key(|x| x.uid);
+            out.push(RecordBody::ExpungeGuid(e));
+        }
+        if !self.header_post.is_empty() {
+            out.push(RecordBody::HeaderUpdate(self.header_post.clone()));
+        }
+        if self.index_deleted == Some(true) {
+            out.push(RecordBody::IndexDeleted);
+        }
+        Ok(out)
+    }
+
+    /// Encodes the transaction as appended to a log whose modseq counter is `modseq`.
+    /// Returns the bytes and the modseq after them.
+    pub(crate) fn encode(&self, view: &View, mut modseq: u64, version: u16) -> Result<(Vec<u8>, u64)> {
+        let bodies = self.records(view)?;
+        let mut buf = Vec::new();
+        for b in &bodies {
+            let enc = encode_record(b, self.flags)?;
+            let t = u32::from_le_bytes(enc[4..8].try_into().unwrap_or([0; 4]));
+            update_modseq(t, b, &mut modseq, version);
+            buf.extend_from_slice(&enc);
+        }
+        if bodies.len() > 1 {
+            let total = buf.len() as u32 + 12;
+            let mut out = encode_record(&RecordBody::Boundary(total), self.flags)?;
+            out.extend_from_slice(&buf);
+            buf = out;
+        }
+        Ok((buf, modseq))
+    }
+
+    /// Writes the transaction to `P.log` (see the module docs).
+    pub fn commit(self) -> Result<CommitInfo> {
+        if self.is_empty() {
+            let v = self.writer.view()?;
+            let (seq, off) = v.log_position();
+            return Ok(CommitInfo {
+                log_seq: seq,
+                log_offset: off,
+                highest_modseq: v.highest_modseq(),
+                rotated: false,
+            });
+        }
+        let w = self.writer;
+        let locked = w.lock_head()?;
+        let view = &locked.view;
+        let head = view.logs().last().expect("locked view has a head log");
+        let version = head.header.version();
+        let start_modseq = head.end_modseq;
+        let (bytes, new_modseq) = self.encode(view, start_modseq, version)?;
+        let end = head.sync_offset + bytes.len() as u64;
+        let file = &locked.lock.file;
+        file.write_all_at_end(&bytes)
+            .map_err(|e| Error::io("write", &locked.lock.path, e))?;
+        file.sync_data()
+            .map_err(|e| Error::io("fdatasync", &locked.lock.path, e))?;
+        let log_seq = head.header.file_seq;
+        // fully synced when the tail offset covers everything, including this transaction
+        let tail = view.header().log_file_tail_offset as u64;
+        let fully_synced =
+            tail == head.sync_offset && self.flags & rec_type::EXTERNAL != 0;
+        let mut rotated = false;
+        if w.auto_rotate && fully_synced && want_rotate(end, &head.header) {
+            let after = w.view_locked(&locked.lock)?;
+            w.rotate_locked(&locked.lock, after)?;
+            rotated = true;
+        }
+        let highest_modseq = new_modseq.max(view.highest_modseq());
+        drop(locked);
+        Ok(CommitInfo {
+            log_seq,
+            log_offset: end,
+            highest_modseq,
+            rotated,
+        })
+    }
+}
+
+trait WriteAtEnd {
+    fn write_all_at_end(&self, data: &[u8]) -> std::io::Result<()>;
+}
+
+impl WriteAtEnd for std::fs::File {
+    /// The descriptor is O_APPEND: every write goes to the end.
+    fn write_all_at_end(&self, data: &[u8]) -> std::io::Result<()> {
+        let mut f: &std::fs::File = self;
+        f.write_all(data)
+    }
+}
+
+/// mail_transaction_log_want_rotate.
+pub fn want_rotate(size: u64, hdr: &LogHeader) -> bool {
+    if hdr.version() < 0x0103 {
+        return true;
+    }
+    if size > ROTATE_MAX_SIZE {
+        return true;
+    }
+    if size < ROTATE_MIN_SIZE {
+        return false;
+    }
+    hdr.create_stamp < now_secs().saturating_sub(ROTATE_MIN_AGE_SECS)
+}
+
+struct Locked {
+    lock: LogLock,
+    view: View,
+}
+
+impl IndexWriter {
+    /// A writer for `dir/prefix` (e.g. "dovecot.index").
+    pub fn open(dir: &Path, prefix: &str) -> IndexWriter {
+        IndexWriter::from_paths(IndexPaths::new(dir, prefix))
+    }
+
+    pub fn from_paths(paths: IndexPaths) -> IndexWriter {
+        IndexWriter {
+            paths,
+            lock_timeout: LOG_LOCK_TIMEOUT,
+            auto_rotate: true,
+        }
+    }
+
+    /// Changes how long to wait for the log lock (default 180 s as Dovecot).
+    pub fn with_lock_timeout(mut self, timeout: Duration) -> IndexWriter {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    pub fn paths(&self) -> &IndexPaths {
+        &self.paths
+    }
+
+    /// A new, empty transaction (not EXTERNAL, not SYNC).
+    pub fn begin(&self) -> Transaction<'_> {
+        Transaction {
+            writer: self,
+            flags: 0,
+            appends: Vec::new(),
+            flag_updates: Vec::new(),
+            keyword_updates: Vec::new(),
+            expunges: Vec::new(),
+            exts: Vec::new(),
+            header_pre: Vec::new(),
+            header_post: Vec::new(),
+            modseq_updates: Vec::new(),
+            index_deleted: None,
+        }
+    }
+
+    /// The current view (without taking the lock).
+    pub fn view(&self) -> Result<View> {
+        View::open_paths(&self.paths)
+    }
+
+    /// Creates a brand-new index: `P.log` with a new indexid, file_seq 1, no history
+    /// (prev_file_seq 0), then a first transaction setting UIDVALIDITY. Any stale
+    /// `P.cache` is deleted. Fails if `P.log` or `P` exists.
+    pub fn create(&self, uid_validity: u32) -> Result<u32> {
+        if self.paths.log().exists() || self.paths.index().exists() {
+            return Err(Error::Invalid(format!(
+                "{}: index already exists",
+                self.paths.index().display()
+            )));
+        }
+        let mut indexid = now_secs();
+        // a stale cache (or anything else) must never match the new indexid
+        if let Ok(Some(c)) = read_optional(&self.paths.cache()) {
+            if crate::format::codec::u32_at(&c, 4) == Some(indexid) {
+                indexid = indexid.wrapping_add(1);
+            }
+        }
+        let _ = std::fs::remove_file(self.paths.cache());
+        let hdr = LogHeader::new(indexid, 1, 1, now_secs());
+        self.create_log_file(&hdr, None)?;
+        let mut t = self.begin().external(true);
+        t.header_update(hdr_off::UID_VALIDITY as u16, &uid_validity.to_le_bytes());
+        t.commit()?;
+        Ok(indexid)
+    }
+
+    /// Writes a new `P.log` atomically through the `.newlock` dotlock
+    /// (mail_transaction_log_file_create). With `link_old`, the current `P.log` becomes
+    /// `P.log.2` first (rotation).
+    fn create_log_file(&self, hdr: &LogHeader, link_old: Option<u32>) -> Result<()> {
+        let lock_path = self.paths.log_newlock();
+        let mode = link_old.unwrap_or(0o600);
+        let deadline = std::time::Instant::now() + self.lock_timeout;
+        let mut file = loop {
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(&lock_path)
+            {
+                Ok(f) => break f,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let stale = std::fs::metadata(&lock_path)
+                        .ok()
+                        .and_then(|m| m.modified().ok())
+                        .and_then(|t| t.elapsed().ok())
+                        .map(|age| age.as_secs() >= NEWLOCK_STALE_SECS)
+                        .unwrap_or(false);
+                    if stale {
+                        let _ = std::fs::remove_file(&lock_path);
+                        continue;
+                    }
+                    if std::time::Instant::now() >= deadline {
+                        return Err(Error::LockTimeout { path: lock_path });
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => return Err(Error::io("open", &lock_path, e)),
+            }
+        };
+        let result = (|| {
+            let _ = file.set_permissions(std::fs::Permissions::from_mode(mode));
+            file.write_all(&hdr.encode())
+                .map_err(|e| Error::io("write", &lock_path, e))?;
+            file.sync_all().map_err(|e| Error::io("fsync", &lock_path, e))?;
+            if link_old.is_some() {
+                let log2 = self.paths.log2();
+                let _ = std::fs::remove_file(&log2);
+                if let Err(e) = std::fs::hard_link(self.paths.log(), &log2) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        return Err(Error::io("link", &log2, e));
+                    }
+                }
+            } else if self.paths.log().exists() {
+                return Err(Error::Invalid(format!(
+                    "{}: created by someone else meanwhile",
+                    self.paths.log().display()
+                )));
+            }
+            std::fs::rename(&lock_path, self.paths.log())
+                .map_err(|e| Error::io("rename", &lock_path, e))?;
+            sync_dir(&self.paths.dir)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&lock_path);
+        }
+        result
+    }
+
+    /// Locks the head log (creating one from `P` when only `P` exists) and builds the view
+    /// through the locked descriptor, truncating an unfinished tail.
+    fn lock_head(&self) -> Result<Locked> {
+        loop {
+            let lock = match LogLock::acquire(&self.paths.log(), self.lock_timeout)? {
+                Some(l) => l,
+                None => {
+                    self.create_log_from_index()?;
+                    continue;
+                }
+            };
+            // the log may have been rotated while we waited: lock the new one
+            let same = std::fs::metadata(self.paths.log())
+                .map(|m| {
+                    let f = lock.file.metadata().ok();
+                    f.map(|f| f.ino() == m.ino() && f.dev() == m.dev()).unwrap_or(false)
+                })
+                .unwrap_or(false);
+            if !same {
+                continue;
+            }
+            let view = self.view_locked(&lock)?;
+            let head = view.logs().last().ok_or_else(|| Error::Invalid(format!(
+                "{}: log not usable",
+                self.paths.log().display()
+            )))?;
+            if let LogStop::Corrupt { offset, reason } = &head.stop {
+                return Err(Error::corrupt(&self.paths.log(), *offset, reason.clone()));
+            }
+            if head.file_size > head.sync_offset {
+                // mail_transaction_log_append_locked: drop garbage past the last complete
+                // transaction so readers don't stop at it
+                lock.file
+                    .set_len(head.sync_offset)
+                    .map_err(|e| Error::io("ftruncate", &self.paths.log(), e))?;
+            }
+            return Ok(Locked { lock, view });
+        }
+    }
+
+    fn view_locked(&self, lock: &LogLock) -> Result<View> {
+        let len = lock
+            .file
+            .metadata()
+            .map_err(|e| Error::io("fstat", &lock.path, e))?
+            .len();
+        let mut data = vec![0u8; len as usize];
+        lock.file
+            .read_exact_at(&mut data, 0)
+            .map_err(|e| Error::io("pread", &lock.path, e))?;
+        let src = Sources {
+            index: read_optional(&self.paths.index())?,
+            log: Some(data),
+            log2: read_optional(&self.paths.log2())?,
+        };
+        let view = View::build(&self.paths, src)?;
+        let head = view.logs().last();
+        match (head, view.header_on_disk()) {
+            (None, Some(h)) => {
+                let log = LogFile::decode(
+                    &std::fs::read(&lock.path).map_err(|e| Error::io("read", &lock.path, e))?,
+                    &lock.path,
+                );
+                Err(match log {
+                    Ok(l) if l.header.indexid != h.indexid => Error::IndexIdMismatch {
+                        path: self.paths.index(),
+                        index_id: h.indexid,
+                        log_id: l.header.indexid,
+                    },
+                    Ok(_) => Error::Invalid("log not usable".into()),
+                    Err(e) => e,
+                })
+            }
+            _ => Ok(view),
+        }
+    }
+
+    /// Dovecot's answer to a missing `P.log` next to `P`: a new log continuing from the
+    /// index's position (file_seq + 1, prev = the index's seq/head offset).
+    fn create_log_from_index(&self) -> Result<()> {
+        let data = read_optional(&self.paths.index())?.ok_or_else(|| Error::NotFound {
+            path: self.paths.index(),
+        })?;
+        let idx = IndexFile::decode(&data, &self.paths.index())?;
+        let h = idx.header();
+        let highest = idx
+            .ext(ext::MODSEQ)
+            .and_then(|e| ext::ModseqHeader::decode(&e.data))
+            .map(|m| m.highest_modseq)
+            .unwrap_or(1);
+        let mut hdr = LogHeader::new(h.indexid, h.log_file_seq + 1, highest, now_secs());
+        hdr.prev_file_seq = h.log_file_seq;
+        hdr.prev_file_offset = h.log_file_head_offset;
+        match self.create_log_file(&hdr, None) {
+            Err(Error::Invalid(_)) => Ok(()), // someone else created it
+            r => r,
+        }
+    }
+
+    /// Rotates the log now (under the lock) and writes `P`, as Dovecot does when it
+    /// decides to rotate. Safe only when the backend has every change of the log.
+    pub fn rotate(&self) -> Result<()> {
+        let locked = self.lock_head()?;
+        let Locked { lock, view } = locked;
+        self.rotate_locked(&lock, view)
+    }
+
+    fn rotate_locked(&self, lock: &LogLock, view: View) -> Result<()> {
+        let head = view.logs().last().expect("head").clone();
+        let mode = lock
+            .file
+            .metadata()
+            .map(|m| m.permissions().mode() & 0o7777)
+            .unwrap_or(0o600);
+        let now = now_secs();
+        let mut hdr = LogHeader::new(
+            head.header.indexid,
+            head.header.file_seq + 1,
+            view.highest_modseq().max(head.end_modseq).max(1),
+            now,
+        );
+        hdr.prev_file_seq = head.header.file_seq;
+        hdr.prev_file_offset = head.sync_offset as u32;
+        self.create_log_file(&hdr, Some(mode))?;
+        // mail_index_write(want_rotate): the index points to the start of the new log
+        let (mut map, _) = view.into_parts();
+        map.set_hdr_u32(hdr_off::LOG_FILE_SEQ, hdr.file_seq);
+        map.set_hdr_u32(hdr_off::LOG_FILE_HEAD_OFFSET, hdr.hdr_size as u32);
+        map.set_hdr_u32(hdr_off::LOG_FILE_TAIL_OFFSET, hdr.hdr_size as u32);
+        map.set_hdr_u32(hdr_off::LOG2_ROTATE_TIME, now);
+        self.write_index_file(&map, mode)
+    }
+
+    /// Writes `P` from the current state (temp file, fsync, rename). The tail offset written
+    /// is the log's actual sync position for the backend, so pending (non-external)
+    /// changes stay pending.
+    pub fn write_index(&self) -> Result<()> {
+        let locked = self.lock_head()?;
+        let mode = locked
+            .lock
+            .file
+            .metadata()
+            .map(|m| m.permissions().mode() & 0o7777)
+            .unwrap_or(0o600);
+        let (map, _) = locked.view.into_parts();
+        self.write_index_file(&map, mode)
+    }
+
+    fn write_index_file(&self, map: &IndexFile, mode: u32) -> Result<()> {
+        let path = self.paths.index();
+        let tmp = self.paths.dir.join(format!("{}.tmp", self.paths.prefix));
+        let data = map.encode();
+        let result = (|| {
+            let _ = std::fs::remove_file(&tmp);
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(&tmp)
+                .map_err(|e| Error::io("open", &tmp, e))?;
+            f.write_all(&data).map_err(|e| Error::io("write", &tmp, e))?;
+            f.sync_data().map_err(|e| Error::io("fdatasync", &tmp, e))?;
+            std::fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &tmp, e))?;
+            sync_dir(&self.paths.dir)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("fsync", dir, e))
+}
