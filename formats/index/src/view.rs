@@ -300,6 +300,8 @@ impl View {
         if (map.hdr_u32(hdr_off::LOG_FILE_TAIL_OFFSET) as u64) < max_tail {
             map.set_hdr_u32(hdr_off::LOG_FILE_TAIL_OFFSET, max_tail as u32);
         }
+        let hs = map.computed_header_size() as u32;
+        map.set_hdr_u32(hdr_off::HEADER_SIZE, hs);
         if errors || map.check_header().is_err() {
             for f in fsck(&mut map) {
                 notes.push(format!("fsck: {f}"));
