@@ -4,6 +4,8 @@ mod changes;
 pub mod dump;
 pub mod error;
 pub mod format;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod lock;
 pub mod paths;
 mod sync;
