@@ -59,7 +59,8 @@ impl View {
             for r in &l.records {
                 let increased = r.modseq > prev;
                 prev = r.modseq;
-                if r.modseq <= since || !increased && !matches!(r.body, RecordBody::ModseqUpdate(_)) {
+                if r.modseq <= since || !increased && !matches!(r.body, RecordBody::ModseqUpdate(_))
+                {
                     continue;
                 }
                 match &r.body {

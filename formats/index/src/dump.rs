@@ -100,7 +100,11 @@ pub fn dump(path: &Path, kind: Option<DumpKind>) -> Result<String> {
 }
 
 /// [`dump`] with times shown in `tz`.
-pub fn dump_with_tz(path: &Path, kind: Option<DumpKind>, tz: &jiff::tz::TimeZone) -> Result<String> {
+pub fn dump_with_tz(
+    path: &Path,
+    kind: Option<DumpKind>,
+    tz: &jiff::tz::TimeZone,
+) -> Result<String> {
     let mut out = String::new();
     let kind = match kind {
         Some(k) => k,
@@ -115,9 +119,8 @@ pub fn dump_with_tz(path: &Path, kind: Option<DumpKind>, tz: &jiff::tz::TimeZone
     let d = Dates(tz);
     match kind {
         DumpKind::Index => {
-            let p = index_paths(path).ok_or_else(|| {
-                Error::Invalid(format!("Couldn't open index {}", path.display()))
-            })?;
+            let p = index_paths(path)
+                .ok_or_else(|| Error::Invalid(format!("Couldn't open index {}", path.display())))?;
             let view = View::open_paths(&p)?;
             dump_index(&view, &d, &mut out);
         }
@@ -151,7 +154,10 @@ impl Dates<'_> {
     /// unixdate2str: "%Y-%m-%d %H:%M:%S" in local time.
     fn fmt(&self, t: i64) -> String {
         match jiff::Timestamp::from_second(t) {
-            Ok(ts) => ts.to_zoned(self.0.clone()).strftime("%Y-%m-%d %H:%M:%S").to_string(),
+            Ok(ts) => ts
+                .to_zoned(self.0.clone())
+                .strftime("%Y-%m-%d %H:%M:%S")
+                .to_string(),
             Err(_) => t.to_string(),
         }
     }
@@ -163,27 +169,103 @@ fn dump_index(view: &View, d: &Dates, out: &mut String) {
     let w = |out: &mut String, k: &str, v: String| {
         let _ = writeln!(out, "{k} = {v}");
     };
-    w(out, "version ..................", format!("{}.{}", h.major_version, h.minor_version));
-    w(out, "base header size .........", h.base_header_size.to_string());
+    w(
+        out,
+        "version ..................",
+        format!("{}.{}", h.major_version, h.minor_version),
+    );
+    w(
+        out,
+        "base header size .........",
+        h.base_header_size.to_string(),
+    );
     w(out, "header size ..............", h.header_size.to_string());
     w(out, "record size ..............", h.record_size.to_string());
-    w(out, "compat flags .............", h.compat_flags.to_string());
-    w(out, "index id .................", format!("{} ({})", h.indexid, d.fmt(h.indexid as i64)));
+    w(
+        out,
+        "compat flags .............",
+        h.compat_flags.to_string(),
+    );
+    w(
+        out,
+        "index id .................",
+        format!("{} ({})", h.indexid, d.fmt(h.indexid as i64)),
+    );
     w(out, "flags ....................", h.flags.to_string());
-    w(out, "uid validity .............", format!("{} ({})", h.uid_validity, d.fmt(h.uid_validity as i64)));
+    w(
+        out,
+        "uid validity .............",
+        format!("{} ({})", h.uid_validity, d.fmt(h.uid_validity as i64)),
+    );
     w(out, "next uid .................", h.next_uid.to_string());
-    w(out, "messages count ...........", h.messages_count.to_string());
-    w(out, "seen messages count ......", h.seen_messages_count.to_string());
-    w(out, "deleted messages count ...", h.deleted_messages_count.to_string());
-    w(out, "first recent uid .........", h.first_recent_uid.to_string());
-    w(out, "first unseen uid lowwater ", h.first_unseen_uid_lowwater.to_string());
-    w(out, "first deleted uid lowwater", h.first_deleted_uid_lowwater.to_string());
-    w(out, "log file seq .............", h.log_file_seq.to_string());
-    w(out, "log file tail offset .....", h.log_file_tail_offset.to_string());
-    w(out, "log file head offset .....", h.log_file_head_offset.to_string());
-    w(out, "log2 rotate time .........", format!("{} ({})", h.log2_rotate_time, d.fmt(h.log2_rotate_time as i64)));
-    w(out, "last temp file scan ......", format!("{} ({})", h.last_temp_file_scan, d.fmt(h.last_temp_file_scan as i64)));
-    w(out, "day stamp ................", format!("{} ({})", h.day_stamp, d.fmt(h.day_stamp as i64)));
+    w(
+        out,
+        "messages count ...........",
+        h.messages_count.to_string(),
+    );
+    w(
+        out,
+        "seen messages count ......",
+        h.seen_messages_count.to_string(),
+    );
+    w(
+        out,
+        "deleted messages count ...",
+        h.deleted_messages_count.to_string(),
+    );
+    w(
+        out,
+        "first recent uid .........",
+        h.first_recent_uid.to_string(),
+    );
+    w(
+        out,
+        "first unseen uid lowwater ",
+        h.first_unseen_uid_lowwater.to_string(),
+    );
+    w(
+        out,
+        "first deleted uid lowwater",
+        h.first_deleted_uid_lowwater.to_string(),
+    );
+    w(
+        out,
+        "log file seq .............",
+        h.log_file_seq.to_string(),
+    );
+    w(
+        out,
+        "log file tail offset .....",
+        h.log_file_tail_offset.to_string(),
+    );
+    w(
+        out,
+        "log file head offset .....",
+        h.log_file_head_offset.to_string(),
+    );
+    w(
+        out,
+        "log2 rotate time .........",
+        format!(
+            "{} ({})",
+            h.log2_rotate_time,
+            d.fmt(h.log2_rotate_time as i64)
+        ),
+    );
+    w(
+        out,
+        "last temp file scan ......",
+        format!(
+            "{} ({})",
+            h.last_temp_file_scan,
+            d.fmt(h.last_temp_file_scan as i64)
+        ),
+    );
+    w(
+        out,
+        "day stamp ................",
+        format!("{} ({})", h.day_stamp, d.fmt(h.day_stamp as i64)),
+    );
     for (i, v) in h.day_first_uid.iter().enumerate() {
         let _ = writeln!(out, "day first uid[{i}] ......... = {v}");
     }
@@ -209,7 +291,8 @@ fn dump_index(view: &View, d: &Dates, out: &mut String) {
     let _ = writeln!(out, "\n-- RECORDS: {}", h.messages_count);
     // extension numbering of doveadm: keywords and modseq are registered first, then the
     // map's extensions in map order; keywords is printed with its registered 2 bytes
-    let mut order: Vec<(&str, Option<usize>)> = vec![(ext::KEYWORDS, Some(2)), (ext::MODSEQ, Some(8))];
+    let mut order: Vec<(&str, Option<usize>)> =
+        vec![(ext::KEYWORDS, Some(2)), (ext::MODSEQ, Some(8))];
     for e in view.extensions() {
         if e.name != ext::KEYWORDS && e.name != ext::MODSEQ {
             order.push((e.name.as_str(), None));
@@ -229,17 +312,32 @@ fn dump_index(view: &View, d: &Dates, out: &mut String) {
                 names.push(n);
             }
         }
-        let fs = if names.is_empty() { String::new() } else { format!("({})", names.join(" ")) };
-        let _ = writeln!(out, "RECORD: seq={}, uid={}, flags=0x{f:02x} {fs}", m.index + 1, m.uid());
+        let fs = if names.is_empty() {
+            String::new()
+        } else {
+            format!("({})", names.join(" "))
+        };
+        let _ = writeln!(
+            out,
+            "RECORD: seq={}, uid={}, flags=0x{f:02x} {fs}",
+            m.index + 1,
+            m.uid()
+        );
         for (i, (name, reg_size)) in order.iter().enumerate() {
-            let Some(e) = view.extension(name) else { continue };
+            let Some(e) = view.extension(name) else {
+                continue;
+            };
             if e.record_size == 0 {
                 continue;
             }
             let Some(data) = m.ext(name) else { continue };
             let size = reg_size.unwrap_or(e.record_size as usize).min(data.len());
             let data = &data[..size];
-            let align = if *name == ext::KEYWORDS { 1 } else { e.record_align as usize };
+            let align = if *name == ext::KEYWORDS {
+                1
+            } else {
+                e.record_align as usize
+            };
             let value = match (size, align) {
                 (2, 2) => format!("{:10}", u16_at(data, 0).unwrap_or(0)),
                 (4, 4) => format!("{:10}", u32_at(data, 0).unwrap_or(0)),
@@ -258,7 +356,12 @@ fn dump_index(view: &View, d: &Dates, out: &mut String) {
                 ext::MDBOX => {
                     let r = ext::MdboxRecord::decode(data);
                     let _ = writeln!(out, "{pad}map_uid   = {}", r.map_uid);
-                    let _ = writeln!(out, "{pad}save_date = {} ({})", r.save_date, d.fmt(r.save_date as i64));
+                    let _ = writeln!(
+                        out,
+                        "{pad}save_date = {} ({})",
+                        r.save_date,
+                        d.fmt(r.save_date as i64)
+                    );
                 }
                 ext::LIST => {
                     let r = ext::ListRecord::decode(data);
@@ -295,18 +398,42 @@ fn dump_ext_header(name: &str, data: &[u8], d: &Dates, out: &mut String) {
     match name {
         ext::HDR_VSIZE => {
             let h = ext::VsizeHeader::decode(data);
-            let _ = writeln!(out, "header\n - highest uid . = {}\n - message count = {}\n - vsize ....... = {}", h.highest_uid, h.message_count, h.vsize);
+            let _ = writeln!(
+                out,
+                "header\n - highest uid . = {}\n - message count = {}\n - vsize ....... = {}",
+                h.highest_uid, h.message_count, h.vsize
+            );
         }
         ext::MAILDIR => {
             let h = ext::MaildirHeader::decode(data);
             let _ = writeln!(out, "header");
-            let _ = writeln!(out, " - new_check_time .... = {}", d.fmt(h.new_check_time as i64));
-            let _ = writeln!(out, " - new_mtime ......... = {}", d.fmt(h.new_mtime as i64));
+            let _ = writeln!(
+                out,
+                " - new_check_time .... = {}",
+                d.fmt(h.new_check_time as i64)
+            );
+            let _ = writeln!(
+                out,
+                " - new_mtime ......... = {}",
+                d.fmt(h.new_mtime as i64)
+            );
             let _ = writeln!(out, " - new_mtime_nsecs ... = {}", h.new_mtime_nsecs);
-            let _ = writeln!(out, " - cur_check_time .... = {}", d.fmt(h.cur_check_time as i64));
-            let _ = writeln!(out, " - cur_mtime ......... = {}", d.fmt(h.cur_mtime as i64));
+            let _ = writeln!(
+                out,
+                " - cur_check_time .... = {}",
+                d.fmt(h.cur_check_time as i64)
+            );
+            let _ = writeln!(
+                out,
+                " - cur_mtime ......... = {}",
+                d.fmt(h.cur_mtime as i64)
+            );
             let _ = writeln!(out, " - cur_mtime_nsecs.... = {}", h.cur_mtime_nsecs);
-            let _ = writeln!(out, " - uidlist_mtime ..... = {}", d.fmt(h.uidlist_mtime as i64));
+            let _ = writeln!(
+                out,
+                " - uidlist_mtime ..... = {}",
+                d.fmt(h.uidlist_mtime as i64)
+            );
             let _ = writeln!(out, " - uidlist_mtime_nsecs = {}", h.uidlist_mtime_nsecs);
             let _ = writeln!(out, " - uidlist_size ...... = {}", h.uidlist_size);
         }
@@ -415,12 +542,24 @@ const HEADER_FIELDS: [(&str, usize, usize); 20] = [
     ("uid_validity", hdr_off::UID_VALIDITY, 4),
     ("next_uid", hdr_off::NEXT_UID, 4),
     ("messages_count", hdr_off::MESSAGES_COUNT, 4),
-    ("unused_old_recent_messages_count", hdr_off::UNUSED_OLD_RECENT_MESSAGES_COUNT, 4),
+    (
+        "unused_old_recent_messages_count",
+        hdr_off::UNUSED_OLD_RECENT_MESSAGES_COUNT,
+        4,
+    ),
     ("seen_messages_count", hdr_off::SEEN_MESSAGES_COUNT, 4),
     ("deleted_messages_count", hdr_off::DELETED_MESSAGES_COUNT, 4),
     ("first_recent_uid", hdr_off::FIRST_RECENT_UID, 4),
-    ("first_unseen_uid_lowwater", hdr_off::FIRST_UNSEEN_UID_LOWWATER, 4),
-    ("first_deleted_uid_lowwater", hdr_off::FIRST_DELETED_UID_LOWWATER, 4),
+    (
+        "first_unseen_uid_lowwater",
+        hdr_off::FIRST_UNSEEN_UID_LOWWATER,
+        4,
+    ),
+    (
+        "first_deleted_uid_lowwater",
+        hdr_off::FIRST_DELETED_UID_LOWWATER,
+        4,
+    ),
     ("log_file_seq", hdr_off::LOG_FILE_SEQ, 4),
     ("log_file_tail_offset", hdr_off::LOG_FILE_TAIL_OFFSET, 4),
     ("log_file_head_offset", hdr_off::LOG_FILE_HEAD_OFFSET, 4),
@@ -439,14 +578,21 @@ fn try_uint(data: &[u8]) -> String {
 
 fn dump_log(data: &[u8], d: &Dates, out: &mut String) -> Result<()> {
     if data.len() < HEADER_MIN_SIZE {
-        return Err(Error::Invalid(format!("file hdr read() {} != {HEADER_SIZE}", data.len())));
+        return Err(Error::Invalid(format!(
+            "file hdr read() {} != {HEADER_SIZE}",
+            data.len()
+        )));
     }
     let h = LogHeader::decode_raw(data);
     let _ = writeln!(out, "version = {}.{}", h.major_version, h.minor_version);
     let _ = writeln!(out, "hdr size = {}", h.hdr_size);
     let _ = writeln!(out, "index id = {}", h.indexid);
     let _ = writeln!(out, "file seq = {}", h.file_seq);
-    let _ = writeln!(out, "prev file = {}/{}", h.prev_file_seq, h.prev_file_offset);
+    let _ = writeln!(
+        out,
+        "prev file = {}/{}",
+        h.prev_file_seq, h.prev_file_offset
+    );
     let _ = writeln!(out, "create stamp = {}", h.create_stamp);
     let _ = writeln!(out, "initial modseq = {}", h.initial_modseq);
     let _ = writeln!(out, "compat flags = {:x}", h.compat_flags);
@@ -456,7 +602,11 @@ fn dump_log(data: &[u8], d: &Dates, out: &mut String) -> Result<()> {
     let mut pos = h.hdr_size as usize;
     while pos < data.len() {
         if pos + RECORD_HEADER_SIZE > data.len() {
-            let _ = writeln!(out, "error: rec hdr read() {} != {RECORD_HEADER_SIZE}", data.len() - pos);
+            let _ = writeln!(
+                out,
+                "error: rec hdr read() {} != {RECORD_HEADER_SIZE}",
+                data.len() - pos
+            );
             break;
         }
         let raw_size = [data[pos], data[pos + 1], data[pos + 2], data[pos + 3]];
@@ -471,9 +621,18 @@ fn dump_log(data: &[u8], d: &Dates, out: &mut String) -> Result<()> {
             );
             break;
         }
-        let _ = write!(out, "record: offset={pos}, type={}, size={size}", log_type_name(t));
+        let _ = write!(
+            out,
+            "record: offset={pos}, type={}, size={size}",
+            log_type_name(t)
+        );
         if size > data.len() - pos {
-            let _ = writeln!(out, "\nerror: rec data read() {} != {}", data.len() - pos - RECORD_HEADER_SIZE, size - RECORD_HEADER_SIZE);
+            let _ = writeln!(
+                out,
+                "\nerror: rec data read() {} != {}",
+                data.len() - pos - RECORD_HEADER_SIZE,
+                size - RECORD_HEADER_SIZE
+            );
             break;
         }
         let payload = &data[pos + RECORD_HEADER_SIZE..pos + size];
@@ -483,7 +642,13 @@ fn dump_log(data: &[u8], d: &Dates, out: &mut String) -> Result<()> {
             Ok(b) => update_modseq(t, b, &mut modseq, version),
             Err(_) => {
                 if modseq != 0
-                    && matches!(t & rec_type::TYPE_MASK, rec_type::APPEND | rec_type::KEYWORD_UPDATE | rec_type::KEYWORD_RESET | rec_type::ATTRIBUTE_UPDATE)
+                    && matches!(
+                        t & rec_type::TYPE_MASK,
+                        rec_type::APPEND
+                            | rec_type::KEYWORD_UPDATE
+                            | rec_type::KEYWORD_RESET
+                            | rec_type::ATTRIBUTE_UPDATE
+                    )
                 {
                     modseq += 1;
                 }
@@ -504,10 +669,19 @@ fn dump_log(data: &[u8], d: &Dates, out: &mut String) -> Result<()> {
     Ok(())
 }
 
-fn print_body(b: &RecordBody, payload: &[u8], prev_intro_size: &mut u16, d: &Dates, out: &mut String) {
+fn print_body(
+    b: &RecordBody,
+    payload: &[u8],
+    prev_intro_size: &mut u16,
+    d: &Dates,
+    out: &mut String,
+) {
     match b {
         RecordBody::Expunge(v) => {
-            let s: String = v.iter().map(|r| format!("{}-{},", r.uid1, r.uid2)).collect();
+            let s: String = v
+                .iter()
+                .map(|r| format!("{}-{},", r.uid1, r.uid2))
+                .collect();
             let _ = writeln!(out, " - uids={s}");
         }
         RecordBody::ExpungeGuid(v) => {
@@ -540,14 +714,22 @@ fn print_body(b: &RecordBody, payload: &[u8], prev_intro_size: &mut u16, d: &Dat
             if let Some(p) = v.first() {
                 let (mut off, mut data) = (p.offset as usize, &p.data[..]);
                 while !data.is_empty() {
-                    match HEADER_FIELDS.iter().find(|(_, o, s)| *o == off && *s <= data.len()) {
+                    match HEADER_FIELDS
+                        .iter()
+                        .find(|(_, o, s)| *o == off && *s <= data.len())
+                    {
                         Some((name, _, s)) => {
                             let _ = writeln!(out, " - {name} = {}", try_uint(&data[..*s]));
                             off += s;
                             data = &data[*s..];
                         }
                         None => {
-                            let _ = writeln!(out, " - offset = {off}, size = {}: {}", data.len(), print_data(data));
+                            let _ = writeln!(
+                                out,
+                                " - offset = {off}, size = {}: {}",
+                                data.len(),
+                                print_data(data)
+                            );
                             break;
                         }
                     }
@@ -575,7 +757,13 @@ fn print_body(b: &RecordBody, payload: &[u8], prev_intro_size: &mut u16, d: &Dat
         }
         RecordBody::ExtHdrUpdate(v) | RecordBody::ExtHdrUpdate32(v) => {
             if let Some(p) = v.first() {
-                let _ = writeln!(out, " - offset = {}, size = {}: {}", p.offset, p.data.len(), print_data(&p.data));
+                let _ = writeln!(
+                    out,
+                    " - offset = {}, size = {}: {}",
+                    p.offset,
+                    p.data.len(),
+                    print_data(&p.data)
+                );
             }
         }
         RecordBody::ExtRecUpdate(raw) => {
@@ -594,15 +782,33 @@ fn print_body(b: &RecordBody, payload: &[u8], prev_intro_size: &mut u16, d: &Dat
         }
         RecordBody::ExtAtomicInc(v) => {
             for a in v {
-                let _ = writeln!(out, " - uid={}: {}{}", a.uid, if a.diff > 0 { "+" } else { "" }, a.diff);
+                let _ = writeln!(
+                    out,
+                    " - uid={}: {}{}",
+                    a.uid,
+                    if a.diff > 0 { "+" } else { "" },
+                    a.diff
+                );
             }
         }
         RecordBody::KeywordUpdate(k) => {
-            let s: String = k.uids.iter().map(|r| format!("{}-{},", r.uid1, r.uid2)).collect();
-            let _ = writeln!(out, " - modify={}, name={}, uids={s}", k.modify_type, String::from_utf8_lossy(&k.name));
+            let s: String = k
+                .uids
+                .iter()
+                .map(|r| format!("{}-{},", r.uid1, r.uid2))
+                .collect();
+            let _ = writeln!(
+                out,
+                " - modify={}, name={}, uids={s}",
+                k.modify_type,
+                String::from_utf8_lossy(&k.name)
+            );
         }
         RecordBody::KeywordReset(v) => {
-            let s: String = v.iter().map(|r| format!("{}-{}, ", r.uid1, r.uid2)).collect();
+            let s: String = v
+                .iter()
+                .map(|r| format!("{}-{}, ", r.uid1, r.uid2))
+                .collect();
             let _ = writeln!(out, " - uids={s}");
         }
         RecordBody::ModseqUpdate(v) => {

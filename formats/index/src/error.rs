@@ -72,7 +72,9 @@ impl From<Error> for mailstore::Error {
             Error::Corrupt { ref path, .. }
             | Error::IndexIdMismatch { ref path, .. }
             | Error::LogLost { ref path, .. }
-            | Error::NotFound { ref path } => mailstore::Error::corrupted(path.clone(), e.to_string()),
+            | Error::NotFound { ref path } => {
+                mailstore::Error::corrupted(path.clone(), e.to_string())
+            }
             Error::Invalid(msg) => mailstore::Error::Params(msg),
         }
     }

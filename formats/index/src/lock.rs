@@ -58,7 +58,10 @@ pub fn read_guard(paths: &IndexPaths) -> ReadGuard {
     ids.dedup();
     let (m, cv) = table();
     let mut t = m.lock().unwrap_or_else(|p| p.into_inner());
-    while ids.iter().any(|id| t.files.get(id).copied().unwrap_or(0) < 0) {
+    while ids
+        .iter()
+        .any(|id| t.files.get(id).copied().unwrap_or(0) < 0)
+    {
         t = cv.wait(t).unwrap_or_else(|p| p.into_inner());
     }
     for id in &ids {
@@ -134,9 +137,16 @@ impl LogLock {
         // then the fcntl lock, polled so the timeout can be honoured without signals
         let mut wait = Duration::from_millis(10);
         loop {
-            match rustix::fs::fcntl_lock(&lock.file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            match rustix::fs::fcntl_lock(
+                &lock.file,
+                rustix::fs::FlockOperation::NonBlockingLockExclusive,
+            ) {
                 Ok(()) => return Ok(Some(lock)),
-                Err(e) if e == rustix::io::Errno::AGAIN || e == rustix::io::Errno::ACCESS || e == rustix::io::Errno::INTR => {
+                Err(e)
+                    if e == rustix::io::Errno::AGAIN
+                        || e == rustix::io::Errno::ACCESS
+                        || e == rustix::io::Errno::INTR =>
+                {
                     if Instant::now() >= deadline {
                         return Err(Error::LockTimeout {
                             path: path.to_path_buf(),

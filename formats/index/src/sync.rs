@@ -284,7 +284,9 @@ impl<'a> Syncer<'a> {
             return;
         }
         let Some(ei) = self.modseq_ext() else { return };
-        let Some(old) = self.modseq_header() else { return };
+        let Some(old) = self.modseq_header() else {
+            return;
+        };
         if (old.log_seq as u64, old.log_offset as u64) < (end.0 as u64, end.1) {
             let new = ModseqHeader {
                 highest_modseq: end_modseq,
@@ -326,7 +328,7 @@ impl<'a> Syncer<'a> {
             if old & rec_flag::DELETED == 0 {
                 self.set_hdr(hdr_off::DELETED_MESSAGES_COUNT, del + 1);
                 if del + 1 > messages {
-                    return self.corrupted("Deleted counter wrong".into());
+                    self.corrupted("Deleted counter wrong".into())
                 }
             } else {
                 if del == 0 || del > messages {
@@ -344,8 +346,7 @@ impl<'a> Syncer<'a> {
         if flags & rec_flag::SEEN == 0 && uid < self.hdr(hdr_off::FIRST_UNSEEN_UID_LOWWATER) {
             self.set_hdr(hdr_off::FIRST_UNSEEN_UID_LOWWATER, uid);
         }
-        if flags & rec_flag::DELETED != 0 && uid < self.hdr(hdr_off::FIRST_DELETED_UID_LOWWATER)
-        {
+        if flags & rec_flag::DELETED != 0 && uid < self.hdr(hdr_off::FIRST_DELETED_UID_LOWWATER) {
             self.set_hdr(hdr_off::FIRST_DELETED_UID_LOWWATER, uid);
         }
     }
@@ -598,7 +599,10 @@ impl<'a> Syncer<'a> {
         self.cur_ext = CurExt::Broken;
         let ext_count = self.map.extensions.len();
         if u.ext_id != EXT_ID_BY_NAME && u.ext_id as usize >= ext_count {
-            self.corrupted(format!("Extension introduction for unknown id {}", u.ext_id));
+            self.corrupted(format!(
+                "Extension introduction for unknown id {}",
+                u.ext_id
+            ));
             return false;
         }
         if u.ext_id == EXT_ID_BY_NAME && u.name.is_empty() {
@@ -731,7 +735,7 @@ impl<'a> Syncer<'a> {
                 max_align = max_align.max(e.record_align as usize);
                 if e.record_offset == 0 && e.record_size > 0 {
                     let align = (e.record_align as usize).max(1);
-                    if offset % align == 0 {
+                    if offset.is_multiple_of(align) {
                         chosen = Some(i);
                         break;
                     }
@@ -751,7 +755,7 @@ impl<'a> Syncer<'a> {
                 }
             }
         }
-        if offset % max_align != 0 {
+        if !offset.is_multiple_of(max_align) {
             offset += max_align - offset % max_align;
         }
         let new_rs = offset;
@@ -836,7 +840,7 @@ impl<'a> Syncer<'a> {
             } => (idx, record_size),
         };
         let stride = (4 + rsize as usize + 3) & !3;
-        if raw.len() % stride != 0 {
+        if !raw.len().is_multiple_of(stride) {
             // Dovecot applies the whole entries first, then complains
             let whole = raw.len() - raw.len() % stride;
             self.ext_rec_entries(idx, rsize, &raw[..whole]);
@@ -888,8 +892,16 @@ impl<'a> Syncer<'a> {
             self.corrupted(format!("Extension record inc with invalid size={size}"));
             return false;
         }
-        let min_value: u64 = if u.diff >= 0 { 0 } else { (-(u.diff as i64)) as u64 };
-        let mut max_value: u64 = if size == 8 { u64::MAX } else { (1u64 << (size * 8)) - 1 };
+        let min_value: u64 = if u.diff >= 0 {
+            0
+        } else {
+            (-(u.diff as i64)) as u64
+        };
+        let mut max_value: u64 = if size == 8 {
+            u64::MAX
+        } else {
+            (1u64 << (size * 8)) - 1
+        };
         if u.diff > 0 {
             if max_value >= u.diff as u64 {
                 max_value -= u.diff as u64;
@@ -1083,7 +1095,9 @@ impl<'a> Syncer<'a> {
 /// makes next_uid/first_recent_uid consistent. Returns what was fixed.
 pub(crate) fn fsck(map: &mut IndexFile) -> Vec<String> {
     let mut fixed = Vec::new();
-    let n = map.records_count().min(map.hdr_u32(hdr_off::MESSAGES_COUNT) as usize);
+    let n = map
+        .records_count()
+        .min(map.hdr_u32(hdr_off::MESSAGES_COUNT) as usize);
     let mut h: IndexHeader = map.header();
     let (mut seen, mut deleted) = (0u32, 0u32);
     let mut last_uid = 0u32;
@@ -1118,8 +1132,16 @@ pub(crate) fn fsck(map: &mut IndexFile) -> Vec<String> {
     h.messages_count = n as u32;
     h.seen_messages_count = seen;
     h.deleted_messages_count = deleted;
-    h.first_unseen_uid_lowwater = if first_unseen == 0 { h.next_uid } else { first_unseen };
-    h.first_deleted_uid_lowwater = if first_deleted == 0 { h.next_uid } else { first_deleted };
+    h.first_unseen_uid_lowwater = if first_unseen == 0 {
+        h.next_uid
+    } else {
+        first_unseen
+    };
+    h.first_deleted_uid_lowwater = if first_deleted == 0 {
+        h.next_uid
+    } else {
+        first_deleted
+    };
     if h.first_recent_uid == 0 || h.first_recent_uid > h.next_uid {
         fixed.push(format!("first_recent_uid {} fixed", h.first_recent_uid));
         h.first_recent_uid = h.first_recent_uid.clamp(1, h.next_uid);

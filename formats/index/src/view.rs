@@ -498,7 +498,8 @@ fn plan_replay(logs: &[LogFile], start: LogPos) -> std::result::Result<Plan, Str
                 t
             }
             None => {
-                let have: Vec<String> = logs.iter().map(|f| f.header.file_seq.to_string()).collect();
+                let have: Vec<String> =
+                    logs.iter().map(|f| f.header.file_seq.to_string()).collect();
                 return Err(format!(
                     "Missing file seq={seq} (we have seqs {})",
                     have.join(",")
@@ -552,10 +553,9 @@ fn plan_replay(logs: &[LogFile], start: LogPos) -> std::result::Result<Plan, Str
 fn max_tail_offset(head: &LogFile, index: Option<&IndexHeader>) -> u64 {
     use crate::format::log::RecordBody;
     let (mut max_tail, from) = match index {
-        Some(h) if h.log_file_seq == head.header.file_seq => (
-            h.log_file_tail_offset as u64,
-            h.log_file_head_offset as u64,
-        ),
+        Some(h) if h.log_file_seq == head.header.file_seq => {
+            (h.log_file_tail_offset as u64, h.log_file_head_offset as u64)
+        }
         _ => (0, head.header.hdr_size as u64),
     };
     for r in head.records.iter().filter(|r| r.offset >= from) {

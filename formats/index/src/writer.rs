@@ -26,9 +26,9 @@ use crate::error::{Error, Result};
 use crate::format::ext;
 use crate::format::index::{hdr_off, IndexFile};
 use crate::format::log::{
-    encode_record, rec_type, update_modseq, AtomicInc, ExpungeGuid, ExtIntro, ExtReset, FlagUpdate,
-    HeaderPatch, KeywordUpdate, LogFile, LogHeader, LogStop, ModseqUpdate, RecordBody, UidRange,
-    AppendRecord, EXT_ID_BY_NAME, EXT_INTRO_FLAG_NO_SHRINK,
+    encode_record, rec_type, update_modseq, AppendRecord, AtomicInc, ExpungeGuid, ExtIntro,
+    ExtReset, FlagUpdate, HeaderPatch, KeywordUpdate, LogFile, LogHeader, LogStop, ModseqUpdate,
+    RecordBody, UidRange, EXT_ID_BY_NAME, EXT_INTRO_FLAG_NO_SHRINK,
 };
 use crate::lock::{LogLock, LOG_LOCK_TIMEOUT};
 use crate::paths::IndexPaths;
@@ -183,7 +183,8 @@ impl<'w> Transaction<'w> {
         {
             k.2.extend_from_slice(uids);
         } else {
-            self.keyword_updates.push((add, name.to_vec(), uids.to_vec()));
+            self.keyword_updates
+                .push((add, name.to_vec(), uids.to_vec()));
         }
         self
     }
@@ -203,7 +204,13 @@ impl<'w> Transaction<'w> {
     }
 
     /// Introduces (creates or grows) extension `name` with these sizes.
-    pub fn ext_intro(&mut self, name: &str, hdr_size: u32, record_size: u16, record_align: u16) -> &mut Self {
+    pub fn ext_intro(
+        &mut self,
+        name: &str,
+        hdr_size: u32,
+        record_size: u16,
+        record_align: u16,
+    ) -> &mut Self {
         self.ext_mut(name).intro = Some((hdr_size, record_size, record_align));
         self
     }
@@ -417,7 +424,12 @@ impl<'w> Transaction<'w> {
 
     /// Encodes the transaction as appended to a log whose modseq counter is `modseq`.
     /// Returns the bytes and the modseq after them.
-    pub(crate) fn encode(&self, view: &View, mut modseq: u64, version: u16) -> Result<(Vec<u8>, u64)> {
+    pub(crate) fn encode(
+        &self,
+        view: &View,
+        mut modseq: u64,
+        version: u16,
+    ) -> Result<(Vec<u8>, u64)> {
         let bodies = self.records(view)?;
         let mut buf = Vec::new();
         for b in &bodies {
@@ -463,8 +475,7 @@ impl<'w> Transaction<'w> {
         let log_seq = head.header.file_seq;
         // fully synced when the tail offset covers everything, including this transaction
         let tail = view.header().log_file_tail_offset as u64;
-        let fully_synced =
-            tail == head.sync_offset && self.flags & rec_type::EXTERNAL != 0;
+        let fully_synced = tail == head.sync_offset && self.flags & rec_type::EXTERNAL != 0;
         let mut rotated = false;
         if w.auto_rotate && fully_synced && want_rotate(end, &head.header) {
             let after = w.view_locked(&locked.lock)?;
@@ -623,7 +634,8 @@ impl IndexWriter {
             let _ = file.set_permissions(std::fs::Permissions::from_mode(mode));
             file.write_all(&hdr.encode())
                 .map_err(|e| Error::io("write", &lock_path, e))?;
-            file.sync_all().map_err(|e| Error::io("fsync", &lock_path, e))?;
+            file.sync_all()
+                .map_err(|e| Error::io("fsync", &lock_path, e))?;
             if link_old.is_some() {
                 let log2 = self.paths.log2();
                 let _ = std::fs::remove_file(&log2);
@@ -663,17 +675,17 @@ impl IndexWriter {
             let same = std::fs::metadata(self.paths.log())
                 .map(|m| {
                     let f = lock.file.metadata().ok();
-                    f.map(|f| f.ino() == m.ino() && f.dev() == m.dev()).unwrap_or(false)
+                    f.map(|f| f.ino() == m.ino() && f.dev() == m.dev())
+                        .unwrap_or(false)
                 })
                 .unwrap_or(false);
             if !same {
                 continue;
             }
             let view = self.view_locked(&lock)?;
-            let head = view.logs().last().ok_or_else(|| Error::Invalid(format!(
-                "{}: log not usable",
-                self.paths.log().display()
-            )))?;
+            let head = view.logs().last().ok_or_else(|| {
+                Error::Invalid(format!("{}: log not usable", self.paths.log().display()))
+            })?;
             if let LogStop::Corrupt { offset, reason } = &head.stop {
                 return Err(Error::corrupt(&self.paths.log(), *offset, reason.clone()));
             }
@@ -808,7 +820,8 @@ impl IndexWriter {
                 .mode(mode)
                 .open(&tmp)
                 .map_err(|e| Error::io("open", &tmp, e))?;
-            f.write_all(&data).map_err(|e| Error::io("write", &tmp, e))?;
+            f.write_all(&data)
+                .map_err(|e| Error::io("write", &tmp, e))?;
             f.sync_data().map_err(|e| Error::io("fdatasync", &tmp, e))?;
             std::fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &tmp, e))?;
             sync_dir(&self.paths.dir)

@@ -7,7 +7,8 @@ use mailsync_index::format::log::{LogFile, LogStop};
 use mailsync_index::{Error, IndexPaths, Sources, View};
 
 fn inbox_log() -> Vec<u8> {
-    std::fs::read(common::testdata_dir().join("sdbox/mailboxes/INBOX/dbox-Mails/dovecot.index.log")).unwrap()
+    std::fs::read(common::testdata_dir().join("sdbox/mailboxes/INBOX/dbox-Mails/dovecot.index.log"))
+        .unwrap()
 }
 
 fn paths() -> IndexPaths {
@@ -15,10 +16,16 @@ fn paths() -> IndexPaths {
 }
 
 fn snapshot() -> Vec<u8> {
-    View::build(&paths(), Sources { log: Some(inbox_log()), ..Default::default() })
-        .unwrap()
-        .index_file()
-        .encode()
+    View::build(
+        &paths(),
+        Sources {
+            log: Some(inbox_log()),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+    .index_file()
+    .encode()
 }
 
 #[test]
@@ -32,11 +39,22 @@ fn truncated_index_is_a_typed_error_and_the_view_rebuilds_from_the_log() {
         }
         other => panic!("{other:?}"),
     }
-    let full = View::build(&paths(), Sources { log: Some(inbox_log()), ..Default::default() }).unwrap();
+    let full = View::build(
+        &paths(),
+        Sources {
+            log: Some(inbox_log()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     // the log starts a history (prev_file_seq 0): Dovecot rebuilds from it
     let v = View::build(
         &paths(),
-        Sources { index: Some(cut.to_vec()), log: Some(inbox_log()), log2: None },
+        Sources {
+            index: Some(cut.to_vec()),
+            log: Some(inbox_log()),
+            log2: None,
+        },
     )
     .unwrap();
     assert!(v.recoveries()[0].contains("messages_count too large"));
@@ -58,14 +76,24 @@ fn truncated_log_mid_record_is_an_unfinished_tail() {
         .rev()
         .find(|r| matches!(r.body, mailsync_index::format::log::RecordBody::Boundary(_)))
         .unwrap();
-    assert!(boundary.end() + 0 <= last.end());
-    assert_eq!(l.stop, LogStop::BoundaryPastEof { offset: boundary.offset });
+    assert!(boundary.end() <= last.end());
+    assert_eq!(
+        l.stop,
+        LogStop::BoundaryPastEof {
+            offset: boundary.offset
+        }
+    );
     assert_eq!(l.sync_offset, boundary.offset);
     assert!(l.records.iter().all(|r| r.end() <= boundary.offset));
     // without a boundary, only the torn record goes
     let cut = &log[..full.records[2].offset as usize + 10];
     let l = LogFile::decode(cut, std::path::Path::new("l")).unwrap();
-    assert_eq!(l.stop, LogStop::Unfinished { offset: full.records[2].offset });
+    assert_eq!(
+        l.stop,
+        LogStop::Unfinished {
+            offset: full.records[2].offset
+        }
+    );
     assert_eq!(l.records.len(), 2);
 }
 
@@ -82,7 +110,9 @@ fn wrong_record_size_encoding_stops_reading() {
     let mut log = inbox_log();
     log[r.offset as usize..r.offset as usize + 4].copy_from_slice(&[0x80, 0x80, 0x80, 0x81]);
     let l = LogFile::decode(&log, std::path::Path::new("/x/dovecot.index.log")).unwrap();
-    assert!(matches!(&l.stop, LogStop::Corrupt { offset, reason } if *offset == r.offset && reason.contains("too small")));
+    assert!(
+        matches!(&l.stop, LogStop::Corrupt { offset, reason } if *offset == r.offset && reason.contains("too small"))
+    );
     match l.check(std::path::Path::new("/x/dovecot.index.log")) {
         Err(Error::Corrupt { path, offset, .. }) => {
             assert_eq!(offset, r.offset);
@@ -120,19 +150,50 @@ fn unsorted_uid_ranges_in_the_log_are_corruption_and_replay_stops_there() {
     let body: Vec<u8> = [5u32, 5, 0x08, 3, 3, 0x08]
         .iter()
         .enumerate()
-        .flat_map(|(i, v)| if i % 3 == 2 { vec![*v as u8, 0, 0, 0] } else { v.to_le_bytes().to_vec() })
+        .flat_map(|(i, v)| {
+            if i % 3 == 2 {
+                vec![*v as u8, 0, 0, 0]
+            } else {
+                v.to_le_bytes().to_vec()
+            }
+        })
         .collect();
     log.extend(mailsync_index::format::log::encode_raw_record(0x4, &body).unwrap());
-    let v = View::build(&paths(), Sources { log: Some(log), ..Default::default() }).unwrap();
-    assert!(v.recoveries().iter().any(|r| r.contains("Non-sorted UID ranges")), "{:?}", v.recoveries());
+    let v = View::build(
+        &paths(),
+        Sources {
+            log: Some(log),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(
+        v.recoveries()
+            .iter()
+            .any(|r| r.contains("Non-sorted UID ranges")),
+        "{:?}",
+        v.recoveries()
+    );
 }
 
 #[test]
 fn indexid_mismatch_the_index_wins_and_the_writer_refuses() {
     let mut idx = snapshot();
     idx[hdr_off::INDEXID..hdr_off::INDEXID + 4].copy_from_slice(&7u32.to_le_bytes());
-    let v = View::build(&paths(), Sources { index: Some(idx.clone()), log: Some(inbox_log()), log2: None }).unwrap();
-    assert!(v.recoveries()[0].contains("indexid changed"), "{:?}", v.recoveries());
+    let v = View::build(
+        &paths(),
+        Sources {
+            index: Some(idx.clone()),
+            log: Some(inbox_log()),
+            log2: None,
+        },
+    )
+    .unwrap();
+    assert!(
+        v.recoveries()[0].contains("indexid changed"),
+        "{:?}",
+        v.recoveries()
+    );
     assert_eq!(v.indexid(), 7);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("dovecot.index"), &idx).unwrap();
@@ -140,7 +201,10 @@ fn indexid_mismatch_the_index_wins_and_the_writer_refuses() {
     let w = mailsync_index::IndexWriter::open(dir.path(), "dovecot.index");
     let mut t = w.begin();
     t.flags(1, 1, 8, 0);
-    assert!(matches!(t.commit(), Err(Error::IndexIdMismatch { index_id: 7, .. })));
+    assert!(matches!(
+        t.commit(),
+        Err(Error::IndexIdMismatch { index_id: 7, .. })
+    ));
 }
 
 #[test]
@@ -178,13 +242,35 @@ fn bogus_extension_sizes_are_typed_errors() {
 #[test]
 fn boundary_past_eof_is_not_yet_written() {
     let mut log = inbox_log();
-    let full = View::build(&paths(), Sources { log: Some(log.clone()), ..Default::default() }).unwrap();
+    let full = View::build(
+        &paths(),
+        Sources {
+            log: Some(log.clone()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     // a transaction announcing 100 bytes with only its first 28 written
-    let b = mailsync_index::format::log::encode_raw_record(0x0008_0000 | 0x1000_0000, &100u32.to_le_bytes()).unwrap();
-    let a = mailsync_index::format::log::encode_raw_record(0x2, &[99, 0, 0, 0, 8, 0, 0, 0, 100, 0, 0, 0, 0, 0, 0, 0]).unwrap();
+    let b = mailsync_index::format::log::encode_raw_record(
+        0x0008_0000 | 0x1000_0000,
+        &100u32.to_le_bytes(),
+    )
+    .unwrap();
+    let a = mailsync_index::format::log::encode_raw_record(
+        0x2,
+        &[99, 0, 0, 0, 8, 0, 0, 0, 100, 0, 0, 0, 0, 0, 0, 0],
+    )
+    .unwrap();
     log.extend(b);
     log.extend(a);
-    let v = View::build(&paths(), Sources { log: Some(log), ..Default::default() }).unwrap();
+    let v = View::build(
+        &paths(),
+        Sources {
+            log: Some(log),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert_eq!(v.messages_count(), full.messages_count());
     assert!(v.message(99).is_none());
     assert!(matches!(v.logs()[0].stop, LogStop::BoundaryPastEof { .. }));

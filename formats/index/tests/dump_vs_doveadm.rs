@@ -17,6 +17,11 @@ fn log_dumps_equal_doveadm_dump() {
         // autodetection agrees too
         let want = ok("doveadm dump", doveadm_dump(&path, None));
         let got = dump_with_tz(&path, None, &utc).unwrap();
-        assert_eq!(got.lines().next(), want.lines().next(), "{}", path.display());
+        assert_eq!(
+            got.lines().next(),
+            want.lines().next(),
+            "{}",
+            path.display()
+        );
     }
 }

@@ -8,7 +8,11 @@ use mailsync_index::format::log::{encode_raw_record, LogFile, LogStop, RecordBod
 #[test]
 fn every_dovecot_log_decodes_fully_and_reencodes_byte_for_byte() {
     let files = common::testdata_logs();
-    assert!(files.len() >= 15, "expected the generated logs, found {}", files.len());
+    assert!(
+        files.len() >= 15,
+        "expected the generated logs, found {}",
+        files.len()
+    );
     for path in files {
         let data = std::fs::read(&path).unwrap();
         let log = LogFile::decode(&data, &path).unwrap_or_else(|e| panic!("{e}"));
@@ -19,7 +23,11 @@ fn every_dovecot_log_decodes_fully_and_reencodes_byte_for_byte() {
         assert_eq!(&log.header.encode()[..], &data[..40], "{}", path.display());
         for rec in &log.records {
             let payload = &data[rec.offset as usize + 8..rec.end() as usize];
-            assert!(!matches!(rec.body, RecordBody::Unknown(_)), "{}", path.display());
+            assert!(
+                !matches!(rec.body, RecordBody::Unknown(_)),
+                "{}",
+                path.display()
+            );
             let typed = rec.body.encode();
             assert_eq!(typed, payload, "{} at {}", path.display(), rec.offset);
             let whole = encode_raw_record(rec.type_raw, &typed).unwrap();

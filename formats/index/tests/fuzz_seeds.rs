@@ -70,7 +70,9 @@ fn fuzz_index_never_panics_on_snapshots_and_mutations() {
     assert!(seeds.len() >= 15);
     for s in &seeds {
         // a snapshot of a view is a valid index
-        assert!(mailsync_index::format::index::IndexFile::decode(s, std::path::Path::new("x")).is_ok());
+        assert!(
+            mailsync_index::format::index::IndexFile::decode(s, std::path::Path::new("x")).is_ok()
+        );
         for m in mutations(s) {
             fuzz_index(&m);
         }

@@ -22,7 +22,10 @@ fn inbox(env: &Env) -> PathBuf {
 fn fetch(env: &Env) -> BTreeMap<u32, (Vec<String>, u64)> {
     let text = ok(
         "fetch",
-        env.doveadm(LOC, &["fetch", "uid flags modseq", "mailbox", "INBOX", "all"]),
+        env.doveadm(
+            LOC,
+            &["fetch", "uid flags modseq", "mailbox", "INBOX", "all"],
+        ),
     );
     let mut out = BTreeMap::new();
     for block in text.split('\x0c') {
@@ -31,7 +34,11 @@ fn fetch(env: &Env) -> BTreeMap<u32, (Vec<String>, u64)> {
             if let Some(v) = l.strip_prefix("uid: ") {
                 uid = v.parse().unwrap();
             } else if let Some(v) = l.strip_prefix("flags: ") {
-                flags = v.split(' ').filter(|f| !f.is_empty() && *f != "\\Recent").map(String::from).collect();
+                flags = v
+                    .split(' ')
+                    .filter(|f| !f.is_empty() && *f != "\\Recent")
+                    .map(String::from)
+                    .collect();
             } else if let Some(v) = l.strip_prefix("modseq: ") {
                 modseq = v.parse().unwrap();
             }
@@ -46,7 +53,15 @@ fn fetch(env: &Env) -> BTreeMap<u32, (Vec<String>, u64)> {
 fn status(env: &Env) -> BTreeMap<String, u64> {
     let text = ok(
         "status",
-        env.doveadm(LOC, &["mailbox", "status", "messages uidnext uidvalidity highestmodseq", "INBOX"]),
+        env.doveadm(
+            LOC,
+            &[
+                "mailbox",
+                "status",
+                "messages uidnext uidvalidity highestmodseq",
+                "INBOX",
+            ],
+        ),
     );
     text.trim()
         .split(' ')
@@ -66,7 +81,11 @@ fn view_flags(view: &View) -> BTreeMap<u32, (Vec<String>, u64)> {
                 .filter(|(fl, _)| m.system_flags().contains(*fl) && !fl.is_empty())
                 .map(|(_, n)| n.to_string())
                 .collect();
-            f.extend(m.keywords().iter().map(|k| String::from_utf8_lossy(k).into_owned()));
+            f.extend(
+                m.keywords()
+                    .iter()
+                    .map(|k| String::from_utf8_lossy(k).into_owned()),
+            );
             (m.uid(), (f, m.modseq()))
         })
         .collect()
@@ -74,7 +93,11 @@ fn view_flags(view: &View) -> BTreeMap<u32, (Vec<String>, u64)> {
 
 fn assert_view_equals_dovecot(env: &Env, what: &str) {
     let view = View::open(&inbox(env), "dovecot.index").unwrap();
-    assert!(view.recoveries().is_empty(), "{what}: {:?}", view.recoveries());
+    assert!(
+        view.recoveries().is_empty(),
+        "{what}: {:?}",
+        view.recoveries()
+    );
     assert_eq!(view_flags(&view), fetch(env), "{what}");
     let st = status(env);
     assert_eq!(view.messages_count() as u64, st["messages"], "{what}");
@@ -95,13 +118,33 @@ fn assert_clean_log(env: &Env) {
 fn dovecot_and_mailsync_append_to_the_same_sdbox_log_in_turn() {
     let env = Env::new();
     for i in 1..=4 {
-        env.save(LOC, "INBOX", &format!("Subject: m{i}\nMessage-ID: <{i}@x>\n\nbody {i}\n"));
+        env.save(
+            LOC,
+            "INBOX",
+            &format!("Subject: m{i}\nMessage-ID: <{i}@x>\n\nbody {i}\n"),
+        );
     }
-    ok("flags", env.doveadm(LOC, &["flags", "add", "\\Seen $Label1", "mailbox", "INBOX", "uid", "2"]));
+    ok(
+        "flags",
+        env.doveadm(
+            LOC,
+            &[
+                "flags",
+                "add",
+                "\\Seen $Label1",
+                "mailbox",
+                "INBOX",
+                "uid",
+                "2",
+            ],
+        ),
+    );
     // fetch modseq enables the modseq extension
     let before = fetch(&env);
     assert_view_equals_dovecot(&env, "after doveadm");
-    let highest_before = View::open(&inbox(&env), "dovecot.index").unwrap().highest_modseq();
+    let highest_before = View::open(&inbox(&env), "dovecot.index")
+        .unwrap()
+        .highest_modseq();
 
     // our turn: client-style (non-EXTERNAL) changes, as an IMAP STORE would write them
     let w = IndexWriter::open(&inbox(&env), "dovecot.index");
@@ -130,17 +173,34 @@ fn dovecot_and_mailsync_append_to_the_same_sdbox_log_in_turn() {
     assert_view_equals_dovecot(&env, "after mailsync");
 
     // Dovecot again, then we see it
-    ok("flags", env.doveadm(LOC, &["flags", "add", "\\Draft", "mailbox", "INBOX", "uid", "4"]));
+    ok(
+        "flags",
+        env.doveadm(
+            LOC,
+            &["flags", "add", "\\Draft", "mailbox", "INBOX", "uid", "4"],
+        ),
+    );
     env.save(LOC, "INBOX", "Subject: m5\n\nbody 5\n");
-    ok("expunge", env.doveadm(LOC, &["expunge", "mailbox", "INBOX", "uid", "1"]));
+    ok(
+        "expunge",
+        env.doveadm(LOC, &["expunge", "mailbox", "INBOX", "uid", "1"]),
+    );
     assert_view_equals_dovecot(&env, "after doveadm again");
     let view = View::open(&inbox(&env), "dovecot.index").unwrap();
     assert!(view.message(1).is_none());
-    assert!(view.message(4).unwrap().system_flags().contains(mailstore::Flags::DRAFT));
+    assert!(view
+        .message(4)
+        .unwrap()
+        .system_flags()
+        .contains(mailstore::Flags::DRAFT));
 
     // changes since our first commit: 2 (c2), 4, 5 changed; 1 expunged
     match view.changes_since(mailstore::ModSeq(c1.highest_modseq)) {
-        mailstore::Changes::Known { changed, expunged, highest_modseq } => {
+        mailstore::Changes::Known {
+            changed,
+            expunged,
+            highest_modseq,
+        } => {
             let changed: Vec<u32> = changed.iter().map(|u| u.0).collect();
             assert_eq!(changed, vec![2, 4, 5]);
             assert_eq!(expunged.len(), 1);
@@ -150,12 +210,20 @@ fn dovecot_and_mailsync_append_to_the_same_sdbox_log_in_turn() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(view.changes_since(mailstore::ModSeq(0)), mailstore::Changes::Unknown);
+    assert_eq!(
+        view.changes_since(mailstore::ModSeq(0)),
+        mailstore::Changes::Unknown
+    );
 
     // our log records are fine for doveadm dump, and our dump equals it
     let log = inbox(&env).join("dovecot.index.log");
     let want = ok("doveadm dump", doveadm_dump(&log, Some("log")));
-    let got = mailsync_index::dump::dump_with_tz(&log, Some(mailsync_index::dump::DumpKind::Log), &jiff::tz::TimeZone::UTC).unwrap();
+    let got = mailsync_index::dump::dump_with_tz(
+        &log,
+        Some(mailsync_index::dump::DumpKind::Log),
+        &jiff::tz::TimeZone::UTC,
+    )
+    .unwrap();
     assert_eq!(got, want);
     assert_clean_log(&env);
 }
@@ -166,7 +234,21 @@ fn index_dump_shows_the_records_doveadm_dump_shows() {
     for i in 1..=3 {
         env.save(LOC, "INBOX", &format!("Subject: m{i}\n\nbody {i}\n"));
     }
-    ok("flags", env.doveadm(LOC, &["flags", "add", "\\Seen $Label1", "mailbox", "INBOX", "uid", "2"]));
+    ok(
+        "flags",
+        env.doveadm(
+            LOC,
+            &[
+                "flags",
+                "add",
+                "\\Seen $Label1",
+                "mailbox",
+                "INBOX",
+                "uid",
+                "2",
+            ],
+        ),
+    );
     fetch(&env);
     let dir = inbox(&env);
     let want = ok("doveadm dump", doveadm_dump(&dir, None));
@@ -203,13 +285,24 @@ fn our_fcntl_lock_excludes_dovecot_writers() {
         &["flags", "add", "\\Flagged", "mailbox", "INBOX", "uid", "1"],
     );
     std::thread::sleep(Duration::from_secs(3));
-    assert!(child.try_wait().unwrap().is_none(), "doveadm must wait for our lock");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "doveadm must wait for our lock"
+    );
     assert_eq!(std::fs::metadata(&log).unwrap().len(), size_before);
     drop(lock);
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let view = View::open(&dir, "dovecot.index").unwrap();
-    assert!(view.message(1).unwrap().system_flags().contains(mailstore::Flags::FLAGGED));
+    assert!(view
+        .message(1)
+        .unwrap()
+        .system_flags()
+        .contains(mailstore::Flags::FLAGGED));
 }
 
 #[test]
@@ -246,11 +339,19 @@ fn our_new_index_rotation_and_snapshot_are_read_by_dovecot() {
     // Dovecot opens our files: doveadm dump index shows the same header and records
     let want = ok("doveadm dump", doveadm_dump(&dir, None));
     let got = mailsync_index::dump::dump_with_tz(&dir, None, &jiff::tz::TimeZone::UTC).unwrap();
-    assert_eq!(got.split("\n-- RECORDS").next().unwrap().trim_end(), want.split("\n-- CACHE").next().unwrap().trim_end());
+    assert_eq!(
+        got.split("\n-- RECORDS").next().unwrap().trim_end(),
+        want.split("\n-- CACHE").next().unwrap().trim_end()
+    );
     for log in ["dovecot.index.log", "dovecot.index.log.2"] {
         let p = dir.join(log);
         let want = ok("doveadm dump", doveadm_dump(&p, Some("log")));
-        let got = mailsync_index::dump::dump_with_tz(&p, Some(mailsync_index::dump::DumpKind::Log), &jiff::tz::TimeZone::UTC).unwrap();
+        let got = mailsync_index::dump::dump_with_tz(
+            &p,
+            Some(mailsync_index::dump::DumpKind::Log),
+            &jiff::tz::TimeZone::UTC,
+        )
+        .unwrap();
         assert_eq!(got, want);
     }
 }

@@ -53,7 +53,10 @@ fn expected_status(fmt: &str) -> BTreeMap<String, (u32, u32, u32)> {
             let (k, v) = kv.split_once('=').unwrap();
             vals.insert(k.to_string(), v.parse::<u32>().unwrap());
         }
-        out.insert(name, (vals["messages"], vals["uidnext"], vals["uidvalidity"]));
+        out.insert(
+            name,
+            (vals["messages"], vals["uidnext"], vals["uidvalidity"]),
+        );
     }
     out
 }
@@ -79,7 +82,11 @@ fn flags_of(m: &mailsync_index::Message) -> Vec<String> {
         .filter(|(f, _)| m.system_flags().contains(*f) && !f.is_empty())
         .map(|(_, n)| n.to_string())
         .collect();
-    out.extend(m.keywords().iter().map(|k| String::from_utf8_lossy(k).into_owned()));
+    out.extend(
+        m.keywords()
+            .iter()
+            .map(|k| String::from_utf8_lossy(k).into_owned()),
+    );
     out
 }
 
@@ -134,7 +141,11 @@ fn maildir_and_mbox_views_hold_what_dovecot_synced() {
 
 #[test]
 fn map_and_list_indexes_replay() {
-    let map = View::open(&common::testdata_dir().join("mdbox/storage"), "dovecot.map.index").unwrap();
+    let map = View::open(
+        &common::testdata_dir().join("mdbox/storage"),
+        "dovecot.map.index",
+    )
+    .unwrap();
     assert!(map.recoveries().is_empty(), "{:?}", map.recoveries());
     assert!(map.extension("map").is_some() && map.extension("ref").is_some());
     // every mdbox mailbox message's map_uid exists in the map index
@@ -142,10 +153,15 @@ fn map_and_list_indexes_replay() {
         let view = View::open(&index_dir("mdbox", mailbox), "dovecot.index").unwrap();
         for m in view.messages() {
             let rec = mailsync_index::format::ext::MdboxRecord::decode(m.ext("mdbox").unwrap());
-            let mm = map.message(rec.map_uid).unwrap_or_else(|| panic!("map_uid {}", rec.map_uid));
+            let mm = map
+                .message(rec.map_uid)
+                .unwrap_or_else(|| panic!("map_uid {}", rec.map_uid));
             let r = mailsync_index::format::ext::MapRecord::decode(mm.ext("map").unwrap());
             assert!(r.size > 0 && r.file_id > 0);
-            assert_eq!(mailsync_index::format::ext::ref_count(mm.ext("ref").unwrap()), 1);
+            assert_eq!(
+                mailsync_index::format::ext::ref_count(mm.ext("ref").unwrap()),
+                1
+            );
         }
     }
     for fmt in ["maildir", "sdbox", "mdbox", "mbox"] {
@@ -155,8 +171,16 @@ fn map_and_list_indexes_replay() {
             common::testdata_dir().join(fmt)
         };
         let list = View::open(&dir, "dovecot.list.index").unwrap();
-        assert!(list.recoveries().is_empty(), "{fmt}: {:?}", list.recoveries());
+        assert!(
+            list.recoveries().is_empty(),
+            "{fmt}: {:?}",
+            list.recoveries()
+        );
         assert!(list.extension("list").is_some(), "{fmt}");
-        assert!(list.messages_count() >= 4, "{fmt}: {}", list.messages_count());
+        assert!(
+            list.messages_count() >= 4,
+            "{fmt}: {}",
+            list.messages_count()
+        );
     }
 }

@@ -52,7 +52,7 @@ pub fn put_bytes(buf: &mut Vec<u8>, off: usize, data: &[u8]) {
 
 /// Appends zero bytes until `buf.len()` is a multiple of `align`.
 pub fn pad_to(buf: &mut Vec<u8>, align: usize) {
-    while buf.len() % align != 0 {
+    while !buf.len().is_multiple_of(align) {
         buf.push(0);
     }
 }
@@ -75,7 +75,9 @@ pub fn offset_to_u32(raw: [u8; 4]) -> u32 {
     if v & 0x8080_8080 != 0x8080_8080 {
         return 0;
     }
-    ((v & 0x0000_007f) | ((v & 0x0000_7f00) >> 8 << 7) | ((v & 0x007f_0000) >> 16 << 14)
+    ((v & 0x0000_007f)
+        | ((v & 0x0000_7f00) >> 8 << 7)
+        | ((v & 0x007f_0000) >> 16 << 14)
         | ((v & 0x7f00_0000) >> 24 << 21))
         << 2
 }
@@ -83,7 +85,7 @@ pub fn offset_to_u32(raw: [u8; 4]) -> u32 {
 /// Encodes a log record size (mail_index_uint32_to_offset). `size` must be a multiple of 4
 /// and below 2^30; returns `None` otherwise.
 pub fn u32_to_offset(size: u32) -> Option<[u8; 4]> {
-    if size >= 0x4000_0000 || size % 4 != 0 {
+    if size >= 0x4000_0000 || !size.is_multiple_of(4) {
         return None;
     }
     let v = size >> 2;

@@ -108,7 +108,7 @@ impl KeywordsHeader {
     /// plus one spare byte when not a multiple of 4.
     pub fn record_size_for(count: usize) -> u16 {
         let mut size = count.div_ceil(8) as u16;
-        if size % 4 != 0 {
+        if !size.is_multiple_of(4) {
             size += 1;
         }
         size

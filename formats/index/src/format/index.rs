@@ -202,16 +202,28 @@ impl IndexHeader {
             (hdr_off::UID_VALIDITY, self.uid_validity),
             (hdr_off::NEXT_UID, self.next_uid),
             (hdr_off::MESSAGES_COUNT, self.messages_count),
-            (hdr_off::UNUSED_OLD_RECENT_MESSAGES_COUNT, self.unused_old_recent_messages_count),
+            (
+                hdr_off::UNUSED_OLD_RECENT_MESSAGES_COUNT,
+                self.unused_old_recent_messages_count,
+            ),
             (hdr_off::SEEN_MESSAGES_COUNT, self.seen_messages_count),
             (hdr_off::DELETED_MESSAGES_COUNT, self.deleted_messages_count),
             (hdr_off::FIRST_RECENT_UID, self.first_recent_uid),
-            (hdr_off::FIRST_UNSEEN_UID_LOWWATER, self.first_unseen_uid_lowwater),
-            (hdr_off::FIRST_DELETED_UID_LOWWATER, self.first_deleted_uid_lowwater),
+            (
+                hdr_off::FIRST_UNSEEN_UID_LOWWATER,
+                self.first_unseen_uid_lowwater,
+            ),
+            (
+                hdr_off::FIRST_DELETED_UID_LOWWATER,
+                self.first_deleted_uid_lowwater,
+            ),
             (hdr_off::LOG_FILE_SEQ, self.log_file_seq),
             (hdr_off::LOG_FILE_TAIL_OFFSET, self.log_file_tail_offset),
             (hdr_off::LOG_FILE_HEAD_OFFSET, self.log_file_head_offset),
-            (hdr_off::UNUSED_OLD_SYNC_SIZE_PART1, self.unused_old_sync_size_part1),
+            (
+                hdr_off::UNUSED_OLD_SYNC_SIZE_PART1,
+                self.unused_old_sync_size_part1,
+            ),
             (hdr_off::LOG2_ROTATE_TIME, self.log2_rotate_time),
             (hdr_off::LAST_TEMP_FILE_SCAN, self.last_temp_file_scan),
             (hdr_off::DAY_STAMP, self.day_stamp),
@@ -287,10 +299,10 @@ pub fn ext_hdr_check(
                     record_offset, record_size, index_record_size
                 ));
             }
-            if record_offset % record_align != 0 {
+            if !record_offset.is_multiple_of(record_align) {
                 return Err(format!("Record field alignment {record_align} not used"));
             }
-            if index_record_size % record_align as u32 != 0 {
+            if !index_record_size.is_multiple_of(record_align as u32) {
                 return Err(format!(
                     "Record size not aligned by {record_align} as required by extension"
                 ));
@@ -350,12 +362,10 @@ impl IndexFile {
 
     /// Number of records held.
     pub fn records_count(&self) -> usize {
-        let rs = self.record_size();
-        if rs == 0 {
-            0
-        } else {
-            self.records.len() / rs
-        }
+        self.records
+            .len()
+            .checked_div(self.record_size())
+            .unwrap_or(0)
     }
 
     /// The raw record at 0-based position `idx`.
@@ -412,7 +422,11 @@ impl IndexFile {
         let mut out = self.base.clone();
         let header_size = self.computed_header_size() as u32;
         put_u32(&mut out, hdr_off::HEADER_SIZE, header_size);
-        put_u32(&mut out, hdr_off::MESSAGES_COUNT, self.records_count() as u32);
+        put_u32(
+            &mut out,
+            hdr_off::MESSAGES_COUNT,
+            self.records_count() as u32,
+        );
         put_u16(&mut out, hdr_off::BASE_HEADER_SIZE, self.base.len() as u16);
         if !self.extensions.is_empty() {
             pad_to(&mut out, 8);
@@ -446,7 +460,10 @@ impl IndexFile {
             return bad(0, "File too small (0)".into());
         }
         if data[0] != MAJOR_VERSION {
-            return bad(0, format!("Major version changed ({} != {})", data[0], MAJOR_VERSION));
+            return bad(
+                0,
+                format!("Major version changed ({} != {})", data[0], MAJOR_VERSION),
+            );
         }
         if data.len() < BASE_HEADER_SIZE {
             return bad(0, format!("File too small ({})", data.len()));
@@ -482,7 +499,10 @@ impl IndexFile {
         if (hdr.record_size as usize) < RECORD_BASE_SIZE {
             return bad(
                 hdr_off::RECORD_SIZE,
-                format!("record_size too small ({} < {})", hdr.record_size, RECORD_BASE_SIZE),
+                format!(
+                    "record_size too small ({} < {})",
+                    hdr.record_size, RECORD_BASE_SIZE
+                ),
             );
         }
         let header_size = hdr.header_size as usize;
@@ -590,7 +610,10 @@ impl IndexFile {
         if h.first_recent_uid > h.next_uid {
             return Err((
                 hdr_off::FIRST_RECENT_UID,
-                format!("first_recent_uid {} > next_uid {}", h.first_recent_uid, h.next_uid),
+                format!(
+                    "first_recent_uid {} > next_uid {}",
+                    h.first_recent_uid, h.next_uid
+                ),
             ));
         }
         if h.first_unseen_uid_lowwater > h.next_uid {

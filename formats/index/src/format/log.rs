@@ -147,7 +147,10 @@ impl LogHeader {
         if data[0] != MAJOR_VERSION {
             return bad(
                 0,
-                &format!("incompatible major version {} (want {MAJOR_VERSION})", data[0]),
+                &format!(
+                    "incompatible major version {} (want {MAJOR_VERSION})",
+                    data[0]
+                ),
             );
         }
         if data.len() < HEADER_MIN_SIZE {
@@ -325,7 +328,7 @@ pub enum RecordBody {
 /// `record_size` bytes per record. `None` when the payload isn't a whole number of entries.
 pub fn ext_rec_entries(payload: &[u8], record_size: u16) -> Option<Vec<(u32, &[u8])>> {
     let stride = align4(4 + record_size as usize);
-    if payload.len() % stride != 0 {
+    if !payload.len().is_multiple_of(stride) {
         return None;
     }
     Some(
@@ -348,7 +351,7 @@ pub fn encode_ext_rec_entries(entries: &[(u32, Vec<u8>)]) -> Vec<u8> {
 }
 
 fn uid_ranges(data: &[u8], rec: &str) -> std::result::Result<Vec<UidRange>, String> {
-    if data.len() % 8 != 0 {
+    if !data.len().is_multiple_of(8) {
         return Err(format!("Invalid record size ({rec})"));
     }
     if data.is_empty() {
@@ -361,7 +364,10 @@ fn uid_ranges(data: &[u8], rec: &str) -> std::result::Result<Vec<UidRange>, Stri
             uid2: u32_at(c, 4).unwrap_or(0),
         };
         if r.uid1 > r.uid2 || r.uid1 == 0 {
-            return Err(format!("Invalid UID range ({} .. {}, {rec})", r.uid1, r.uid2));
+            return Err(format!(
+                "Invalid UID range ({} .. {}, {rec})",
+                r.uid1, r.uid2
+            ));
         }
         if let Some(prev) = out.last() {
             if r.uid1 <= prev.uid2 {
@@ -373,11 +379,7 @@ fn uid_ranges(data: &[u8], rec: &str) -> std::result::Result<Vec<UidRange>, Stri
     Ok(out)
 }
 
-fn patches(
-    data: &[u8],
-    wide: bool,
-    what: &str,
-) -> std::result::Result<Vec<HeaderPatch>, String> {
+fn patches(data: &[u8], wide: bool, what: &str) -> std::result::Result<Vec<HeaderPatch>, String> {
     let item_hdr = if wide { 8 } else { 4 };
     let mut out = Vec::new();
     let mut i = 0usize;
@@ -386,7 +388,10 @@ fn patches(
             return Err(format!("{what}: invalid record size"));
         }
         let (offset, size) = if wide {
-            (u32_at(data, i).unwrap_or(0), u32_at(data, i + 4).unwrap_or(0) as usize)
+            (
+                u32_at(data, i).unwrap_or(0),
+                u32_at(data, i + 4).unwrap_or(0) as usize,
+            )
         } else {
             (
                 u16_at(data, i).unwrap_or(0) as u32,
@@ -429,7 +434,7 @@ impl RecordBody {
                 RecordBody::Expunge(uid_ranges(data, &name)?)
             }
             x if x == rec_type::EXPUNGE_GUID | rec_type::EXPUNGE_PROT => {
-                if data.len() % 20 != 0 {
+                if !data.len().is_multiple_of(20) {
                     return Err("Invalid expunge guid record size".into());
                 }
                 let mut v = Vec::new();
@@ -445,7 +450,7 @@ impl RecordBody {
                 RecordBody::ExpungeGuid(v)
             }
             rec_type::APPEND => {
-                if data.len() % 8 != 0 {
+                if !data.len().is_multiple_of(8) {
                     return Err("Invalid append record size".into());
                 }
                 RecordBody::Append(
@@ -459,7 +464,7 @@ impl RecordBody {
                 )
             }
             rec_type::FLAG_UPDATE => {
-                if data.len() % 12 != 0 {
+                if !data.len().is_multiple_of(12) {
                     return Err(format!("Invalid record size ({name})"));
                 }
                 let ranges = data
@@ -537,7 +542,7 @@ impl RecordBody {
             }
             rec_type::KEYWORD_RESET => RecordBody::KeywordReset(uid_ranges(data, &name)?),
             rec_type::EXT_ATOMIC_INC => {
-                if data.len() % 8 != 0 {
+                if !data.len().is_multiple_of(8) {
                     return Err(format!("Invalid record size ({name})"));
                 }
                 RecordBody::ExtAtomicInc(
@@ -550,7 +555,7 @@ impl RecordBody {
                 )
             }
             rec_type::MODSEQ_UPDATE => {
-                if data.len() % 12 != 0 {
+                if !data.len().is_multiple_of(12) {
                     return Err(format!("Invalid record size ({name})"));
                 }
                 RecordBody::ModseqUpdate(
@@ -618,7 +623,12 @@ impl RecordBody {
                 for f in v {
                     out.extend_from_slice(&f.uid1.to_le_bytes());
                     out.extend_from_slice(&f.uid2.to_le_bytes());
-                    out.extend_from_slice(&[f.add_flags, f.remove_flags, f.modseq_inc_flag, f.padding]);
+                    out.extend_from_slice(&[
+                        f.add_flags,
+                        f.remove_flags,
+                        f.modseq_inc_flag,
+                        f.padding,
+                    ]);
                 }
             }
             RecordBody::HeaderUpdate(v) | RecordBody::ExtHdrUpdate(v) => {
@@ -802,21 +812,19 @@ pub fn update_modseq(type_raw: u32, body: &RecordBody, cur: &mut u64, version: u
         return;
     }
     match body {
-        RecordBody::Expunge(_) | RecordBody::ExpungeGuid(_) => {
-            if type_raw & rec_type::EXTERNAL != 0 {
+        RecordBody::Expunge(_) | RecordBody::ExpungeGuid(_)
+            if type_raw & rec_type::EXTERNAL != 0 => {
                 *cur += 1;
             }
-        }
         RecordBody::Append(_)
         | RecordBody::KeywordUpdate(_)
         | RecordBody::KeywordReset(_)
         | RecordBody::AttributeUpdate(_) => *cur += 1,
-        RecordBody::FlagUpdate(v) => {
+        RecordBody::FlagUpdate(v)
             // MAIL_TRANSACTION_LOG_VERSION_FEATURE_HIDE_INTERNAL_MODSEQS (1.3)
-            if version < 0x0103 || v.iter().any(|u| !u.is_internal()) {
+            if (version < 0x0103 || v.iter().any(|u| !u.is_internal())) => {
                 *cur += 1;
             }
-        }
         RecordBody::ModseqUpdate(v) => {
             for m in v {
                 if *cur < m.modseq {
@@ -965,7 +973,9 @@ impl LogFile {
     /// log file"); unfinished tails are not errors.
     pub fn check(&self, path: &Path) -> Result<()> {
         match &self.stop {
-            LogStop::Corrupt { offset, reason } => Err(Error::corrupt(path, *offset, reason.clone())),
+            LogStop::Corrupt { offset, reason } => {
+                Err(Error::corrupt(path, *offset, reason.clone()))
+            }
             _ => Ok(()),
         }
     }

@@ -93,7 +93,11 @@ pub fn decode(data: &[u8], path: &Path) -> Result<Vec<MailboxLogRecord>> {
     for (i, c) in data.chunks_exact(RECORD_SIZE).enumerate() {
         let offset = (i * RECORD_SIZE) as u64;
         let kind = MailboxLogType::from_u8(c[rec_off::TYPE]).ok_or_else(|| {
-            Error::corrupt(path, offset, format!("Corrupted mailbox log: type={}", c[0]))
+            Error::corrupt(
+                path,
+                offset,
+                format!("Corrupted mailbox log: type={}", c[0]),
+            )
         })?;
         let mut guid = [0u8; 16];
         guid.copy_from_slice(&c[rec_off::MAILBOX_GUID..rec_off::MAILBOX_GUID + 16]);

@@ -36,7 +36,10 @@ fn ensure_mail_user() -> (u32, u32) {
                 .status();
         }
     });
-    (id_of("-u").expect("mail user"), id_of("-g").expect("mail group"))
+    (
+        id_of("-u").expect("mail user"),
+        id_of("-g").expect("mail group"),
+    )
 }
 
 impl Env {
@@ -45,18 +48,27 @@ impl Env {
             Path::new("/usr/bin/doveadm").exists(),
             "doveadm is missing: these tests need Dovecot 2.3 (apt-get install dovecot-core)"
         );
-        let dir = tempfile::Builder::new().prefix("mailsync-index").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("mailsync-index")
+            .tempdir()
+            .unwrap();
         let root = dir.path().to_path_buf();
-        std::fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
         let home = root.join("home");
         std::fs::create_dir_all(&home).unwrap();
         std::fs::create_dir_all(root.join("run")).unwrap();
         let log = root.join("dovecot.log");
-        let is_root = std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false);
+        let is_root = std::fs::metadata("/proc/self")
+            .map(|m| m.uid() == 0)
+            .unwrap_or(false);
         let (run_as, user) = if is_root {
             (Some(ensure_mail_user()), MAIL_USER.to_string())
         } else {
-            (None, std::env::var("USER").unwrap_or_else(|_| "nobody".into()))
+            (
+                None,
+                std::env::var("USER").unwrap_or_else(|_| "nobody".into()),
+            )
         };
         let conf = root.join("dovecot.conf");
         std::fs::write(
@@ -69,7 +81,14 @@ impl Env {
             ),
         )
         .unwrap();
-        let env = Env { _dir: dir, root, home, conf, log, run_as };
+        let env = Env {
+            _dir: dir,
+            root,
+            home,
+            conf,
+            log,
+            run_as,
+        };
         env.chown(&env.root);
         env
     }
@@ -104,7 +123,10 @@ impl Env {
 
     pub fn doveadm_stdin(&self, loc: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
         let mut c = self.cmd();
-        c.arg("-c").arg(&self.conf).arg("-o").arg(format!("mail_location={loc}"));
+        c.arg("-c")
+            .arg(&self.conf)
+            .arg("-o")
+            .arg(format!("mail_location={loc}"));
         c.args(args);
         run(c, stdin)
     }
@@ -117,12 +139,18 @@ impl Env {
             c.arg("-o").arg(o);
         }
         c.arg("-o").arg(format!("mail_location={loc}"));
-        c.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         c.spawn().unwrap()
     }
 
     pub fn save(&self, loc: &str, mailbox: &str, body: &str) {
-        ok("save", self.doveadm_stdin(loc, &["save", "-m", mailbox], Some(body.as_bytes())));
+        ok(
+            "save",
+            self.doveadm_stdin(loc, &["save", "-m", mailbox], Some(body.as_bytes())),
+        );
     }
 
     /// Dovecot's own log: must stay free of errors.
@@ -134,7 +162,9 @@ impl Env {
 /// `doveadm dump [-t TYPE] PATH` (needs no config).
 pub fn doveadm_dump(path: &Path, kind: Option<&str>) -> Output {
     let mut c = Command::new("/usr/bin/doveadm");
-    c.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin").env("TZ", "UTC");
+    c.env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("TZ", "UTC");
     c.arg("dump");
     if let Some(k) = kind {
         c.arg("-t").arg(k);
@@ -145,9 +175,13 @@ pub fn doveadm_dump(path: &Path, kind: Option<&str>) -> Output {
 
 fn run(mut cmd: Command, stdin: Option<&[u8]>) -> Output {
     use std::io::Write;
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     if let Some(d) = stdin {
         let _ = child.stdin.take().unwrap().write_all(d);

@@ -11,7 +11,9 @@ pub fn testdata_dir() -> PathBuf {
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     let mut entries: Vec<_> = rd.map(|e| e.unwrap().path()).collect();
     entries.sort();
     for p in entries {
