@@ -1,4 +1,35 @@
-//! Dovecot 2.3-compatible mail index and transaction log, independent of mail formats.
+//! Dovecot 2.3-compatible mail index (`dovecot.index`), transaction log
+//! (`dovecot.index.log`, `.log.2`) and mailbox log, knowing nothing of mail formats. The
+//! same code serves per-mailbox indexes, the mdbox map index (`dovecot.map.index`) and the
+//! mailbox list index (`dovecot.list.index`). Byte tables: FORMAT.md.
+//!
+//! Layers:
+//! - [`format`]: decode/encode of every structure, no state ([`format::index::IndexFile`],
+//!   [`format::log::LogFile`], [`format::log::RecordBody`], [`format::ext`] decoders of
+//!   well-known extensions, [`format::mailbox_log`]).
+//! - [`View`]: the state Dovecot sees — `P` plus the logs replayed as
+//!   mail_index_sync_map does, with modseqs ([`View::open`], [`View::messages`],
+//!   [`Message::modseq`], [`View::highest_modseq`], [`View::changes_since`] →
+//!   `mailstore::Changes`). Recovery rules: [`view`] module docs.
+//! - [`IndexWriter`]/[`Transaction`]: appends under Dovecot's fcntl lock, in Dovecot's record
+//!   order; creates, rotates and snapshots ([`writer`] module docs).
+//! - [`dump`]: `doveadm dump`-style text for index, log and mailbox log files.
+//!
+//! ```no_run
+//! use mailsync_index::{IndexWriter, View};
+//! use mailsync_index::format::index::rec_flag;
+//! let dir = std::path::Path::new("/home/u/sdbox/mailboxes/INBOX/dbox-Mails");
+//! let view = View::open(dir, "dovecot.index")?;
+//! for m in view.messages() {
+//!     println!("{} {:?} {:?} {}", m.uid(), m.system_flags(), m.keywords(), m.modseq());
+//! }
+//! let w = IndexWriter::open(dir, "dovecot.index");
+//! let mut t = w.begin();                       // .external(true) for backend-done changes
+//! t.flags(3, 3, rec_flag::SEEN, 0);
+//! t.keywords(true, b"$Label1", &[3, 4]);
+//! let info = t.commit()?;                      // log_seq, log_offset, highest_modseq
+//! # Ok::<(), mailsync_index::Error>(())
+//! ```
 
 mod changes;
 pub mod dump;
