@@ -22,6 +22,8 @@ use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use mailsupport::dotlock::{DotLock, DotLockOptions};
+
 use crate::error::{Error, Result};
 use crate::format::ext;
 use crate::format::index::{hdr_off, IndexFile};
@@ -40,8 +42,6 @@ pub const ROTATE_MIN_SIZE: u64 = 32 * 1024;
 pub const ROTATE_MAX_SIZE: u64 = 1024 * 1024;
 /// mail_index_log_rotate_min_age.
 pub const ROTATE_MIN_AGE_SECS: u32 = 5 * 60;
-/// MAIL_TRANSACTION_LOG_DOTLOCK_CHANGE_TIMEOUT: a `.newlock` older than this is stale.
-pub const NEWLOCK_STALE_SECS: u64 = 180;
 
 fn now_secs() -> u32 {
     SystemTime::now()
@@ -600,64 +600,43 @@ impl IndexWriter {
     /// (mail_transaction_log_file_create). With `link_old`, the current `P.log` becomes
     /// `P.log.2` first (rotation).
     fn create_log_file(&self, hdr: &LogHeader, link_old: Option<u32>) -> Result<()> {
-        let lock_path = self.paths.log_newlock();
-        let mode = link_old.unwrap_or(0o600);
-        let deadline = std::time::Instant::now() + self.lock_timeout;
-        let mut file = loop {
-            match OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(mode)
-                .open(&lock_path)
-            {
-                Ok(f) => break f,
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let stale = std::fs::metadata(&lock_path)
-                        .ok()
-                        .and_then(|m| m.modified().ok())
-                        .and_then(|t| t.elapsed().ok())
-                        .map(|age| age.as_secs() >= NEWLOCK_STALE_SECS)
-                        .unwrap_or(false);
-                    if stale {
-                        let _ = std::fs::remove_file(&lock_path);
-                        continue;
-                    }
-                    if std::time::Instant::now() >= deadline {
-                        return Err(Error::LockTimeout { path: lock_path });
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                Err(e) => return Err(Error::io("open", &lock_path, e)),
-            }
+        let log = self.paths.log();
+        let opts = DotLockOptions {
+            timeout: self.lock_timeout,
+            mode: link_old.unwrap_or(0o600),
+            ..DotLockOptions::index_log_create()
         };
-        let result = (|| {
-            let _ = file.set_permissions(std::fs::Permissions::from_mode(mode));
-            file.write_all(&hdr.encode())
-                .map_err(|e| Error::io("write", &lock_path, e))?;
-            file.sync_all()
-                .map_err(|e| Error::io("fsync", &lock_path, e))?;
-            if link_old.is_some() {
-                let log2 = self.paths.log2();
-                let _ = std::fs::remove_file(&log2);
-                if let Err(e) = std::fs::hard_link(self.paths.log(), &log2) {
-                    if e.kind() != std::io::ErrorKind::NotFound {
-                        return Err(Error::io("link", &log2, e));
-                    }
+        let mut lock = DotLock::acquire(&log, &opts).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::TimedOut {
+                Error::LockTimeout {
+                    path: self.paths.log_newlock(),
                 }
-            } else if self.paths.log().exists() {
-                return Err(Error::Invalid(format!(
-                    "{}: created by someone else meanwhile",
-                    self.paths.log().display()
-                )));
+            } else {
+                Error::io("dotlock", &self.paths.log_newlock(), e)
             }
-            std::fs::rename(&lock_path, self.paths.log())
-                .map_err(|e| Error::io("rename", &lock_path, e))?;
-            sync_dir(&self.paths.dir)
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&lock_path);
+        })?;
+        let lock_path = lock.lock_path().to_path_buf();
+        lock.file()
+            .write_all(&hdr.encode())
+            .map_err(|e| Error::io("write", &lock_path, e))?;
+        if link_old.is_some() {
+            let log2 = self.paths.log2();
+            let _ = std::fs::remove_file(&log2);
+            if let Err(e) = std::fs::hard_link(&log, &log2) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    return Err(Error::io("link", &log2, e));
+                }
+            }
+        } else if log.exists() {
+            return Err(Error::Invalid(format!(
+                "{}: created by someone else meanwhile",
+                log.display()
+            )));
         }
-        result
+        // fsync the new log, rename it over P.log, fsync the directory; dropping the lock on
+        // an error path above removes the .newlock file.
+        lock.replace()
+            .map_err(|e| Error::io("rename", &lock_path, e))
     }
 
     /// Locks the head log (creating one from `P` when only `P` exists) and builds the view

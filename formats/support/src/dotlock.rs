@@ -71,6 +71,9 @@ pub struct DotLockOptions {
     /// Permission bits of the created lock file (and so of the target after `replace`); the
     /// process umask still applies. Dovecot uses the mailbox list's file_create_mode.
     pub mode: u32,
+    /// Appended to the target's path to name the lock (`dotlock_settings.lock_suffix`):
+    /// `.lock` unless Dovecot uses another one (`.newlock` for creating an index log).
+    pub lock_suffix: &'static str,
 }
 
 impl DotLockOptions {
@@ -86,6 +89,7 @@ impl DotLockOptions {
             use_excl_lock: true,
             write_pid: true,
             mode: 0o600,
+            lock_suffix: ".lock",
         }
     }
 
@@ -99,6 +103,24 @@ impl DotLockOptions {
             use_excl_lock: true,
             write_pid: false,
             mode: 0o600,
+            lock_suffix: ".lock",
+        }
+    }
+
+    /// The lock Dovecot takes to create (or rotate to) a new transaction log
+    /// (mail-transaction-log-file.c mail_transaction_log_file_create with
+    /// mail_transaction_log_get_dotlock_set): `<P.log>.newlock`, timeout
+    /// MAIL_TRANSACTION_LOG_LOCK_TIMEOUT (180 s), stale after
+    /// MAIL_TRANSACTION_LOG_DOTLOCK_CHANGE_TIMEOUT (180 s), O_EXCL (dotlock_use_excl default),
+    /// no pid: the lock file receives the new log and is renamed over `P.log`.
+    pub fn index_log_create() -> DotLockOptions {
+        DotLockOptions {
+            timeout: Duration::from_secs(180),
+            stale_timeout: Duration::from_secs(180),
+            use_excl_lock: true,
+            write_pid: false,
+            mode: 0o600,
+            lock_suffix: ".newlock",
         }
     }
 }
@@ -474,10 +496,11 @@ impl Drop for Waiter<'_> {
 }
 
 impl DotLock {
-    /// Takes the dotlock of `target` (creating `<target>.lock`), waiting up to `opts.timeout`.
+    /// Takes the dotlock of `target` (creating `<target><lock_suffix>`, normally
+    /// `<target>.lock`), waiting up to `opts.timeout`.
     pub fn acquire(target: &Path, opts: &DotLockOptions) -> io::Result<DotLock> {
         let mut lock_name = target.as_os_str().to_owned();
-        lock_name.push(".lock");
+        lock_name.push(opts.lock_suffix);
         let lock_path = PathBuf::from(lock_name);
         let deadline = Instant::now() + opts.timeout;
         let mut waiter = Waiter {
@@ -781,6 +804,24 @@ mod tests {
         assert!(lock.is_still_ours().unwrap());
         lock.release().unwrap();
         assert!(dir_entries(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn index_log_create_uses_the_newlock_suffix_and_replaces_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("dovecot.index.log");
+        std::fs::write(&target, b"old").unwrap();
+        let mut lock = DotLock::acquire(&target, &DotLockOptions::index_log_create()).unwrap();
+        assert_eq!(
+            lock.lock_path(),
+            dir.path().join("dovecot.index.log.newlock")
+        );
+        // No pid: the lock file becomes the new log.
+        assert_eq!(std::fs::read(lock.lock_path()).unwrap(), b"");
+        lock.file().write_all(b"new log").unwrap();
+        lock.replace().unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"new log");
+        assert_eq!(dir_entries(dir.path()), ["dovecot.index.log"]);
     }
 
     #[test]
