@@ -38,6 +38,7 @@ pub mod format;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod lock;
+pub mod locked_commit;
 pub mod paths;
 mod sync;
 pub mod view;
