@@ -1,0 +1,450 @@
+//! The dbox file format shared by sdbox (`u.<uid>`, one message) and mdbox (`m.<id>`, many
+//! messages): file header line, 30-byte message headers, LF bodies, metadata blocks.
+//! Byte tables: FORMAT.md §1. Source: src/lib-storage/index/dbox-common/dbox-file.h,
+//! dbox-file.c (dbox_file_parse_header, dbox_file_read_mail_header), dbox-file-fix.c,
+//! dbox-save.c (dbox_save_write_metadata, dbox_msg_header_fill).
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+
+/// DBOX_VERSION: the only file version written and read.
+pub const FILE_VERSION: u32 = 2;
+/// sizeof(struct dbox_message_header).
+pub const MSG_HEADER_SIZE: usize = 30;
+/// DBOX_MAGIC_PRE: the first two bytes of a message header.
+pub const MAGIC_PRE: [u8; 2] = [0x01, 0x02];
+/// DBOX_MAGIC_POST: starts the metadata block after the body.
+pub const MAGIC_POST: &[u8; 4] = b"\n\x01\x03\n";
+/// DBOX_MESSAGE_TYPE_NORMAL.
+pub const MESSAGE_TYPE_NORMAL: u8 = b'N';
+/// Longest metadata block we read; Dovecot's lines are short (GUID, sizes, mailbox name).
+pub const MAX_METADATA_SIZE: usize = 64 * 1024;
+/// Longest file header line we read (Dovecot reads one line).
+pub const MAX_FILE_HEADER_SIZE: usize = 1024;
+
+/// Metadata keys (enum dbox_metadata_key).
+pub mod key {
+    pub const GUID: u8 = b'G';
+    pub const POP3_UIDL: u8 = b'P';
+    pub const POP3_ORDER: u8 = b'O';
+    pub const RECEIVED_TIME: u8 = b'R';
+    pub const PHYSICAL_SIZE: u8 = b'Z';
+    pub const VIRTUAL_SIZE: u8 = b'V';
+    pub const EXT_REF: u8 = b'X';
+    pub const ORIG_MAILBOX: u8 = b'B';
+    /// DBOX_METADATA_OLDV1_SAVE_TIME: Dovecot 2.3 no longer reads it; mailsync writes it
+    /// only for a saved date given explicitly (dsync) and reads it back (FORMAT.md §1.4).
+    pub const OLDV1_SAVE_TIME: u8 = b'S';
+}
+
+/// A format violation at a byte offset of a dbox file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FormatError {
+    pub offset: u64,
+    pub reason: String,
+}
+
+impl FormatError {
+    fn new(offset: u64, reason: impl Into<String>) -> FormatError {
+        FormatError {
+            offset,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for FormatError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "offset {}: {}", self.offset, self.reason)
+    }
+}
+
+/// Reading a dbox file failed: the bytes are wrong, or the read itself.
+#[derive(Debug)]
+pub enum ReadError {
+    Format(FormatError),
+    Io(io::Error),
+}
+
+impl From<io::Error> for ReadError {
+    fn from(e: io::Error) -> ReadError {
+        ReadError::Io(e)
+    }
+}
+
+impl From<FormatError> for ReadError {
+    fn from(e: FormatError) -> ReadError {
+        ReadError::Format(e)
+    }
+}
+
+impl ReadError {
+    /// As a storage error naming `path`.
+    pub fn into_store_error(self, path: &std::path::Path) -> mailstore::Error {
+        match self {
+            ReadError::Format(f) => mailstore::Error::corrupted(path, format!("dbox file {f}")),
+            ReadError::Io(e) => mailstore::Error::io("read", path, e),
+        }
+    }
+}
+
+/// The file header line `2 M1e C<hex>\n` (dbox_file_parse_header).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileHeader {
+    pub version: u32,
+    /// `M`: size of each message header (hex).
+    pub msg_header_size: u32,
+    /// `C`: creation UNIX time (hex).
+    pub create_stamp: u64,
+    /// Length of the line including its LF: where the first message starts.
+    pub header_len: u32,
+}
+
+impl FileHeader {
+    /// The header line Dovecot writes for a file created at `create_stamp`
+    /// (dbox_file_header_write: `"%u %c%x %c%x\n"`).
+    pub fn encode(create_stamp: u64) -> Vec<u8> {
+        format!("{FILE_VERSION} M{MSG_HEADER_SIZE:x} C{create_stamp:x}\n").into_bytes()
+    }
+
+    /// Parses the first line of `data` (which starts at file offset 0).
+    pub fn parse(data: &[u8]) -> Result<FileHeader, FormatError> {
+        let end = data
+            .iter()
+            .take(MAX_FILE_HEADER_SIZE)
+            .position(|&b| b == b'\n')
+            .ok_or_else(|| FormatError::new(0, "file header line not terminated"))?;
+        let line = &data[..end];
+        let mut fields = line.split(|&b| b == b' ');
+        let version = fields
+            .next()
+            .and_then(parse_dec)
+            .ok_or_else(|| FormatError::new(0, "invalid file version"))?;
+        if version != FILE_VERSION {
+            // dbox_file_read_header: only version 2 is read by 2.3
+            return Err(FormatError::new(
+                0,
+                format!("unsupported file version {version}"),
+            ));
+        }
+        let mut msg_header_size = 0u32;
+        let mut create_stamp = 0u64;
+        for f in fields {
+            let Some((&k, v)) = f.split_first() else {
+                continue;
+            };
+            match k {
+                b'M' => {
+                    msg_header_size = parse_hex(v)
+                        .and_then(|v| u32::try_from(v).ok())
+                        .ok_or_else(|| FormatError::new(0, "invalid M header"))?
+                }
+                b'C' => create_stamp = parse_hex(v).unwrap_or(0),
+                // unknown keys (and the obsolete v1 `A`) are ignored
+                _ => {}
+            }
+        }
+        if (msg_header_size as usize) < MSG_HEADER_SIZE {
+            // dbox_file_parse_header: "Missing message header size" / too small
+            return Err(FormatError::new(
+                0,
+                format!("message header size {msg_header_size} is too small"),
+            ));
+        }
+        Ok(FileHeader {
+            version,
+            msg_header_size,
+            create_stamp,
+            header_len: end as u32 + 1,
+        })
+    }
+}
+
+fn parse_dec(s: &[u8]) -> Option<u32> {
+    if s.is_empty() || s.len() > 9 || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(s).ok()?.parse().ok()
+}
+
+/// Lowercase or uppercase hex, at most 16 digits (str_to_uintmax_hex).
+pub fn parse_hex(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 16 || !s.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    u64::from_str_radix(std::str::from_utf8(s).ok()?, 16).ok()
+}
+
+/// The 30-byte message header: magic, type `N`, 8 spaces (old v1 uid), 16 uppercase hex
+/// digits of the body size, LF (dbox_msg_header_fill).
+pub fn encode_message_header(body_size: u64) -> [u8; MSG_HEADER_SIZE] {
+    let mut h = [b' '; MSG_HEADER_SIZE];
+    h[0..2].copy_from_slice(&MAGIC_PRE);
+    h[2] = MESSAGE_TYPE_NORMAL;
+    h[13..29].copy_from_slice(format!("{body_size:016X}").as_bytes());
+    h[29] = b'\n';
+    h
+}
+
+/// The body size from a message header at file offset `offset`
+/// (dbox_file_read_mail_header). hex2dec reads either case; any other character is
+/// treated as a broken header here (Dovecot would read size 0 and then fail the metadata).
+pub fn parse_message_header(h: &[u8], offset: u64) -> Result<u64, FormatError> {
+    if h.len() < MSG_HEADER_SIZE {
+        return Err(FormatError::new(offset, "message header truncated"));
+    }
+    if h[0..2] != MAGIC_PRE {
+        return Err(FormatError::new(offset, "message header has bad magic"));
+    }
+    if h[2] != MESSAGE_TYPE_NORMAL {
+        return Err(FormatError::new(
+            offset,
+            format!("unknown message type {:?}", h[2] as char),
+        ));
+    }
+    parse_hex(&h[13..29]).ok_or_else(|| FormatError::new(offset, "invalid message size"))
+}
+
+/// A metadata block: `KEY value` lines in file order, unknown keys kept.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Metadata {
+    pub lines: Vec<(u8, Vec<u8>)>,
+}
+
+impl Metadata {
+    /// The value of the first line with `key`.
+    pub fn get(&self, key: u8) -> Option<&[u8]> {
+        self.lines
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    pub fn hex(&self, key: u8) -> Option<u64> {
+        self.get(key).and_then(parse_hex)
+    }
+
+    /// Parses a block that starts with [`MAGIC_POST`] at file offset `offset`. Returns the
+    /// metadata and the block's length (magic + lines + the empty line), or `None` when
+    /// `data` ends before the empty line.
+    pub fn parse(data: &[u8], offset: u64) -> Result<Option<(Metadata, usize)>, FormatError> {
+        if data.len() < MAGIC_POST.len() {
+            return Ok(None);
+        }
+        if &data[..MAGIC_POST.len()] != MAGIC_POST {
+            return Err(FormatError::new(offset, "metadata block has bad magic"));
+        }
+        let mut pos = MAGIC_POST.len();
+        let mut lines = Vec::new();
+        loop {
+            let Some(nl) = data[pos..].iter().position(|&b| b == b'\n') else {
+                return Ok(None);
+            };
+            let line = &data[pos..pos + nl];
+            pos += nl + 1;
+            match line.split_first() {
+                None => return Ok(Some((Metadata { lines }, pos))),
+                Some((&k, v)) => lines.push((k, v.to_vec())),
+            }
+        }
+    }
+
+    /// The block as written: magic, lines, empty line.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = MAGIC_POST.to_vec();
+        for (k, v) in &self.lines {
+            out.push(*k);
+            out.extend_from_slice(v);
+            out.push(b'\n');
+        }
+        out.push(b'\n');
+        out
+    }
+}
+
+/// Where one message lies in a dbox file, with its metadata.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MailExtent {
+    /// Offset of the message header.
+    pub offset: u64,
+    /// Offset of the first body byte.
+    pub body_offset: u64,
+    /// Body size from the message header.
+    pub body_size: u64,
+    /// Size of header + body + metadata block (the mdbox map record's `size`).
+    pub total_size: u64,
+    pub metadata: Metadata,
+}
+
+impl MailExtent {
+    /// The size of the message as stored (`Z` when present, else the header's size).
+    pub fn physical_size(&self) -> u64 {
+        self.metadata
+            .hex(key::PHYSICAL_SIZE)
+            .unwrap_or(self.body_size)
+    }
+}
+
+/// Reads the file header at offset 0 of `file`.
+pub fn read_file_header(file: &File) -> Result<FileHeader, ReadError> {
+    let mut buf = vec![0u8; MAX_FILE_HEADER_SIZE];
+    let n = read_at_most(file, &mut buf, 0)?;
+    Ok(FileHeader::parse(&buf[..n])?)
+}
+
+/// Reads the message whose header starts at `offset` (dbox_file_seek +
+/// dbox_file_metadata_read).
+pub fn read_mail_at(file: &File, hdr: &FileHeader, offset: u64) -> Result<MailExtent, ReadError> {
+    let mut h = vec![0u8; hdr.msg_header_size as usize];
+    let n = read_at_most(file, &mut h, offset)?;
+    let body_size = parse_message_header(&h[..n], offset)?;
+    let body_offset = offset + hdr.msg_header_size as u64;
+    let meta_offset = body_offset
+        .checked_add(body_size)
+        .ok_or_else(|| FormatError::new(offset, "message size overflows"))?;
+    let mut buf = vec![0u8; 512];
+    let mut have = 0usize;
+    loop {
+        let n = read_at_most(file, &mut buf[have..], meta_offset + have as u64)?;
+        have += n;
+        match Metadata::parse(&buf[..have], meta_offset)? {
+            Some((metadata, len)) => {
+                return Ok(MailExtent {
+                    offset,
+                    body_offset,
+                    body_size,
+                    total_size: meta_offset + len as u64 - offset,
+                    metadata,
+                })
+            }
+            None if n == 0 || have >= MAX_METADATA_SIZE => {
+                return Err(FormatError::new(
+                    meta_offset,
+                    if n == 0 {
+                        "file ends inside the message or its metadata"
+                    } else {
+                        "metadata block too large"
+                    },
+                )
+                .into())
+            }
+            None => {
+                if have == buf.len() {
+                    buf.resize((buf.len() * 2).min(MAX_METADATA_SIZE), 0);
+                }
+            }
+        }
+    }
+}
+
+/// Every message of a file, in order, from the first offset to EOF. Trailing zero bytes
+/// (mdbox_preallocate_space) end the list.
+pub fn read_all_mails(file: &File) -> Result<(FileHeader, Vec<MailExtent>), ReadError> {
+    let hdr = read_file_header(file)?;
+    let len = file.metadata()?.len();
+    let mut out = Vec::new();
+    let mut offset = hdr.header_len as u64;
+    while offset < len {
+        let mut first = [0u8; 1];
+        if read_at_most(file, &mut first, offset)? == 0 || first[0] == 0 {
+            break;
+        }
+        let m = read_mail_at(file, &hdr, offset)?;
+        offset += m.total_size;
+        out.push(m);
+    }
+    Ok((hdr, out))
+}
+
+fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut have = 0;
+    while have < buf.len() {
+        match file.read_at(&mut buf[have..], offset + have as u64) {
+            Ok(0) => break,
+            Ok(n) => have += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(have)
+}
+
+/// Streams `len` bytes of `file` from `offset` (a message body).
+pub struct BodyReader {
+    file: File,
+    pos: u64,
+    end: u64,
+}
+
+impl BodyReader {
+    pub fn new(file: File, offset: u64, len: u64) -> BodyReader {
+        BodyReader {
+            file,
+            pos: offset,
+            end: offset.saturating_add(len),
+        }
+    }
+}
+
+impl Read for BodyReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.end.saturating_sub(self.pos);
+        if left == 0 {
+            return Ok(0);
+        }
+        let want = buf.len().min(left.min(usize::MAX as u64) as usize);
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "dbox file is shorter than its message header says",
+            ));
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_header_is_uppercase_hex_as_dovecot_writes() {
+        let h = encode_message_header(0x4b);
+        assert_eq!(&h[..], b"\x01\x02N          000000000000004B\n");
+        assert_eq!(parse_message_header(&h, 0).unwrap(), 0x4b);
+        let mut lower = h;
+        lower[28] = b'b';
+        assert_eq!(parse_message_header(&lower, 0).unwrap(), 0x4b);
+        let mut bad = h;
+        bad[0] = 0;
+        assert!(parse_message_header(&bad, 0).is_err());
+    }
+
+    #[test]
+    fn file_header_round_trips() {
+        let line = FileHeader::encode(0x6b0c9158);
+        assert_eq!(line, b"2 M1e C6b0c9158\n");
+        let h = FileHeader::parse(&line).unwrap();
+        assert_eq!(h.msg_header_size, 30);
+        assert_eq!(h.create_stamp, 0x6b0c9158);
+        assert_eq!(h.header_len, 16);
+        assert!(FileHeader::parse(b"1 M1e C0\n").is_err());
+        assert!(FileHeader::parse(b"2 C0\n").is_err());
+        assert!(FileHeader::parse(b"2 M1e").is_err());
+    }
+
+    #[test]
+    fn metadata_parses_until_the_empty_line_and_keeps_unknown_keys() {
+        let block = b"\n\x01\x03\nR6b0c9158\nV25\nQxyz\nG8b24\n\nrest";
+        let (m, len) = Metadata::parse(block, 0).unwrap().unwrap();
+        assert_eq!(len, block.len() - 4);
+        assert_eq!(m.hex(key::RECEIVED_TIME), Some(0x6b0c9158));
+        assert_eq!(m.get(b'Q'), Some(&b"xyz"[..]));
+        assert_eq!(m.encode(), &block[..len]);
+        assert_eq!(Metadata::parse(&block[..10], 0).unwrap(), None);
+        assert!(Metadata::parse(b"\n\x01\x04\n\n", 0).is_err());
+    }
+}

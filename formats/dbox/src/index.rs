@@ -1,0 +1,88 @@
+//! The per-mailbox index of a dbox mailbox, through mailsync-index: creation with the
+//! `dbox-hdr`/`mdbox-hdr` extension (sdbox-storage.c sdbox_mailbox_create_indexes,
+//! mdbox-storage.c mdbox_mailbox_create_indexes), reading the mailbox GUID back.
+
+use std::path::Path;
+
+use mailsync_index::format::ext::DboxHeader;
+use mailsync_index::{IndexWriter, View};
+use mailstore::{Error, MailboxGuid, Result};
+
+use crate::layout::{DboxKind, INDEX_PREFIX};
+
+/// The header extension holding the mailbox GUID.
+pub fn hdr_ext_name(kind: DboxKind) -> &'static str {
+    match kind {
+        DboxKind::Single => "dbox-hdr",
+        DboxKind::Multi => "mdbox-hdr",
+    }
+}
+
+/// An index error as a storage error.
+pub fn ix_err(e: mailsync_index::Error) -> Error {
+    use mailsync_index::Error as E;
+    match e {
+        E::Io { op, path, source } => Error::io(op, path, source),
+        E::LockTimeout { path } => Error::LockTimeout { path },
+        E::Corrupt { ref path, .. }
+        | E::LogLost { ref path, .. }
+        | E::IndexIdMismatch { ref path, .. } => Error::corrupted(path.clone(), e.to_string()),
+        E::NotFound { path } => Error::corrupted(path, "no index and no transaction log"),
+        E::Invalid(reason) => Error::NotPossible(reason),
+    }
+}
+
+/// Creates a mailbox index in `dir`: a new log setting UIDVALIDITY, then the header
+/// extension with `counter` (sdbox rebuild_count 0 / mdbox map_uid_validity) and the
+/// mailbox GUID, as Dovecot's first sync of a new mailbox writes them.
+pub fn create_index(
+    dir: &Path,
+    kind: DboxKind,
+    uid_validity: u32,
+    counter: u32,
+    guid: MailboxGuid,
+) -> Result<()> {
+    let w = IndexWriter::open(dir, INDEX_PREFIX);
+    w.create(uid_validity).map_err(ix_err)?;
+    let name = hdr_ext_name(kind);
+    let hdr = DboxHeader {
+        counter,
+        mailbox_guid: guid.0,
+        flags: 0,
+    };
+    let mut t = w.begin();
+    t.ext_intro(name, DboxHeader::SIZE as u32, 0, 0);
+    t.ext_hdr_update(name, 0, &hdr.encode());
+    t.commit().map_err(ix_err)?;
+    Ok(())
+}
+
+/// The `dbox-hdr`/`mdbox-hdr` header of a view, when present and sized right.
+pub fn dbox_header(view: &View, kind: DboxKind) -> Option<DboxHeader> {
+    let e = view.extension(hdr_ext_name(kind))?;
+    if e.data.len() < DboxHeader::SIZE {
+        return None;
+    }
+    Some(DboxHeader::decode(&e.data))
+}
+
+/// True when the index files of `dir` exist (the log or the index).
+pub fn index_exists(dir: &Path) -> bool {
+    dir.join(INDEX_PREFIX).exists() || dir.join(format!("{INDEX_PREFIX}.log")).exists()
+}
+
+/// A storage error that can also come from the index crate (for
+/// [`mailsync_index::locked_commit::commit_locked`] closures).
+pub(crate) struct CommitError(pub Error);
+
+impl From<mailsync_index::Error> for CommitError {
+    fn from(e: mailsync_index::Error) -> CommitError {
+        CommitError(ix_err(e))
+    }
+}
+
+impl From<Error> for CommitError {
+    fn from(e: Error) -> CommitError {
+        CommitError(e)
+    }
+}

@@ -1,0 +1,556 @@
+//! An sdbox mailbox: one `u.<uid>` dbox file per message in `dbox-Mails/`, flags,
+//! keywords, UIDs and modseqs only in the mailbox index (src/lib-storage/index/dbox-single/
+//! sdbox-save.c, sdbox-copy.c, sdbox-sync.c, sdbox-mail.c; dbox-common/dbox-save.c).
+//!
+//! Save protocol (crash-safe, as sdbox-save.c):
+//! 1. the message goes to `.temp.<host>.<pid>.<n>` in `dbox-Mails/` (file header, message
+//!    header with the body size patched in afterwards, LF body, metadata), fsync;
+//! 2. at commit, under the index log lock: UIDs are assigned from the locked view's
+//!    next_uid, each temp file is renamed to `u.<uid>`, the directory fsynced, and one
+//!    EXTERNAL transaction appends the records (flags, keywords) and applies the
+//!    transaction's flag changes and expunges (whose `u.N` files are unlinked first).
+//!
+//! A crash before step 2 leaves only temp files (Dovecot deletes `.temp.*` older than
+//! 36 h); a crash between rename and log write leaves `u.N` files above next_uid that the
+//! next save overwrites and `doveadm force-resync` would adopt.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use mailstore::{
+    Changes, CommitResult, Error, FlagUpdate, Flags, Guid, Keyword, LineEndingReader, MailRecord,
+    Mailbox, MailboxGuid, MailboxStatus, ModSeq, NewMail, Result, SaveLineEndings, Transaction,
+    Uid, VsizeCounter,
+};
+use mailsync_index::locked_commit::commit_locked;
+use mailsync_index::{IndexWriter, View};
+
+use crate::file::{self, key, BodyReader, FileHeader, Metadata};
+use crate::index::{dbox_header, ix_err, CommitError};
+use crate::layout::{DboxKind, Layout, INDEX_PREFIX};
+
+/// What a `u.N` file tells about its message (immutable once written).
+#[derive(Clone, Debug)]
+pub(crate) struct FileInfo {
+    pub guid: Vec<u8>,
+    pub received: i64,
+    pub saved: i64,
+    pub physical: u64,
+    pub vsize: Option<u64>,
+    pub body_offset: u64,
+}
+
+pub struct SdboxMailbox {
+    name: String,
+    dir: PathBuf,
+    writer: IndexWriter,
+    view: View,
+    guid: MailboxGuid,
+    line_endings: SaveLineEndings,
+    files: HashMap<u32, FileInfo>,
+}
+
+/// `u.<uid>` (SDBOX_MAIL_FILE_FORMAT).
+pub fn mail_file_name(uid: u32) -> String {
+    format!("u.{uid}")
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// A unique temp file name (dbox_file_create_fd: `.temp.<host>.<pid>.<unique>`).
+pub(crate) fn temp_name() -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    format!(
+        ".temp.{}.P{}Q{}M{}",
+        mailstore::hostname(),
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_micros())
+            .unwrap_or(0)
+    )
+}
+
+/// Reads the single message of a `u.N` file.
+pub(crate) fn read_sdbox_file(path: &Path) -> Result<Option<FileInfo>> {
+    let f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("open", path, e)),
+    };
+    let meta = f.metadata().map_err(|e| Error::io("fstat", path, e))?;
+    let hdr = file::read_file_header(&f).map_err(|e| e.into_store_error(path))?;
+    let m = file::read_mail_at(&f, &hdr, hdr.header_len as u64)
+        .map_err(|e| e.into_store_error(path))?;
+    Ok(Some(info_of(&m, meta.ctime())))
+}
+
+/// The record fields of a message from its metadata; `ctime` is the saved date when the
+/// file has no `S` line (dbox_mail_get_save_date: the file's st_ctime).
+pub(crate) fn info_of(m: &file::MailExtent, ctime: i64) -> FileInfo {
+    let md = &m.metadata;
+    FileInfo {
+        guid: md.get(key::GUID).map(<[u8]>::to_vec).unwrap_or_default(),
+        received: md.hex(key::RECEIVED_TIME).unwrap_or(0) as i64,
+        saved: md
+            .hex(key::OLDV1_SAVE_TIME)
+            .map(|v| v as i64)
+            .unwrap_or(ctime),
+        physical: m.physical_size(),
+        vsize: md.hex(key::VIRTUAL_SIZE),
+        body_offset: m.body_offset,
+    }
+}
+
+/// Writes one message as a dbox message (header, converted body, metadata) to `out` at
+/// its current end, which is at `offset`. Returns (body size, virtual size, total size).
+/// `orig_mailbox` is written as `B` (mdbox only, dbox_save_write_metadata).
+pub(crate) fn write_message(
+    out: &mut File,
+    path: &Path,
+    offset: u64,
+    mail: &NewMail,
+    guid: &[u8],
+    orig_mailbox: Option<&str>,
+    line_endings: SaveLineEndings,
+    body: &mut dyn Read,
+) -> Result<(u64, u64, u64)> {
+    let werr = |e| Error::io("write", path, e);
+    out.write_all(&file::encode_message_header(0)).map_err(werr)?;
+    let mut reader = LineEndingReader::new(body, line_endings);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut size = 0u64;
+    let mut vsize = VsizeCounter::default();
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("read", "message input", e)),
+        };
+        vsize.update(&buf[..n]);
+        out.write_all(&buf[..n]).map_err(werr)?;
+        size += n as u64;
+    }
+    let mut md = Metadata::default();
+    let received = mail.received_date.unwrap_or_else(now);
+    md.lines
+        .push((key::RECEIVED_TIME, format!("{:x}", received.max(0)).into_bytes()));
+    md.lines
+        .push((key::VIRTUAL_SIZE, format!("{:x}", vsize.total()).into_bytes()));
+    md.lines.push((key::GUID, guid.to_vec()));
+    if let Some(b) = orig_mailbox {
+        if !b.contains(['\r', '\n']) {
+            md.lines.push((key::ORIG_MAILBOX, b.as_bytes().to_vec()));
+        }
+    }
+    if let Some(s) = mail.saved_date {
+        md.lines
+            .push((key::OLDV1_SAVE_TIME, format!("{:x}", s.max(0)).into_bytes()));
+    }
+    let block = md.encode();
+    out.write_all(&block).map_err(werr)?;
+    out.write_all_at(&file::encode_message_header(size), offset)
+        .map_err(werr)?;
+    Ok((
+        size,
+        vsize.total(),
+        file::MSG_HEADER_SIZE as u64 + size + block.len() as u64,
+    ))
+}
+
+/// Checks a GUID given to save: it becomes a metadata line, so no CR/LF, not empty.
+pub(crate) fn checked_guid(mail: &NewMail) -> Result<Vec<u8>> {
+    match &mail.guid {
+        None => Ok(Guid::generate().as_bytes().to_vec()),
+        Some(g) if g.is_empty() || g.as_bytes().iter().any(|&b| b == b'\n' || b == b'\r') => Err(
+            Error::Params(format!("GUID can't be stored in a dbox file: {g:?}")),
+        ),
+        Some(g) => Ok(g.as_bytes().to_vec()),
+    }
+}
+
+/// Validates keywords given to save/update (they become index keyword names).
+pub(crate) fn check_keywords(keywords: &[Keyword]) -> Result<()> {
+    for k in keywords {
+        if !Keyword::is_valid_atom(k.as_bytes()) {
+            return Err(Error::Params(format!("Invalid keyword: {k}")));
+        }
+    }
+    Ok(())
+}
+
+/// Puts a flag update of `uid` (whose current state is `msg`) into an index transaction.
+pub(crate) fn add_flag_update(
+    t: &mut mailsync_index::Transaction<'_>,
+    msg: &mailsync_index::Message<'_>,
+    update: &FlagUpdate,
+) {
+    let uid = msg.uid();
+    let mut flags = msg.system_flags();
+    let mut keywords: Vec<Keyword> = msg.keywords().into_iter().map(Keyword::new).collect();
+    let before_kw = keywords.clone();
+    update.apply(&mut flags, &mut keywords);
+    let sys = |f: Flags| f.0 & 0x1f;
+    let (old, new) = (sys(msg.system_flags()), sys(flags));
+    if old != new {
+        t.flags(uid, uid, new & !old, old & !new);
+    }
+    for k in &keywords {
+        if !before_kw.contains(k) {
+            t.keywords(true, k.as_bytes(), &[uid]);
+        }
+    }
+    for k in &before_kw {
+        if !keywords.contains(k) {
+            t.keywords(false, k.as_bytes(), &[uid]);
+        }
+    }
+}
+
+/// The UIDs granted to saves wishing for `wishes`, from next_uid `next`: a wish at or
+/// above the next free UID is granted, else the next free UID is used.
+pub(crate) fn assign_uids(mut next: u32, wishes: &[Option<Uid>]) -> Vec<u32> {
+    wishes
+        .iter()
+        .map(|w| {
+            let uid = match w {
+                Some(Uid(u)) if *u >= next => *u,
+                _ => next,
+            };
+            next = uid.saturating_add(1);
+            uid
+        })
+        .collect()
+}
+
+/// Status of a view given each message's (vsize, saved date).
+pub(crate) fn status_of(
+    view: &View,
+    guid: MailboxGuid,
+    sizes: impl Iterator<Item = (u64, i64)>,
+) -> MailboxStatus {
+    let hdr = view.header();
+    let mut st = MailboxStatus {
+        uid_validity: view.uid_validity(),
+        uid_next: view.next_uid(),
+        highest_modseq: view.highest_modseq().max(1),
+        messages: view.messages_count() as u32,
+        guid,
+        ..MailboxStatus::default()
+    };
+    for m in view.messages() {
+        if m.uid() >= hdr.first_recent_uid {
+            st.recent += 1;
+        }
+        if !m.system_flags().contains(Flags::SEEN) {
+            st.unseen += 1;
+        }
+    }
+    for (i, (vsize, saved)) in sizes.enumerate() {
+        st.vsize += vsize;
+        if i == 0 {
+            st.first_saved = Some(saved);
+        }
+    }
+    st
+}
+
+impl SdboxMailbox {
+    pub fn open(layout: &Layout, vname: &str) -> Result<SdboxMailbox> {
+        let dir = layout.mail_dir(vname);
+        let writer = IndexWriter::open(&dir, INDEX_PREFIX);
+        let view = writer.view().map_err(ix_err)?;
+        let guid = dbox_header(&view, DboxKind::Single)
+            .map(|h| MailboxGuid(h.mailbox_guid))
+            .filter(|g| !g.is_zero())
+            .ok_or_else(|| {
+                Error::corrupted(
+                    dir.join(INDEX_PREFIX),
+                    "sdbox: missing dbox-hdr mailbox GUID (needs force-resync)",
+                )
+            })?;
+        let mut mb = SdboxMailbox {
+            name: vname.to_string(),
+            dir,
+            writer,
+            view,
+            guid,
+            line_endings: layout.line_endings,
+            files: HashMap::new(),
+        };
+        mb.load_files()?;
+        Ok(mb)
+    }
+
+    /// Reads the `u.N` files of view messages not read yet. A file missing for a message
+    /// still in the index means it was expunged by someone whose index update we haven't
+    /// seen yet: the message is left out of this view.
+    fn load_files(&mut self) -> Result<()> {
+        let uids: Vec<u32> = self.view.messages().map(|m| m.uid()).collect();
+        self.files.retain(|uid, _| uids.binary_search(uid).is_ok());
+        for uid in uids {
+            if self.files.contains_key(&uid) {
+                continue;
+            }
+            if let Some(info) = read_sdbox_file(&self.dir.join(mail_file_name(uid)))? {
+                self.files.insert(uid, info);
+            }
+        }
+        Ok(())
+    }
+
+    fn refresh(&mut self) -> Result<()> {
+        self.view = self.writer.view().map_err(ix_err)?;
+        self.load_files()
+    }
+
+    fn record(&self, m: &mailsync_index::Message<'_>, info: &FileInfo) -> MailRecord {
+        let mut flags = m.system_flags();
+        if m.uid() >= self.view.header().first_recent_uid {
+            flags.insert(Flags::RECENT);
+        }
+        MailRecord {
+            uid: Uid(m.uid()),
+            guid: Guid::from_bytes(info.guid.clone()),
+            flags,
+            keywords: m.keywords().into_iter().map(Keyword::new).collect(),
+            modseq: ModSeq(m.modseq()),
+            received_date: info.received,
+            saved_date: info.saved,
+            physical_size: info.physical,
+            virtual_size: info.vsize,
+        }
+    }
+}
+
+impl Mailbox for SdboxMailbox {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        self.refresh()
+    }
+
+    fn status(&mut self) -> Result<MailboxStatus> {
+        let mut sizes = Vec::new();
+        for m in self.view.messages() {
+            if let Some(info) = self.files.get(&m.uid()) {
+                let vsize = match info.vsize {
+                    Some(v) => v,
+                    None => {
+                        let path = self.dir.join(mail_file_name(m.uid()));
+                        let f = File::open(&path).map_err(|e| Error::io("open", &path, e))?;
+                        let mut r = BodyReader::new(f, info.body_offset, info.physical);
+                        mailstore::virtual_size_of(&mut r)
+                            .map_err(|e| Error::io("read", &path, e))?
+                    }
+                };
+                sizes.push((vsize, info.saved));
+            }
+        }
+        Ok(status_of(&self.view, self.guid, sizes.into_iter()))
+    }
+
+    fn mails(&mut self) -> Result<Vec<MailRecord>> {
+        Ok(self
+            .view
+            .messages()
+            .filter_map(|m| self.files.get(&m.uid()).map(|info| self.record(&m, info)))
+            .collect())
+    }
+
+    fn open_mail(&mut self, uid: Uid) -> Result<Box<dyn Read + Send>> {
+        let info = self.files.get(&uid.0).ok_or(Error::MailNotFound(uid))?;
+        let path = self.dir.join(mail_file_name(uid.0));
+        let f = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::MailNotFound(uid))
+            }
+            Err(e) => return Err(Error::io("open", &path, e)),
+        };
+        Ok(Box::new(BodyReader::new(f, info.body_offset, info.physical)))
+    }
+
+    fn begin(&mut self) -> Result<Box<dyn Transaction + '_>> {
+        Ok(Box::new(SdboxTransaction {
+            mb: self,
+            saves: Vec::new(),
+            updates: Vec::new(),
+            expunges: Vec::new(),
+        }))
+    }
+
+    fn changes_since(&mut self, since: ModSeq) -> Result<Changes> {
+        Ok(self.view.changes_since(since))
+    }
+}
+
+struct PendingSave {
+    temp: PathBuf,
+    mail: NewMail,
+}
+
+struct SdboxTransaction<'a> {
+    mb: &'a mut SdboxMailbox,
+    saves: Vec<PendingSave>,
+    updates: Vec<(u32, FlagUpdate)>,
+    expunges: Vec<u32>,
+}
+
+impl SdboxTransaction<'_> {
+    fn known(&self, uid: Uid) -> Result<()> {
+        if self.mb.view.message(uid.0).is_some() && self.mb.files.contains_key(&uid.0) {
+            Ok(())
+        } else {
+            Err(Error::MailNotFound(uid))
+        }
+    }
+
+    fn remove_temps(&mut self) {
+        for s in self.saves.drain(..) {
+            let _ = fs::remove_file(&s.temp);
+        }
+    }
+}
+
+impl Transaction for SdboxTransaction<'_> {
+    fn save(&mut self, mail: NewMail, body: &mut dyn Read) -> Result<()> {
+        check_keywords(&mail.keywords)?;
+        let guid = checked_guid(&mail)?;
+        let temp = self.mb.dir.join(temp_name());
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)
+            .map_err(|e| Error::io("open", &temp, e))?;
+        let result = (|| -> Result<()> {
+            let header = FileHeader::encode(now().max(0) as u64);
+            f.write_all(&header)
+                .map_err(|e| Error::io("write", &temp, e))?;
+            write_message(
+                &mut f,
+                &temp,
+                header.len() as u64,
+                &mail,
+                &guid,
+                None,
+                self.mb.line_endings,
+                body,
+            )?;
+            f.sync_all().map_err(|e| Error::io("fsync", &temp, e))
+        })();
+        if let Err(e) = result {
+            let _ = fs::remove_file(&temp);
+            return Err(e);
+        }
+        let mut mail = mail;
+        mail.guid = Some(Guid::from_bytes(guid));
+        self.saves.push(PendingSave { temp, mail });
+        Ok(())
+    }
+
+    fn update_flags(&mut self, uid: Uid, update: &FlagUpdate) -> Result<()> {
+        self.known(uid)?;
+        check_keywords(&update.keywords)?;
+        self.updates.push((uid.0, update.clone()));
+        Ok(())
+    }
+
+    fn expunge(&mut self, uid: Uid) -> Result<()> {
+        self.known(uid)?;
+        if !self.expunges.contains(&uid.0) {
+            self.expunges.push(uid.0);
+        }
+        Ok(())
+    }
+
+    fn commit(mut self: Box<Self>) -> Result<CommitResult> {
+        let saves = std::mem::take(&mut self.saves);
+        let updates = std::mem::take(&mut self.updates);
+        let expunges = std::mem::take(&mut self.expunges);
+        let dir = self.mb.dir.clone();
+        let result = commit_locked(
+            &self.mb.writer,
+            true,
+            |view, t| -> std::result::Result<(Vec<Uid>, u32), CommitError> {
+                let wishes: Vec<Option<Uid>> = saves.iter().map(|s| s.mail.uid).collect();
+                let uids = assign_uids(view.next_uid(), &wishes);
+                for (s, &uid) in saves.iter().zip(&uids) {
+                    let target = dir.join(mail_file_name(uid));
+                    fs::rename(&s.temp, &target).map_err(|e| Error::io("rename", &s.temp, e))?;
+                }
+                if !saves.is_empty() {
+                    mailsupport::atomic::fsync_dir(&dir)
+                        .map_err(|e| Error::io("fsync", &dir, e))?;
+                }
+                for (s, &uid) in saves.iter().zip(&uids) {
+                    t.append(uid, s.mail.flags.0 & 0x1f);
+                    for k in &s.mail.keywords {
+                        t.keywords(true, k.as_bytes(), &[uid]);
+                    }
+                }
+                // flag changes against the locked state; messages expunged meanwhile
+                // are skipped, as Dovecot skips them
+                for (uid, update) in &updates {
+                    if expunges.contains(uid) {
+                        continue;
+                    }
+                    if let Some(m) = view.message(*uid) {
+                        add_flag_update(t, &m, update);
+                    }
+                }
+                for &uid in &expunges {
+                    if view.message(uid).is_none() {
+                        continue;
+                    }
+                    let path = dir.join(mail_file_name(uid));
+                    match fs::remove_file(&path) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(Error::io("unlink", &path, e).into()),
+                    }
+                    t.expunge_guid(uid, [0; 16]);
+                }
+                Ok((uids.into_iter().map(Uid).collect(), view.uid_validity()))
+            },
+        );
+        let ((saved, uid_validity), _) = match result {
+            Ok(r) => r,
+            Err(CommitError(e)) => {
+                for s in &saves {
+                    let _ = fs::remove_file(&s.temp);
+                }
+                return Err(e);
+            }
+        };
+        self.mb.refresh()?;
+        Ok(CommitResult {
+            saved,
+            uid_validity,
+        })
+    }
+
+    fn rollback(mut self: Box<Self>) {
+        self.remove_temps();
+    }
+}
+
+impl Drop for SdboxTransaction<'_> {
+    fn drop(&mut self) {
+        self.remove_temps();
+    }
+}

@@ -1,0 +1,328 @@
+//! The mailbox tree of a dbox store (sdbox or mdbox): list, create, delete, rename,
+//! subscriptions. Sources (Dovecot 2.3.19.1): src/lib-storage/list/mailbox-list-fs.c
+//! (fs_list_delete_maildir via `..DOVECOT-TrasH`, rename), mailbox-list-fs-iter.c,
+//! src/lib-storage/index/dbox-common/dbox-storage.c (dbox_mailbox_create),
+//! subscription-file.c via mailsupport::subscriptions.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use mailstore::names;
+use mailstore::{
+    Error, Location, Mailbox, MailboxAttrs, MailboxGuid, MailboxInfo, Result, Store, StoreOptions,
+};
+use mailsupport::subscriptions;
+
+use crate::index::{create_index, dbox_header, index_exists};
+use crate::layout::{mkdir_all, DboxKind, Layout, INDEX_PREFIX, TRASH_DIR};
+use crate::sdbox::SdboxMailbox;
+
+/// An sdbox or mdbox store rooted at a mail location.
+#[derive(Clone, Debug)]
+pub struct DboxStore {
+    layout: Layout,
+}
+
+impl DboxStore {
+    /// Opens the store an `sdbox:` or `mdbox:` location names. Nothing is created until
+    /// the first write, as Dovecot does.
+    pub fn open(location: &Location, options: &StoreOptions) -> Result<DboxStore> {
+        let kind = match location.driver.as_str() {
+            "sdbox" => DboxKind::Single,
+            "mdbox" => DboxKind::Multi,
+            other => {
+                return Err(Error::Params(format!(
+                    "not a dbox mail location driver: {other}"
+                )))
+            }
+        };
+        Ok(DboxStore {
+            layout: Layout::from_location(location, options, kind)?,
+        })
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    fn existing_name(&self, name: &str) -> Result<String> {
+        let v = self.layout.normalize(name);
+        self.layout.validate(&v, false)?;
+        Ok(v)
+    }
+
+    /// The mailbox GUID from the index header, without creating anything.
+    fn listed_guid(&self, vname: &str) -> Option<MailboxGuid> {
+        let dir = self.layout.mail_dir(vname);
+        if !index_exists(&dir) {
+            return None;
+        }
+        let view = mailsync_index::View::open(&dir, INDEX_PREFIX).ok()?;
+        let h = dbox_header(&view, self.layout.kind)?;
+        let g = MailboxGuid(h.mailbox_guid);
+        (!g.is_zero()).then_some(g)
+    }
+
+    /// Makes `dbox-Mails` of a new mailbox and its index with a fresh UIDVALIDITY.
+    pub(crate) fn init_mailbox(&self, vname: &str, guid: Option<MailboxGuid>) -> Result<()> {
+        let dir = self.layout.mail_dir(vname);
+        mkdir_all(&dir, 0o700).map_err(|e| Error::io("mkdir", &dir, e))?;
+        if index_exists(&dir) {
+            return Ok(());
+        }
+        let uid_validity = self.next_uid_validity()?;
+        let counter = match self.layout.kind {
+            DboxKind::Single => 0,
+            DboxKind::Multi => crate::mdbox::map_uid_validity(&self.layout)?,
+        };
+        create_index(
+            &dir,
+            self.layout.kind,
+            uid_validity,
+            counter,
+            guid.unwrap_or_else(MailboxGuid::generate),
+        )
+    }
+
+    /// mailbox_uidvalidity_next on `<root>/dovecot-uidvalidity` (dbox-storage.c).
+    fn next_uid_validity(&self) -> Result<u32> {
+        let root = &self.layout.root;
+        mkdir_all(root, 0o700).map_err(|e| Error::io("mkdir", root, e))?;
+        mailsupport::uidvalidity::next(root).map_err(|e| {
+            Error::io(
+                "open",
+                root.join(mailsupport::uidvalidity::FILE_NAME),
+                e,
+            )
+        })
+    }
+
+    /// Removes empty directories from `path` up to (not including) `mailboxes/`.
+    fn remove_empty_parents(&self, mut path: &Path) {
+        let root = self.layout.mailboxes_root();
+        while path != root && path.starts_with(&root) {
+            if fs::remove_dir(path).is_err() {
+                return;
+            }
+            match path.parent() {
+                Some(p) => path = p,
+                None => return,
+            }
+        }
+    }
+
+    /// fs_list_delete_maildir: `dbox-Mails` is renamed to `<root>/..DOVECOT-TrasH`
+    /// (atomically invisible), then removed; then the mailbox directory, if empty.
+    fn delete_mail_dir(&self, vname: &str) -> Result<()> {
+        let mail_dir = self.layout.mail_dir(vname);
+        let trash = self.layout.root.join(TRASH_DIR);
+        let mut dest = trash.clone();
+        for attempt in 0..5 {
+            match fs::rename(&mail_dir, &dest) {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(Error::MailboxNotFound(vname.to_string()))
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::AlreadyExists | io::ErrorKind::DirectoryNotEmpty
+                    ) && attempt < 4 =>
+                {
+                    // a crashed or concurrent delete left the trash dir: go inside it
+                    dest = trash.join(format!(
+                        "{}.{}.{attempt}",
+                        mailstore::hostname(),
+                        std::process::id()
+                    ));
+                }
+                Err(e) => return Err(Error::io("rename", &mail_dir, e)),
+            }
+        }
+        if let Err(e) = fs::remove_dir_all(&trash) {
+            crate::warn(&format!("unlink_directory({}) failed: {e}", trash.display()));
+        }
+        self.remove_empty_parents(&self.layout.mailbox_dir(vname));
+        Ok(())
+    }
+}
+
+impl Store for DboxStore {
+    fn hierarchy_separator(&self) -> char {
+        self.layout.ns_sep
+    }
+
+    fn save_line_endings(&self) -> mailstore::SaveLineEndings {
+        self.layout.line_endings
+    }
+
+    fn list_mailboxes(&self) -> Result<Vec<MailboxInfo>> {
+        let sep = self.layout.ns_sep;
+        let found = self.layout.scan_mailboxes()?;
+        let subscribed: HashSet<String> = self.subscriptions()?.into_iter().collect();
+        // name → (directory exists, selectable)
+        let mut all: BTreeMap<String, (bool, bool)> = BTreeMap::new();
+        all.insert("INBOX".into(), (true, true));
+        for (name, selectable) in &found {
+            if name == "INBOX" {
+                continue;
+            }
+            all.insert(name.clone(), (true, *selectable));
+        }
+        for name in found.keys() {
+            for parent in names::parent_names(name, sep) {
+                all.entry(parent.to_string()).or_insert((false, false));
+            }
+        }
+        let keys: Vec<String> = all.keys().cloned().collect();
+        let mut out = Vec::with_capacity(all.len());
+        for (name, (on_disk, selectable)) in &all {
+            let children = keys.iter().any(|n| names::is_below(n, name, sep));
+            out.push(MailboxInfo {
+                name: name.clone(),
+                guid: if *selectable {
+                    self.listed_guid(name)
+                } else {
+                    None
+                },
+                subscribed: subscribed.contains(name),
+                attrs: MailboxAttrs {
+                    nonexistent: !on_disk,
+                    noselect: *on_disk && !selectable,
+                    children,
+                },
+            });
+        }
+        out.sort_by(|a, b| (a.name != "INBOX", &a.name).cmp(&(b.name != "INBOX", &b.name)));
+        Ok(out)
+    }
+
+    fn subscriptions(&self) -> Result<Vec<String>> {
+        let path = self.layout.subscriptions_path();
+        let storage =
+            subscriptions::read(&path, '/').map_err(|e| Error::io("read", &path, e))?;
+        let mut out = Vec::new();
+        for s in storage {
+            match self.layout.vname_of_storage(s.as_bytes()) {
+                Some(v) if !out.contains(&v) => out.push(v),
+                Some(_) => {}
+                None => crate::warn(&format!("{}: skipping entry {s:?}", path.display())),
+            }
+        }
+        Ok(out)
+    }
+
+    fn create_mailbox(&self, name: &str, guid: Option<MailboxGuid>) -> Result<()> {
+        let v = self.layout.normalize(name);
+        self.layout.validate(&v, true)?;
+        let mail_dir = self.layout.mail_dir(&v);
+        // INBOX always exists (it is created on first open)
+        if Layout::is_inbox(&v) || mail_dir.is_dir() {
+            return Err(Error::MailboxExists(v));
+        }
+        self.init_mailbox(&v, guid)
+    }
+
+    fn delete_mailbox(&self, name: &str) -> Result<()> {
+        let v = self.existing_name(name)?;
+        if Layout::is_inbox(&v) {
+            return Err(Error::NotPossible("INBOX can't be deleted.".into()));
+        }
+        let dir = self.layout.mailbox_dir(&v);
+        if !dir.is_dir() {
+            return Err(Error::MailboxNotFound(v));
+        }
+        if !self.layout.mail_dir(&v).is_dir() {
+            // a \NoSelect directory: removable only when empty (fs_list_delete_dir)
+            return match fs::remove_dir(&dir) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => Err(
+                    Error::NotPossible(format!("Mailbox has children, delete them first: {v}")),
+                ),
+                Err(e) => Err(Error::io("rmdir", &dir, e)),
+            };
+        }
+        if self.layout.kind == DboxKind::Multi {
+            crate::mdbox::release_mailbox_refs(&self.layout, &self.layout.mail_dir(&v))?;
+        }
+        self.delete_mail_dir(&v)
+    }
+
+    fn rename_mailbox(&self, old: &str, new: &str) -> Result<()> {
+        let sep = self.layout.ns_sep;
+        let o = self.existing_name(old)?;
+        let n = self.layout.normalize(new);
+        self.layout.validate(&n, true)?;
+        if o == n {
+            return Err(Error::MailboxExists(n));
+        }
+        if Layout::is_inbox(&o) {
+            return Err(Error::NotPossible("Renaming INBOX isn't supported.".into()));
+        }
+        if Layout::is_inbox(&n) {
+            return Err(Error::MailboxExists(n));
+        }
+        if names::is_below(&n, &o, sep) {
+            return Err(Error::NotPossible(format!(
+                "Can't rename mailbox under itself: {o} -> {n}"
+            )));
+        }
+        let old_dir = self.layout.mailbox_dir(&o);
+        let new_dir = self.layout.mailbox_dir(&n);
+        if !old_dir.is_dir() {
+            return Err(Error::MailboxNotFound(o));
+        }
+        if new_dir.exists() {
+            return Err(Error::MailboxExists(n));
+        }
+        if let Some(parent) = new_dir.parent() {
+            mkdir_all(parent, 0o700).map_err(|e| Error::io("mkdir", parent, e))?;
+        }
+        // children live inside the directory and move with it; the index (GUID,
+        // UIDVALIDITY, UIDs) moves unchanged
+        fs::rename(&old_dir, &new_dir).map_err(|e| Error::io("rename", &old_dir, e))?;
+        if let Some(parent) = old_dir.parent() {
+            self.remove_empty_parents(parent);
+        }
+        Ok(())
+    }
+
+    fn set_subscribed(&self, name: &str, subscribed: bool) -> Result<()> {
+        let v = self.existing_name(name)?;
+        let path = self.layout.subscriptions_path();
+        let root = &self.layout.root;
+        mkdir_all(root, 0o700).map_err(|e| Error::io("mkdir", root, e))?;
+        subscriptions::set_subscribed(&path, '/', &self.layout.storage_name(&v), subscribed)
+            .map_err(|e| {
+                if e.kind() == io::ErrorKind::TimedOut {
+                    Error::LockTimeout { path: path.clone() }
+                } else {
+                    Error::io("write", &path, e)
+                }
+            })?;
+        Ok(())
+    }
+
+    fn open_mailbox(&self, name: &str) -> Result<Box<dyn Mailbox>> {
+        let v = self.existing_name(name)?;
+        let mail_dir = self.layout.mail_dir(&v);
+        if Layout::is_inbox(&v) {
+            // mailbox_autocreate: INBOX comes into existence when first opened
+            if !index_exists(&mail_dir) {
+                self.init_mailbox(&v, None)?;
+            }
+        } else if !mail_dir.is_dir() {
+            return Err(Error::MailboxNotFound(v));
+        } else if !index_exists(&mail_dir) {
+            // a mailbox whose index is gone: Dovecot creates a new one (and rebuilds
+            // sdbox from the u.N files; mailsync leaves that to force-resync)
+            self.init_mailbox(&v, None)?;
+        }
+        match self.layout.kind {
+            DboxKind::Single => Ok(Box::new(SdboxMailbox::open(&self.layout, &v)?)),
+            DboxKind::Multi => crate::mdbox::MdboxMailbox::open(&self.layout, &v),
+        }
+    }
+}
