@@ -2,12 +2,13 @@
 
 use mailstore::{Error, Location, Result, Store, StoreOptions};
 
-/// Opens the store a location names. Drivers: `maildir`.
+/// Opens the store a location names. Drivers: `maildir`, `sdbox`, `mdbox`.
 pub fn open_store(location: &Location, opts: &StoreOptions) -> Result<Box<dyn Store>> {
     match location.driver.as_str() {
         "maildir" => Ok(Box::new(mailsync_maildir::MaildirStore::open(
             location, opts,
         )?)),
+        "sdbox" | "mdbox" => Ok(Box::new(mailsync_dbox::DboxStore::open(location, opts)?)),
         other => Err(Error::Params(format!(
             "Unknown mail storage driver {other}"
         ))),
