@@ -1,0 +1,200 @@
+//! Writing mbox messages as Dovecot writes them (mbox-save.c, mbox-sync-rewrite.c).
+//!
+//! A message is written as: From_ line, the message's own header fields minus the ones
+//! Dovecot manages ([`header::HIDDEN_HEADERS`]), then `X-IMAPbase` (first message only),
+//! `X-UID`, `Status`, `X-Status` (when a flag needs it), `X-Keywords` padded with spaces as
+//! Dovecot pads it so later flag changes fit in place, `Content-Length` (the body size),
+//! the empty line, the body, and one `\n` separator. Dovecot never `>`-escapes body
+//! `From ` lines; the Content-Length keeps them inside the message.
+
+use std::fs::File;
+use std::io::{self, Write};
+
+use mailstore::{Flags, Keyword};
+
+use crate::header::{self, HeaderLine};
+use crate::lines::{Line, LineReader};
+use crate::reader::BODY_KEEP;
+
+/// mbox-storage.h MBOX_HEADER_PADDING.
+pub const HEADER_PADDING: usize = 50;
+/// strfuncs.h MAX_INT_STRLEN for a 64-bit uintmax_t.
+const MAX_INT_STRLEN: usize = 23;
+/// The space mbox-save.c reserves after `X-Keywords:`; `\nContent-Length: <n>` is then
+/// written over its end.
+const KEYWORDS_SPACE: usize = HEADER_PADDING + 1 + "Content-Length: \n".len() + MAX_INT_STRLEN;
+
+/// UIDVALIDITY, last UID and keyword list of the X-IMAPbase (or X-IMAP) header.
+#[derive(Clone, Debug)]
+pub struct BaseHeader<'a> {
+    pub uid_validity: u32,
+    pub last_uid: u32,
+    pub keywords: &'a [Vec<u8>],
+}
+
+impl BaseHeader<'_> {
+    fn write(&self, name: &str, out: &mut Vec<u8>) {
+        out.extend_from_slice(
+            format!("{name}: {} {:010}", self.uid_validity, self.last_uid).as_bytes(),
+        );
+        for k in self.keywords {
+            out.push(b' ');
+            out.extend_from_slice(k);
+        }
+        out.push(b'\n');
+    }
+}
+
+/// The headers Dovecot keeps for one message.
+#[derive(Clone, Debug)]
+pub struct Managed<'a> {
+    pub base: Option<BaseHeader<'a>>,
+    pub uid: u32,
+    pub flags: Flags,
+    pub recent: bool,
+    pub keywords: &'a [Keyword],
+    pub content_length: u64,
+}
+
+/// The managed header block, in mbox-save.c's order, ending with the empty line.
+pub fn managed_headers(m: &Managed<'_>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    if let Some(base) = &m.base {
+        base.write("X-IMAPbase", &mut out);
+    }
+    out.extend_from_slice(format!("X-UID: {}\n", m.uid).as_bytes());
+    out.extend_from_slice(b"Status: ");
+    if m.flags.contains(Flags::SEEN) {
+        out.push(b'R');
+    }
+    if !m.recent {
+        out.push(b'O');
+    }
+    out.push(b'\n');
+    let xstatus: Vec<u8> = [
+        (Flags::ANSWERED, b'A'),
+        (Flags::FLAGGED, b'F'),
+        (Flags::DRAFT, b'T'),
+        (Flags::DELETED, b'D'),
+    ]
+    .iter()
+    .filter(|(f, _)| m.flags.contains(*f))
+    .map(|(_, c)| *c)
+    .collect();
+    if !xstatus.is_empty() {
+        out.extend_from_slice(b"X-Status: ");
+        out.extend_from_slice(&xstatus);
+        out.push(b'\n');
+    }
+    out.extend_from_slice(b"X-Keywords:");
+    for k in m.keywords {
+        out.push(b' ');
+        out.extend_from_slice(k.as_bytes());
+    }
+    let content_length = format!("\nContent-Length: {}", m.content_length);
+    out.extend(std::iter::repeat_n(
+        b' ',
+        KEYWORDS_SPACE.saturating_sub(content_length.len()),
+    ));
+    out.extend_from_slice(content_length.as_bytes());
+    out.extend_from_slice(b"\n\n");
+    out
+}
+
+/// The c-client "FOLDER INTERNAL DATA" message Dovecot writes to keep UIDVALIDITY and the
+/// next UID in an mbox without messages (mbox-sync.c mbox_sync_write_pseudo).
+pub fn pseudo_message(base: &BaseHeader<'_>, now: i64) -> Vec<u8> {
+    let host = mailstore::hostname();
+    let date = jiff::Timestamp::from_second(now)
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+        .to_zoned(jiff::tz::TimeZone::system())
+        .strftime("%a, %d %b %Y %H:%M:%S %z")
+        .to_string();
+    let mut out = crate::from_line::create(b"MAILER_DAEMON", now);
+    out.extend_from_slice(format!("Date: {date}\n").as_bytes());
+    out.extend_from_slice(
+        format!("From: Mail System Internal Data <MAILER-DAEMON@{host}>\n").as_bytes(),
+    );
+    out.extend_from_slice(b"Subject: DON'T DELETE THIS MESSAGE -- FOLDER INTERNAL DATA\n");
+    out.extend_from_slice(format!("Message-ID: <{now}@{host}>\n").as_bytes());
+    base.write("X-IMAP", &mut out);
+    out.extend_from_slice(b"Status: RO\n\n");
+    out.extend_from_slice(
+        b"This text is part of the internal format of your mail folder, and is not\n\
+a real message.  It is created automatically by the mail system software.\n\
+If deleted, important folder data will be lost, and it will be re-created\n\
+with the data reset to initial values.\n\n",
+    );
+    out
+}
+
+/// Copies file bytes `[start, end)` to `out`.
+pub fn copy_range(file: &File, start: u64, end: u64, out: &mut dyn Write) -> io::Result<()> {
+    let mut pos = start;
+    while pos < end {
+        let n = ((end - pos) as usize).min(256 * 1024);
+        let chunk = LineReader::peek_at(file, pos, n)?;
+        if chunk.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "mbox file shrank while copying",
+            ));
+        }
+        out.write_all(&chunk)?;
+        pos += chunk.len() as u64;
+    }
+    Ok(())
+}
+
+/// Copies the header lines in `[start, end)` except Dovecot-managed fields (with their
+/// continuation lines), byte for byte. Returns whether the copied text ends with a line
+/// ending (or is empty), so the caller knows if one must be added before more headers.
+pub fn copy_unmanaged_header(
+    file: &File,
+    start: u64,
+    end: u64,
+    out: &mut dyn Write,
+) -> io::Result<bool> {
+    let mut reader = LineReader::new(file, start, end)?;
+    let mut line = Line::default();
+    let mut hidden = false;
+    let mut ends_with_newline = true;
+    while reader.next_line(BODY_KEEP, &mut line)? {
+        if let HeaderLine::Field { name, .. } = header::split(line.content()) {
+            hidden = header::is_hidden(name);
+        }
+        if !hidden {
+            copy_range(file, line.start, line.end(), out)?;
+            ends_with_newline = line.newline;
+        }
+    }
+    Ok(ends_with_newline)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keywords_line_is_padded_as_dovecot_pads_it() {
+        let kws = [Keyword::from("$Forwarded")];
+        let h = managed_headers(&Managed {
+            base: None,
+            uid: 2,
+            flags: Flags::SEEN | Flags::ANSWERED,
+            recent: false,
+            keywords: &kws,
+            content_length: 25,
+        });
+        let text = String::from_utf8(h).unwrap();
+        let lines: Vec<&str> = text.split('\n').collect();
+        assert_eq!(lines[0], "X-UID: 2");
+        assert_eq!(lines[1], "Status: RO");
+        assert_eq!(lines[2], "X-Status: A");
+        // Dovecot 2.3.19.1 file: "X-Keywords:" + 72 spaces before "Content-Length: 25"
+        assert!(lines[3].starts_with("X-Keywords: $Forwarded "));
+        assert_eq!(lines[3].len(), 83 + " $Forwarded".len());
+        assert_eq!(lines[4], "Content-Length: 25");
+        assert_eq!(&lines[5..], ["", ""]);
+    }
+}
