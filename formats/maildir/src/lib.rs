@@ -5,6 +5,8 @@
 pub mod filename;
 #[doc(hidden)]
 pub mod fuzzing;
+mod index_file;
+mod index_sync;
 pub mod keywords;
 pub mod layout;
 mod mailbox;

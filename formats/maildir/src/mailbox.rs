@@ -17,13 +17,15 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mailstore::{
-    CommitResult, Error, FlagOp, FlagUpdate, Flags, Guid, Keyword, LineEndingReader, MailRecord,
-    Mailbox, MailboxGuid, MailboxStatus, ModSeq, NewMail, Result, SaveLineEndings, Transaction,
-    Uid, VsizeCounter,
+    Changes, CommitResult, Error, FlagOp, FlagUpdate, Flags, Guid, Keyword, LineEndingReader,
+    MailRecord, Mailbox, MailboxGuid, MailboxStatus, ModSeq, NewMail, Result, SaveLineEndings,
+    Transaction, Uid, VsizeCounter,
 };
 use mailsupport::dotlock::{DotLock, DotLockOptions};
 
 use crate::filename::{self, EXTRA_FILE_SIZE, EXTRA_VIRTUAL_SIZE};
+use crate::index_file::{self, IndexInfo};
+use crate::index_sync::{self, FileMail};
 use crate::keywords::KeywordMap;
 use crate::layout::{Layout, LayoutKind};
 use crate::uidlist::{self, UidList, UidRecord};
@@ -456,6 +458,7 @@ fn write_keywords(paths: &Paths, map: &KeywordMap) -> Result<()> {
     let opts = DotLockOptions {
         timeout: Duration::from_secs(0),
         stale_timeout: KEYWORDS_LOCK_STALE,
+        lock_suffix: ".lock",
         use_excl_lock: true,
         write_pid: false,
         mode: file_mode(&paths.dir),
@@ -535,6 +538,26 @@ pub struct MaildirMailbox {
     vsize_cache: HashMap<u32, u64>,
     tmp_checked: bool,
     line_endings: SaveLineEndings,
+    /// Where `dovecot.index*` live; `None` for INDEX=MEMORY.
+    index_dir: Option<PathBuf>,
+    /// Modseqs and \Recent as of the last sync (FORMAT.md §6).
+    index: IndexInfo,
+}
+
+/// The mailbox's index as read under the uidlist lock, before a change.
+enum IndexBase {
+    /// INDEX=MEMORY, or the index can't be used: Dovecot's answers are simulated.
+    InMemory(Option<mailsync_index::View>),
+    /// The index directory (the view is `None` when there is no index yet).
+    OnDisk(PathBuf, Option<mailsync_index::View>),
+}
+
+impl IndexBase {
+    fn view(&self) -> Option<&mailsync_index::View> {
+        match self {
+            IndexBase::InMemory(v) | IndexBase::OnDisk(_, v) => v.as_ref(),
+        }
+    }
 }
 
 impl MaildirMailbox {
@@ -552,6 +575,8 @@ impl MaildirMailbox {
             vsize_cache: HashMap::new(),
             tmp_checked: false,
             line_endings: layout.line_endings,
+            index_dir: layout.index_dir(vname),
+            index: IndexInfo::default(),
         };
         mb.sync_impl()?;
         Ok(mb)
@@ -668,14 +693,201 @@ impl MaildirMailbox {
     }
 
     /// A fresh uidlist for a mailbox that has none: a new UIDVALIDITY from the root's
-    /// dovecot-uidvalidity and a new GUID.
-    fn new_uidlist(&self) -> Result<UidList> {
+    /// dovecot-uidvalidity and a new GUID. When an index exists, its UIDVALIDITY and
+    /// next UID are kept, so no UID the index ever saw is given again
+    /// (maildir-sync.c maildir_sync_update_next_uid).
+    fn new_uidlist(&self, base: &IndexBase) -> Result<UidList> {
+        if let Some(view) = base.view() {
+            if view.uid_validity() != 0 {
+                let mut list = UidList::new(view.uid_validity(), MailboxGuid::generate());
+                list.next_uid = list.next_uid.max(view.next_uid());
+                list.header_next_uid = list.next_uid;
+                return Ok(list);
+            }
+        }
         let v = uidvalidity::next(&self.control_root)
             .map_err(|e| Error::io("open", self.control_root.join(uidvalidity::FILE_NAME), e))?;
         Ok(UidList::new(v, MailboxGuid::generate()))
     }
 
-    /// Re-reads the mailbox (the `sync()` of the API).
+    /// Reads the index (INDEX=MEMORY and an unusable index give `InMemory`).
+    fn index_base(&self) -> IndexBase {
+        let Some(dir) = &self.index_dir else {
+            return IndexBase::InMemory(None);
+        };
+        match index_file::read_view(dir) {
+            Ok(v) => IndexBase::OnDisk(dir.clone(), v),
+            Err(e) => {
+                warn(&format!("{e}; the index is not used"));
+                IndexBase::InMemory(None)
+            }
+        }
+    }
+
+    /// The messages as the files show them, for comparing with the index. `recent` are the
+    /// UIDs given in this sync or commit (new to the uidlist, so \Recent as in
+    /// maildir_uidlist_sync_next); files in new/ are \Recent too.
+    fn file_mails(st: &DiskState, list: &UidList, recent: &HashSet<u32>) -> Vec<FileMail> {
+        let mut kwmap = st.keywords.clone();
+        for f in st.scan.files.values() {
+            for &c in filename::flag_chars(&f.fname) {
+                kwmap.claim_letter(c);
+            }
+        }
+        list.records
+            .iter()
+            .filter_map(|rec| {
+                let found = st.scan.files.get(&rec.base)?;
+                let (flags, letters) = filename::flags_of(&found.fname);
+                Some(FileMail {
+                    uid: rec.uid,
+                    flags: flags.0 & index_sync::REAL_FLAGS,
+                    keywords: letters
+                        .iter()
+                        .filter_map(|&l| kwmap.keyword_for_letter(l))
+                        .collect(),
+                    recent: found.in_new || recent.contains(&rec.uid),
+                })
+            })
+            .collect()
+    }
+
+    /// Raises the uidlist's next UID to the index's, so a UID is never given below the
+    /// index's next_uid (Dovecot would renumber such a message; FORMAT.md §6.6).
+    fn raise_next_uid(list: &mut UidList, base: &IndexBase) {
+        if let Some(v) = base.view() {
+            if v.uid_validity() == list.uid_validity && v.next_uid() > list.next_uid {
+                list.next_uid = v.next_uid();
+            }
+        }
+    }
+
+    /// Under the uidlist lock, after the files and the uidlist are written: writes what
+    /// Dovecot's maildir sync would write for them to the index (maildir_sync_index) and
+    /// returns the modseqs and \Recent for the view. `recent` are UIDs given in this
+    /// operation; `non_recent` saves that asked for a UID without \Recent.
+    fn index_sync_locked(
+        &self,
+        st: &mut DiskState,
+        base: IndexBase,
+        recent: &HashSet<u32>,
+        non_recent: &HashSet<u32>,
+    ) -> Result<IndexInfo> {
+        let Some(mut list) = st.list.take() else {
+            return Ok(IndexInfo::default());
+        };
+        let result = self.index_sync_list(st, &mut list, base, recent, non_recent);
+        st.list = Some(list);
+        result
+    }
+
+    fn index_sync_list(
+        &self,
+        st: &DiskState,
+        list: &mut UidList,
+        base: IndexBase,
+        recent: &HashSet<u32>,
+        non_recent: &HashSet<u32>,
+    ) -> Result<IndexInfo> {
+        let (dir, mut view) = match base {
+            IndexBase::OnDisk(dir, view) => (dir, view),
+            IndexBase::InMemory(view) => {
+                let files = Self::file_mails(st, list, recent);
+                let side = index_file::index_side(view.as_ref());
+                let c = index_sync::compare(
+                    &side,
+                    list.uid_validity,
+                    list.next_uid,
+                    &files,
+                    non_recent,
+                );
+                return Ok(IndexInfo::simulated(view.as_ref(), &c.changes));
+            }
+        };
+        if let Some(v) = &view {
+            if v.uid_validity() != 0 && v.uid_validity() != list.uid_validity {
+                // maildir_sync_index: "UIDVALIDITY changed", mail_index_reset.
+                warn(&format!(
+                    "Maildir {}: UIDVALIDITY changed ({} -> {})",
+                    self.paths.dir.display(),
+                    v.uid_validity(),
+                    list.uid_validity
+                ));
+                index_file::remove_index(&dir)?;
+                view = None;
+            }
+        }
+        let side = index_file::index_side(view.as_ref());
+        let files = Self::file_mails(st, list, recent);
+        let cmp = index_sync::compare(&side, list.uid_validity, list.next_uid, &files, non_recent);
+        if !cmp.reappeared.is_empty() {
+            // maildir_handle_uid_insertion: the index already expunged these UIDs; the files
+            // get new ones (as Dovecot does, keeping the records' fields).
+            for uid in &cmp.reappeared {
+                let Some(idx) = list.find_uid(*uid) else {
+                    continue;
+                };
+                let mut rec = list.records.remove(idx);
+                let new_uid = take_uid(list, None, &self.paths.uidlist())?;
+                warn(&format!(
+                    "Maildir {}: Expunged message reappeared, giving a new UID (old uid={uid}, file={})",
+                    self.paths.dir.display(),
+                    show(&rec.base)
+                ));
+                rec.uid = new_uid;
+                list.records.push(rec);
+            }
+            let live: HashSet<Vec<u8>> = st.scan.files.keys().cloned().collect();
+            let count = list.records.len();
+            write_uidlist(&self.paths, list, false, count, true, &live)?;
+        } else if view.is_some() && cmp.changes.is_empty() {
+            return Ok(IndexInfo::from_view(view.expect("checked")));
+        }
+        let files = Self::file_mails(st, list, recent);
+        let (validity, next_uid) = (list.uid_validity, list.next_uid);
+        let written =
+            index_file::write_changes(&dir, dir_mode(&self.paths.dir), validity, |side| {
+                index_sync::compare(side, validity, next_uid, &files, non_recent).changes
+            });
+        match written {
+            Ok(v) => Ok(IndexInfo::from_view(v)),
+            Err(e) => {
+                // The files and the uidlist are right; the index is only a copy of them that
+                // the next sync (ours or Dovecot's) brings up to date.
+                warn(&format!("{}: index not updated: {e}", dir.display()));
+                let side = index_file::index_side(view.as_ref());
+                let c = index_sync::compare(&side, validity, next_uid, &files, non_recent);
+                Ok(IndexInfo::simulated(view.as_ref(), &c.changes))
+            }
+        }
+    }
+
+    /// Whether the index differs from the files (checked without locks; the change itself
+    /// is computed again under the locks).
+    fn index_differs(&self, st: &DiskState, base: &IndexBase) -> bool {
+        let IndexBase::OnDisk(_, view) = base else {
+            return false;
+        };
+        let Some(list) = &st.list else {
+            return true;
+        };
+        let Some(view) = view else {
+            return true;
+        };
+        let files = Self::file_mails(st, list, &HashSet::new());
+        let side = index_file::index_side(Some(view));
+        let c = index_sync::compare(
+            &side,
+            list.uid_validity,
+            list.next_uid,
+            &files,
+            &HashSet::new(),
+        );
+        !c.changes.is_empty() || !c.reappeared.is_empty() || side.uid_validity != list.uid_validity
+    }
+
+    /// Re-reads the mailbox (the `sync()` of the API): gives UIDs to new files and brings
+    /// the index up to date with the files, as Dovecot's maildir sync does.
     fn sync_impl(&mut self) -> Result<()> {
         self.ensure_dirs()?;
         if !self.tmp_checked {
@@ -683,38 +895,73 @@ impl MaildirMailbox {
             self.tmp_checked = true;
         }
         let mut st = read_disk(&self.paths)?;
-        if Self::needs_write(&st) {
+        let base = self.index_base();
+        let uidlist_outdated = Self::needs_write(&st);
+        if uidlist_outdated || self.index_differs(&st, &base) {
             match lock_uidlist(&self.paths) {
                 Ok(lock) => {
-                    let result = self.update_locked(&mut st);
+                    let result = (|| {
+                        let base = self.index_base();
+                        let recent = self.update_locked(&mut st, &base)?;
+                        self.index_sync_locked(&mut st, base, &recent, &HashSet::new())
+                    })();
                     let released = lock.release();
-                    result?;
+                    self.index = result?;
                     released.map_err(|e| Error::io("unlink", self.paths.uidlist(), e))?;
                 }
                 Err(Error::Io { source, .. }) if is_readonly_error(&source) => {
-                    warn(&format!(
-                        "{}: read-only, new messages get UIDs only for this session",
-                        self.paths.dir.display()
-                    ));
-                    let list = match st.list.take() {
+                    if uidlist_outdated {
+                        warn(&format!(
+                            "{}: read-only, new messages get UIDs only for this session",
+                            self.paths.dir.display()
+                        ));
+                    }
+                    let mut list = match st.list.take() {
                         Some(l) => l,
                         None => UidList::new(
                             unix_secs(SystemTime::now()).max(1) as u32,
                             MailboxGuid::generate(),
                         ),
                     };
-                    let mut list = list;
+                    let first_new = list.records.len();
                     assign_unlisted(&mut list, &st.scan, &self.paths.uidlist())?;
+                    let recent: HashSet<u32> =
+                        list.records[first_new..].iter().map(|r| r.uid).collect();
+                    let files = Self::file_mails(&st, &list, &recent);
+                    let side = index_file::index_side(base.view());
+                    let c = index_sync::compare(
+                        &side,
+                        list.uid_validity,
+                        list.next_uid,
+                        &files,
+                        &HashSet::new(),
+                    );
+                    self.index = IndexInfo::simulated(base.view(), &c.changes);
                     st.list = Some(list);
                 }
                 Err(e) => return Err(e),
             }
+        } else {
+            self.index = match base {
+                IndexBase::OnDisk(_, Some(v)) => IndexInfo::from_view(v),
+                other => {
+                    let list = st.list.as_ref();
+                    let files = list
+                        .map(|l| Self::file_mails(&st, l, &HashSet::new()))
+                        .unwrap_or_default();
+                    let side = index_file::index_side(other.view());
+                    let (v, n) = list.map(|l| (l.uid_validity, l.next_uid)).unwrap_or((0, 1));
+                    let c = index_sync::compare(&side, v, n, &files, &HashSet::new());
+                    IndexInfo::simulated(other.view(), &c.changes)
+                }
+            };
         }
         self.build_view(st)
     }
 
     /// Under the uidlist lock: re-reads everything and gives UIDs to unlisted files.
-    fn update_locked(&self, st: &mut DiskState) -> Result<()> {
+    /// Returns the UIDs given.
+    fn update_locked(&self, st: &mut DiskState, base: &IndexBase) -> Result<HashSet<u32>> {
         *st = read_disk(&self.paths)?;
         self.fix_duplicates(st)?;
         let (mut list, recreate) = match st.list.take() {
@@ -722,10 +969,12 @@ impl MaildirMailbox {
                 let r = l.guid.is_none() || l.version != 3;
                 (l, r)
             }
-            None => (self.new_uidlist()?, true),
+            None => (self.new_uidlist(base)?, true),
         };
+        Self::raise_next_uid(&mut list, base);
         let first_new = list.records.len();
         let added = assign_unlisted(&mut list, &st.scan, &self.paths.uidlist())?;
+        let given = list.records[first_new..].iter().map(|r| r.uid).collect();
         if recreate || added > 0 {
             let live: HashSet<Vec<u8>> = st.scan.files.keys().cloned().collect();
             write_uidlist(
@@ -738,7 +987,7 @@ impl MaildirMailbox {
             )?;
         }
         st.list = Some(list);
-        Ok(())
+        Ok(given)
     }
 
     fn build_view(&mut self, mut st: DiskState) -> Result<()> {
@@ -781,7 +1030,10 @@ impl MaildirMailbox {
                 }
             };
             let (mut flags, letters) = filename::flags_of(&found.fname);
-            flags.insert(Flags::RECENT);
+            // index-sync.c index_sync_update_recent_count: UIDs from first_recent_uid on.
+            if rec.uid >= self.index.first_recent_uid {
+                flags.insert(Flags::RECENT);
+            }
             let keywords = letters
                 .iter()
                 .filter_map(|&l| st.keywords.keyword_for_letter(l))
@@ -866,7 +1118,7 @@ impl MaildirMailbox {
             guid: Guid::from_bytes(m.record.guid()),
             flags: m.flags,
             keywords: m.keywords.clone(),
-            modseq: ModSeq(1),
+            modseq: ModSeq(self.index.modseq(m.uid)),
             received_date: m.mtime,
             saved_date,
             physical_size: m.physical_size,
@@ -922,9 +1174,14 @@ impl Mailbox for MaildirMailbox {
         Ok(MailboxStatus {
             uid_validity: self.view.uid_validity,
             uid_next: self.view.uid_next,
-            highest_modseq: 1,
+            highest_modseq: self.index.highest_modseq,
             messages: self.view.mails.len() as u32,
-            recent: self.view.mails.len() as u32,
+            recent: self
+                .view
+                .mails
+                .iter()
+                .filter(|m| m.flags.contains(Flags::RECENT))
+                .count() as u32,
             unseen: self
                 .view
                 .mails
@@ -951,6 +1208,12 @@ impl Mailbox for MaildirMailbox {
             Some(v) => Ok(v),
             None => self.computed_vsize(uid.0),
         }
+    }
+
+    /// Answered from the index's transaction logs as of the last sync (`Unknown` when the
+    /// logs don't reach back that far, or for INDEX=MEMORY).
+    fn changes_since(&mut self, since: ModSeq) -> Result<Changes> {
+        Ok(self.index.changes_since(since))
     }
 
     fn begin(&mut self) -> Result<Box<dyn Transaction + '_>> {
@@ -1006,6 +1269,15 @@ struct PendingSave {
 enum Op {
     Flags(u32, FlagUpdate),
     Expunge(u32),
+}
+
+/// A transaction applied to the files and the uidlist, waiting for its index sync.
+struct Committed {
+    result: CommitResult,
+    st: DiskState,
+    base: IndexBase,
+    given: HashSet<u32>,
+    non_recent: HashSet<u32>,
 }
 
 struct MaildirTransaction<'a> {
@@ -1081,18 +1353,24 @@ impl MaildirTransaction<'_> {
         Ok(letters)
     }
 
-    fn commit_locked(&mut self, lock: &DotLock) -> Result<CommitResult> {
+    /// Applies the transaction to the files and the uidlist. Returns what the index sync
+    /// that follows (still under the lock) needs: the disk state, the index as read before,
+    /// the UIDs given (\Recent) and the saves that asked for a UID without \Recent.
+    fn commit_locked(&mut self, lock: &DotLock) -> Result<Committed> {
         let mut toucher = LockToucher::new(lock);
         let paths = self.mbox.paths.clone();
         let mut st = read_disk(&paths)?;
         self.mbox.fix_duplicates(&mut st)?;
+        let base = self.mbox.index_base();
         let (mut list, mut recreate) = match st.list.take() {
             Some(l) => {
                 let r = l.guid.is_none() || l.version != 3;
                 (l, r)
             }
-            None => (self.mbox.new_uidlist()?, true),
+            None => (self.mbox.new_uidlist(&base)?, true),
         };
+        MaildirMailbox::raise_next_uid(&mut list, &base);
+        let mut non_recent: HashSet<u32> = HashSet::new();
         if !st.appendable {
             recreate = true;
         }
@@ -1168,6 +1446,10 @@ impl MaildirTransaction<'_> {
                     cur_changed = true;
                 }
                 let uid = take_uid(&mut list, s.uid, &paths.uidlist())?;
+                // maildir_save_add: a save that asks for a UID is \Recent only when asked.
+                if s.uid.is_some() && !s.flags.contains(Flags::RECENT) {
+                    non_recent.insert(uid);
+                }
                 let mut rec = UidRecord::new(uid, base.clone());
                 if let Some(g) = g_field {
                     rec.set_ext(b'G', Some(g));
@@ -1219,12 +1501,22 @@ impl MaildirTransaction<'_> {
             fsync_dir(&paths.sub(false))?;
         }
         let live: HashSet<Vec<u8>> = st.scan.files.keys().cloned().collect();
+        let given = list.records[first_new..].iter().map(|r| r.uid).collect();
         if recreate || list.records.len() > first_new {
             write_uidlist(&paths, &mut list, st.appendable, first_new, recreate, &live)?;
         }
-        Ok(CommitResult {
+        let result = CommitResult {
             saved,
             uid_validity: list.uid_validity,
+        };
+        st.list = Some(list);
+        st.keywords = kwmap;
+        Ok(Committed {
+            result,
+            st,
+            base,
+            given,
+            non_recent,
         })
     }
 
@@ -1411,10 +1703,17 @@ impl Transaction for MaildirTransaction<'_> {
                 uid_validity: self.mbox.view.uid_validity,
             });
         }
-        let result = (|| {
+        let result = (|| -> Result<CommitResult> {
             self.mbox.ensure_dirs()?;
             let lock = lock_uidlist(&self.mbox.paths)?;
-            let result = self.commit_locked(&lock);
+            // The index gets the EXTERNAL transaction for these changes under the same
+            // uidlist lock (files first, then uidlist, then log: FORMAT.md §6.5).
+            let result = self.commit_locked(&lock).and_then(|mut c| {
+                self.mbox.index =
+                    self.mbox
+                        .index_sync_locked(&mut c.st, c.base, &c.given, &c.non_recent)?;
+                Ok(c.result)
+            });
             let released = lock.release();
             let r = result?;
             released.map_err(|e| Error::io("unlink", self.mbox.paths.uidlist(), e))?;

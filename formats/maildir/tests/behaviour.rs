@@ -200,7 +200,12 @@ fn control_and_index_options_keep_files_where_dovecot_puts_them() {
     assert!(h.join("Maildir/.A.B/maildirfolder").exists());
     assert!(!h.join("Maildir/.A.B/dovecot-uidlist").exists());
     assert!(!h.join("inbox/dovecot-uidlist").exists());
-    assert!(!h.join("index").exists(), "no index files are written yet");
+    // INDEX=: the index and its log go to <INDEX>/<storage name>, INBOX's to .INBOX.
+    assert!(h.join("index/.A.B/dovecot.index.log").exists());
+    assert!(h.join("index/.INBOX/dovecot.index.log").exists());
+    assert!(!h.join("Maildir/.A.B/dovecot.index.log").exists());
+    assert!(!h.join("control/.A.B/dovecot.index.log").exists());
+    assert!(!h.join("inbox/dovecot.index.log").exists());
     let text = fs::read_to_string(h.join("control/.A.B/dovecot-uidlist")).unwrap();
     assert!(text.starts_with("3 V"));
     assert!(text.contains(&format!(" G{guid}\n")));
@@ -212,6 +217,8 @@ fn control_and_index_options_keep_files_where_dovecot_puts_them() {
     store.rename_mailbox("A/B", "C").unwrap();
     assert!(h.join("control/.C/dovecot-uidlist").exists());
     assert!(!h.join("control/.A.B").exists());
+    assert!(h.join("index/.C/dovecot.index.log").exists());
+    assert!(!h.join("index/.A.B").exists());
     assert_eq!(
         store.open_mailbox("C").unwrap().status().unwrap().guid,
         guid
@@ -219,6 +226,7 @@ fn control_and_index_options_keep_files_where_dovecot_puts_them() {
     store.delete_mailbox("C").unwrap();
     assert!(!h.join("control/.C").exists());
     assert!(!h.join("Maildir/.C").exists());
+    assert!(!h.join("index/.C").exists());
 }
 
 #[test]

@@ -1,0 +1,331 @@
+//! The mailbox's `dovecot.index` + `dovecot.index.log` through the `mailsync-index` crate:
+//! reading the replayed view (modseqs, `first_recent_uid`, records to compare with the
+//! files) and writing what Dovecot's maildir sync would write as one EXTERNAL transaction
+//! under the log lock (FORMAT.md §6; src/lib-storage/index/maildir/maildir-sync-index.c).
+//!
+//! Callers hold the uidlist lock while writing: Dovecot appends to a maildir index and
+//! changes its `uid_validity` only under that lock too, so the set of indexed UIDs and
+//! `next_uid` can't change between reading the view and committing (Dovecot takes the
+//! uidlist lock before the index lock, maildir-sync.c, and so do we).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use mailstore::{Changes, Error, Keyword, ModSeq, Result};
+use mailsync_index::format::ext::{self, ModseqHeader};
+use mailsync_index::format::index::hdr_off;
+use mailsync_index::format::log::RecordBody;
+use mailsync_index::{IndexWriter, View as IndexView};
+
+use crate::index_sync::{ExternalChanges, IndexSide, IndexedMail};
+
+/// The prefix of a mailbox index (MAIL_INDEX_PREFIX, index-storage.h).
+pub(crate) const INDEX_PREFIX: &str = "dovecot.index";
+
+/// What the mailbox view takes from the index: modseqs and `\Recent`.
+#[derive(Clone, Debug)]
+pub(crate) struct IndexInfo {
+    /// HIGHESTMODSEQ (never below 1, as doveadm shows it).
+    pub highest_modseq: u64,
+    /// Messages with a UID at or above this are `\Recent`.
+    pub first_recent_uid: u32,
+    modseqs: HashMap<u32, u64>,
+    /// The replayed index, when there is one on disk (for `changes_since`).
+    view: Option<IndexView>,
+}
+
+impl Default for IndexInfo {
+    fn default() -> IndexInfo {
+        IndexInfo {
+            highest_modseq: 1,
+            first_recent_uid: 1,
+            modseqs: HashMap::new(),
+            view: None,
+        }
+    }
+}
+
+impl IndexInfo {
+    /// The MODSEQ of `uid` (the highest modseq for messages the index doesn't know yet, as
+    /// mail_index_modseq_lookup answers for records without one).
+    pub fn modseq(&self, uid: u32) -> u64 {
+        self.modseqs
+            .get(&uid)
+            .copied()
+            .unwrap_or(self.highest_modseq)
+    }
+
+    pub fn from_view(view: IndexView) -> IndexInfo {
+        let modseqs = view.messages().map(|m| (m.uid(), m.modseq())).collect();
+        IndexInfo {
+            highest_modseq: view.highest_modseq().max(1),
+            first_recent_uid: view.header().first_recent_uid.max(1),
+            modseqs,
+            view: Some(view),
+        }
+    }
+
+    /// What Dovecot would show after writing `changes` into an index it keeps in memory
+    /// (INDEX=MEMORY, or a store we can't write to): the records' modseq steps applied to
+    /// `base` (or to an empty index, whose log starts at modseq 1).
+    pub fn simulated(base: Option<&IndexView>, changes: &ExternalChanges) -> IndexInfo {
+        let mut modseq = base.map(|v| v.log_modseq()).unwrap_or(0).max(1);
+        let tracked = base.is_some_and(|v| v.modseq_header().is_some());
+        let mut modseqs: HashMap<u32, u64> = base
+            .map(|v| v.messages().map(|m| (m.uid(), m.modseq())).collect())
+            .unwrap_or_default();
+        let mut touch = |modseq: u64, uids: &mut dyn Iterator<Item = u32>| {
+            for uid in uids {
+                modseqs.insert(uid, modseq);
+            }
+        };
+        // mail_transaction_update_modseq: one step per APPEND, FLAG_UPDATE, KEYWORD_UPDATE
+        // and EXTERNAL expunge record.
+        if !changes.appends.is_empty() {
+            modseq += 1;
+            touch(modseq, &mut changes.appends.iter().map(|a| a.0));
+        }
+        if !changes.flag_updates.is_empty() {
+            modseq += 1;
+            touch(modseq, &mut changes.flag_updates.iter().map(|f| f.0));
+        }
+        for (_, _, uids) in &changes.keyword_updates {
+            modseq += 1;
+            touch(modseq, &mut uids.iter().copied());
+        }
+        if !changes.expunges.is_empty() {
+            modseq += 1;
+        }
+        for uid in &changes.expunges {
+            modseqs.remove(uid);
+        }
+        let highest = base
+            .map(|v| v.highest_modseq())
+            .unwrap_or(0)
+            .max(modseq)
+            .max(1);
+        if !tracked {
+            // Without the `modseq` extension every message reports the highest modseq.
+            modseqs.clear();
+        }
+        let first_recent_uid = changes
+            .first_recent_uid
+            .or(base.map(|v| v.header().first_recent_uid))
+            .unwrap_or(1)
+            .max(1);
+        IndexInfo {
+            highest_modseq: highest,
+            first_recent_uid,
+            modseqs,
+            view: None,
+        }
+    }
+
+    /// `Mailbox::changes_since` from the logs of the view this info was built from.
+    pub fn changes_since(&self, since: ModSeq) -> Changes {
+        match &self.view {
+            Some(v) => v.changes_since(since),
+            None => Changes::Unknown,
+        }
+    }
+}
+
+/// Reads the replayed index in `dir`; `None` when it has neither `dovecot.index` nor a log.
+pub(crate) fn read_view(
+    dir: &Path,
+) -> std::result::Result<Option<IndexView>, mailsync_index::Error> {
+    match IndexView::open(dir, INDEX_PREFIX) {
+        Ok(v) => Ok(Some(v)),
+        Err(mailsync_index::Error::NotFound { .. }) => Ok(None),
+        Err(mailsync_index::Error::Io { source, .. })
+            if source.kind() == io::ErrorKind::NotFound =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The index side of the comparison (an empty index when there is none).
+pub(crate) fn index_side(view: Option<&IndexView>) -> IndexSide {
+    let Some(view) = view else {
+        return IndexSide::default();
+    };
+    let hdr = view.header();
+    let mails = view
+        .messages()
+        .map(|m| IndexedMail {
+            uid: m.uid(),
+            flags: m.flags(),
+            keywords: m.keywords().into_iter().map(Keyword::new).collect(),
+        })
+        .collect();
+    IndexSide {
+        uid_validity: hdr.uid_validity,
+        next_uid: hdr.next_uid,
+        first_recent_uid: hdr.first_recent_uid,
+        mails,
+        keyword_names: view
+            .keywords()
+            .iter()
+            .map(|k| Keyword::new(k.clone()))
+            .collect(),
+        pending: pending_uids(view),
+    }
+}
+
+/// UIDs with flag, keyword or expunge records Dovecot logged as requests (not EXTERNAL)
+/// after `log_file_tail_offset`: changes its maildir sync hasn't applied to the files yet
+/// (index-sync-changes.c reads exactly these).
+fn pending_uids(view: &IndexView) -> HashSet<u32> {
+    let mut out = HashSet::new();
+    let Some(head) = view.logs().last() else {
+        return out;
+    };
+    let hdr = view.header();
+    let tail = if hdr.log_file_seq == head.header.file_seq {
+        hdr.log_file_tail_offset as u64
+    } else {
+        head.header.hdr_size as u64
+    };
+    let present: BTreeSet<u32> = view.messages().map(|m| m.uid()).collect();
+    let mut add = |a: u32, b: u32| {
+        if a <= b {
+            out.extend(present.range(a..=b).copied());
+        }
+    };
+    for r in head
+        .records
+        .iter()
+        .filter(|r| r.offset >= tail && !r.is_external())
+    {
+        match &r.body {
+            RecordBody::FlagUpdate(v) => {
+                for u in v.iter().filter(|u| !u.is_internal()) {
+                    add(u.uid1, u.uid2);
+                }
+            }
+            RecordBody::KeywordUpdate(k) => {
+                for u in &k.uids {
+                    add(u.uid1, u.uid2);
+                }
+            }
+            RecordBody::KeywordReset(v) | RecordBody::Expunge(v) => {
+                for u in v {
+                    add(u.uid1, u.uid2);
+                }
+            }
+            RecordBody::ExpungeGuid(v) => {
+                for e in v {
+                    add(e.uid, e.uid);
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn index_error(e: mailsync_index::Error) -> Error {
+    e.into()
+}
+
+/// Removes every file of the index in `dir` (Dovecot resets an index whose UIDVALIDITY
+/// no longer matches the uidlist: maildir_sync_index → mail_index_reset).
+pub(crate) fn remove_index(dir: &Path) -> Result<()> {
+    for suffix in ["", ".log.2", ".cache", ".log"] {
+        let p: PathBuf = dir.join(format!("{INDEX_PREFIX}{suffix}"));
+        match fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("unlink", &p, e)),
+        }
+    }
+    Ok(())
+}
+
+/// Makes sure the index in `dir` exists (a new one gets `uid_validity`), then, under the log
+/// lock, compares with the view read through the locked log (`compute`) and appends the
+/// resulting EXTERNAL transaction. Returns the view after the write. Must be called with
+/// the uidlist locked.
+pub(crate) fn write_changes(
+    dir: &Path,
+    dir_mode: u32,
+    uid_validity: u32,
+    compute: impl FnOnce(&IndexSide) -> ExternalChanges,
+) -> Result<IndexView> {
+    if !dir.is_dir() {
+        crate::mailbox::mkdir_all(dir, dir_mode).map_err(|e| Error::io("mkdir", dir, e))?;
+    }
+    let writer = IndexWriter::open(dir, INDEX_PREFIX);
+    let paths = writer.paths().clone();
+    if !paths.log().exists() {
+        if paths.index().exists() {
+            // Dovecot's answer to a lost log next to dovecot.index: a new log continuing
+            // from the index's position (written while taking the log lock).
+            writer.write_index().map_err(index_error)?;
+        } else {
+            match writer.create(uid_validity) {
+                Ok(_) => {}
+                // Created by Dovecot at the same moment: use theirs.
+                Err(mailsync_index::Error::Invalid(_)) if paths.log().exists() => {}
+                Err(e) => return Err(index_error(e)),
+            }
+        }
+    }
+    let (_, _info) = mailsync_index::locked_commit::commit_locked(
+        &writer,
+        true,
+        |view, t| -> std::result::Result<(), mailsync_index::Error> {
+            let side = index_side(Some(view));
+            let changes = compute(&side);
+            if changes.is_empty() {
+                return Ok(());
+            }
+            if view.modseq_header().is_none() {
+                // Track per-message modseqs from now on, as a CONDSTORE/dsync session makes
+                // Dovecot do (mail_index_modseq_enable: header = the log's modseq).
+                let hdr = ModseqHeader {
+                    highest_modseq: view.log_modseq().max(1),
+                    log_seq: 0,
+                    log_offset: 0,
+                };
+                t.ext_intro(ext::MODSEQ, ModseqHeader::SIZE as u32, 8, 8);
+                t.ext_hdr_update(ext::MODSEQ, 0, &hdr.encode());
+            }
+            fill(t, &changes);
+            Ok(())
+        },
+    )
+    .map_err(index_error)?;
+    IndexView::open(dir, INDEX_PREFIX).map_err(index_error)
+}
+
+/// The transaction's records, in the order maildir_sync_index makes them.
+fn fill(t: &mut mailsync_index::Transaction<'_>, ch: &ExternalChanges) {
+    if let Some(v) = ch.uid_validity {
+        // mail_index_update_header(..., uid_validity, prepend = TRUE)
+        t.header_update_pre(hdr_off::UID_VALIDITY as u16, &v.to_le_bytes());
+    }
+    for &(uid, flags) in &ch.appends {
+        t.append(uid, flags);
+    }
+    for &(uid, add, remove) in &ch.flag_updates {
+        t.flags(uid, uid, add, remove);
+    }
+    for (name, add, uids) in &ch.keyword_updates {
+        t.keywords(*add, name.as_bytes(), uids);
+    }
+    for &uid in &ch.expunges {
+        // The maildir sync expunges without a GUID (mail_index_expunge).
+        t.expunge_guid(uid, [0; 16]);
+    }
+    if let Some(n) = ch.next_uid {
+        t.header_update(hdr_off::NEXT_UID as u16, &n.to_le_bytes());
+    }
+    if let Some(f) = ch.first_recent_uid {
+        t.header_update(hdr_off::FIRST_RECENT_UID as u16, &f.to_le_bytes());
+    }
+}
