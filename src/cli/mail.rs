@@ -22,6 +22,7 @@ use super::{
 /// The `-u` option of whichever command runs.
 fn command_user(cmd: &Command) -> Option<&str> {
     let u: &UserOpt = match cmd {
+        Command::Dump { .. } => return None,
         Command::Mailbox(m) => match m {
             MailboxCommand::List { user, .. }
             | MailboxCommand::Create { user, .. }
@@ -212,6 +213,10 @@ fn plan(cmd: Command, rt: &mut Runtime) -> Result<Plan, Fatal> {
             }
         }
         Command::Mailbox(m) => Plan::Mailbox(mailbox::plan(m, rt)?),
+        // cli::run_with runs `dump` itself: it opens no mail store.
+        Command::Dump { .. } => {
+            return Err(Fatal::plain(exit::USAGE, "dump is not a mail command"))
+        }
     })
 }
 

@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod dates;
+pub mod dump;
 pub mod fetch;
 pub mod format;
 #[doc(hidden)]
@@ -104,6 +105,17 @@ pub struct UserOpt {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Print a Dovecot index (dovecot.index + its log replayed), transaction log
+    /// (dovecot.index.log, .log.2) or mailbox log in `doveadm dump`'s layout.
+    ///
+    /// PATH is the file, or for an index also the directory holding dovecot.index*. Needs
+    /// no user and no mail location.
+    Dump {
+        /// index, log or mailboxlog (default: detected from the file).
+        #[arg(short = 't', value_name = "TYPE")]
+        kind: Option<String>,
+        path: PathBuf,
+    },
     /// Mailbox management: list, create, delete, rename, subscribe, unsubscribe, status.
     #[command(subcommand)]
     Mailbox(MailboxCommand),
@@ -478,7 +490,11 @@ pub fn run_with(
             return code;
         }
     };
-    let code = match mail::execute(cli, out.clone(), err.clone(), env) {
+    let result = match &cli.command {
+        Command::Dump { kind, path } => dump::run(kind.as_deref(), path, &mut out),
+        _ => mail::execute(cli, out.clone(), err.clone(), env),
+    };
+    let code = match result {
         Ok(code) => code,
         Err(f) => {
             let _ = out.flush();
