@@ -13,6 +13,7 @@ pub mod index;
 pub mod layout;
 pub mod mdbox;
 pub mod sdbox;
+mod sha1;
 mod store;
 
 pub use layout::{DboxKind, Layout};

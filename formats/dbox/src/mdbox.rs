@@ -1,25 +1,585 @@
 //! mdbox: messages in `storage/m.<file_id>` files shared by every mailbox, located through
-//! the map index `storage/dovecot.map.index` (src/lib-storage/index/dbox-multi/).
+//! the map index `storage/dovecot.map.index` (src/lib-storage/index/dbox-multi/
+//! mdbox-map.c, mdbox-save.c, mdbox-sync.c, mdbox-mail.c, mdbox-storage.c).
+//!
+//! - map index: uid = map_uid; ext `map` (hdr {highest_file_id, rebuild_count}, rec
+//!   {file_id, offset, size}), ext `ref` (rec u16 refcount);
+//! - mailbox index: ext `mdbox-hdr` {map_uid_validity, mailbox GUID, flags}, rec `mdbox`
+//!   {map_uid, save_date}, rec `guid` (128-bit GUID).
+//!
+//! Save protocol (commit):
+//! 1. each saved message was already written to a temp file `storage/.temp.*` (message
+//!    header, LF body, metadata with `B` = mailbox name), fsynced;
+//! 2. under the map log lock: the last `m.N` (if smaller than the rotate size) or a new
+//!    `m.<highest_file_id+1>` is flocked (as Dovecot does before appending), the messages
+//!    are appended, the file fsynced; one map transaction appends their map records with
+//!    refcount 1 (and the new highest_file_id);
+//! 3. still under the map lock, the mailbox transaction (under the mailbox log lock)
+//!    appends the UIDs with their `mdbox` and `guid` records, flags and keywords.
+//!
+//! A crash after 2 and before 3 leaves map records with refcount 1 that no mailbox
+//! references: a leak, never a loss (force-resync puts them back into the `B` mailbox).
+//! A crash during 2 leaves bytes after the last map record of `m.N`, which nothing
+//! references; the next append goes after them (offsets come from the file size).
+//!
+//! Expunge: EXTERNAL expunge in the mailbox index, then refcount −1 in the map
+//! (EXT_ATOMIC_INC). Data stays until a purge (not implemented by mailsync yet).
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 
-use mailstore::{Error, Mailbox, Result};
+use mailstore::{
+    Changes, CommitResult, Error, FlagUpdate, Flags, Guid, Keyword, MailRecord, Mailbox,
+    MailboxGuid, MailboxStatus, ModSeq, NewMail, Result, SaveLineEndings, Transaction, Uid,
+};
+use mailsync_index::format::ext::{self, MapHeader, MapRecord, MdboxRecord};
+use mailsync_index::locked_commit::commit_locked;
+use mailsync_index::{IndexWriter, View};
 
-use crate::layout::Layout;
+use crate::file::{self, BodyReader, FileHeader};
+use crate::index::{dbox_header, index_exists, ix_err, CommitError};
+use crate::layout::{mkdir_all, DboxKind, Layout, INDEX_PREFIX};
+use crate::sdbox::{
+    add_flag_update, assign_uids, check_keywords, checked_guid, info_of, status_of, temp_name,
+    write_message, FileInfo,
+};
 
-/// Placeholder until the mdbox mailbox lands.
-pub struct MdboxMailbox;
+/// The map index prefix in `storage/`.
+pub const MAP_PREFIX: &str = "dovecot.map.index";
+/// mdbox_rotate_size default (mdbox-settings.c: 10M): a file at least this big gets no
+/// more messages.
+pub const DEFAULT_ROTATE_SIZE: u64 = 10 * 1024 * 1024;
+
+/// `m.<file_id>` (MDBOX_MAIL_FILE_FORMAT).
+pub fn map_file_name(file_id: u32) -> String {
+    format!("m.{file_id}")
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn map_writer(layout: &Layout) -> IndexWriter {
+    IndexWriter::open(&layout.storage_dir(), MAP_PREFIX)
+}
+
+/// The map's UIDVALIDITY, creating the map index when it doesn't exist yet (as
+/// mdbox_map_open_or_create; its UIDVALIDITY is the creation time).
+pub(crate) fn map_uid_validity(layout: &Layout) -> Result<u32> {
+    let dir = layout.storage_dir();
+    let w = map_writer(layout);
+    if !dir.join(format!("{MAP_PREFIX}.log")).exists() && !dir.join(MAP_PREFIX).exists() {
+        mkdir_all(&dir, 0o700).map_err(|e| Error::io("mkdir", &dir, e))?;
+        match w.create(now().max(1) as u32) {
+            Ok(_) => {}
+            // created by someone else meanwhile
+            Err(mailsync_index::Error::Invalid(_)) => {}
+            Err(e) => return Err(ix_err(e)),
+        }
+    }
+    Ok(w.view().map_err(ix_err)?.uid_validity())
+}
+
+/// 128-bit form of a message GUID (mail_generate_guid_128_hash): 32 hex digits are
+/// parsed, anything else is hashed with SHA-1 and the last 16 bytes are used.
+pub fn guid_128(guid: &[u8]) -> [u8; 16] {
+    if let Some(g) = MailboxGuid::parse_hex(guid) {
+        return g.0;
+    }
+    let digest = crate::sha1::sha1(guid);
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&digest[4..20]);
+    out
+}
+
+/// Where a map UID's message is.
+fn map_record(map: &View, map_uid: u32) -> Option<(MapRecord, u16)> {
+    let m = map.message(map_uid)?;
+    let rec = MapRecord::decode(m.ext(ext::MAP)?);
+    let refs = m.ext(ext::REF).map(ext::ref_count).unwrap_or(0);
+    Some((rec, refs))
+}
+
+/// Lowers the refcount of every message of the mailbox index in `dir` (before the
+/// mailbox is deleted; the data stays until purge).
+pub(crate) fn release_mailbox_refs(layout: &Layout, dir: &Path) -> Result<()> {
+    if !index_exists(dir) {
+        return Ok(());
+    }
+    let view = View::open(dir, INDEX_PREFIX).map_err(ix_err)?;
+    let map_uids: Vec<u32> = view
+        .messages()
+        .filter_map(|m| m.ext(ext::MDBOX).map(|d| MdboxRecord::decode(d).map_uid))
+        .collect();
+    if map_uids.is_empty() {
+        return Ok(());
+    }
+    let w = map_writer(layout);
+    let mut t = w.begin();
+    for uid in map_uids {
+        t.ext_atomic_inc(ext::REF, uid, -1);
+    }
+    t.commit().map_err(ix_err)?;
+    Ok(())
+}
+
+pub struct MdboxMailbox {
+    name: String,
+    layout: Layout,
+    dir: PathBuf,
+    writer: IndexWriter,
+    view: View,
+    map: View,
+    guid: MailboxGuid,
+    line_endings: SaveLineEndings,
+    /// uid → (map record, file info)
+    files: HashMap<u32, (MapRecord, FileInfo)>,
+}
 
 impl MdboxMailbox {
-    pub fn open(_layout: &Layout, _vname: &str) -> Result<Box<dyn Mailbox>> {
-        Err(Error::NotPossible("mdbox is not implemented yet".into()))
+    pub fn open(layout: &Layout, vname: &str) -> Result<Box<dyn Mailbox>> {
+        let dir = layout.mail_dir(vname);
+        let writer = IndexWriter::open(&dir, INDEX_PREFIX);
+        let view = writer.view().map_err(ix_err)?;
+        let hdr = dbox_header(&view, DboxKind::Multi).ok_or_else(|| {
+            Error::corrupted(
+                dir.join(INDEX_PREFIX),
+                "mdbox: missing mdbox-hdr (needs force-resync)",
+            )
+        })?;
+        let map_validity = map_uid_validity(layout)?;
+        if hdr.counter != map_validity {
+            return Err(Error::corrupted(
+                dir.join(INDEX_PREFIX),
+                format!(
+                    "mdbox: map_uid_validity {} doesn't match the map's {map_validity} \
+                     (needs force-resync)",
+                    hdr.counter
+                ),
+            ));
+        }
+        let map = map_writer(layout).view().map_err(ix_err)?;
+        let mut mb = MdboxMailbox {
+            name: vname.to_string(),
+            layout: layout.clone(),
+            dir,
+            writer,
+            view,
+            map,
+            guid: MailboxGuid(hdr.mailbox_guid),
+            line_endings: layout.line_endings,
+            files: HashMap::new(),
+        };
+        mb.load()?;
+        Ok(Box::new(mb))
+    }
+
+    /// Locates every message of the view through the map and reads its metadata. A
+    /// message whose map record is gone is left out (Dovecot would rebuild).
+    fn load(&mut self) -> Result<()> {
+        let mut keep = HashMap::new();
+        let mut open_files: HashMap<u32, (File, FileHeader)> = HashMap::new();
+        for m in self.view.messages() {
+            let uid = m.uid();
+            let Some(rec) = m.ext(ext::MDBOX).map(MdboxRecord::decode) else {
+                continue;
+            };
+            let Some((loc, _refs)) = map_record(&self.map, rec.map_uid) else {
+                crate::warn(&format!(
+                    "{}: uid {uid} points to missing map uid {}",
+                    self.dir.display(),
+                    rec.map_uid
+                ));
+                continue;
+            };
+            if let Some((old, info)) = self.files.remove(&uid) {
+                if old == loc {
+                    keep.insert(uid, (old, info));
+                    continue;
+                }
+            }
+            let path = self.layout.storage_dir().join(map_file_name(loc.file_id));
+            if let std::collections::hash_map::Entry::Vacant(e) = open_files.entry(loc.file_id) {
+                let f = File::open(&path).map_err(|e| Error::io("open", &path, e))?;
+                let h = file::read_file_header(&f).map_err(|e| e.into_store_error(&path))?;
+                e.insert((f, h));
+            }
+            let (f, h) = &open_files[&loc.file_id];
+            let extent =
+                file::read_mail_at(f, h, loc.offset as u64).map_err(|e| e.into_store_error(&path))?;
+            let mut info = info_of(&extent, 0);
+            info.saved = rec.save_date as i64;
+            keep.insert(uid, (loc, info));
+        }
+        self.files = keep;
+        Ok(())
+    }
+
+    fn refresh(&mut self) -> Result<()> {
+        self.view = self.writer.view().map_err(ix_err)?;
+        self.map = map_writer(&self.layout).view().map_err(ix_err)?;
+        self.load()
     }
 }
 
-pub(crate) fn map_uid_validity(_layout: &Layout) -> Result<u32> {
-    Err(Error::NotPossible("mdbox is not implemented yet".into()))
+impl Mailbox for MdboxMailbox {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        self.refresh()
+    }
+
+    fn status(&mut self) -> Result<MailboxStatus> {
+        let mut sizes = Vec::new();
+        for m in self.view.messages() {
+            if let Some((loc, info)) = self.files.get(&m.uid()) {
+                let vsize = match info.vsize {
+                    Some(v) => v,
+                    None => {
+                        let path = self.layout.storage_dir().join(map_file_name(loc.file_id));
+                        let f = File::open(&path).map_err(|e| Error::io("open", &path, e))?;
+                        let mut r = BodyReader::new(f, info.body_offset, info.physical);
+                        mailstore::virtual_size_of(&mut r)
+                            .map_err(|e| Error::io("read", &path, e))?
+                    }
+                };
+                sizes.push((vsize, info.saved));
+            }
+        }
+        Ok(status_of(&self.view, self.guid, sizes.into_iter()))
+    }
+
+    fn mails(&mut self) -> Result<Vec<MailRecord>> {
+        let first_recent = self.view.header().first_recent_uid;
+        Ok(self
+            .view
+            .messages()
+            .filter_map(|m| {
+                let (_, info) = self.files.get(&m.uid())?;
+                let mut flags = m.system_flags();
+                if m.uid() >= first_recent {
+                    flags.insert(Flags::RECENT);
+                }
+                Some(MailRecord {
+                    uid: Uid(m.uid()),
+                    guid: Guid::from_bytes(info.guid.clone()),
+                    flags,
+                    keywords: m.keywords().into_iter().map(Keyword::new).collect(),
+                    modseq: ModSeq(m.modseq()),
+                    received_date: info.received,
+                    saved_date: info.saved,
+                    physical_size: info.physical,
+                    virtual_size: info.vsize,
+                })
+            })
+            .collect())
+    }
+
+    fn open_mail(&mut self, uid: Uid) -> Result<Box<dyn Read + Send>> {
+        let (loc, info) = self.files.get(&uid.0).ok_or(Error::MailNotFound(uid))?;
+        let path = self.layout.storage_dir().join(map_file_name(loc.file_id));
+        let f = File::open(&path).map_err(|e| Error::io("open", &path, e))?;
+        Ok(Box::new(BodyReader::new(f, info.body_offset, info.physical)))
+    }
+
+    fn begin(&mut self) -> Result<Box<dyn Transaction + '_>> {
+        Ok(Box::new(MdboxTransaction {
+            mb: self,
+            saves: Vec::new(),
+            updates: Vec::new(),
+            expunges: Vec::new(),
+        }))
+    }
+
+    fn changes_since(&mut self, since: ModSeq) -> Result<Changes> {
+        Ok(self.view.changes_since(since))
+    }
 }
 
-pub(crate) fn release_mailbox_refs(_layout: &Layout, _dir: &Path) -> Result<()> {
-    Err(Error::NotPossible("mdbox is not implemented yet".into()))
+struct PendingSave {
+    temp: PathBuf,
+    size: u64,
+    guid128: [u8; 16],
+    mail: NewMail,
+}
+
+struct MdboxTransaction<'a> {
+    mb: &'a mut MdboxMailbox,
+    saves: Vec<PendingSave>,
+    updates: Vec<(u32, FlagUpdate)>,
+    expunges: Vec<u32>,
+}
+
+impl MdboxTransaction<'_> {
+    fn known(&self, uid: Uid) -> Result<()> {
+        if self.mb.files.contains_key(&uid.0) {
+            Ok(())
+        } else {
+            Err(Error::MailNotFound(uid))
+        }
+    }
+
+    fn remove_temps(&mut self) {
+        for s in self.saves.drain(..) {
+            let _ = fs::remove_file(&s.temp);
+        }
+    }
+}
+
+/// The m.N file new messages go to: the highest one while it is below the rotate size,
+/// else a new one. Returns (file_id, file, whether it is new); the file is flocked.
+fn appendable_file(storage: &Path, highest: u32, rotate_size: u64) -> Result<(u32, File, bool)> {
+    if highest > 0 {
+        let path = storage.join(map_file_name(highest));
+        match OpenOptions::new().read(true).append(true).open(&path) {
+            Ok(f) => {
+                lock_file(&f, &path)?;
+                let ok_header = file::read_file_header(&f).is_ok();
+                let len = f.metadata().map_err(|e| Error::io("fstat", &path, e))?.len();
+                if ok_header && len < rotate_size {
+                    return Ok((highest, f, false));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("open", &path, e)),
+        }
+    }
+    let mut id = highest + 1;
+    loop {
+        let path = storage.join(map_file_name(id));
+        match OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
+            Ok(mut f) => {
+                lock_file(&f, &path)?;
+                f.write_all(&FileHeader::encode(now().max(0) as u64))
+                    .map_err(|e| Error::io("write", &path, e))?;
+                return Ok((id, f, true));
+            }
+            // a leftover file nobody maps (crash after creating it): skip its id
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => id += 1,
+            Err(e) => return Err(Error::io("open", &path, e)),
+        }
+    }
+}
+
+/// flock(LOCK_EX) as Dovecot's dbox_file_try_lock (DBOX_FILE_LOCK_METHOD_FLOCK).
+fn lock_file(f: &File, path: &Path) -> Result<()> {
+    rustix::fs::flock(f, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|e| Error::io("flock", path, e.into()))
+}
+
+impl Transaction for MdboxTransaction<'_> {
+    fn save(&mut self, mail: NewMail, body: &mut dyn Read) -> Result<()> {
+        check_keywords(&mail.keywords)?;
+        let guid = checked_guid(&mail)?;
+        let storage = self.mb.layout.storage_dir();
+        mkdir_all(&storage, 0o700).map_err(|e| Error::io("mkdir", &storage, e))?;
+        let temp = storage.join(temp_name());
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)
+            .map_err(|e| Error::io("open", &temp, e))?;
+        let name = self.mb.name.clone();
+        let result = (|| -> Result<u64> {
+            let (_, _, total) = write_message(
+                &mut f,
+                &temp,
+                0,
+                &mail,
+                &guid,
+                Some(&name),
+                self.mb.line_endings,
+                body,
+            )?;
+            f.sync_all().map_err(|e| Error::io("fsync", &temp, e))?;
+            Ok(total)
+        })();
+        let size = match result {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = fs::remove_file(&temp);
+                return Err(e);
+            }
+        };
+        let guid128 = guid_128(&guid);
+        let mut mail = mail;
+        mail.guid = Some(Guid::from_bytes(guid));
+        self.saves.push(PendingSave {
+            temp,
+            size,
+            guid128,
+            mail,
+        });
+        Ok(())
+    }
+
+    fn update_flags(&mut self, uid: Uid, update: &FlagUpdate) -> Result<()> {
+        self.known(uid)?;
+        check_keywords(&update.keywords)?;
+        self.updates.push((uid.0, update.clone()));
+        Ok(())
+    }
+
+    fn expunge(&mut self, uid: Uid) -> Result<()> {
+        self.known(uid)?;
+        if !self.expunges.contains(&uid.0) {
+            self.expunges.push(uid.0);
+        }
+        Ok(())
+    }
+
+    fn commit(mut self: Box<Self>) -> Result<CommitResult> {
+        let saves = std::mem::take(&mut self.saves);
+        let updates = std::mem::take(&mut self.updates);
+        let expunges = std::mem::take(&mut self.expunges);
+        let layout = self.mb.layout.clone();
+        let storage = layout.storage_dir();
+        let map_w = map_writer(&layout);
+        let mb_writer = &self.mb.writer;
+        let save_date = |m: &NewMail| m.saved_date.unwrap_or_else(now).clamp(0, u32::MAX as i64);
+        let result = commit_locked(
+            &map_w,
+            false,
+            |map_view, mt| -> std::result::Result<(Vec<Uid>, u32, Vec<u32>), CommitError> {
+                // 2. append the messages to an m.N file and map them
+                let mut map_uids = Vec::new();
+                if !saves.is_empty() {
+                    let hdr = map_view
+                        .extension(ext::MAP)
+                        .map(|e| MapHeader::decode(&e.data))
+                        .unwrap_or_default();
+                    let (file_id, f, _new) =
+                        appendable_file(&storage, hdr.highest_file_id, DEFAULT_ROTATE_SIZE)?;
+                    let path = storage.join(map_file_name(file_id));
+                    let mut offset = f.metadata().map_err(|e| Error::io("fstat", &path, e))?.len();
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let mut next_map_uid = map_view.next_uid();
+                    mt.ext_intro(ext::MAP, 8, 12, 4);
+                    mt.ext_intro(ext::REF, 0, 2, 2);
+                    for s in &saves {
+                        let mut src =
+                            File::open(&s.temp).map_err(|e| Error::io("open", &s.temp, e))?;
+                        let mut written = 0u64;
+                        loop {
+                            let n = src.read(&mut buf).map_err(|e| Error::io("read", &s.temp, e))?;
+                            if n == 0 {
+                                break;
+                            }
+                            f.write_all_at(&buf[..n], offset + written)
+                                .map_err(|e| Error::io("write", &path, e))?;
+                            written += n as u64;
+                        }
+                        let size = u32::try_from(written).map_err(|_| {
+                            Error::NotPossible("message too large for mdbox".into())
+                        })?;
+                        let off = u32::try_from(offset)
+                            .map_err(|_| Error::NotPossible(format!("{} is full", path.display())))?;
+                        debug_assert_eq!(written, s.size);
+                        let map_uid = next_map_uid;
+                        next_map_uid += 1;
+                        mt.append(map_uid, 0);
+                        let mut rec = Vec::with_capacity(12);
+                        rec.extend_from_slice(&file_id.to_le_bytes());
+                        rec.extend_from_slice(&off.to_le_bytes());
+                        rec.extend_from_slice(&size.to_le_bytes());
+                        mt.ext_rec_update(ext::MAP, map_uid, &rec);
+                        mt.ext_rec_update(ext::REF, map_uid, &1u16.to_le_bytes());
+                        map_uids.push(map_uid);
+                        offset += written;
+                    }
+                    f.sync_all().map_err(|e| Error::io("fsync", &path, e))?;
+                    if file_id > hdr.highest_file_id {
+                        mt.ext_hdr_update(ext::MAP, 0, &file_id.to_le_bytes());
+                    }
+                }
+                // 3. the mailbox transaction, under its own lock
+                let ((saved, uid_validity, released), _) = commit_locked(
+                    mb_writer,
+                    true,
+                    |view, t| -> std::result::Result<(Vec<Uid>, u32, Vec<u32>), CommitError> {
+                        let wishes: Vec<Option<Uid>> = saves.iter().map(|s| s.mail.uid).collect();
+                        let uids = assign_uids(view.next_uid(), &wishes);
+                        if !saves.is_empty() {
+                            t.ext_intro(ext::MDBOX, 0, 8, 4);
+                            t.ext_intro(ext::GUID, 0, 16, 1);
+                        }
+                        for ((s, &uid), &map_uid) in saves.iter().zip(&uids).zip(&map_uids) {
+                            t.append(uid, s.mail.flags.0 & 0x1f);
+                            let mut rec = Vec::with_capacity(8);
+                            rec.extend_from_slice(&map_uid.to_le_bytes());
+                            rec.extend_from_slice(&(save_date(&s.mail) as u32).to_le_bytes());
+                            t.ext_rec_update(ext::MDBOX, uid, &rec);
+                            t.ext_rec_update(ext::GUID, uid, &s.guid128);
+                            for k in &s.mail.keywords {
+                                t.keywords(true, k.as_bytes(), &[uid]);
+                            }
+                        }
+                        for (uid, update) in &updates {
+                            if expunges.contains(uid) {
+                                continue;
+                            }
+                            if let Some(m) = view.message(*uid) {
+                                add_flag_update(t, &m, update);
+                            }
+                        }
+                        let mut released = Vec::new();
+                        for &uid in &expunges {
+                            let Some(m) = view.message(uid) else { continue };
+                            let guid = m.guid128().unwrap_or([0; 16]);
+                            if let Some(r) = m.ext(ext::MDBOX).map(MdboxRecord::decode) {
+                                released.push(r.map_uid);
+                            }
+                            t.expunge_guid(uid, guid);
+                        }
+                        Ok((uids.into_iter().map(Uid).collect(), view.uid_validity(), released))
+                    },
+                )?;
+                Ok((saved, uid_validity, released))
+            },
+        );
+        for s in &saves {
+            let _ = fs::remove_file(&s.temp);
+        }
+        let ((saved, uid_validity, released), _) = result.map_err(|CommitError(e)| e)?;
+        if !released.is_empty() {
+            // the messages left this mailbox: their map refcounts drop (data stays until
+            // purge; a crash before this leaves refcounts too high, a leak, not a loss)
+            let mut t = map_w.begin();
+            for map_uid in released {
+                t.ext_atomic_inc(ext::REF, map_uid, -1);
+            }
+            t.commit().map_err(ix_err)?;
+        }
+        self.mb.refresh()?;
+        Ok(CommitResult {
+            saved,
+            uid_validity,
+        })
+    }
+
+    fn rollback(mut self: Box<Self>) {
+        self.remove_temps();
+    }
+}
+
+impl Drop for MdboxTransaction<'_> {
+    fn drop(&mut self) {
+        self.remove_temps();
+    }
 }

@@ -44,3 +44,7 @@ mod sdbox {
 mod sdbox_dot_separator {
     mailstore::conformance_suite!(|| super::Target::new("sdbox:~/sdbox", Some('.')));
 }
+
+mod mdbox {
+    mailstore::conformance_suite!(|| super::Target::new("mdbox:~/mdbox", None));
+}

@@ -152,3 +152,9 @@ use std::io::Read;
 fn dovecot_written_sdbox_reads_as_doveadm_showed() {
     check_store_reads_as_dovecot_showed("sdbox");
 }
+
+/// Includes expunged-but-unpurged messages in `m.*` (refcount 0), which must not show.
+#[test]
+fn dovecot_written_mdbox_reads_as_doveadm_showed() {
+    check_store_reads_as_dovecot_showed("mdbox");
+}
