@@ -16,12 +16,12 @@ pub mod fuzzing;
 pub mod header;
 pub mod lines;
 pub mod lock;
-// mod mailbox;
+mod mailbox;
 pub mod md5;
 pub mod reader;
-// mod store;
+mod store;
 pub mod writer;
 
-// pub use mailbox::MboxMailbox;
+pub use mailbox::MboxMailbox;
 pub use reader::{scan, MboxFile, MboxMessage, MessageReader, ScanError};
-// pub use store::MboxStore;
+pub use store::MboxStore;

@@ -1,0 +1,801 @@
+//! One open mbox mailbox: a view of the file as of the last sync, and transactions that
+//! rewrite the file under Dovecot's write locks, crash-safely.
+//!
+//! Metadata Dovecot keeps in the file (UIDVALIDITY, UIDs, flags, keywords) is read from and
+//! written to the file's headers. What an mbox can't hold — modseqs, saved dates, GUIDs given
+//! by the caller, and the mailbox GUID — lives in `<index dir>/mailsync-mbox.meta`, a small
+//! text file Dovecot ignores (see FORMAT.md).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use mailstore::{
+    CommitResult, Error, FlagUpdate, Flags, Guid, Keyword, LineEndingReader, MailRecord,
+    Mailbox, MailboxGuid, MailboxStatus, ModSeq, NewMail, Result, SaveLineEndings,
+    Transaction, Uid,
+};
+
+use crate::header::{self, HeaderLine};
+use crate::lock::{self, FcntlLock};
+use crate::md5::{hex, Md5};
+use crate::reader::{scan, MboxFile, MboxMessage, MessageReader, ScanError};
+use crate::store::MailboxPaths;
+use crate::writer::{self, BaseHeader, Managed};
+
+/// The sidecar file in the mailbox's index directory.
+pub const META_NAME: &str = "mailsync-mbox.meta";
+const META_MAGIC: &str = "mailsync-mbox-meta 1";
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Per-message data an mbox file can't hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetaMail {
+    pub modseq: u64,
+    pub saved_date: i64,
+    /// A GUID given at save time (or generated to keep GUIDs unique); `None` = the
+    /// header MD5, as Dovecot computes it.
+    pub guid: Option<Vec<u8>>,
+    /// MD5 of flags and keywords when `modseq` was given: a change made by someone else
+    /// (Dovecot, another mailsync) is noticed and gets a new modseq.
+    pub state: String,
+}
+
+/// The sidecar's contents.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Meta {
+    pub mailbox_guid: MailboxGuid,
+    /// UIDVALIDITY the per-message entries belong to (also used while the file is empty).
+    pub uid_validity: u32,
+    pub highest_modseq: u64,
+    pub mails: BTreeMap<u32, MetaMail>,
+}
+
+impl Meta {
+    pub fn new(guid: MailboxGuid) -> Meta {
+        Meta {
+            mailbox_guid: guid,
+            uid_validity: new_uid_validity(),
+            highest_modseq: 1,
+            mails: BTreeMap::new(),
+        }
+    }
+
+    /// Reads the sidecar; `None` if missing or unreadable (it is then rebuilt).
+    pub fn load(index_dir: &Path) -> Option<Meta> {
+        let text = fs::read_to_string(index_dir.join(META_NAME)).ok()?;
+        let mut lines = text.lines();
+        if lines.next()? != META_MAGIC {
+            return None;
+        }
+        let mut meta = Meta {
+            mailbox_guid: MailboxGuid::default(),
+            uid_validity: 0,
+            highest_modseq: 1,
+            mails: BTreeMap::new(),
+        };
+        for line in lines {
+            let f: Vec<&str> = line.split(' ').collect();
+            match f.as_slice() {
+                ["guid", g] => meta.mailbox_guid = MailboxGuid::parse_hex(g.as_bytes())?,
+                ["uidvalidity", v] => meta.uid_validity = v.parse().ok()?,
+                ["modseq", v] => meta.highest_modseq = v.parse().ok()?,
+                ["m", uid, modseq, saved, guid, state] => {
+                    let guid = if *guid == "-" {
+                        None
+                    } else {
+                        Some(unhex(guid)?)
+                    };
+                    meta.mails.insert(
+                        uid.parse().ok()?,
+                        MetaMail {
+                            modseq: modseq.parse().ok()?,
+                            saved_date: saved.parse().ok()?,
+                            guid,
+                            state: state.to_string(),
+                        },
+                    );
+                }
+                _ => {}
+            }
+        }
+        (!meta.mailbox_guid.is_zero()).then_some(meta)
+    }
+
+    /// Writes the sidecar atomically (temp + fsync + rename).
+    pub fn save(&self, index_dir: &Path) -> Result<()> {
+        let mut out = format!(
+            "{META_MAGIC}\nguid {}\nuidvalidity {}\nmodseq {}\n",
+            self.mailbox_guid, self.uid_validity, self.highest_modseq
+        );
+        for (uid, m) in &self.mails {
+            let guid = m.guid.as_ref().map_or("-".to_string(), |g| hex(g));
+            out.push_str(&format!(
+                "m {uid} {} {} {guid} {}\n",
+                m.modseq, m.saved_date, m.state
+            ));
+        }
+        let path = index_dir.join(META_NAME);
+        fs::create_dir_all(index_dir).map_err(|e| Error::io("mkdir", index_dir, e))?;
+        mailsupport::atomic::write_atomic(&path, out.as_bytes())
+            .map_err(|e| Error::io("write", &path, e))
+    }
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// A UIDVALIDITY as Dovecot picks one: the current time.
+fn new_uid_validity() -> u32 {
+    (now() as u32).max(1)
+}
+
+fn state_of(flags: Flags, keywords: &[Keyword]) -> String {
+    let mut md5 = Md5::default();
+    md5.update(&[flags.0 & !Flags::RECENT.0]);
+    let mut sorted: Vec<&[u8]> = keywords.iter().map(|k| k.as_bytes()).collect();
+    sorted.sort();
+    for k in sorted {
+        md5.update(k);
+        md5.update(b"\n");
+    }
+    hex(&md5.finish())
+}
+
+fn scan_error(path: &Path, e: ScanError) -> Error {
+    match e {
+        ScanError::NotMbox => Error::corrupted(path, "mbox file doesn't begin with 'From ' line"),
+        ScanError::Io(e) => Error::io("read", path, e),
+    }
+}
+
+/// Brings the sidecar in line with the file; returns whether it changed.
+fn reconcile(file: &MboxFile, meta: &mut Meta) -> bool {
+    let mut changed = false;
+    let file_uv = file.uid_validity();
+    if file_uv != 0 && meta.uid_validity != file_uv {
+        meta.uid_validity = file_uv;
+        meta.mails.clear();
+        changed = true;
+    }
+    if meta.uid_validity == 0 {
+        meta.uid_validity = new_uid_validity();
+        changed = true;
+    }
+    let present: HashSet<u32> = file.messages.iter().map(|m| m.uid).collect();
+    let before = meta.mails.len();
+    meta.mails.retain(|uid, _| present.contains(uid));
+    changed |= meta.mails.len() != before;
+    for m in &file.messages {
+        let state = state_of(m.flags, &m.keywords);
+        match meta.mails.get_mut(&m.uid) {
+            Some(e) if e.state == state => {}
+            Some(e) => {
+                meta.highest_modseq += 1;
+                e.modseq = meta.highest_modseq;
+                e.state = state;
+                changed = true;
+            }
+            None => {
+                meta.highest_modseq += 1;
+                meta.mails.insert(
+                    m.uid,
+                    MetaMail {
+                        modseq: meta.highest_modseq,
+                        saved_date: now(),
+                        guid: None,
+                        state,
+                    },
+                );
+                changed = true;
+            }
+        }
+    }
+    // generated GUIDs must be unique: a header MD5 shared with another message is replaced
+    let mut seen: HashSet<Vec<u8>> = HashSet::new();
+    for m in &file.messages {
+        let entry = meta.mails.get_mut(&m.uid);
+        let guid = match entry.as_ref().and_then(|e| e.guid.clone()) {
+            Some(g) => g,
+            None => m.guid_hex().into_bytes(),
+        };
+        if !seen.insert(guid) {
+            if let Some(e) = entry {
+                if e.guid.is_none() {
+                    let fresh = Guid::generate().as_bytes().to_vec();
+                    seen.insert(fresh.clone());
+                    e.guid = Some(fresh);
+                    changed = true;
+                }
+            }
+        }
+    }
+    changed
+}
+
+/// An open mbox mailbox.
+pub struct MboxMailbox {
+    name: String,
+    paths: MailboxPaths,
+    line_endings: SaveLineEndings,
+    /// The file the view was read from (kept open: a rewrite renames a new file over the
+    /// path, so this one keeps the bytes the view's offsets point at).
+    file: Option<File>,
+    view: MboxFile,
+    meta: Meta,
+    vsizes: HashMap<u32, u64>,
+}
+
+impl MboxMailbox {
+    pub(crate) fn open(
+        name: String,
+        paths: MailboxPaths,
+        line_endings: SaveLineEndings,
+    ) -> Result<MboxMailbox> {
+        let mut mb = MboxMailbox {
+            name,
+            paths,
+            line_endings,
+            file: None,
+            view: MboxFile::default(),
+            meta: Meta::new(MailboxGuid::default()),
+            vsizes: HashMap::new(),
+        };
+        mb.sync_impl()?;
+        Ok(mb)
+    }
+
+    /// The mbox file's path.
+    pub fn path(&self) -> &Path {
+        &self.paths.file
+    }
+
+    fn open_file(&self, write: bool) -> Result<File> {
+        OpenOptions::new()
+            .read(true)
+            .write(write)
+            .open(&self.paths.file)
+            .map_err(|e| {
+                if e.kind() == io::ErrorKind::NotFound {
+                    Error::MailboxNotFound(self.name.clone())
+                } else {
+                    Error::io("open", &self.paths.file, e)
+                }
+            })
+    }
+
+    fn load_meta(&self) -> Meta {
+        Meta::load(&self.paths.index_dir).unwrap_or_else(|| Meta::new(MailboxGuid::generate()))
+    }
+
+    /// Reads the file under a shared fcntl lock (mbox_read_locks = fcntl); writes only when
+    /// the file lacks Dovecot's metadata or the sidecar is behind.
+    fn sync_impl(&mut self) -> Result<()> {
+        let file = self.open_file(false)?;
+        let scanned = {
+            let _lock = FcntlLock::acquire(&file, &self.paths.file, false, lock::LOCK_TIMEOUT)?;
+            scan(&file, 1).map_err(|e| scan_error(&self.paths.file, e))?
+        };
+        let mut meta = Meta::load(&self.paths.index_dir);
+        let meta_missing = meta.is_none();
+        let mut m = meta.take().unwrap_or_else(|| Meta::new(MailboxGuid::generate()));
+        let meta_changed = reconcile(&scanned, &mut m);
+        let file_needs_metadata = scanned.needs_rewrite && !scanned.messages.is_empty();
+        if file_needs_metadata || meta_changed || meta_missing {
+            match self.locked_apply(Pending::default()) {
+                Ok(_) => return Ok(()),
+                // read-only mailbox: keep what we read (UIDs are then not persistent)
+                Err(e) if e.kind() == mailstore::ErrorKind::Perm => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.file = Some(file);
+        self.view = scanned;
+        self.meta = m;
+        self.vsizes.clear();
+        Ok(())
+    }
+
+    fn message(&self, uid: Uid) -> Option<&MboxMessage> {
+        self.view
+            .messages
+            .binary_search_by_key(&uid.0, |m| m.uid)
+            .ok()
+            .map(|i| &self.view.messages[i])
+    }
+
+    fn record_of(&self, m: &MboxMessage) -> MailRecord {
+        let entry = self.meta.mails.get(&m.uid);
+        let guid = entry
+            .and_then(|e| e.guid.clone())
+            .unwrap_or_else(|| m.guid_hex().into_bytes());
+        MailRecord {
+            uid: Uid(m.uid),
+            guid: Guid::from_bytes(guid),
+            flags: m.flags,
+            keywords: m.keywords.clone(),
+            modseq: ModSeq(entry.map_or(self.meta.highest_modseq, |e| e.modseq)),
+            received_date: m.received,
+            saved_date: entry.map_or(m.received, |e| e.saved_date),
+            physical_size: m.physical_size(),
+            virtual_size: self.vsizes.get(&m.uid).copied(),
+        }
+    }
+
+    fn reader_of(&self, uid: Uid) -> Result<Option<MessageReader>> {
+        let msg = self.message(uid).ok_or(Error::MailNotFound(uid))?;
+        let file = self.file.as_ref().ok_or(Error::MailNotFound(uid))?;
+        // the view's file must still have this message's From_ line where it was (an
+        // in-place rewrite by Dovecot moves messages): otherwise resync
+        let at = crate::lines::LineReader::peek_at(file, msg.from_start, 5)
+            .map_err(|e| Error::io("read", &self.paths.file, e))?;
+        if at != b"From " {
+            return Ok(None);
+        }
+        let clone = file
+            .try_clone()
+            .map_err(|e| Error::io("dup", &self.paths.file, e))?;
+        Ok(Some(MessageReader::new(clone, msg)))
+    }
+
+    /// Applies a transaction (or, with nothing pending, just brings file metadata and
+    /// sidecar up to date) under the write locks: dotlock, then fcntl (mbox_write_locks).
+    fn locked_apply(&mut self, pending: Pending) -> Result<CommitResult> {
+        let dotlock = lock::dotlock(&self.paths.file)?;
+        let file = self.open_file(true)?;
+        let fcntl = FcntlLock::acquire(&file, &self.paths.file, true, lock::LOCK_TIMEOUT)?;
+        let scanned = scan(&file, 1).map_err(|e| scan_error(&self.paths.file, e))?;
+        let mut meta = self.load_meta();
+        reconcile(&scanned, &mut meta);
+        let result = self.rewrite(&file, &scanned, &mut meta, pending)?;
+        drop(fcntl);
+        // read back what is now on disk (still under the dotlock)
+        let file = self.open_file(false)?;
+        let now_scanned = scan(&file, 1).map_err(|e| scan_error(&self.paths.file, e))?;
+        reconcile(&now_scanned, &mut meta);
+        meta.save(&self.paths.index_dir)?;
+        dotlock
+            .release()
+            .map_err(|e| Error::io("unlink", &self.paths.file, e))?;
+        self.file = Some(file);
+        self.view = now_scanned;
+        self.meta = meta;
+        self.vsizes.clear();
+        Ok(result)
+    }
+
+    /// Writes the new file next to the old one, fsyncs it and renames it over the old one
+    /// (crash-safe: the path always names a complete mbox). Skipped when nothing changes.
+    fn rewrite(
+        &self,
+        file: &File,
+        scanned: &MboxFile,
+        meta: &mut Meta,
+        mut pending: Pending,
+    ) -> Result<CommitResult> {
+        let uid_validity = if scanned.uid_validity() != 0 {
+            scanned.uid_validity()
+        } else {
+            meta.uid_validity
+        };
+        let mut next_uid = scanned.next_uid.max(1);
+        // UIDs for saves (mbox-save.c: a wanted UID ≥ next_uid is used)
+        let mut saved = Vec::new();
+        for s in &mut pending.saves {
+            let uid = match s.mail.uid {
+                Some(Uid(u)) if u >= next_uid => u,
+                _ => next_uid,
+            };
+            s.uid = uid;
+            next_uid = uid.saturating_add(1);
+            saved.push(Uid(uid));
+        }
+        let expunged: HashSet<u32> = pending.expunges.iter().map(|u| u.0).collect();
+        // new flags of existing messages
+        let mut new_state: HashMap<u32, (Flags, Vec<Keyword>)> = HashMap::new();
+        for (uid, update) in &pending.updates {
+            if let Some(m) = scanned.messages.iter().find(|m| m.uid == uid.0) {
+                let (mut flags, mut kws) = new_state
+                    .remove(&uid.0)
+                    .unwrap_or_else(|| (m.flags, m.keywords.clone()));
+                update.apply(&mut flags, &mut kws);
+                flags.remove(Flags::RECENT);
+                new_state.insert(uid.0, (flags, kws));
+            }
+        }
+        // keyword list of X-IMAPbase: existing order, new ones appended
+        let mut keywords: Vec<Vec<u8>> =
+            scanned.base.as_ref().map(|b| b.keywords.clone()).unwrap_or_default();
+        let mut note = |k: &Keyword| {
+            if Keyword::is_valid_atom(k.as_bytes()) && !keywords.iter().any(|x| x == k.as_bytes())
+            {
+                keywords.push(k.as_bytes().to_vec());
+            }
+        };
+        for (_, kws) in new_state.values() {
+            kws.iter().for_each(&mut note);
+        }
+        for s in &pending.saves {
+            s.mail.keywords.iter().for_each(&mut note);
+        }
+        for m in &scanned.messages {
+            m.keywords.iter().for_each(&mut note);
+        }
+        let changes = !pending.saves.is_empty()
+            || !expunged.is_empty()
+            || !new_state.is_empty()
+            || (scanned.needs_rewrite && !scanned.messages.is_empty());
+        if !changes {
+            return Ok(CommitResult {
+                saved,
+                uid_validity,
+            });
+        }
+        let last_uid = next_uid - 1;
+        let base = BaseHeader {
+            uid_validity,
+            last_uid,
+            keywords: &keywords,
+        };
+        let dir = self.paths.file.parent().unwrap_or(Path::new("."));
+        let tmp_path = dir.join(format!(
+            ".{}.mailsync-tmp",
+            self.paths
+                .file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        ));
+        let old_meta = file
+            .metadata()
+            .map_err(|e| Error::io("fstat", &self.paths.file, e))?;
+        let result = (|| -> io::Result<()> {
+            let tmp = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp_path)?;
+            tmp.set_permissions(fs::Permissions::from_mode(old_meta.mode() & 0o7777))?;
+            let mut out = BufWriter::with_capacity(256 * 1024, &tmp);
+            let mut first = true;
+            let keep: Vec<&MboxMessage> = scanned
+                .messages
+                .iter()
+                .filter(|m| !expunged.contains(&m.uid))
+                .collect();
+            for m in &keep {
+                let (flags, kws) = new_state
+                    .get(&m.uid)
+                    .cloned()
+                    .unwrap_or_else(|| (m.flags, m.keywords.clone()));
+                writer::copy_range(file, m.from_start, m.hdr_offset, &mut out)?;
+                if !writer::copy_unmanaged_header(file, m.hdr_offset, m.header_end, &mut out)? {
+                    out.write_all(b"\n")?;
+                }
+                out.write_all(&writer::managed_headers(&Managed {
+                    base: first.then(|| base.clone()),
+                    uid: m.uid,
+                    flags,
+                    recent: m.recent,
+                    keywords: &kws,
+                    content_length: m.body_size(),
+                }))?;
+                writer::copy_range(file, m.body_offset, m.end, &mut out)?;
+                out.write_all(b"\n")?;
+                first = false;
+            }
+            for s in &mut pending.saves {
+                out.write_all(&crate::from_line::create(
+                    b"MAILER-DAEMON",
+                    s.mail.received_date.unwrap_or_else(now),
+                ))?;
+                s.spool.seek(SeekFrom::Start(0))?;
+                let mut header = (&mut s.spool).take(s.header_len);
+                io::copy(&mut header, &mut out)?;
+                if s.header_len > 0 && !s.header_ends_with_newline {
+                    out.write_all(b"\n")?;
+                }
+                let mut flags = s.mail.flags;
+                flags.remove(Flags::RECENT);
+                out.write_all(&writer::managed_headers(&Managed {
+                    base: first.then(|| base.clone()),
+                    uid: s.uid,
+                    flags,
+                    recent: true,
+                    keywords: &s.mail.keywords,
+                    content_length: s.body_len,
+                }))?;
+                s.spool.seek(SeekFrom::Start(s.body_start))?;
+                io::copy(&mut (&mut s.spool).take(s.body_len), &mut out)?;
+                out.write_all(b"\n")?;
+                first = false;
+            }
+            if first && (last_uid > 0 || !keywords.is_empty()) {
+                // nothing left: keep UIDVALIDITY and the next UID in a pseudo message
+                out.write_all(&writer::pseudo_message(&base, now()))?;
+            }
+            out.flush()?;
+            drop(out);
+            tmp.sync_all()?;
+            let new_len = tmp.metadata()?.len();
+            if new_len == old_meta.len() {
+                // Dovecot trusts its index while size and mtime match (mbox_dirty_syncs):
+                // make sure the mtime differs from the old file's
+                let old_mtime = UNIX_EPOCH + Duration::from_secs(old_meta.mtime().max(0) as u64);
+                tmp.set_modified(old_mtime + Duration::from_secs(1).max(
+                    SystemTime::now()
+                        .duration_since(old_mtime)
+                        .unwrap_or_default(),
+                ))?;
+            }
+            fs::rename(&tmp_path, &self.paths.file)?;
+            mailsupport::atomic::fsync_dir(dir)?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            let _ = fs::remove_file(&tmp_path);
+            return Err(Error::io("write", &self.paths.file, e));
+        }
+        // sidecar entries of the saved messages
+        for s in &pending.saves {
+            meta.highest_modseq += 1;
+            let mut kws = s.mail.keywords.clone();
+            kws.retain(|k| Keyword::is_valid_atom(k.as_bytes()));
+            let mut flags = s.mail.flags;
+            flags.remove(Flags::RECENT);
+            meta.mails.insert(
+                s.uid,
+                MetaMail {
+                    modseq: meta.highest_modseq,
+                    saved_date: s.mail.saved_date.unwrap_or_else(now),
+                    guid: s.mail.guid.as_ref().map(|g| g.as_bytes().to_vec()),
+                    state: state_of(flags, &kws),
+                },
+            );
+        }
+        for (uid, (flags, kws)) in &new_state {
+            if let Some(e) = meta.mails.get_mut(uid) {
+                meta.highest_modseq += 1;
+                e.modseq = meta.highest_modseq;
+                e.state = state_of(*flags, kws);
+            }
+        }
+        for uid in &expunged {
+            meta.mails.remove(uid);
+        }
+        if !expunged.is_empty() {
+            meta.highest_modseq += 1;
+        }
+        Ok(CommitResult {
+            saved,
+            uid_validity,
+        })
+    }
+}
+
+/// What a transaction collected.
+#[derive(Default)]
+struct Pending {
+    saves: Vec<SpooledMail>,
+    updates: Vec<(Uid, FlagUpdate)>,
+    expunges: Vec<Uid>,
+}
+
+/// A message to save, already converted as Dovecot's save converts it and spooled to an
+/// unlinked temporary file in the index directory.
+struct SpooledMail {
+    mail: NewMail,
+    spool: File,
+    header_len: u64,
+    header_ends_with_newline: bool,
+    body_start: u64,
+    body_len: u64,
+    uid: u32,
+}
+
+/// Spools `body`: line endings converted per the store's policy, the header's own copies of
+/// Dovecot's metadata headers dropped (mbox_save_drop_headers), the header's line endings
+/// made LF (HEADER_FILTER_NO_CR), and the header/body split recorded.
+fn spool(dir: &Path, mode: SaveLineEndings, body: &mut dyn Read) -> io::Result<SpooledMail> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    fs::create_dir_all(dir)?;
+    let path: PathBuf = dir.join(format!(
+        ".mailsync-save.{}.{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let mut spool = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
+    let _ = fs::remove_file(&path);
+    let mut input = BufReader::new(LineEndingReader::new(body, mode));
+    let mut out = BufWriter::new(&mut spool);
+    let mut header_len = 0u64;
+    let mut ends_with_newline = true;
+    let mut hidden = false;
+    let mut line = Vec::new();
+    let mut eoh_len = 0u64;
+    loop {
+        line.clear();
+        let n = input.read_until(b'\n', &mut line)?;
+        if n == 0 {
+            break;
+        }
+        if line == b"\n" || line == b"\r\n" {
+            eoh_len = n as u64;
+            break;
+        }
+        if line.starts_with(b"From ") {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a header line begins with 'From ': it would split the message in mbox",
+            ));
+        }
+        let content = line.strip_suffix(b"\n").unwrap_or(&line);
+        let content = content.strip_suffix(b"\r").unwrap_or(content);
+        if let HeaderLine::Field { name, .. } = header::split(content) {
+            hidden = header::is_hidden(name);
+        }
+        if hidden {
+            continue;
+        }
+        out.write_all(content)?;
+        let newline = line.ends_with(b"\n");
+        if newline {
+            out.write_all(b"\n")?;
+        }
+        ends_with_newline = newline;
+        header_len += content.len() as u64 + u64::from(newline);
+    }
+    let _ = eoh_len;
+    let body_len = io::copy(&mut input, &mut out)?;
+    out.flush()?;
+    drop(out);
+    Ok(SpooledMail {
+        mail: NewMail::default(),
+        spool,
+        header_len,
+        header_ends_with_newline: ends_with_newline,
+        body_start: header_len,
+        body_len,
+        uid: 0,
+    })
+}
+
+impl Mailbox for MboxMailbox {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        self.sync_impl()
+    }
+
+    fn status(&mut self) -> Result<MailboxStatus> {
+        let mut vsize = 0;
+        let uids: Vec<u32> = self.view.messages.iter().map(|m| m.uid).collect();
+        for uid in uids {
+            vsize += self.virtual_size(Uid(uid))?;
+        }
+        let records = self.mails()?;
+        Ok(MailboxStatus {
+            uid_validity: if self.view.uid_validity() != 0 {
+                self.view.uid_validity()
+            } else {
+                self.meta.uid_validity
+            },
+            uid_next: self.view.next_uid.max(1),
+            highest_modseq: self.meta.highest_modseq,
+            messages: records.len() as u32,
+            recent: 0,
+            unseen: records
+                .iter()
+                .filter(|r| !r.flags.contains(Flags::SEEN))
+                .count() as u32,
+            vsize,
+            guid: self.meta.mailbox_guid,
+            first_saved: records.first().map(|r| r.saved_date),
+        })
+    }
+
+    fn mails(&mut self) -> Result<Vec<MailRecord>> {
+        Ok(self
+            .view
+            .messages
+            .iter()
+            .map(|m| self.record_of(m))
+            .collect())
+    }
+
+    fn open_mail(&mut self, uid: Uid) -> Result<Box<dyn Read + Send>> {
+        if let Some(r) = self.reader_of(uid)? {
+            return Ok(Box::new(r));
+        }
+        self.sync_impl()?;
+        match self.reader_of(uid)? {
+            Some(r) => Ok(Box::new(r)),
+            None => Err(Error::MailNotFound(uid)),
+        }
+    }
+
+    fn virtual_size(&mut self, uid: Uid) -> Result<u64> {
+        if let Some(v) = self.vsizes.get(&uid.0) {
+            return Ok(*v);
+        }
+        let mut reader = self.open_mail(uid)?;
+        let v = mailstore::virtual_size_of(&mut reader)
+            .map_err(|e| Error::io("read", &self.paths.file, e))?;
+        self.vsizes.insert(uid.0, v);
+        Ok(v)
+    }
+
+    fn begin(&mut self) -> Result<Box<dyn Transaction + '_>> {
+        Ok(Box::new(MboxTransaction {
+            mailbox: self,
+            pending: Pending::default(),
+        }))
+    }
+}
+
+/// A transaction: saves are spooled at once, everything is applied by one locked rewrite.
+pub struct MboxTransaction<'a> {
+    mailbox: &'a mut MboxMailbox,
+    pending: Pending,
+}
+
+impl Transaction for MboxTransaction<'_> {
+    fn save(&mut self, mail: NewMail, body: &mut dyn Read) -> Result<()> {
+        let dir = self.mailbox.paths.index_dir.clone();
+        let mut spooled = spool(&dir, self.mailbox.line_endings, body).map_err(|e| {
+            if e.kind() == io::ErrorKind::InvalidInput {
+                Error::Params(e.to_string())
+            } else {
+                Error::io("write", &dir, e)
+            }
+        })?;
+        spooled.mail = mail;
+        self.pending.saves.push(spooled);
+        Ok(())
+    }
+
+    fn update_flags(&mut self, uid: Uid, update: &FlagUpdate) -> Result<()> {
+        if self.mailbox.message(uid).is_none() {
+            return Err(Error::MailNotFound(uid));
+        }
+        self.pending.updates.push((uid, update.clone()));
+        Ok(())
+    }
+
+    fn expunge(&mut self, uid: Uid) -> Result<()> {
+        if self.mailbox.message(uid).is_none() {
+            return Err(Error::MailNotFound(uid));
+        }
+        self.pending.expunges.push(uid);
+        Ok(())
+    }
+
+    fn commit(self: Box<Self>) -> Result<CommitResult> {
+        let MboxTransaction { mailbox, pending } = *self;
+        mailbox.locked_apply(pending)
+    }
+
+    fn rollback(self: Box<Self>) {}
+}

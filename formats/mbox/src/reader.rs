@@ -48,6 +48,9 @@ pub struct MboxMessage {
     pub from_start: u64,
     /// First byte after the From_ line.
     pub hdr_offset: u64,
+    /// Where the header's empty line starts (`body_offset` minus the empty line), or where
+    /// the header was cut off; never past `end`.
+    pub header_end: u64,
     /// First byte of the body (after the empty line); `end` when the header has no end.
     pub body_offset: u64,
     /// One past the message's last byte (the separator's line ending not included).
@@ -355,6 +358,7 @@ fn scan_message(
     // the last line read inside this message: (newline, crlf)
     let mut last: Option<(bool, bool)> = None;
     let mut body_offset = None;
+    let mut header_end = None;
     let mut end = None;
     let mut next = Next::Eof;
     // headers
@@ -369,6 +373,7 @@ fn scan_message(
         last = Some((line.newline, line.crlf));
         if line.is_empty_line() {
             hp.shown_size += 1;
+            header_end = Some(line.start);
             body_offset = Some(line.end());
             break;
         }
@@ -422,10 +427,12 @@ fn scan_message(
         _ => {}
     }
     let body_offset = body_offset.unwrap_or(end).min(end);
+    let header_end = header_end.unwrap_or(end).min(end);
     Ok((
         MboxMessage {
             from_start,
             hdr_offset,
+            header_end,
             body_offset,
             end,
             sender: from.sender,
