@@ -494,3 +494,74 @@ fn the_index_directory_option_is_shared_with_dovecot() {
     assert!(text.contains("1\t\\Seen \\Recent\t"), "{text}");
     assert_dovecot_content(&env);
 }
+
+#[test]
+fn dovecot_and_mailsync_changing_one_maildir_at_once_stay_consistent() {
+    let env = Env::new();
+    for i in 0..6 {
+        mailsync_save(&env, &format!("base{i}"));
+    }
+    std::thread::scope(|s| {
+        let e = &env;
+        s.spawn(move || {
+            for i in 0..8 {
+                doveadm_save(e, &format!("d{i}"));
+                doveadm(
+                    e,
+                    &["flags", "add", "\\Seen", "mailbox", "INBOX", "uid", "1:*"],
+                );
+                doveadm(
+                    e,
+                    &["flags", "remove", "\\Seen", "mailbox", "INBOX", "uid", "2"],
+                );
+            }
+            doveadm(e, &["expunge", "mailbox", "INBOX", "uid", "3"]);
+        });
+        s.spawn(move || {
+            for i in 0..8 {
+                mailsync_save(e, &format!("m{i}"));
+                mailsync(
+                    e,
+                    &[
+                        "flags",
+                        "add",
+                        &format!("\\Flagged k{i}"),
+                        "mailbox",
+                        "INBOX",
+                        "all",
+                    ],
+                );
+                mailsync(
+                    e,
+                    &[
+                        "flags",
+                        "remove",
+                        "\\Flagged",
+                        "mailbox",
+                        "INBOX",
+                        "uid",
+                        "4",
+                    ],
+                );
+            }
+            mailsync(e, &["expunge", "mailbox", "INBOX", "uid", "5"]);
+        });
+    });
+    let fetched = assert_same_view(&env, "after concurrent changes");
+    let subjects: Vec<&str> = fetched
+        .lines()
+        .skip(1)
+        .map(|l| l.rsplit('\t').next().unwrap())
+        .collect();
+    assert_eq!(subjects.len(), 6 - 2 + 16, "{fetched}");
+    for i in 0..8 {
+        assert!(subjects.contains(&format!("d{i}").as_str()), "{fetched}");
+        assert!(subjects.contains(&format!("m{i}").as_str()), "{fetched}");
+    }
+    // A last look by Dovecot finds nothing to fix, and mailsync still agrees.
+    let dir = maildir(&env);
+    let before = message_records(&dump_log(&env, &dir));
+    assert_same_view(&env, "once more");
+    assert_eq!(message_records(&dump_log(&env, &dir)), before);
+    assert_dovecot_content(&env);
+}

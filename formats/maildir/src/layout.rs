@@ -38,8 +38,8 @@ impl LayoutKind {
     }
 }
 
-/// Where index files go (`INDEX=`). We write no index yet, but renames and deletes move or
-/// remove index directories where Dovecot does.
+/// Where index files go (`INDEX=`): `dovecot.index*` of each mailbox (FORMAT.md §6);
+/// renames and deletes move or remove index directories where Dovecot does.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum IndexLocation {
     /// No INDEX=: inside each mailbox directory.
