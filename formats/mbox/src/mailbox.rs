@@ -484,17 +484,34 @@ impl MboxMailbox {
                     .cloned()
                     .unwrap_or_else(|| (m.flags, m.keywords.clone()));
                 writer::copy_range(file, m.from_start, m.hdr_offset, &mut out)?;
-                if !writer::copy_unmanaged_header(file, m.hdr_offset, m.header_end, &mut out)? {
-                    out.write_all(b"\n")?;
-                }
-                out.write_all(&writer::managed_headers(&Managed {
+                let first_line = crate::lines::LineReader::peek_at(
+                    file,
+                    m.hdr_offset,
+                    (m.header_end - m.hdr_offset).min(1024) as usize,
+                )?;
+                let from_first = writer::first_line_is_from(&first_line);
+                let managed = writer::managed_headers(&Managed {
                     base: first.then(|| base.clone()),
                     uid: m.uid,
                     flags,
                     recent: m.recent,
                     keywords: &kws,
                     content_length: m.body_size(),
-                }))?;
+                });
+                if !from_first {
+                    out.write_all(&managed)?;
+                }
+                let ends_with_newline =
+                    writer::copy_unmanaged_header(file, m.hdr_offset, m.header_end, &mut out)?;
+                if from_first {
+                    if !ends_with_newline {
+                        out.write_all(b"\n")?;
+                    }
+                    out.write_all(&managed)?;
+                }
+                if m.body_offset > m.header_end {
+                    out.write_all(b"\n")?;
+                }
                 writer::copy_range(file, m.body_offset, m.end, &mut out)?;
                 out.write_all(b"\n")?;
                 first = false;
@@ -504,22 +521,31 @@ impl MboxMailbox {
                     b"MAILER-DAEMON",
                     s.mail.received_date.unwrap_or_else(now),
                 ))?;
-                s.spool.seek(SeekFrom::Start(0))?;
-                let mut header = (&mut s.spool).take(s.header_len);
-                io::copy(&mut header, &mut out)?;
-                if s.header_len > 0 && !s.header_ends_with_newline {
-                    out.write_all(b"\n")?;
-                }
                 let mut flags = s.mail.flags;
                 flags.remove(Flags::RECENT);
-                out.write_all(&writer::managed_headers(&Managed {
+                let managed = writer::managed_headers(&Managed {
                     base: first.then(|| base.clone()),
                     uid: s.uid,
                     flags,
                     recent: true,
                     keywords: &s.mail.keywords,
                     content_length: s.body_len,
-                }))?;
+                });
+                if !s.first_line_is_from {
+                    out.write_all(&managed)?;
+                }
+                s.spool.seek(SeekFrom::Start(0))?;
+                let mut header = (&mut s.spool).take(s.header_len);
+                io::copy(&mut header, &mut out)?;
+                if s.first_line_is_from {
+                    if !s.header_ends_with_newline {
+                        out.write_all(b"\n")?;
+                    }
+                    out.write_all(&managed)?;
+                }
+                if s.has_eoh {
+                    out.write_all(b"\n")?;
+                }
                 s.spool.seek(SeekFrom::Start(s.body_start))?;
                 io::copy(&mut (&mut s.spool).take(s.body_len), &mut out)?;
                 out.write_all(b"\n")?;
@@ -603,6 +629,8 @@ struct SpooledMail {
     spool: File,
     header_len: u64,
     header_ends_with_newline: bool,
+    first_line_is_from: bool,
+    has_eoh: bool,
     body_start: u64,
     body_len: u64,
     uid: u32,
@@ -633,17 +661,22 @@ fn spool(dir: &Path, mode: SaveLineEndings, body: &mut dyn Read) -> io::Result<S
     let mut hidden = false;
     let mut line = Vec::new();
     let mut eoh_len = 0u64;
+    let mut first_line_is_from = false;
+    let mut line_no = 0usize;
     loop {
         line.clear();
         let n = input.read_until(b'\n', &mut line)?;
         if n == 0 {
             break;
         }
+        line_no += 1;
         if line == b"\n" || line == b"\r\n" {
             eoh_len = n as u64;
             break;
         }
-        if line.starts_with(b"From ") {
+        if line_no == 1 {
+            first_line_is_from = writer::first_line_is_from(&line);
+        } else if writer::first_line_is_from(&line) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "a header line begins with 'From ': it would split the message in mbox",
@@ -665,7 +698,6 @@ fn spool(dir: &Path, mode: SaveLineEndings, body: &mut dyn Read) -> io::Result<S
         ends_with_newline = newline;
         header_len += content.len() as u64 + u64::from(newline);
     }
-    let _ = eoh_len;
     let body_len = io::copy(&mut input, &mut out)?;
     out.flush()?;
     drop(out);
@@ -674,6 +706,8 @@ fn spool(dir: &Path, mode: SaveLineEndings, body: &mut dyn Read) -> io::Result<S
         spool,
         header_len,
         header_ends_with_newline: ends_with_newline,
+        first_line_is_from,
+        has_eoh: eoh_len > 0,
         body_start: header_len,
         body_len,
         uid: 0,

@@ -283,10 +283,9 @@ impl Store for MboxStore {
         }
         let paths = self.paths(&v);
         if paths.file.is_dir() {
-            // mbox-storage.c: a directory can't also be a mailbox file
-            return Err(Error::NotPossible(format!(
-                "Mailbox {v} already exists as a directory of child mailboxes; mbox can't hold messages there"
-            )));
+            // a directory of children can't also be an mbox file (doveadm: "Mailbox
+            // already exists")
+            return Err(Error::MailboxExists(v));
         }
         for parent in names::parent_names(&v, self.sep) {
             if self.paths(parent).file.is_file() {
@@ -306,6 +305,8 @@ impl Store for MboxStore {
         let paths = self.paths(&v);
         let meta = fs::metadata(&paths.file).map_err(|_| Error::MailboxNotFound(v.clone()))?;
         if meta.is_dir() {
+            // the index directory of deleted children may be left, empty
+            let _ = fs::remove_dir(paths.file.join(INDEX_DIR));
             return match fs::remove_dir(&paths.file) {
                 Ok(()) => Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => Err(Error::NotPossible(
@@ -322,6 +323,9 @@ impl Store for MboxStore {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io("rmdir", &paths.index_dir, e)),
+        }
+        if let Some(parent) = paths.index_dir.parent() {
+            let _ = fs::remove_dir(parent);
         }
         Ok(())
     }

@@ -56,7 +56,7 @@ pub struct Managed<'a> {
     pub content_length: u64,
 }
 
-/// The managed header block, in mbox-save.c's order, ending with the empty line.
+/// The managed header block, in mbox-save.c's order (without the empty line).
 pub fn managed_headers(m: &Managed<'_>) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     if let Some(base) = &m.base {
@@ -97,7 +97,7 @@ pub fn managed_headers(m: &Managed<'_>) -> Vec<u8> {
         KEYWORDS_SPACE.saturating_sub(content_length.len()),
     ));
     out.extend_from_slice(content_length.as_bytes());
-    out.extend_from_slice(b"\n\n");
+    out.push(b'\n');
     out
 }
 
@@ -126,6 +126,14 @@ If deleted, important folder data will be lost, and it will be re-created\n\
 with the data reset to initial values.\n\n",
     );
     out
+}
+
+/// Whether a header's first line is itself a valid From_ line. Such a line is safe only
+/// directly after the message's own From_ line (Dovecot, like [`crate::reader`], never looks
+/// for a From_ line there), so the managed headers must then follow the header instead of
+/// preceding it.
+pub fn first_line_is_from(first_line: &[u8]) -> bool {
+    first_line.starts_with(b"From ") && crate::from_line::parse(&first_line[5..]).is_some()
 }
 
 /// Copies file bytes `[start, end)` to `out`.
@@ -195,6 +203,6 @@ mod tests {
         assert!(lines[3].starts_with("X-Keywords: $Forwarded "));
         assert_eq!(lines[3].len(), 83 + " $Forwarded".len());
         assert_eq!(lines[4], "Content-Length: 25");
-        assert_eq!(&lines[5..], ["", ""]);
+        assert_eq!(&lines[5..], [""]);
     }
 }
