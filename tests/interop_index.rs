@@ -565,3 +565,27 @@ fn dovecot_and_mailsync_changing_one_maildir_at_once_stay_consistent() {
     assert_eq!(message_records(&dump_log(&env, &dir)), before);
     assert_dovecot_content(&env);
 }
+
+#[test]
+fn a_flag_change_dovecot_logged_but_did_not_apply_yet_is_kept() {
+    let env = Env::new();
+    mailsync_save(&env, "one");
+    mailsync_save(&env, "two");
+    // Dovecot's `flags add` logs this request first and renames the file in its sync; here
+    // the sync hasn't happened yet (as when the doveadm process died in between).
+    let w = mailsync_index::IndexWriter::open(&maildir(&env), "dovecot.index");
+    let mut t = w.begin();
+    t.flags(2, 2, 0x08, 0);
+    t.commit().unwrap();
+    env.chown_tree(&env.home);
+    // mailsync neither reverts it nor hides it...
+    let m = mailsync(&env, &FETCH);
+    assert!(m.contains("2\t\\Seen \\Recent\t"), "{m}");
+    // ...and Dovecot, applying it now, reports the same thing (same modseq).
+    let d = doveadm(&env, &FETCH);
+    assert_eq!(d, m);
+    let (dir, name) = file_of(&maildir(&env), "two");
+    assert!(name.ends_with(":2,S"), "Dovecot renamed {dir}/{name}");
+    assert_same_view(&env, "after Dovecot applied its change");
+    assert_dovecot_content(&env);
+}

@@ -13,7 +13,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use mailstore::{Changes, Error, Keyword, ModSeq, Result};
+use mailstore::{Changes, Error, Flags, Keyword, ModSeq, Result};
 use mailsync_index::format::ext::{self, ModseqHeader};
 use mailsync_index::format::index::hdr_off;
 use mailsync_index::format::log::RecordBody;
@@ -32,6 +32,9 @@ pub(crate) struct IndexInfo {
     /// Messages with a UID at or above this are `\Recent`.
     pub first_recent_uid: u32,
     modseqs: HashMap<u32, u64>,
+    /// Flags and keywords the index has for messages with changes Dovecot logged but
+    /// hasn't applied to the files yet.
+    pending: HashMap<u32, (Flags, Vec<Keyword>)>,
     /// The replayed index, when there is one on disk (for `changes_since`).
     view: Option<IndexView>,
 }
@@ -42,6 +45,7 @@ impl Default for IndexInfo {
             highest_modseq: 1,
             first_recent_uid: 1,
             modseqs: HashMap::new(),
+            pending: HashMap::new(),
             view: None,
         }
     }
@@ -57,12 +61,27 @@ impl IndexInfo {
             .unwrap_or(self.highest_modseq)
     }
 
+    /// The index's flags and keywords of `uid` when Dovecot has changed them in the log
+    /// but not yet in the file.
+    pub fn pending(&self, uid: u32) -> Option<(Flags, &[Keyword])> {
+        self.pending.get(&uid).map(|(f, k)| (*f, k.as_slice()))
+    }
+
     pub fn from_view(view: IndexView) -> IndexInfo {
         let modseqs = view.messages().map(|m| (m.uid(), m.modseq())).collect();
+        let pending = pending_uids(&view)
+            .into_iter()
+            .filter_map(|uid| {
+                let m = view.message(uid)?;
+                let keywords = m.keywords().into_iter().map(Keyword::new).collect();
+                Some((uid, (m.system_flags(), keywords)))
+            })
+            .collect();
         IndexInfo {
             highest_modseq: view.highest_modseq().max(1),
             first_recent_uid: view.header().first_recent_uid.max(1),
             modseqs,
+            pending,
             view: Some(view),
         }
     }
@@ -119,6 +138,7 @@ impl IndexInfo {
             highest_modseq: highest,
             first_recent_uid,
             modseqs,
+            pending: HashMap::new(),
             view: None,
         }
     }

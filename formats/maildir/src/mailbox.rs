@@ -1030,14 +1030,20 @@ impl MaildirMailbox {
                 }
             };
             let (mut flags, letters) = filename::flags_of(&found.fname);
+            let mut keywords: Vec<Keyword> = letters
+                .iter()
+                .filter_map(|&l| st.keywords.keyword_for_letter(l))
+                .collect();
+            // A change Dovecot logged but hasn't applied to the file yet: its own sync
+            // applies it before answering, so report it as the index has it.
+            if let Some((f, k)) = self.index.pending(rec.uid) {
+                flags = f;
+                keywords = k.to_vec();
+            }
             // index-sync.c index_sync_update_recent_count: UIDs from first_recent_uid on.
             if rec.uid >= self.index.first_recent_uid {
                 flags.insert(Flags::RECENT);
             }
-            let keywords = letters
-                .iter()
-                .filter_map(|&l| st.keywords.keyword_for_letter(l))
-                .collect();
             let ext_size = |key: u8| {
                 rec.ext(key)
                     .and_then(|v| std::str::from_utf8(v).ok())

@@ -344,3 +344,37 @@ fn index_memory_writes_no_index_and_answers_as_dovecots_in_memory_index() {
     assert_eq!(inbox.status().unwrap().highest_modseq, 3);
     assert_eq!(inbox.changes_since(ModSeq(1)).unwrap(), Changes::Unknown);
 }
+
+#[test]
+fn a_change_dovecot_logged_but_did_not_apply_yet_is_neither_reverted_nor_hidden() {
+    let home = tempfile::tempdir().unwrap();
+    let store = open_store("maildir:~/Maildir", home.path(), None);
+    let dir = home.path().join("Maildir");
+    let mut inbox = store.open_mailbox("INBOX").unwrap();
+    save(&mut *inbox, NewMail::default(), b"a\n");
+    save(&mut *inbox, NewMail::default(), b"b\n");
+    // What `doveadm flags add \Seen` logs before its maildir sync renames the file: a
+    // request (not EXTERNAL) after the tail offset.
+    let w = IndexWriter::open(&dir, "dovecot.index");
+    let mut t = w.begin();
+    t.flags(1, 1, Flags::SEEN.0, 0);
+    t.keywords(true, b"Later", &[1]);
+    t.commit().unwrap();
+    let n = log_records(&dir).len();
+    inbox.sync().unwrap();
+    let m = &inbox.mails().unwrap()[0];
+    assert!(
+        m.flags.contains(Flags::SEEN),
+        "reported as the index has it"
+    );
+    assert_eq!(m.keywords, vec![Keyword::from("Later")]);
+    assert_eq!(inbox.status().unwrap().unseen, 1);
+    // Not reverted: no EXTERNAL update was written, the index still says \Seen, and the
+    // file is left for Dovecot's sync to rename.
+    assert_eq!(log_records(&dir).len(), n);
+    assert_eq!(
+        index_view(&dir).message(1).unwrap().system_flags(),
+        Flags::SEEN
+    );
+    assert!(fs::read_dir(dir.join("cur")).unwrap().next().is_none());
+}
