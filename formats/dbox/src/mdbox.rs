@@ -36,7 +36,7 @@ use mailstore::{
     MailboxGuid, MailboxStatus, ModSeq, NewMail, Result, SaveLineEndings, Transaction, Uid,
 };
 use mailsync_index::format::ext::{self, MapHeader, MapRecord, MdboxRecord};
-use mailsync_index::locked_commit::commit_locked;
+use mailsync_index::locked_commit::{commit_locked, commit_locked_synced};
 use mailsync_index::{IndexWriter, View};
 
 use crate::file::{self, BodyReader, FileHeader};
@@ -77,7 +77,10 @@ pub(crate) fn map_uid_validity(layout: &Layout) -> Result<u32> {
     if !dir.join(format!("{MAP_PREFIX}.log")).exists() && !dir.join(MAP_PREFIX).exists() {
         mkdir_all(&dir, 0o700).map_err(|e| Error::io("mkdir", &dir, e))?;
         match w.create(now().max(1) as u32) {
-            Ok(_) => {}
+            Ok(_) => {
+                // the new map's tail must reach its head (see map_commit)
+                map_commit(&w, |_| {})?;
+            }
             // created by someone else meanwhile
             Err(mailsync_index::Error::Invalid(_)) => {}
             Err(e) => return Err(ix_err(e)),
@@ -120,12 +123,22 @@ pub(crate) fn release_mailbox_refs(layout: &Layout, dir: &Path) -> Result<()> {
     if map_uids.is_empty() {
         return Ok(());
     }
-    let w = map_writer(layout);
-    let mut t = w.begin();
-    for uid in map_uids {
-        t.ext_atomic_inc(ext::REF, uid, -1);
-    }
-    t.commit().map_err(ix_err)?;
+    map_commit(&map_writer(layout), |t| {
+        for uid in map_uids {
+            t.ext_atomic_inc(ext::REF, uid, -1);
+        }
+    })
+}
+
+/// Commits a map change the way Dovecot's map sync leaves the map log: the change, then
+/// the tail offset moved to the head (mdbox-map.c: a lagging tail means "something
+/// crashed" and triggers a rebuild).
+fn map_commit(w: &IndexWriter, build: impl FnOnce(&mut mailsync_index::Transaction<'_>)) -> Result<()> {
+    commit_locked_synced(w, false, |_, t| -> std::result::Result<(), CommitError> {
+        build(t);
+        Ok(())
+    })
+    .map_err(|CommitError(e)| e)?;
     Ok(())
 }
 
@@ -453,7 +466,7 @@ impl Transaction for MdboxTransaction<'_> {
         let map_w = map_writer(&layout);
         let mb_writer = &self.mb.writer;
         let save_date = |m: &NewMail| m.saved_date.unwrap_or_else(now).clamp(0, u32::MAX as i64);
-        let result = commit_locked(
+        let result = commit_locked_synced(
             &map_w,
             false,
             |map_view, mt| -> std::result::Result<(Vec<Uid>, u32, Vec<u32>), CommitError> {
@@ -560,11 +573,11 @@ impl Transaction for MdboxTransaction<'_> {
         if !released.is_empty() {
             // the messages left this mailbox: their map refcounts drop (data stays until
             // purge; a crash before this leaves refcounts too high, a leak, not a loss)
-            let mut t = map_w.begin();
-            for map_uid in released {
-                t.ext_atomic_inc(ext::REF, map_uid, -1);
-            }
-            t.commit().map_err(ix_err)?;
+            map_commit(&map_w, |t| {
+                for map_uid in released {
+                    t.ext_atomic_inc(ext::REF, map_uid, -1);
+                }
+            })?;
         }
         self.mb.refresh()?;
         Ok(CommitResult {

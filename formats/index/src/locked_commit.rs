@@ -12,6 +12,7 @@ use std::io::Write;
 use std::os::unix::fs::{FileExt, MetadataExt};
 
 use crate::error::{Error, Result};
+use crate::format::index::hdr_off;
 use crate::format::log::{LogFile, LogStop};
 use crate::lock::{LogLock, LOG_LOCK_TIMEOUT};
 use crate::view::{read_optional, Sources, View};
@@ -24,6 +25,35 @@ use crate::writer::{CommitInfo, IndexWriter, Transaction};
 pub fn commit_locked<'w, T, E>(
     writer: &'w IndexWriter,
     external: bool,
+    build: impl FnOnce(&View, &mut Transaction<'w>) -> std::result::Result<T, E>,
+) -> std::result::Result<(T, CommitInfo), E>
+where
+    E: From<Error>,
+{
+    commit_locked_inner(writer, external, false, build)
+}
+
+/// Like [`commit_locked`], then (in the same lock) an EXTERNAL header update moving
+/// `log_file_tail_offset` to the end of the log, as mail_index_sync_commit leaves a log
+/// whose every change the backend has applied. The mdbox map needs this: Dovecot treats
+/// a map log whose tail lags its head as a crash and rebuilds (mdbox-map.c
+/// mdbox_map_sync_handle, "Inconsistency in map index"). Written even when `build`
+/// adds nothing, if the tail lags.
+pub fn commit_locked_synced<'w, T, E>(
+    writer: &'w IndexWriter,
+    external: bool,
+    build: impl FnOnce(&View, &mut Transaction<'w>) -> std::result::Result<T, E>,
+) -> std::result::Result<(T, CommitInfo), E>
+where
+    E: From<Error>,
+{
+    commit_locked_inner(writer, external, true, build)
+}
+
+fn commit_locked_inner<'w, T, E>(
+    writer: &'w IndexWriter,
+    external: bool,
+    sync_tail: bool,
     build: impl FnOnce(&View, &mut Transaction<'w>) -> std::result::Result<T, E>,
 ) -> std::result::Result<(T, CommitInfo), E>
 where
@@ -56,7 +86,8 @@ where
     let mut t = writer.begin().external(external);
     let value = build(&view, &mut t)?;
     let (seq, sync_offset) = (head.header.file_seq, head.sync_offset);
-    if t.is_empty() {
+    let tail_lags = view.header().log_file_tail_offset as u64 != sync_offset;
+    if t.is_empty() && !(sync_tail && tail_lags) {
         return Ok((
             value,
             CommitInfo {
@@ -73,7 +104,23 @@ where
             .set_len(sync_offset)
             .map_err(|e| Error::io("ftruncate", &log_path, e))?;
     }
-    let (bytes, new_modseq) = t.encode(&view, head.end_modseq, head.header.version())?;
+    let version = head.header.version();
+    let (mut bytes, new_modseq) = if t.is_empty() {
+        (Vec::new(), head.end_modseq)
+    } else {
+        t.encode(&view, head.end_modseq, version)?
+    };
+    if sync_tail {
+        // one HEADER_UPDATE record of 4 bytes: its size doesn't depend on the value
+        let mut tail = writer.begin().external(true);
+        tail.header_update(hdr_off::LOG_FILE_TAIL_OFFSET as u16, &[0; 4]);
+        let (probe, _) = tail.encode(&view, new_modseq, version)?;
+        let end = sync_offset + bytes.len() as u64 + probe.len() as u64;
+        let end = u32::try_from(end).map_err(|_| Error::Invalid("log too large".into()))?;
+        let mut tail = writer.begin().external(true);
+        tail.header_update(hdr_off::LOG_FILE_TAIL_OFFSET as u16, &end.to_le_bytes());
+        bytes.extend_from_slice(&tail.encode(&view, new_modseq, version)?.0);
+    }
     (&lock.file)
         .write_all(&bytes)
         .map_err(|e| Error::io("write", &log_path, e))?;

@@ -1,0 +1,443 @@
+//! mdbox interop with the real Dovecot 2.3 (issue #4, point 4).
+//!
+//! The same operations are done once with `doveadm` and once with `mailsync` on an mdbox
+//! store; then both tools read the result and must report exactly the same mailboxes,
+//! statuses, UIDs, GUIDs, flags, sizes, dates and message bytes. Dovecot must log nothing
+//! about a store mailsync wrote, and `doveadm force-resync` must change nothing a client
+//! sees. (Scenario functions copied from tests/interop_maildir.rs.)
+
+mod harness;
+
+use harness::{clean, ok, sorted_lines, sorted_pager_records, sorted_table, Env};
+
+const NS_SLASH: &str = "namespace inbox {\n  inbox = yes\n  separator = /\n}\n";
+
+/// Messages with the shapes that break naive code: CRLF, 8-bit, NUL, no final newline,
+/// folded headers, a large body, an empty message.
+fn messages() -> Vec<Vec<u8>> {
+    let mut large = b"From: big@example.com\nSubject: large\nMessage-ID: <big@x>\n\n".to_vec();
+    for i in 0..4000 {
+        large.extend_from_slice(
+            format!("line {i:05} of a large body, padded to make it longer\n").as_bytes(),
+        );
+    }
+    vec![
+        b"From: Alice <alice@example.com>\nTo: bob@example.org\nSubject: one\nDate: Tue, 05 Mar 2024 10:20:30 +0100\nMessage-ID: <1@example.com>\n\nbody one\n".to_vec(),
+        b"From: carol@example.com\r\nSubject: crlf\r\nMessage-ID: <2@example.com>\r\n\r\nline one\r\nline two\r\n".to_vec(),
+        b"From: =?UTF-8?Q?J=C3=B6rg?= <j@example.com>\nSubject: hello\n world folded\nContent-Type: text/plain; charset=iso-8859-1\n\nlatin1 \xe9\xe8 no final newline".to_vec(),
+        b"Subject: nul\n\nbefore\0after\n".to_vec(),
+        b"Subject: five\nX-Mixed: yes\r\n\nmixed\r\nendings\n".to_vec(),
+        large,
+    ]
+}
+
+struct Scenario {
+    config: &'static str,
+    location: &'static str,
+    /// A nested mailbox name in this namespace's separator, and its parent.
+    parent: &'static str,
+    nested: &'static str,
+}
+
+const MDBOX: Scenario = Scenario {
+    config: "",
+    location: "mdbox:~/mdbox",
+    parent: "Archive",
+    nested: "Archive/2024",
+};
+const MDBOX_SLASH: Scenario = Scenario {
+    config: NS_SLASH,
+    location: "mdbox:~/mdbox",
+    parent: "Archive",
+    nested: "Archive/2024",
+};
+
+type Tool = fn(&Env, &str, &[&str], Option<&[u8]>) -> std::process::Output;
+
+fn doveadm_tool(env: &Env, loc: &str, args: &[&str], stdin: Option<&[u8]>) -> std::process::Output {
+    env.doveadm_stdin(loc, args, stdin)
+}
+
+fn mailsync_tool(
+    env: &Env,
+    loc: &str,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+) -> std::process::Output {
+    env.mailsync_stdin(loc, args, stdin)
+}
+
+/// The operations of point 5: nested and non-ASCII folders, saves, subscriptions, flags,
+/// keywords, expunges, a rename.
+fn populate(env: &Env, sc: &Scenario, tool: Tool, name: &str) {
+    let loc = sc.location;
+    let run = |args: &[&str], stdin: Option<&[u8]>| {
+        clean(&format!("{name} {args:?}"), tool(env, loc, args, stdin));
+    };
+    run(
+        &[
+            "mailbox",
+            "create",
+            sc.parent,
+            sc.nested,
+            "Entwürfe",
+            "Sent Items",
+            "Trash",
+        ],
+        None,
+    );
+    run(
+        &[
+            "mailbox",
+            "subscribe",
+            "INBOX",
+            "Sent Items",
+            "Entwürfe",
+            sc.nested,
+        ],
+        None,
+    );
+    let msgs = messages();
+    for m in &msgs {
+        run(&["save", "-m", "INBOX"], Some(m));
+    }
+    run(&["save", "-m", sc.nested], Some(&msgs[0]));
+    run(&["save", "-m", sc.nested], Some(b""));
+    run(&["save", "-m", "Entwürfe"], Some(&msgs[2]));
+    run(&["save", "-m", "Trash"], Some(&msgs[1]));
+    run(
+        &[
+            "flags",
+            "add",
+            "\\Seen \\Flagged $Forwarded Junk",
+            "mailbox",
+            "INBOX",
+            "uid",
+            "1:2",
+        ],
+        None,
+    );
+    run(
+        &[
+            "flags",
+            "add",
+            "\\Answered $label1",
+            "mailbox",
+            "INBOX",
+            "uid",
+            "3",
+        ],
+        None,
+    );
+    run(
+        &[
+            "flags",
+            "remove",
+            "\\Flagged Junk",
+            "mailbox",
+            "INBOX",
+            "uid",
+            "2",
+        ],
+        None,
+    );
+    run(
+        &[
+            "flags",
+            "replace",
+            "\\Draft NonJunk",
+            "mailbox",
+            "INBOX",
+            "uid",
+            "4",
+        ],
+        None,
+    );
+    run(
+        &["flags", "add", "\\Deleted", "mailbox", "INBOX", "uid", "6"],
+        None,
+    );
+    run(
+        &["flags", "add", "\\Seen", "mailbox", "Entwürfe", "all"],
+        None,
+    );
+    run(&["expunge", "mailbox", "INBOX", "uid", "5"], None);
+    run(&["save", "-m", "INBOX"], Some(&msgs[4]));
+    run(&["mailbox", "rename", "Trash", "Deleted Items"], None);
+    run(&["mailbox", "unsubscribe", "Entwürfe"], None);
+}
+
+/// Every read-only view both tools must agree on, returned per tool for diffing.
+fn views(env: &Env, sc: &Scenario, tool: Tool, name: &str) -> Vec<(String, Vec<u8>)> {
+    let loc = sc.location;
+    let get = |args: &[&str]| clean(&format!("{name} {args:?}"), tool(env, loc, args, None));
+    vec![
+        (
+            "mailbox list".into(),
+            sorted_lines(&get(&["mailbox", "list"])).into_bytes(),
+        ),
+        (
+            "mailbox list -s".into(),
+            sorted_lines(&get(&["mailbox", "list", "-s"])).into_bytes(),
+        ),
+        (
+            "mailbox status".into(),
+            sorted_table(&get(&[
+                "-f",
+                "tab",
+                "mailbox",
+                "status",
+                "messages uidnext uidvalidity unseen guid vsize",
+                "*",
+            ]))
+            .into_bytes(),
+        ),
+        (
+            "fetch metadata".into(),
+            sorted_table(&get(&[
+                "-f",
+                "tab",
+                "fetch",
+                "mailbox uid guid flags size.physical size.virtual date.received",
+                "all",
+            ]))
+            .into_bytes(),
+        ),
+        (
+            "fetch headers".into(),
+            sorted_table(&get(&[
+                "-f",
+                "tab",
+                "fetch",
+                "mailbox uid hdr.subject hdr.message-id",
+                "all",
+            ]))
+            .into_bytes(),
+        ),
+        (
+            "message bytes".into(),
+            sorted_pager_records(&get(&["-f", "pager", "fetch", "mailbox uid text", "all"]))
+                .concat(),
+        ),
+    ]
+}
+
+fn assert_same_views(env: &Env, sc: &Scenario) {
+    let dove = views(env, sc, doveadm_tool, "doveadm");
+    let ms = views(env, sc, mailsync_tool, "mailsync");
+    for ((what, d), (_, m)) in dove.iter().zip(ms.iter()) {
+        assert!(
+            d == m,
+            "{what} differs\n--- doveadm ---\n{}\n--- mailsync ---\n{}",
+            String::from_utf8_lossy(d),
+            String::from_utf8_lossy(m)
+        );
+    }
+}
+
+fn status_line(env: &Env, sc: &Scenario, mailbox: &str) -> String {
+    let out = ok(
+        "status",
+        env.doveadm(
+            sc.location,
+            &["mailbox", "status", "messages uidnext", mailbox],
+        ),
+    );
+    String::from_utf8_lossy(&out).trim().to_string()
+}
+
+fn dovecot_written_reads_the_same(sc: &Scenario) {
+    let env = Env::with_config(sc.config);
+    populate(&env, sc, doveadm_tool, "doveadm");
+    // Sanity: the scenario did what we think (expunge left a UID gap, rename happened).
+    assert_eq!(status_line(&env, sc, "INBOX"), "INBOX messages=6 uidnext=8");
+    assert_same_views(&env, sc);
+}
+
+fn mailsync_written_reads_the_same(sc: &Scenario) {
+    let env = Env::with_config(sc.config);
+    populate(&env, sc, mailsync_tool, "mailsync");
+    assert_same_views(&env, sc);
+    assert_eq!(status_line(&env, sc, "INBOX"), "INBOX messages=6 uidnext=8");
+    // Dovecot's own consistency check finds nothing to fix: UIDs and GUIDs stay put.
+    // force-resync always rebuilds the map and says so, for Dovecot's own stores too
+    // (mdbox-storage-rebuild.c "rebuilding indexes", mail-index-fsck.c "fscking index
+    // file"); any other message is a problem.
+    let before = views(&env, sc, doveadm_tool, "doveadm");
+    let out = env.doveadm(sc.location, &["force-resync", "*"]);
+    assert!(out.status.success(), "doveadm force-resync failed");
+    assert_only_rebuild_notices(&String::from_utf8_lossy(&out.stderr));
+    let after = views(&env, sc, doveadm_tool, "doveadm");
+    assert!(
+        before == after,
+        "doveadm force-resync changed what Dovecot sees"
+    );
+    assert_only_rebuild_notices(&env.dovecot_log());
+}
+
+/// Every line is a notice Dovecot prints for any mdbox force-resync.
+fn assert_only_rebuild_notices(text: &str) {
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            (line.contains("Warning: mdbox ") && line.ends_with("/storage: rebuilding indexes"))
+                || (line.contains("Warning: fscking index file ")
+                    && line.ends_with("/storage/dovecot.map.index")),
+            "Dovecot logged a problem:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn dovecot_written_mdbox_reads_the_same_in_mailsync() {
+    dovecot_written_reads_the_same(&MDBOX);
+}
+
+#[test]
+fn dovecot_written_mdbox_with_slash_namespace_reads_the_same() {
+    dovecot_written_reads_the_same(&MDBOX_SLASH);
+}
+
+#[test]
+fn mailsync_written_mdbox_reads_the_same_in_dovecot() {
+    mailsync_written_reads_the_same(&MDBOX);
+}
+
+#[test]
+fn mailsync_written_mdbox_with_slash_namespace_reads_the_same() {
+    mailsync_written_reads_the_same(&MDBOX_SLASH);
+}
+
+fn subjects_and_uids(env: &Env, loc: &str) -> (Vec<u32>, Vec<String>) {
+    let out = ok(
+        "doveadm fetch",
+        env.doveadm(
+            loc,
+            &[
+                "-f",
+                "tab",
+                "fetch",
+                "uid hdr.subject",
+                "mailbox",
+                "INBOX",
+                "all",
+            ],
+        ),
+    );
+    let text = String::from_utf8(out).unwrap();
+    let mut uids = Vec::new();
+    let mut subjects = Vec::new();
+    for line in text.lines().skip(1) {
+        let (uid, subject) = line.split_once('\t').unwrap();
+        uids.push(uid.parse().unwrap());
+        subjects.push(subject.to_string());
+    }
+    (uids, subjects)
+}
+
+/// Dovecot and mailsync take turns saving into the same mdbox mailbox, then save at the
+/// same time (both assign UIDs under the index log lock):
+/// nothing is lost, no UID is used twice, and both tools see the same thing.
+#[test]
+fn dovecot_and_mailsync_saving_into_one_mdbox_lose_nothing() {
+    let env = Env::new();
+    let loc = "mdbox:~/mdbox";
+    let msg = |who: &str, i: usize| {
+        format!("Subject: {who} {i}\nMessage-ID: <{who}{i}@x>\n\nfrom {who} {i}\n").into_bytes()
+    };
+    let mut expected = Vec::new();
+    for i in 0..8 {
+        clean(
+            "doveadm save",
+            env.doveadm_stdin(loc, &["save"], Some(&msg("dovecot", i))),
+        );
+        clean(
+            "mailsync save",
+            env.mailsync_stdin(loc, &["save"], Some(&msg("mailsync", i))),
+        );
+        expected.push(format!("dovecot {i}"));
+        expected.push(format!("mailsync {i}"));
+        if i % 3 == 2 {
+            // Flag changes from both sides in between.
+            clean(
+                "doveadm flags",
+                env.doveadm(
+                    loc,
+                    &["flags", "add", "\\Seen", "mailbox", "INBOX", "uid", "1:*"],
+                ),
+            );
+            clean(
+                "mailsync flags",
+                env.mailsync(
+                    loc,
+                    &["flags", "add", "\\Flagged kw", "mailbox", "INBOX", "all"],
+                ),
+            );
+        }
+    }
+    let (uids, subjects) = subjects_and_uids(&env, loc);
+    assert_eq!(uids, (1..=16).collect::<Vec<u32>>());
+    assert_eq!(subjects, expected);
+
+    // Concurrent: both tools save at once, contending for the map and index log locks.
+    std::thread::scope(|s| {
+        let e = &env;
+        s.spawn(move || {
+            for i in 100..112 {
+                clean(
+                    "doveadm save",
+                    e.doveadm_stdin(loc, &["save"], Some(&msg("dovecot", i))),
+                );
+            }
+        });
+        s.spawn(move || {
+            for i in 100..112 {
+                clean(
+                    "mailsync save",
+                    e.mailsync_stdin(loc, &["save"], Some(&msg("mailsync", i))),
+                );
+            }
+        });
+    });
+    let (uids, subjects) = subjects_and_uids(&env, loc);
+    assert_eq!(uids.len(), 40, "messages lost or duplicated: {subjects:?}");
+    let mut sorted = uids.clone();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 40, "a UID was used twice: {uids:?}");
+    for who in ["dovecot", "mailsync"] {
+        for i in 100..112 {
+            let s = format!("{who} {i}");
+            assert_eq!(
+                subjects.iter().filter(|x| **x == s).count(),
+                1,
+                "{s} missing or doubled"
+            );
+        }
+    }
+    let sc = Scenario {
+        config: "",
+        location: loc,
+        parent: "",
+        nested: "",
+    };
+    let d = sorted_table(&ok(
+        "doveadm",
+        env.doveadm(
+            sc.location,
+            &["-f", "tab", "fetch", "uid guid flags hdr.subject", "all"],
+        ),
+    ));
+    let m = sorted_table(&ok(
+        "mailsync",
+        env.mailsync(
+            sc.location,
+            &["-f", "tab", "fetch", "uid guid flags hdr.subject", "all"],
+        ),
+    ));
+    // \Recent is per-session state: doveadm claims it, mailsync only reads it.
+    let strip = |t: String| {
+        t.replace(" \\Recent", "")
+            .replace("\\Recent ", "")
+            .replace("\\Recent", "")
+    };
+    assert_eq!(strip(d), strip(m));
+}
