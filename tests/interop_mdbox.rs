@@ -264,6 +264,15 @@ fn mailsync_written_reads_the_same(sc: &Scenario) {
     // (mdbox-storage-rebuild.c "rebuilding indexes", mail-index-fsck.c "fscking index
     // file"); any other message is a problem.
     let before = views(&env, sc, doveadm_tool, "doveadm");
+    // doveadm purge drops the expunged (refcount 0) messages from m.N: silently, and
+    // without changing anything a client sees (refcounts and offsets were right)
+    clean("doveadm purge", env.doveadm(sc.location, &["purge"]));
+    let purged = views(&env, sc, doveadm_tool, "doveadm");
+    assert!(before == purged, "doveadm purge changed what Dovecot sees");
+    assert!(
+        purged == views(&env, sc, mailsync_tool, "mailsync"),
+        "mailsync reads the purged store differently"
+    );
     let out = env.doveadm(sc.location, &["force-resync", "*"]);
     assert!(out.status.success(), "doveadm force-resync failed");
     assert_only_rebuild_notices(&String::from_utf8_lossy(&out.stderr));
@@ -440,4 +449,76 @@ fn dovecot_and_mailsync_saving_into_one_mdbox_lose_nothing() {
             .replace("\\Recent", "")
     };
     assert_eq!(strip(d), strip(m));
+}
+
+fn storage_files(env: &Env) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(env.home.join("mdbox/storage"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("m."))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Dovecot writes rotated m.N files (`-o mdbox_rotate_size=1k`), copies messages between
+/// mailboxes (shared storage, refcount 2) and expunges without purging; mailsync reads it
+/// all as Dovecot does, then writes into the same store, and Dovecot still agrees; purge
+/// and force-resync find nothing wrong.
+#[test]
+fn rotated_files_and_shared_copies_read_and_write_the_same() {
+    let sc = MDBOX;
+    let env = Env::with_config(sc.config);
+    let loc = sc.location;
+    let small = ["-o", "mdbox_rotate_size=1k"];
+    let dove = |args: &[&str], stdin: Option<&[u8]>| {
+        let all: Vec<&str> = small.iter().chain(args.iter()).copied().collect();
+        clean(&format!("doveadm {args:?}"), env.doveadm_stdin(loc, &all, stdin));
+    };
+    dove(&["mailbox", "create", "Work"], None);
+    for i in 0..6 {
+        let body = format!(
+            "Subject: rotated {i}\nMessage-ID: <r{i}@x>\n\n{}\n",
+            "x".repeat(500)
+        );
+        dove(&["save", "-m", "INBOX"], Some(body.as_bytes()));
+    }
+    dove(&["copy", "Work", "mailbox", "INBOX", "uid", "1:3"], None);
+    dove(&["expunge", "mailbox", "INBOX", "uid", "2"], None);
+    dove(
+        &["flags", "add", "\\Seen Copied", "mailbox", "Work", "uid", "1"],
+        None,
+    );
+    assert!(
+        storage_files(&env).len() >= 3,
+        "rotation made several files: {:?}",
+        storage_files(&env)
+    );
+    assert_same_views(&env, &sc);
+
+    // mailsync writes into the same store
+    for i in 0..3 {
+        let body = format!("Subject: ours {i}\nMessage-ID: <o{i}@x>\n\nbody\n");
+        clean(
+            "mailsync save",
+            env.mailsync_stdin(loc, &["save", "-m", "Work"], Some(body.as_bytes())),
+        );
+    }
+    clean(
+        "mailsync expunge",
+        env.mailsync(loc, &["expunge", "mailbox", "Work", "uid", "2"]),
+    );
+    clean(
+        "mailsync flags",
+        env.mailsync(loc, &["flags", "add", "\\Flagged", "mailbox", "INBOX", "all"]),
+    );
+    assert_same_views(&env, &sc);
+    let before = views(&env, &sc, doveadm_tool, "doveadm");
+    clean("doveadm purge", env.doveadm(loc, &["purge"]));
+    assert!(before == views(&env, &sc, doveadm_tool, "doveadm"));
+    assert_same_views(&env, &sc);
+    let out = env.doveadm(loc, &["force-resync", "*"]);
+    assert!(out.status.success());
+    assert_only_rebuild_notices(&String::from_utf8_lossy(&out.stderr));
+    assert!(before == views(&env, &sc, doveadm_tool, "doveadm"));
 }
