@@ -286,8 +286,35 @@ impl MailExtent {
     }
 }
 
+/// Positional reads from a dbox file: a `File`, or bytes in memory (tests, fuzzing).
+pub trait ReadAt {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+    fn size(&self) -> io::Result<u64>;
+}
+
+impl ReadAt for File {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        FileExt::read_at(self, buf, offset)
+    }
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.metadata()?.len())
+    }
+}
+
+impl ReadAt for [u8] {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(self.len());
+        let n = buf.len().min(self.len() - start);
+        buf[..n].copy_from_slice(&self[start..start + n]);
+        Ok(n)
+    }
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.len() as u64)
+    }
+}
+
 /// Reads the file header at offset 0 of `file`.
-pub fn read_file_header(file: &File) -> Result<FileHeader, ReadError> {
+pub fn read_file_header(file: &(impl ReadAt + ?Sized)) -> Result<FileHeader, ReadError> {
     let mut buf = vec![0u8; MAX_FILE_HEADER_SIZE];
     let n = read_at_most(file, &mut buf, 0)?;
     Ok(FileHeader::parse(&buf[..n])?)
@@ -295,7 +322,11 @@ pub fn read_file_header(file: &File) -> Result<FileHeader, ReadError> {
 
 /// Reads the message whose header starts at `offset` (dbox_file_seek +
 /// dbox_file_metadata_read).
-pub fn read_mail_at(file: &File, hdr: &FileHeader, offset: u64) -> Result<MailExtent, ReadError> {
+pub fn read_mail_at(
+    file: &(impl ReadAt + ?Sized),
+    hdr: &FileHeader,
+    offset: u64,
+) -> Result<MailExtent, ReadError> {
     let mut h = vec![0u8; hdr.msg_header_size as usize];
     let n = read_at_most(file, &mut h, offset)?;
     let body_size = parse_message_header(&h[..n], offset)?;
@@ -340,9 +371,11 @@ pub fn read_mail_at(file: &File, hdr: &FileHeader, offset: u64) -> Result<MailEx
 
 /// Every message of a file, in order, from the first offset to EOF. Trailing zero bytes
 /// (mdbox_preallocate_space) end the list.
-pub fn read_all_mails(file: &File) -> Result<(FileHeader, Vec<MailExtent>), ReadError> {
+pub fn read_all_mails(
+    file: &(impl ReadAt + ?Sized),
+) -> Result<(FileHeader, Vec<MailExtent>), ReadError> {
     let hdr = read_file_header(file)?;
-    let len = file.metadata()?.len();
+    let len = file.size()?;
     let mut out = Vec::new();
     let mut offset = hdr.header_len as u64;
     while offset < len {
@@ -351,13 +384,14 @@ pub fn read_all_mails(file: &File) -> Result<(FileHeader, Vec<MailExtent>), Read
             break;
         }
         let m = read_mail_at(file, &hdr, offset)?;
+        // total_size ≥ header + metadata magic + empty line: always progresses
         offset += m.total_size;
         out.push(m);
     }
     Ok((hdr, out))
 }
 
-fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+fn read_at_most(file: &(impl ReadAt + ?Sized), buf: &mut [u8], offset: u64) -> io::Result<usize> {
     let mut have = 0;
     while have < buf.len() {
         match file.read_at(&mut buf[have..], offset + have as u64) {
@@ -394,7 +428,7 @@ impl Read for BodyReader {
             return Ok(0);
         }
         let want = buf.len().min(left.min(usize::MAX as u64) as usize);
-        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        let n = FileExt::read_at(&self.file, &mut buf[..want], self.pos)?;
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
