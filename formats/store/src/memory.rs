@@ -32,7 +32,7 @@ use crate::names;
 use crate::traits::{Mailbox, Store, Transaction};
 use crate::types::{
     Changes, CommitResult, FlagOp, FlagUpdate, Flags, Guid, Keyword, MailRecord, MailboxAttrs,
-    MailboxGuid, MailboxInfo, MailboxStatus, ModSeq, NewMail, StoreOptions, Uid,
+    MailboxGuid, MailboxInfo, MailboxStatus, MailboxUpdate, ModSeq, NewMail, StoreOptions, Uid,
 };
 
 /// A store held entirely in memory. Clones share the same state.
@@ -463,6 +463,32 @@ impl Mailbox for MemoryMailbox {
                 highest_modseq: ModSeq(mailbox.highest_modseq),
             })
         })
+    }
+
+    fn update_mailbox(&mut self, update: &MailboxUpdate) -> Result<()> {
+        self.with_state(|mailbox| {
+            if let Some(uid_validity) = update.uid_validity {
+                if uid_validity != mailbox.uid_validity {
+                    if !mailbox.messages.is_empty() {
+                        return Err(Error::NotPossible(
+                            "UIDVALIDITY can be changed only in an empty mailbox".into(),
+                        ));
+                    }
+                    // The old UIDs mean nothing under the new UIDVALIDITY.
+                    mailbox.uid_validity = uid_validity;
+                    mailbox.uid_next = 1;
+                    mailbox.expunge_log.clear();
+                }
+            }
+            if let Some(min) = update.min_uid_next {
+                mailbox.uid_next = mailbox.uid_next.max(min);
+            }
+            if let Some(min) = update.min_highest_modseq {
+                mailbox.highest_modseq = mailbox.highest_modseq.max(min);
+            }
+            Ok(())
+        })?;
+        self.sync()
     }
 }
 

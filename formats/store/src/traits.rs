@@ -5,8 +5,8 @@ use std::io::Read;
 
 use crate::error::Result;
 use crate::types::{
-    Changes, CommitResult, FlagUpdate, MailRecord, MailboxGuid, MailboxInfo, MailboxStatus, ModSeq,
-    NewMail, Uid,
+    Changes, CommitResult, FlagUpdate, MailRecord, MailboxGuid, MailboxInfo, MailboxStatus,
+    MailboxUpdate, ModSeq, NewMail, Uid,
 };
 
 /// A user's mail store: the mailbox tree of one mail location.
@@ -82,6 +82,18 @@ pub trait Mailbox: Send {
     fn changes_since(&mut self, since: ModSeq) -> Result<Changes> {
         let _ = since;
         Ok(Changes::Unknown)
+    }
+
+    /// Changes UIDVALIDITY / raises NEXTUID and HIGHESTMODSEQ (Dovecot's `mailbox_update`,
+    /// used by dsync so that a copy reports the same counters as its source). The view is
+    /// refreshed afterwards. Backends that can't do it answer `NotPossible` (the default);
+    /// the sync engine then reports the mailbox as not perfectly in sync.
+    fn update_mailbox(&mut self, update: &MailboxUpdate) -> Result<()> {
+        let _ = update;
+        Err(crate::Error::NotPossible(format!(
+            "{}: this storage can't change UIDVALIDITY/UIDNEXT/HIGHESTMODSEQ",
+            self.name()
+        )))
     }
 }
 

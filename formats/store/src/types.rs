@@ -385,6 +385,19 @@ pub enum Changes {
     Unknown,
 }
 
+/// Mailbox-level changes dsync makes (Dovecot's `struct mailbox_update`,
+/// src/lib-storage/mail-storage.h), applied by `Mailbox::update_mailbox`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MailboxUpdate {
+    /// Set this UIDVALIDITY. Backends may refuse (`NotPossible`) unless the mailbox holds
+    /// no messages; a changed UIDVALIDITY makes every old UID meaningless.
+    pub uid_validity: Option<u32>,
+    /// Raise NEXTUID to at least this (never lowers it).
+    pub min_uid_next: Option<u32>,
+    /// Raise HIGHESTMODSEQ to at least this (never lowers it).
+    pub min_highest_modseq: Option<u64>,
+}
+
 /// Options for opening a store, beyond what the location string says.
 #[derive(Clone, Debug, Default)]
 pub struct StoreOptions {
