@@ -473,7 +473,10 @@ fn rotated_files_and_shared_copies_read_and_write_the_same() {
     let small = ["-o", "mdbox_rotate_size=1k"];
     let dove = |args: &[&str], stdin: Option<&[u8]>| {
         let all: Vec<&str> = small.iter().chain(args.iter()).copied().collect();
-        clean(&format!("doveadm {args:?}"), env.doveadm_stdin(loc, &all, stdin));
+        clean(
+            &format!("doveadm {args:?}"),
+            env.doveadm_stdin(loc, &all, stdin),
+        );
     };
     dove(&["mailbox", "create", "Work"], None);
     for i in 0..6 {
@@ -486,7 +489,15 @@ fn rotated_files_and_shared_copies_read_and_write_the_same() {
     dove(&["copy", "Work", "mailbox", "INBOX", "uid", "1:3"], None);
     dove(&["expunge", "mailbox", "INBOX", "uid", "2"], None);
     dove(
-        &["flags", "add", "\\Seen Copied", "mailbox", "Work", "uid", "1"],
+        &[
+            "flags",
+            "add",
+            "\\Seen Copied",
+            "mailbox",
+            "Work",
+            "uid",
+            "1",
+        ],
         None,
     );
     assert!(
@@ -510,7 +521,10 @@ fn rotated_files_and_shared_copies_read_and_write_the_same() {
     );
     clean(
         "mailsync flags",
-        env.mailsync(loc, &["flags", "add", "\\Flagged", "mailbox", "INBOX", "all"]),
+        env.mailsync(
+            loc,
+            &["flags", "add", "\\Flagged", "mailbox", "INBOX", "all"],
+        ),
     );
     assert_same_views(&env, &sc);
     let before = views(&env, &sc, doveadm_tool, "doveadm");

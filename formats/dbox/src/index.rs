@@ -4,9 +4,9 @@
 
 use std::path::Path;
 
+use mailstore::{Error, MailboxGuid, Result};
 use mailsync_index::format::ext::DboxHeader;
 use mailsync_index::{IndexWriter, View};
-use mailstore::{Error, MailboxGuid, Result};
 
 use crate::layout::{DboxKind, INDEX_PREFIX};
 

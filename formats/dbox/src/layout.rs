@@ -220,5 +220,8 @@ impl Layout {
 /// mkdir -p with `mode` for new directories.
 pub fn mkdir_all(path: &Path, mode: u32) -> io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    fs::DirBuilder::new().recursive(true).mode(mode).create(path)
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(path)
 }

@@ -44,7 +44,7 @@ use crate::index::{dbox_header, index_exists, ix_err, CommitError};
 use crate::layout::{mkdir_all, DboxKind, Layout, INDEX_PREFIX};
 use crate::sdbox::{
     add_flag_update, assign_uids, check_keywords, checked_guid, info_of, status_of, temp_name,
-    write_message, FileInfo,
+    write_message, FileInfo, MessageMeta,
 };
 
 /// The map index prefix in `storage/`.
@@ -133,7 +133,10 @@ pub(crate) fn release_mailbox_refs(layout: &Layout, dir: &Path) -> Result<()> {
 /// Commits a map change the way Dovecot's map sync leaves the map log: the change, then
 /// the tail offset moved to the head (mdbox-map.c: a lagging tail means "something
 /// crashed" and triggers a rebuild).
-fn map_commit(w: &IndexWriter, build: impl FnOnce(&mut mailsync_index::Transaction<'_>)) -> Result<()> {
+fn map_commit(
+    w: &IndexWriter,
+    build: impl FnOnce(&mut mailsync_index::Transaction<'_>),
+) -> Result<()> {
     commit_locked_synced(w, false, |_, t| -> std::result::Result<(), CommitError> {
         build(t);
         Ok(())
@@ -224,8 +227,8 @@ impl MdboxMailbox {
                 e.insert((f, h));
             }
             let (f, h) = &open_files[&loc.file_id];
-            let extent =
-                file::read_mail_at(f, h, loc.offset as u64).map_err(|e| e.into_store_error(&path))?;
+            let extent = file::read_mail_at(f, h, loc.offset as u64)
+                .map_err(|e| e.into_store_error(&path))?;
             let mut info = info_of(&extent, 0);
             info.saved = rec.save_date as i64;
             keep.insert(uid, (loc, info));
@@ -300,7 +303,11 @@ impl Mailbox for MdboxMailbox {
         let (loc, info) = self.files.get(&uid.0).ok_or(Error::MailNotFound(uid))?;
         let path = self.layout.storage_dir().join(map_file_name(loc.file_id));
         let f = File::open(&path).map_err(|e| Error::io("open", &path, e))?;
-        Ok(Box::new(BodyReader::new(f, info.body_offset, info.physical)))
+        Ok(Box::new(BodyReader::new(
+            f,
+            info.body_offset,
+            info.physical,
+        )))
     }
 
     fn begin(&mut self) -> Result<Box<dyn Transaction + '_>> {
@@ -356,7 +363,10 @@ fn appendable_file(storage: &Path, highest: u32, rotate_size: u64) -> Result<(u3
             Ok(f) => {
                 lock_file(&f, &path)?;
                 let ok_header = file::read_file_header(&f).is_ok();
-                let len = f.metadata().map_err(|e| Error::io("fstat", &path, e))?.len();
+                let len = f
+                    .metadata()
+                    .map_err(|e| Error::io("fstat", &path, e))?
+                    .len();
                 if ok_header && len < rotate_size {
                     return Ok((highest, f, false));
                 }
@@ -414,9 +424,11 @@ impl Transaction for MdboxTransaction<'_> {
                 &mut f,
                 &temp,
                 0,
-                &mail,
-                &guid,
-                Some(&name),
+                &MessageMeta {
+                    mail: &mail,
+                    guid: &guid,
+                    orig_mailbox: Some(&name),
+                },
                 self.mb.line_endings,
                 body,
             )?;
@@ -480,17 +492,21 @@ impl Transaction for MdboxTransaction<'_> {
                     let (file_id, f, _new) =
                         appendable_file(&storage, hdr.highest_file_id, DEFAULT_ROTATE_SIZE)?;
                     let path = storage.join(map_file_name(file_id));
-                    let mut offset = f.metadata().map_err(|e| Error::io("fstat", &path, e))?.len();
+                    let mut offset = f
+                        .metadata()
+                        .map_err(|e| Error::io("fstat", &path, e))?
+                        .len();
                     let mut buf = vec![0u8; 64 * 1024];
-                    let mut next_map_uid = map_view.next_uid();
                     mt.ext_intro(ext::MAP, 8, 12, 4);
                     mt.ext_intro(ext::REF, 0, 2, 2);
-                    for s in &saves {
+                    for (map_uid, s) in (map_view.next_uid()..).zip(&saves) {
                         let mut src =
                             File::open(&s.temp).map_err(|e| Error::io("open", &s.temp, e))?;
                         let mut written = 0u64;
                         loop {
-                            let n = src.read(&mut buf).map_err(|e| Error::io("read", &s.temp, e))?;
+                            let n = src
+                                .read(&mut buf)
+                                .map_err(|e| Error::io("read", &s.temp, e))?;
                             if n == 0 {
                                 break;
                             }
@@ -501,11 +517,10 @@ impl Transaction for MdboxTransaction<'_> {
                         let size = u32::try_from(written).map_err(|_| {
                             Error::NotPossible("message too large for mdbox".into())
                         })?;
-                        let off = u32::try_from(offset)
-                            .map_err(|_| Error::NotPossible(format!("{} is full", path.display())))?;
+                        let off = u32::try_from(offset).map_err(|_| {
+                            Error::NotPossible(format!("{} is full", path.display()))
+                        })?;
                         debug_assert_eq!(written, s.size);
-                        let map_uid = next_map_uid;
-                        next_map_uid += 1;
                         mt.append(map_uid, 0);
                         let mut rec = Vec::with_capacity(12);
                         rec.extend_from_slice(&file_id.to_le_bytes());
@@ -560,7 +575,11 @@ impl Transaction for MdboxTransaction<'_> {
                             }
                             t.expunge_guid(uid, guid);
                         }
-                        Ok((uids.into_iter().map(Uid).collect(), view.uid_validity(), released))
+                        Ok((
+                            uids.into_iter().map(Uid).collect(),
+                            view.uid_validity(),
+                            released,
+                        ))
                     },
                 )?;
                 Ok((saved, uid_validity, released))

@@ -112,21 +112,32 @@ pub(crate) fn info_of(m: &file::MailExtent, ctime: i64) -> FileInfo {
     }
 }
 
+/// The metadata of a message being written.
+pub(crate) struct MessageMeta<'a> {
+    pub mail: &'a NewMail,
+    pub guid: &'a [u8],
+    /// Written as `B` (mdbox only, dbox_save_write_metadata).
+    pub orig_mailbox: Option<&'a str>,
+}
+
 /// Writes one message as a dbox message (header, converted body, metadata) to `out` at
 /// its current end, which is at `offset`. Returns (body size, virtual size, total size).
-/// `orig_mailbox` is written as `B` (mdbox only, dbox_save_write_metadata).
 pub(crate) fn write_message(
     out: &mut File,
     path: &Path,
     offset: u64,
-    mail: &NewMail,
-    guid: &[u8],
-    orig_mailbox: Option<&str>,
+    meta: &MessageMeta<'_>,
     line_endings: SaveLineEndings,
     body: &mut dyn Read,
 ) -> Result<(u64, u64, u64)> {
+    let MessageMeta {
+        mail,
+        guid,
+        orig_mailbox,
+    } = *meta;
     let werr = |e| Error::io("write", path, e);
-    out.write_all(&file::encode_message_header(0)).map_err(werr)?;
+    out.write_all(&file::encode_message_header(0))
+        .map_err(werr)?;
     let mut reader = LineEndingReader::new(body, line_endings);
     let mut buf = vec![0u8; 64 * 1024];
     let mut size = 0u64;
@@ -144,10 +155,14 @@ pub(crate) fn write_message(
     }
     let mut md = Metadata::default();
     let received = mail.received_date.unwrap_or_else(now);
-    md.lines
-        .push((key::RECEIVED_TIME, format!("{:x}", received.max(0)).into_bytes()));
-    md.lines
-        .push((key::VIRTUAL_SIZE, format!("{:x}", vsize.total()).into_bytes()));
+    md.lines.push((
+        key::RECEIVED_TIME,
+        format!("{:x}", received.max(0)).into_bytes(),
+    ));
+    md.lines.push((
+        key::VIRTUAL_SIZE,
+        format!("{:x}", vsize.total()).into_bytes(),
+    ));
     md.lines.push((key::GUID, guid.to_vec()));
     if let Some(b) = orig_mailbox {
         if !b.contains(['\r', '\n']) {
@@ -381,7 +396,11 @@ impl Mailbox for SdboxMailbox {
             }
             Err(e) => return Err(Error::io("open", &path, e)),
         };
-        Ok(Box::new(BodyReader::new(f, info.body_offset, info.physical)))
+        Ok(Box::new(BodyReader::new(
+            f,
+            info.body_offset,
+            info.physical,
+        )))
     }
 
     fn begin(&mut self) -> Result<Box<dyn Transaction + '_>> {
@@ -445,9 +464,11 @@ impl Transaction for SdboxTransaction<'_> {
                 &mut f,
                 &temp,
                 header.len() as u64,
-                &mail,
-                &guid,
-                None,
+                &MessageMeta {
+                    mail: &mail,
+                    guid: &guid,
+                    orig_mailbox: None,
+                },
                 self.mb.line_endings,
                 body,
             )?;

@@ -90,13 +90,8 @@ impl DboxStore {
     fn next_uid_validity(&self) -> Result<u32> {
         let root = &self.layout.root;
         mkdir_all(root, 0o700).map_err(|e| Error::io("mkdir", root, e))?;
-        mailsupport::uidvalidity::next(root).map_err(|e| {
-            Error::io(
-                "open",
-                root.join(mailsupport::uidvalidity::FILE_NAME),
-                e,
-            )
-        })
+        mailsupport::uidvalidity::next(root)
+            .map_err(|e| Error::io("open", root.join(mailsupport::uidvalidity::FILE_NAME), e))
     }
 
     /// Removes empty directories from `path` up to (not including) `mailboxes/`.
@@ -142,7 +137,10 @@ impl DboxStore {
             }
         }
         if let Err(e) = fs::remove_dir_all(&trash) {
-            crate::warn(&format!("unlink_directory({}) failed: {e}", trash.display()));
+            crate::warn(&format!(
+                "unlink_directory({}) failed: {e}",
+                trash.display()
+            ));
         }
         self.remove_empty_parents(&self.layout.mailbox_dir(vname));
         Ok(())
@@ -201,8 +199,7 @@ impl Store for DboxStore {
 
     fn subscriptions(&self) -> Result<Vec<String>> {
         let path = self.layout.subscriptions_path();
-        let storage =
-            subscriptions::read(&path, '/').map_err(|e| Error::io("read", &path, e))?;
+        let storage = subscriptions::read(&path, '/').map_err(|e| Error::io("read", &path, e))?;
         let mut out = Vec::new();
         for s in storage {
             match self.layout.vname_of_storage(s.as_bytes()) {
@@ -238,9 +235,9 @@ impl Store for DboxStore {
             // a \NoSelect directory: removable only when empty (fs_list_delete_dir)
             return match fs::remove_dir(&dir) {
                 Ok(()) => Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => Err(
-                    Error::NotPossible(format!("Mailbox has children, delete them first: {v}")),
-                ),
+                Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => Err(Error::NotPossible(
+                    format!("Mailbox has children, delete them first: {v}"),
+                )),
                 Err(e) => Err(Error::io("rmdir", &dir, e)),
             };
         }

@@ -37,7 +37,7 @@ fn mutations(seed: &[u8]) -> Vec<Vec<u8>> {
         x ^= x << 17;
         let mut m = seed.to_vec();
         // half of the flips hit the first 64 bytes (the headers)
-        let pos = if x % 2 == 0 {
+        let pos = if x.is_multiple_of(2) {
             (x as usize >> 8) % n.min(64)
         } else {
             (x as usize >> 8) % n

@@ -102,10 +102,7 @@ pub fn check_store_reads_as_dovecot_showed(fmt: &str) {
         let mut mb = store.open_mailbox(name).unwrap();
         for r in mb.mails().unwrap() {
             let mut body = Vec::new();
-            mb.open_mail(r.uid)
-                .unwrap()
-                .read_to_end(&mut body)
-                .unwrap();
+            mb.open_mail(r.uid).unwrap().read_to_end(&mut body).unwrap();
             assert_eq!(body.len() as u64, r.physical_size, "{name} {}", r.uid);
             assert!(!body.contains(&b'\r'), "dbox bodies are LF-only");
             assert_eq!(

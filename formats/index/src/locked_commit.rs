@@ -61,11 +61,10 @@ where
 {
     let log_path = writer.paths().log();
     let lock = loop {
-        let lock = LogLock::acquire(&log_path, LOG_LOCK_TIMEOUT)?.ok_or_else(|| {
-            Error::NotFound {
+        let lock =
+            LogLock::acquire(&log_path, LOG_LOCK_TIMEOUT)?.ok_or_else(|| Error::NotFound {
                 path: log_path.clone(),
-            }
-        })?;
+            })?;
         // rotated while we waited: lock the new head log
         let same = std::fs::metadata(&log_path)
             .ok()
