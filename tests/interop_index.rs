@@ -230,6 +230,20 @@ fn mailsync_changes_are_logged_so_dovecot_has_nothing_to_fix() {
     let d = doveadm(&env, &["dump", "-t", "log", log.to_str().unwrap()]);
     let m = mailsync(&env, &["dump", "-t", "log", log.to_str().unwrap()]);
     assert_eq!(d, m);
+    // Like doveadm's, it needs no user, home or mail location.
+    let out = Command::new(env!("CARGO_BIN_EXE_mailsync"))
+        .env_clear()
+        .env("TZ", "UTC")
+        .arg("dump")
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stderr.is_empty(), "{out:?}");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        format!("Detected file type: log\n{d}")
+    );
 }
 
 #[test]
