@@ -67,6 +67,15 @@ impl IndexInfo {
         self.pending.get(&uid).map(|(f, k)| (*f, k.as_slice()))
     }
 
+    /// The keywords the index has for `uid`.
+    pub fn keywords_of(&self, uid: u32) -> Vec<Keyword> {
+        self.view
+            .as_ref()
+            .and_then(|v| v.message(uid))
+            .map(|m| m.keywords().into_iter().map(Keyword::new).collect())
+            .unwrap_or_default()
+    }
+
     pub fn from_view(view: IndexView) -> IndexInfo {
         let modseqs = view.messages().map(|m| (m.uid(), m.modseq())).collect();
         let pending = pending_uids(&view)

@@ -155,13 +155,16 @@ impl KeywordChanges {
 /// sync writes. `uidlist_validity`/`uidlist_next_uid` are the uidlist header values after
 /// UIDs were assigned; `files` ascend by UID; `non_recent` lists saved UIDs that must not
 /// be \Recent (a save with a requested UID and no \Recent, maildir-save.c
-/// `last_nonrecent_uid`).
+/// `last_nonrecent_uid`). `storable` tells whether a keyword has (or can get) a filename
+/// letter; index keywords that can't are kept in the index only and never removed
+/// (maildir_sync_mail_keywords, "index-only keywords").
 pub(crate) fn compare(
     index: &IndexSide,
     uidlist_validity: u32,
     uidlist_next_uid: u32,
     files: &[FileMail],
     non_recent: &HashSet<u32>,
+    storable: &dyn Fn(&Keyword) -> bool,
 ) -> Comparison {
     let mut cmp = Comparison::default();
     let changes = &mut cmp.changes;
@@ -197,21 +200,23 @@ pub(crate) fn compare(
                 if want != rec.flags & REAL_FLAGS {
                     changes.flag_updates.push((f.uid, want, REAL_FLAGS & !want));
                 }
-                // maildir_sync_mail_keywords: MODIFY_REPLACE, split into removing what the
-                // index has and adding what the file has (keywords kept are re-added).
-                let differs = rec.keywords.len() != f.keywords.len()
-                    || rec
-                        .keywords
-                        .iter()
-                        .any(|k| !contains_keyword(&f.keywords, k));
+                // maildir_sync_mail_keywords: without index-only keywords MODIFY_REPLACE,
+                // split into removing what the index has and adding what the file has
+                // (keywords kept are re-added); with them, only the differences.
+                let in_files: Vec<&Keyword> = rec.keywords.iter().filter(|k| storable(k)).collect();
+                let index_only = in_files.len() != rec.keywords.len();
+                let differs = in_files.len() != f.keywords.len()
+                    || in_files.iter().any(|k| !contains_keyword(&f.keywords, k));
                 if differs {
-                    for k in &rec.keywords {
+                    for k in &in_files {
                         if !contains_keyword(&f.keywords, k) {
                             keywords.remove(k, f.uid);
                         }
                     }
                     for k in &f.keywords {
-                        keywords.add(k, f.uid);
+                        if !index_only || !contains_keyword(&rec.keywords, k) {
+                            keywords.add(k, f.uid);
+                        }
                     }
                 }
             }
@@ -271,7 +276,7 @@ mod tests {
             file(9, 0x08, &[], false),
             file(10, 0, &[], true),
         ];
-        let c = compare(&index, 1795984733, 11, &files, &HashSet::new());
+        let c = compare(&index, 1795984733, 11, &files, &HashSet::new(), &|_| true);
         assert!(c.reappeared.is_empty());
         let ch = c.changes;
         assert_eq!(ch.uid_validity, Some(1795984733));
@@ -295,7 +300,7 @@ mod tests {
             pending: HashSet::new(),
         };
         let files = [file(1, 0x03, &["Work"], false), file(3, 0, &[], true)];
-        let c = compare(&index, 7, 4, &files, &HashSet::new()).changes;
+        let c = compare(&index, 7, 4, &files, &HashSet::new(), &|_| true).changes;
         assert_eq!(c.uid_validity, None);
         assert_eq!(c.appends, vec![(3, 0)]);
         assert_eq!(c.flag_updates, vec![(1, 0x03, 0x1c)]);
@@ -319,7 +324,7 @@ mod tests {
         };
         // Keyword case differs only: the index matches names case-insensitively.
         let files = [file(1, 0x08, &["A"], true)];
-        let c = compare(&index, 7, 2, &files, &HashSet::new());
+        let c = compare(&index, 7, 2, &files, &HashSet::new(), &|_| true);
         assert!(c.changes.is_empty(), "{c:?}");
     }
 
@@ -333,7 +338,7 @@ mod tests {
             ..IndexSide::default()
         };
         let files = [file(1, 0, &[], false), file(5, 0x08, &[], false)];
-        let c = compare(&index, 7, 9, &files, &HashSet::new());
+        let c = compare(&index, 7, 9, &files, &HashSet::new(), &|_| true);
         assert_eq!(c.reappeared, vec![5]);
         assert!(c.changes.appends.is_empty());
     }
@@ -351,7 +356,7 @@ mod tests {
             pending,
         };
         let files = [file(1, 0, &[], false), file(2, 0, &[], false)];
-        let c = compare(&index, 7, 3, &files, &HashSet::new());
+        let c = compare(&index, 7, 3, &files, &HashSet::new(), &|_| true);
         assert!(c.changes.is_empty(), "{c:?}");
     }
 
@@ -367,9 +372,32 @@ mod tests {
         let files = [file(1, 0, &[], false), file(5, 0, &[], true)];
         let mut non_recent = HashSet::new();
         non_recent.insert(5);
-        let c = compare(&index, 7, 9, &files, &non_recent).changes;
+        let c = compare(&index, 7, 9, &files, &non_recent, &|_| true).changes;
         assert_eq!(c.appends, vec![(5, 0)]);
         assert_eq!(c.next_uid, Some(9));
         assert_eq!(c.first_recent_uid, Some(6));
+    }
+
+    #[test]
+    fn index_only_keywords_are_never_removed() {
+        // All 26 letters taken: Dovecot keeps a 27th keyword in the index only.
+        let index = IndexSide {
+            uid_validity: 7,
+            next_uid: 2,
+            first_recent_uid: 1,
+            mails: vec![indexed(1, 0, &["a", "extra"])],
+            keyword_names: vec![kw("a"), kw("extra")],
+            pending: HashSet::new(),
+        };
+        let storable = |k: &Keyword| k.as_bytes() != b"extra";
+        let same = [file(1, 0, &["a"], false)];
+        let c = compare(&index, 7, 2, &same, &HashSet::new(), &storable);
+        assert!(c.changes.is_empty(), "{c:?}");
+        let changed = [file(1, 0, &["b"], false)];
+        let c = compare(&index, 7, 2, &changed, &HashSet::new(), &storable);
+        assert_eq!(
+            c.changes.keyword_updates,
+            vec![(kw("a"), false, vec![1]), (kw("b"), true, vec![1])]
+        );
     }
 }

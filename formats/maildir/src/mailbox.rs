@@ -25,8 +25,8 @@ use mailsupport::dotlock::{DotLock, DotLockOptions};
 
 use crate::filename::{self, EXTRA_FILE_SIZE, EXTRA_VIRTUAL_SIZE};
 use crate::index_file::{self, IndexInfo};
-use crate::index_sync::{self, FileMail};
-use crate::keywords::KeywordMap;
+use crate::index_sync::{self, Comparison, FileMail};
+use crate::keywords::{KeywordMap, MAX_KEYWORDS};
 use crate::layout::{Layout, LayoutKind};
 use crate::uidlist::{self, UidList, UidRecord};
 use crate::{uidvalidity, warn};
@@ -526,6 +526,78 @@ pub(crate) fn clean_tmp(tmp: &Path, now: SystemTime) {
     }
 }
 
+/// The files' side of a comparison with the index: each listed message with a file, as
+/// its filename shows it, and the keyword letters.
+struct FilesSide {
+    files: Vec<FileMail>,
+    keywords: KeywordMap,
+    uid_validity: u32,
+    next_uid: u32,
+}
+
+impl FilesSide {
+    /// `recent` are the UIDs given in this sync or commit (new to the uidlist, so \Recent as
+    /// in maildir_uidlist_sync_next); files in new/ are \Recent too.
+    fn of(st: &DiskState, list: &UidList, recent: &HashSet<u32>) -> FilesSide {
+        let mut keywords = st.keywords.clone();
+        for f in st.scan.files.values() {
+            for &c in filename::flag_chars(&f.fname) {
+                keywords.claim_letter(c);
+            }
+        }
+        let files = list
+            .records
+            .iter()
+            .filter_map(|rec| {
+                let found = st.scan.files.get(&rec.base)?;
+                let (flags, letters) = filename::flags_of(&found.fname);
+                Some(FileMail {
+                    uid: rec.uid,
+                    flags: flags.0 & index_sync::REAL_FLAGS,
+                    keywords: letters
+                        .iter()
+                        .filter_map(|&l| keywords.keyword_for_letter(l))
+                        .collect(),
+                    recent: found.in_new || recent.contains(&rec.uid),
+                })
+            })
+            .collect();
+        FilesSide {
+            files,
+            keywords,
+            uid_validity: list.uid_validity,
+            next_uid: list.next_uid,
+        }
+    }
+
+    /// A keyword that has a letter or can still get one (maildir_keywords_idx_char); the
+    /// others can live in the index only.
+    fn storable(&self, k: &Keyword) -> bool {
+        self.keywords.letter_for(k.as_bytes()).is_some() || self.keywords.len() < MAX_KEYWORDS
+    }
+
+    fn compare(&self, side: &index_sync::IndexSide, non_recent: &HashSet<u32>) -> Comparison {
+        index_sync::compare(
+            side,
+            self.uid_validity,
+            self.next_uid,
+            &self.files,
+            non_recent,
+            &|k| self.storable(k),
+        )
+    }
+
+    /// What Dovecot's in-memory index would show after its sync.
+    fn simulate(
+        &self,
+        base: Option<&mailsync_index::View>,
+        non_recent: &HashSet<u32>,
+    ) -> IndexInfo {
+        let side = index_file::index_side(base);
+        IndexInfo::simulated(base, &self.compare(&side, non_recent).changes)
+    }
+}
+
 /// An open Maildir mailbox.
 pub struct MaildirMailbox {
     name: String,
@@ -724,34 +796,6 @@ impl MaildirMailbox {
         }
     }
 
-    /// The messages as the files show them, for comparing with the index. `recent` are the
-    /// UIDs given in this sync or commit (new to the uidlist, so \Recent as in
-    /// maildir_uidlist_sync_next); files in new/ are \Recent too.
-    fn file_mails(st: &DiskState, list: &UidList, recent: &HashSet<u32>) -> Vec<FileMail> {
-        let mut kwmap = st.keywords.clone();
-        for f in st.scan.files.values() {
-            for &c in filename::flag_chars(&f.fname) {
-                kwmap.claim_letter(c);
-            }
-        }
-        list.records
-            .iter()
-            .filter_map(|rec| {
-                let found = st.scan.files.get(&rec.base)?;
-                let (flags, letters) = filename::flags_of(&found.fname);
-                Some(FileMail {
-                    uid: rec.uid,
-                    flags: flags.0 & index_sync::REAL_FLAGS,
-                    keywords: letters
-                        .iter()
-                        .filter_map(|&l| kwmap.keyword_for_letter(l))
-                        .collect(),
-                    recent: found.in_new || recent.contains(&rec.uid),
-                })
-            })
-            .collect()
-    }
-
     /// Raises the uidlist's next UID to the index's, so a UID is never given below the
     /// index's next_uid (Dovecot would renumber such a message; FORMAT.md §6.6).
     fn raise_next_uid(list: &mut UidList, base: &IndexBase) {
@@ -792,16 +836,8 @@ impl MaildirMailbox {
         let (dir, mut view) = match base {
             IndexBase::OnDisk(dir, view) => (dir, view),
             IndexBase::InMemory(view) => {
-                let files = Self::file_mails(st, list, recent);
-                let side = index_file::index_side(view.as_ref());
-                let c = index_sync::compare(
-                    &side,
-                    list.uid_validity,
-                    list.next_uid,
-                    &files,
-                    non_recent,
-                );
-                return Ok(IndexInfo::simulated(view.as_ref(), &c.changes));
+                let files = FilesSide::of(st, list, recent);
+                return Ok(files.simulate(view.as_ref(), non_recent));
             }
         };
         if let Some(v) = &view {
@@ -818,8 +854,7 @@ impl MaildirMailbox {
             }
         }
         let side = index_file::index_side(view.as_ref());
-        let files = Self::file_mails(st, list, recent);
-        let cmp = index_sync::compare(&side, list.uid_validity, list.next_uid, &files, non_recent);
+        let cmp = FilesSide::of(st, list, recent).compare(&side, non_recent);
         if !cmp.reappeared.is_empty() {
             // maildir_handle_uid_insertion: the index already expunged these UIDs; the files
             // get new ones (as Dovecot does, keeping the records' fields).
@@ -843,11 +878,10 @@ impl MaildirMailbox {
         } else if view.is_some() && cmp.changes.is_empty() {
             return Ok(IndexInfo::from_view(view.expect("checked")));
         }
-        let files = Self::file_mails(st, list, recent);
-        let (validity, next_uid) = (list.uid_validity, list.next_uid);
+        let files = FilesSide::of(st, list, recent);
         let written =
-            index_file::write_changes(&dir, dir_mode(&self.paths.dir), validity, |side| {
-                index_sync::compare(side, validity, next_uid, &files, non_recent).changes
+            index_file::write_changes(&dir, dir_mode(&self.paths.dir), list.uid_validity, |side| {
+                files.compare(side, non_recent).changes
             });
         match written {
             Ok(v) => Ok(IndexInfo::from_view(v)),
@@ -855,9 +889,7 @@ impl MaildirMailbox {
                 // The files and the uidlist are right; the index is only a copy of them that
                 // the next sync (ours or Dovecot's) brings up to date.
                 warn(&format!("{}: index not updated: {e}", dir.display()));
-                let side = index_file::index_side(view.as_ref());
-                let c = index_sync::compare(&side, validity, next_uid, &files, non_recent);
-                Ok(IndexInfo::simulated(view.as_ref(), &c.changes))
+                Ok(files.simulate(view.as_ref(), non_recent))
             }
         }
     }
@@ -868,21 +900,11 @@ impl MaildirMailbox {
         let IndexBase::OnDisk(_, view) = base else {
             return false;
         };
-        let Some(list) = &st.list else {
+        let (Some(list), Some(view)) = (&st.list, view) else {
             return true;
         };
-        let Some(view) = view else {
-            return true;
-        };
-        let files = Self::file_mails(st, list, &HashSet::new());
         let side = index_file::index_side(Some(view));
-        let c = index_sync::compare(
-            &side,
-            list.uid_validity,
-            list.next_uid,
-            &files,
-            &HashSet::new(),
-        );
+        let c = FilesSide::of(st, list, &HashSet::new()).compare(&side, &HashSet::new());
         !c.changes.is_empty() || !c.reappeared.is_empty() || side.uid_validity != list.uid_validity
     }
 
@@ -927,33 +949,18 @@ impl MaildirMailbox {
                     assign_unlisted(&mut list, &st.scan, &self.paths.uidlist())?;
                     let recent: HashSet<u32> =
                         list.records[first_new..].iter().map(|r| r.uid).collect();
-                    let files = Self::file_mails(&st, &list, &recent);
-                    let side = index_file::index_side(base.view());
-                    let c = index_sync::compare(
-                        &side,
-                        list.uid_validity,
-                        list.next_uid,
-                        &files,
-                        &HashSet::new(),
-                    );
-                    self.index = IndexInfo::simulated(base.view(), &c.changes);
+                    self.index =
+                        FilesSide::of(&st, &list, &recent).simulate(base.view(), &HashSet::new());
                     st.list = Some(list);
                 }
                 Err(e) => return Err(e),
             }
         } else {
-            self.index = match base {
-                IndexBase::OnDisk(_, Some(v)) => IndexInfo::from_view(v),
-                other => {
-                    let list = st.list.as_ref();
-                    let files = list
-                        .map(|l| Self::file_mails(&st, l, &HashSet::new()))
-                        .unwrap_or_default();
-                    let side = index_file::index_side(other.view());
-                    let (v, n) = list.map(|l| (l.uid_validity, l.next_uid)).unwrap_or((0, 1));
-                    let c = index_sync::compare(&side, v, n, &files, &HashSet::new());
-                    IndexInfo::simulated(other.view(), &c.changes)
-                }
+            self.index = match (base, &st.list) {
+                (IndexBase::OnDisk(_, Some(v)), _) => IndexInfo::from_view(v),
+                (other, Some(list)) => FilesSide::of(&st, list, &HashSet::new())
+                    .simulate(other.view(), &HashSet::new()),
+                (_, None) => IndexInfo::default(),
             };
         }
         self.build_view(st)
@@ -1039,6 +1046,13 @@ impl MaildirMailbox {
             if let Some((f, k)) = self.index.pending(rec.uid) {
                 flags = f;
                 keywords = k.to_vec();
+            } else if st.keywords.len() >= MAX_KEYWORDS {
+                // Keywords without a letter (all 26 taken) live in the index only.
+                for k in self.index.keywords_of(rec.uid) {
+                    if st.keywords.letter_for(k.as_bytes()).is_none() && !keywords.contains(&k) {
+                        keywords.push(k);
+                    }
+                }
             }
             // index-sync.c index_sync_update_recent_count: UIDs from first_recent_uid on.
             if rec.uid >= self.index.first_recent_uid {

@@ -378,3 +378,40 @@ fn a_change_dovecot_logged_but_did_not_apply_yet_is_neither_reverted_nor_hidden(
     );
     assert!(fs::read_dir(dir.join("cur")).unwrap().next().is_none());
 }
+
+#[test]
+fn a_27th_keyword_dovecot_keeps_in_the_index_only_survives() {
+    let home = tempfile::tempdir().unwrap();
+    let store = open_store("maildir:~/Maildir", home.path(), None);
+    let dir = home.path().join("Maildir");
+    let mut inbox = store.open_mailbox("INBOX").unwrap();
+    let all: Vec<String> = (0..26).map(|i| format!("k{i:02}")).collect();
+    save(
+        &mut *inbox,
+        NewMail {
+            keywords: all.iter().map(|k| Keyword::from(k.as_str())).collect(),
+            ..NewMail::default()
+        },
+        b"a\n",
+    );
+    // Dovecot's sync of a 27th keyword: no letter is left, so it lives in the index only.
+    let w = IndexWriter::open(&dir, "dovecot.index");
+    let mut t = w.begin().external(true);
+    t.keywords(true, b"extra", &[1]);
+    t.commit().unwrap();
+    let n = log_records(&dir).len();
+    inbox.sync().unwrap();
+    assert_eq!(
+        log_records(&dir).len(),
+        n,
+        "the index-only keyword was removed"
+    );
+    let m = &inbox.mails().unwrap()[0];
+    assert_eq!(m.keywords.len(), 27);
+    assert!(m.keywords.contains(&Keyword::from("extra")));
+    // A flag change by mailsync keeps it too.
+    update(&mut *inbox, 1, FlagOp::Add, Flags::SEEN, &[]);
+    let v = index_view(&dir);
+    assert!(v.message(1).unwrap().keywords().contains(&&b"extra"[..]));
+    assert_eq!(v.message(1).unwrap().system_flags(), Flags::SEEN);
+}
