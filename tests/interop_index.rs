@@ -603,3 +603,36 @@ fn a_flag_change_dovecot_logged_but_did_not_apply_yet_is_kept() {
     assert_same_view(&env, "after Dovecot applied its change");
     assert_dovecot_content(&env);
 }
+
+#[test]
+fn mailsync_follows_dovecot_rotating_the_log_at_every_change() {
+    // Dovecot rotates dovecot.index.log (to .log.2, writing dovecot.index) at every sync.
+    let env = Env::with_config(
+        "mail_index_log_rotate_min_size = 1\nmail_index_log_rotate_max_size = 1\n\
+         mail_index_log_rotate_min_age = 0\n",
+    );
+    for i in 0..3 {
+        doveadm_save(&env, &format!("d{i}"));
+        mailsync_save(&env, &format!("m{i}"));
+        doveadm(
+            &env,
+            &["flags", "add", "\\Seen", "mailbox", "INBOX", "uid", "1:*"],
+        );
+        mailsync(
+            &env,
+            &["flags", "add", &format!("k{i}"), "mailbox", "INBOX", "all"],
+        );
+        mailsync(&env, &["expunge", "mailbox", "INBOX", "uid", "1"]);
+        assert_same_view(&env, &format!("round {i}"));
+    }
+    let dir = maildir(&env);
+    assert!(dir.join("dovecot.index.log.2").exists(), "Dovecot rotated");
+    let dump = dump_log(&env, &dir);
+    assert!(
+        !dump.contains("prev file = 0/0"),
+        "rotated logs continue: {dump}"
+    );
+    let fetched = assert_same_view(&env, "at the end");
+    assert_eq!(fetched.lines().count(), 1 + 6 - 1, "{fetched}");
+    assert_dovecot_content(&env);
+}
