@@ -206,26 +206,40 @@ fn reconcile(file: &MboxFile, meta: &mut Meta) -> bool {
             }
         }
     }
-    // generated GUIDs must be unique: a header MD5 shared with another message is replaced
-    let mut seen: HashSet<Vec<u8>> = HashSet::new();
-    for m in &file.messages {
-        let entry = meta.mails.get_mut(&m.uid);
-        let guid = match entry.as_ref().and_then(|e| e.guid.clone()) {
-            Some(g) => g,
-            None => m.guid_hex().into_bytes(),
-        };
-        if !seen.insert(guid) {
-            if let Some(e) = entry {
-                if e.guid.is_none() {
-                    let fresh = Guid::generate().as_bytes().to_vec();
-                    seen.insert(fresh.clone());
-                    e.guid = Some(fresh);
-                    changed = true;
-                }
+    changed
+}
+
+/// GUIDs of messages mailsync saved must be unique in the mailbox (the mailstore contract):
+/// a saved message whose header MD5 equals another message's GUID gets a generated GUID in
+/// the sidecar. Messages found in the file keep the header MD5 even when two are equal, as
+/// Dovecot reports them.
+fn make_saved_guids_unique(file: &MboxFile, meta: &mut Meta, saved: &[Uid]) {
+    let saved: HashSet<u32> = saved.iter().map(|u| u.0).collect();
+    let guid_of = |meta: &Meta, m: &MboxMessage| -> Vec<u8> {
+        meta.mails
+            .get(&m.uid)
+            .and_then(|e| e.guid.clone())
+            .unwrap_or_else(|| m.guid_hex().into_bytes())
+    };
+    let mut seen: HashSet<Vec<u8>> = file
+        .messages
+        .iter()
+        .filter(|m| !saved.contains(&m.uid))
+        .map(|m| guid_of(meta, m))
+        .collect();
+    for m in file.messages.iter().filter(|m| saved.contains(&m.uid)) {
+        let guid = guid_of(meta, m);
+        if seen.insert(guid) {
+            continue;
+        }
+        if let Some(e) = meta.mails.get_mut(&m.uid) {
+            if e.guid.is_none() {
+                let fresh = Guid::generate().as_bytes().to_vec();
+                seen.insert(fresh.clone());
+                e.guid = Some(fresh);
             }
         }
     }
-    changed
 }
 
 /// An open mbox mailbox.
@@ -327,7 +341,12 @@ impl MboxMailbox {
         MailRecord {
             uid: Uid(m.uid),
             guid: Guid::from_bytes(guid),
-            flags: m.flags,
+            // \Recent as Dovecot's first session sees it: no `O` in Status
+            flags: if m.recent {
+                m.flags | Flags::RECENT
+            } else {
+                m.flags
+            },
             keywords: m.keywords.clone(),
             modseq: ModSeq(entry.map_or(self.meta.highest_modseq, |e| e.modseq)),
             received_date: m.received,
@@ -368,6 +387,7 @@ impl MboxMailbox {
         let file = self.open_file(false)?;
         let now_scanned = scan(&file, 1).map_err(|e| scan_error(&self.paths.file, e))?;
         reconcile(&now_scanned, &mut meta);
+        make_saved_guids_unique(&now_scanned, &mut meta, &result.saved);
         meta.save(&self.paths.index_dir)?;
         dotlock
             .release()
