@@ -2,3 +2,4 @@
 
 pub mod backends;
 pub mod cli;
+pub mod sync;

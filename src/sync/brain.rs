@@ -1,0 +1,993 @@
+//! One brain per side (dsync-brain.c): it reads and writes only its own store and talks to
+//! the peer brain only through [`Item`]s. The exchange is half-duplex: in every phase the
+//! master sends its list first and the slave answers, so a bounded channel never deadlocks
+//! and at most `CHANNEL_BOUND` items (bodies in `CHUNK_SIZE` pieces) are in flight.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{self, Read};
+use std::sync::mpsc::{Receiver, SyncSender};
+
+use mailstore::{
+    Changes, Error, FlagOp, FlagUpdate, Mailbox, MailboxGuid, MailboxUpdate, ModSeq, NewMail,
+    Store, Uid,
+};
+
+use super::items::*;
+use super::plan::{self, MailboxPair, MergeKind, SaveSource, SidePlan, SideView, TreeAction};
+use super::{SyncError, SyncOptions};
+
+/// What a brain reports when it is done.
+#[derive(Debug, Default)]
+pub struct BrainOutcome {
+    pub changes_during_sync: bool,
+    pub errors: Vec<String>,
+    pub log: Vec<String>,
+    /// Per-mailbox state after the run (master only).
+    pub states: Vec<MailboxStateItem>,
+}
+
+pub struct Brain {
+    pub store: Box<dyn Store>,
+    pub master: bool,
+    pub opts: SyncOptions,
+    pub tx: SyncSender<Item>,
+    pub rx: Receiver<Item>,
+    pub out: BrainOutcome,
+}
+
+fn peer_gone() -> SyncError {
+    SyncError::Peer("the other side disconnected".into())
+}
+
+/// Reads a body streamed as `MailChunk`s up to `MailEnd`.
+struct ChunkReader<'a> {
+    rx: &'a Receiver<Item>,
+    buf: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl Read for ChunkReader<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos >= self.buf.len() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(Item::MailChunk(c)) => {
+                    self.buf = c;
+                    self.pos = 0;
+                }
+                Ok(Item::MailEnd) => self.done = true,
+                _ => {
+                    self.done = true;
+                    return Err(io::Error::new(
+                        io::ErrorKind::BrokenPipe,
+                        "mail stream from the other side ended unexpectedly",
+                    ));
+                }
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl ChunkReader<'_> {
+    fn drain(&mut self) {
+        let mut sink = [0u8; 8192];
+        while let Ok(n) = self.read(&mut sink) {
+            if n == 0 {
+                break;
+            }
+        }
+    }
+}
+
+/// Joins hierarchy parts with this store's separator; a separator inside a part (legal on
+/// the other side) becomes dsync's alt char `_`.
+pub fn join_name(parts: &[String], sep: char) -> String {
+    parts
+        .iter()
+        .map(|p| p.replace(sep, "_"))
+        .collect::<Vec<_>>()
+        .join(&sep.to_string())
+}
+
+pub fn split_name(name: &str, sep: char) -> Vec<String> {
+    plan::name_key(&name.split(sep).map(str::to_string).collect::<Vec<_>>())
+}
+
+fn export_view(mailbox: &mut dyn Mailbox) -> Result<(SideView, MailboxItem), SyncError> {
+    mailbox.sync()?;
+    let st = mailbox.status()?;
+    let mails = mailbox
+        .mails()?
+        .into_iter()
+        .map(|r| MailChange {
+            change_type: ChangeType::Save,
+            uid: r.uid,
+            guid: if r.guid.is_empty() {
+                None
+            } else {
+                Some(r.guid)
+            },
+            modseq: r.modseq.0,
+            final_flags: r.flags,
+            keywords: r.keywords,
+            received_date: r.received_date,
+            saved_date: r.saved_date,
+            virtual_size: r.virtual_size,
+        })
+        .collect();
+    let expunged = match mailbox.changes_since(ModSeq(0))? {
+        Changes::Known { expunged, .. } => Some(expunged),
+        Changes::Unknown => None,
+    };
+    let item = MailboxItem {
+        mailbox_guid: st.guid,
+        uid_validity: st.uid_validity,
+        uid_next: st.uid_next,
+        messages_count: st.messages,
+        highest_modseq: st.highest_modseq,
+        mailbox_lost: false,
+    };
+    Ok((
+        SideView {
+            uid_validity: st.uid_validity,
+            uid_next: st.uid_next,
+            mails,
+            expunged,
+        },
+        item,
+    ))
+}
+
+fn view_items(view: &SideView) -> Vec<Item> {
+    let mut items: Vec<Item> = view.mails.iter().cloned().map(Item::Change).collect();
+    for (uid, guid) in view.expunged.iter().flatten() {
+        items.push(Item::Change(MailChange {
+            change_type: ChangeType::Expunge,
+            uid: *uid,
+            guid: guid.clone(),
+            modseq: 0,
+            final_flags: Default::default(),
+            keywords: Vec::new(),
+            received_date: 0,
+            saved_date: 0,
+            virtual_size: None,
+        }));
+    }
+    items
+}
+
+fn view_from_items(b: &MailboxItem, items: Vec<Item>, expunges_known: bool) -> SideView {
+    let mut view = SideView {
+        uid_validity: b.uid_validity,
+        uid_next: b.uid_next,
+        mails: Vec::new(),
+        expunged: if expunges_known {
+            Some(Vec::new())
+        } else {
+            None
+        },
+    };
+    for item in items {
+        if let Item::Change(c) = item {
+            match c.change_type {
+                ChangeType::Expunge => {
+                    if let Some(list) = view.expunged.as_mut() {
+                        list.push((c.uid, c.guid));
+                    }
+                }
+                _ => view.mails.push(c),
+            }
+        }
+    }
+    view
+}
+
+impl Brain {
+    fn send(&self, item: Item) -> Result<(), SyncError> {
+        self.tx.send(item).map_err(|_| peer_gone())
+    }
+
+    fn recv(&self) -> Result<Item, SyncError> {
+        self.rx.recv().map_err(|_| peer_gone())
+    }
+
+    fn log(&mut self, line: String) {
+        if self.opts.debug {
+            self.out.log.push(format!(
+                "{}: {line}",
+                if self.master { "master" } else { "slave" }
+            ));
+        }
+    }
+
+    fn send_list(&self, items: Vec<Item>) -> Result<(), SyncError> {
+        for i in items {
+            self.send(i)?;
+        }
+        self.send(Item::EndOfList)
+    }
+
+    fn recv_list(&self) -> Result<Vec<Item>, SyncError> {
+        let mut v = Vec::new();
+        loop {
+            match self.recv()? {
+                Item::EndOfList => return Ok(v),
+                i => v.push(i),
+            }
+        }
+    }
+
+    /// Master sends first, slave answers: returns the peer's list.
+    fn exchange_list(&self, mine: Vec<Item>) -> Result<Vec<Item>, SyncError> {
+        if self.master {
+            self.send_list(mine)?;
+            self.recv_list()
+        } else {
+            let theirs = self.recv_list()?;
+            self.send_list(mine)?;
+            Ok(theirs)
+        }
+    }
+
+    fn exchange_one(&self, mine: Item) -> Result<Item, SyncError> {
+        if self.master {
+            self.send(mine)?;
+            self.recv()
+        } else {
+            let theirs = self.recv()?;
+            self.send(mine)?;
+            Ok(theirs)
+        }
+    }
+
+    /// The side whose view wins ties: the source of one-way runs, else the master.
+    fn is_primary(&self) -> bool {
+        match self.opts.kind {
+            MergeKind::TwoWay => self.master,
+            _ => self.master != self.opts.reverse,
+        }
+    }
+
+    fn writable(&self, kind: MergeKind, primary: bool) -> bool {
+        kind == MergeKind::TwoWay || !primary
+    }
+
+    fn sep(&self) -> char {
+        self.store.hierarchy_separator()
+    }
+
+    pub fn run(&mut self) -> Result<(), SyncError> {
+        let hs = Handshake {
+            hostname: mailstore::hostname(),
+            sync_type: if self.opts.full {
+                SyncType::Full
+            } else if self.opts.state.is_some() {
+                SyncType::State
+            } else {
+                SyncType::Changed
+            },
+            backup_send: self.opts.kind != MergeKind::TwoWay && self.is_primary(),
+            backup_recv: self.opts.kind != MergeKind::TwoWay && !self.is_primary(),
+            no_backup_overwrite: self.opts.kind == MergeKind::OneWay,
+            sync_box: self.opts.mailbox.clone(),
+            exclude_mailboxes: self.opts.exclude.clone(),
+        };
+        let peer_hs = self.exchange_one(Item::Handshake(hs))?;
+        if !matches!(peer_hs, Item::Handshake(_)) {
+            return Err(SyncError::Peer("expected a handshake".into()));
+        }
+        // Saved states (master → slave).
+        let states: Vec<Item> = if self.master {
+            self.opts
+                .state
+                .iter()
+                .flatten()
+                .cloned()
+                .map(Item::MailboxState)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let peer_states = self.exchange_list(states)?;
+        let states: Vec<MailboxStateItem> = if self.master {
+            self.opts.state.clone().unwrap_or_default()
+        } else {
+            peer_states
+                .into_iter()
+                .filter_map(|i| match i {
+                    Item::MailboxState(s) => Some(s),
+                    _ => None,
+                })
+                .collect()
+        };
+        // Mailbox trees.
+        let nodes = self.build_tree()?;
+        let peer_nodes: Vec<TreeNode> = self
+            .exchange_list(nodes.iter().cloned().map(Item::MailboxTreeNode).collect())?
+            .into_iter()
+            .filter_map(|i| match i {
+                Item::MailboxTreeNode(n) => Some(n),
+                _ => None,
+            })
+            .collect();
+        // Deletes: mailboxes the saved state knew that this side no longer has.
+        let my_guids: BTreeSet<MailboxGuid> = nodes.iter().filter_map(|n| n.mailbox_guid).collect();
+        let deleted: Vec<(MailboxGuid, i64)> = states
+            .iter()
+            .filter(|s| !my_guids.contains(&s.mailbox_guid))
+            .map(|s| (s.mailbox_guid, 0))
+            .collect();
+        let peer_del = match self.exchange_one(Item::MailboxDelete(MailboxDelete {
+            hierarchy_sep: self.sep(),
+            mailboxes: deleted.clone(),
+        }))? {
+            Item::MailboxDelete(d) => d,
+            _ => return Err(SyncError::Peer("expected mailbox_delete".into())),
+        };
+        let mine_del: BTreeSet<MailboxGuid> = deleted.iter().map(|d| d.0).collect();
+        let peer_del: BTreeSet<MailboxGuid> = peer_del.mailboxes.iter().map(|d| d.0).collect();
+        let filter = |nodes: Vec<TreeNode>| -> Vec<TreeNode> {
+            nodes.into_iter().filter(|n| self.wanted(&n.name)).collect()
+        };
+        let (pn, sn, pd, sd) = if self.is_primary() {
+            (filter(nodes), filter(peer_nodes), mine_del, peer_del)
+        } else {
+            (filter(peer_nodes), filter(nodes), peer_del, mine_del)
+        };
+        let tree = plan::plan_tree(self.opts.kind, &pn, &sn, &pd, &sd);
+        let actions = if self.is_primary() {
+            tree.primary.clone()
+        } else {
+            tree.secondary.clone()
+        };
+        if self.writable(self.opts.kind, self.is_primary()) {
+            self.apply_tree(actions)?;
+        }
+        // Mailboxes, master-driven.
+        let state_by_guid: BTreeMap<MailboxGuid, MailboxStateItem> =
+            states.into_iter().map(|s| (s.mailbox_guid, s)).collect();
+        if self.master {
+            for pair in &tree.pairs {
+                let my_guid = if self.is_primary() {
+                    pair.primary_guid
+                } else {
+                    pair.secondary_guid
+                };
+                self.send(Item::Mailbox(MailboxItem {
+                    mailbox_guid: my_guid,
+                    ..Default::default()
+                }))?;
+                self.sync_pair(pair, state_by_guid.get(&pair.primary_guid))?;
+            }
+            self.send(Item::EndOfList)?;
+            match self.recv()? {
+                Item::Finish(f) => {
+                    self.out.changes_during_sync |= f.changes_during_sync;
+                    if let Some(e) = f.error {
+                        self.out.errors.push(e);
+                    }
+                }
+                _ => return Err(SyncError::Peer("expected finish".into())),
+            }
+        } else {
+            loop {
+                match self.recv()? {
+                    Item::EndOfList => break,
+                    Item::Mailbox(b) => {
+                        let pair = tree
+                            .pairs
+                            .iter()
+                            .find(|p| {
+                                (if self.is_primary() {
+                                    p.secondary_guid
+                                } else {
+                                    p.primary_guid
+                                }) == b.mailbox_guid
+                            })
+                            .cloned()
+                            .ok_or_else(|| SyncError::Peer("unknown mailbox announced".into()))?;
+                        self.sync_pair(&pair, state_by_guid.get(&pair.primary_guid))?;
+                    }
+                    _ => return Err(SyncError::Peer("expected mailbox".into())),
+                }
+            }
+            let finish = Finish {
+                error: if self.out.errors.is_empty() {
+                    None
+                } else {
+                    Some(self.out.errors.join("; "))
+                },
+                require_full_resync: false,
+                changes_during_sync: self.out.changes_during_sync,
+            };
+            self.send(Item::Finish(finish))?;
+        }
+        Ok(())
+    }
+
+    /// `-m` / `-x` filters on the name written with `/`.
+    fn wanted(&self, parts: &[String]) -> bool {
+        let name = parts.join("/");
+        if let Some(only) = &self.opts.mailbox {
+            if !plan::name_key(&split_name(only, '/')).eq(&plan::name_key(parts)) {
+                return false;
+            }
+        }
+        !self
+            .opts
+            .exclude
+            .iter()
+            .any(|mask| mailstore::mask_matches(mask, &name, '/'))
+    }
+
+    fn build_tree(&mut self) -> Result<Vec<TreeNode>, SyncError> {
+        let sep = self.sep();
+        let mut nodes = Vec::new();
+        let mut seen = BTreeSet::new();
+        for info in self.store.list_mailboxes()? {
+            let parts = split_name(&info.name, sep);
+            if info.attrs.nonexistent || info.attrs.noselect {
+                continue;
+            }
+            let mut mb = self.store.open_mailbox(&info.name)?;
+            let st = mb.status()?;
+            let guid = info.guid.unwrap_or(st.guid);
+            seen.insert(parts.clone());
+            nodes.push(TreeNode {
+                name: parts,
+                existence: Existence::Exists,
+                mailbox_guid: Some(guid),
+                uid_validity: st.uid_validity,
+                uid_next: st.uid_next,
+                subscribed: info.subscribed,
+            });
+        }
+        for name in self.store.subscriptions()? {
+            let parts = split_name(&name, sep);
+            if let Some(n) = nodes.iter_mut().find(|n| n.name == parts) {
+                n.subscribed = true;
+            } else if seen.insert(parts.clone()) {
+                nodes.push(TreeNode {
+                    name: parts,
+                    existence: Existence::Nonexistent,
+                    mailbox_guid: None,
+                    uid_validity: 0,
+                    uid_next: 0,
+                    subscribed: true,
+                });
+            }
+        }
+        Ok(nodes)
+    }
+
+    fn guid_names(&self) -> Result<BTreeMap<MailboxGuid, String>, SyncError> {
+        let mut map = BTreeMap::new();
+        for info in self.store.list_mailboxes()? {
+            if info.attrs.nonexistent || info.attrs.noselect {
+                continue;
+            }
+            let guid = match info.guid {
+                Some(g) => g,
+                None => self.store.open_mailbox(&info.name)?.status()?.guid,
+            };
+            map.insert(guid, info.name);
+        }
+        Ok(map)
+    }
+
+    /// Applies this side's tree changes. EXISTS/NOTFOUND conflicts are "changes during
+    /// sync" (exit 2), as in dsync-brain-mailbox-tree-sync.c.
+    fn apply_tree(&mut self, actions: Vec<TreeAction>) -> Result<(), SyncError> {
+        let sep = self.sep();
+        for action in actions {
+            self.log(format!("tree: {action:?}"));
+            let result = match &action {
+                TreeAction::Delete { guid, .. } => {
+                    let names = self.guid_names()?;
+                    match names.get(guid) {
+                        Some(n) => self.store.delete_mailbox(n),
+                        None => Ok(()),
+                    }
+                }
+                TreeAction::Rename { guid, to, .. } => {
+                    let names = self.guid_names()?;
+                    let target = join_name(to, sep);
+                    match names.get(guid) {
+                        Some(cur) if *cur == target => Ok(()),
+                        Some(cur) => {
+                            // Move a mailbox occupying the target out of the way first
+                            // (dsync's temporary names, `<name>-temp-<hex>`).
+                            if let Some((og, oname)) = names.iter().find(|(_, n)| **n == target) {
+                                let tmp = format!("{oname}-temp-{}", &og.to_string()[..8]);
+                                let _ = self.store.rename_mailbox(oname, &tmp);
+                                self.out.changes_during_sync = true;
+                            }
+                            self.store.rename_mailbox(cur, &target)
+                        }
+                        None => Err(Error::MailboxNotFound(target)),
+                    }
+                }
+                TreeAction::Create {
+                    name,
+                    guid,
+                    uid_validity,
+                } => {
+                    let n = join_name(name, sep);
+                    match self.store.create_mailbox(&n, Some(*guid)) {
+                        Ok(()) => {
+                            let mut mb = self.store.open_mailbox(&n)?;
+                            let st = mb.status()?;
+                            if st.uid_validity != *uid_validity && st.messages == 0 {
+                                if let Err(e) = mb.update_mailbox(&MailboxUpdate {
+                                    uid_validity: Some(*uid_validity),
+                                    ..Default::default()
+                                }) {
+                                    self.log(format!("{n}: keeping UIDVALIDITY: {e}"));
+                                }
+                            }
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                TreeAction::Subscribe(name, on) => {
+                    self.store.set_subscribed(&join_name(name, sep), *on)
+                }
+            };
+            match result {
+                Ok(()) => {}
+                Err(Error::MailboxExists(_)) | Err(Error::MailboxNotFound(_)) => {
+                    self.out.changes_during_sync = true;
+                }
+                Err(e) => self.out.errors.push(format!("{action:?}: {e}")),
+            }
+        }
+        Ok(())
+    }
+
+    fn open_pair(
+        &mut self,
+        pair: &MailboxPair,
+    ) -> Result<Option<(String, Box<dyn Mailbox>)>, SyncError> {
+        let my_guid = if self.is_primary() {
+            pair.primary_guid
+        } else {
+            pair.secondary_guid
+        };
+        let names = self.guid_names()?;
+        let name = match names.get(&my_guid) {
+            Some(n) => n.clone(),
+            None => join_name(&pair.name, self.sep()),
+        };
+        match self.store.open_mailbox(&name) {
+            Ok(mb) => Ok(Some((name, mb))),
+            Err(Error::MailboxNotFound(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Syncs one mailbox: `B` exchange, then one or two merge rounds.
+    fn sync_pair(
+        &mut self,
+        pair: &MailboxPair,
+        state: Option<&MailboxStateItem>,
+    ) -> Result<(), SyncError> {
+        let opened = self.open_pair(pair)?;
+        let (name, mut mailbox) = match opened {
+            Some(x) => x,
+            None => {
+                let lost = MailboxItem {
+                    mailbox_lost: true,
+                    ..Default::default()
+                };
+                let _ = self.exchange_one(Item::Mailbox(lost))?;
+                self.out.changes_during_sync = true;
+                return Ok(());
+            }
+        };
+        let (_, mine) = export_view(mailbox.as_mut())?;
+        let theirs = match self.exchange_one(Item::Mailbox(mine.clone()))? {
+            Item::Mailbox(b) => b,
+            _ => return Err(SyncError::Peer("expected mailbox".into())),
+        };
+        if theirs.mailbox_lost {
+            self.out.changes_during_sync = true;
+            return Ok(());
+        }
+        let (p_b, s_b) = if self.is_primary() {
+            (&mine, &theirs)
+        } else {
+            (&theirs, &mine)
+        };
+        // Fast mode (sync_type `c`): equal counters on both sides → nothing to do.
+        if !self.opts.full
+            && p_b.uid_validity == s_b.uid_validity
+            && p_b.uid_next == s_b.uid_next
+            && p_b.messages_count == s_b.messages_count
+            && p_b.highest_modseq == s_b.highest_modseq
+            && p_b.mailbox_guid == s_b.mailbox_guid
+        {
+            self.log(format!("{name}: unchanged, skipped"));
+            return Ok(());
+        }
+        let lcu = state
+            .filter(|s| {
+                s.last_uidvalidity == p_b.uid_validity && s.last_uidvalidity == s_b.uid_validity
+            })
+            .map(|s| s.last_common_uid)
+            .unwrap_or(0);
+        // Rounds: (kind, am I the round's primary).
+        let primary = self.is_primary();
+        let rounds: Vec<(MergeKind, bool)> =
+            if self.opts.kind == MergeKind::TwoWay && p_b.uid_validity != s_b.uid_validity {
+                // UIDVALIDITY differs (§4.1): the side with more messages (tie: higher
+                // UIDVALIDITY) wins. First the winner takes every message of the loser
+                // (nothing dropped), then the loser is rebuilt as a copy of the winner.
+                let primary_wins =
+                    (p_b.messages_count, p_b.uid_validity) > (s_b.messages_count, s_b.uid_validity);
+                let i_win = primary_wins == primary;
+                self.log(format!(
+                    "{name}: UIDVALIDITY differs, winner is me: {i_win}"
+                ));
+                vec![(MergeKind::OneWay, !i_win), (MergeKind::Backup, i_win)]
+            } else {
+                vec![(self.opts.kind, primary)]
+            };
+        let mut final_next = 0;
+        for (kind, round_primary) in rounds {
+            final_next = self.round(&name, &mut mailbox, kind, round_primary, lcu)?;
+        }
+        // State: the master remembers what both sides now hold in common.
+        mailbox.sync()?;
+        let st = mailbox.status()?;
+        let my_state = MailboxStateItem {
+            mailbox_guid: pair.primary_guid,
+            last_uidvalidity: st.uid_validity,
+            last_common_uid: final_next.saturating_sub(1),
+            last_common_modseq: st.highest_modseq,
+            last_common_pvt_modseq: 0,
+            last_messages_count: st.messages,
+            changes_during_sync: self.out.changes_during_sync,
+        };
+        let peer = self.exchange_one(Item::MailboxState(my_state.clone()))?;
+        if let Item::MailboxState(ps) = peer {
+            if self.master {
+                let mut s = my_state;
+                s.last_common_uid = s.last_common_uid.min(ps.last_common_uid);
+                if ps.last_uidvalidity != s.last_uidvalidity
+                    || ps.last_messages_count != s.last_messages_count
+                {
+                    s.last_uidvalidity = 0;
+                }
+                self.out.states.push(s);
+            }
+        }
+        Ok(())
+    }
+
+    /// One merge round: `C` lists, plan, `R` lists, `M` streams. Returns the common UIDNEXT.
+    fn round(
+        &mut self,
+        name: &str,
+        mailbox: &mut Box<dyn Mailbox>,
+        kind: MergeKind,
+        primary: bool,
+        lcu: u32,
+    ) -> Result<u32, SyncError> {
+        let (view, b) = export_view(mailbox.as_mut())?;
+        let theirs = self.exchange_list(view_items(&view))?;
+        // The round's counters (they change between rounds).
+        let peer_b = match self.exchange_one(Item::Mailbox(b))? {
+            Item::Mailbox(pb) => pb,
+            _ => return Err(SyncError::Peer("expected mailbox".into())),
+        };
+        // An unknown expunge history sends no expunges: both mean "no evidence", which
+        // only ever keeps a message.
+        let peer_view = view_from_items(&peer_b, theirs, true);
+        let (pv, sv) = if primary {
+            (&view, &peer_view)
+        } else {
+            (&peer_view, &view)
+        };
+        let full = plan::plan_mailbox(kind, pv, sv, lcu);
+        let mut mine: SidePlan = if primary {
+            full.primary.clone()
+        } else {
+            full.secondary.clone()
+        };
+        if !self.writable(kind, primary) {
+            mine = SidePlan::default();
+        }
+        if mine.recreate && mailstore::names::is_inbox(name) {
+            // INBOX is never deleted: revert in place; messages that can't get their UID
+            // back get new ones and the run reports "not in sync" (exit 2).
+            self.log(format!("{name}: can't rebuild INBOX, reverting in place"));
+            mine = plan::plan_backup_in_place(pv, sv).secondary;
+            self.out.changes_during_sync = true;
+        }
+        if mine.recreate {
+            self.log(format!("{name}: rebuilding the copy"));
+            self.recreate(name, mailbox, pv.uid_validity)?;
+            let (own, _) = export_view(mailbox.as_mut())?;
+            mine = plan::plan_backup(pv, &own).secondary;
+            if mine.recreate {
+                // INBOX that can't be emptied down to the source's UIDs.
+                mine.recreate = false;
+                self.out.changes_during_sync = true;
+            }
+        }
+        let common_next = full.primary.min_uid_next.max(full.secondary.min_uid_next);
+        self.log(format!("{name}: {kind:?} plan {mine:?}"));
+        let requests: Vec<Item> = mine
+            .saves
+            .iter()
+            .filter_map(|s| match s.source {
+                SaveSource::Peer(uid) => Some(Item::MailRequest(MailRequest {
+                    guid: s.guid.clone(),
+                    uid,
+                })),
+                SaveSource::Own(_) => None,
+            })
+            .collect();
+        let peer_requests: Vec<MailRequest> = self
+            .exchange_list(requests)?
+            .into_iter()
+            .filter_map(|i| match i {
+                Item::MailRequest(r) => Some(r),
+                _ => None,
+            })
+            .collect();
+        // Messages this side renumbers: a request for the old UID is served from the new
+        // one when this side has already imported (the slave imports first).
+        let moved: BTreeMap<Uid, Uid> = mine
+            .saves
+            .iter()
+            .filter_map(|s| match s.source {
+                SaveSource::Own(old) => Some((old, s.uid)),
+                SaveSource::Peer(_) => None,
+            })
+            .collect();
+        if self.master {
+            self.send_mails(mailbox.as_mut(), &view, &peer_requests, &BTreeMap::new())?;
+            self.import(name, mailbox, &mine)?;
+        } else {
+            self.import(name, mailbox, &mine)?;
+            mailbox.sync()?;
+            self.send_mails(mailbox.as_mut(), &view, &peer_requests, &moved)?;
+        }
+        Ok(common_next)
+    }
+
+    fn send_mails(
+        &mut self,
+        mailbox: &mut dyn Mailbox,
+        view: &SideView,
+        requests: &[MailRequest],
+        moved: &BTreeMap<Uid, Uid>,
+    ) -> Result<(), SyncError> {
+        for req in requests {
+            let at = moved.get(&req.uid).copied().unwrap_or(req.uid);
+            let rec = view.mails.iter().find(|m| m.uid == req.uid);
+            let (received_date, saved_date) = rec
+                .map(|r| (r.received_date, r.saved_date))
+                .unwrap_or((0, 0));
+            let mut item = MailItem {
+                guid: req.guid.clone(),
+                uid: req.uid,
+                received_date,
+                saved_date,
+                stream: false,
+            };
+            match mailbox.open_mail(at) {
+                Ok(mut body) => {
+                    item.stream = true;
+                    self.send(Item::Mail(item))?;
+                    let mut buf = vec![0u8; CHUNK_SIZE];
+                    loop {
+                        let n = match body.read(&mut buf) {
+                            Ok(0) => break,
+                            Ok(n) => n,
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                            Err(e) => {
+                                self.out.errors.push(format!(
+                                    "{}: reading UID {}: {e}",
+                                    mailbox.name(),
+                                    req.uid
+                                ));
+                                // The receiver sees a broken stream and drops this mail.
+                                self.send(Item::EndOfList)?;
+                                break;
+                            }
+                        };
+                        self.send(Item::MailChunk(buf[..n].to_vec()))?;
+                    }
+                    self.send(Item::MailEnd)?;
+                }
+                Err(_) => {
+                    // Expunged meanwhile: "M without a stream".
+                    self.out.changes_during_sync = true;
+                    self.send(Item::Mail(item))?;
+                }
+            }
+        }
+        self.send(Item::EndOfList)
+    }
+
+    /// Empties the copy for a backup rebuild: delete + recreate with the same GUID, or for
+    /// INBOX (never deleted) expunge everything; then take the source's UIDVALIDITY.
+    fn recreate(
+        &mut self,
+        name: &str,
+        mailbox: &mut Box<dyn Mailbox>,
+        uid_validity: u32,
+    ) -> Result<(), SyncError> {
+        let st = mailbox.status()?;
+        if mailstore::names::is_inbox(name) {
+            let uids: Vec<Uid> = mailbox.mails()?.iter().map(|m| m.uid).collect();
+            let mut tx = mailbox.begin()?;
+            for uid in uids {
+                tx.expunge(uid)?;
+            }
+            tx.commit()?;
+        } else {
+            self.store.delete_mailbox(name)?;
+            self.store.create_mailbox(name, Some(st.guid))?;
+            *mailbox = self.store.open_mailbox(name)?;
+        }
+        if mailbox.status()?.uid_validity != uid_validity {
+            if let Err(e) = mailbox.update_mailbox(&MailboxUpdate {
+                uid_validity: Some(uid_validity),
+                ..Default::default()
+            }) {
+                self.log(format!("{name}: can't set UIDVALIDITY: {e}"));
+                self.out.changes_during_sync = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies this side's plan, receiving the peer's `M` list while saving (in ascending
+    /// UID order, so the wanted UIDs are granted).
+    fn import(
+        &mut self,
+        name: &str,
+        mailbox: &mut Box<dyn Mailbox>,
+        plan: &SidePlan,
+    ) -> Result<(), SyncError> {
+        if let Some(uv) = plan.set_uid_validity {
+            if let Err(e) = mailbox.update_mailbox(&MailboxUpdate {
+                uid_validity: Some(uv),
+                ..Default::default()
+            }) {
+                self.log(format!("{name}: can't set UIDVALIDITY {uv}: {e}"));
+                self.out.changes_during_sync = true;
+            }
+        }
+        let needs_own = plan
+            .saves
+            .iter()
+            .any(|s| matches!(s.source, SaveSource::Own(_)));
+        let mut own_reader = if needs_own {
+            Some(self.store.open_mailbox(name)?)
+        } else {
+            None
+        };
+        let rx = &self.rx;
+        let mut wanted = Vec::new();
+        let mut failure: Option<Error> = None;
+        let mut changes = false;
+        let mut tx = mailbox.begin()?;
+        for (uid, flags, keywords) in &plan.flags {
+            if let Err(e) = tx.update_flags(
+                *uid,
+                &FlagUpdate {
+                    op: FlagOp::Replace,
+                    flags: *flags,
+                    keywords: keywords.clone(),
+                },
+            ) {
+                match e {
+                    Error::MailNotFound(_) => changes = true,
+                    e => failure = failure.or(Some(e)),
+                }
+            }
+        }
+        for save in &plan.saves {
+            let mail = NewMail {
+                guid: save.guid.clone(),
+                uid: Some(save.uid),
+                received_date: Some(save.received_date),
+                saved_date: Some(save.saved_date),
+                flags: save.flags,
+                keywords: save.keywords.clone(),
+            };
+            match save.source {
+                SaveSource::Own(uid) => {
+                    let reader = own_reader.as_mut().map(|r| r.open_mail(uid));
+                    match reader {
+                        Some(Ok(mut body)) if failure.is_none() => match tx.save(mail, &mut body) {
+                            Ok(()) => wanted.push(save.uid),
+                            Err(e) => failure = Some(e),
+                        },
+                        Some(Err(Error::MailNotFound(_))) => changes = true,
+                        Some(Err(e)) => failure = failure.or(Some(e)),
+                        _ => {}
+                    }
+                }
+                SaveSource::Peer(uid) => {
+                    let item = rx.recv().map_err(|_| peer_gone())?;
+                    match item {
+                        Item::Mail(m) if m.uid == uid => {
+                            if !m.stream {
+                                changes = true;
+                                continue;
+                            }
+                            let mut body = ChunkReader {
+                                rx,
+                                buf: Vec::new(),
+                                pos: 0,
+                                done: false,
+                            };
+                            if failure.is_none() {
+                                match tx.save(mail, &mut body) {
+                                    Ok(()) => wanted.push(save.uid),
+                                    Err(e) => failure = Some(e),
+                                }
+                            }
+                            body.drain();
+                        }
+                        _ => {
+                            return Err(SyncError::Peer("unexpected item in the mail list".into()))
+                        }
+                    }
+                }
+            }
+        }
+        match rx.recv().map_err(|_| peer_gone())? {
+            Item::EndOfList => {}
+            _ => return Err(SyncError::Peer("mail list not terminated".into())),
+        }
+        for uid in &plan.expunge {
+            if let Err(e) = tx.expunge(*uid) {
+                match e {
+                    Error::MailNotFound(_) => changes = true,
+                    e => failure = failure.or(Some(e)),
+                }
+            }
+        }
+        if let Some(e) = failure {
+            tx.rollback();
+            return Err(e.into());
+        }
+        let result = tx.commit()?;
+        if result.saved != wanted {
+            // Someone else took the UIDs we wanted (a delivery during the sync): the next
+            // run reconciles (dsync: "changes during sync").
+            self.log(format!(
+                "{name}: wanted UIDs {wanted:?}, got {:?}",
+                result.saved
+            ));
+            self.out.changes_during_sync = true;
+        }
+        self.out.changes_during_sync |= changes;
+        if plan.min_uid_next > 0 {
+            mailbox.sync()?;
+            if mailbox.status()?.uid_next < plan.min_uid_next {
+                if let Err(e) = mailbox.update_mailbox(&MailboxUpdate {
+                    min_uid_next: Some(plan.min_uid_next),
+                    ..Default::default()
+                }) {
+                    self.log(format!("{name}: can't raise UIDNEXT: {e}"));
+                }
+            }
+        }
+        Ok(())
+    }
+}

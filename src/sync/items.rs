@@ -1,0 +1,160 @@
+//! The items two brains exchange, one-to-one with Dovecot's dsync wire items
+//! (src/doveadm/dsync/dsync-ibc-stream.c; /work/shared/reference/dsync-protocol.md §4):
+//! `H` handshake, `S` mailbox_state, `N` mailbox_tree_node, `D` mailbox_delete, `B` mailbox,
+//! `C` mail_change, `R` mail_request, `M` mail (+ its dot-stream body, here `MailChunk`s
+//! closed by `MailEnd`), `F` finish, and the list terminator `.` (`EndOfList`).
+//! A remote transport only has to serialise these.
+
+use mailstore::{Flags, Guid, Keyword, MailboxGuid, Uid};
+
+/// What kind of run the master asked for (handshake `sync_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncType {
+    /// `f`: every mailbox, every message.
+    Full,
+    /// `c`: skip mailboxes whose counters are equal on both sides.
+    Changed,
+    /// `s`: stateful, from `-s`.
+    State,
+}
+
+/// `H`: the master's run parameters (the slave answers with its hostname only; in process
+/// both carry the same parameters).
+#[derive(Clone, Debug)]
+pub struct Handshake {
+    pub hostname: String,
+    pub sync_type: SyncType,
+    /// This side only sends (backup/`-1` source).
+    pub backup_send: bool,
+    /// This side only receives (backup destination).
+    pub backup_recv: bool,
+    /// `-1`: the receiver merges two-way but the sender is never written.
+    pub no_backup_overwrite: bool,
+    /// `-m`: only this mailbox (virtual name with the master's separator).
+    pub sync_box: Option<String>,
+    /// `-x` masks.
+    pub exclude_mailboxes: Vec<String>,
+}
+
+/// `S`: per-mailbox state (dsync-mailbox-state.c).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MailboxStateItem {
+    pub mailbox_guid: MailboxGuid,
+    pub last_uidvalidity: u32,
+    pub last_common_uid: u32,
+    pub last_common_modseq: u64,
+    pub last_common_pvt_modseq: u64,
+    pub last_messages_count: u32,
+    pub changes_during_sync: bool,
+}
+
+/// `N` existence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Existence {
+    Nonexistent,
+    Exists,
+    Deleted,
+}
+
+/// `N`: one mailbox of a side's tree. Names travel as hierarchy parts, so separators don't
+/// matter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TreeNode {
+    pub name: Vec<String>,
+    pub existence: Existence,
+    pub mailbox_guid: Option<MailboxGuid>,
+    pub uid_validity: u32,
+    pub uid_next: u32,
+    pub subscribed: bool,
+}
+
+/// `D`: mailboxes this side knows were deleted (GUID, timestamp).
+#[derive(Clone, Debug, Default)]
+pub struct MailboxDelete {
+    pub hierarchy_sep: char,
+    pub mailboxes: Vec<(MailboxGuid, i64)>,
+}
+
+/// `B`: a side's status of the mailbox being synced.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MailboxItem {
+    pub mailbox_guid: MailboxGuid,
+    pub uid_validity: u32,
+    pub uid_next: u32,
+    pub messages_count: u32,
+    pub highest_modseq: u64,
+    /// The slave has no such mailbox.
+    pub mailbox_lost: bool,
+}
+
+/// `C` type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeType {
+    Save,
+    Expunge,
+    FlagChange,
+}
+
+/// `C`: one message as the exporter sees it (a full export sends every message as a save).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MailChange {
+    pub change_type: ChangeType,
+    pub uid: Uid,
+    /// Absent on an expunge whose GUID is unknown.
+    pub guid: Option<Guid>,
+    pub modseq: u64,
+    pub final_flags: Flags,
+    pub keywords: Vec<Keyword>,
+    pub received_date: i64,
+    pub saved_date: i64,
+    pub virtual_size: Option<u64>,
+}
+
+/// `R`: the importer needs this message's body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MailRequest {
+    pub guid: Option<Guid>,
+    pub uid: Uid,
+}
+
+/// `M`: a requested message; with `stream` its body follows as `MailChunk`s and `MailEnd`.
+/// Without `stream` it was expunged meanwhile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MailItem {
+    pub guid: Option<Guid>,
+    pub uid: Uid,
+    pub received_date: i64,
+    pub saved_date: i64,
+    pub stream: bool,
+}
+
+/// `F`: how the slave ended.
+#[derive(Clone, Debug, Default)]
+pub struct Finish {
+    pub error: Option<String>,
+    pub require_full_resync: bool,
+    pub changes_during_sync: bool,
+}
+
+/// Everything that crosses the channel.
+#[derive(Debug)]
+pub enum Item {
+    Handshake(Handshake),
+    MailboxState(MailboxStateItem),
+    MailboxTreeNode(TreeNode),
+    MailboxDelete(MailboxDelete),
+    Mailbox(MailboxItem),
+    Change(MailChange),
+    MailRequest(MailRequest),
+    Mail(MailItem),
+    /// Part of the body of the preceding `Mail` (at most `CHUNK_SIZE` bytes).
+    MailChunk(Vec<u8>),
+    /// End of the body of the preceding `Mail`.
+    MailEnd,
+    Finish(Finish),
+    /// `.`: end of a list.
+    EndOfList,
+}
+
+/// Body chunk size: with the channel's bound this caps the bytes in flight.
+pub const CHUNK_SIZE: usize = 64 * 1024;

@@ -1,0 +1,517 @@
+//! Deterministic merge decisions. Both brains run these same pure functions on
+//! (primary, secondary) inputs and each applies only its own half, so the two sides agree
+//! without further negotiation (the mirror-symmetry rule of dsync,
+//! /work/shared/reference/dsync-algorithm.md §1). "Primary" is the side whose view wins
+//! ties: the source of a one-way run, the master of a two-way run.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use mailstore::{Flags, Guid, Keyword, MailboxGuid, Uid};
+
+use super::items::{MailChange, TreeNode};
+
+/// How a mailbox (or the tree) is merged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MergeKind {
+    /// `sync`: both sides changed, nothing lost.
+    TwoWay,
+    /// `sync -1`: the secondary merges two-way; the primary is never written.
+    OneWay,
+    /// `backup`: the secondary becomes an exact copy of the primary.
+    Backup,
+}
+
+/// One side's messages for a mailbox.
+#[derive(Clone, Debug, Default)]
+pub struct SideView {
+    pub uid_validity: u32,
+    pub uid_next: u32,
+    /// Current messages, ascending by UID.
+    pub mails: Vec<MailChange>,
+    /// Expunges this side's history remembers (UID, GUID); `None` = history unknown.
+    pub expunged: Option<Vec<(Uid, Option<Guid>)>>,
+}
+
+/// Where a saved message's body comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SaveSource {
+    /// This side's own message with that UID (a renumbering: copy, then expunge the old).
+    Own(Uid),
+    /// The peer's message with that UID (requested with `R`).
+    Peer(Uid),
+}
+
+/// A message to save with a wanted UID.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedSave {
+    pub uid: Uid,
+    pub source: SaveSource,
+    pub guid: Option<Guid>,
+    pub flags: Flags,
+    pub keywords: Vec<Keyword>,
+    pub received_date: i64,
+    pub saved_date: i64,
+}
+
+/// What one side must do to one mailbox.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SidePlan {
+    /// Empty the mailbox and start again with the primary's UIDVALIDITY (backup only).
+    pub recreate: bool,
+    pub set_uid_validity: Option<u32>,
+    pub expunge: Vec<Uid>,
+    /// Replace flags and keywords.
+    pub flags: Vec<(Uid, Flags, Vec<Keyword>)>,
+    /// Ascending by UID.
+    pub saves: Vec<PlannedSave>,
+    pub min_uid_next: u32,
+}
+
+impl SidePlan {
+    pub fn is_empty(&self) -> bool {
+        !self.recreate
+            && self.set_uid_validity.is_none()
+            && self.expunge.is_empty()
+            && self.flags.is_empty()
+            && self.saves.is_empty()
+    }
+}
+
+/// Both halves of a mailbox merge.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MailboxPlan {
+    pub primary: SidePlan,
+    pub secondary: SidePlan,
+}
+
+fn without_recent(flags: Flags) -> Flags {
+    Flags(flags.0 & !Flags::RECENT.0)
+}
+
+fn keyword_set(k: &[Keyword]) -> BTreeSet<&Keyword> {
+    k.iter().collect()
+}
+
+fn same_flags(a: &MailChange, b: &MailChange) -> bool {
+    without_recent(a.final_flags) == without_recent(b.final_flags)
+        && keyword_set(&a.keywords) == keyword_set(&b.keywords)
+}
+
+fn flag_target(m: &MailChange) -> (Uid, Flags, Vec<Keyword>) {
+    (m.uid, without_recent(m.final_flags), m.keywords.clone())
+}
+
+fn save_from(m: &MailChange, uid: Uid, source: SaveSource) -> PlannedSave {
+    PlannedSave {
+        uid,
+        source,
+        guid: m.guid.clone(),
+        flags: without_recent(m.final_flags),
+        keywords: m.keywords.clone(),
+        received_date: m.received_date,
+        saved_date: m.saved_date,
+    }
+}
+
+/// True when `side` provably expunged the message `(uid, guid)` the other side still has:
+/// inside the state's verified common range, or its history holds an expunge of that UID
+/// with the same GUID (dsync-mailbox-import.c: expunges only inside the verified common
+/// prefix, after a GUID check). Anything else keeps the message.
+fn expunged_on(side: &SideView, uid: Uid, guid: &Option<Guid>, verified_common_uid: u32) -> bool {
+    if uid.0 <= verified_common_uid {
+        return true;
+    }
+    match (&side.expunged, guid) {
+        (Some(list), Some(g)) => list
+            .iter()
+            .any(|(u, eg)| *u == uid && eg.as_ref() == Some(g)),
+        _ => false,
+    }
+}
+
+/// The two-way merge (also the secondary's half of `sync -1`).
+///
+/// `last_common_uid` comes from a trusted state (0 without one): UIDs up to it were common,
+/// so a UID missing on one side there was expunged on that side.
+pub fn plan_two_way(p: &SideView, s: &SideView, last_common_uid: u32) -> MailboxPlan {
+    let mut plan = MailboxPlan::default();
+    let lcu = if p.uid_validity == s.uid_validity {
+        last_common_uid
+    } else {
+        0
+    };
+    let pm: BTreeMap<u32, &MailChange> = p.mails.iter().map(|m| (m.uid.0, m)).collect();
+    let sm: BTreeMap<u32, &MailChange> = s.mails.iter().map(|m| (m.uid.0, m)).collect();
+    let uids: BTreeSet<u32> = pm.keys().chain(sm.keys()).copied().collect();
+    // (guid, uid, from_secondary, record): messages that are not common.
+    let mut fresh: Vec<(Vec<u8>, u32, bool, &MailChange)> = Vec::new();
+    let key = |m: &MailChange| {
+        m.guid
+            .as_ref()
+            .map(|g| g.as_bytes().to_vec())
+            .unwrap_or_default()
+    };
+    for uid in uids {
+        match (pm.get(&uid), sm.get(&uid)) {
+            (Some(a), Some(b)) if a.guid.is_some() && a.guid == b.guid => {
+                if !same_flags(a, b) {
+                    // dsync-mailbox-import.c merge_flags: the higher modseq wins, the
+                    // master (primary) on ties. Without logged add/remove masks in the
+                    // API the preferred side's final flags are taken as a whole.
+                    if b.modseq > a.modseq {
+                        plan.primary.flags.push(flag_target(b));
+                    } else {
+                        plan.secondary.flags.push(flag_target(a));
+                    }
+                }
+            }
+            (Some(a), Some(b)) => {
+                // Same UID, different messages: both kept, both renumbered (§4.4).
+                fresh.push((key(a), uid, false, a));
+                fresh.push((key(b), uid, true, b));
+            }
+            (Some(a), None) => {
+                if expunged_on(s, a.uid, &a.guid, lcu) {
+                    plan.primary.expunge.push(a.uid);
+                } else {
+                    fresh.push((key(a), uid, false, a));
+                }
+            }
+            (None, Some(b)) => {
+                if expunged_on(p, b.uid, &b.guid, lcu) {
+                    plan.secondary.expunge.push(b.uid);
+                } else {
+                    fresh.push((key(b), uid, true, b));
+                }
+            }
+            (None, None) => {}
+        }
+    }
+    // dsync_mailbox_import_assign_new_uids: ordered by (GUID, UID) so both sides hand out
+    // the same new UIDs from max(UIDNEXT). A GUID match alone never merges two messages.
+    fresh.sort_by(|x, y| (&x.0, x.1, x.2).cmp(&(&y.0, y.1, y.2)));
+    let mut next = p.uid_next.max(s.uid_next);
+    for (_, uid, from_secondary, m) in fresh {
+        let (own, other, other_next) = if from_secondary {
+            (&mut plan.secondary, &mut plan.primary, p.uid_next)
+        } else {
+            (&mut plan.primary, &mut plan.secondary, s.uid_next)
+        };
+        let target = if uid >= other_next {
+            uid
+        } else {
+            let t = next;
+            next += 1;
+            t
+        };
+        if target != uid {
+            own.saves
+                .push(save_from(m, Uid(target), SaveSource::Own(Uid(uid))));
+            own.expunge.push(Uid(uid));
+        }
+        other
+            .saves
+            .push(save_from(m, Uid(target), SaveSource::Peer(Uid(uid))));
+    }
+    for side in [&mut plan.primary, &mut plan.secondary] {
+        side.saves.sort_by_key(|s| s.uid);
+        side.expunge.sort();
+        side.min_uid_next = next;
+    }
+    plan
+}
+
+/// True when the secondary can't be made a copy in place: a UID it holds or held means a
+/// different message than the primary's (dsync-mailbox-import.c: backup "deletes the whole
+/// mailbox"; mailsync then rebuilds it in the same run).
+pub fn backup_needs_recreate(p: &SideView, s: &SideView) -> bool {
+    if s.mails.is_empty() {
+        return false;
+    }
+    if p.uid_validity != s.uid_validity || s.uid_next > p.uid_next {
+        return true;
+    }
+    let sm: BTreeMap<u32, &MailChange> = s.mails.iter().map(|m| (m.uid.0, m)).collect();
+    p.mails.iter().any(|a| match sm.get(&a.uid.0) {
+        Some(b) => a.guid != b.guid,
+        None => a.uid.0 < s.uid_next,
+    })
+}
+
+/// Backup: the secondary's changes are reverted, its extras expunged, the primary untouched.
+pub fn plan_backup(p: &SideView, s: &SideView) -> MailboxPlan {
+    let mut plan = MailboxPlan::default();
+    let side = &mut plan.secondary;
+    side.min_uid_next = p.uid_next;
+    if backup_needs_recreate(p, s) {
+        side.recreate = true;
+        return plan;
+    }
+    plan_backup_in_place(p, s)
+}
+
+/// Backup without rebuilding: expunge extras and messages whose UID means something else
+/// on the source, replace flags, save what is missing (at its UID when still free).
+pub fn plan_backup_in_place(p: &SideView, s: &SideView) -> MailboxPlan {
+    let mut plan = MailboxPlan::default();
+    let side = &mut plan.secondary;
+    side.min_uid_next = p.uid_next;
+    if p.uid_validity != s.uid_validity {
+        side.set_uid_validity = Some(p.uid_validity);
+    }
+    let pm: BTreeMap<u32, &MailChange> = p.mails.iter().map(|m| (m.uid.0, m)).collect();
+    let sm: BTreeMap<u32, &MailChange> = s.mails.iter().map(|m| (m.uid.0, m)).collect();
+    for b in &s.mails {
+        match pm.get(&b.uid.0) {
+            None => side.expunge.push(b.uid),
+            Some(a) if a.guid != b.guid => {
+                side.expunge.push(b.uid);
+                side.saves
+                    .push(save_from(a, a.uid, SaveSource::Peer(a.uid)));
+            }
+            Some(a) if !same_flags(a, b) => side.flags.push(flag_target(a)),
+            Some(_) => {}
+        }
+    }
+    for a in &p.mails {
+        if !sm.contains_key(&a.uid.0) {
+            side.saves
+                .push(save_from(a, a.uid, SaveSource::Peer(a.uid)));
+        }
+    }
+    side.saves.sort_by_key(|s| s.uid);
+    plan
+}
+
+/// The plan for a mailbox in a given kind of run.
+pub fn plan_mailbox(kind: MergeKind, p: &SideView, s: &SideView, lcu: u32) -> MailboxPlan {
+    match kind {
+        MergeKind::TwoWay => plan_two_way(p, s, lcu),
+        MergeKind::OneWay => {
+            let mut plan = plan_two_way(p, s, lcu);
+            plan.primary = SidePlan::default();
+            plan
+        }
+        MergeKind::Backup => plan_backup(p, s),
+    }
+}
+
+/// A mailbox-tree change for one side. Names are hierarchy parts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TreeAction {
+    Create {
+        name: Vec<String>,
+        guid: MailboxGuid,
+        uid_validity: u32,
+    },
+    Delete {
+        name: Vec<String>,
+        guid: MailboxGuid,
+    },
+    Rename {
+        guid: MailboxGuid,
+        from: Vec<String>,
+        to: Vec<String>,
+    },
+    Subscribe(Vec<String>, bool),
+}
+
+/// A mailbox both sides hold after the tree merge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MailboxPair {
+    /// The final name (the primary's).
+    pub name: Vec<String>,
+    pub primary_guid: MailboxGuid,
+    pub secondary_guid: MailboxGuid,
+}
+
+/// The tree merge's result.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TreePlan {
+    pub primary: Vec<TreeAction>,
+    pub secondary: Vec<TreeAction>,
+    /// Sorted by name.
+    pub pairs: Vec<MailboxPair>,
+}
+
+/// Compares names with INBOX case-insensitive in the first level.
+pub fn name_key(parts: &[String]) -> Vec<String> {
+    let mut k = parts.to_vec();
+    if let Some(first) = k.first_mut() {
+        if first.eq_ignore_ascii_case("INBOX") {
+            *first = "INBOX".into();
+        }
+    }
+    k
+}
+
+/// Merges the two mailbox trees by mailbox GUID, then by name for mailboxes whose GUID
+/// the other side doesn't know (independently created INBOX, a pre-created destination).
+/// `deleted_by_*` are the GUIDs each side reported in its `D` item.
+pub fn plan_tree(
+    kind: MergeKind,
+    p: &[TreeNode],
+    s: &[TreeNode],
+    deleted_by_p: &BTreeSet<MailboxGuid>,
+    deleted_by_s: &BTreeSet<MailboxGuid>,
+) -> TreePlan {
+    let mut plan = TreePlan::default();
+    let boxes = |nodes: &[TreeNode]| -> Vec<(Vec<String>, MailboxGuid, u32)> {
+        nodes
+            .iter()
+            .filter(|n| n.existence == super::items::Existence::Exists)
+            .filter_map(|n| {
+                n.mailbox_guid
+                    .map(|g| (name_key(&n.name), g, n.uid_validity))
+            })
+            .collect()
+    };
+    let pb = boxes(p);
+    let sb = boxes(s);
+    let s_by_guid: BTreeMap<MailboxGuid, usize> =
+        sb.iter().enumerate().map(|(i, b)| (b.1, i)).collect();
+    let p_guids: BTreeSet<MailboxGuid> = pb.iter().map(|b| b.1).collect();
+    let mut s_used = vec![false; sb.len()];
+    let mut p_unpaired = Vec::new();
+    for (pi, (name, guid, _)) in pb.iter().enumerate() {
+        if let Some(&si) = s_by_guid.get(guid) {
+            s_used[si] = true;
+            if sb[si].0 != *name {
+                plan.secondary.push(TreeAction::Rename {
+                    guid: *guid,
+                    from: sb[si].0.clone(),
+                    to: name.clone(),
+                });
+            }
+            plan.pairs.push(MailboxPair {
+                name: name.clone(),
+                primary_guid: *guid,
+                secondary_guid: *guid,
+            });
+        } else {
+            p_unpaired.push(pi);
+        }
+    }
+    // Names the secondary will hold after its renames are the primary's names.
+    for pi in p_unpaired {
+        let (name, guid, uv) = &pb[pi];
+        let same_name = sb
+            .iter()
+            .enumerate()
+            .find(|(si, b)| !s_used[*si] && b.0 == *name && !p_guids.contains(&b.1));
+        if let Some((si, b)) = same_name {
+            let is_inbox = name.len() == 1 && name[0] == "INBOX";
+            if kind == MergeKind::Backup && !is_inbox {
+                // Backup: the copy gets the source's mailbox GUID.
+                s_used[si] = true;
+                plan.secondary.push(TreeAction::Delete {
+                    name: b.0.clone(),
+                    guid: b.1,
+                });
+                plan.secondary.push(TreeAction::Create {
+                    name: name.clone(),
+                    guid: *guid,
+                    uid_validity: *uv,
+                });
+                plan.pairs.push(MailboxPair {
+                    name: name.clone(),
+                    primary_guid: *guid,
+                    secondary_guid: *guid,
+                });
+            } else {
+                // Deliberate deviation from Dovecot (which swaps the GUIDs forever, §2.3
+                // step 6): the two mailboxes are merged by name and keep their GUIDs.
+                s_used[si] = true;
+                plan.pairs.push(MailboxPair {
+                    name: name.clone(),
+                    primary_guid: *guid,
+                    secondary_guid: b.1,
+                });
+            }
+            continue;
+        }
+        if kind == MergeKind::TwoWay && deleted_by_s.contains(guid) {
+            plan.primary.push(TreeAction::Delete {
+                name: name.clone(),
+                guid: *guid,
+            });
+            continue;
+        }
+        plan.secondary.push(TreeAction::Create {
+            name: name.clone(),
+            guid: *guid,
+            uid_validity: *uv,
+        });
+        plan.pairs.push(MailboxPair {
+            name: name.clone(),
+            primary_guid: *guid,
+            secondary_guid: *guid,
+        });
+    }
+    for (si, (name, guid, uv)) in sb.iter().enumerate() {
+        if s_used[si] {
+            continue;
+        }
+        let is_inbox = name.len() == 1 && name[0] == "INBOX";
+        match kind {
+            MergeKind::Backup if !is_inbox => plan.secondary.push(TreeAction::Delete {
+                name: name.clone(),
+                guid: *guid,
+            }),
+            MergeKind::Backup | MergeKind::OneWay => {}
+            MergeKind::TwoWay => {
+                if deleted_by_p.contains(guid) {
+                    plan.secondary.push(TreeAction::Delete {
+                        name: name.clone(),
+                        guid: *guid,
+                    });
+                } else if pb.iter().any(|b| b.0 == *name) {
+                    // The name is taken on the primary by a mailbox paired elsewhere: the
+                    // secondary's mailbox can't be created under it; reported, next run.
+                } else {
+                    plan.primary.push(TreeAction::Create {
+                        name: name.clone(),
+                        guid: *guid,
+                        uid_validity: *uv,
+                    });
+                    plan.pairs.push(MailboxPair {
+                        name: name.clone(),
+                        primary_guid: *guid,
+                        secondary_guid: *guid,
+                    });
+                }
+            }
+        }
+    }
+    // Subscriptions: without change timestamps, two-way is a union; backup mirrors.
+    let subs = |nodes: &[TreeNode]| -> BTreeSet<Vec<String>> {
+        nodes
+            .iter()
+            .filter(|n| n.subscribed)
+            .map(|n| name_key(&n.name))
+            .collect()
+    };
+    let ps = subs(p);
+    let ss = subs(s);
+    for n in ps.difference(&ss) {
+        plan.secondary.push(TreeAction::Subscribe(n.clone(), true));
+    }
+    match kind {
+        MergeKind::TwoWay => {
+            for n in ss.difference(&ps) {
+                plan.primary.push(TreeAction::Subscribe(n.clone(), true));
+            }
+        }
+        MergeKind::Backup => {
+            for n in ss.difference(&ps) {
+                plan.secondary.push(TreeAction::Subscribe(n.clone(), false));
+            }
+        }
+        MergeKind::OneWay => {}
+    }
+    if kind != MergeKind::TwoWay {
+        plan.primary.clear();
+    }
+    plan.pairs.sort_by(|a, b| a.name.cmp(&b.name));
+    plan
+}
