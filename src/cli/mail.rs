@@ -22,7 +22,7 @@ use super::{
 /// The `-u` option of whichever command runs.
 fn command_user(cmd: &Command) -> Option<&str> {
     let u: &UserOpt = match cmd {
-        Command::Dump { .. } => return None,
+        Command::Dump { .. } | Command::Sync(_) | Command::Backup(_) => return None,
         Command::Mailbox(m) => match m {
             MailboxCommand::List { user, .. }
             | MailboxCommand::Create { user, .. }
@@ -214,7 +214,7 @@ fn plan(cmd: Command, rt: &mut Runtime) -> Result<Plan, Fatal> {
         }
         Command::Mailbox(m) => Plan::Mailbox(mailbox::plan(m, rt)?),
         // cli::run_with runs `dump` itself: it opens no mail store.
-        Command::Dump { .. } => {
+        Command::Dump { .. } | Command::Sync(_) | Command::Backup(_) => {
             return Err(Fatal::plain(exit::USAGE, "dump is not a mail command"))
         }
     })

@@ -16,6 +16,7 @@ pub mod mail;
 pub mod mailbox;
 pub mod mime;
 pub mod query;
+pub mod sync;
 
 use std::cell::RefCell;
 use std::ffi::OsString;
@@ -105,6 +106,13 @@ pub struct UserOpt {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Two-way sync (or with -1 one-way merge) of the user's mail with DESTINATION, as
+    /// `doveadm sync`: `sync [-1fPR] [-m mailbox] [-x mask]... [-s state] [SOURCE] DESTINATION`.
+    #[command(after_help = sync::SYNC_AFTER_HELP)]
+    Sync(sync::SyncArgs),
+    /// Make DESTINATION an exact copy of the user's mail, as `doveadm backup`.
+    #[command(after_help = sync::SYNC_AFTER_HELP)]
+    Backup(sync::SyncArgs),
     /// Print a Dovecot index (dovecot.index + its log replayed), transaction log
     /// (dovecot.index.log, .log.2) or mailbox log in `doveadm dump`'s layout.
     ///
@@ -492,6 +500,8 @@ pub fn run_with(
     };
     let result = match &cli.command {
         Command::Dump { kind, path } => dump::run(kind.as_deref(), path, &mut out),
+        Command::Sync(a) => Ok(sync::run(false, a, &cli, &mut out, &mut err, env)),
+        Command::Backup(a) => Ok(sync::run(true, a, &cli, &mut out, &mut err, env)),
         _ => mail::execute(cli, out.clone(), err.clone(), env),
     };
     let code = match result {
