@@ -158,7 +158,9 @@ pub fn parse_imap_base(value: &[u8]) -> Option<ImapBase> {
             }
             break;
         }
-        uid_validity = uid_validity.wrapping_mul(10).wrapping_add((c - b'0') as u32);
+        uid_validity = uid_validity
+            .wrapping_mul(10)
+            .wrapping_add((c - b'0') as u32);
         i += 1;
     }
     if uid_validity == 0 {

@@ -33,9 +33,9 @@ pub fn dotlock_options() -> DotLockOptions {
 pub fn dotlock(mbox: &Path) -> Result<DotLock> {
     DotLock::acquire(mbox, &dotlock_options()).map_err(|e| {
         if e.kind() == std::io::ErrorKind::TimedOut {
-            Error::LockTimeout {
-                path: mbox.with_extension("lock"),
-            }
+            let mut lock = mbox.as_os_str().to_owned();
+            lock.push(".lock");
+            Error::LockTimeout { path: lock.into() }
         } else {
             Error::io("file_dotlock_create", mbox, e)
         }
@@ -55,32 +55,39 @@ impl<'a> FcntlLock<'a> {
         exclusive: bool,
         timeout: Duration,
     ) -> Result<FcntlLock<'a>> {
-        use rustix::fs::FlockOperation;
-        let op = if exclusive {
-            FlockOperation::NonBlockingLockExclusive
-        } else {
-            FlockOperation::NonBlockingLockShared
-        };
-        let deadline = Instant::now() + timeout;
-        let mut wait = Duration::from_millis(5);
-        loop {
-            match rustix::fs::fcntl_lock(file, op) {
-                Ok(()) => return Ok(FcntlLock { file }),
-                Err(e)
-                    if e == rustix::io::Errno::AGAIN
-                        || e == rustix::io::Errno::ACCESS
-                        || e == rustix::io::Errno::INTR =>
-                {
-                    if Instant::now() >= deadline {
-                        return Err(Error::LockTimeout {
-                            path: path.to_path_buf(),
-                        });
-                    }
-                    std::thread::sleep(wait);
-                    wait = (wait * 2).min(Duration::from_millis(100));
+        fcntl_wait(file, path, exclusive, timeout)?;
+        Ok(FcntlLock { file })
+    }
+}
+
+/// Takes an fcntl lock on the whole file, polling until `timeout` (F_SETLK in a loop, so
+/// the timeout needs no signals).
+pub fn fcntl_wait(file: &File, path: &Path, exclusive: bool, timeout: Duration) -> Result<()> {
+    use rustix::fs::FlockOperation;
+    let op = if exclusive {
+        FlockOperation::NonBlockingLockExclusive
+    } else {
+        FlockOperation::NonBlockingLockShared
+    };
+    let deadline = Instant::now() + timeout;
+    let mut wait = Duration::from_millis(5);
+    loop {
+        match rustix::fs::fcntl_lock(file, op) {
+            Ok(()) => return Ok(()),
+            Err(e)
+                if e == rustix::io::Errno::AGAIN
+                    || e == rustix::io::Errno::ACCESS
+                    || e == rustix::io::Errno::INTR =>
+            {
+                if Instant::now() >= deadline {
+                    return Err(Error::LockTimeout {
+                        path: path.to_path_buf(),
+                    });
                 }
-                Err(e) => return Err(Error::io("fcntl(F_SETLK)", path, e.into())),
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_millis(100));
             }
+            Err(e) => return Err(Error::io("fcntl(F_SETLK)", path, e.into())),
         }
     }
 }
@@ -88,5 +95,77 @@ impl<'a> FcntlLock<'a> {
 impl Drop for FcntlLock<'_> {
     fn drop(&mut self) {
         let _ = rustix::fs::fcntl_lock(self.file, rustix::fs::FlockOperation::NonBlockingUnlock);
+    }
+}
+
+/// The write locks of an mbox, in Dovecot's order: dotlock, then an exclusive fcntl lock on
+/// the file opened after the dotlock (so it is the file the path names now). Released in
+/// reverse order on drop.
+///
+/// Deadlock avoidance: a Dovecot process may hold its fcntl lock while it waits for the
+/// dotlock (it drops an exclusive lock to a shared fcntl one and keeps the descriptor). So
+/// the fcntl lock is only tried for [`FCNTL_TRY`] while holding the dotlock; when that fails
+/// both are released and the pair is tried again after a short pause, up to
+/// [`LOCK_TIMEOUT`] in all.
+pub struct WriteLock {
+    pub file: File,
+    dotlock: Option<DotLock>,
+}
+
+/// How long the fcntl lock is waited for while the dotlock is held.
+pub const FCNTL_TRY: Duration = Duration::from_secs(2);
+
+impl WriteLock {
+    pub fn acquire(path: &Path) -> Result<WriteLock> {
+        let deadline = Instant::now() + LOCK_TIMEOUT;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let dotlock = dotlock(path)?;
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .map_err(|e| Error::io("open", path, e))?;
+            match fcntl_wait(&file, path, true, FCNTL_TRY) {
+                Ok(()) => {
+                    let lock = WriteLock {
+                        file,
+                        dotlock: Some(dotlock),
+                    };
+                    // an interrupted rewrite of ours is finished before anything else
+                    crate::writer::Journal::of(path)
+                        .recover(&lock.file)
+                        .map_err(|e| Error::io("recover rewrite journal", path, e))?;
+                    return Ok(lock);
+                }
+                Err(Error::LockTimeout { .. }) if Instant::now() < deadline => {
+                    drop(file);
+                    drop(dotlock);
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Releases the fcntl lock, keeping the dotlock (after the file was replaced).
+    pub fn unlock_fcntl(&mut self) {
+        let _ = rustix::fs::fcntl_lock(&self.file, rustix::fs::FlockOperation::NonBlockingUnlock);
+    }
+
+    /// Releases both locks, reporting a failure to remove the dotlock.
+    pub fn release(mut self, path: &Path) -> Result<()> {
+        self.unlock_fcntl();
+        match self.dotlock.take() {
+            Some(d) => d.release().map_err(|e| Error::io("unlink", path, e)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for WriteLock {
+    fn drop(&mut self) {
+        self.unlock_fcntl();
     }
 }

@@ -9,14 +9,13 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use mailstore::{
-    CommitResult, Error, FlagUpdate, Flags, Guid, Keyword, LineEndingReader, MailRecord,
-    Mailbox, MailboxGuid, MailboxStatus, ModSeq, NewMail, Result, SaveLineEndings,
-    Transaction, Uid,
+    CommitResult, Error, FlagUpdate, Flags, Guid, Keyword, LineEndingReader, MailRecord, Mailbox,
+    MailboxGuid, MailboxStatus, ModSeq, NewMail, Result, SaveLineEndings, Transaction, Uid,
 };
 
 use crate::header::{self, HeaderLine};
@@ -250,9 +249,34 @@ pub struct MboxMailbox {
     /// The file the view was read from (kept open: a rewrite renames a new file over the
     /// path, so this one keeps the bytes the view's offsets point at).
     file: Option<File>,
+    /// The file's identity and change time when the view was read.
+    stamp: Stamp,
     view: MboxFile,
     meta: Meta,
     vsizes: HashMap<u32, u64>,
+}
+
+/// Inode, size and mtime (ns) of the mbox: any rewrite (ours or Dovecot's, both in place)
+/// or append changes one of them, and the view's offsets are then stale.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Stamp {
+    ino: u64,
+    len: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+}
+
+impl Stamp {
+    fn of(file: &File, path: &Path) -> Result<Stamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = file.metadata().map_err(|e| Error::io("fstat", path, e))?;
+        Ok(Stamp {
+            ino: m.ino(),
+            len: m.len(),
+            mtime: m.mtime(),
+            mtime_nsec: m.mtime_nsec(),
+        })
+    }
 }
 
 impl MboxMailbox {
@@ -266,6 +290,7 @@ impl MboxMailbox {
             paths,
             line_endings,
             file: None,
+            stamp: Stamp::default(),
             view: MboxFile::default(),
             meta: Meta::new(MailboxGuid::default()),
             vsizes: HashMap::new(),
@@ -300,14 +325,21 @@ impl MboxMailbox {
     /// Reads the file under a shared fcntl lock (mbox_read_locks = fcntl); writes only when
     /// the file lacks Dovecot's metadata or the sidecar is behind.
     fn sync_impl(&mut self) -> Result<()> {
+        if writer::Journal::of(&self.paths.file).is_pending() {
+            return self.locked_apply(Pending::default()).map(|_| ());
+        }
         let file = self.open_file(false)?;
         let scanned = {
             let _lock = FcntlLock::acquire(&file, &self.paths.file, false, lock::LOCK_TIMEOUT)?;
-            scan(&file, 1).map_err(|e| scan_error(&self.paths.file, e))?
+            let scanned = scan(&file, 1).map_err(|e| scan_error(&self.paths.file, e))?;
+            (scanned, Stamp::of(&file, &self.paths.file)?)
         };
+        let (scanned, stamp) = scanned;
         let mut meta = Meta::load(&self.paths.index_dir);
         let meta_missing = meta.is_none();
-        let mut m = meta.take().unwrap_or_else(|| Meta::new(MailboxGuid::generate()));
+        let mut m = meta
+            .take()
+            .unwrap_or_else(|| Meta::new(MailboxGuid::generate()));
         let meta_changed = reconcile(&scanned, &mut m);
         let file_needs_metadata = scanned.needs_rewrite && !scanned.messages.is_empty();
         if file_needs_metadata || meta_changed || meta_missing {
@@ -319,6 +351,7 @@ impl MboxMailbox {
             }
         }
         self.file = Some(file);
+        self.stamp = stamp;
         self.view = scanned;
         self.meta = m;
         self.vsizes.clear();
@@ -359,11 +392,12 @@ impl MboxMailbox {
     fn reader_of(&self, uid: Uid) -> Result<Option<MessageReader>> {
         let msg = self.message(uid).ok_or(Error::MailNotFound(uid))?;
         let file = self.file.as_ref().ok_or(Error::MailNotFound(uid))?;
-        // the view's file must still have this message's From_ line where it was (an
-        // in-place rewrite by Dovecot moves messages): otherwise resync
-        let at = crate::lines::LineReader::peek_at(file, msg.from_start, 5)
-            .map_err(|e| Error::io("read", &self.paths.file, e))?;
-        if at != b"From " {
+        // an in-place rewrite since the view was read moves messages: resync first
+        let now = match File::open(&self.paths.file) {
+            Ok(f) => Stamp::of(&f, &self.paths.file)?,
+            Err(_) => return Ok(None),
+        };
+        if now != self.stamp {
             return Ok(None);
         }
         let clone = file
@@ -375,23 +409,20 @@ impl MboxMailbox {
     /// Applies a transaction (or, with nothing pending, just brings file metadata and
     /// sidecar up to date) under the write locks: dotlock, then fcntl (mbox_write_locks).
     fn locked_apply(&mut self, pending: Pending) -> Result<CommitResult> {
-        let dotlock = lock::dotlock(&self.paths.file)?;
-        let file = self.open_file(true)?;
-        let fcntl = FcntlLock::acquire(&file, &self.paths.file, true, lock::LOCK_TIMEOUT)?;
-        let scanned = scan(&file, 1).map_err(|e| scan_error(&self.paths.file, e))?;
+        let write_lock = lock::WriteLock::acquire(&self.paths.file)?;
+        let scanned = scan(&write_lock.file, 1).map_err(|e| scan_error(&self.paths.file, e))?;
         let mut meta = self.load_meta();
         reconcile(&scanned, &mut meta);
-        let result = self.rewrite(&file, &scanned, &mut meta, pending)?;
-        drop(fcntl);
-        // read back what is now on disk (still under the dotlock)
+        let result = self.rewrite(&write_lock.file, &scanned, &mut meta, pending)?;
+        // read back what is now on disk (still under both locks)
         let file = self.open_file(false)?;
         let now_scanned = scan(&file, 1).map_err(|e| scan_error(&self.paths.file, e))?;
+        let stamp = Stamp::of(&file, &self.paths.file)?;
         reconcile(&now_scanned, &mut meta);
         make_saved_guids_unique(&now_scanned, &mut meta, &result.saved);
         meta.save(&self.paths.index_dir)?;
-        dotlock
-            .release()
-            .map_err(|e| Error::io("unlink", &self.paths.file, e))?;
+        write_lock.release(&self.paths.file)?;
+        self.stamp = stamp;
         self.file = Some(file);
         self.view = now_scanned;
         self.meta = meta;
@@ -439,11 +470,13 @@ impl MboxMailbox {
             }
         }
         // keyword list of X-IMAPbase: existing order, new ones appended
-        let mut keywords: Vec<Vec<u8>> =
-            scanned.base.as_ref().map(|b| b.keywords.clone()).unwrap_or_default();
+        let mut keywords: Vec<Vec<u8>> = scanned
+            .base
+            .as_ref()
+            .map(|b| b.keywords.clone())
+            .unwrap_or_default();
         let mut note = |k: &Keyword| {
-            if Keyword::is_valid_atom(k.as_bytes()) && !keywords.iter().any(|x| x == k.as_bytes())
-            {
+            if Keyword::is_valid_atom(k.as_bytes()) && !keywords.iter().any(|x| x == k.as_bytes()) {
                 keywords.push(k.as_bytes().to_vec());
             }
         };
@@ -472,15 +505,8 @@ impl MboxMailbox {
             last_uid,
             keywords: &keywords,
         };
-        let dir = self.paths.file.parent().unwrap_or(Path::new("."));
-        let tmp_path = dir.join(format!(
-            ".{}.mailsync-tmp",
-            self.paths
-                .file
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        ));
+        let journal = writer::Journal::of(&self.paths.file);
+        let tmp_path = journal.tmp.clone();
         let old_meta = file
             .metadata()
             .map_err(|e| Error::io("fstat", &self.paths.file, e))?;
@@ -490,7 +516,7 @@ impl MboxMailbox {
                 .create(true)
                 .truncate(true)
                 .open(&tmp_path)?;
-            tmp.set_permissions(fs::Permissions::from_mode(old_meta.mode() & 0o7777))?;
+            tmp.set_permissions(fs::Permissions::from_mode(0o600))?;
             let mut out = BufWriter::with_capacity(256 * 1024, &tmp);
             let mut first = true;
             let keep: Vec<&MboxMessage> = scanned
@@ -578,19 +604,11 @@ impl MboxMailbox {
             out.flush()?;
             drop(out);
             tmp.sync_all()?;
-            let new_len = tmp.metadata()?.len();
-            if new_len == old_meta.len() {
-                // Dovecot trusts its index while size and mtime match (mbox_dirty_syncs):
-                // make sure the mtime differs from the old file's
-                let old_mtime = UNIX_EPOCH + Duration::from_secs(old_meta.mtime().max(0) as u64);
-                tmp.set_modified(old_mtime + Duration::from_secs(1).max(
-                    SystemTime::now()
-                        .duration_since(old_mtime)
-                        .unwrap_or_default(),
-                ))?;
-            }
-            fs::rename(&tmp_path, &self.paths.file)?;
-            mailsupport::atomic::fsync_dir(dir)?;
+            drop(tmp);
+            // the complete new contents are durable: mark the journal ready, then copy it
+            // over the mbox in place (same inode, as Dovecot rewrites)
+            journal.commit()?;
+            journal.replay(file, &old_meta)?;
             Ok(())
         })();
         if let Err(e) = result {

@@ -131,14 +131,13 @@ mod tests {
         assert_eq!(md5_hex(b""), "d41d8cd98f00b204e9800998ecf8427e");
         assert_eq!(md5_hex(b"abc"), "900150983cd24fb0d6963f7d28e17f72");
         assert_eq!(
-            md5_hex(b"12345678901234567890123456789012345678901234567890123456789012345678901234567890"),
+            md5_hex(
+                b"12345678901234567890123456789012345678901234567890123456789012345678901234567890"
+            ),
             "57edf4a22be3c955ac49da2e2107b67a"
         );
         // the mbox.md §6 dump-verified GUID
-        assert_eq!(
-            md5_hex(b"<1@x>Mon, 1 Jan 2024 00:00:00 +0000").len(),
-            32
-        );
+        assert_eq!(md5_hex(b"<1@x>Mon, 1 Jan 2024 00:00:00 +0000").len(), 32);
     }
 
     #[test]

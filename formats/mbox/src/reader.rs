@@ -158,8 +158,16 @@ pub fn scan(file: &File, min_next_uid: u32) -> Result<MboxFile, ScanError> {
             return Err(ScanError::NotMbox);
         }
         let from = from_line::parse(&line.head[5..]).ok_or(ScanError::NotMbox)?;
-        let (mut msg, next) =
-            scan_message(&mut reader, file, size, from_start, line.end(), from, seq, &mut state)?;
+        let (mut msg, next) = scan_message(
+            &mut reader,
+            file,
+            size,
+            from_start,
+            line.end(),
+            from,
+            seq,
+            &mut state,
+        )?;
         if msg.pseudo {
             out.pseudo = Some(msg);
         } else {

@@ -17,7 +17,7 @@ use mailstore::{
 };
 use mailsupport::{mutf7, subscriptions};
 
-use crate::mailbox::{Meta, MboxMailbox};
+use crate::mailbox::{MboxMailbox, Meta};
 
 /// Name of the subscriptions file in the root (Dovecot's mbox default).
 pub const SUBSCRIPTIONS: &str = ".subscriptions";
@@ -121,7 +121,10 @@ impl MboxStore {
         let file = self.root.join(&rel);
         let base = self.index_root.as_ref().unwrap_or(&self.root);
         let parent = rel.parent().map(Path::to_path_buf).unwrap_or_default();
-        let leaf = rel.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+        let leaf = rel
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_default();
         MailboxPaths {
             file,
             index_dir: base.join(parent).join(INDEX_DIR).join(leaf),
@@ -260,8 +263,7 @@ impl Store for MboxStore {
 
     fn subscriptions(&self) -> Result<Vec<String>> {
         let path = self.root.join(SUBSCRIPTIONS);
-        let stored =
-            subscriptions::read(&path, '/').map_err(|e| Error::io("read", &path, e))?;
+        let stored = subscriptions::read(&path, '/').map_err(|e| Error::io("read", &path, e))?;
         let mut out = Vec::new();
         for s in stored {
             let levels: Vec<String> = s.split('/').map(str::to_string).collect();
@@ -407,10 +409,6 @@ impl Store for MboxStore {
         if !paths.file.is_file() {
             return Err(Error::MailboxNotFound(v));
         }
-        Ok(Box::new(MboxMailbox::open(
-            v,
-            paths,
-            self.line_endings,
-        )?))
+        Ok(Box::new(MboxMailbox::open(v, paths, self.line_endings)?))
     }
 }

@@ -7,8 +7,11 @@
 //! the empty line, the body, and one `\n` separator. Dovecot never `>`-escapes body
 //! `From ` lines; the Content-Length keeps them inside the message.
 
-use std::fs::File;
+use std::fs::{self, File, Metadata};
 use std::io::{self, Write};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mailstore::{Flags, Keyword};
 
@@ -177,6 +180,97 @@ pub fn copy_unmanaged_header(
         }
     }
     Ok(ends_with_newline)
+}
+
+/// The redo journal of an in-place rewrite, next to the mbox (dot files, which neither
+/// Dovecot nor mailsync list as mailboxes):
+/// 1. the new contents are written to `.<name>.mailsync-rewrite.tmp` and fsynced;
+/// 2. it is renamed to `.<name>.mailsync-rewrite` (the journal is now "ready");
+/// 3. its bytes are copied over the mbox from offset 0, the mbox is truncated to the new
+///    length and fsynced; 4. the journal is deleted.
+///
+/// A crash before 2 leaves the mbox untouched (the temp file is deleted by the next
+/// writer); a crash after 2 leaves a ready journal holding the complete new mbox, which the
+/// next writer (under the locks) copies again before doing anything else. Every message is
+/// therefore always in the mbox or in the journal.
+pub struct Journal {
+    pub tmp: PathBuf,
+    pub ready: PathBuf,
+    dir: PathBuf,
+}
+
+impl Journal {
+    pub fn of(mbox: &Path) -> Journal {
+        let dir = mbox.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let name = mbox
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Journal {
+            tmp: dir.join(format!(".{name}.mailsync-rewrite.tmp")),
+            ready: dir.join(format!(".{name}.mailsync-rewrite")),
+            dir,
+        }
+    }
+
+    /// A rewrite was interrupted after its journal became ready.
+    pub fn is_pending(&self) -> bool {
+        self.ready.exists()
+    }
+
+    /// Step 2: the fsynced temp file becomes the ready journal.
+    pub fn commit(&self) -> io::Result<()> {
+        fs::rename(&self.tmp, &self.ready)?;
+        mailsupport::atomic::fsync_dir(&self.dir)
+    }
+
+    /// Steps 3 and 4, on the write-locked mbox. `old` is the mbox's metadata before the
+    /// rewrite: when the size doesn't change, the mtime is moved past the old one, since
+    /// Dovecot trusts its index while size and mtime match (mbox_dirty_syncs).
+    pub fn replay(&self, mbox: &File, old: &Metadata) -> io::Result<()> {
+        let journal = File::open(&self.ready)?;
+        let len = journal.metadata()?.len();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut pos = 0u64;
+        while pos < len {
+            let n = journal.read_at(&mut buf, pos)?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "mbox rewrite journal shrank",
+                ));
+            }
+            mbox.write_all_at(&buf[..n], pos)?;
+            pos += n as u64;
+        }
+        mbox.set_len(len)?;
+        if len == old.len() {
+            let old_mtime = UNIX_EPOCH + Duration::from_secs(old.mtime().max(0) as u64);
+            let now = SystemTime::now();
+            let wanted =
+                if now.duration_since(old_mtime).unwrap_or_default() >= Duration::from_secs(1) {
+                    now
+                } else {
+                    old_mtime + Duration::from_secs(1)
+                };
+            mbox.set_modified(wanted)?;
+        }
+        mbox.sync_all()?;
+        fs::remove_file(&self.ready)?;
+        mailsupport::atomic::fsync_dir(&self.dir)
+    }
+
+    /// Called by a writer holding the locks: finishes an interrupted rewrite, drops an
+    /// unfinished temp file. Returns whether a journal was replayed.
+    pub fn recover(&self, mbox: &File) -> io::Result<bool> {
+        let _ = fs::remove_file(&self.tmp);
+        if !self.is_pending() {
+            return Ok(false);
+        }
+        let old = mbox.metadata()?;
+        self.replay(mbox, &old)?;
+        Ok(true)
+    }
 }
 
 #[cfg(test)]

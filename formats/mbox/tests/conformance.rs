@@ -20,8 +20,7 @@ struct Target {
 
 impl ConformanceTarget for Target {
     fn open(&self) -> Box<dyn Store> {
-        let loc =
-            Location::parse("mbox:~/mail:INBOX=~/mail/INBOX", Some(self.dir.path())).unwrap();
+        let loc = Location::parse("mbox:~/mail:INBOX=~/mail/INBOX", Some(self.dir.path())).unwrap();
         Box::new(MboxStore::open(&loc, &StoreOptions::default()).unwrap())
     }
 }
@@ -111,7 +110,10 @@ fn inferiors_are_refused_as_dovecot_refuses_them() {
     store.create_mailbox("Parent", None).unwrap();
     let e = store.create_mailbox("Parent/Child", None).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotPossible, "{e}");
-    assert!(e.to_string().contains("doesn't allow inferior mailboxes"), "{e}");
+    assert!(
+        e.to_string().contains("doesn't allow inferior mailboxes"),
+        "{e}"
+    );
     store.create_mailbox("A/B/C", None).unwrap();
     let e = store.create_mailbox("A", None).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Exists, "{e}");
@@ -130,10 +132,22 @@ fn nested_mailboxes_live_in_noselect_directories() {
     store.create_mailbox("TopX", None).unwrap();
     store.create_mailbox("日本語/子", None).unwrap();
     let listed = names(&*store);
-    assert!(listed.contains(&("Top".into(), true, true, false)), "{listed:?}");
-    assert!(listed.contains(&("Top/Sub".into(), false, false, true)), "{listed:?}");
-    assert!(listed.contains(&("TopX".into(), false, false, true)), "{listed:?}");
-    assert!(listed.contains(&("日本語/子".into(), false, false, true)), "{listed:?}");
+    assert!(
+        listed.contains(&("Top".into(), true, true, false)),
+        "{listed:?}"
+    );
+    assert!(
+        listed.contains(&("Top/Sub".into(), false, false, true)),
+        "{listed:?}"
+    );
+    assert!(
+        listed.contains(&("TopX".into(), false, false, true)),
+        "{listed:?}"
+    );
+    assert!(
+        listed.contains(&("日本語/子".into(), false, false, true)),
+        "{listed:?}"
+    );
     assert!(t.dir.path().join("mail/&ZeVnLIqe-/&W1A-").is_file());
     assert_eq!(
         store.open_mailbox("Top").err().map(|e| e.kind()),
@@ -141,7 +155,10 @@ fn nested_mailboxes_live_in_noselect_directories() {
     );
     store.delete_mailbox("Top/Sub").unwrap();
     let listed = names(&*t.open());
-    assert!(listed.contains(&("Top".into(), true, false, false)), "{listed:?}");
+    assert!(
+        listed.contains(&("Top".into(), true, false, false)),
+        "{listed:?}"
+    );
     // the empty directory can be deleted and then created as a mailbox
     store.delete_mailbox("Top").unwrap();
     store.create_mailbox("Top", None).unwrap();
