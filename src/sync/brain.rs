@@ -26,6 +26,9 @@ pub struct BrainOutcome {
     pub states: Vec<MailboxStateItem>,
 }
 
+/// An opened mailbox with the name this side knows it by.
+type NamedMailbox = (String, Box<dyn Mailbox>);
+
 pub struct Brain {
     pub store: Box<dyn Store>,
     pub master: bool,
@@ -552,10 +555,7 @@ impl Brain {
         Ok(())
     }
 
-    fn open_pair(
-        &mut self,
-        pair: &MailboxPair,
-    ) -> Result<Option<(String, Box<dyn Mailbox>)>, SyncError> {
+    fn open_pair(&mut self, pair: &MailboxPair) -> Result<Option<NamedMailbox>, SyncError> {
         let my_guid = if self.is_primary() {
             pair.primary_guid
         } else {
