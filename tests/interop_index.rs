@@ -636,3 +636,71 @@ fn mailsync_follows_dovecot_rotating_the_log_at_every_change() {
     assert_eq!(fetched.lines().count(), 1 + 6 - 1, "{fetched}");
     assert_dovecot_content(&env);
 }
+
+/// A mailbox with a long history (150,000 messages delivered and expunged again, logged as
+/// a backend logs them: a log of several MiB). mailsync's next change ends the way Dovecot's
+/// maildir sync ends (mail_index_sync_commit): the tail moves, the big log is rotated to
+/// `dovecot.index.log.2` and `dovecot.index` is written. Dovecot then reads the mailbox with
+/// nothing to fix, and both tools agree.
+#[test]
+fn a_long_log_is_rotated_by_mailsync_as_dovecot_would() {
+    use mailsync_index::format::index::rec_flag;
+    use mailsync_index::locked_commit::commit_locked;
+    use mailsync_index::IndexWriter;
+
+    let env = Env::new();
+    mailsync_save(&env, "first");
+    let dir = maildir(&env);
+    let writer = IndexWriter::open(&dir, "dovecot.index");
+    commit_locked(
+        &writer,
+        true,
+        |view, t| -> Result<(), mailsync_index::Error> {
+            let first = view.next_uid();
+            for uid in first..first + 150_000 {
+                t.append(uid, rec_flag::SEEN);
+            }
+            for uid in first..first + 150_000 {
+                t.expunge_guid(uid, [0; 16]);
+            }
+            Ok(())
+        },
+    )
+    .unwrap();
+    env.chown_tree(&dir);
+    assert!(
+        std::fs::metadata(dir.join("dovecot.index.log"))
+            .unwrap()
+            .len()
+            > 1024 * 1024
+    );
+    assert!(!dir.join("dovecot.index.log.2").exists());
+
+    mailsync_save(&env, "second");
+    assert!(
+        dir.join("dovecot.index.log.2").exists(),
+        "mailsync rotated the big log"
+    );
+    assert!(
+        dir.join("dovecot.index").exists(),
+        "and wrote dovecot.index"
+    );
+    assert!(
+        std::fs::metadata(dir.join("dovecot.index.log"))
+            .unwrap()
+            .len()
+            < 4096
+    );
+    let fetch = assert_same_view(&env, "after the rotation");
+    assert!(
+        fetch.contains("\tfirst\n") && fetch.contains("\tsecond\n"),
+        "{fetch}"
+    );
+    assert!(
+        fetch.contains("150002\t"),
+        "second got a UID above the history: {fetch}"
+    );
+    doveadm_save(&env, "third");
+    assert_same_view(&env, "after Dovecot saved into the rotated log");
+    assert_dovecot_content(&env);
+}

@@ -47,4 +47,4 @@ pub mod writer;
 pub use error::{Error, Result};
 pub use paths::IndexPaths;
 pub use view::{Message, Sources, View};
-pub use writer::{CommitInfo, IndexWriter, Transaction};
+pub use writer::{CommitInfo, Housekeeping, IndexWriter, Transaction};

@@ -42,6 +42,35 @@ pub const ROTATE_MIN_SIZE: u64 = 32 * 1024;
 pub const ROTATE_MAX_SIZE: u64 = 1024 * 1024;
 /// mail_index_log_rotate_min_age.
 pub const ROTATE_MIN_AGE_SECS: u32 = 5 * 60;
+/// mail_index_rewrite_max_log_bytes: `P` is rewritten when the log has grown this much past
+/// the position `P` was written at (mail-index-sync.c mail_index_sync_want_index_write).
+pub const INDEX_REWRITE_MAX_LOG_BYTES: u64 = 128 * 1024;
+
+/// What [`IndexWriter::sync_housekeeping`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Housekeeping {
+    /// `log_file_tail_offset` was moved to the end of the log.
+    pub tail_moved: bool,
+    /// The log was rotated (and `P` written).
+    pub rotated: bool,
+    /// `P` was rewritten without a rotation.
+    pub index_written: bool,
+}
+
+/// A record a client wrote for the backend to carry out (mail-index-sync.c
+/// mail_index_sync_have_more / log_get_sync_type): a flag, keyword or expunge change that is
+/// not EXTERNAL. Other non-external records (extension and header updates) need nothing from
+/// the backend.
+fn is_backend_request(type_raw: u32) -> bool {
+    type_raw & rec_type::EXTERNAL == 0
+        && type_raw
+            & (rec_type::FLAG_UPDATE
+                | rec_type::KEYWORD_UPDATE
+                | rec_type::KEYWORD_RESET
+                | rec_type::EXPUNGE
+                | rec_type::EXPUNGE_GUID)
+            != 0
+}
 
 fn now_secs() -> u32 {
     SystemTime::now()
@@ -736,6 +765,85 @@ impl IndexWriter {
             Err(Error::Invalid(_)) => Ok(()), // someone else created it
             r => r,
         }
+    }
+
+    /// What a backend does at the end of its sync (mail_index_sync_commit), for a backend
+    /// that logs its own changes as EXTERNAL transactions: when no client request waits past
+    /// `log_file_tail_offset` (every change in the log has reached the mail files), move the
+    /// tail to the end of the log, then rotate the log when it is due (§2.4 of the index
+    /// spec: over 1 MiB, or over 32 KiB and older than 5 minutes), or rewrite `P` when the log
+    /// has grown more than 128 KiB past it. With a request pending, nothing is done: the
+    /// backend (or Dovecot) must carry it out first.
+    pub fn sync_housekeeping(&self) -> Result<Housekeeping> {
+        let Locked { lock, view } = self.lock_head()?;
+        let mut done = Housekeeping::default();
+        let head = view
+            .logs()
+            .last()
+            .expect("locked view has a head log")
+            .clone();
+        // The tail is an offset in the log the header names; in a newer log everything is
+        // past it.
+        let tail = if view.header().log_file_seq == head.header.file_seq {
+            view.header().log_file_tail_offset as u64
+        } else {
+            0
+        };
+        if head
+            .records
+            .iter()
+            .any(|r| r.offset >= tail && is_backend_request(r.type_raw))
+        {
+            return Ok(done);
+        }
+        let mut end = head.sync_offset;
+        if tail != end {
+            // one EXTERNAL HEADER_UPDATE of 4 bytes; its size doesn't depend on the value
+            let version = head.header.version();
+            let mut probe = self.begin().external(true);
+            probe.header_update(hdr_off::LOG_FILE_TAIL_OFFSET as u16, &[0; 4]);
+            let (probe, _) = probe.encode(&view, head.end_modseq, version)?;
+            let new_end = u32::try_from(end + probe.len() as u64)
+                .map_err(|_| Error::Invalid("log too large".into()))?;
+            let mut t = self.begin().external(true);
+            t.header_update(hdr_off::LOG_FILE_TAIL_OFFSET as u16, &new_end.to_le_bytes());
+            let (bytes, _) = t.encode(&view, head.end_modseq, version)?;
+            lock.file
+                .write_all_at_end(&bytes)
+                .map_err(|e| Error::io("write", &lock.path, e))?;
+            lock.file
+                .sync_data()
+                .map_err(|e| Error::io("fdatasync", &lock.path, e))?;
+            end = new_end as u64;
+            done.tail_moved = true;
+        }
+        let after = self.view_locked(&lock)?;
+        if want_rotate(end, &head.header) {
+            self.rotate_locked(&lock, after)?;
+            done.rotated = true;
+            return Ok(done);
+        }
+        let on_disk = read_optional(&self.paths.index())?
+            .and_then(|data| IndexFile::decode(&data, &self.paths.index()).ok())
+            .map(|f| {
+                let h = f.header();
+                (h.log_file_seq, h.log_file_head_offset as u64)
+            });
+        let grown = match on_disk {
+            Some((seq, offset)) if seq == head.header.file_seq => end.saturating_sub(offset),
+            _ => end,
+        };
+        if grown > INDEX_REWRITE_MAX_LOG_BYTES {
+            let mode = lock
+                .file
+                .metadata()
+                .map(|m| m.permissions().mode() & 0o7777)
+                .unwrap_or(0o600);
+            let (map, _) = after.into_parts();
+            self.write_index_file(&map, mode)?;
+            done.index_written = true;
+        }
+        Ok(done)
     }
 
     /// Rotates the log now (under the lock) and writes `P`, as Dovecot does when it

@@ -304,7 +304,7 @@ pub(crate) fn write_changes(
             }
         }
     }
-    let (_, _info) = mailsync_index::locked_commit::commit_locked(
+    let (_, info) = mailsync_index::locked_commit::commit_locked(
         &writer,
         true,
         |view, t| -> std::result::Result<(), mailsync_index::Error> {
@@ -329,6 +329,12 @@ pub(crate) fn write_changes(
         },
     )
     .map_err(index_error)?;
+    if info.log_offset >= mailsync_index::writer::ROTATE_MIN_SIZE {
+        // The end of Dovecot's maildir sync (mail_index_sync_commit): move the tail, rotate a
+        // big log, rewrite dovecot.index when the log outgrew it — unless a client's request
+        // still waits for the mail files.
+        writer.sync_housekeeping().map_err(index_error)?;
+    }
     IndexView::open(dir, INDEX_PREFIX).map_err(index_error)
 }
 
