@@ -181,3 +181,68 @@ fn cli_usage_errors_and_state_output() {
         mailsync::sync::state::encode(&[])
     );
 }
+
+#[test]
+fn conversion_procedure_loses_no_mail_delivered_between_the_steps() {
+    let (env, src) = fixture_env();
+    let dest = format!("mdbox:{}", env.root.join("mdbox").display());
+    let deliver = |loc: &str, text: &str| {
+        let msg = format!("Subject: {text}\nMessage-ID: <{text}@example>\n\n{text}\n");
+        harness::ok(
+            "save",
+            env.mailsync_stdin(loc, &["save", "-m", "INBOX"], Some(msg.as_bytes())),
+        );
+    };
+    // 1. initial copy, 2. catch-up with mail delivered in between.
+    let out = env.mailsync(&src, &["backup", "-f", &dest]);
+    assert!(matches!(code(&out), 0 | 2));
+    deliver(&src, "between-initial-and-catchup");
+    let out = env.mailsync(&src, &["backup", &dest]);
+    assert!(matches!(code(&out), 0 | 2));
+    // 3. switch: new mail goes to the new store; 4. old sessions still deliver once more.
+    deliver(&dest, "after-switch");
+    deliver(&src, "late-into-old-store");
+    // 5. final one-way merge.
+    let before_src = fetch_all(&env, &src);
+    let out = env.mailsync(&src, &["sync", "-1", &dest]);
+    assert!(
+        matches!(code(&out), 0 | 2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        fetch_all(&env, &src),
+        before_src,
+        "sync -1 never writes the source"
+    );
+    let subjects = harness::ok(
+        "fetch",
+        env.doveadm(
+            &dest,
+            &["-f", "tab", "fetch", "hdr.subject", "mailbox", "INBOX"],
+        ),
+    );
+    let subjects = String::from_utf8_lossy(&subjects);
+    for s in [
+        "between-initial-and-catchup",
+        "after-switch",
+        "late-into-old-store",
+    ] {
+        assert_eq!(subjects.matches(s).count(), 1, "{s} in {subjects}");
+    }
+    let n = |loc: &str| {
+        let out = harness::ok(
+            "status",
+            env.doveadm(
+                loc,
+                &["-f", "tab", "mailbox", "status", "messages", "INBOX"],
+            ),
+        );
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let value = text.split_whitespace().last().unwrap_or("").to_string();
+        value
+            .parse::<u32>()
+            .unwrap_or_else(|_| panic!("status output: {text:?}"))
+    };
+    assert_eq!(n(&dest), n(&src) + 1);
+}
