@@ -241,6 +241,34 @@ fn make_saved_guids_unique(file: &MboxFile, meta: &mut Meta, saved: &[Uid]) {
     }
 }
 
+/// After mailsync changed the mbox, Dovecot's index (if Dovecot has one for this mailbox)
+/// must not take the change for an append: with a grown file and a matching
+/// `sync_size`/`sync_mtime` it would do a partial sync from its cached offsets and log
+/// "Next message unexpectedly corrupted" before falling back to a full sync
+/// (mbox-sync.c mbox_sync_do). Setting the `mbox` extension header's `sync_size` to the new
+/// size and `sync_mtime` to 0 makes Dovecot's next sync a full one ("file size hasn't
+/// changed but timestamp has"). Layout (mbox-storage.h struct mbox_index_header):
+/// u64 sync_size @0, u32 sync_mtime @8, u8 dirty_flag @12. Best effort: without an index
+/// there is nothing to tell.
+fn tell_dovecot_index(index_dir: &Path, new_size: u64) {
+    if !index_dir.join("dovecot.index.log").exists() {
+        return;
+    }
+    let writer = mailsync_index::IndexWriter::open(index_dir, "dovecot.index")
+        .with_lock_timeout(std::time::Duration::from_secs(30));
+    let Ok(view) = writer.view() else { return };
+    if view.extension("mbox").is_none() {
+        return;
+    }
+    let mut t = writer.begin().external(true);
+    t.ext_hdr_update("mbox", 0, &new_size.to_le_bytes());
+    t.ext_hdr_update("mbox", 8, &0u32.to_le_bytes());
+    t.ext_hdr_update("mbox", 12, &[1]);
+    if let Err(e) = t.commit() {
+        eprintln!("mailsync: warning: {}: {e}", index_dir.display());
+    }
+}
+
 /// An open mbox mailbox.
 pub struct MboxMailbox {
     name: String,
@@ -418,6 +446,9 @@ impl MboxMailbox {
         let file = self.open_file(false)?;
         let now_scanned = scan(&file, 1).map_err(|e| scan_error(&self.paths.file, e))?;
         let stamp = Stamp::of(&file, &self.paths.file)?;
+        if stamp.len != scanned.size || now_scanned.messages != scanned.messages {
+            tell_dovecot_index(&self.paths.index_dir, stamp.len);
+        }
         reconcile(&now_scanned, &mut meta);
         make_saved_guids_unique(&now_scanned, &mut meta, &result.saved);
         meta.save(&self.paths.index_dir)?;
