@@ -93,7 +93,12 @@ fn read_both(env: &Env, n: usize, file: &Path) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
         } else {
             text
         };
-        assert_eq!(text.len(), size, "{}: size.physical vs text", file.display());
+        assert_eq!(
+            text.len(),
+            size,
+            "{}: size.physical vs text",
+            file.display()
+        );
     }
     (ours, theirs)
 }
@@ -119,7 +124,11 @@ fn every_shared_mbox_file_reads_as_in_dovecot() {
     let mut total = 0;
     for (n, file) in files.iter().enumerate() {
         let (ours, theirs) = read_both(&env, n, file);
-        assert!(!theirs.is_empty(), "{}: Dovecot sees messages", file.display());
+        assert!(
+            !theirs.is_empty(),
+            "{}: Dovecot sees messages",
+            file.display()
+        );
         assert_eq!(
             ours.len(),
             theirs.len(),
@@ -214,7 +223,10 @@ fn populate_with_mailsync(env: &Env, loc: &str) {
         ],
         None,
     );
-    run(&["mailbox", "subscribe", "INBOX", "Entwürfe", "Archive/2024"], None);
+    run(
+        &["mailbox", "subscribe", "INBOX", "Entwürfe", "Archive/2024"],
+        None,
+    );
     let msgs = messages();
     for m in &msgs {
         run(&["save", "-m", "INBOX"], Some(m));
@@ -223,10 +235,42 @@ fn populate_with_mailsync(env: &Env, loc: &str) {
     run(&["save", "-m", "Entwürfe"], Some(&msgs[2]));
     run(&["save", "-m", "Trash"], Some(&msgs[1]));
     let flags = |args: &[&str]| run(args, None);
-    flags(&["flags", "add", "\\Seen \\Flagged $Forwarded Junk", "mailbox", "INBOX", "uid", "1:2"]);
-    flags(&["flags", "add", "\\Answered $label1", "mailbox", "INBOX", "uid", "3"]);
-    flags(&["flags", "remove", "\\Flagged Junk", "mailbox", "INBOX", "uid", "2"]);
-    flags(&["flags", "replace", "\\Draft NonJunk", "mailbox", "INBOX", "uid", "4"]);
+    flags(&[
+        "flags",
+        "add",
+        "\\Seen \\Flagged $Forwarded Junk",
+        "mailbox",
+        "INBOX",
+        "uid",
+        "1:2",
+    ]);
+    flags(&[
+        "flags",
+        "add",
+        "\\Answered $label1",
+        "mailbox",
+        "INBOX",
+        "uid",
+        "3",
+    ]);
+    flags(&[
+        "flags",
+        "remove",
+        "\\Flagged Junk",
+        "mailbox",
+        "INBOX",
+        "uid",
+        "2",
+    ]);
+    flags(&[
+        "flags",
+        "replace",
+        "\\Draft NonJunk",
+        "mailbox",
+        "INBOX",
+        "uid",
+        "4",
+    ]);
     flags(&["flags", "add", "\\Deleted", "mailbox", "INBOX", "uid", "6"]);
     flags(&["flags", "add", "\\Seen", "mailbox", "Entwürfe", "all"]);
     run(&["expunge", "mailbox", "INBOX", "uid", "5"], None);
@@ -254,7 +298,10 @@ fn views(env: &Env, loc: &str, doveadm: bool) -> Vec<(&'static str, String)> {
     ]));
     vec![
         ("mailbox list", sorted_lines(&get(&["mailbox", "list"]))),
-        ("mailbox list -s", sorted_lines(&get(&["mailbox", "list", "-s"]))),
+        (
+            "mailbox list -s",
+            sorted_lines(&get(&["mailbox", "list", "-s"])),
+        ),
         (
             "mailbox status",
             sorted_table(&get(&[
@@ -296,35 +343,29 @@ fn mailsync_written_mbox_reads_the_same_in_dovecot() {
     // the messages really are there, with the expected flags
     let (_, fetch) = &ours[3];
     assert_eq!(fetch.matches("mailbox: INBOX").count(), 7);
-    assert!(fetch.contains("flags: \\\\Answered \\\\Seen $label1"), "{fetch}");
+    assert!(
+        fetch.contains("flags: \\\\Answered \\\\Seen $label1"),
+        "{fetch}"
+    );
     assert_eq!(env.dovecot_log(), "", "Dovecot logged something");
 }
 
-/// Appends one message under the mbox's locks as an MTA does (dotlock first, then open
-/// with O_APPEND, fcntl, write, unlock).
+/// Appends one message under the mbox's locks as a careful MTA does: dotlock first, then
+/// an fcntl lock on the file opened after it (backing off and retrying when a Dovecot
+/// process holds the fcntl lock while it waits for the dotlock), append, unlock.
 fn deliver_under_dotlock(path: &Path, n: usize) {
-    let lock = mailsupport::dotlock::DotLock::acquire(path, &mailsync_mbox::lock::dotlock_options())
-        .unwrap();
-    let file = std::fs::OpenOptions::new()
-        .append(true)
-        .open(path)
-        .unwrap();
-    let _fcntl = mailsync_mbox::lock::FcntlLock::acquire(
-        &file,
-        path,
-        true,
-        std::time::Duration::from_secs(60),
-    )
-    .unwrap();
+    let lock = mailsync_mbox::lock::WriteLock::acquire(path).unwrap();
+    let mut file = &lock.file;
+    use std::io::Seek;
+    file.seek(std::io::SeekFrom::End(0)).unwrap();
     write!(
-        &file,
+        file,
         "From mta@example.com Mon Jan  1 00:00:{:02} 2024\nMessage-ID: <mta{n}@x>\nSubject: mta {n}\n\nbody {n}\n\n",
         n % 60
     )
     .unwrap();
-    file.sync_all().unwrap();
-    drop(_fcntl);
-    lock.release().unwrap();
+    lock.file.sync_all().unwrap();
+    lock.release(path).unwrap();
 }
 
 #[test]
@@ -369,24 +410,42 @@ fn delivery_while_mailsync_rewrites_loses_nothing() {
             let op = if round % 2 == 0 { "add" } else { "remove" };
             clean(
                 "mailsync flags",
-                env.mailsync(loc, &["flags", op, "\\Seen $Rewrite", "mailbox", "INBOX", "all"]),
+                env.mailsync(
+                    loc,
+                    &["flags", op, "\\Seen $Rewrite", "mailbox", "INBOX", "all"],
+                ),
             );
         }
     });
     env.chown_tree(&env.home);
-    clean("mailsync expunge", env.mailsync(loc, &["expunge", "mailbox", "INBOX", "uid", "1"]));
+    clean(
+        "mailsync expunge",
+        env.mailsync(loc, &["expunge", "mailbox", "INBOX", "uid", "1"]),
+    );
     for (tool, out) in [
         ("mailsync", fetch_mailsync(&env, loc, "text")),
         ("doveadm", fetch_doveadm(&env, loc, "text")),
     ] {
         let text = String::from_utf8_lossy(&out);
         for n in 0..DELIVERIES {
-            assert_eq!(text.matches(&format!("<mta{n}@x>")).count(), 1, "{tool}: mta{n}");
-            assert_eq!(text.matches(&format!("<dove{n}@x>")).count(), 1, "{tool}: dove{n}");
+            assert_eq!(
+                text.matches(&format!("<mta{n}@x>")).count(),
+                1,
+                "{tool}: mta{n}"
+            );
+            assert_eq!(
+                text.matches(&format!("<dove{n}@x>")).count(),
+                1,
+                "{tool}: dove{n}"
+            );
         }
         assert_eq!(text.matches("<seed0@x>").count(), 0, "{tool}: expunged");
         for i in 1..5 {
-            assert_eq!(text.matches(&format!("<seed{i}@x>")).count(), 1, "{tool}: seed{i}");
+            assert_eq!(
+                text.matches(&format!("<seed{i}@x>")).count(),
+                1,
+                "{tool}: seed{i}"
+            );
         }
     }
     assert_eq!(env.dovecot_log(), "", "Dovecot logged something");

@@ -241,16 +241,22 @@ fn make_saved_guids_unique(file: &MboxFile, meta: &mut Meta, saved: &[Uid]) {
     }
 }
 
-/// After mailsync changed the mbox, Dovecot's index (if Dovecot has one for this mailbox)
-/// must not take the change for an append: with a grown file and a matching
-/// `sync_size`/`sync_mtime` it would do a partial sync from its cached offsets and log
-/// "Next message unexpectedly corrupted" before falling back to a full sync
-/// (mbox-sync.c mbox_sync_do). Setting the `mbox` extension header's `sync_size` to the new
-/// size and `sync_mtime` to 0 makes Dovecot's next sync a full one ("file size hasn't
-/// changed but timestamp has"). Layout (mbox-storage.h struct mbox_index_header):
-/// u64 sync_size @0, u32 sync_mtime @8, u8 dirty_flag @12. Best effort: without an index
-/// there is nothing to tell.
-fn tell_dovecot_index(index_dir: &Path, new_size: u64) {
+/// After mailsync changed the mbox, Dovecot's index for it (if Dovecot has one) is brought
+/// in line, as Dovecot's own sync would leave it, so Dovecot never trusts stale cached data:
+/// - expunged messages are expunged, flag and keyword changes applied (EXTERNAL
+///   transaction: these changes already happened in the file);
+/// - every message's `mbox` extension record (the offset of the line ending before its
+///   From_ line, 0 for the first; mbox-storage.c registers rec 8 / align 8) points into
+///   the new file, so a partial sync (after an MTA appended) seeks to real From_ lines;
+/// - the `mbox` extension header (struct mbox_index_header: u64 sync_size @0, u32
+///   sync_mtime @8, u8 dirty_flag @12) gets the new size, mtime 0 and dirty 1: Dovecot's
+///   next look is then a full sync ("file size hasn't changed but timestamp has",
+///   mbox-sync.c mbox_sync_do) unless mail was appended meanwhile, which its partial sync
+///   handles with the offsets above.
+///
+/// Messages new to Dovecot are left to its sync, which appends them. Best effort: a failure
+/// is reported as a warning and only costs Dovecot a resync.
+fn tell_dovecot_index(index_dir: &Path, file: &MboxFile, new_size: u64) {
     if !index_dir.join("dovecot.index.log").exists() {
         return;
     }
@@ -260,7 +266,33 @@ fn tell_dovecot_index(index_dir: &Path, new_size: u64) {
     if view.extension("mbox").is_none() {
         return;
     }
+    let by_uid: HashMap<u32, &MboxMessage> = file.messages.iter().map(|m| (m.uid, m)).collect();
     let mut t = writer.begin().external(true);
+    for msg in view.messages() {
+        let uid = msg.uid();
+        let Some(m) = by_uid.get(&uid) else {
+            t.expunge_guid(uid, [0; 16]);
+            continue;
+        };
+        let have = msg.flags() & mailsync_index::format::index::rec_flag::SYSTEM_MASK;
+        let want = m.flags.0 & mailsync_index::format::index::rec_flag::SYSTEM_MASK;
+        if have != want {
+            t.flags(uid, uid, want & !have, have & !want);
+        }
+        let have_kws: Vec<Vec<u8>> = msg.keywords().iter().map(|k| k.to_vec()).collect();
+        for k in &m.keywords {
+            if !have_kws.iter().any(|h| h == k.as_bytes()) {
+                t.keywords(true, k.as_bytes(), &[uid]);
+            }
+        }
+        for h in &have_kws {
+            if !m.keywords.iter().any(|k| k.as_bytes() == h.as_slice()) {
+                t.keywords(false, h, &[uid]);
+            }
+        }
+        let offset = m.from_start.saturating_sub(1);
+        t.ext_rec_update("mbox", uid, &offset.to_le_bytes());
+    }
     t.ext_hdr_update("mbox", 0, &new_size.to_le_bytes());
     t.ext_hdr_update("mbox", 8, &0u32.to_le_bytes());
     t.ext_hdr_update("mbox", 12, &[1]);
@@ -447,7 +479,7 @@ impl MboxMailbox {
         let now_scanned = scan(&file, 1).map_err(|e| scan_error(&self.paths.file, e))?;
         let stamp = Stamp::of(&file, &self.paths.file)?;
         if stamp.len != scanned.size || now_scanned.messages != scanned.messages {
-            tell_dovecot_index(&self.paths.index_dir, stamp.len);
+            tell_dovecot_index(&self.paths.index_dir, &now_scanned, stamp.len);
         }
         reconcile(&now_scanned, &mut meta);
         make_saved_guids_unique(&now_scanned, &mut meta, &result.saved);
