@@ -199,7 +199,7 @@ fn messages() -> Vec<Vec<u8>> {
         b"From: carol@example.com\r\nSubject: crlf\r\nMessage-ID: <2@example.com>\r\n\r\nline one\r\nline two\r\n".to_vec(),
         b"Subject: hello\n world folded\nMessage-ID: <3@example.com>\nContent-Type: text/plain; charset=iso-8859-1\n\nlatin1 \xe9\xe8 no final newline".to_vec(),
         b"Subject: nul\nMessage-ID: <4@example.com>\n\nbefore\0after\n".to_vec(),
-        b"Subject: from lines\nMessage-ID: <5@example.com>\n\nFrom me Mon Jan  1 00:00:00 2001\n\nFrom you Tue Jan  2 00:00:00 2001\n>From escaped\n".to_vec(),
+        b"Subject: from lines\nMessage-ID: <5@example.com>\n\nintro\nFrom me Mon Jan  1 00:00:00 2001\n\nFrom you Tue Jan  2 00:00:00 2001\n>From escaped\n".to_vec(),
         b"Subject: mixed\nMessage-ID: <6@example.com>\nStatus: RO\nX-UID: 99\r\n\nmixed\r\nendings\n".to_vec(),
         large,
     ]
@@ -276,6 +276,14 @@ fn populate_with_mailsync(env: &Env, loc: &str) {
     run(&["expunge", "mailbox", "INBOX", "uid", "5"], None);
     run(&["expunge", "mailbox", "Trash", "all"], None);
     run(&["save", "-m", "INBOX"], Some(&msgs[4]));
+    // The From_-lines message's body doesn't *begin* with a From_ line: for such a body
+    // Dovecot 2.3.19.1 gets the message size one byte too large on an mbox doveadm itself
+    // wrote (size.physical 123 for 122 bytes; with the message last, "Cached message size
+    // larger than expected (123 > 122)" once another message follows).
+    run(
+        &["save", "-m", "INBOX"],
+        Some(b"Subject: last\nMessage-ID: <last@example.com>\n\nlast\n"),
+    );
     run(&["mailbox", "rename", "Sent Items", "Deleted Items"], None);
 }
 
@@ -324,6 +332,16 @@ fn views(env: &Env, loc: &str, doveadm: bool) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// Compares the views line by line (one fetch record per line), naming the first difference.
+fn assert_same(ours: &[(&str, String)], theirs: &[(&str, String)], when: &str) {
+    for ((what, a), (_, b)) in ours.iter().zip(theirs) {
+        for (x, y) in a.lines().zip(b.lines()) {
+            assert_eq!(x, y, "{what}{when}: mailsync (left) vs Dovecot (right)");
+        }
+        assert_eq!(a.lines().count(), b.lines().count(), "{what}{when}: line count");
+    }
+}
+
 #[test]
 fn mailsync_written_mbox_reads_the_same_in_dovecot() {
     let env = Env::new();
@@ -331,20 +349,16 @@ fn mailsync_written_mbox_reads_the_same_in_dovecot() {
     populate_with_mailsync(&env, loc);
     let ours = views(&env, loc, false);
     let theirs = views(&env, loc, true);
-    for ((what, a), (_, b)) in ours.iter().zip(&theirs) {
-        assert_eq!(a, b, "{what}: mailsync (left) vs Dovecot (right)");
-    }
+    assert_same(&ours, &theirs, "");
     // After Dovecot opened (and possibly rewrote) the files, mailsync still agrees.
     let again = views(&env, loc, false);
     let theirs_again = views(&env, loc, true);
-    for ((what, a), (_, b)) in again.iter().zip(&theirs_again) {
-        assert_eq!(a, b, "{what} after Dovecot's sync");
-    }
+    assert_same(&again, &theirs_again, " after Dovecot's sync");
     // the messages really are there, with the expected flags
     let (_, fetch) = &ours[3];
-    assert_eq!(fetch.matches("mailbox: INBOX").count(), 7);
+    assert_eq!(fetch.matches("mailbox: INBOX").count(), 8);
     assert!(
-        fetch.contains("flags: \\\\Answered \\\\Seen $label1"),
+        fetch.contains("flags: \\\\Answered \\\\Recent $label1"),
         "{fetch}"
     );
     assert_eq!(env.dovecot_log(), "", "Dovecot logged something");

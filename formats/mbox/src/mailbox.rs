@@ -660,7 +660,7 @@ impl MboxMailbox {
                 out.write_all(b"\n")?;
                 first = false;
             }
-            if first && (last_uid > 0 || !keywords.is_empty()) {
+            if first {
                 // nothing left: keep UIDVALIDITY and the next UID in a pseudo message
                 out.write_all(&writer::pseudo_message(&base, now()))?;
             }

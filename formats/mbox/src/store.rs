@@ -195,12 +195,29 @@ impl MboxStore {
         if let Some(parent) = paths.file.parent() {
             Self::mkdir_all(parent)?;
         }
+        let meta = Meta::new(guid.unwrap_or_else(MailboxGuid::generate));
         match fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&paths.file)
         {
-            Ok(_) => {}
+            Ok(mut f) => {
+                // Dovecot creates an empty file and keeps UIDVALIDITY in its index; with
+                // no index to rely on, mailsync keeps it in the file from the start, in the
+                // pseudo message Dovecot itself uses for that (so both report the same)
+                use std::io::Write;
+                let base = crate::writer::BaseHeader {
+                    uid_validity: meta.uid_validity,
+                    last_uid: 0,
+                    keywords: &[],
+                };
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64);
+                f.write_all(&crate::writer::pseudo_message(&base, now))
+                    .and_then(|()| f.sync_all())
+                    .map_err(|e| Error::io("write", &paths.file, e))?;
+            }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 return Err(Error::MailboxExists(v.to_string()))
             }
@@ -209,7 +226,6 @@ impl MboxStore {
         // a stale index of an earlier mailbox with this name must not be reused
         let _ = fs::remove_dir_all(&paths.index_dir);
         Self::mkdir_all(&paths.index_dir)?;
-        let meta = Meta::new(guid.unwrap_or_else(MailboxGuid::generate));
         meta.save(&paths.index_dir)
     }
 }
