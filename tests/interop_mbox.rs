@@ -338,7 +338,11 @@ fn assert_same(ours: &[(&str, String)], theirs: &[(&str, String)], when: &str) {
         for (x, y) in a.lines().zip(b.lines()) {
             assert_eq!(x, y, "{what}{when}: mailsync (left) vs Dovecot (right)");
         }
-        assert_eq!(a.lines().count(), b.lines().count(), "{what}{when}: line count");
+        assert_eq!(
+            a.lines().count(),
+            b.lines().count(),
+            "{what}{when}: line count"
+        );
     }
 }
 
