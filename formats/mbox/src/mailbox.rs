@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use mailstore::{
-    CommitResult, Error, FlagUpdate, Flags, Guid, Keyword, LineEndingReader, MailRecord, Mailbox,
+    Changes, CommitResult, Error, FlagUpdate, Flags, Guid, Keyword, LineEndingReader, MailRecord, Mailbox,
     MailboxGuid, MailboxStatus, ModSeq, NewMail, Result, SaveLineEndings, Transaction, Uid,
 };
 
@@ -56,6 +56,25 @@ pub struct Meta {
     pub uid_validity: u32,
     pub highest_modseq: u64,
     pub mails: BTreeMap<u32, MetaMail>,
+    /// Expunges with the modseq they got and the GUID when known, oldest first.
+    pub expunged: Vec<(u32, u64, Option<Vec<u8>>)>,
+    /// `changes_since` is exact only from this modseq on (older history was dropped).
+    pub history_floor: u64,
+}
+
+/// Expunge records kept for `changes_since`; older ones raise the history floor.
+const MAX_EXPUNGE_HISTORY: usize = 10_000;
+
+impl Meta {
+    fn record_expunge(&mut self, uid: u32, guid: Option<Vec<u8>>) {
+        self.highest_modseq += 1;
+        self.expunged.push((uid, self.highest_modseq, guid));
+        if self.expunged.len() > MAX_EXPUNGE_HISTORY {
+            let drop = self.expunged.len() - MAX_EXPUNGE_HISTORY;
+            self.history_floor = self.expunged[drop - 1].1;
+            self.expunged.drain(..drop);
+        }
+    }
 }
 
 impl Meta {
@@ -65,6 +84,8 @@ impl Meta {
             uid_validity: new_uid_validity(),
             highest_modseq: 1,
             mails: BTreeMap::new(),
+            expunged: Vec::new(),
+            history_floor: 1,
         }
     }
 
@@ -80,6 +101,8 @@ impl Meta {
             uid_validity: 0,
             highest_modseq: 1,
             mails: BTreeMap::new(),
+            expunged: Vec::new(),
+            history_floor: 1,
         };
         for line in lines {
             let f: Vec<&str> = line.split(' ').collect();
@@ -87,6 +110,12 @@ impl Meta {
                 ["guid", g] => meta.mailbox_guid = MailboxGuid::parse_hex(g.as_bytes())?,
                 ["uidvalidity", v] => meta.uid_validity = v.parse().ok()?,
                 ["modseq", v] => meta.highest_modseq = v.parse().ok()?,
+                ["floor", v] => meta.history_floor = v.parse().ok()?,
+                ["x", uid, modseq, guid] => meta.expunged.push((
+                    uid.parse().ok()?,
+                    modseq.parse().ok()?,
+                    if *guid == "-" { None } else { Some(unhex(guid)?) },
+                )),
                 ["m", uid, modseq, saved, guid, state] => {
                     let guid = if *guid == "-" {
                         None
@@ -115,6 +144,11 @@ impl Meta {
             "{META_MAGIC}\nguid {}\nuidvalidity {}\nmodseq {}\n",
             self.mailbox_guid, self.uid_validity, self.highest_modseq
         );
+        out.push_str(&format!("floor {}\n", self.history_floor));
+        for (uid, modseq, guid) in &self.expunged {
+            let guid = guid.as_ref().map_or("-".to_string(), |g| hex(g));
+            out.push_str(&format!("x {uid} {modseq} {guid}\n"));
+        }
         for (uid, m) in &self.mails {
             let guid = m.guid.as_ref().map_or("-".to_string(), |g| hex(g));
             out.push_str(&format!(
@@ -170,6 +204,8 @@ fn reconcile(file: &MboxFile, meta: &mut Meta) -> bool {
     if file_uv != 0 && meta.uid_validity != file_uv {
         meta.uid_validity = file_uv;
         meta.mails.clear();
+        meta.expunged.clear();
+        meta.history_floor = meta.highest_modseq;
         changed = true;
     }
     if meta.uid_validity == 0 {
@@ -177,9 +213,18 @@ fn reconcile(file: &MboxFile, meta: &mut Meta) -> bool {
         changed = true;
     }
     let present: HashSet<u32> = file.messages.iter().map(|m| m.uid).collect();
-    let before = meta.mails.len();
-    meta.mails.retain(|uid, _| present.contains(uid));
-    changed |= meta.mails.len() != before;
+    // expunged by someone else (Dovecot, another tool)
+    let gone: Vec<(u32, Option<Vec<u8>>)> = meta
+        .mails
+        .iter()
+        .filter(|(uid, _)| !present.contains(uid))
+        .map(|(uid, e)| (*uid, e.guid.clone()))
+        .collect();
+    for (uid, guid) in gone {
+        meta.mails.remove(&uid);
+        meta.record_expunge(uid, guid);
+        changed = true;
+    }
     for m in &file.messages {
         let state = state_of(m.flags, &m.keywords);
         match meta.mails.get_mut(&m.uid) {
@@ -702,11 +747,13 @@ impl MboxMailbox {
                 e.state = state_of(*flags, kws);
             }
         }
-        for uid in &expunged {
-            meta.mails.remove(uid);
-        }
-        if !expunged.is_empty() {
-            meta.highest_modseq += 1;
+        for m in scanned.messages.iter().filter(|m| expunged.contains(&m.uid)) {
+            let guid = meta
+                .mails
+                .remove(&m.uid)
+                .and_then(|e| e.guid)
+                .unwrap_or_else(|| m.guid_hex().into_bytes());
+            meta.record_expunge(m.uid, Some(guid));
         }
         Ok(CommitResult {
             saved,
@@ -880,6 +927,38 @@ impl Mailbox for MboxMailbox {
             .map_err(|e| Error::io("read", &self.paths.file, e))?;
         self.vsizes.insert(uid.0, v);
         Ok(v)
+    }
+
+    /// Exact from the sidecar's history: messages whose modseq is above `since`, and the
+    /// expunges recorded above it; `Unknown` when `since` predates the kept history.
+    fn changes_since(&mut self, since: ModSeq) -> Result<Changes> {
+        if since.0 < self.meta.history_floor || since.0 > self.meta.highest_modseq {
+            return Ok(Changes::Unknown);
+        }
+        let changed = self
+            .view
+            .messages
+            .iter()
+            .filter(|m| {
+                self.meta
+                    .mails
+                    .get(&m.uid)
+                    .is_some_and(|e| e.modseq > since.0)
+            })
+            .map(|m| Uid(m.uid))
+            .collect();
+        let expunged = self
+            .meta
+            .expunged
+            .iter()
+            .filter(|(_, modseq, _)| *modseq > since.0)
+            .map(|(uid, _, guid)| (Uid(*uid), guid.clone().map(Guid::from_bytes)))
+            .collect();
+        Ok(Changes::Known {
+            changed,
+            expunged,
+            highest_modseq: ModSeq(self.meta.highest_modseq),
+        })
     }
 
     fn begin(&mut self) -> Result<Box<dyn Transaction + '_>> {
