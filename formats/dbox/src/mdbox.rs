@@ -36,7 +36,7 @@ use mailstore::{
     MailboxGuid, MailboxStatus, ModSeq, NewMail, Result, SaveLineEndings, Transaction, Uid,
 };
 use mailsync_index::format::ext::{self, MapHeader, MapRecord, MdboxRecord};
-use mailsync_index::locked_commit::{commit_locked, commit_locked_synced};
+use mailsync_index::locked_commit::{commit_locked, commit_locked_synced, commit_locked_timeout};
 use mailsync_index::{IndexWriter, View};
 
 use crate::file::{self, BodyReader, FileHeader};
@@ -360,8 +360,9 @@ fn appendable_file(storage: &Path, highest: u32, rotate_size: u64) -> Result<(u3
     if highest > 0 {
         let path = storage.join(map_file_name(highest));
         match OpenOptions::new().read(true).append(true).open(&path) {
-            Ok(f) => {
-                lock_file(&f, &path)?;
+            // someone else appending to it (Dovecot flocks m.N before it takes the map
+            // lock): use a new file rather than wait, which could deadlock
+            Ok(f) if try_lock_file(&f, &path)? => {
                 let ok_header = file::read_file_header(&f).is_ok();
                 let len = f
                     .metadata()
@@ -371,6 +372,7 @@ fn appendable_file(storage: &Path, highest: u32, rotate_size: u64) -> Result<(u3
                     return Ok((highest, f, false));
                 }
             }
+            Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io("open", &path, e)),
         }
@@ -386,7 +388,11 @@ fn appendable_file(storage: &Path, highest: u32, rotate_size: u64) -> Result<(u3
             .open(&path)
         {
             Ok(mut f) => {
-                lock_file(&f, &path)?;
+                // a brand-new file: nobody else can hold its lock for long
+                if !try_lock_file(&f, &path)? {
+                    id += 1;
+                    continue;
+                }
                 f.write_all(&FileHeader::encode(now().max(0) as u64))
                     .map_err(|e| Error::io("write", &path, e))?;
                 return Ok((id, f, true));
@@ -398,10 +404,14 @@ fn appendable_file(storage: &Path, highest: u32, rotate_size: u64) -> Result<(u3
     }
 }
 
-/// flock(LOCK_EX) as Dovecot's dbox_file_try_lock (DBOX_FILE_LOCK_METHOD_FLOCK).
-fn lock_file(f: &File, path: &Path) -> Result<()> {
-    rustix::fs::flock(f, rustix::fs::FlockOperation::LockExclusive)
-        .map_err(|e| Error::io("flock", path, e.into()))
+/// flock(LOCK_EX|LOCK_NB) as Dovecot's dbox_file_try_lock (DBOX_FILE_LOCK_METHOD_FLOCK).
+/// False when another process holds it.
+fn try_lock_file(f: &File, path: &Path) -> Result<bool> {
+    match rustix::fs::flock(f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(true),
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Ok(false),
+        Err(e) => Err(Error::io("flock", path, e.into())),
+    }
 }
 
 impl Transaction for MdboxTransaction<'_> {
@@ -474,121 +484,27 @@ impl Transaction for MdboxTransaction<'_> {
         let updates = std::mem::take(&mut self.updates);
         let expunges = std::mem::take(&mut self.expunges);
         let layout = self.mb.layout.clone();
-        let storage = layout.storage_dir();
         let map_w = map_writer(&layout);
-        let mb_writer = &self.mb.writer;
-        let save_date = |m: &NewMail| m.saved_date.unwrap_or_else(now).clamp(0, u32::MAX as i64);
-        let result = commit_locked_synced(
-            &map_w,
-            false,
-            |map_view, mt| -> std::result::Result<(Vec<Uid>, u32, Vec<u32>), CommitError> {
-                // 2. append the messages to an m.N file and map them
-                let mut map_uids = Vec::new();
-                if !saves.is_empty() {
-                    let hdr = map_view
-                        .extension(ext::MAP)
-                        .map(|e| MapHeader::decode(&e.data))
-                        .unwrap_or_default();
-                    let (file_id, f, _new) =
-                        appendable_file(&storage, hdr.highest_file_id, DEFAULT_ROTATE_SIZE)?;
-                    let path = storage.join(map_file_name(file_id));
-                    let mut offset = f
-                        .metadata()
-                        .map_err(|e| Error::io("fstat", &path, e))?
-                        .len();
-                    let mut buf = vec![0u8; 64 * 1024];
-                    mt.ext_intro(ext::MAP, 8, 12, 4);
-                    mt.ext_intro(ext::REF, 0, 2, 2);
-                    for (map_uid, s) in (map_view.next_uid()..).zip(&saves) {
-                        let mut src =
-                            File::open(&s.temp).map_err(|e| Error::io("open", &s.temp, e))?;
-                        let mut written = 0u64;
-                        loop {
-                            let n = src
-                                .read(&mut buf)
-                                .map_err(|e| Error::io("read", &s.temp, e))?;
-                            if n == 0 {
-                                break;
-                            }
-                            f.write_all_at(&buf[..n], offset + written)
-                                .map_err(|e| Error::io("write", &path, e))?;
-                            written += n as u64;
-                        }
-                        let size = u32::try_from(written).map_err(|_| {
-                            Error::NotPossible("message too large for mdbox".into())
-                        })?;
-                        let off = u32::try_from(offset).map_err(|_| {
-                            Error::NotPossible(format!("{} is full", path.display()))
-                        })?;
-                        debug_assert_eq!(written, s.size);
-                        mt.append(map_uid, 0);
-                        let mut rec = Vec::with_capacity(12);
-                        rec.extend_from_slice(&file_id.to_le_bytes());
-                        rec.extend_from_slice(&off.to_le_bytes());
-                        rec.extend_from_slice(&size.to_le_bytes());
-                        mt.ext_rec_update(ext::MAP, map_uid, &rec);
-                        mt.ext_rec_update(ext::REF, map_uid, &1u16.to_le_bytes());
-                        map_uids.push(map_uid);
-                        offset += written;
-                    }
-                    f.sync_all().map_err(|e| Error::io("fsync", &path, e))?;
-                    if file_id > hdr.highest_file_id {
-                        mt.ext_hdr_update(ext::MAP, 0, &file_id.to_le_bytes());
-                    }
-                }
-                // 3. the mailbox transaction, under its own lock
-                let ((saved, uid_validity, released), _) = commit_locked(
-                    mb_writer,
-                    true,
-                    |view, t| -> std::result::Result<(Vec<Uid>, u32, Vec<u32>), CommitError> {
-                        let wishes: Vec<Option<Uid>> = saves.iter().map(|s| s.mail.uid).collect();
-                        let uids = assign_uids(view.next_uid(), &wishes);
-                        if !saves.is_empty() {
-                            t.ext_intro(ext::MDBOX, 0, 8, 4);
-                            t.ext_intro(ext::GUID, 0, 16, 1);
-                        }
-                        for ((s, &uid), &map_uid) in saves.iter().zip(&uids).zip(&map_uids) {
-                            t.append(uid, s.mail.flags.0 & 0x1f);
-                            let mut rec = Vec::with_capacity(8);
-                            rec.extend_from_slice(&map_uid.to_le_bytes());
-                            rec.extend_from_slice(&(save_date(&s.mail) as u32).to_le_bytes());
-                            t.ext_rec_update(ext::MDBOX, uid, &rec);
-                            t.ext_rec_update(ext::GUID, uid, &s.guid128);
-                            for k in &s.mail.keywords {
-                                t.keywords(true, k.as_bytes(), &[uid]);
-                            }
-                        }
-                        for (uid, update) in &updates {
-                            if expunges.contains(uid) {
-                                continue;
-                            }
-                            if let Some(m) = view.message(*uid) {
-                                add_flag_update(t, &m, update);
-                            }
-                        }
-                        let mut released = Vec::new();
-                        for &uid in &expunges {
-                            let Some(m) = view.message(uid) else { continue };
-                            let guid = m.guid128().unwrap_or([0; 16]);
-                            if let Some(r) = m.ext(ext::MDBOX).map(MdboxRecord::decode) {
-                                released.push(r.map_uid);
-                            }
-                            t.expunge_guid(uid, guid);
-                        }
-                        Ok((
-                            uids.into_iter().map(Uid).collect(),
-                            view.uid_validity(),
-                            released,
-                        ))
-                    },
-                )?;
-                Ok((saved, uid_validity, released))
-            },
-        );
+        let result = if saves.is_empty() {
+            // flags and expunges touch only the mailbox index (refcounts follow below)
+            commit_locked(&self.mb.writer, true, |view, t| {
+                mailbox_changes(view, t, &saves, &[], &updates, &expunges)
+            })
+            .map(|(r, _)| r)
+        } else {
+            commit_with_saves(
+                &map_w,
+                &self.mb.writer,
+                &layout,
+                &saves,
+                &updates,
+                &expunges,
+            )
+        };
         for s in &saves {
             let _ = fs::remove_file(&s.temp);
         }
-        let ((saved, uid_validity, released), _) = result.map_err(|CommitError(e)| e)?;
+        let (saved, uid_validity, released) = result.map_err(|CommitError(e)| e)?;
         if !released.is_empty() {
             // the messages left this mailbox: their map refcounts drop (data stays until
             // purge; a crash before this leaves refcounts too high, a leak, not a loss)
@@ -614,4 +530,167 @@ impl Drop for MdboxTransaction<'_> {
     fn drop(&mut self) {
         self.remove_temps();
     }
+}
+
+/// UIDs granted, UIDVALIDITY, map UIDs whose refcount must drop.
+type Committed = (Vec<Uid>, u32, Vec<u32>);
+
+/// How long to wait for the mailbox index lock while holding the map lock before backing
+/// off (Dovecot takes the two in both orders: map then mailbox when saving, mailbox then
+/// map when syncing expunges, mdbox-save.c / mdbox-sync.c).
+const INNER_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+/// Attempts before giving up: about as long as Dovecot's 180 s lock timeout.
+const LOCK_ATTEMPTS: u32 = 60;
+
+/// Saves under the map lock then the mailbox lock (mdbox-save.c order): appends the
+/// messages to an m.N file, puts their map records (refcount 1) into the map
+/// transaction and their UIDs into the mailbox transaction. The mailbox index is written
+/// first, then the map (as mdbox_transaction_save_commit_pre/post). When the mailbox lock
+/// can't be had quickly, both locks are released with nothing written and it is retried.
+fn commit_with_saves(
+    map_w: &IndexWriter,
+    mb_writer: &IndexWriter,
+    layout: &Layout,
+    saves: &[PendingSave],
+    updates: &[(u32, FlagUpdate)],
+    expunges: &[u32],
+) -> std::result::Result<Committed, CommitError> {
+    let storage = layout.storage_dir();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let r = commit_locked_synced(map_w, false, |map_view, mt| {
+            let (committed, _) = commit_locked_timeout(
+                mb_writer,
+                INNER_LOCK_TIMEOUT,
+                true,
+                |view, t| -> std::result::Result<Committed, CommitError> {
+                    let map_uids = append_to_storage(&storage, map_view, mt, saves)?;
+                    mailbox_changes(view, t, saves, &map_uids, updates, expunges)
+                },
+            )?;
+            Ok(committed)
+        });
+        match r {
+            Ok((c, _)) => return Ok(c),
+            Err(CommitError(Error::LockTimeout { .. })) if attempt < LOCK_ATTEMPTS => {
+                std::thread::sleep(std::time::Duration::from_millis(50 * attempt as u64));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Appends the saved messages to the appendable m.N (flocked), fsyncs it and maps them
+/// in `mt`. Returns their map UIDs.
+fn append_to_storage(
+    storage: &Path,
+    map_view: &View,
+    mt: &mut mailsync_index::Transaction<'_>,
+    saves: &[PendingSave],
+) -> Result<Vec<u32>> {
+    let hdr = map_view
+        .extension(ext::MAP)
+        .map(|e| MapHeader::decode(&e.data))
+        .unwrap_or_default();
+    let (file_id, f, _new) = appendable_file(storage, hdr.highest_file_id, DEFAULT_ROTATE_SIZE)?;
+    let path = storage.join(map_file_name(file_id));
+    let mut offset = f
+        .metadata()
+        .map_err(|e| Error::io("fstat", &path, e))?
+        .len();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut map_uids = Vec::new();
+    mt.ext_intro(ext::MAP, 8, 12, 4);
+    mt.ext_intro(ext::REF, 0, 2, 2);
+    for (map_uid, s) in (map_view.next_uid()..).zip(saves) {
+        let mut src = File::open(&s.temp).map_err(|e| Error::io("open", &s.temp, e))?;
+        let mut written = 0u64;
+        loop {
+            let n = src
+                .read(&mut buf)
+                .map_err(|e| Error::io("read", &s.temp, e))?;
+            if n == 0 {
+                break;
+            }
+            f.write_all_at(&buf[..n], offset + written)
+                .map_err(|e| Error::io("write", &path, e))?;
+            written += n as u64;
+        }
+        debug_assert_eq!(written, s.size);
+        let size = u32::try_from(written)
+            .map_err(|_| Error::NotPossible("message too large for mdbox".into()))?;
+        let off = u32::try_from(offset)
+            .map_err(|_| Error::NotPossible(format!("{} is full", path.display())))?;
+        mt.append(map_uid, 0);
+        let mut rec = Vec::with_capacity(12);
+        rec.extend_from_slice(&file_id.to_le_bytes());
+        rec.extend_from_slice(&off.to_le_bytes());
+        rec.extend_from_slice(&size.to_le_bytes());
+        mt.ext_rec_update(ext::MAP, map_uid, &rec);
+        mt.ext_rec_update(ext::REF, map_uid, &1u16.to_le_bytes());
+        map_uids.push(map_uid);
+        offset += written;
+    }
+    f.sync_all().map_err(|e| Error::io("fsync", &path, e))?;
+    if file_id > hdr.highest_file_id {
+        mt.ext_hdr_update(ext::MAP, 0, &file_id.to_le_bytes());
+    }
+    Ok(map_uids)
+}
+
+/// The mailbox side of a commit: appends (with `mdbox` and `guid` records), flag
+/// changes, expunges (whose map UIDs are returned for the refcount drop).
+fn mailbox_changes(
+    view: &View,
+    t: &mut mailsync_index::Transaction<'_>,
+    saves: &[PendingSave],
+    map_uids: &[u32],
+    updates: &[(u32, FlagUpdate)],
+    expunges: &[u32],
+) -> std::result::Result<Committed, CommitError> {
+    let wishes: Vec<Option<Uid>> = saves.iter().map(|s| s.mail.uid).collect();
+    let uids = assign_uids(view.next_uid(), &wishes);
+    if !saves.is_empty() {
+        t.ext_intro(ext::MDBOX, 0, 8, 4);
+        t.ext_intro(ext::GUID, 0, 16, 1);
+    }
+    for ((s, &uid), &map_uid) in saves.iter().zip(&uids).zip(map_uids) {
+        t.append(uid, s.mail.flags.0 & 0x1f);
+        let save_date = s
+            .mail
+            .saved_date
+            .unwrap_or_else(now)
+            .clamp(0, u32::MAX as i64);
+        let mut rec = Vec::with_capacity(8);
+        rec.extend_from_slice(&map_uid.to_le_bytes());
+        rec.extend_from_slice(&(save_date as u32).to_le_bytes());
+        t.ext_rec_update(ext::MDBOX, uid, &rec);
+        t.ext_rec_update(ext::GUID, uid, &s.guid128);
+        for k in &s.mail.keywords {
+            t.keywords(true, k.as_bytes(), &[uid]);
+        }
+    }
+    for (uid, update) in updates {
+        if expunges.contains(uid) {
+            continue;
+        }
+        if let Some(m) = view.message(*uid) {
+            add_flag_update(t, &m, update);
+        }
+    }
+    let mut released = Vec::new();
+    for &uid in expunges {
+        let Some(m) = view.message(uid) else { continue };
+        let guid = m.guid128().unwrap_or([0; 16]);
+        if let Some(r) = m.ext(ext::MDBOX).map(MdboxRecord::decode) {
+            released.push(r.map_uid);
+        }
+        t.expunge_guid(uid, guid);
+    }
+    Ok((
+        uids.into_iter().map(Uid).collect(),
+        view.uid_validity(),
+        released,
+    ))
 }

@@ -30,7 +30,23 @@ pub fn commit_locked<'w, T, E>(
 where
     E: From<Error>,
 {
-    commit_locked_inner(writer, external, false, build)
+    commit_locked_inner(writer, external, false, LOG_LOCK_TIMEOUT, build)
+}
+
+/// Like [`commit_locked`], waiting at most `timeout` for the lock
+/// ([`Error::LockTimeout`] then, with nothing done). For a caller that already holds
+/// another index's lock and must not wait long for this one: a process taking the two in
+/// the other order would otherwise deadlock with it until both time out.
+pub fn commit_locked_timeout<'w, T, E>(
+    writer: &'w IndexWriter,
+    timeout: std::time::Duration,
+    external: bool,
+    build: impl FnOnce(&View, &mut Transaction<'w>) -> std::result::Result<T, E>,
+) -> std::result::Result<(T, CommitInfo), E>
+where
+    E: From<Error>,
+{
+    commit_locked_inner(writer, external, false, timeout, build)
 }
 
 /// Like [`commit_locked`], then (in the same lock) an EXTERNAL header update moving
@@ -47,13 +63,14 @@ pub fn commit_locked_synced<'w, T, E>(
 where
     E: From<Error>,
 {
-    commit_locked_inner(writer, external, true, build)
+    commit_locked_inner(writer, external, true, LOG_LOCK_TIMEOUT, build)
 }
 
 fn commit_locked_inner<'w, T, E>(
     writer: &'w IndexWriter,
     external: bool,
     sync_tail: bool,
+    timeout: std::time::Duration,
     build: impl FnOnce(&View, &mut Transaction<'w>) -> std::result::Result<T, E>,
 ) -> std::result::Result<(T, CommitInfo), E>
 where
@@ -61,10 +78,9 @@ where
 {
     let log_path = writer.paths().log();
     let lock = loop {
-        let lock =
-            LogLock::acquire(&log_path, LOG_LOCK_TIMEOUT)?.ok_or_else(|| Error::NotFound {
-                path: log_path.clone(),
-            })?;
+        let lock = LogLock::acquire(&log_path, timeout)?.ok_or_else(|| Error::NotFound {
+            path: log_path.clone(),
+        })?;
         // rotated while we waited: lock the new head log
         let same = std::fs::metadata(&log_path)
             .ok()
