@@ -657,6 +657,22 @@ impl Brain {
             changes_during_sync: self.out.changes_during_sync,
         };
         let peer = self.exchange_one(Item::MailboxState(my_state.clone()))?;
+        if let Item::MailboxState(ps) = &peer {
+            // Make the two replicas' modseqs comparable (dsync-mailbox-import.c raises
+            // HIGHESTMODSEQ to the remote's at the end): every later change on either side
+            // then has a higher modseq than any unchanged copy, so "higher modseq wins"
+            // picks the side that really changed.
+            if ps.last_common_modseq > st.highest_modseq
+                && self.writable(self.opts.kind, self.is_primary())
+            {
+                if let Err(e) = mailbox.update_mailbox(&MailboxUpdate {
+                    min_highest_modseq: Some(ps.last_common_modseq),
+                    ..Default::default()
+                }) {
+                    self.log(format!("{name}: can't raise HIGHESTMODSEQ: {e}"));
+                }
+            }
+        }
         if let Item::MailboxState(ps) = peer {
             if self.master {
                 let mut s = my_state;
