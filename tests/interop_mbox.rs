@@ -205,12 +205,16 @@ fn messages() -> Vec<Vec<u8>> {
     ]
 }
 
-fn populate_with_mailsync(env: &Env, loc: &str) {
+/// The operations of point 2 (folders, saves, flags, keywords, expunges, a rename), done
+/// by mailsync or by doveadm.
+fn populate(env: &Env, loc: &str, doveadm: bool) {
     let run = |args: &[&str], stdin: Option<&[u8]>| {
-        clean(
-            &format!("mailsync {args:?}"),
-            env.mailsync_stdin(loc, args, stdin),
-        );
+        let out = if doveadm {
+            env.doveadm_stdin(loc, args, stdin)
+        } else {
+            env.mailsync_stdin(loc, args, stdin)
+        };
+        clean(&format!("{args:?} doveadm={doveadm}"), out);
     };
     run(
         &[
@@ -350,7 +354,7 @@ fn assert_same(ours: &[(&str, String)], theirs: &[(&str, String)], when: &str) {
 fn mailsync_written_mbox_reads_the_same_in_dovecot() {
     let env = Env::new();
     let loc = "mbox:~/mail:INBOX=~/mail/INBOX";
-    populate_with_mailsync(&env, loc);
+    populate(&env, loc, false);
     let ours = views(&env, loc, false);
     let theirs = views(&env, loc, true);
     assert_same(&ours, &theirs, "");
@@ -365,6 +369,26 @@ fn mailsync_written_mbox_reads_the_same_in_dovecot() {
         fetch.contains("flags: \\\\Answered \\\\Recent $label1"),
         "{fetch}"
     );
+    assert_eq!(env.dovecot_log(), "", "Dovecot logged something");
+}
+
+#[test]
+fn dovecot_written_mbox_reads_the_same_in_mailsync() {
+    let env = Env::new();
+    let loc = "mbox:~/mail:INBOX=~/mail/INBOX";
+    populate(&env, loc, true);
+    let theirs = views(&env, loc, true);
+    let ours = views(&env, loc, false);
+    assert_same(&ours, &theirs, "");
+    // mailsync's sync (which may add metadata) leaves Dovecot's view unchanged
+    let theirs_again = views(&env, loc, true);
+    assert_same(
+        &theirs,
+        &theirs_again,
+        " (Dovecot before and after mailsync)",
+    );
+    let (_, fetch) = &ours[3];
+    assert_eq!(fetch.matches("mailbox: INBOX").count(), 8);
     assert_eq!(env.dovecot_log(), "", "Dovecot logged something");
 }
 

@@ -14,8 +14,9 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use mailstore::{
-    Changes, CommitResult, Error, FlagUpdate, Flags, Guid, Keyword, LineEndingReader, MailRecord, Mailbox,
-    MailboxGuid, MailboxStatus, ModSeq, NewMail, Result, SaveLineEndings, Transaction, Uid,
+    Changes, CommitResult, Error, FlagUpdate, Flags, Guid, Keyword, LineEndingReader, MailRecord,
+    Mailbox, MailboxGuid, MailboxStatus, ModSeq, NewMail, Result, SaveLineEndings, Transaction,
+    Uid,
 };
 
 use crate::header::{self, HeaderLine};
@@ -114,7 +115,11 @@ impl Meta {
                 ["x", uid, modseq, guid] => meta.expunged.push((
                     uid.parse().ok()?,
                     modseq.parse().ok()?,
-                    if *guid == "-" { None } else { Some(unhex(guid)?) },
+                    if *guid == "-" {
+                        None
+                    } else {
+                        Some(unhex(guid)?)
+                    },
                 )),
                 ["m", uid, modseq, saved, guid, state] => {
                     let guid = if *guid == "-" {
@@ -197,10 +202,25 @@ fn scan_error(path: &Path, e: ScanError) -> Error {
     }
 }
 
+/// UIDVALIDITY and next UID from Dovecot's index of the mailbox, when Dovecot has one: an
+/// mbox Dovecot created is an empty file whose UIDVALIDITY lives only there, and Dovecot
+/// starts its sync from its index's next UID (mbox-sync.c), so mailsync does too.
+fn dovecot_index_state(index_dir: &Path) -> Option<(u32, u32)> {
+    if !index_dir.join("dovecot.index.log").exists() && !index_dir.join("dovecot.index").exists() {
+        return None;
+    }
+    let view = mailsync_index::View::open(index_dir, "dovecot.index").ok()?;
+    (view.uid_validity() != 0).then(|| (view.uid_validity(), view.next_uid().max(1)))
+}
+
 /// Brings the sidecar in line with the file; returns whether it changed.
-fn reconcile(file: &MboxFile, meta: &mut Meta) -> bool {
+fn reconcile(file: &MboxFile, meta: &mut Meta, dovecot: Option<(u32, u32)>) -> bool {
     let mut changed = false;
-    let file_uv = file.uid_validity();
+    let mut file_uv = file.uid_validity();
+    if file_uv == 0 {
+        // no X-IMAPbase yet: Dovecot's index, if any, holds the UIDVALIDITY
+        file_uv = dovecot.map_or(0, |d| d.0);
+    }
     if file_uv != 0 && meta.uid_validity != file_uv {
         meta.uid_validity = file_uv;
         meta.mails.clear();
@@ -433,10 +453,12 @@ impl MboxMailbox {
         if writer::Journal::of(&self.paths.file).is_pending() {
             return self.locked_apply(Pending::default()).map(|_| ());
         }
+        let dovecot = dovecot_index_state(&self.paths.index_dir);
         let file = self.open_file(false)?;
         let scanned = {
             let _lock = FcntlLock::acquire(&file, &self.paths.file, false, lock::LOCK_TIMEOUT)?;
-            let scanned = scan(&file, 1).map_err(|e| scan_error(&self.paths.file, e))?;
+            let scanned = scan(&file, dovecot.map_or(1, |d| d.1))
+                .map_err(|e| scan_error(&self.paths.file, e))?;
             (scanned, Stamp::of(&file, &self.paths.file)?)
         };
         let (scanned, stamp) = scanned;
@@ -445,7 +467,7 @@ impl MboxMailbox {
         let mut m = meta
             .take()
             .unwrap_or_else(|| Meta::new(MailboxGuid::generate()));
-        let meta_changed = reconcile(&scanned, &mut m);
+        let meta_changed = reconcile(&scanned, &mut m, dovecot);
         let file_needs_metadata = scanned.needs_rewrite && !scanned.messages.is_empty();
         if file_needs_metadata || meta_changed || meta_missing {
             match self.locked_apply(Pending::default()) {
@@ -515,18 +537,21 @@ impl MboxMailbox {
     /// sidecar up to date) under the write locks: dotlock, then fcntl (mbox_write_locks).
     fn locked_apply(&mut self, pending: Pending) -> Result<CommitResult> {
         let write_lock = lock::WriteLock::acquire(&self.paths.file)?;
-        let scanned = scan(&write_lock.file, 1).map_err(|e| scan_error(&self.paths.file, e))?;
+        let dovecot = dovecot_index_state(&self.paths.index_dir);
+        let min_next_uid = dovecot.map_or(1, |d| d.1);
+        let scanned =
+            scan(&write_lock.file, min_next_uid).map_err(|e| scan_error(&self.paths.file, e))?;
         let mut meta = self.load_meta();
-        reconcile(&scanned, &mut meta);
+        reconcile(&scanned, &mut meta, dovecot);
         let result = self.rewrite(&write_lock.file, &scanned, &mut meta, pending)?;
         // read back what is now on disk (still under both locks)
         let file = self.open_file(false)?;
-        let now_scanned = scan(&file, 1).map_err(|e| scan_error(&self.paths.file, e))?;
+        let now_scanned = scan(&file, min_next_uid).map_err(|e| scan_error(&self.paths.file, e))?;
         let stamp = Stamp::of(&file, &self.paths.file)?;
         if stamp.len != scanned.size || now_scanned.messages != scanned.messages {
             tell_dovecot_index(&self.paths.index_dir, &now_scanned, stamp.len);
         }
-        reconcile(&now_scanned, &mut meta);
+        reconcile(&now_scanned, &mut meta, dovecot);
         make_saved_guids_unique(&now_scanned, &mut meta, &result.saved);
         meta.save(&self.paths.index_dir)?;
         write_lock.release(&self.paths.file)?;
@@ -747,7 +772,11 @@ impl MboxMailbox {
                 e.state = state_of(*flags, kws);
             }
         }
-        for m in scanned.messages.iter().filter(|m| expunged.contains(&m.uid)) {
+        for m in scanned
+            .messages
+            .iter()
+            .filter(|m| expunged.contains(&m.uid))
+        {
             let guid = meta
                 .mails
                 .remove(&m.uid)
