@@ -7,20 +7,26 @@
 //! - mailbox index: ext `mdbox-hdr` {map_uid_validity, mailbox GUID, flags}, rec `mdbox`
 //!   {map_uid, save_date}, rec `guid` (128-bit GUID).
 //!
-//! Save protocol (commit):
+//! Save protocol (commit), in Dovecot's lock and write order (mdbox-save.c):
 //! 1. each saved message was already written to a temp file `storage/.temp.*` (message
 //!    header, LF body, metadata with `B` = mailbox name), fsynced;
-//! 2. under the map log lock: the last `m.N` (if smaller than the rotate size) or a new
-//!    `m.<highest_file_id+1>` is flocked (as Dovecot does before appending), the messages
-//!    are appended, the file fsynced; one map transaction appends their map records with
-//!    refcount 1 (and the new highest_file_id);
-//! 3. still under the map lock, the mailbox transaction (under the mailbox log lock)
-//!    appends the UIDs with their `mdbox` and `guid` records, flags and keywords.
+//! 2. map log lock, then the mailbox log lock (waited for at most 3 s; on timeout both
+//!    are released with nothing written, and the commit is retried: Dovecot takes the
+//!    two in the other order when syncing expunges);
+//! 3. the last `m.N` is try-flocked (Dovecot holds that flock while it appends, before it
+//!    takes the map lock; waiting for it would deadlock) and used if below the rotate
+//!    size, else a new `m.<highest_file_id+1>` is created; the messages are appended and
+//!    the file fsynced;
+//! 4. the mailbox transaction (UIDs, `mdbox` {map_uid, save_date}, `guid`, flags,
+//!    keywords) is written, then the map transaction (records {file_id, offset, size},
+//!    refcount 1, highest_file_id) followed by the tail-offset update Dovecot's map sync
+//!    leaves.
 //!
-//! A crash after 2 and before 3 leaves map records with refcount 1 that no mailbox
-//! references: a leak, never a loss (force-resync puts them back into the `B` mailbox).
-//! A crash during 2 leaves bytes after the last map record of `m.N`, which nothing
-//! references; the next append goes after them (offsets come from the file size).
+//! Crash recovery: a crash during 3 leaves bytes after the last mapped message of `m.N`
+//! that nothing references (later appends go after them; offsets come from the file
+//! size). A crash between the two writes of 4 leaves mailbox records whose map UIDs the
+//! map doesn't have: mailsync hides them (with a warning) and Dovecot rebuilds, finding
+//! the messages in `m.N` by their `G` metadata and putting them back — no loss.
 //!
 //! Expunge: EXTERNAL expunge in the mailbox index, then refcount −1 in the map
 //! (EXT_ATOMIC_INC). Data stays until a purge (not implemented by mailsync yet).
