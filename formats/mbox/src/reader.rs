@@ -644,3 +644,145 @@ impl io::Read for MessageReader {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use super::*;
+
+    const FROM: &str = "From a@b Thu Nov  9 22:33:52 2001";
+
+    /// (uid, shown bytes) of every message of `data`.
+    fn read(data: &[u8]) -> Vec<(u32, Vec<u8>)> {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(data).unwrap();
+        let mbox = scan(&f, 1).unwrap();
+        mbox.messages
+            .iter()
+            .map(|m| {
+                let mut out = Vec::new();
+                MessageReader::new(f.try_clone().unwrap(), m)
+                    .read_to_end(&mut out)
+                    .unwrap();
+                assert_eq!(out.len() as u64, m.physical_size());
+                (m.uid, out)
+            })
+            .collect()
+    }
+
+    fn texts(data: &str) -> Vec<String> {
+        read(data.as_bytes())
+            .into_iter()
+            .map(|(_, b)| String::from_utf8(b).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn blank_line_before_from_is_the_separator_and_mboxo_loses_its_last_newline() {
+        assert_eq!(
+            texts(&format!("{FROM}\nS: 1\n\nbody\n\n{FROM}\nS: 2\n\nb2\n\n")),
+            ["S: 1\n\nbody\n", "S: 2\n\nb2\n"]
+        );
+        assert_eq!(
+            texts(&format!("{FROM}\nS: 1\n\nbody\n{FROM}\nS: 2\n\nb2")),
+            ["S: 1\n\nbody", "S: 2\n\nb2"]
+        );
+    }
+
+    #[test]
+    fn only_valid_from_lines_split_and_escapes_stay() {
+        let t = texts(&format!(
+            "{FROM}\nS: 1\n\nFrom time to time\n>From x\n\n{FROM}\nS: 2\n\n"
+        ));
+        assert_eq!(t, ["S: 1\n\nFrom time to time\n>From x\n", "S: 2\n"]);
+    }
+
+    #[test]
+    fn content_length_is_honoured_only_when_it_checks_out() {
+        let body = format!("a\n\n{FROM}\nb\n");
+        let good = format!(
+            "{FROM}\nContent-Length: {}\n\n{body}\n{FROM}\nS: 2\n\nx\n",
+            body.len()
+        );
+        // the file's final newline is the separator, not message data
+        assert_eq!(texts(&good), [format!("\n{body}"), "S: 2\n\nx".into()]);
+        let lying = format!("{FROM}\nContent-Length: 3\n\n{body}\n");
+        assert_eq!(texts(&lying).len(), 2, "a lying Content-Length is ignored");
+        let too_big = format!("{FROM}\nContent-Length: 999\n\n{body}");
+        assert_eq!(texts(&too_big).len(), 2);
+    }
+
+    #[test]
+    fn crlf_headers_are_shown_with_lf_and_hidden_headers_dropped() {
+        let t = read(
+            format!("{FROM}\r\nS: x\r\nX-UID: 7\r\nStatus: RO\r\n more\r\n\r\nb\r\n\r\n")
+                .as_bytes(),
+        );
+        assert_eq!(t[0].1, b"S: x\n\nb\r\n");
+    }
+
+    #[test]
+    fn metadata_headers_give_uids_flags_and_known_keywords() {
+        let data = format!(
+            "{FROM}\nX-IMAPbase: 5 0000000009 k1 k2\nX-UID: 3\nStatus: RO\nX-Status: AD\nX-Keywords: k2\n\n\n\
+             {FROM}\nX-UID: 20\nX-Keywords: k1 zz\n\n\n\
+             {FROM}\nX-UID: 2\n\n\n"
+        );
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(data.as_bytes()).unwrap();
+        let mbox = scan(&f, 1).unwrap();
+        assert_eq!(mbox.uid_validity(), 5);
+        let uids: Vec<u32> = mbox.messages.iter().map(|m| m.uid).collect();
+        // X-UID 20 is above the next expected UID (10): untrusted, gets 10; X-UID 2 is not
+        // above the previous one: gets 11
+        assert_eq!(uids, [3, 10, 11]);
+        let m = &mbox.messages[0];
+        assert_eq!(m.flags, Flags::SEEN | Flags::ANSWERED | Flags::DELETED);
+        assert!(!m.recent);
+        assert_eq!(m.keywords, [Keyword::from("k2")]);
+        assert!(
+            mbox.messages[1].keywords.is_empty(),
+            "unknown keyword drops the header"
+        );
+        assert!(mbox.messages[1].recent);
+        assert!(mbox.needs_rewrite);
+        assert_eq!(mbox.next_uid, 12);
+    }
+
+    #[test]
+    fn the_pseudo_message_is_never_a_message() {
+        let data = format!(
+            "From MAILER_DAEMON  Sun Nov 29 19:18:23 2026\nX-IMAP: 9 0000000004\n\ntext\n\n{FROM}\nX-UID: 4\n\nb\n"
+        );
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(data.as_bytes()).unwrap();
+        let mbox = scan(&f, 1).unwrap();
+        assert!(mbox.pseudo.is_some());
+        assert_eq!(mbox.messages.len(), 1);
+        assert_eq!(mbox.messages[0].uid, 4);
+        assert_eq!(mbox.next_uid, 5);
+    }
+
+    #[test]
+    fn not_an_mbox_is_an_error_and_empty_is_empty() {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(b"Subject: not mbox\n\n").unwrap();
+        assert!(matches!(scan(&f, 1), Err(ScanError::NotMbox)));
+        assert!(read(b"").is_empty());
+    }
+
+    #[test]
+    fn header_md5_is_dovecots_guid() {
+        // mbox.md §6, dump-verified against Dovecot 2.3.19.1
+        let data = format!(
+            "{FROM}\nMessage-ID: <1@x>\nDate: Mon, 1 Jan 2024 00:00:00 +0000\nSubject: s\n\nb\n"
+        );
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(data.as_bytes()).unwrap();
+        let mbox = scan(&f, 1).unwrap();
+        let mut md5 = crate::md5::Md5::default();
+        md5.update(b"<1@x>Mon, 1 Jan 2024 00:00:00 +0000");
+        assert_eq!(mbox.messages[0].header_md5, md5.finish());
+    }
+}
