@@ -329,7 +329,9 @@ pub fn read_mail_at(
     hdr: &FileHeader,
     offset: u64,
 ) -> Result<MailExtent, ReadError> {
-    let mut h = vec![0u8; hdr.msg_header_size as usize];
+    // only the first 30 bytes mean something; a larger M just moves the body (and must
+    // never size an allocation: M comes from the file)
+    let mut h = [0u8; MSG_HEADER_SIZE];
     let n = read_at_most(file, &mut h, offset)?;
     let body_size = parse_message_header(&h[..n], offset)?;
     let body_offset = offset + hdr.msg_header_size as u64;
