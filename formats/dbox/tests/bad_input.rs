@@ -150,3 +150,15 @@ fn saved_file_is_byte_for_byte_what_dovecot_writes() {
     assert_eq!(lines[3], "");
     assert!(md.ends_with(b"\n\n"));
 }
+
+#[test]
+fn huge_message_header_size_allocates_nothing_and_fails_cleanly() {
+    // found by cargo fuzz: `M83ecc375` once sized a 2 GiB buffer
+    let mut data = b"2 M83ecc375 C6b0c9158\n".to_vec();
+    data.extend_from_slice(&file::encode_message_header(4));
+    data.extend_from_slice(b"body\n\x01\x03\nGx\n\n");
+    let hdr = FileHeader::parse(&data).unwrap();
+    assert_eq!(hdr.msg_header_size, 0x83ec_c375);
+    assert!(file::read_all_mails(&data[..]).is_err());
+    fuzz_dbox_file(&data);
+}
