@@ -16,6 +16,21 @@ use super::items::*;
 use super::plan::{self, MailboxPair, MergeKind, SaveSource, SidePlan, SideView, TreeAction};
 use super::{SyncError, SyncOptions};
 
+/// §4.1: the side with more messages (tie: higher UIDVALIDITY) keeps its UIDVALIDITY.
+fn primary_keeps_uid_validity(p: &MailboxItem, s: &MailboxItem) -> bool {
+    (p.messages_count, p.uid_validity) > (s.messages_count, s.uid_validity)
+}
+
+/// Whether the side that must take the other's UIDVALIDITY can; when it can't, rebuilding
+/// it would only churn, so the mailboxes are merged by UID and GUID as they are.
+fn loser_settable(p: &MailboxItem, s: &MailboxItem) -> bool {
+    if primary_keeps_uid_validity(p, s) {
+        s.uid_validity_settable
+    } else {
+        p.uid_validity_settable
+    }
+}
+
 /// What a brain reports when it is done.
 #[derive(Debug, Default)]
 pub struct BrainOutcome {
@@ -106,6 +121,8 @@ pub fn split_name(name: &str, sep: char) -> Vec<String> {
 fn export_view(mailbox: &mut dyn Mailbox) -> Result<(SideView, MailboxItem), SyncError> {
     mailbox.sync()?;
     let st = mailbox.status()?;
+    // Capability probe: an empty update changes nothing; the default says NotPossible.
+    let uid_validity_settable = mailbox.update_mailbox(&MailboxUpdate::default()).is_ok();
     let mails = mailbox
         .mails()?
         .into_iter()
@@ -125,10 +142,16 @@ fn export_view(mailbox: &mut dyn Mailbox) -> Result<(SideView, MailboxItem), Syn
             virtual_size: r.virtual_size,
         })
         .collect();
-    let expunged = match mailbox.changes_since(ModSeq(0))? {
-        Changes::Known { expunged, .. } => Some(expunged),
-        Changes::Unknown => None,
-    };
+    // The whole remembered history: a log that starts at modseq 1 (Dovecot's first
+    // transaction log) can't answer "since 0" but can answer "since 1" — nothing is ever
+    // expunged at modseq 1, the first change of a mailbox.
+    let mut expunged = None;
+    for since in [0, 1] {
+        if let Changes::Known { expunged: e, .. } = mailbox.changes_since(ModSeq(since))? {
+            expunged = Some(e);
+            break;
+        }
+    }
     let item = MailboxItem {
         mailbox_guid: st.guid,
         uid_validity: st.uid_validity,
@@ -136,10 +159,12 @@ fn export_view(mailbox: &mut dyn Mailbox) -> Result<(SideView, MailboxItem), Syn
         messages_count: st.messages,
         highest_modseq: st.highest_modseq,
         mailbox_lost: false,
+        uid_validity_settable,
     };
     Ok((
         SideView {
             uid_validity: st.uid_validity,
+            uid_validity_settable,
             uid_next: st.uid_next,
             mails,
             expunged,
@@ -169,6 +194,7 @@ fn view_items(view: &SideView) -> Vec<Item> {
 fn view_from_items(b: &MailboxItem, items: Vec<Item>, expunges_known: bool) -> SideView {
     let mut view = SideView {
         uid_validity: b.uid_validity,
+        uid_validity_settable: b.uid_validity_settable,
         uid_next: b.uid_next,
         mails: Vec::new(),
         expunged: if expunges_known {
@@ -625,21 +651,25 @@ impl Brain {
             .unwrap_or(0);
         // Rounds: (kind, am I the round's primary).
         let primary = self.is_primary();
-        let rounds: Vec<(MergeKind, bool)> =
-            if self.opts.kind == MergeKind::TwoWay && p_b.uid_validity != s_b.uid_validity {
-                // UIDVALIDITY differs (§4.1): the side with more messages (tie: higher
-                // UIDVALIDITY) wins. First the winner takes every message of the loser
-                // (nothing dropped), then the loser is rebuilt as a copy of the winner.
-                let primary_wins =
-                    (p_b.messages_count, p_b.uid_validity) > (s_b.messages_count, s_b.uid_validity);
-                let i_win = primary_wins == primary;
-                self.log(format!(
-                    "{name}: UIDVALIDITY differs, winner is me: {i_win}"
-                ));
-                vec![(MergeKind::OneWay, !i_win), (MergeKind::Backup, i_win)]
-            } else {
-                vec![(self.opts.kind, primary)]
-            };
+        let rounds: Vec<(MergeKind, bool)> = if self.opts.kind == MergeKind::TwoWay
+            && p_b.uid_validity != s_b.uid_validity
+            && p_b.messages_count > 0
+            && s_b.messages_count > 0
+            && loser_settable(p_b, s_b)
+        {
+            // UIDVALIDITY differs (§4.1): the side with more messages (tie: higher
+            // UIDVALIDITY) wins. First the winner takes every message of the loser
+            // (nothing dropped), then the loser is rebuilt as a copy of the winner.
+            let primary_wins =
+                (p_b.messages_count, p_b.uid_validity) > (s_b.messages_count, s_b.uid_validity);
+            let i_win = primary_wins == primary;
+            self.log(format!(
+                "{name}: UIDVALIDITY differs, winner is me: {i_win}"
+            ));
+            vec![(MergeKind::OneWay, !i_win), (MergeKind::Backup, i_win)]
+        } else {
+            vec![(self.opts.kind, primary)]
+        };
         let mut final_next = 0;
         for (kind, round_primary) in rounds {
             final_next = self.round(&name, &mut mailbox, kind, round_primary, lcu)?;
@@ -658,6 +688,12 @@ impl Brain {
         };
         let peer = self.exchange_one(Item::MailboxState(my_state.clone()))?;
         if let Item::MailboxState(ps) = &peer {
+            if ps.last_uidvalidity != st.uid_validity {
+                // A backend that can't take the other side's UIDVALIDITY
+                // (Mailbox::update_mailbox): in sync otherwise, but not perfectly.
+                self.log(format!("{name}: UIDVALIDITY still differs"));
+                self.out.changes_during_sync = true;
+            }
             // Make the two replicas' modseqs comparable (dsync-mailbox-import.c raises
             // HIGHESTMODSEQ to the remote's at the end): every later change on either side
             // then has a higher modseq than any unchanged copy, so "higher modseq wins"
@@ -698,6 +734,7 @@ impl Brain {
         lcu: u32,
     ) -> Result<u32, SyncError> {
         let (view, b) = export_view(mailbox.as_mut())?;
+        self.log(format!("{name}: expunge history {:?}", view.expunged));
         let theirs = self.exchange_list(view_items(&view))?;
         // The round's counters (they change between rounds).
         let peer_b = match self.exchange_one(Item::Mailbox(b))? {

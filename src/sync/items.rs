@@ -85,6 +85,9 @@ pub struct MailboxItem {
     pub highest_modseq: u64,
     /// The slave has no such mailbox.
     pub mailbox_lost: bool,
+    /// mailsync extension (a capability bit like dsync's have_guids): this side's backend
+    /// can change the mailbox's UIDVALIDITY (`Mailbox::update_mailbox`).
+    pub uid_validity_settable: bool,
 }
 
 /// `C` type.

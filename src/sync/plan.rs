@@ -25,6 +25,8 @@ pub enum MergeKind {
 #[derive(Clone, Debug, Default)]
 pub struct SideView {
     pub uid_validity: u32,
+    /// The backend can change UIDVALIDITY (`Mailbox::update_mailbox`).
+    pub uid_validity_settable: bool,
     pub uid_next: u32,
     /// Current messages, ascending by UID.
     pub mails: Vec<MailChange>,
@@ -113,20 +115,49 @@ fn save_from(m: &MailChange, uid: Uid, source: SaveSource) -> PlannedSave {
     }
 }
 
-/// True when `side` provably expunged the message `(uid, guid)` the other side still has:
-/// inside the state's verified common range, or its history holds an expunge of that UID
-/// with the same GUID (dsync-mailbox-import.c: expunges only inside the verified common
-/// prefix, after a GUID check). Anything else keeps the message.
-fn expunged_on(side: &SideView, uid: Uid, guid: &Option<Guid>, verified_common_uid: u32) -> bool {
+/// True when `side` expunged the message `(uid, guid)` the other side still has: inside
+/// the state's verified common range, or its history holds an expunge of that UID with
+/// the same GUID, or (Dovecot's maildir logs expunges without GUIDs) an expunge of that UID
+/// without a GUID while the UID lies inside the common prefix — below a UID both sides
+/// hold with the same GUID and above no conflict (dsync-mailbox-import.c: expunges only
+/// inside the verified common prefix). No expunge record at all keeps the message.
+fn expunged_on(
+    side: &SideView,
+    uid: Uid,
+    guid: &Option<Guid>,
+    verified_common_uid: u32,
+    in_common_prefix: bool,
+) -> bool {
     if uid.0 <= verified_common_uid {
         return true;
     }
-    match (&side.expunged, guid) {
-        (Some(list), Some(g)) => list
-            .iter()
-            .any(|(u, eg)| *u == uid && eg.as_ref() == Some(g)),
-        _ => false,
+    let Some(list) = &side.expunged else {
+        return false;
+    };
+    list.iter().any(|(u, eg)| {
+        *u == uid
+            && match (eg, guid) {
+                (Some(eg), Some(g)) => same_guid(eg, g),
+                (None, _) => in_common_prefix,
+                (Some(_), None) => false,
+            }
+    })
+}
+
+/// Equal GUIDs, also when one is the 128-bit form Dovecot logs in expunge records
+/// (mail_generate_guid_128_hash: a Maildir GUID is the file's base name, its log form is
+/// a SHA-1 based 128-bit value printed as hex).
+pub fn same_guid(a: &Guid, b: &Guid) -> bool {
+    if a == b {
+        return true;
     }
+    let hex128 = |g: &Guid| -> String {
+        mailsync_dbox::mdbox::guid_128(g.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    a.as_bytes() == hex128(b).as_bytes() || b.as_bytes() == hex128(a).as_bytes()
 }
 
 /// The two-way merge (also the secondary's half of `sync -1`).
@@ -140,9 +171,24 @@ pub fn plan_two_way(p: &SideView, s: &SideView, last_common_uid: u32) -> Mailbox
     } else {
         0
     };
+    if p.uid_validity != s.uid_validity && s.mails.is_empty() && s.uid_validity_settable {
+        plan.secondary.set_uid_validity = Some(p.uid_validity);
+    } else if p.uid_validity != s.uid_validity && p.mails.is_empty() && p.uid_validity_settable {
+        plan.primary.set_uid_validity = Some(s.uid_validity);
+    }
     let pm: BTreeMap<u32, &MailChange> = p.mails.iter().map(|m| (m.uid.0, m)).collect();
     let sm: BTreeMap<u32, &MailChange> = s.mails.iter().map(|m| (m.uid.0, m)).collect();
     let uids: BTreeSet<u32> = pm.keys().chain(sm.keys()).copied().collect();
+    // The common prefix: up to the highest UID both hold with one GUID, stopping at the
+    // first UID that names different messages.
+    let mut common_max = 0;
+    for uid in &uids {
+        match (pm.get(uid), sm.get(uid)) {
+            (Some(a), Some(b)) if a.guid.is_some() && a.guid == b.guid => common_max = *uid,
+            (Some(_), Some(_)) => break,
+            _ => {}
+        }
+    }
     // (guid, uid, from_secondary, record): messages that are not common.
     let mut fresh: Vec<(Vec<u8>, u32, bool, &MailChange)> = Vec::new();
     let key = |m: &MailChange| {
@@ -171,14 +217,14 @@ pub fn plan_two_way(p: &SideView, s: &SideView, last_common_uid: u32) -> Mailbox
                 fresh.push((key(b), uid, true, b));
             }
             (Some(a), None) => {
-                if expunged_on(s, a.uid, &a.guid, lcu) {
+                if expunged_on(s, a.uid, &a.guid, lcu, uid < common_max) {
                     plan.primary.expunge.push(a.uid);
                 } else {
                     fresh.push((key(a), uid, false, a));
                 }
             }
             (None, Some(b)) => {
-                if expunged_on(p, b.uid, &b.guid, lcu) {
+                if expunged_on(p, b.uid, &b.guid, lcu, uid < common_max) {
                     plan.secondary.expunge.push(b.uid);
                 } else {
                     fresh.push((key(b), uid, true, b));
@@ -228,8 +274,19 @@ pub fn backup_needs_recreate(p: &SideView, s: &SideView) -> bool {
     if s.mails.is_empty() {
         return false;
     }
-    if p.uid_validity != s.uid_validity || s.uid_next > p.uid_next {
+    if s.uid_next > p.uid_next {
         return true;
+    }
+    if p.uid_validity != s.uid_validity && s.uid_validity_settable {
+        // Rebuild unless the copy only holds messages the source has under those UIDs.
+        let pm: BTreeMap<u32, &MailChange> = p.mails.iter().map(|m| (m.uid.0, m)).collect();
+        let subset = s
+            .mails
+            .iter()
+            .all(|b| pm.get(&b.uid.0).is_some_and(|a| a.guid == b.guid));
+        if !subset {
+            return true;
+        }
     }
     let sm: BTreeMap<u32, &MailChange> = s.mails.iter().map(|m| (m.uid.0, m)).collect();
     p.mails.iter().any(|a| match sm.get(&a.uid.0) {
@@ -256,7 +313,7 @@ pub fn plan_backup_in_place(p: &SideView, s: &SideView) -> MailboxPlan {
     let mut plan = MailboxPlan::default();
     let side = &mut plan.secondary;
     side.min_uid_next = p.uid_next;
-    if p.uid_validity != s.uid_validity {
+    if p.uid_validity != s.uid_validity && s.uid_validity_settable {
         side.set_uid_validity = Some(p.uid_validity);
     }
     let pm: BTreeMap<u32, &MailChange> = p.mails.iter().map(|m| (m.uid.0, m)).collect();
