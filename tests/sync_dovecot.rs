@@ -84,8 +84,14 @@ fn backup_of_the_dovecot_maildir_into_every_format_reads_the_same_in_dovecot() {
     let want_fetch = fetch_all(&env, &src);
     let want_status = status_all(&env, &src, "messages uidnext");
     assert!(want_fetch.lines().count() > 40);
-    for (i, driver) in ["maildir", "sdbox", "mdbox"].iter().enumerate() {
-        let dest = format!("{driver}:{}", env.root.join(format!("dest{i}")).display());
+    for (i, driver) in ["maildir", "sdbox", "mdbox", "mbox"].iter().enumerate() {
+        let root = env.root.join(format!("dest{i}"));
+        let dest = if *driver == "mbox" {
+            // mbox keeps INBOX apart; name it so both tools use the same file.
+            format!("mbox:{}:INBOX={}/inbox", root.display(), root.display())
+        } else {
+            format!("{driver}:{}", root.display())
+        };
         let out = env.mailsync(&src, &["backup", &dest]);
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         // 0, or 2 while the backend can't take the source's UIDVALIDITY (update_mailbox).
