@@ -321,7 +321,7 @@ fn views(env: &Env, loc: &str, doveadm: bool) -> Vec<(&'static str, String)> {
                 "tab",
                 "mailbox",
                 "status",
-                "messages uidnext uidvalidity unseen vsize",
+                "messages uidnext uidvalidity unseen vsize guid",
                 "*",
             ])),
         ),

@@ -213,6 +213,16 @@ fn dovecot_index_state(index_dir: &Path) -> Option<(u32, u32)> {
     (view.uid_validity() != 0).then(|| (view.uid_validity(), view.next_uid().max(1)))
 }
 
+/// The mailbox GUID Dovecot keeps in its index (`mbox` extension header, offset 16), for a
+/// mailbox mailsync sees first after Dovecot.
+fn dovecot_mailbox_guid(index_dir: &Path) -> Option<MailboxGuid> {
+    let view = mailsync_index::View::open(index_dir, "dovecot.index").ok()?;
+    let hdr = view.extension("mbox")?;
+    let bytes: [u8; 16] = hdr.data.get(16..32)?.try_into().ok()?;
+    let guid = MailboxGuid(bytes);
+    (!guid.is_zero()).then_some(guid)
+}
+
 /// Brings the sidecar in line with the file; returns whether it changed.
 fn reconcile(file: &MboxFile, meta: &mut Meta, dovecot: Option<(u32, u32)>) -> bool {
     let mut changed = false;
@@ -444,7 +454,11 @@ impl MboxMailbox {
     }
 
     fn load_meta(&self) -> Meta {
-        Meta::load(&self.paths.index_dir).unwrap_or_else(|| Meta::new(MailboxGuid::generate()))
+        Meta::load(&self.paths.index_dir).unwrap_or_else(|| {
+            Meta::new(
+                dovecot_mailbox_guid(&self.paths.index_dir).unwrap_or_else(MailboxGuid::generate),
+            )
+        })
     }
 
     /// Reads the file under a shared fcntl lock (mbox_read_locks = fcntl); writes only when

@@ -226,7 +226,26 @@ impl MboxStore {
         // a stale index of an earlier mailbox with this name must not be reused
         let _ = fs::remove_dir_all(&paths.index_dir);
         Self::mkdir_all(&paths.index_dir)?;
+        seed_dovecot_index(&paths.index_dir, &meta);
         meta.save(&paths.index_dir)
+    }
+}
+
+/// Creates Dovecot's index for a new mailbox with mailsync's UIDVALIDITY and mailbox GUID
+/// (the `mbox` extension header: u64 sync_size, u32 sync_mtime, u8 dirty, 3 pad, 16-byte
+/// mailbox GUID; record: u64 From_ offset, align 8 — mbox-storage.c), so Dovecot reports the
+/// same mailbox GUID as mailsync instead of generating its own. sync_size/sync_mtime stay 0:
+/// Dovecot's first look is a full sync. Best effort: without it Dovecot makes its own index.
+fn seed_dovecot_index(index_dir: &Path, meta: &Meta) {
+    let writer = mailsync_index::IndexWriter::open(index_dir, "dovecot.index");
+    if writer.create(meta.uid_validity).is_err() {
+        return;
+    }
+    let mut t = writer.begin().external(true);
+    t.ext_intro("mbox", 32, 8, 8);
+    t.ext_hdr_update("mbox", 16, &meta.mailbox_guid.0);
+    if let Err(e) = t.commit() {
+        eprintln!("mailsync: warning: {}: {e}", index_dir.display());
     }
 }
 
