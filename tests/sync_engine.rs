@@ -543,3 +543,118 @@ fn a_flag_change_after_a_sync_wins_even_against_a_side_with_higher_modseqs() {
     assert_eq!(contents(&a, "INBOX")[0].3, vec!["$Important".to_string()]);
     assert_equal(&a, &b);
 }
+
+#[test]
+fn row_same_guid_at_different_uids_a_copy_on_one_side_arrives_as_a_copy() {
+    let (a, b) = common_five();
+    // A copies message 2 (same GUID, new UID 6), as COPY does.
+    let mut body = String::new();
+    a.open_mailbox("INBOX")
+        .unwrap()
+        .open_mail(Uid(2))
+        .unwrap()
+        .read_to_string(&mut body)
+        .unwrap();
+    save(&a, "INBOX", None, "g2", &body);
+    assert_eq!(run(&a, &b, MergeKind::TwoWay), 0);
+    assert_equal(&a, &b);
+    let u = uids(&b, "INBOX");
+    assert_eq!(u.iter().filter(|m| m.1 == "g2").count(), 2);
+    assert_eq!(u.last().unwrap(), &(6, "g2".to_string()));
+}
+
+#[test]
+fn exclude_and_mailbox_filters_limit_the_sync() {
+    let (a, b) = common_five();
+    save(&a, "Spam", None, "s", "spam\n");
+    save(&a, "Keep", None, "k", "keep\n");
+    let opts = SyncOptions {
+        exclude: vec!["Sp*".into()],
+        full: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        sync::run(Box::new(a.clone()), Box::new(b.clone()), &opts).exit_code,
+        0
+    );
+    assert!(names(&b).contains(&"Keep".to_string()));
+    assert!(!names(&b).contains(&"Spam".to_string()));
+    save(&a, "Other", None, "o", "other\n");
+    let opts = SyncOptions {
+        mailbox: Some("Other".into()),
+        full: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        sync::run(Box::new(a.clone()), Box::new(b.clone()), &opts).exit_code,
+        0
+    );
+    assert!(names(&b).contains(&"Other".to_string()));
+    assert!(!names(&b).contains(&"Spam".to_string()));
+}
+
+#[test]
+fn mailbox_deleted_on_one_side_is_deleted_on_the_other_unless_new_mail_arrived() {
+    let (a, b) = common_five();
+    save(&a, "Old", None, "o1", "old\n");
+    save(&a, "Busy", None, "b1", "busy\n");
+    assert_eq!(run(&a, &b, MergeKind::TwoWay), 0);
+    assert_equal(&a, &b);
+    // A deletes both; B meanwhile receives new mail in Busy (saved after the delete).
+    a.delete_mailbox("Old").unwrap();
+    a.delete_mailbox("Busy").unwrap();
+    {
+        let mut mb = b.open_mailbox("Busy").unwrap();
+        let mut tx = mb.begin().unwrap();
+        tx.save(
+            NewMail {
+                guid: Some(Guid::from_bytes(&b"late"[..])),
+                saved_date: Some(i64::MAX / 2),
+                ..Default::default()
+            },
+            &mut &b"late mail\n"[..],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+    assert_eq!(run(&a, &b, MergeKind::TwoWay), 0);
+    assert!(
+        !names(&b).contains(&"Old".to_string()),
+        "the delete propagates"
+    );
+    // Busy survives with all its mail on both sides: a delete never takes new mail.
+    assert_equal(&a, &b);
+    assert_eq!(uids(&a, "Busy").len(), 2);
+    assert_eq!(run(&a, &b, MergeKind::TwoWay), 0);
+}
+
+#[test]
+fn stateful_sync_propagates_a_mailbox_delete_without_a_mailbox_log() {
+    let (a, b) = common_five();
+    save(&a, "Gone", None, "g", "g\n");
+    let first = sync::run(
+        Box::new(a.clone()),
+        Box::new(b.clone()),
+        &SyncOptions {
+            state: Some(Vec::new()),
+            ..Default::default()
+        },
+    );
+    assert_eq!(first.exit_code, 0);
+    // A store whose backend keeps no mailbox log: only the state tells.
+    let b2 = store();
+    assert_eq!(run(&b, &b2, MergeKind::Backup), 0);
+    b2.delete_mailbox("Gone").unwrap();
+    let fresh = store();
+    assert_eq!(run(&b2, &fresh, MergeKind::Backup), 0);
+    let opts = SyncOptions {
+        state: Some(first.state.clone()),
+        ..Default::default()
+    };
+    // `fresh` has no delete records but lacks Gone, which the state knew.
+    assert_eq!(
+        sync::run(Box::new(a.clone()), Box::new(fresh.clone()), &opts).exit_code,
+        0
+    );
+    assert!(!names(&a).contains(&"Gone".to_string()));
+}

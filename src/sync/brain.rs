@@ -346,22 +346,34 @@ impl Brain {
                 _ => None,
             })
             .collect();
-        // Deletes: mailboxes the saved state knew that this side no longer has.
+        // Deletes: from the store's mailbox log, and mailboxes the saved state knew that
+        // this side no longer has.
         let my_guids: BTreeSet<MailboxGuid> = nodes.iter().filter_map(|n| n.mailbox_guid).collect();
-        let deleted: Vec<(MailboxGuid, i64)> = states
+        let logged: Vec<(MailboxGuid, i64)> = self
+            .store
+            .deleted_mailboxes()?
+            .into_iter()
+            .filter(|(g, _)| !my_guids.contains(g))
+            .collect();
+        let since_state: Vec<(MailboxGuid, u32)> = states
             .iter()
             .filter(|s| !my_guids.contains(&s.mailbox_guid))
-            .map(|s| (s.mailbox_guid, 0))
+            .map(|s| (s.mailbox_guid, s.last_common_uid))
             .collect();
-        let peer_del = match self.exchange_one(Item::MailboxDelete(MailboxDelete {
+        let mine_item = MailboxDelete {
             hierarchy_sep: self.sep(),
-            mailboxes: deleted.clone(),
-        }))? {
-            Item::MailboxDelete(d) => d,
+            mailboxes: logged,
+            since_state,
+        };
+        let to_deletes = |d: &MailboxDelete| plan::Deletes {
+            logged: d.mailboxes.iter().copied().collect(),
+            since_state: d.since_state.iter().copied().collect(),
+        };
+        let mine_del = to_deletes(&mine_item);
+        let peer_del = match self.exchange_one(Item::MailboxDelete(mine_item))? {
+            Item::MailboxDelete(d) => to_deletes(&d),
             _ => return Err(SyncError::Peer("expected mailbox_delete".into())),
         };
-        let mine_del: BTreeSet<MailboxGuid> = deleted.iter().map(|d| d.0).collect();
-        let peer_del: BTreeSet<MailboxGuid> = peer_del.mailboxes.iter().map(|d| d.0).collect();
         let filter = |nodes: Vec<TreeNode>| -> Vec<TreeNode> {
             nodes.into_iter().filter(|n| self.wanted(&n.name)).collect()
         };
@@ -468,6 +480,7 @@ impl Brain {
             let mut mb = self.store.open_mailbox(&info.name)?;
             let st = mb.status()?;
             let guid = info.guid.unwrap_or(st.guid);
+            let newest_saved_date = mb.mails()?.iter().map(|m| m.saved_date).max().unwrap_or(0);
             seen.insert(parts.clone());
             nodes.push(TreeNode {
                 name: parts,
@@ -476,6 +489,7 @@ impl Brain {
                 uid_validity: st.uid_validity,
                 uid_next: st.uid_next,
                 subscribed: info.subscribed,
+                newest_saved_date,
             });
         }
         for name in self.store.subscriptions()? {
@@ -490,6 +504,7 @@ impl Brain {
                     uid_validity: 0,
                     uid_next: 0,
                     subscribed: true,
+                    newest_saved_date: 0,
                 });
             }
         }

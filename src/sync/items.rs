@@ -66,13 +66,20 @@ pub struct TreeNode {
     pub uid_validity: u32,
     pub uid_next: u32,
     pub subscribed: bool,
+    /// mailsync extension: the newest saved date of the mailbox's messages (0 = none), so a
+    /// delete on the other side never takes mail saved after it.
+    pub newest_saved_date: i64,
 }
 
 /// `D`: mailboxes this side knows were deleted (GUID, timestamp).
 #[derive(Clone, Debug, Default)]
 pub struct MailboxDelete {
     pub hierarchy_sep: char,
+    /// From the store's mailbox log: (GUID, time of the delete).
     pub mailboxes: Vec<(MailboxGuid, i64)>,
+    /// mailsync extension: mailboxes the `-s` state knew that are gone here, with the
+    /// state's last common UID (mail above it is new and keeps the mailbox alive).
+    pub since_state: Vec<(MailboxGuid, u32)>,
 }
 
 /// `B`: a side's status of the mailbox being synced.

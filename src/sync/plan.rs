@@ -391,6 +391,33 @@ pub struct TreePlan {
     pub pairs: Vec<MailboxPair>,
 }
 
+/// What one side reported deleted (its `D` item).
+#[derive(Clone, Debug, Default)]
+pub struct Deletes {
+    /// Mailbox log: GUID → time of the delete.
+    pub logged: BTreeMap<MailboxGuid, i64>,
+    /// Gone since the state: GUID → the state's last common UID.
+    pub since_state: BTreeMap<MailboxGuid, u32>,
+}
+
+impl Deletes {
+    /// True when the other side's mailbox `node` is to be deleted because this side deleted
+    /// it — unless it holds mail saved after the delete (or above the state's common UIDs):
+    /// mailsync never lets a delete take new mail (Dovecot does, dsync-algorithm.md §2.2).
+    fn deletes(&self, node: &TreeNode) -> bool {
+        let Some(guid) = node.mailbox_guid else {
+            return false;
+        };
+        if let Some(ts) = self.logged.get(&guid) {
+            return node.newest_saved_date < *ts;
+        }
+        if let Some(lcu) = self.since_state.get(&guid) {
+            return node.uid_next <= lcu.saturating_add(1);
+        }
+        false
+    }
+}
+
 /// Compares names with INBOX case-insensitive in the first level.
 pub fn name_key(parts: &[String]) -> Vec<String> {
     let mut k = parts.to_vec();
@@ -409,28 +436,30 @@ pub fn plan_tree(
     kind: MergeKind,
     p: &[TreeNode],
     s: &[TreeNode],
-    deleted_by_p: &BTreeSet<MailboxGuid>,
-    deleted_by_s: &BTreeSet<MailboxGuid>,
+    deleted_by_p: &Deletes,
+    deleted_by_s: &Deletes,
 ) -> TreePlan {
     let mut plan = TreePlan::default();
-    let boxes = |nodes: &[TreeNode]| -> Vec<(Vec<String>, MailboxGuid, u32)> {
-        nodes
-            .iter()
-            .filter(|n| n.existence == super::items::Existence::Exists)
-            .filter_map(|n| {
-                n.mailbox_guid
-                    .map(|g| (name_key(&n.name), g, n.uid_validity))
-            })
-            .collect()
-    };
-    let pb = boxes(p);
-    let sb = boxes(s);
+    // (name, GUID, UIDVALIDITY, deleted by the other side)
+    let boxes =
+        |nodes: &[TreeNode], other: &Deletes| -> Vec<(Vec<String>, MailboxGuid, u32, bool)> {
+            nodes
+                .iter()
+                .filter(|n| n.existence == super::items::Existence::Exists)
+                .filter_map(|n| {
+                    n.mailbox_guid
+                        .map(|g| (name_key(&n.name), g, n.uid_validity, other.deletes(n)))
+                })
+                .collect()
+        };
+    let pb = boxes(p, deleted_by_s);
+    let sb = boxes(s, deleted_by_p);
     let s_by_guid: BTreeMap<MailboxGuid, usize> =
         sb.iter().enumerate().map(|(i, b)| (b.1, i)).collect();
     let p_guids: BTreeSet<MailboxGuid> = pb.iter().map(|b| b.1).collect();
     let mut s_used = vec![false; sb.len()];
     let mut p_unpaired = Vec::new();
-    for (pi, (name, guid, _)) in pb.iter().enumerate() {
+    for (pi, (name, guid, _, _)) in pb.iter().enumerate() {
         if let Some(&si) = s_by_guid.get(guid) {
             s_used[si] = true;
             if sb[si].0 != *name {
@@ -451,7 +480,7 @@ pub fn plan_tree(
     }
     // Names the secondary will hold after its renames are the primary's names.
     for pi in p_unpaired {
-        let (name, guid, uv) = &pb[pi];
+        let (name, guid, uv, deleted_on_s) = &pb[pi];
         let same_name = sb
             .iter()
             .enumerate()
@@ -487,7 +516,7 @@ pub fn plan_tree(
             }
             continue;
         }
-        if kind == MergeKind::TwoWay && deleted_by_s.contains(guid) {
+        if kind == MergeKind::TwoWay && *deleted_on_s {
             plan.primary.push(TreeAction::Delete {
                 name: name.clone(),
                 guid: *guid,
@@ -505,7 +534,7 @@ pub fn plan_tree(
             secondary_guid: *guid,
         });
     }
-    for (si, (name, guid, uv)) in sb.iter().enumerate() {
+    for (si, (name, guid, uv, deleted_on_p)) in sb.iter().enumerate() {
         if s_used[si] {
             continue;
         }
@@ -517,7 +546,7 @@ pub fn plan_tree(
             }),
             MergeKind::Backup | MergeKind::OneWay => {}
             MergeKind::TwoWay => {
-                if deleted_by_p.contains(guid) {
+                if *deleted_on_p {
                     plan.secondary.push(TreeAction::Delete {
                         name: name.clone(),
                         guid: *guid,

@@ -52,6 +52,8 @@ struct StoreState {
     subscriptions: Vec<String>,
     next_mailbox_id: u64,
     last_uid_validity: u32,
+    /// Deleted mailboxes (GUID, UNIX time), as Dovecot's mailbox log remembers them.
+    deleted: Vec<(MailboxGuid, i64)>,
 }
 
 struct MailboxState {
@@ -237,8 +239,14 @@ impl Store for MemoryStore {
             .names
             .remove(&name)
             .ok_or_else(|| Error::MailboxNotFound(name.clone()))?;
-        state.mailboxes.remove(&id);
+        if let Some(mailbox) = state.mailboxes.remove(&id) {
+            state.deleted.push((mailbox.guid, now()));
+        }
         Ok(())
+    }
+
+    fn deleted_mailboxes(&self) -> Result<Vec<(MailboxGuid, i64)>> {
+        Ok(self.lock().deleted.clone())
     }
 
     fn rename_mailbox(&self, old: &str, new: &str) -> Result<()> {

@@ -40,6 +40,14 @@ pub trait Store: Send {
     /// Opens an existing mailbox and brings its view up to date with the disk.
     fn open_mailbox(&self, name: &str) -> Result<Box<dyn Mailbox>>;
 
+    /// Mailboxes deleted from this store that it still remembers, as (mailbox GUID, UNIX
+    /// time of the delete) — Dovecot's `dovecot.mailbox.log` DELETE_MAILBOX records
+    /// (src/lib-index/mailbox-log.c). The sync engine sends them so that the other side
+    /// deletes its copy instead of recreating the mailbox here. Default: none remembered.
+    fn deleted_mailboxes(&self) -> Result<Vec<(MailboxGuid, i64)>> {
+        Ok(Vec::new())
+    }
+
     /// How this store converts the line endings of the messages it saves.
     fn save_line_endings(&self) -> crate::lines::SaveLineEndings {
         crate::lines::SaveLineEndings::AsIs
