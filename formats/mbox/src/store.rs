@@ -37,6 +37,8 @@ pub struct MboxStore {
     root: PathBuf,
     inbox: PathBuf,
     index_root: Option<PathBuf>,
+    /// `CONTROL=` dir (else the root) + `SUBSCRIPTIONS=` name (else `.subscriptions`).
+    subscriptions: PathBuf,
     sep: char,
     line_endings: SaveLineEndings,
 }
@@ -60,10 +62,16 @@ impl MboxStore {
             .option("INDEX")
             .filter(|v| *v != "MEMORY")
             .map(PathBuf::from);
+        let subscriptions = location
+            .option("CONTROL")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.clone())
+            .join(location.option("SUBSCRIPTIONS").unwrap_or(SUBSCRIPTIONS));
         Ok(MboxStore {
             root,
             inbox,
             index_root,
+            subscriptions,
             sep: opts.separator.unwrap_or('/'),
             line_endings: opts.save_line_endings.unwrap_or(SaveLineEndings::Lf),
         })
@@ -297,7 +305,7 @@ impl Store for MboxStore {
     }
 
     fn subscriptions(&self) -> Result<Vec<String>> {
-        let path = self.root.join(SUBSCRIPTIONS);
+        let path = self.subscriptions.clone();
         let stored = subscriptions::read(&path, '/').map_err(|e| Error::io("read", &path, e))?;
         let mut out = Vec::new();
         for s in stored {
@@ -414,8 +422,10 @@ impl Store for MboxStore {
 
     fn set_subscribed(&self, name: &str, subscribed: bool) -> Result<()> {
         let v = self.existing_name(name)?;
-        Self::mkdir_all(&self.root)?;
-        let path = self.root.join(SUBSCRIPTIONS);
+        let path = self.subscriptions.clone();
+        if let Some(dir) = path.parent() {
+            Self::mkdir_all(dir)?;
+        }
         let storage = if v == "INBOX" {
             v.clone()
         } else {

@@ -185,3 +185,30 @@ fn renaming_a_directory_moves_children() {
     assert_eq!(mb.mails().unwrap().len(), 1);
     assert!(t.dir.path().join("mail/Done/.imap/Alpha").is_dir());
 }
+
+/// `CONTROL=` holds the subscriptions file and `INDEX=` the `.imap` tree, as in Dovecot.
+#[test]
+fn control_and_index_options_move_subscriptions_and_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    let loc = Location::parse(
+        "mbox:~/mail:INBOX=~/spool/alice:CONTROL=~/control:INDEX=~/index",
+        Some(dir.path()),
+    )
+    .unwrap();
+    let store = MboxStore::open(&loc, &StoreOptions::default()).unwrap();
+    store.create_mailbox("Work/Reports", None).unwrap();
+    store.set_subscribed("Work/Reports", true).unwrap();
+    store.open_mailbox("INBOX").unwrap();
+    assert!(dir.path().join("control/.subscriptions").is_file());
+    assert!(!dir.path().join("mail/.subscriptions").exists());
+    assert!(dir
+        .path()
+        .join("index/Work/.imap/Reports/mailsync-mbox.meta")
+        .is_file());
+    assert!(dir
+        .path()
+        .join("index/.imap/INBOX/mailsync-mbox.meta")
+        .is_file());
+    assert!(dir.path().join("spool/alice").is_file());
+    assert_eq!(store.subscriptions().unwrap(), ["Work/Reports"]);
+}
