@@ -658,3 +658,44 @@ fn stateful_sync_propagates_a_mailbox_delete_without_a_mailbox_log() {
     );
     assert!(!names(&a).contains(&"Gone".to_string()));
 }
+
+#[test]
+fn stateful_run_touches_only_mailboxes_changed_on_either_side() {
+    let (a, b) = common_five();
+    for m in ["One", "Two", "Three"] {
+        save(&a, m, None, &format!("{m}-1"), "x\n");
+    }
+    let stateful = |state: Vec<sync::MailboxStateItem>| {
+        sync::run(
+            Box::new(a.clone()),
+            Box::new(b.clone()),
+            &SyncOptions {
+                state: Some(state),
+                debug: true,
+                ..Default::default()
+            },
+        )
+    };
+    let r = stateful(Vec::new());
+    assert_eq!(r.exit_code, 0, "{:?}", r.errors);
+    let state = sync::state::decode(&sync::state::encode(&r.state)).unwrap();
+    assert_eq!(state.len(), 4);
+    // Nothing changed: every mailbox is skipped.
+    let r = stateful(state.clone());
+    assert_eq!(r.exit_code, 0);
+    let skipped = |r: &sync::SyncReport| {
+        r.log
+            .iter()
+            .filter(|l| l.starts_with("master:") && l.contains("unchanged since the state"))
+            .count()
+    };
+    assert_eq!(skipped(&r), 4, "{:#?}", r.log);
+    // A change on the slave only (B) is not missed.
+    flags(&b, "Two", 1, FlagOp::Add, Flags::SEEN, &[]);
+    save(&b, "Three", None, "Three-2", "y\n");
+    let r = stateful(state);
+    assert_eq!(r.exit_code, 0);
+    assert_eq!(skipped(&r), 2, "{:#?}", r.log);
+    assert_equal(&a, &b);
+    assert_eq!(contents(&a, "Two")[0].2, Flags::SEEN.0);
+}

@@ -16,6 +16,27 @@ use super::items::*;
 use super::plan::{self, MailboxPair, MergeKind, SaveSource, SidePlan, SideView, TreeAction};
 use super::{SyncError, SyncOptions};
 
+/// The master's state entry from both sides' final `S`: the lower common UID, the
+/// master's HIGHESTMODSEQ as `last_common_modseq` and — a mailsync extension of the field
+/// Dovecot uses only for shared mailboxes' private flags — the slave's HIGHESTMODSEQ as
+/// `last_common_pvt_modseq`, so that a later `-s` run can skip a mailbox only when neither
+/// side changed. Disagreeing sides make the entry useless (UIDVALIDITY 0).
+fn combine_states(
+    mine: MailboxStateItem,
+    peer: &MailboxStateItem,
+    _primary: bool,
+) -> MailboxStateItem {
+    let mut s = mine;
+    s.last_common_uid = s.last_common_uid.min(peer.last_common_uid);
+    s.last_common_pvt_modseq = peer.last_common_modseq;
+    if peer.last_uidvalidity != s.last_uidvalidity
+        || peer.last_messages_count != s.last_messages_count
+    {
+        s.last_uidvalidity = 0;
+    }
+    s
+}
+
 /// §4.1: the side with more messages (tie: higher UIDVALIDITY) keeps its UIDVALIDITY.
 fn primary_keeps_uid_validity(p: &MailboxItem, s: &MailboxItem) -> bool {
     (p.messages_count, p.uid_validity) > (s.messages_count, s.uid_validity)
@@ -647,6 +668,32 @@ impl Brain {
         } else {
             (&theirs, &mine)
         };
+        // Stateful mode: nothing changed on either side since the state → skip, keeping the
+        // entry (dsync-brain-mailbox.c skips on the master's counters alone; mailsync also
+        // checks the slave's, so a change made only there is never missed).
+        if let Some(st) = state.filter(|_| !self.opts.full) {
+            let (m_b, sl_b) = if self.master {
+                (&mine, &theirs)
+            } else {
+                (&theirs, &mine)
+            };
+            let unchanged = st.last_uidvalidity != 0
+                && st.last_uidvalidity == m_b.uid_validity
+                && st.last_uidvalidity == sl_b.uid_validity
+                && st.last_common_uid.saturating_add(1) == m_b.uid_next
+                && m_b.uid_next == sl_b.uid_next
+                && st.last_common_modseq == m_b.highest_modseq
+                && st.last_common_pvt_modseq == sl_b.highest_modseq
+                && st.last_messages_count == m_b.messages_count
+                && m_b.messages_count == sl_b.messages_count;
+            if unchanged {
+                self.log(format!("{name}: unchanged since the state, skipped"));
+                if self.master {
+                    self.out.states.push(st.clone());
+                }
+                return Ok(());
+            }
+        }
         // Fast mode (sync_type `c`): equal counters on both sides → nothing to do.
         if !self.opts.full
             && p_b.uid_validity == s_b.uid_validity
@@ -656,6 +703,18 @@ impl Brain {
             && p_b.mailbox_guid == s_b.mailbox_guid
         {
             self.log(format!("{name}: unchanged, skipped"));
+            if self.master {
+                let (m_b, sl_b) = (&mine, &theirs);
+                self.out.states.push(MailboxStateItem {
+                    mailbox_guid: pair.primary_guid,
+                    last_uidvalidity: m_b.uid_validity,
+                    last_common_uid: m_b.uid_next.saturating_sub(1),
+                    last_common_modseq: m_b.highest_modseq,
+                    last_common_pvt_modseq: sl_b.highest_modseq,
+                    last_messages_count: m_b.messages_count,
+                    changes_during_sync: false,
+                });
+            }
             return Ok(());
         }
         let lcu = state
@@ -724,17 +783,20 @@ impl Brain {
                 }
             }
         }
-        if let Item::MailboxState(ps) = peer {
-            if self.master {
-                let mut s = my_state;
-                s.last_common_uid = s.last_common_uid.min(ps.last_common_uid);
-                if ps.last_uidvalidity != s.last_uidvalidity
-                    || ps.last_messages_count != s.last_messages_count
-                {
-                    s.last_uidvalidity = 0;
-                }
-                self.out.states.push(s);
-            }
+        // The final counters after the HIGHESTMODSEQ raise, for the state.
+        mailbox.sync()?;
+        let st = mailbox.status()?;
+        let final_state = MailboxStateItem {
+            last_common_modseq: st.highest_modseq,
+            last_messages_count: st.messages,
+            last_uidvalidity: st.uid_validity,
+            ..my_state
+        };
+        let peer = self.exchange_one(Item::MailboxState(final_state.clone()))?;
+        if let (Item::MailboxState(ps), true) = (peer, self.master) {
+            self.out
+                .states
+                .push(combine_states(final_state, &ps, self.is_primary()));
         }
         Ok(())
     }
