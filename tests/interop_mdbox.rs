@@ -536,3 +536,55 @@ fn rotated_files_and_shared_copies_read_and_write_the_same() {
     assert_only_rebuild_notices(&String::from_utf8_lossy(&out.stderr));
     assert!(before == views(&env, &sc, doveadm_tool, "doveadm"));
 }
+
+/// mailsync rotates m.N files at its mdbox_rotate_size (set small here), maps each
+/// message at the right file and offset, and Dovecot reads the result as its own: same
+/// views, `doveadm purge` silent, force-resync changing nothing.
+#[test]
+fn mailsync_rotated_files_read_the_same_in_dovecot() {
+    use mailstore::{Flags, Location, NewMail, Store, StoreOptions, Uid};
+    let sc = MDBOX;
+    let env = Env::with_config(sc.config);
+    let loc = Location::parse(sc.location, Some(&env.home)).unwrap();
+    let store = mailsync_dbox::DboxStore::open(&loc, &StoreOptions::default())
+        .unwrap()
+        .with_rotate_size(400);
+    store.create_mailbox("Work", None).unwrap();
+    for (name, count) in [("INBOX", 5), ("Work", 3)] {
+        let mut mb = store.open_mailbox(name).unwrap();
+        for i in 0..count {
+            let mut t = mb.begin().unwrap();
+            let body = format!(
+                "Subject: {name} {i}\r\nMessage-ID: <{name}{i}@x>\r\n\r\n{}\r\n",
+                "y".repeat(150)
+            );
+            let mail = NewMail {
+                flags: if i % 2 == 0 {
+                    Flags::SEEN
+                } else {
+                    Flags::EMPTY
+                },
+                ..NewMail::default()
+            };
+            t.save(mail, &mut body.as_bytes()).unwrap();
+            t.commit().unwrap();
+        }
+    }
+    let mut inbox = store.open_mailbox("INBOX").unwrap();
+    let mut t = inbox.begin().unwrap();
+    t.expunge(Uid(2)).unwrap();
+    t.commit().unwrap();
+    drop(inbox);
+    let files = storage_files(&env);
+    assert!(files.len() >= 3, "rotated into several files: {files:?}");
+    env.chown_tree(&env.home.join("mdbox"));
+    assert_same_views(&env, &sc);
+    let before = views(&env, &sc, doveadm_tool, "doveadm");
+    clean("doveadm purge", env.doveadm(sc.location, &["purge"]));
+    assert!(before == views(&env, &sc, doveadm_tool, "doveadm"));
+    assert_same_views(&env, &sc);
+    let out = env.doveadm(sc.location, &["force-resync", "*"]);
+    assert!(out.status.success());
+    assert_only_rebuild_notices(&String::from_utf8_lossy(&out.stderr));
+    assert!(before == views(&env, &sc, doveadm_tool, "doveadm"));
+}

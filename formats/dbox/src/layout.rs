@@ -36,6 +36,8 @@ pub struct Layout {
     /// The namespace (virtual name) separator; on disk levels are always `/`.
     pub ns_sep: char,
     pub line_endings: SaveLineEndings,
+    /// mdbox_rotate_size: an `m.N` at least this big gets no more messages.
+    pub rotate_size: u64,
 }
 
 impl Layout {
@@ -52,6 +54,7 @@ impl Layout {
             root: location.root.clone(),
             ns_sep: options.separator.unwrap_or('/'),
             line_endings: options.save_line_endings.unwrap_or(SaveLineEndings::Lf),
+            rotate_size: crate::mdbox::DEFAULT_ROTATE_SIZE,
         })
     }
 

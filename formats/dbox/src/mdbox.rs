@@ -571,7 +571,8 @@ fn commit_with_saves(
                 INNER_LOCK_TIMEOUT,
                 true,
                 |view, t| -> std::result::Result<Committed, CommitError> {
-                    let map_uids = append_to_storage(&storage, map_view, mt, saves)?;
+                    let map_uids =
+                        append_to_storage(&storage, layout.rotate_size, map_view, mt, saves)?;
                     mailbox_changes(view, t, saves, &map_uids, updates, expunges)
                 },
             )?;
@@ -591,6 +592,7 @@ fn commit_with_saves(
 /// in `mt`. Returns their map UIDs.
 fn append_to_storage(
     storage: &Path,
+    rotate_size: u64,
     map_view: &View,
     mt: &mut mailsync_index::Transaction<'_>,
     saves: &[PendingSave],
@@ -599,7 +601,7 @@ fn append_to_storage(
         .extension(ext::MAP)
         .map(|e| MapHeader::decode(&e.data))
         .unwrap_or_default();
-    let (file_id, f, _new) = appendable_file(storage, hdr.highest_file_id, DEFAULT_ROTATE_SIZE)?;
+    let (file_id, f, _new) = appendable_file(storage, hdr.highest_file_id, rotate_size)?;
     let path = storage.join(map_file_name(file_id));
     let mut offset = f
         .metadata()

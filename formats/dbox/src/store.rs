@@ -47,6 +47,13 @@ impl DboxStore {
         &self.layout
     }
 
+    /// Sets Dovecot's `mdbox_rotate_size` (bytes; default 10 MiB): new messages go to a new
+    /// `m.N` once the current one is at least this big.
+    pub fn with_rotate_size(mut self, bytes: u64) -> DboxStore {
+        self.layout.rotate_size = bytes;
+        self
+    }
+
     fn existing_name(&self, name: &str) -> Result<String> {
         let v = self.layout.normalize(name);
         self.layout.validate(&v, false)?;
