@@ -438,3 +438,63 @@ fn dovecot_and_mailsync_saving_into_one_sdbox_lose_nothing() {
     };
     assert_eq!(strip(d), strip(m));
 }
+
+/// What dsync passes to a save (GUID, received and saved dates, flags, keywords) is kept,
+/// and Dovecot reads the message with the same GUID, date and flags, logging nothing
+/// about the extra `S` (saved date) metadata line.
+#[test]
+fn saves_with_dsync_metadata_read_the_same_in_dovecot() {
+    use mailstore::{Flags, Guid, Keyword, Location, NewMail, Store, StoreOptions};
+    for sc in [SDBOX, mdbox_scenario()] {
+        let env = Env::with_config(sc.config);
+        let loc = Location::parse(sc.location, Some(&env.home)).unwrap();
+        let store = mailsync_dbox::DboxStore::open(&loc, &StoreOptions::default()).unwrap();
+        let mut inbox = store.open_mailbox("INBOX").unwrap();
+        let mut t = inbox.begin().unwrap();
+        let mail = NewMail {
+            guid: Some(Guid::from_bytes("0123456789abcdef0123456789abcdef")),
+            uid: Some(mailstore::Uid(7)),
+            received_date: Some(1_500_000_000),
+            saved_date: Some(1_600_000_000),
+            flags: Flags::SEEN | Flags::ANSWERED,
+            keywords: vec![Keyword::from("$Forwarded")],
+        };
+        t.save(mail, &mut &b"Subject: dsync\r\n\r\nbody\r\n"[..])
+            .unwrap();
+        t.commit().unwrap();
+        drop(inbox);
+        env.chown_tree(&env.home);
+        let out = clean(
+            "doveadm fetch",
+            env.doveadm(
+                sc.location,
+                &[
+                    "-f",
+                    "tab",
+                    "fetch",
+                    "uid guid flags date.received size.physical",
+                    "all",
+                ],
+            ),
+        );
+        let text = String::from_utf8(out).unwrap();
+        let row: Vec<&str> = text.lines().nth(1).unwrap().split('\t').collect();
+        assert_eq!(row[0], "7");
+        assert_eq!(row[1], "0123456789abcdef0123456789abcdef");
+        assert!(row[2].contains("\\Answered \\Seen") && row[2].contains("$Forwarded"));
+        assert!(row[3].starts_with("2017-07-14"), "{}", row[3]);
+        assert_eq!(row[4], "21");
+        assert_same_views(&env, &sc);
+        let mut inbox = store.open_mailbox("INBOX").unwrap();
+        assert_eq!(inbox.mails().unwrap()[0].saved_date, 1_600_000_000);
+    }
+}
+
+fn mdbox_scenario() -> Scenario {
+    Scenario {
+        config: "",
+        location: "mdbox:~/mdbox",
+        parent: "Archive",
+        nested: "Archive/2024",
+    }
+}

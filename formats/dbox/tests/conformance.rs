@@ -48,3 +48,7 @@ mod sdbox_dot_separator {
 mod mdbox {
     mailstore::conformance_suite!(|| super::Target::new("mdbox:~/mdbox", None));
 }
+
+mod mdbox_dot_separator {
+    mailstore::conformance_suite!(|| super::Target::new("mdbox:~/mdbox", Some('.')));
+}
