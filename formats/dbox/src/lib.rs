@@ -4,7 +4,25 @@
 //!
 //! Both keep flags, keywords, UIDs and modseqs only in the per-mailbox Dovecot index,
 //! read and written through `mailsync-index` (View + IndexWriter, under Dovecot's fcntl
-//! log lock), so Dovecot and mailsync can work on the same store.
+//! log lock; UIDs are assigned under that lock with
+//! `mailsync_index::locked_commit`), so Dovecot and mailsync can work on the same store
+//! at the same time.
+//!
+//! ```no_run
+//! use mailstore::{Location, NewMail, Store, StoreOptions};
+//! let loc = Location::parse("mdbox:~/mdbox", Some(std::path::Path::new("/home/u")))?;
+//! let store = mailsync_dbox::DboxStore::open(&loc, &StoreOptions::default())?;
+//! let mut inbox = store.open_mailbox("INBOX")?;
+//! let mut t = inbox.begin()?;
+//! t.save(NewMail::default(), &mut &b"Subject: hi\r\n\r\nbody\r\n"[..])?;
+//! let saved = t.commit()?.saved;
+//! # Ok::<(), mailstore::Error>(())
+//! ```
+//!
+//! Modules: [`file`] (the dbox file format, shared), [`layout`] (paths and names),
+//! [`sdbox`], [`mdbox`], [`index`] (mailbox index creation and the `dbox-hdr`/`mdbox-hdr`
+//! header). Not implemented here: purge, force-resync (rebuild), alt storage, external
+//! attachments, `dovecot.index.cache`.
 
 pub mod file;
 #[doc(hidden)]
