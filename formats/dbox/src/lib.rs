@@ -19,7 +19,7 @@
 //! # Ok::<(), mailstore::Error>(())
 //! ```
 //!
-//! Modules: [`file`] (the dbox file format, shared), [`layout`] (paths and names),
+//! Modules: [`file`](mod@file) (the dbox file format, shared), [`layout`] (paths and names),
 //! [`sdbox`], [`mdbox`], [`index`] (mailbox index creation and the `dbox-hdr`/`mdbox-hdr`
 //! header). Not implemented here: purge, force-resync (rebuild), alt storage, external
 //! attachments, `dovecot.index.cache`.
