@@ -262,6 +262,11 @@ impl Store for MboxStore {
         self.sep
     }
 
+    /// A mailbox is a file; only directories have children (mailbox-list-fs.c).
+    fn selectable_parents(&self) -> bool {
+        false
+    }
+
     fn save_line_endings(&self) -> SaveLineEndings {
         self.line_endings
     }

@@ -1,16 +1,11 @@
 //! The shared conformance suite against the mbox store (`mbox:~/mail:INBOX=~/mail/INBOX`).
 //!
-//! Six suite tests need a mailbox that holds messages *and* has child mailboxes. Dovecot's
-//! mbox can't have that: a mailbox is a file, children live in a directory of the same name,
-//! and doveadm answers "Mailbox doesn't allow inferior mailboxes" (creating `Parent/Child`
-//! under the mbox file `Parent`) and "Mailbox already exists" (creating `A` where the
-//! directory `A/` holds children). Those six (children_attribute,
-//! delete_parent_keeps_children, nested_names_and_ghost_parents, rename_moves_children,
-//! new_store_handle_sees_committed_state, utf8_names_round_trip) are replaced here by
-//! [`inferiors_are_refused_as_dovecot_refuses_them`] and by mbox versions of what they check
-//! that an mbox can do; every other suite test runs unchanged.
+//! An mbox mailbox is a file, so it can't also have children (`Store::selectable_parents`
+//! is false): the suite then checks that such children are refused as doveadm refuses them
+//! ("Mailbox doesn't allow inferior mailboxes"). The tests below add what an mbox *can* do
+//! with nested names: children in `\Noselect` directories, renaming a directory.
 
-use mailstore::conformance::{self as suite, ConformanceTarget};
+use mailstore::conformance::ConformanceTarget;
 use mailstore::{ErrorKind, Location, Store, StoreOptions};
 use mailsync_mbox::MboxStore;
 
@@ -31,61 +26,7 @@ fn target() -> Target {
     }
 }
 
-macro_rules! suite_tests {
-    ($($name:ident)*) => {
-        $(
-            #[test]
-            fn $name() {
-                suite::run(&target(), suite::$name);
-            }
-        )*
-    };
-}
-
-suite_tests!(
-    inbox_exists_on_empty_store
-    inbox_is_case_insensitive
-    create_list_and_open_mailbox
-    create_existing_is_exists
-    create_with_guid_keeps_it
-    delete_mailbox_and_its_messages
-    missing_mailbox_is_not_found
-    inbox_cannot_be_deleted
-    rename_keeps_guid_uidvalidity_and_messages
-    rename_onto_existing_is_exists
-    rename_to_nested_name_moves_ghost_parents
-    rename_under_itself_is_refused
-    invalid_names_are_rejected
-    subscriptions_round_trip
-    subscriptions_persist_after_reopen
-    save_keeps_guid_uid_dates_flags_keywords
-    save_keeps_saved_date
-    generated_guids_are_unique
-    uids_ascend_from_one
-    requested_uid_at_or_above_next_uid_is_granted
-    requested_uid_below_next_uid_is_reassigned
-    uids_not_reused_after_expunging_last
-    uid_next_persists_across_reopen
-    uid_validity_is_nonzero_and_stable
-    recreated_mailbox_is_new
-    status_counts
-    message_bytes_round_trip
-    large_message_round_trip
-    virtual_size_counts_bare_lf_as_crlf
-    flag_updates_on_system_flags
-    flag_updates_on_keywords
-    keyword_bytes_round_trip
-    many_keywords_in_one_mailbox
-    expunge_removes_message
-    rollback_changes_nothing
-    dropped_transaction_changes_nothing
-    mixed_transaction_commits_together
-    concurrent_transactions_get_distinct_uids
-    update_or_expunge_of_missing_uid_is_not_found
-    second_handle_sees_changes_after_sync
-    highest_modseq_never_decreases
-    changes_since_is_exact_when_known
-);
+mailstore::conformance_suite!(target);
 
 fn names(store: &dyn Store) -> Vec<(String, bool, bool, bool)> {
     store

@@ -48,6 +48,15 @@ pub trait Store: Send {
         Ok(Vec::new())
     }
 
+    /// Whether a mailbox that holds messages can also have child mailboxes. False for mbox,
+    /// where a mailbox is a file and only a (`\Noselect`) directory can have children:
+    /// creating `A/B` under the mailbox `A` fails with `NotPossible` ("Mailbox doesn't allow
+    /// inferior mailboxes") and creating `A` where the directory `A` exists with `Exists`, as
+    /// in Dovecot.
+    fn selectable_parents(&self) -> bool {
+        true
+    }
+
     /// How this store converts the line endings of the messages it saves.
     fn save_line_endings(&self) -> crate::lines::SaveLineEndings {
         crate::lines::SaveLineEndings::AsIs
