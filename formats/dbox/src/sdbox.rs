@@ -422,6 +422,43 @@ struct PendingSave {
     mail: NewMail,
 }
 
+/// Gives each saved temp file its `u.<uid>` name, UIDs as [`assign_uids`]. Dovecot
+/// renames over whatever is there; mailsync links instead (no-clobber) and, when a
+/// `u.<uid>` at or above next_uid already exists (a crashed save, or an index that lost
+/// track of messages), leaves it alone and takes the next UID: an existing file is
+/// never replaced.
+fn place_files(
+    dir: &Path,
+    mut next: u32,
+    wishes: &[Option<Uid>],
+    saves: &[PendingSave],
+) -> Result<Vec<u32>> {
+    let mut uids = Vec::with_capacity(saves.len());
+    for (s, wish) in saves.iter().zip(wishes) {
+        let mut uid = assign_uids(next, std::slice::from_ref(wish))[0];
+        loop {
+            let target = dir.join(mail_file_name(uid));
+            match fs::hard_link(&s.temp, &target) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    crate::warn(&format!(
+                        "{} exists but is not in the index: keeping it, using the next UID",
+                        target.display()
+                    ));
+                    uid = uid
+                        .checked_add(1)
+                        .ok_or_else(|| Error::NotPossible("UIDs exhausted".into()))?;
+                }
+                Err(e) => return Err(Error::io("link", &s.temp, e)),
+            }
+        }
+        let _ = fs::remove_file(&s.temp);
+        uids.push(uid);
+        next = uid.saturating_add(1);
+    }
+    Ok(uids)
+}
+
 struct SdboxTransaction<'a> {
     mb: &'a mut SdboxMailbox,
     saves: Vec<PendingSave>,
@@ -509,11 +546,7 @@ impl Transaction for SdboxTransaction<'_> {
             true,
             |view, t| -> std::result::Result<(Vec<Uid>, u32), CommitError> {
                 let wishes: Vec<Option<Uid>> = saves.iter().map(|s| s.mail.uid).collect();
-                let uids = assign_uids(view.next_uid(), &wishes);
-                for (s, &uid) in saves.iter().zip(&uids) {
-                    let target = dir.join(mail_file_name(uid));
-                    fs::rename(&s.temp, &target).map_err(|e| Error::io("rename", &s.temp, e))?;
-                }
+                let uids = place_files(&dir, view.next_uid(), &wishes, &saves)?;
                 if !saves.is_empty() {
                     mailsupport::atomic::fsync_dir(&dir)
                         .map_err(|e| Error::io("fsync", &dir, e))?;

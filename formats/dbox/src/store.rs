@@ -154,6 +154,22 @@ impl DboxStore {
     }
 }
 
+/// True when an sdbox mail directory holds any `u.<uid>` file.
+fn has_mail_files(dir: &Path) -> Result<bool> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::io("opendir", dir, e)),
+    };
+    for entry in rd {
+        let entry = entry.map_err(|e| Error::io("readdir", dir, e))?;
+        if entry.file_name().as_encoded_bytes().starts_with(b"u.") {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 impl Store for DboxStore {
     fn hierarchy_separator(&self) -> char {
         self.layout.ns_sep
@@ -312,16 +328,20 @@ impl Store for DboxStore {
     fn open_mailbox(&self, name: &str) -> Result<Box<dyn Mailbox>> {
         let v = self.existing_name(name)?;
         let mail_dir = self.layout.mail_dir(&v);
-        if Layout::is_inbox(&v) {
-            // mailbox_autocreate: INBOX comes into existence when first opened
-            if !index_exists(&mail_dir) {
-                self.init_mailbox(&v, None)?;
-            }
-        } else if !mail_dir.is_dir() {
+        // INBOX comes into existence when first opened (mailbox_autocreate)
+        if !Layout::is_inbox(&v) && !mail_dir.is_dir() {
             return Err(Error::MailboxNotFound(v));
-        } else if !index_exists(&mail_dir) {
-            // a mailbox whose index is gone: Dovecot creates a new one (and rebuilds
-            // sdbox from the u.N files; mailsync leaves that to force-resync)
+        }
+        if !index_exists(&mail_dir) {
+            // no index: Dovecot creates a new one, and rebuilds an sdbox one from its u.N
+            // files. mailsync doesn't rebuild: a fresh index would hide existing u.N
+            // files (and later saves would reuse their UIDs), so it refuses
+            if self.layout.kind == DboxKind::Single && has_mail_files(&mail_dir)? {
+                return Err(Error::corrupted(
+                    mail_dir.join(INDEX_PREFIX),
+                    "index missing but u.N files exist: run doveadm force-resync",
+                ));
+            }
             self.init_mailbox(&v, None)?;
         }
         match self.layout.kind {

@@ -162,3 +162,31 @@ fn huge_message_header_size_allocates_nothing_and_fails_cleanly() {
     assert!(file::read_all_mails(&data[..]).is_err());
     fuzz_dbox_file(&data);
 }
+
+#[test]
+fn lost_sdbox_index_is_refused_and_existing_files_are_never_overwritten() {
+    let (dir, file) = sdbox_with_one_message();
+    let original = std::fs::read(&file).unwrap();
+    let mail_dir = file.parent().unwrap().to_path_buf();
+    for f in ["dovecot.index", "dovecot.index.log", "dovecot.index.log.2"] {
+        let _ = std::fs::remove_file(mail_dir.join(f));
+    }
+    // a fresh index would start at UID 1 again: refused
+    let e = open_inbox_error(dir.path());
+    assert_eq!(e.kind(), ErrorKind::InvalidData);
+    assert!(e.to_string().contains("force-resync"), "{e}");
+    // a stray u.N above next_uid (crashed save) is kept; the save takes the next UID
+    let (dir, file) = sdbox_with_one_message();
+    let stray = file.with_file_name("u.2");
+    std::fs::write(&stray, b"not ours").unwrap();
+    let loc = Location::parse("sdbox:~/sdbox", Some(dir.path())).unwrap();
+    let store = DboxStore::open(&loc, &StoreOptions::default()).unwrap();
+    let mut inbox = store.open_mailbox("INBOX").unwrap();
+    let mut t = inbox.begin().unwrap();
+    t.save(NewMail::default(), &mut &b"Subject: y\n\nz\n"[..])
+        .unwrap();
+    let saved = t.commit().unwrap().saved;
+    assert_eq!(saved, [mailstore::Uid(3)]);
+    assert_eq!(std::fs::read(&stray).unwrap(), b"not ours");
+    assert_eq!(std::fs::read(&file).unwrap().len(), original.len());
+}
