@@ -7,6 +7,6 @@ pub mod dotlock;
 pub mod fuzzing;
 pub mod mutf7;
 pub mod subscriptions;
-pub mod uidvalidity;
 #[cfg(test)]
 mod test_support;
+pub mod uidvalidity;
