@@ -86,3 +86,72 @@ impl From<Error> for CommitError {
         CommitError(e)
     }
 }
+
+/// `Mailbox::update_mailbox` for a dbox mailbox index, as index_storage_mailbox_update
+/// (index-storage.c) in one EXTERNAL transaction: NEXTUID raised by a header update,
+/// HIGHESTMODSEQ by a modseq update of uid 0 (enabling the `modseq` extension first, as
+/// mail_index_modseq_enable). A UIDVALIDITY change needs Dovecot's index reset, which
+/// mailsync doesn't write; it is done only for a mailbox that never held a message
+/// (NEXTUID 1) by creating its index anew with the same GUID, and refused otherwise.
+pub(crate) fn update_index(
+    dir: &Path,
+    kind: DboxKind,
+    update: &mailstore::MailboxUpdate,
+) -> Result<()> {
+    let w = IndexWriter::open(dir, INDEX_PREFIX);
+    let view = w.view().map_err(ix_err)?;
+    if let Some(uid_validity) = update.uid_validity {
+        if uid_validity == 0 {
+            return Err(Error::Params("UIDVALIDITY can't be 0".into()));
+        }
+        if uid_validity != view.uid_validity() {
+            if view.messages_count() > 0 || view.next_uid() > 1 {
+                return Err(Error::NotPossible(
+                    "UIDVALIDITY can be changed only in a mailbox that never held a message".into(),
+                ));
+            }
+            let hdr = dbox_header(&view, kind).unwrap_or_default();
+            let paths = w.paths();
+            for p in [paths.log(), paths.log2(), paths.index(), paths.cache()] {
+                match std::fs::remove_file(&p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io("unlink", &p, e)),
+                }
+            }
+            create_index(
+                dir,
+                kind,
+                uid_validity,
+                hdr.counter,
+                MailboxGuid(hdr.mailbox_guid),
+            )?;
+        }
+    }
+    let min_next = update.min_uid_next.unwrap_or(0);
+    let min_modseq = update.min_highest_modseq.unwrap_or(0);
+    mailsync_index::locked_commit::commit_locked(
+        &w,
+        true,
+        |view, t| -> std::result::Result<(), CommitError> {
+            if view.next_uid() < min_next {
+                t.header_update(
+                    mailsync_index::format::index::hdr_off::NEXT_UID as u16,
+                    &min_next.to_le_bytes(),
+                );
+            }
+            if view.highest_modseq() < min_modseq {
+                if view
+                    .extension(mailsync_index::format::ext::MODSEQ)
+                    .is_none()
+                {
+                    t.ext_intro(mailsync_index::format::ext::MODSEQ, 16, 8, 8);
+                }
+                t.modseq_update(0, min_modseq);
+            }
+            Ok(())
+        },
+    )
+    .map_err(|CommitError(e)| e)?;
+    Ok(())
+}

@@ -328,6 +328,11 @@ impl Mailbox for MdboxMailbox {
     fn changes_since(&mut self, since: ModSeq) -> Result<Changes> {
         Ok(self.view.changes_since(since))
     }
+
+    fn update_mailbox(&mut self, update: &mailstore::MailboxUpdate) -> Result<()> {
+        crate::index::update_index(&self.dir, DboxKind::Multi, update)?;
+        self.refresh()
+    }
 }
 
 struct PendingSave {

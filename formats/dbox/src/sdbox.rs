@@ -415,6 +415,11 @@ impl Mailbox for SdboxMailbox {
     fn changes_since(&mut self, since: ModSeq) -> Result<Changes> {
         Ok(self.view.changes_since(since))
     }
+
+    fn update_mailbox(&mut self, update: &mailstore::MailboxUpdate) -> Result<()> {
+        crate::index::update_index(&self.dir, DboxKind::Single, update)?;
+        self.refresh()
+    }
 }
 
 struct PendingSave {
