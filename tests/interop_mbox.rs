@@ -492,3 +492,144 @@ fn delivery_while_mailsync_rewrites_loses_nothing() {
     }
     assert_eq!(env.dovecot_log(), "", "Dovecot logged something");
 }
+
+/// `uid flags modseq` of every INBOX message (without `\Recent`, which belongs to a
+/// session) and the INBOX's HIGHESTMODSEQ, as one tool reports them.
+fn modseq_view(env: &Env, loc: &str, doveadm: bool) -> (String, String) {
+    let get = |args: &[&str]| {
+        let out = if doveadm {
+            env.doveadm(loc, args)
+        } else {
+            env.mailsync(loc, args)
+        };
+        clean(&format!("{args:?} doveadm={doveadm}"), out)
+    };
+    let fetch = sorted_pager_records(&get(&[
+        "-f",
+        "pager",
+        "fetch",
+        "uid flags modseq",
+        "mailbox",
+        "INBOX",
+        "all",
+    ]))
+    .iter()
+    .map(|r| show(r).replace(" \\\\Recent", "").replace("\\\\Recent", ""))
+    .collect::<Vec<_>>()
+    .join("\n");
+    let status = sorted_table(&get(&[
+        "-f",
+        "tab",
+        "mailbox",
+        "status",
+        "messages uidnext highestmodseq",
+        "INBOX",
+    ]));
+    (fetch, status)
+}
+
+#[test]
+fn modseqs_agree_while_both_tools_change_one_mbox() {
+    let env = Env::new();
+    let loc = "mbox:~/mail:INBOX=~/mail/INBOX";
+    let msgs = messages();
+    type Step<'a> = (bool, Vec<&'a str>, Option<&'a [u8]>);
+    let steps: Vec<Step> = vec![
+        (false, vec!["save", "-m", "INBOX"], Some(&msgs[0])),
+        (false, vec!["save", "-m", "INBOX"], Some(&msgs[1])),
+        (true, vec!["save", "-m", "INBOX"], Some(&msgs[2])),
+        (
+            true,
+            vec!["flags", "add", "\\Seen", "mailbox", "INBOX", "uid", "1"],
+            None,
+        ),
+        (
+            false,
+            vec![
+                "flags",
+                "add",
+                "\\Flagged $Work",
+                "mailbox",
+                "INBOX",
+                "uid",
+                "2",
+            ],
+            None,
+        ),
+        (false, vec!["save", "-m", "INBOX"], Some(&msgs[3])),
+        (
+            true,
+            vec!["flags", "remove", "$Work", "mailbox", "INBOX", "uid", "2"],
+            None,
+        ),
+        (
+            false,
+            vec![
+                "flags",
+                "replace",
+                "\\Answered Junk",
+                "mailbox",
+                "INBOX",
+                "uid",
+                "3",
+            ],
+            None,
+        ),
+        (false, vec!["expunge", "mailbox", "INBOX", "uid", "1"], None),
+        (true, vec!["save", "-m", "INBOX"], Some(&msgs[5])),
+        (true, vec!["expunge", "mailbox", "INBOX", "uid", "3"], None),
+        (
+            true,
+            vec![
+                "flags",
+                "add",
+                "\\Deleted $Later",
+                "mailbox",
+                "INBOX",
+                "uid",
+                "4",
+            ],
+            None,
+        ),
+        (
+            false,
+            vec!["flags", "add", "\\Seen", "mailbox", "INBOX", "all"],
+            None,
+        ),
+        (false, vec!["save", "-m", "INBOX"], Some(&msgs[6])),
+    ];
+    let mut last_highest = String::new();
+    for (n, (doveadm, args, stdin)) in steps.iter().enumerate() {
+        let out = if *doveadm {
+            env.doveadm_stdin(loc, args, *stdin)
+        } else {
+            env.mailsync_stdin(loc, args, *stdin)
+        };
+        clean(&format!("step {n} {args:?} doveadm={doveadm}"), out);
+        let ours = modseq_view(&env, loc, false);
+        let theirs = modseq_view(&env, loc, true);
+        let ours_again = modseq_view(&env, loc, false);
+        assert_eq!(
+            ours.0, theirs.0,
+            "step {n} {args:?}: fetch, mailsync vs Dovecot"
+        );
+        assert_eq!(
+            ours.1, theirs.1,
+            "step {n} {args:?}: status, mailsync vs Dovecot"
+        );
+        assert_eq!(
+            ours, ours_again,
+            "step {n} {args:?}: Dovecot's look changed mailsync's"
+        );
+        // every change raised HIGHESTMODSEQ
+        assert_ne!(
+            theirs.1, last_highest,
+            "step {n} {args:?}: HIGHESTMODSEQ unchanged"
+        );
+        last_highest = theirs.1.clone();
+        assert!(theirs.0.contains("modseq: "), "{}", theirs.0);
+    }
+    let (fetch, _) = modseq_view(&env, loc, true);
+    assert_eq!(fetch.matches("uid: ").count(), 4, "{fetch}");
+    assert_eq!(env.dovecot_log(), "", "Dovecot logged something");
+}

@@ -10,6 +10,7 @@
 //! - [`MboxStore`]: the `mbox:~/mail:INBOX=/var/mail/%u` layout with `.imap/` index dirs,
 //!   locked (dotlock + fcntl) crash-safe rewrites.
 
+mod dovecot_index;
 pub mod from_line;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -2,9 +2,12 @@
 //! rewrite the file under Dovecot's write locks, crash-safely.
 //!
 //! Metadata Dovecot keeps in the file (UIDVALIDITY, UIDs, flags, keywords) is read from and
-//! written to the file's headers. What an mbox can't hold — modseqs, saved dates, GUIDs given
-//! by the caller, and the mailbox GUID — lives in `<index dir>/mailsync-mbox.meta`, a small
-//! text file Dovecot ignores (see FORMAT.md).
+//! written to the file's headers. Modseqs, HIGHESTMODSEQ and the change history are Dovecot's
+//! index of the mailbox (`dovecot.index*`, `modseq` extension and transaction log): every
+//! change mailsync makes is written there as EXTERNAL transactions, and read back from the
+//! replayed view. What neither can hold — saved dates, GUIDs given by the caller, and the
+//! mailbox GUID — lives in `<index dir>/mailsync-mbox.meta`, a small text file Dovecot
+//! ignores (see FORMAT.md).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -19,16 +22,18 @@ use mailstore::{
     Uid,
 };
 
+use crate::dovecot_index;
 use crate::header::{self, HeaderLine};
 use crate::lock::{self, FcntlLock};
-use crate::md5::{hex, Md5};
+use crate::md5::hex;
 use crate::reader::{scan, MboxFile, MboxMessage, MessageReader, ScanError};
 use crate::store::MailboxPaths;
 use crate::writer::{self, BaseHeader, Managed};
 
 /// The sidecar file in the mailbox's index directory.
 pub const META_NAME: &str = "mailsync-mbox.meta";
-const META_MAGIC: &str = "mailsync-mbox-meta 1";
+const META_MAGIC: &str = "mailsync-mbox-meta 2";
+const META_MAGIC_V1: &str = "mailsync-mbox-meta 1";
 
 fn now() -> i64 {
     SystemTime::now()
@@ -36,17 +41,13 @@ fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// Per-message data an mbox file can't hold.
+/// Per-message data neither the mbox file nor Dovecot's index can hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MetaMail {
-    pub modseq: u64,
     pub saved_date: i64,
     /// A GUID given at save time (or generated to keep GUIDs unique); `None` = the
     /// header MD5, as Dovecot computes it.
     pub guid: Option<Vec<u8>>,
-    /// MD5 of flags and keywords when `modseq` was given: a change made by someone else
-    /// (Dovecot, another mailsync) is noticed and gets a new modseq.
-    pub state: String,
 }
 
 /// The sidecar's contents.
@@ -55,27 +56,7 @@ pub struct Meta {
     pub mailbox_guid: MailboxGuid,
     /// UIDVALIDITY the per-message entries belong to (also used while the file is empty).
     pub uid_validity: u32,
-    pub highest_modseq: u64,
     pub mails: BTreeMap<u32, MetaMail>,
-    /// Expunges with the modseq they got and the GUID when known, oldest first.
-    pub expunged: Vec<(u32, u64, Option<Vec<u8>>)>,
-    /// `changes_since` is exact only from this modseq on (older history was dropped).
-    pub history_floor: u64,
-}
-
-/// Expunge records kept for `changes_since`; older ones raise the history floor.
-const MAX_EXPUNGE_HISTORY: usize = 10_000;
-
-impl Meta {
-    fn record_expunge(&mut self, uid: u32, guid: Option<Vec<u8>>) {
-        self.highest_modseq += 1;
-        self.expunged.push((uid, self.highest_modseq, guid));
-        if self.expunged.len() > MAX_EXPUNGE_HISTORY {
-            let drop = self.expunged.len() - MAX_EXPUNGE_HISTORY;
-            self.history_floor = self.expunged[drop - 1].1;
-            self.expunged.drain(..drop);
-        }
-    }
 }
 
 impl Meta {
@@ -83,62 +64,54 @@ impl Meta {
         Meta {
             mailbox_guid: guid,
             uid_validity: new_uid_validity(),
-            highest_modseq: 1,
             mails: BTreeMap::new(),
-            expunged: Vec::new(),
-            history_floor: 1,
         }
     }
 
-    /// Reads the sidecar; `None` if missing or unreadable (it is then rebuilt).
+    /// Reads the sidecar; `None` if missing or unreadable (it is then rebuilt). Version 1
+    /// (which also kept modseqs and expunges, now in Dovecot's index) is read too.
     pub fn load(index_dir: &Path) -> Option<Meta> {
         let text = fs::read_to_string(index_dir.join(META_NAME)).ok()?;
         let mut lines = text.lines();
-        if lines.next()? != META_MAGIC {
+        let magic = lines.next()?;
+        if magic != META_MAGIC && magic != META_MAGIC_V1 {
             return None;
         }
         let mut meta = Meta {
             mailbox_guid: MailboxGuid::default(),
             uid_validity: 0,
-            highest_modseq: 1,
             mails: BTreeMap::new(),
-            expunged: Vec::new(),
-            history_floor: 1,
+        };
+        let guid_field = |g: &str| -> Option<Option<Vec<u8>>> {
+            if g == "-" {
+                Some(None)
+            } else {
+                Some(Some(unhex(g)?))
+            }
         };
         for line in lines {
             let f: Vec<&str> = line.split(' ').collect();
-            match f.as_slice() {
-                ["guid", g] => meta.mailbox_guid = MailboxGuid::parse_hex(g.as_bytes())?,
-                ["uidvalidity", v] => meta.uid_validity = v.parse().ok()?,
-                ["modseq", v] => meta.highest_modseq = v.parse().ok()?,
-                ["floor", v] => meta.history_floor = v.parse().ok()?,
-                ["x", uid, modseq, guid] => meta.expunged.push((
-                    uid.parse().ok()?,
-                    modseq.parse().ok()?,
-                    if *guid == "-" {
-                        None
-                    } else {
-                        Some(unhex(guid)?)
-                    },
-                )),
-                ["m", uid, modseq, saved, guid, state] => {
-                    let guid = if *guid == "-" {
-                        None
-                    } else {
-                        Some(unhex(guid)?)
-                    };
-                    meta.mails.insert(
-                        uid.parse().ok()?,
-                        MetaMail {
-                            modseq: modseq.parse().ok()?,
-                            saved_date: saved.parse().ok()?,
-                            guid,
-                            state: state.to_string(),
-                        },
-                    );
+            let (uid, saved, guid) = match f.as_slice() {
+                ["guid", g] => {
+                    meta.mailbox_guid = MailboxGuid::parse_hex(g.as_bytes())?;
+                    continue;
                 }
-                _ => {}
-            }
+                ["uidvalidity", v] => {
+                    meta.uid_validity = v.parse().ok()?;
+                    continue;
+                }
+                ["m", uid, saved, guid] => (uid, saved, guid),
+                // version 1: m <uid> <modseq> <saved> <guid> <state>
+                ["m", uid, _, saved, guid, _] => (uid, saved, guid),
+                _ => continue,
+            };
+            meta.mails.insert(
+                uid.parse().ok()?,
+                MetaMail {
+                    saved_date: saved.parse().ok()?,
+                    guid: guid_field(guid)?,
+                },
+            );
         }
         (!meta.mailbox_guid.is_zero()).then_some(meta)
     }
@@ -146,20 +119,12 @@ impl Meta {
     /// Writes the sidecar atomically (temp + fsync + rename).
     pub fn save(&self, index_dir: &Path) -> Result<()> {
         let mut out = format!(
-            "{META_MAGIC}\nguid {}\nuidvalidity {}\nmodseq {}\n",
-            self.mailbox_guid, self.uid_validity, self.highest_modseq
+            "{META_MAGIC}\nguid {}\nuidvalidity {}\n",
+            self.mailbox_guid, self.uid_validity
         );
-        out.push_str(&format!("floor {}\n", self.history_floor));
-        for (uid, modseq, guid) in &self.expunged {
-            let guid = guid.as_ref().map_or("-".to_string(), |g| hex(g));
-            out.push_str(&format!("x {uid} {modseq} {guid}\n"));
-        }
         for (uid, m) in &self.mails {
             let guid = m.guid.as_ref().map_or("-".to_string(), |g| hex(g));
-            out.push_str(&format!(
-                "m {uid} {} {} {guid} {}\n",
-                m.modseq, m.saved_date, m.state
-            ));
+            out.push_str(&format!("m {uid} {} {guid}\n", m.saved_date));
         }
         let path = index_dir.join(META_NAME);
         fs::create_dir_all(index_dir).map_err(|e| Error::io("mkdir", index_dir, e))?;
@@ -181,18 +146,6 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 /// A UIDVALIDITY as Dovecot picks one: the current time.
 fn new_uid_validity() -> u32 {
     (now() as u32).max(1)
-}
-
-fn state_of(flags: Flags, keywords: &[Keyword]) -> String {
-    let mut md5 = Md5::default();
-    md5.update(&[flags.0 & !Flags::RECENT.0]);
-    let mut sorted: Vec<&[u8]> = keywords.iter().map(|k| k.as_bytes()).collect();
-    sorted.sort();
-    for k in sorted {
-        md5.update(k);
-        md5.update(b"\n");
-    }
-    hex(&md5.finish())
 }
 
 fn scan_error(path: &Path, e: ScanError) -> Error {
@@ -234,8 +187,6 @@ fn reconcile(file: &MboxFile, meta: &mut Meta, dovecot: Option<(u32, u32)>) -> b
     if file_uv != 0 && meta.uid_validity != file_uv {
         meta.uid_validity = file_uv;
         meta.mails.clear();
-        meta.expunged.clear();
-        meta.history_floor = meta.highest_modseq;
         changed = true;
     }
     if meta.uid_validity == 0 {
@@ -243,42 +194,17 @@ fn reconcile(file: &MboxFile, meta: &mut Meta, dovecot: Option<(u32, u32)>) -> b
         changed = true;
     }
     let present: HashSet<u32> = file.messages.iter().map(|m| m.uid).collect();
-    // expunged by someone else (Dovecot, another tool)
-    let gone: Vec<(u32, Option<Vec<u8>>)> = meta
-        .mails
-        .iter()
-        .filter(|(uid, _)| !present.contains(uid))
-        .map(|(uid, e)| (*uid, e.guid.clone()))
-        .collect();
-    for (uid, guid) in gone {
-        meta.mails.remove(&uid);
-        meta.record_expunge(uid, guid);
-        changed = true;
-    }
+    let before = meta.mails.len();
+    meta.mails.retain(|uid, _| present.contains(uid));
+    changed |= meta.mails.len() != before;
     for m in &file.messages {
-        let state = state_of(m.flags, &m.keywords);
-        match meta.mails.get_mut(&m.uid) {
-            Some(e) if e.state == state => {}
-            Some(e) => {
-                meta.highest_modseq += 1;
-                e.modseq = meta.highest_modseq;
-                e.state = state;
-                changed = true;
+        meta.mails.entry(m.uid).or_insert_with(|| {
+            changed = true;
+            MetaMail {
+                saved_date: now(),
+                guid: None,
             }
-            None => {
-                meta.highest_modseq += 1;
-                meta.mails.insert(
-                    m.uid,
-                    MetaMail {
-                        modseq: meta.highest_modseq,
-                        saved_date: now(),
-                        guid: None,
-                        state,
-                    },
-                );
-                changed = true;
-            }
-        }
+        });
     }
     changed
 }
@@ -316,66 +242,6 @@ fn make_saved_guids_unique(file: &MboxFile, meta: &mut Meta, saved: &[Uid]) {
     }
 }
 
-/// After mailsync changed the mbox, Dovecot's index for it (if Dovecot has one) is brought
-/// in line, as Dovecot's own sync would leave it, so Dovecot never trusts stale cached data:
-/// - expunged messages are expunged, flag and keyword changes applied (EXTERNAL
-///   transaction: these changes already happened in the file);
-/// - every message's `mbox` extension record (the offset of the line ending before its
-///   From_ line, 0 for the first; mbox-storage.c registers rec 8 / align 8) points into
-///   the new file, so a partial sync (after an MTA appended) seeks to real From_ lines;
-/// - the `mbox` extension header (struct mbox_index_header: u64 sync_size @0, u32
-///   sync_mtime @8, u8 dirty_flag @12) gets the new size, mtime 0 and dirty 1: Dovecot's
-///   next look is then a full sync ("file size hasn't changed but timestamp has",
-///   mbox-sync.c mbox_sync_do) unless mail was appended meanwhile, which its partial sync
-///   handles with the offsets above.
-///
-/// Messages new to Dovecot are left to its sync, which appends them. Best effort: a failure
-/// is reported as a warning and only costs Dovecot a resync.
-fn tell_dovecot_index(index_dir: &Path, file: &MboxFile, new_size: u64) {
-    if !index_dir.join("dovecot.index.log").exists() {
-        return;
-    }
-    let writer = mailsync_index::IndexWriter::open(index_dir, "dovecot.index")
-        .with_lock_timeout(std::time::Duration::from_secs(30));
-    let Ok(view) = writer.view() else { return };
-    if view.extension("mbox").is_none() {
-        return;
-    }
-    let by_uid: HashMap<u32, &MboxMessage> = file.messages.iter().map(|m| (m.uid, m)).collect();
-    let mut t = writer.begin().external(true);
-    for msg in view.messages() {
-        let uid = msg.uid();
-        let Some(m) = by_uid.get(&uid) else {
-            t.expunge_guid(uid, [0; 16]);
-            continue;
-        };
-        let have = msg.flags() & mailsync_index::format::index::rec_flag::SYSTEM_MASK;
-        let want = m.flags.0 & mailsync_index::format::index::rec_flag::SYSTEM_MASK;
-        if have != want {
-            t.flags(uid, uid, want & !have, have & !want);
-        }
-        let have_kws: Vec<Vec<u8>> = msg.keywords().iter().map(|k| k.to_vec()).collect();
-        for k in &m.keywords {
-            if !have_kws.iter().any(|h| h == k.as_bytes()) {
-                t.keywords(true, k.as_bytes(), &[uid]);
-            }
-        }
-        for h in &have_kws {
-            if !m.keywords.iter().any(|k| k.as_bytes() == h.as_slice()) {
-                t.keywords(false, h, &[uid]);
-            }
-        }
-        let offset = m.from_start.saturating_sub(1);
-        t.ext_rec_update("mbox", uid, &offset.to_le_bytes());
-    }
-    t.ext_hdr_update("mbox", 0, &new_size.to_le_bytes());
-    t.ext_hdr_update("mbox", 8, &0u32.to_le_bytes());
-    t.ext_hdr_update("mbox", 12, &[1]);
-    if let Err(e) = t.commit() {
-        eprintln!("mailsync: warning: {}: {e}", index_dir.display());
-    }
-}
-
 /// An open mbox mailbox.
 pub struct MboxMailbox {
     name: String,
@@ -388,6 +254,8 @@ pub struct MboxMailbox {
     stamp: Stamp,
     view: MboxFile,
     meta: Meta,
+    /// Dovecot's index as of the last sync: modseqs, HIGHESTMODSEQ, the change history.
+    index: Option<mailsync_index::View>,
     vsizes: HashMap<u32, u64>,
 }
 
@@ -428,6 +296,7 @@ impl MboxMailbox {
             stamp: Stamp::default(),
             view: MboxFile::default(),
             meta: Meta::new(MailboxGuid::default()),
+            index: None,
             vsizes: HashMap::new(),
         };
         mb.sync_impl()?;
@@ -483,7 +352,13 @@ impl MboxMailbox {
             .unwrap_or_else(|| Meta::new(MailboxGuid::generate()));
         let meta_changed = reconcile(&scanned, &mut m, dovecot);
         let file_needs_metadata = scanned.needs_rewrite && !scanned.messages.is_empty();
-        if file_needs_metadata || meta_changed || meta_missing {
+        let index = dovecot_index::read_view(&self.paths.index_dir);
+        // the index must hold what the file holds (someone other than Dovecot or mailsync
+        // changed the file, or there is no index yet): written under the write locks
+        let index_behind = index
+            .as_ref()
+            .is_none_or(|v| !dovecot_index::index_changes(v, &scanned, &HashMap::new()).is_empty());
+        if file_needs_metadata || meta_changed || meta_missing || index_behind {
             match self.locked_apply(Pending::default()) {
                 Ok(_) => return Ok(()),
                 // read-only mailbox: keep what we read (UIDs are then not persistent)
@@ -495,6 +370,7 @@ impl MboxMailbox {
         self.stamp = stamp;
         self.view = scanned;
         self.meta = m;
+        self.index = index;
         self.vsizes.clear();
         Ok(())
     }
@@ -522,12 +398,27 @@ impl MboxMailbox {
                 m.flags
             },
             keywords: m.keywords.clone(),
-            modseq: ModSeq(entry.map_or(self.meta.highest_modseq, |e| e.modseq)),
+            modseq: ModSeq(self.modseq_of(m.uid)),
             received_date: m.received,
             saved_date: entry.map_or(m.received, |e| e.saved_date),
             physical_size: m.physical_size(),
             virtual_size: self.vsizes.get(&m.uid).copied(),
         }
+    }
+
+    /// The message's MODSEQ from Dovecot's index (mail_index_modseq_lookup): the HIGHESTMODSEQ
+    /// for a message the index doesn't know (yet).
+    fn modseq_of(&self, uid: u32) -> u64 {
+        self.index
+            .as_ref()
+            .and_then(|v| v.message(uid).map(|m| m.modseq()))
+            .unwrap_or_else(|| self.highest_modseq())
+            .max(1)
+    }
+
+    /// HIGHESTMODSEQ from Dovecot's index (at least 1, as doveadm shows it).
+    fn highest_modseq(&self) -> u64 {
+        self.index.as_ref().map_or(1, |v| v.highest_modseq().max(1))
     }
 
     fn reader_of(&self, uid: Uid) -> Result<Option<MessageReader>> {
@@ -557,17 +448,43 @@ impl MboxMailbox {
             scan(&write_lock.file, min_next_uid).map_err(|e| scan_error(&self.paths.file, e))?;
         let mut meta = self.load_meta();
         reconcile(&scanned, &mut meta, dovecot);
+        // GUIDs of the messages as they are now, for the expunge records
+        let guids: HashMap<u32, Vec<u8>> = scanned
+            .messages
+            .iter()
+            .map(|m| {
+                let guid = meta
+                    .mails
+                    .get(&m.uid)
+                    .and_then(|e| e.guid.clone())
+                    .unwrap_or_else(|| m.guid_hex().into_bytes());
+                (m.uid, guid)
+            })
+            .collect();
         let result = self.rewrite(&write_lock.file, &scanned, &mut meta, pending)?;
         // read back what is now on disk (still under both locks)
         let file = self.open_file(false)?;
         let now_scanned = scan(&file, min_next_uid).map_err(|e| scan_error(&self.paths.file, e))?;
         let stamp = Stamp::of(&file, &self.paths.file)?;
-        if stamp.len != scanned.size || now_scanned.messages != scanned.messages {
-            tell_dovecot_index(&self.paths.index_dir, &now_scanned, stamp.len);
-        }
+        let file_changed = stamp.len != scanned.size || now_scanned.messages != scanned.messages;
         reconcile(&now_scanned, &mut meta, dovecot);
         make_saved_guids_unique(&now_scanned, &mut meta, &result.saved);
         meta.save(&self.paths.index_dir)?;
+        let uid_validity = if now_scanned.uid_validity() != 0 {
+            now_scanned.uid_validity()
+        } else {
+            meta.uid_validity
+        };
+        dovecot_index::write(
+            &self.paths.index_dir,
+            &now_scanned,
+            stamp.len,
+            file_changed,
+            uid_validity,
+            meta.mailbox_guid,
+            &guids,
+        );
+        self.index = dovecot_index::read_view(&self.paths.index_dir);
         write_lock.release(&self.paths.file)?;
         self.stamp = stamp;
         self.file = Some(file);
@@ -764,39 +681,16 @@ impl MboxMailbox {
         }
         // sidecar entries of the saved messages
         for s in &pending.saves {
-            meta.highest_modseq += 1;
-            let mut kws = s.mail.keywords.clone();
-            kws.retain(|k| Keyword::is_valid_atom(k.as_bytes()));
-            let mut flags = s.mail.flags;
-            flags.remove(Flags::RECENT);
             meta.mails.insert(
                 s.uid,
                 MetaMail {
-                    modseq: meta.highest_modseq,
                     saved_date: s.mail.saved_date.unwrap_or_else(now),
                     guid: s.mail.guid.as_ref().map(|g| g.as_bytes().to_vec()),
-                    state: state_of(flags, &kws),
                 },
             );
         }
-        for (uid, (flags, kws)) in &new_state {
-            if let Some(e) = meta.mails.get_mut(uid) {
-                meta.highest_modseq += 1;
-                e.modseq = meta.highest_modseq;
-                e.state = state_of(*flags, kws);
-            }
-        }
-        for m in scanned
-            .messages
-            .iter()
-            .filter(|m| expunged.contains(&m.uid))
-        {
-            let guid = meta
-                .mails
-                .remove(&m.uid)
-                .and_then(|e| e.guid)
-                .unwrap_or_else(|| m.guid_hex().into_bytes());
-            meta.record_expunge(m.uid, Some(guid));
+        for uid in &expunged {
+            meta.mails.remove(uid);
         }
         Ok(CommitResult {
             saved,
@@ -928,7 +822,7 @@ impl Mailbox for MboxMailbox {
                 self.meta.uid_validity
             },
             uid_next: self.view.next_uid.max(1),
-            highest_modseq: self.meta.highest_modseq,
+            highest_modseq: self.highest_modseq(),
             messages: records.len() as u32,
             recent: 0,
             unseen: records
@@ -972,35 +866,13 @@ impl Mailbox for MboxMailbox {
         Ok(v)
     }
 
-    /// Exact from the sidecar's history: messages whose modseq is above `since`, and the
-    /// expunges recorded above it; `Unknown` when `since` predates the kept history.
+    /// From the transaction logs of Dovecot's index (modseqs of every change mailsync or
+    /// Dovecot made); `Unknown` when the logs don't reach back to `since` or there is no
+    /// index.
     fn changes_since(&mut self, since: ModSeq) -> Result<Changes> {
-        if since.0 < self.meta.history_floor || since.0 > self.meta.highest_modseq {
-            return Ok(Changes::Unknown);
-        }
-        let changed = self
-            .view
-            .messages
-            .iter()
-            .filter(|m| {
-                self.meta
-                    .mails
-                    .get(&m.uid)
-                    .is_some_and(|e| e.modseq > since.0)
-            })
-            .map(|m| Uid(m.uid))
-            .collect();
-        let expunged = self
-            .meta
-            .expunged
-            .iter()
-            .filter(|(_, modseq, _)| *modseq > since.0)
-            .map(|(uid, _, guid)| (Uid(*uid), guid.clone().map(Guid::from_bytes)))
-            .collect();
-        Ok(Changes::Known {
-            changed,
-            expunged,
-            highest_modseq: ModSeq(self.meta.highest_modseq),
+        Ok(match &self.index {
+            Some(v) => v.changes_since(since),
+            None => Changes::Unknown,
         })
     }
 

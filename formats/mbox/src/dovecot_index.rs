@@ -1,0 +1,293 @@
+//! Dovecot's index of an mbox (`<index dir>/dovecot.index*`) as the home of modseqs,
+//! HIGHESTMODSEQ and the change history: mailsync reads them from the replayed view and
+//! writes every change it makes (and every change it finds in the file that the index
+//! lacks) as one EXTERNAL transaction, the records Dovecot's own mbox sync would write
+//! (src/lib-storage/index/mbox/mbox-sync.c, mbox_sync_update_index), plus the `modseq`
+//! extension a CONDSTORE/dsync session enables (mail-index-modseq.c
+//! mail_index_modseq_enable). Since both tools read the same log, `doveadm fetch modseq`
+//! and mailsync agree by construction.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use mailsync_index::format::ext::{self, ModseqHeader};
+use mailsync_index::format::index::{hdr_off, rec_flag};
+use mailsync_index::{IndexWriter, View};
+
+use mailstore::MailboxGuid;
+
+use crate::reader::MboxFile;
+
+/// The prefix of a mailbox index (MAIL_INDEX_PREFIX, index-storage.h).
+pub(crate) const INDEX_PREFIX: &str = "dovecot.index";
+/// The mbox backend's extension (mbox-storage.c: header struct mbox_index_header, 32 bytes
+/// — u64 sync_size @0, u32 sync_mtime @8, u8 dirty_flag @12, 3 pad, 16-byte mailbox GUID
+/// @16; record: u64 offset of the line ending before the From_ line, align 8).
+pub(crate) const MBOX_EXT: &str = "mbox";
+
+/// The replayed index of the mailbox, if there is one that can be read.
+pub(crate) fn read_view(index_dir: &Path) -> Option<View> {
+    if !index_dir.join("dovecot.index.log").exists() && !index_dir.join("dovecot.index").exists() {
+        return None;
+    }
+    View::open(index_dir, INDEX_PREFIX).ok()
+}
+
+/// What the index lacks compared with the file.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct IndexChanges {
+    /// New messages (UID ≥ the index's next UID): UID and system flags.
+    pub appends: Vec<(u32, u8)>,
+    /// (UID, flags to add, flags to remove).
+    pub flag_updates: Vec<(u32, u8, u8)>,
+    /// (keyword, add?) → UIDs, ascending.
+    pub keyword_updates: BTreeMap<(Vec<u8>, bool), Vec<u32>>,
+    /// Messages gone from the file, with the GUID bytes an EXPUNGE_GUID record can carry.
+    pub expunges: Vec<(u32, [u8; 16])>,
+    pub next_uid: Option<u32>,
+}
+
+impl IndexChanges {
+    /// Whether the index's records differ from the file (offsets aside).
+    pub fn is_empty(&self) -> bool {
+        self.appends.is_empty()
+            && self.flag_updates.is_empty()
+            && self.keyword_updates.is_empty()
+            && self.expunges.is_empty()
+            && self.next_uid.is_none()
+    }
+}
+
+/// The 16 bytes an EXPUNGE_GUID record can carry for a message GUID as mailsync reports it:
+/// 32 lowercase hex digits (Dovecot's mbox GUID, the header MD5, is printed that way);
+/// anything else is unknown (all zero), which `changes_since` reports as no GUID.
+pub(crate) fn guid16(guid: &[u8]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    if guid.len() != 32 {
+        return [0; 16];
+    }
+    for (i, pair) in guid.chunks(2).enumerate() {
+        let digit = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        };
+        match (digit(pair[0]), digit(pair[1])) {
+            (Some(h), Some(l)) => out[i] = h << 4 | l,
+            _ => return [0; 16],
+        }
+    }
+    out
+}
+
+/// Compares the index with the file. Records with the DIRTY flag hold flags Dovecot changed
+/// in the index but hasn't written to the file yet (mbox_lazy_writes): the index is right
+/// about them (mbox_sync_get_dirty_flags), so they are left alone. A message below the
+/// index's next UID that the index doesn't know is left to Dovecot's sync too.
+pub(crate) fn index_changes(
+    view: &View,
+    file: &MboxFile,
+    guids: &HashMap<u32, Vec<u8>>,
+) -> IndexChanges {
+    let mut ch = IndexChanges::default();
+    let by_uid: HashMap<u32, usize> = file
+        .messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.uid, i))
+        .collect();
+    for msg in view.messages() {
+        let uid = msg.uid();
+        let Some(&i) = by_uid.get(&uid) else {
+            let guid = guids.get(&uid).map_or([0; 16], |g| guid16(g));
+            ch.expunges.push((uid, guid));
+            continue;
+        };
+        if msg.flags() & rec_flag::DIRTY != 0 {
+            continue;
+        }
+        let m = &file.messages[i];
+        let have = msg.flags() & rec_flag::SYSTEM_MASK;
+        let want = m.flags.0 & rec_flag::SYSTEM_MASK;
+        if have != want {
+            ch.flag_updates.push((uid, want & !have, have & !want));
+        }
+        let have_kws = msg.keywords();
+        for k in &m.keywords {
+            if !have_kws.contains(&k.as_bytes()) {
+                ch.keyword_updates
+                    .entry((k.as_bytes().to_vec(), true))
+                    .or_default()
+                    .push(uid);
+            }
+        }
+        for h in &have_kws {
+            if !m.keywords.iter().any(|k| k.as_bytes() == *h) {
+                ch.keyword_updates
+                    .entry((h.to_vec(), false))
+                    .or_default()
+                    .push(uid);
+            }
+        }
+    }
+    let mut next_uid = view.next_uid().max(1);
+    for m in &file.messages {
+        if m.uid >= next_uid && view.message(m.uid).is_none() {
+            ch.appends.push((m.uid, m.flags.0 & rec_flag::SYSTEM_MASK));
+            for k in &m.keywords {
+                ch.keyword_updates
+                    .entry((k.as_bytes().to_vec(), true))
+                    .or_default()
+                    .push(m.uid);
+            }
+            next_uid = m.uid + 1;
+        }
+    }
+    if file.next_uid > next_uid {
+        ch.next_uid = Some(file.next_uid);
+    }
+    ch
+}
+
+/// Writes what the index lacks (see [`index_changes`]) as one EXTERNAL transaction, with
+/// every message's `mbox` record (offset of the line ending before its From_ line, 0 for
+/// the first) and, when the file changed, the `mbox` header's sync_size = the new size,
+/// sync_mtime 0 and dirty_flag 1: Dovecot's next look is then a full sync ("file size hasn't
+/// changed but timestamp has", mbox-sync.c mbox_sync_do) unless mail was appended meanwhile,
+/// which its partial sync handles with the offsets. The index is created (UIDVALIDITY, the
+/// `mbox` extension with the mailbox GUID) when the mailbox has none. Enables the `modseq`
+/// extension on the first write. Best effort: a failure is a warning and costs Dovecot a
+/// resync and mailsync exact modseqs, never mail.
+pub(crate) fn write(
+    index_dir: &Path,
+    file: &MboxFile,
+    new_size: u64,
+    file_changed: bool,
+    uid_validity: u32,
+    mailbox_guid: MailboxGuid,
+    guids: &HashMap<u32, Vec<u8>>,
+) {
+    if let Err(e) = write_inner(
+        index_dir,
+        file,
+        new_size,
+        file_changed,
+        uid_validity,
+        mailbox_guid,
+        guids,
+    ) {
+        eprintln!("mailsync: warning: {}: {e}", index_dir.display());
+    }
+}
+
+fn write_inner(
+    index_dir: &Path,
+    file: &MboxFile,
+    new_size: u64,
+    file_changed: bool,
+    uid_validity: u32,
+    mailbox_guid: MailboxGuid,
+    guids: &HashMap<u32, Vec<u8>>,
+) -> Result<(), mailsync_index::Error> {
+    let writer = IndexWriter::open(index_dir, INDEX_PREFIX)
+        .with_lock_timeout(std::time::Duration::from_secs(30));
+    let paths = writer.paths().clone();
+    if !paths.log().exists() {
+        if paths.index().exists() {
+            // Dovecot's answer to a lost log next to dovecot.index: a new log continuing
+            // from the index's position
+            writer.write_index()?;
+        } else {
+            match writer.create(uid_validity) {
+                Ok(_) => {}
+                // created by Dovecot at the same moment: use theirs
+                Err(mailsync_index::Error::Invalid(_)) if paths.log().exists() => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    mailsync_index::locked_commit::commit_locked(
+        &writer,
+        true,
+        |view, t| -> Result<(), mailsync_index::Error> {
+            let ch = index_changes(view, file, guids);
+            let offsets: Vec<(u32, u64)> = file
+                .messages
+                .iter()
+                .filter(|m| {
+                    view.message(m.uid).is_some() || ch.appends.iter().any(|a| a.0 == m.uid)
+                })
+                .map(|m| (m.uid, m.from_start.saturating_sub(1)))
+                .filter(|(uid, offset)| {
+                    let have = view
+                        .message(*uid)
+                        .and_then(|msg| msg.ext(MBOX_EXT))
+                        .and_then(|d| d.get(..8))
+                        .map(|d| u64::from_le_bytes(d.try_into().unwrap_or([0; 8])));
+                    have != Some(*offset)
+                })
+                .collect();
+            let has_mbox_ext = view.extension(MBOX_EXT).is_some();
+            if ch.is_empty() && offsets.is_empty() && !file_changed && has_mbox_ext {
+                return Ok(());
+            }
+            if !has_mbox_ext {
+                t.ext_intro(MBOX_EXT, 32, 8, 8);
+                t.ext_hdr_update(MBOX_EXT, 16, &mailbox_guid.0);
+            }
+            if view.modseq_header().is_none() {
+                // track per-message modseqs from now on (mail_index_modseq_enable:
+                // header = the log's modseq)
+                let hdr = ModseqHeader {
+                    highest_modseq: view.log_modseq().max(1),
+                    log_seq: 0,
+                    log_offset: 0,
+                };
+                t.ext_intro(ext::MODSEQ, ModseqHeader::SIZE as u32, 8, 8);
+                t.ext_hdr_update(ext::MODSEQ, 0, &hdr.encode());
+            }
+            for &(uid, flags) in &ch.appends {
+                t.append(uid, flags);
+            }
+            for &(uid, add, remove) in &ch.flag_updates {
+                t.flags(uid, uid, add, remove);
+            }
+            for ((name, add), uids) in &ch.keyword_updates {
+                t.keywords(*add, name, uids);
+            }
+            for &(uid, guid) in &ch.expunges {
+                t.expunge_guid(uid, guid);
+            }
+            for (uid, offset) in &offsets {
+                t.ext_rec_update(MBOX_EXT, *uid, &offset.to_le_bytes());
+            }
+            if let Some(n) = ch.next_uid {
+                t.header_update(hdr_off::NEXT_UID as u16, &n.to_le_bytes());
+            }
+            t.ext_hdr_update(MBOX_EXT, 0, &new_size.to_le_bytes());
+            t.ext_hdr_update(MBOX_EXT, 8, &0u32.to_le_bytes());
+            t.ext_hdr_update(MBOX_EXT, 12, &[1]);
+            Ok(())
+        },
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guid16_takes_lowercase_hex_md5s_only() {
+        let hex = b"00112233445566778899aabbccddeeff";
+        assert_eq!(
+            guid16(hex),
+            [
+                0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd,
+                0xee, 0xff
+            ]
+        );
+        assert_eq!(guid16(b"00112233445566778899AABBCCDDEEFF"), [0; 16]);
+        assert_eq!(guid16(b"not-a-guid"), [0; 16]);
+    }
+}
