@@ -498,3 +498,84 @@ fn mdbox_scenario() -> Scenario {
         nested: "Archive/2024",
     }
 }
+
+/// What dsync does to a new mailbox before copying into it (UIDVALIDITY, NEXTUID and
+/// HIGHESTMODSEQ of the source) is what Dovecot then reports, for sdbox and mdbox.
+#[test]
+fn update_mailbox_counters_read_the_same_in_dovecot() {
+    use mailstore::{ErrorKind, Location, MailboxUpdate, NewMail, Store, StoreOptions, Uid};
+    for sc in [SDBOX, mdbox_scenario()] {
+        let env = Env::with_config(sc.config);
+        let loc = Location::parse(sc.location, Some(&env.home)).unwrap();
+        let store = mailsync_dbox::DboxStore::open(&loc, &StoreOptions::default()).unwrap();
+        // INBOX comes into existence when first opened; doveadm's `mailbox status *`
+        // skips an INBOX not yet on disk while mailsync's opens (creates) it
+        store.open_mailbox("INBOX").unwrap();
+        store.create_mailbox("Conv", None).unwrap();
+        let guid = store
+            .list_mailboxes()
+            .unwrap()
+            .into_iter()
+            .find(|m| m.name == "Conv")
+            .unwrap()
+            .guid;
+        let mut mb = store.open_mailbox("Conv").unwrap();
+        mb.update_mailbox(&MailboxUpdate {
+            uid_validity: Some(1_234_567),
+            min_uid_next: Some(50),
+            min_highest_modseq: Some(77),
+        })
+        .unwrap();
+        let mut t = mb.begin().unwrap();
+        t.save(NewMail::default(), &mut &b"Subject: c\n\nc\n"[..])
+            .unwrap();
+        assert_eq!(t.commit().unwrap().saved, [Uid(50)]);
+        let st = mb.status().unwrap();
+        assert_eq!((st.uid_validity, st.uid_next), (1_234_567, 51));
+        assert!(st.highest_modseq > 77);
+        // with a message in it, UIDVALIDITY can't change any more
+        let e = mb
+            .update_mailbox(&MailboxUpdate {
+                uid_validity: Some(7),
+                min_uid_next: None,
+                min_highest_modseq: None,
+            })
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotPossible);
+        drop(mb);
+        // the mailbox GUID survived the index re-creation
+        let again = store
+            .list_mailboxes()
+            .unwrap()
+            .into_iter()
+            .find(|m| m.name == "Conv")
+            .unwrap()
+            .guid;
+        assert_eq!(again, guid);
+        env.chown_tree(&env.home);
+        let out = clean(
+            "doveadm status",
+            env.doveadm(
+                sc.location,
+                &[
+                    "-f",
+                    "tab",
+                    "mailbox",
+                    "status",
+                    "uidvalidity uidnext highestmodseq messages",
+                    "Conv",
+                ],
+            ),
+        );
+        let text = String::from_utf8(out).unwrap();
+        let mut lines = text.lines();
+        let head: Vec<&str> = lines.next().unwrap().split('\t').collect();
+        let row: Vec<&str> = lines.next().unwrap().split('\t').collect();
+        let field = |name: &str| row[head.iter().position(|h| *h == name).unwrap()];
+        assert_eq!(field("uidvalidity"), "1234567");
+        assert_eq!(field("uidnext"), "51");
+        assert_eq!(field("highestmodseq"), st.highest_modseq.to_string());
+        assert_eq!(field("messages"), "1");
+        assert_same_views(&env, &sc);
+    }
+}

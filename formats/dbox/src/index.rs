@@ -5,7 +5,10 @@
 use std::path::Path;
 
 use mailstore::{Error, MailboxGuid, Result};
+use mailsync_index::format::ext;
 use mailsync_index::format::ext::DboxHeader;
+use mailsync_index::format::index::hdr_off;
+use mailsync_index::locked_commit::commit_locked;
 use mailsync_index::{IndexWriter, View};
 
 use crate::layout::{DboxKind, INDEX_PREFIX};
@@ -130,22 +133,35 @@ pub(crate) fn update_index(
     }
     let min_next = update.min_uid_next.unwrap_or(0);
     let min_modseq = update.min_highest_modseq.unwrap_or(0);
-    mailsync_index::locked_commit::commit_locked(
+    commit_locked(
         &w,
         true,
         |view, t| -> std::result::Result<(), CommitError> {
             if view.next_uid() < min_next {
-                t.header_update(
-                    mailsync_index::format::index::hdr_off::NEXT_UID as u16,
-                    &min_next.to_le_bytes(),
-                );
+                t.header_update(hdr_off::NEXT_UID as u16, &min_next.to_le_bytes());
             }
+            Ok(())
+        },
+    )
+    .map_err(|CommitError(e)| e)?;
+    // as index_storage_mailbox_update → mail_index_modseq_enable +
+    // mail_index_update_highest_modseq: a non-EXTERNAL transaction, the `modseq` intro
+    // with its header (highest 1) first when the extension is new [dump: doveadm mailbox
+    // update --min-highest-modseq]. Without that header Dovecot 2.3.19.1 crashes on the
+    // next mdbox save.
+    commit_locked(
+        &w,
+        false,
+        |view, t| -> std::result::Result<(), CommitError> {
             if view.highest_modseq() < min_modseq {
-                if view
-                    .extension(mailsync_index::format::ext::MODSEQ)
-                    .is_none()
-                {
-                    t.ext_intro(mailsync_index::format::ext::MODSEQ, 16, 8, 8);
+                if view.extension(ext::MODSEQ).is_none() {
+                    t.ext_intro(ext::MODSEQ, 16, 8, 8);
+                    let hdr = ext::ModseqHeader {
+                        highest_modseq: 1,
+                        log_seq: 0,
+                        log_offset: 0,
+                    };
+                    t.ext_hdr_update(ext::MODSEQ, 0, &hdr.encode());
                 }
                 t.modseq_update(0, min_modseq);
             }
