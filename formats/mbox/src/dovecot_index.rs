@@ -14,7 +14,7 @@ use mailsync_index::format::ext::{self, ModseqHeader};
 use mailsync_index::format::index::{hdr_off, rec_flag};
 use mailsync_index::{IndexWriter, View};
 
-use mailstore::MailboxGuid;
+use mailstore::{Flags, Keyword, MailboxGuid};
 
 use crate::reader::MboxFile;
 
@@ -45,6 +45,10 @@ pub(crate) struct IndexChanges {
     /// Messages gone from the file, with the GUID bytes an EXPUNGE_GUID record can carry.
     pub expunges: Vec<(u32, [u8; 16])>,
     pub next_uid: Option<u32>,
+    /// DIRTY records whose flags and keywords the file now has: the flag is dropped.
+    pub undirty: Vec<u32>,
+    /// DIRTY records whose flags the file doesn't have yet: a rewrite must write them.
+    pub dirty_unwritten: bool,
 }
 
 impl IndexChanges {
@@ -55,7 +59,27 @@ impl IndexChanges {
             && self.keyword_updates.is_empty()
             && self.expunges.is_empty()
             && self.next_uid.is_none()
+            && self.undirty.is_empty()
+            && !self.dirty_unwritten
     }
+}
+
+/// Whether two keyword lists hold the same keywords (order aside).
+pub(crate) fn same_keywords(a: &[Keyword], b: &[Keyword]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .all(|k| b.iter().any(|x| x.as_bytes() == k.as_bytes()))
+}
+
+/// Flags and keywords of the index records with the DIRTY flag.
+pub(crate) fn dirty_records(view: &View) -> HashMap<u32, (Flags, Vec<Keyword>)> {
+    view.messages()
+        .filter(|m| m.flags() & rec_flag::DIRTY != 0)
+        .map(|m| {
+            let kws = m.keywords().into_iter().map(Keyword::new).collect();
+            (m.uid(), (m.system_flags(), kws))
+        })
+        .collect()
 }
 
 /// The 16 bytes an EXPUNGE_GUID record can carry for a message GUID as mailsync reports it:
@@ -82,7 +106,8 @@ pub(crate) fn guid16(guid: &[u8]) -> [u8; 16] {
 
 /// Compares the index with the file. Records with the DIRTY flag hold flags Dovecot changed
 /// in the index but hasn't written to the file yet (mbox_lazy_writes): the index is right
-/// about them (mbox_sync_get_dirty_flags), so they are left alone. A message below the
+/// about them (mbox_sync_get_dirty_flags); they are written to the file by the next
+/// rewrite, and then undirtied. A message below the
 /// index's next UID that the index doesn't know is left to Dovecot's sync too.
 pub(crate) fn index_changes(
     view: &View,
@@ -103,10 +128,18 @@ pub(crate) fn index_changes(
             ch.expunges.push((uid, guid));
             continue;
         };
+        let m = &file.messages[i];
         if msg.flags() & rec_flag::DIRTY != 0 {
+            let kws: Vec<Keyword> = msg.keywords().into_iter().map(Keyword::new).collect();
+            if m.flags.0 & rec_flag::SYSTEM_MASK == msg.flags() & rec_flag::SYSTEM_MASK
+                && same_keywords(&m.keywords, &kws)
+            {
+                ch.undirty.push(uid);
+            } else {
+                ch.dirty_unwritten = true;
+            }
             continue;
         }
-        let m = &file.messages[i];
         let have = msg.flags() & rec_flag::SYSTEM_MASK;
         let want = m.flags.0 & rec_flag::SYSTEM_MASK;
         if have != want {
@@ -254,6 +287,10 @@ fn write_inner(
             }
             for ((name, add), uids) in &ch.keyword_updates {
                 t.keywords(*add, name, uids);
+            }
+            for &uid in &ch.undirty {
+                // internal flag update: no new modseq (mail-transaction-log-append.c)
+                t.flags(uid, uid, 0, rec_flag::DIRTY);
             }
             for &(uid, guid) in &ch.expunges {
                 t.expunge_guid(uid, guid);

@@ -461,7 +461,10 @@ impl MboxMailbox {
                 (m.uid, guid)
             })
             .collect();
-        let result = self.rewrite(&write_lock.file, &scanned, &mut meta, pending)?;
+        let dirty = dovecot_index::read_view(&self.paths.index_dir)
+            .map(|v| dovecot_index::dirty_records(&v))
+            .unwrap_or_default();
+        let result = self.rewrite(&write_lock.file, &scanned, &mut meta, pending, dirty)?;
         // read back what is now on disk (still under both locks)
         let file = self.open_file(false)?;
         let now_scanned = scan(&file, min_next_uid).map_err(|e| scan_error(&self.paths.file, e))?;
@@ -502,6 +505,7 @@ impl MboxMailbox {
         scanned: &MboxFile,
         meta: &mut Meta,
         mut pending: Pending,
+        dirty: HashMap<u32, (Flags, Vec<Keyword>)>,
     ) -> Result<CommitResult> {
         let uid_validity = if scanned.uid_validity() != 0 {
             scanned.uid_validity()
@@ -522,7 +526,18 @@ impl MboxMailbox {
         }
         let expunged: HashSet<u32> = pending.expunges.iter().map(|u| u.0).collect();
         // new flags of existing messages
-        let mut new_state: HashMap<u32, (Flags, Vec<Keyword>)> = HashMap::new();
+        // flags Dovecot changed in its index but not yet in the file (DIRTY records) are
+        // written first, as Dovecot's full sync does (mbox_sync_get_dirty_flags)
+        let mut new_state: HashMap<u32, (Flags, Vec<Keyword>)> = dirty
+            .into_iter()
+            .filter(|(uid, (flags, kws))| {
+                scanned.messages.iter().any(|m| {
+                    m.uid == *uid
+                        && (m.flags.0 & !Flags::RECENT.0 != flags.0
+                            || !dovecot_index::same_keywords(&m.keywords, kws))
+                })
+            })
+            .collect();
         for (uid, update) in &pending.updates {
             if let Some(m) = scanned.messages.iter().find(|m| m.uid == uid.0) {
                 let (mut flags, mut kws) = new_state

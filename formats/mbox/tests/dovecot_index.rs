@@ -1,0 +1,130 @@
+//! Modseqs, HIGHESTMODSEQ and `changes_since` come from Dovecot's index of the mbox
+//! (`.imap/<box>/dovecot.index*`), which every mailsync change is written to; flags Dovecot
+//! changed only in its index (DIRTY records, mbox_lazy_writes) are written to the file.
+
+use mailstore::{
+    Changes, FlagOp, FlagUpdate, Flags, Location, ModSeq, NewMail, Store, StoreOptions, Uid,
+};
+use mailsync_index::format::index::rec_flag;
+use mailsync_index::{IndexWriter, View};
+use mailsync_mbox::MboxStore;
+
+fn store(dir: &std::path::Path) -> MboxStore {
+    let loc = Location::parse("mbox:~/mail:INBOX=~/mail/INBOX", Some(dir)).unwrap();
+    MboxStore::open(&loc, &StoreOptions::default()).unwrap()
+}
+
+fn index_dir(dir: &std::path::Path) -> std::path::PathBuf {
+    dir.join("mail/.imap/INBOX")
+}
+
+fn save3(mb: &mut dyn mailstore::Mailbox) {
+    let mut tx = mb.begin().unwrap();
+    for i in 0..3 {
+        let body = format!("Subject: m{i}\nMessage-ID: <{i}@x>\n\nbody {i}\n");
+        tx.save(NewMail::default(), &mut body.as_bytes()).unwrap();
+    }
+    tx.commit().unwrap();
+}
+
+#[test]
+fn modseqs_and_changes_are_those_of_dovecots_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let mut mb = s.open_mailbox("INBOX").unwrap();
+    save3(&mut *mb);
+    let guid1 = mb.mails().unwrap()[0].guid.clone();
+    let before = ModSeq(mb.status().unwrap().highest_modseq);
+    let mut tx = mb.begin().unwrap();
+    tx.update_flags(
+        Uid(2),
+        &FlagUpdate {
+            op: FlagOp::Add,
+            flags: Flags::SEEN,
+            keywords: vec![],
+        },
+    )
+    .unwrap();
+    tx.expunge(Uid(1)).unwrap();
+    tx.commit().unwrap();
+
+    let view = View::open(&index_dir(dir.path()), "dovecot.index").unwrap();
+    assert!(view.modseq_header().is_some(), "modseq extension enabled");
+    let status = mb.status().unwrap();
+    assert_eq!(status.highest_modseq, view.highest_modseq());
+    assert!(status.highest_modseq > before.0);
+    let records = mb.mails().unwrap();
+    assert_eq!(records.len(), 2);
+    for r in &records {
+        let m = view.message(r.uid.0).expect("message in Dovecot's index");
+        assert_eq!(r.modseq.0, m.modseq(), "uid {}", r.uid);
+        assert_eq!(m.system_flags(), Flags(r.flags.0 & !Flags::RECENT.0));
+    }
+    assert!(view.message(1).is_none(), "expunged in the index too");
+    assert!(records[0].modseq > before && records[1].modseq <= before);
+    match mb.changes_since(before).unwrap() {
+        Changes::Known {
+            changed,
+            expunged,
+            highest_modseq,
+        } => {
+            assert_eq!(changed, [Uid(2)]);
+            assert_eq!(expunged, [(Uid(1), Some(guid1))]);
+            assert_eq!(highest_modseq.0, status.highest_modseq);
+        }
+        Changes::Unknown => panic!("the index log reaches back to {before}"),
+    }
+    // a reopened mailbox reads the same modseqs; the sidecar keeps none
+    drop(mb);
+    let mut again = store(dir.path()).open_mailbox("INBOX").unwrap();
+    let pairs = |rs: &[mailstore::MailRecord]| -> Vec<(Uid, ModSeq)> {
+        rs.iter().map(|r| (r.uid, r.modseq)).collect()
+    };
+    assert_eq!(pairs(&again.mails().unwrap()), pairs(&records));
+    assert_eq!(
+        again.status().unwrap().highest_modseq,
+        status.highest_modseq
+    );
+    let sidecar =
+        std::fs::read_to_string(index_dir(dir.path()).join("mailsync-mbox.meta")).unwrap();
+    assert!(sidecar.starts_with("mailsync-mbox-meta 2\n"), "{sidecar}");
+    assert!(!sidecar.contains("modseq"), "{sidecar}");
+}
+
+#[test]
+fn flags_dovecot_left_dirty_in_its_index_are_written_to_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let mut mb = s.open_mailbox("INBOX").unwrap();
+    save3(&mut *mb);
+    drop(mb);
+    // what an IMAP session with mbox_lazy_writes does: a flag change request, then the
+    // sync marks the record DIRTY instead of rewriting the file
+    let writer = IndexWriter::open(&index_dir(dir.path()), "dovecot.index");
+    let mut t = writer.begin();
+    t.flags(2, 2, rec_flag::FLAGGED, 0);
+    t.keywords(true, b"$Work", &[2]);
+    t.commit().unwrap();
+    let mut t = writer.begin().external(true);
+    t.flags(2, 2, rec_flag::DIRTY, 0);
+    t.commit().unwrap();
+    let highest = View::open(&index_dir(dir.path()), "dovecot.index")
+        .unwrap()
+        .highest_modseq();
+    let file = dir.path().join("mail/INBOX");
+    assert!(!std::fs::read_to_string(&file).unwrap().contains("$Work"));
+
+    let mut mb = store(dir.path()).open_mailbox("INBOX").unwrap();
+    let records = mb.mails().unwrap();
+    assert!(records[1].flags.contains(Flags::FLAGGED));
+    assert_eq!(records[1].keywords, [mailstore::Keyword::new("$Work")]);
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("X-Keywords: $Work"), "{text}");
+    assert!(text.contains("X-Status: F"), "{text}");
+    let view = View::open(&index_dir(dir.path()), "dovecot.index").unwrap();
+    assert_eq!(view.message(2).unwrap().flags() & rec_flag::DIRTY, 0);
+    // writing what the index already had is no new change
+    assert_eq!(view.highest_modseq(), highest);
+    assert_eq!(records[1].modseq.0, view.message(2).unwrap().modseq());
+    assert_eq!(mb.status().unwrap().highest_modseq, highest);
+}
