@@ -496,6 +496,10 @@ fn delivery_while_mailsync_rewrites_loses_nothing() {
 /// `uid flags modseq` of every INBOX message (without `\Recent`, which belongs to a
 /// session) and the INBOX's HIGHESTMODSEQ, as one tool reports them.
 fn modseq_view(env: &Env, loc: &str, doveadm: bool) -> (String, String) {
+    modseq_view_of(env, loc, "INBOX", doveadm)
+}
+
+fn modseq_view_of(env: &Env, loc: &str, mailbox: &str, doveadm: bool) -> (String, String) {
     let get = |args: &[&str]| {
         let out = if doveadm {
             env.doveadm(loc, args)
@@ -510,7 +514,7 @@ fn modseq_view(env: &Env, loc: &str, doveadm: bool) -> (String, String) {
         "fetch",
         "uid flags modseq",
         "mailbox",
-        "INBOX",
+        mailbox,
         "all",
     ]))
     .iter()
@@ -523,7 +527,7 @@ fn modseq_view(env: &Env, loc: &str, doveadm: bool) -> (String, String) {
         "mailbox",
         "status",
         "messages uidnext highestmodseq",
-        "INBOX",
+        mailbox,
     ]));
     (fetch, status)
 }
@@ -631,5 +635,84 @@ fn modseqs_agree_while_both_tools_change_one_mbox() {
     }
     let (fetch, _) = modseq_view(&env, loc, true);
     assert_eq!(fetch.matches("uid: ").count(), 4, "{fetch}");
+    assert_eq!(env.dovecot_log(), "", "Dovecot logged something");
+}
+
+#[test]
+fn modseqs_agree_on_a_mailbox_dovecot_indexed_first_and_after_mta_deliveries() {
+    let env = Env::new();
+    let loc = "mbox:~/mail:INBOX=~/mail/INBOX";
+    let msgs = messages();
+    let dove = |args: &[&str], stdin: Option<&[u8]>| {
+        clean(
+            &format!("doveadm {args:?}"),
+            env.doveadm_stdin(loc, args, stdin),
+        );
+    };
+    let ms = |args: &[&str], stdin: Option<&[u8]>| {
+        clean(
+            &format!("mailsync {args:?}"),
+            env.mailsync_stdin(loc, args, stdin),
+        );
+    };
+    // Dovecot's index exists without the modseq extension until someone asks for modseqs
+    dove(&["mailbox", "create", "Box"], None);
+    dove(&["save", "-m", "Box"], Some(&msgs[0]));
+    dove(&["save", "-m", "Box"], Some(&msgs[1]));
+    dove(
+        &["flags", "add", "\\Seen", "mailbox", "Box", "uid", "1"],
+        None,
+    );
+    // mailsync's change is the first to track modseqs
+    ms(
+        &["flags", "add", "\\Flagged", "mailbox", "Box", "uid", "2"],
+        None,
+    );
+    let check = |when: &str, mailsync_first: bool| {
+        let (a, b, c) = if mailsync_first {
+            (
+                modseq_view_of(&env, loc, "Box", false),
+                modseq_view_of(&env, loc, "Box", true),
+                modseq_view_of(&env, loc, "Box", false),
+            )
+        } else {
+            (
+                modseq_view_of(&env, loc, "Box", true),
+                modseq_view_of(&env, loc, "Box", false),
+                modseq_view_of(&env, loc, "Box", true),
+            )
+        };
+        assert_eq!(
+            a, b,
+            "{when}: first vs second tool (mailsync first: {mailsync_first})"
+        );
+        assert_eq!(a, c, "{when}: the second tool's look changed the first's");
+        a
+    };
+    let first = check("after mailsync's first change", true);
+    assert!(
+        first.0.contains("uid: 2\\nflags: \\\\Flagged"),
+        "{}",
+        first.0
+    );
+    let box_file = env.home.join("mail/Box");
+    // an MTA delivers; mailsync looks first (and gives the message its UID and index record)
+    deliver_under_dotlock(&box_file, 1);
+    let after_mta = check("after a delivery, mailsync first", true);
+    assert_eq!(after_mta.0.matches("uid: ").count(), 3, "{}", after_mta.0);
+    assert_ne!(after_mta.1, first.1);
+    // an MTA delivers; Dovecot looks first
+    deliver_under_dotlock(&box_file, 2);
+    let after_mta2 = check("after a delivery, Dovecot first", false);
+    assert_eq!(after_mta2.0.matches("uid: ").count(), 4, "{}", after_mta2.0);
+    ms(&["expunge", "mailbox", "Box", "uid", "1"], None);
+    dove(&["save", "-m", "Box"], Some(&msgs[2]));
+    ms(
+        &["flags", "remove", "\\Seen", "mailbox", "Box", "all"],
+        None,
+    );
+    let last = check("after expunge, save and flag changes", false);
+    assert_eq!(last.0.matches("uid: ").count(), 4, "{}", last.0);
+    assert_ne!(last.1, after_mta2.1);
     assert_eq!(env.dovecot_log(), "", "Dovecot logged something");
 }
