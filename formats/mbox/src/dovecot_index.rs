@@ -7,11 +7,12 @@
 //! mail_index_modseq_enable). Since both tools read the same log, `doveadm fetch modseq`
 //! and mailsync agree by construction.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 
 use mailsync_index::format::ext::{self, ModseqHeader};
 use mailsync_index::format::index::{hdr_off, rec_flag};
+use mailsync_index::format::log::RecordBody;
 use mailsync_index::{IndexWriter, View};
 
 use mailstore::{Flags, Keyword, MailboxGuid};
@@ -71,10 +72,74 @@ pub(crate) fn same_keywords(a: &[Keyword], b: &[Keyword]) -> bool {
             .all(|k| b.iter().any(|x| x.as_bytes() == k.as_bytes()))
 }
 
-/// Flags and keywords of the index records with the DIRTY flag.
+/// Changes Dovecot logged as requests (not EXTERNAL) after `log_file_tail_offset`, which
+/// its mbox sync hasn't applied to the file yet (index-sync-changes.c reads exactly these):
+/// UIDs with flag or keyword requests, and UIDs with expunge requests.
+fn pending_requests(view: &View) -> (HashSet<u32>, HashSet<u32>) {
+    let mut flags = HashSet::new();
+    let mut expunges = HashSet::new();
+    let Some(head) = view.logs().last() else {
+        return (flags, expunges);
+    };
+    let hdr = view.header();
+    let tail = if hdr.log_file_seq == head.header.file_seq {
+        hdr.log_file_tail_offset as u64
+    } else {
+        head.header.hdr_size as u64
+    };
+    let present: BTreeSet<u32> = view.messages().map(|m| m.uid()).collect();
+    let add = |set: &mut HashSet<u32>, a: u32, b: u32| {
+        if a <= b {
+            set.extend(present.range(a..=b).copied());
+        }
+    };
+    for r in head
+        .records
+        .iter()
+        .filter(|r| r.offset >= tail && !r.is_external())
+    {
+        match &r.body {
+            RecordBody::FlagUpdate(v) => {
+                for u in v.iter().filter(|u| !u.is_internal()) {
+                    add(&mut flags, u.uid1, u.uid2);
+                }
+            }
+            RecordBody::KeywordUpdate(k) => {
+                for u in &k.uids {
+                    add(&mut flags, u.uid1, u.uid2);
+                }
+            }
+            RecordBody::KeywordReset(v) => {
+                for u in v {
+                    add(&mut flags, u.uid1, u.uid2);
+                }
+            }
+            RecordBody::Expunge(v) => {
+                for u in v {
+                    add(&mut expunges, u.uid1, u.uid2);
+                }
+            }
+            RecordBody::ExpungeGuid(v) => {
+                for e in v {
+                    add(&mut expunges, e.uid, e.uid);
+                }
+            }
+            _ => {}
+        }
+    }
+    (flags, expunges)
+}
+
+/// Flags and keywords of the index records whose index state is ahead of the file: DIRTY
+/// records, and records with flag/keyword requests Dovecot's sync hasn't applied yet
+/// (messages with an expunge request are left to Dovecot).
 pub(crate) fn dirty_records(view: &View) -> HashMap<u32, (Flags, Vec<Keyword>)> {
+    let (requested, expunging) = pending_requests(view);
     view.messages()
-        .filter(|m| m.flags() & rec_flag::DIRTY != 0)
+        .filter(|m| {
+            (m.flags() & rec_flag::DIRTY != 0 || requested.contains(&m.uid()))
+                && !expunging.contains(&m.uid())
+        })
         .map(|m| {
             let kws = m.keywords().into_iter().map(Keyword::new).collect();
             (m.uid(), (m.system_flags(), kws))
@@ -105,9 +170,11 @@ pub(crate) fn guid16(guid: &[u8]) -> [u8; 16] {
 }
 
 /// Compares the index with the file. Records with the DIRTY flag hold flags Dovecot changed
-/// in the index but hasn't written to the file yet (mbox_lazy_writes): the index is right
-/// about them (mbox_sync_get_dirty_flags); they are written to the file by the next
-/// rewrite, and then undirtied. A message below the
+/// in the index but hasn't written to the file yet (mbox_lazy_writes), and records with
+/// requests after the log's tail hold changes Dovecot's sync hasn't applied yet: the index
+/// is right about both (mbox_sync_get_dirty_flags, index-sync-changes.c); their flags are
+/// written to the file by the next rewrite, and DIRTY is then dropped. Messages with an
+/// expunge request are left to Dovecot's sync. A message below the
 /// index's next UID that the index doesn't know is left to Dovecot's sync too.
 pub(crate) fn index_changes(
     view: &View,
@@ -115,6 +182,7 @@ pub(crate) fn index_changes(
     guids: &HashMap<u32, Vec<u8>>,
 ) -> IndexChanges {
     let mut ch = IndexChanges::default();
+    let (requested, expunging) = pending_requests(view);
     let by_uid: HashMap<u32, usize> = file
         .messages
         .iter()
@@ -129,12 +197,19 @@ pub(crate) fn index_changes(
             continue;
         };
         let m = &file.messages[i];
-        if msg.flags() & rec_flag::DIRTY != 0 {
+        if expunging.contains(&uid) {
+            // Dovecot's sync will expunge it from the file
+            continue;
+        }
+        let dirty = msg.flags() & rec_flag::DIRTY != 0;
+        if dirty || requested.contains(&uid) {
             let kws: Vec<Keyword> = msg.keywords().into_iter().map(Keyword::new).collect();
             if m.flags.0 & rec_flag::SYSTEM_MASK == msg.flags() & rec_flag::SYSTEM_MASK
                 && same_keywords(&m.keywords, &kws)
             {
-                ch.undirty.push(uid);
+                if dirty {
+                    ch.undirty.push(uid);
+                }
             } else {
                 ch.dirty_unwritten = true;
             }

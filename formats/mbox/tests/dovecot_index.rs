@@ -128,3 +128,39 @@ fn flags_dovecot_left_dirty_in_its_index_are_written_to_the_file() {
     assert_eq!(records[1].modseq.0, view.message(2).unwrap().modseq());
     assert_eq!(mb.status().unwrap().highest_modseq, highest);
 }
+
+#[test]
+fn flag_requests_dovecot_has_not_synced_yet_are_kept_and_written_to_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let mut mb = s.open_mailbox("INBOX").unwrap();
+    save3(&mut *mb);
+    drop(mb);
+    // a Dovecot client's request (not EXTERNAL, after the log's tail) that its mbox sync
+    // hasn't applied to the file yet, and an expunge request likewise
+    let writer = IndexWriter::open(&index_dir(dir.path()), "dovecot.index");
+    let mut t = writer.begin();
+    t.flags(3, 3, rec_flag::ANSWERED, 0);
+    t.commit().unwrap();
+    let mut t = writer.begin();
+    t.expunge_guid(1, [0; 16]);
+    t.commit().unwrap();
+    let highest = View::open(&index_dir(dir.path()), "dovecot.index")
+        .unwrap()
+        .highest_modseq();
+
+    let mut mb = store(dir.path()).open_mailbox("INBOX").unwrap();
+    let records = mb.mails().unwrap();
+    // the request is not reverted: mailsync wrote it to the file
+    let third = records.iter().find(|r| r.uid == Uid(3)).unwrap();
+    assert!(third.flags.contains(Flags::ANSWERED), "{third:?}");
+    let text = std::fs::read_to_string(dir.path().join("mail/INBOX")).unwrap();
+    assert!(text.contains("X-Status: A"), "{text}");
+    let view = View::open(&index_dir(dir.path()), "dovecot.index").unwrap();
+    assert_eq!(
+        view.message(3).unwrap().flags() & rec_flag::SYSTEM_MASK,
+        rec_flag::ANSWERED
+    );
+    assert_eq!(view.highest_modseq(), highest, "no record of mailsync's");
+    assert_eq!(third.modseq.0, view.message(3).unwrap().modseq());
+}
