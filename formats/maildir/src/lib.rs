@@ -12,7 +12,8 @@ pub mod layout;
 mod mailbox;
 mod store;
 pub mod uidlist;
-pub mod uidvalidity;
+/// New UIDVALIDITY values from the root's `dovecot-uidvalidity` (shared with every format).
+pub use mailsupport::uidvalidity;
 
 pub use layout::{Layout, LayoutKind};
 pub use mailbox::MaildirMailbox;
