@@ -34,6 +34,12 @@ pub(crate) fn read_view(index_dir: &Path) -> Option<View> {
     View::open(index_dir, INDEX_PREFIX).ok()
 }
 
+/// The replayed index when it belongs to the file's UIDVALIDITY (else its modseqs describe
+/// other messages).
+pub(crate) fn read_view_for(index_dir: &Path, file: &MboxFile) -> Option<View> {
+    read_view(index_dir).filter(|v| !uid_validity_differs(v, file))
+}
+
 /// What the index lacks compared with the file.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct IndexChanges {
@@ -182,6 +188,9 @@ pub(crate) fn index_changes(
     guids: &HashMap<u32, Vec<u8>>,
 ) -> IndexChanges {
     let mut ch = IndexChanges::default();
+    if uid_validity_differs(view, file) {
+        return ch;
+    }
     let (requested, expunging) = pending_requests(view);
     let by_uid: HashMap<u32, usize> = file
         .messages
@@ -257,6 +266,15 @@ pub(crate) fn index_changes(
     ch
 }
 
+/// The index belongs to another UIDVALIDITY than the file (the file was replaced): its
+/// records say nothing about the file's messages. Dovecot resets such an index at its next
+/// sync ("UIDVALIDITY changed", mbox-sync.c); mailsync leaves it alone.
+pub(crate) fn uid_validity_differs(view: &View, file: &MboxFile) -> bool {
+    view.uid_validity() != 0
+        && file.uid_validity() != 0
+        && view.uid_validity() != file.uid_validity()
+}
+
 /// Writes what the index lacks (see [`index_changes`]) as one EXTERNAL transaction, with
 /// every message's `mbox` record (offset of the line ending before its From_ line, 0 for
 /// the first) and, when the file changed, the `mbox` header's sync_size = the new size,
@@ -318,6 +336,9 @@ fn write_inner(
         &writer,
         true,
         |view, t| -> Result<(), mailsync_index::Error> {
+            if uid_validity_differs(view, file) {
+                return Ok(());
+            }
             let ch = index_changes(view, file, guids);
             let offsets: Vec<(u32, u64)> = file
                 .messages

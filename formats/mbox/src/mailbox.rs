@@ -331,7 +331,7 @@ impl MboxMailbox {
     }
 
     /// Reads the file under a shared fcntl lock (mbox_read_locks = fcntl); writes only when
-    /// the file lacks Dovecot's metadata or the sidecar is behind.
+    /// the file lacks Dovecot's metadata, or the sidecar or Dovecot's index is behind it.
     fn sync_impl(&mut self) -> Result<()> {
         if writer::Journal::of(&self.paths.file).is_pending() {
             return self.locked_apply(Pending::default()).map(|_| ());
@@ -358,6 +358,7 @@ impl MboxMailbox {
         let index_behind = index
             .as_ref()
             .is_none_or(|v| !dovecot_index::index_changes(v, &scanned, &HashMap::new()).is_empty());
+        let index = index.filter(|v| !dovecot_index::uid_validity_differs(v, &scanned));
         if file_needs_metadata || meta_changed || meta_missing || index_behind {
             match self.locked_apply(Pending::default()) {
                 Ok(_) => return Ok(()),
@@ -438,8 +439,10 @@ impl MboxMailbox {
         Ok(Some(MessageReader::new(clone, msg)))
     }
 
-    /// Applies a transaction (or, with nothing pending, just brings file metadata and
-    /// sidecar up to date) under the write locks: dotlock, then fcntl (mbox_write_locks).
+    /// Applies a transaction (or, with nothing pending, just brings file metadata, sidecar
+    /// and Dovecot's index up to date) under the write locks: dotlock, then fcntl
+    /// (mbox_write_locks). Dovecot's index is written after the file, as Dovecot's mbox
+    /// sync does (the file is the truth; the index is rebuilt from it when they differ).
     fn locked_apply(&mut self, pending: Pending) -> Result<CommitResult> {
         let write_lock = lock::WriteLock::acquire(&self.paths.file)?;
         let dovecot = dovecot_index_state(&self.paths.index_dir);
@@ -461,7 +464,7 @@ impl MboxMailbox {
                 (m.uid, guid)
             })
             .collect();
-        let dirty = dovecot_index::read_view(&self.paths.index_dir)
+        let dirty = dovecot_index::read_view_for(&self.paths.index_dir, &scanned)
             .map(|v| dovecot_index::dirty_records(&v))
             .unwrap_or_default();
         let result = self.rewrite(&write_lock.file, &scanned, &mut meta, pending, dirty)?;
@@ -487,7 +490,7 @@ impl MboxMailbox {
             meta.mailbox_guid,
             &guids,
         );
-        self.index = dovecot_index::read_view(&self.paths.index_dir);
+        self.index = dovecot_index::read_view_for(&self.paths.index_dir, &now_scanned);
         write_lock.release(&self.paths.file)?;
         self.stamp = stamp;
         self.file = Some(file);

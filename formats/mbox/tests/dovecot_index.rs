@@ -164,3 +164,45 @@ fn flag_requests_dovecot_has_not_synced_yet_are_kept_and_written_to_the_file() {
     assert_eq!(view.highest_modseq(), highest, "no record of mailsync's");
     assert_eq!(third.modseq.0, view.message(3).unwrap().modseq());
 }
+
+#[test]
+fn an_index_of_another_uidvalidity_is_neither_used_nor_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let mut mb = s.open_mailbox("INBOX").unwrap();
+    save3(&mut *mb);
+    let mut tx = mb.begin().unwrap();
+    tx.update_flags(
+        Uid(1),
+        &FlagUpdate {
+            op: FlagOp::Add,
+            flags: Flags::SEEN,
+            keywords: vec![],
+        },
+    )
+    .unwrap();
+    tx.commit().unwrap();
+    drop(mb);
+    // the mbox is replaced by one of another UIDVALIDITY
+    let path = dir.path().join("mail/INBOX");
+    std::fs::write(
+        &path,
+        "From a@x Mon Jan  1 00:00:00 2024\nX-IMAPbase: 1234 2\nX-UID: 1\nStatus: O\n\
+         Subject: other\n\nother\n\n",
+    )
+    .unwrap();
+    let log = index_dir(dir.path()).join("dovecot.index.log");
+    let log_before = std::fs::read(&log).unwrap();
+    let mut mb = store(dir.path()).open_mailbox("INBOX").unwrap();
+    let records = mb.mails().unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(mb.status().unwrap().uid_validity, 1234);
+    assert_eq!(records[0].modseq, ModSeq(1), "not the old index's modseq");
+    assert_eq!(mb.status().unwrap().highest_modseq, 1);
+    assert_eq!(mb.changes_since(ModSeq(1)).unwrap(), Changes::Unknown);
+    assert_eq!(
+        std::fs::read(&log).unwrap(),
+        log_before,
+        "index left to Dovecot"
+    );
+}
