@@ -8,7 +8,9 @@
 //! - [`header`]: hidden headers, the header MD5 that is Dovecot's mbox message GUID;
 //! - [`writer`]: messages written as Dovecot's mbox-save.c writes them;
 //! - [`MboxStore`]: the `mbox:~/mail:INBOX=/var/mail/%u` layout with `.imap/` index dirs,
-//!   locked (dotlock + fcntl) crash-safe rewrites.
+//!   locked (dotlock + fcntl) crash-safe rewrites; modseqs, HIGHESTMODSEQ and
+//!   `changes_since` from Dovecot's index of the mailbox, which every change is written to
+//!   (FORMAT.md §6).
 
 mod dovecot_index;
 pub mod from_line;
