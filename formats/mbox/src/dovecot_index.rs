@@ -340,12 +340,11 @@ fn write_inner(
                 return Ok(());
             }
             let ch = index_changes(view, file, guids);
+            let appended: HashSet<u32> = ch.appends.iter().map(|a| a.0).collect();
             let offsets: Vec<(u32, u64)> = file
                 .messages
                 .iter()
-                .filter(|m| {
-                    view.message(m.uid).is_some() || ch.appends.iter().any(|a| a.0 == m.uid)
-                })
+                .filter(|m| view.message(m.uid).is_some() || appended.contains(&m.uid))
                 .map(|m| (m.uid, m.from_start.saturating_sub(1)))
                 .filter(|(uid, offset)| {
                     let have = view

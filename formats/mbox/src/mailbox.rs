@@ -534,7 +534,9 @@ impl MboxMailbox {
         let mut new_state: HashMap<u32, (Flags, Vec<Keyword>)> = dirty
             .into_iter()
             .filter(|(uid, (flags, kws))| {
-                scanned.messages.iter().any(|m| {
+                // messages are in UID order (the reader assigns ascending UIDs)
+                let i = scanned.messages.partition_point(|m| m.uid < *uid);
+                scanned.messages.get(i).is_some_and(|m| {
                     m.uid == *uid
                         && (m.flags.0 & !Flags::RECENT.0 != flags.0
                             || !dovecot_index::same_keywords(&m.keywords, kws))
