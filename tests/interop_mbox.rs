@@ -716,3 +716,35 @@ fn modseqs_agree_on_a_mailbox_dovecot_indexed_first_and_after_mta_deliveries() {
     assert_ne!(last.1, after_mta2.1);
     assert_eq!(env.dovecot_log(), "", "Dovecot logged something");
 }
+
+#[test]
+fn modseqs_agree_after_mailsync_housekept_a_long_index_log() {
+    let env = Env::new();
+    let loc = "mbox:~/mail:INBOX=~/mail/INBOX";
+    for i in 0..40 {
+        let body = format!("Subject: m{i}\nMessage-ID: <{i}@x>\n\nbody {i}\n");
+        clean(
+            "mailsync save",
+            env.mailsync_stdin(loc, &["save", "-m", "INBOX"], Some(body.as_bytes())),
+        );
+    }
+    // each toggle moves every later message (the Status line changes length), so each
+    // commit logs 40 offset updates: the log outgrows 128 KiB and mailsync's housekeeping
+    // writes dovecot.index, as Dovecot's sync would
+    for round in 0..220 {
+        let op = if round % 2 == 0 { "add" } else { "remove" };
+        clean(
+            "mailsync flags",
+            env.mailsync(
+                loc,
+                &["flags", op, "\\Seen", "mailbox", "INBOX", "uid", "1"],
+            ),
+        );
+    }
+    assert!(env.home.join("mail/.imap/INBOX/dovecot.index").exists());
+    let ours = modseq_view(&env, loc, false);
+    let theirs = modseq_view(&env, loc, true);
+    assert_eq!(ours, theirs, "mailsync vs Dovecot");
+    assert!(ours.0.contains("modseq: 261\\n"), "{}", ours.0);
+    assert_eq!(env.dovecot_log(), "", "Dovecot logged something");
+}

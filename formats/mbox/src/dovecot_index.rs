@@ -332,7 +332,7 @@ fn write_inner(
             }
         }
     }
-    mailsync_index::locked_commit::commit_locked(
+    let (_, info) = mailsync_index::locked_commit::commit_locked(
         &writer,
         true,
         |view, t| -> Result<(), mailsync_index::Error> {
@@ -402,6 +402,12 @@ fn write_inner(
             Ok(())
         },
     )?;
+    if info.log_offset >= mailsync_index::writer::ROTATE_MIN_SIZE {
+        // the end of Dovecot's sync (mail_index_sync_commit): move the tail, rotate a big
+        // log, rewrite dovecot.index when the log outgrew it — unless a client's request
+        // still waits for Dovecot's sync (the index crate checks)
+        writer.sync_housekeeping()?;
+    }
     Ok(())
 }
 

@@ -206,3 +206,54 @@ fn an_index_of_another_uidvalidity_is_neither_used_nor_written() {
         "index left to Dovecot"
     );
 }
+
+#[test]
+fn a_long_history_is_housekept_as_dovecot_does_and_modseqs_stay_right() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let mut mb = s.open_mailbox("INBOX").unwrap();
+    let mut tx = mb.begin().unwrap();
+    for i in 0..40 {
+        let body = format!("Subject: m{i}\nMessage-ID: <{i}@x>\n\nbody {i}\n");
+        tx.save(NewMail::default(), &mut body.as_bytes()).unwrap();
+    }
+    tx.commit().unwrap();
+    let idx = index_dir(dir.path());
+    assert!(!idx.join("dovecot.index").exists());
+    let mut highest = mb.status().unwrap().highest_modseq;
+    for round in 0..250 {
+        // toggling \Seen on the first message changes its Status line's length: every
+        // message after it moves, so each commit logs 40 offset updates
+        let op = if round % 2 == 0 {
+            FlagOp::Add
+        } else {
+            FlagOp::Remove
+        };
+        let mut tx = mb.begin().unwrap();
+        tx.update_flags(
+            Uid(1),
+            &FlagUpdate {
+                op,
+                flags: Flags::SEEN,
+                keywords: vec![],
+            },
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        let now = mb.status().unwrap().highest_modseq;
+        assert_eq!(now, highest + 1, "round {round}: one change, one modseq");
+        highest = now;
+    }
+    // the log outgrew dovecot.index by more than 128 KiB: the index was written
+    assert!(idx.join("dovecot.index").exists());
+    let view = View::open(&idx, "dovecot.index").unwrap();
+    assert_eq!(view.highest_modseq(), highest);
+    for r in mb.mails().unwrap() {
+        assert_eq!(r.modseq.0, view.message(r.uid.0).unwrap().modseq());
+    }
+    assert_eq!(
+        mb.mails().unwrap()[0].modseq.0,
+        highest,
+        "the toggled message has the last modseq"
+    );
+}
