@@ -5,7 +5,9 @@
 //! - an mbox store written by mailsync (saves, flags, keywords, expunges, new folders)
 //!   reads in Dovecot exactly as mailsync reports it, and Dovecot logs nothing;
 //! - mail delivered into the file while mailsync rewrites it (by `doveadm save`, and by an
-//!   MTA appending under the dotlock) is never lost.
+//!   MTA appending under the dotlock) is never lost;
+//! - modseqs and HIGHESTMODSEQ (Dovecot's index) are the same in both tools after every
+//!   change either makes, after MTA deliveries, and after mailsync housekept a long log.
 
 mod harness;
 
