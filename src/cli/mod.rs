@@ -15,6 +15,7 @@ pub mod fuzzing;
 pub mod mail;
 pub mod mailbox;
 pub mod mime;
+pub mod purge;
 pub mod query;
 pub mod sync;
 
@@ -482,6 +483,9 @@ pub fn run_with(
     mut err: SharedWriter,
     env: &dyn Fn(&str) -> Option<OsString>,
 ) -> i32 {
+    if let Some(code) = purge::intercept(&args, &mut out, &mut err, env) {
+        return code;
+    }
     let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {

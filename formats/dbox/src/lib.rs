@@ -21,7 +21,7 @@
 //!
 //! Modules: [`file`](mod@file) (the dbox file format, shared), [`layout`] (paths and names),
 //! [`sdbox`], [`mdbox`], [`index`] (mailbox index creation and the `dbox-hdr`/`mdbox-hdr`
-//! header). Not implemented here: purge, force-resync (rebuild), alt storage, external
+//! header), [`purge`] (mdbox purge). Not implemented here: force-resync (rebuild), alt storage, external
 //! attachments, `dovecot.index.cache`.
 
 pub mod file;
@@ -30,6 +30,7 @@ pub mod fuzzing;
 pub mod index;
 pub mod layout;
 pub mod mdbox;
+pub mod purge;
 pub mod sdbox;
 mod sha1;
 mod store;

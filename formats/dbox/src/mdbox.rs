@@ -29,7 +29,7 @@
 //! the messages in `m.N` by their `G` metadata and putting them back — no loss.
 //!
 //! Expunge: EXTERNAL expunge in the mailbox index, then refcount −1 in the map
-//! (EXT_ATOMIC_INC). Data stays until a purge (not implemented by mailsync yet).
+//! (EXT_ATOMIC_INC). Data stays until a purge (`crate::purge`).
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -64,14 +64,14 @@ pub fn map_file_name(file_id: u32) -> String {
     format!("m.{file_id}")
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
 }
 
-fn map_writer(layout: &Layout) -> IndexWriter {
+pub(crate) fn map_writer(layout: &Layout) -> IndexWriter {
     IndexWriter::open(&layout.storage_dir(), MAP_PREFIX)
 }
 
@@ -417,7 +417,7 @@ fn appendable_file(storage: &Path, highest: u32, rotate_size: u64) -> Result<(u3
 
 /// flock(LOCK_EX|LOCK_NB) as Dovecot's dbox_file_try_lock (DBOX_FILE_LOCK_METHOD_FLOCK).
 /// False when another process holds it.
-fn try_lock_file(f: &File, path: &Path) -> Result<bool> {
+pub(crate) fn try_lock_file(f: &File, path: &Path) -> Result<bool> {
     match rustix::fs::flock(f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => Ok(true),
         Err(e) if e == rustix::io::Errno::WOULDBLOCK => Ok(false),
