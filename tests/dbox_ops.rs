@@ -297,3 +297,210 @@ fn referenced_files(root: &Path) -> Vec<String> {
     ids.dedup();
     ids.into_iter().map(|id| format!("m.{id}")).collect()
 }
+
+// ---- force-resync --------------------------------------------------------------------
+
+const FIELDS: &str = "mailbox uid guid flags size.physical text";
+
+fn fetch_fields(env: &Env, tool: &str, fields: &str) -> Vec<Vec<u8>> {
+    let args = ["-f", "pager", "fetch", fields, "all"];
+    let out = if tool == "doveadm" {
+        env.doveadm(LOC, &args)
+    } else {
+        env.mailsync(LOC, &args)
+    };
+    sorted_pager_records(&clean(&format!("{tool} fetch"), out))
+}
+
+/// INBOX with 7 messages (one expunged, flags and keywords on others), copies of two in
+/// Other, then one more INBOX message last in m.1. Returns Dovecot's view of it.
+fn resync_store() -> (Env, Vec<Vec<u8>>) {
+    let env = Env::new();
+    clean("create", env.mailsync(LOC, &["mailbox", "create", "Other"]));
+    for i in 0..7 {
+        clean(
+            "save",
+            env.mailsync_stdin(LOC, &["save", "-m", "INBOX"], Some(&msg(i))),
+        );
+    }
+    clean(
+        "copy",
+        env.mailsync(LOC, &["copy", "Other", "mailbox", "INBOX", "uid", "1:2"]),
+    );
+    clean(
+        "flags",
+        env.mailsync(
+            LOC,
+            &[
+                "flags",
+                "add",
+                "\\Seen \\Flagged $Label1",
+                "mailbox",
+                "INBOX",
+                "uid",
+                "3,5",
+            ],
+        ),
+    );
+    clean(
+        "flags other",
+        env.mailsync(
+            LOC,
+            &["flags", "add", "\\Answered", "mailbox", "Other", "uid", "2"],
+        ),
+    );
+    clean(
+        "expunge",
+        env.mailsync(LOC, &["expunge", "mailbox", "INBOX", "uid", "4"]),
+    );
+    clean(
+        "save last",
+        env.mailsync_stdin(LOC, &["save", "-m", "INBOX"], Some(&msg(7))),
+    );
+    let base = fetch_fields(&env, "doveadm", FIELDS);
+    assert_eq!(base.len(), 7 + 2);
+    assert_eq!(fetch_fields(&env, "mailsync", FIELDS), base);
+    (env, base)
+}
+
+/// Runs `mailsync force-resync *`; returns its stderr (warnings about damage).
+fn resync(env: &Env) -> String {
+    env.chown_tree(&env.root.clone());
+    let out = env.mailsync(LOC, &["force-resync", "*"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    harness::ok("mailsync force-resync", out);
+    env.chown_tree(&env.root.clone());
+    stderr
+}
+
+fn text(recs: &[Vec<u8>]) -> Vec<String> {
+    recs.iter()
+        .map(|r| String::from_utf8_lossy(r).into_owned())
+        .collect()
+}
+
+fn assert_dovecot_log_clean(env: &Env) {
+    let log = env.dovecot_log();
+    assert!(
+        !log.contains("rror") && !log.contains("arning") && !log.contains("orrupt"),
+        "Dovecot log: {log}"
+    );
+}
+
+#[test]
+fn force_resync_rebuilds_a_deleted_map_index() {
+    let (env, base) = resync_store();
+    let storage = env.home.join("mdbox/storage");
+    for f in [
+        "dovecot.map.index",
+        "dovecot.map.index.log",
+        "dovecot.map.index.log.2",
+    ] {
+        let _ = std::fs::remove_file(storage.join(f));
+    }
+    assert_eq!(resync(&env), "");
+    let after = fetch_fields(&env, "doveadm", FIELDS);
+    assert_eq!(text(&fetch_fields(&env, "mailsync", FIELDS)), text(&after));
+    // with no map left to say it was expunged, the expunged message 3 is restored, as
+    // Dovecot's rebuild does (rebuild_handle_zero_refs), into its B mailbox INBOX with a
+    // new UID; everything else is unchanged (UIDs, GUIDs, flags, keywords, bytes)
+    let (restored, rest): (Vec<Vec<u8>>, Vec<Vec<u8>>) = after
+        .into_iter()
+        .partition(|r| contains(r, b"MARKER-003-END"));
+    assert_eq!(text(&rest), text(&base));
+    assert_eq!(restored.len(), 1);
+    assert!(
+        restored[0].starts_with(b"mailbox: INBOX\nuid: 9\n"),
+        "{}",
+        text(&restored)[0]
+    );
+    assert_dovecot_log_clean(&env);
+}
+
+#[test]
+fn force_resync_rebuilds_a_deleted_mailbox_index() {
+    let (env, base) = resync_store();
+    let dir = env.home.join("mdbox/mailboxes/Other/dbox-Mails");
+    for f in [
+        "dovecot.index",
+        "dovecot.index.log",
+        "dovecot.index.log.2",
+        "dovecot.index.cache",
+    ] {
+        let _ = std::fs::remove_file(dir.join(f));
+    }
+    assert_eq!(resync(&env), "");
+    // INBOX keeps UIDs and flags exactly
+    let inbox = |recs: Vec<Vec<u8>>| -> Vec<Vec<u8>> {
+        recs.into_iter()
+            .filter(|r| r.starts_with(b"mailbox: INBOX\n"))
+            .collect()
+    };
+    assert_eq!(
+        text(&inbox(fetch_fields(&env, "doveadm", FIELDS))),
+        text(&inbox(base.clone()))
+    );
+    // Other's messages are back (by their B metadata), same GUIDs and bytes
+    let light = "mailbox guid size.physical text";
+    let after = fetch_fields(&env, "doveadm", light);
+    assert_eq!(text(&after), text(&fetch_fields(&env, "mailsync", light)));
+    let other: Vec<&Vec<u8>> = after
+        .iter()
+        .filter(|r| r.starts_with(b"mailbox: Other\n"))
+        .collect();
+    assert_eq!(other.len(), 2, "{:?}", text(&after));
+    for i in [0, 1] {
+        let marker = format!("MARKER-{i:03}-END");
+        assert!(other.iter().any(|r| contains(r, marker.as_bytes())));
+    }
+    assert_dovecot_log_clean(&env);
+}
+
+#[test]
+fn force_resync_keeps_messages_before_a_truncation() {
+    let (env, base) = resync_store();
+    let m1 = env.home.join("mdbox/storage/m.1");
+    let len = std::fs::metadata(&m1).unwrap().len();
+    // cut into the last message (msg 7, saved last)
+    let f = std::fs::OpenOptions::new().write(true).open(&m1).unwrap();
+    f.set_len(len - 20).unwrap();
+    drop(f);
+    let warnings = resync(&env);
+    assert!(warnings.contains("m.1: damaged at offset"), "{warnings}");
+    let expected: Vec<Vec<u8>> = base
+        .iter()
+        .filter(|r| !contains(r, b"MARKER-007-END"))
+        .cloned()
+        .collect();
+    assert_eq!(expected.len(), base.len() - 1);
+    assert_eq!(
+        text(&fetch_fields(&env, "doveadm", FIELDS)),
+        text(&expected)
+    );
+    assert_eq!(
+        text(&fetch_fields(&env, "mailsync", FIELDS)),
+        text(&expected)
+    );
+    assert_dovecot_log_clean(&env);
+}
+
+#[test]
+fn force_resync_repairs_a_wrong_refcount_before_purge_could_lose_it() {
+    let (env, base) = resync_store();
+    let storage = env.home.join("mdbox/storage");
+    // refcount 0 on map uid 1 (INBOX uid 1, live)
+    let w = mailsync_index::IndexWriter::open(&storage, "dovecot.map.index");
+    let mut t = w.begin();
+    t.ext_rec_update("ref", 1, &0u16.to_le_bytes());
+    t.commit().unwrap();
+    let view = mailsync_index::View::open(&storage, "dovecot.map.index").unwrap();
+    assert_eq!(view.message(1).unwrap().ext("ref"), Some(&[0u8, 0][..]));
+    assert_eq!(resync(&env), "");
+    let view = mailsync_index::View::open(&storage, "dovecot.map.index").unwrap();
+    assert_eq!(view.message(1).unwrap().ext("ref"), Some(&[1u8, 0][..]));
+    clean("mailsync purge", env.mailsync(LOC, &["purge"]));
+    clean("doveadm purge", env.doveadm(LOC, &["purge"]));
+    assert_eq!(text(&fetch_fields(&env, "doveadm", FIELDS)), text(&base));
+    assert_eq!(text(&fetch_fields(&env, "mailsync", FIELDS)), text(&base));
+    assert_dovecot_log_clean(&env);
+}

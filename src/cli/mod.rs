@@ -16,6 +16,7 @@ pub mod mail;
 pub mod mailbox;
 pub mod mime;
 pub mod purge;
+pub mod resync;
 pub mod query;
 pub mod sync;
 

@@ -41,6 +41,8 @@ pub enum OpsCommand {
         #[arg(short = 'u', value_name = "USER")]
         user: Option<String>,
     },
+    /// Rebuild the indexes from the mail files, as `doveadm force-resync` (mdbox).
+    ForceResync(super::resync::ResyncArgs),
 }
 
 /// The command word of a command line: the first argument that is neither a global
@@ -58,7 +60,7 @@ fn command_word(args: &[OsString]) -> Option<&OsString> {
     None
 }
 
-/// Runs `purge` when the command line is one of them; None otherwise
+/// Runs `purge` / `force-resync` when the command line is one of them; None otherwise
 /// (the main parser handles it).
 pub fn intercept(
     args: &[OsString],
@@ -67,7 +69,7 @@ pub fn intercept(
     env: &dyn Fn(&str) -> Option<OsString>,
 ) -> Option<i32> {
     let word = command_word(args)?;
-    if word != "purge" {
+    if word != "purge" && word != "force-resync" {
         return None;
     }
     let cli = match OpsCli::try_parse_from(args) {
@@ -85,6 +87,7 @@ pub fn intercept(
     };
     let code = match &cli.command {
         OpsCommand::Purge { user } => run_purge(&cli, user.as_deref(), err, env),
+        OpsCommand::ForceResync(a) => super::resync::run(&cli, a, err, env),
     };
     let _ = out.flush();
     let _ = err.flush();

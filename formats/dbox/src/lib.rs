@@ -21,7 +21,8 @@
 //!
 //! Modules: [`file`](mod@file) (the dbox file format, shared), [`layout`] (paths and names),
 //! [`sdbox`], [`mdbox`], [`index`] (mailbox index creation and the `dbox-hdr`/`mdbox-hdr`
-//! header), [`purge`] (mdbox purge). Not implemented here: force-resync (rebuild), alt storage, external
+//! header), [`purge`] (mdbox purge), [`rebuild`] (mdbox force-resync). Not implemented here:
+//! sdbox rebuild, alt storage, external
 //! attachments, `dovecot.index.cache`.
 
 pub mod file;
@@ -31,6 +32,7 @@ pub mod index;
 pub mod layout;
 pub mod mdbox;
 pub mod purge;
+pub mod rebuild;
 pub mod sdbox;
 mod sha1;
 mod store;

@@ -1,0 +1,76 @@
+//! `mailsync force-resync [-u USER] [-f] MASK` (doveadm force-resync): offline repair of
+//! an mdbox store — the map and every mailbox index rebuilt from the `m.N` files
+//! (`mailsync_dbox::rebuild`). As Dovecot, where resyncing any mdbox mailbox rebuilds
+//! the whole storage, the whole store is rebuilt whatever MASK selects. sdbox and
+//! Maildir rebuilds are not implemented yet: refused with exit 64.
+
+use std::ffi::OsString;
+use std::io::Write;
+
+use clap::Args;
+
+use super::purge::{user_location, OpsCli};
+use super::{exit, SharedWriter};
+
+#[derive(Args, Debug)]
+pub struct ResyncArgs {
+    /// Run as this user instead of $USER.
+    #[arg(short = 'u', value_name = "USER")]
+    pub user: Option<String>,
+    /// Fsck: also check the storage files (always done for mdbox).
+    #[arg(short = 'f')]
+    pub fsck: bool,
+    /// Mailbox mask (mdbox: the whole storage is rebuilt).
+    #[arg(required = true, value_name = "MASK")]
+    pub mask: String,
+}
+
+pub fn run(
+    cli: &OpsCli,
+    args: &ResyncArgs,
+    err: &mut SharedWriter,
+    env: &dyn Fn(&str) -> Option<OsString>,
+) -> i32 {
+    let (loc, opts, user) = match user_location(cli, args.user.as_deref(), env) {
+        Ok(x) => x,
+        Err((code, msg)) => {
+            let _ = writeln!(err, "Fatal: {msg}");
+            return code;
+        }
+    };
+    if loc.driver != "mdbox" {
+        let _ = writeln!(
+            err,
+            "mailsync({user}): Error: force-resync is not supported yet for {}",
+            loc.driver
+        );
+        return exit::USAGE;
+    }
+    let store = match mailsync_dbox::DboxStore::open(&loc, &opts) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = writeln!(
+                err,
+                "mailsync({user}): Error: Initializing mail storage from mail_location setting failed: {}",
+                super::storage_error_text(&e)
+            );
+            return exit::TEMPFAIL;
+        }
+    };
+    match mailsync_dbox::rebuild::rebuild_mdbox(store.layout()) {
+        Ok(stats) => {
+            if cli.debug {
+                let _ = writeln!(err, "mailsync({user}): Debug: force-resync: {stats:?}");
+            }
+            exit::OK
+        }
+        Err(e) => {
+            let _ = writeln!(
+                err,
+                "mailsync({user}): Error: Forcing a resync failed: {}",
+                super::storage_error_text(&e)
+            );
+            e.kind().exit_code()
+        }
+    }
+}
