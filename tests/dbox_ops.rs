@@ -504,3 +504,116 @@ fn force_resync_repairs_a_wrong_refcount_before_purge_could_lose_it() {
     assert_eq!(text(&fetch_fields(&env, "mailsync", FIELDS)), text(&base));
     assert_dovecot_log_clean(&env);
 }
+
+const SDBOX: &str = "sdbox:~/sdbox";
+
+fn sdbox_fetch(env: &Env, tool: &str, fields: &str) -> Vec<String> {
+    let args = ["-f", "pager", "fetch", fields, "all"];
+    let out = if tool == "doveadm" {
+        env.doveadm(SDBOX, &args)
+    } else {
+        env.mailsync(SDBOX, &args)
+    };
+    text(&sorted_pager_records(&clean(&format!("{tool} fetch"), out)))
+}
+
+fn sdbox_store() -> Env {
+    let env = Env::new();
+    clean(
+        "create",
+        env.mailsync(SDBOX, &["mailbox", "create", "Other"]),
+    );
+    for i in 0..5 {
+        clean(
+            "save",
+            env.mailsync_stdin(SDBOX, &["save", "-m", "INBOX"], Some(&msg(i))),
+        );
+    }
+    clean(
+        "save other",
+        env.mailsync_stdin(SDBOX, &["save", "-m", "Other"], Some(&msg(9))),
+    );
+    clean(
+        "flags",
+        env.mailsync(
+            SDBOX,
+            &[
+                "flags",
+                "add",
+                "\\Seen $Label1",
+                "mailbox",
+                "INBOX",
+                "uid",
+                "2,4",
+            ],
+        ),
+    );
+    clean(
+        "expunge",
+        env.mailsync(SDBOX, &["expunge", "mailbox", "INBOX", "uid", "3"]),
+    );
+    env
+}
+
+#[test]
+fn sdbox_force_resync_rebuilds_a_deleted_index_keeping_uids() {
+    let env = sdbox_store();
+    let light = "mailbox uid guid size.physical text";
+    let base = sdbox_fetch(&env, "doveadm", light);
+    assert_eq!(base.len(), 5);
+    let dir = env.home.join("sdbox/mailboxes/INBOX/dbox-Mails");
+    for f in [
+        "dovecot.index",
+        "dovecot.index.log",
+        "dovecot.index.log.2",
+        "dovecot.index.cache",
+    ] {
+        let _ = std::fs::remove_file(dir.join(f));
+    }
+    // without the index mailsync refuses the mailbox rather than reuse its UIDs
+    assert!(!env
+        .mailsync(SDBOX, &["fetch", "uid", "mailbox", "INBOX", "all"])
+        .status
+        .success());
+    env.chown_tree(&env.root.clone());
+    clean(
+        "force-resync",
+        env.mailsync(SDBOX, &["force-resync", "INBOX"]),
+    );
+    env.chown_tree(&env.root.clone());
+    assert_eq!(sdbox_fetch(&env, "mailsync", light), base);
+    assert_eq!(sdbox_fetch(&env, "doveadm", light), base);
+    assert_dovecot_log_clean(&env);
+}
+
+#[test]
+fn sdbox_force_resync_adopts_an_unindexed_file_and_keeps_flags() {
+    let env = sdbox_store();
+    let base = sdbox_fetch(&env, "doveadm", FIELDS);
+    // a u.N a crashed save left above NEXTUID (here: Other's file moved into INBOX)
+    let other = env.home.join("sdbox/mailboxes/Other/dbox-Mails/u.1");
+    let inbox = env.home.join("sdbox/mailboxes/INBOX/dbox-Mails/u.50");
+    std::fs::rename(&other, &inbox).unwrap();
+    env.chown_tree(&env.root.clone());
+    clean("force-resync", env.mailsync(SDBOX, &["force-resync", "*"]));
+    env.chown_tree(&env.root.clone());
+    let after = sdbox_fetch(&env, "doveadm", FIELDS);
+    assert_eq!(sdbox_fetch(&env, "mailsync", FIELDS), after);
+    let (adopted, rest): (Vec<String>, Vec<String>) = after
+        .into_iter()
+        .partition(|r| r.contains("MARKER-009-END"));
+    assert_eq!(adopted.len(), 1);
+    assert!(
+        adopted[0].starts_with("mailbox: INBOX\nuid: 50\n"),
+        "{}",
+        adopted[0]
+    );
+    let expected: Vec<String> = base
+        .into_iter()
+        .filter(|r| !r.contains("MARKER-009-END"))
+        .collect();
+    // flags and keywords of the other messages survive
+    assert_eq!(rest, expected);
+    assert!(rest.iter().any(|r| r.contains("$Label1")));
+    assert_dovecot_log_clean(&env);
+}

@@ -1,8 +1,9 @@
-//! `mailsync force-resync [-u USER] [-f] MASK` (doveadm force-resync): offline repair of
-//! an mdbox store — the map and every mailbox index rebuilt from the `m.N` files
-//! (`mailsync_dbox::rebuild`). As Dovecot, where resyncing any mdbox mailbox rebuilds
-//! the whole storage, the whole store is rebuilt whatever MASK selects. sdbox and
-//! Maildir rebuilds are not implemented yet: refused with exit 64.
+//! `mailsync force-resync [-u USER] [-f] MASK` (doveadm force-resync): offline repair
+//! (`mailsync_dbox::rebuild`). mdbox: the map and every mailbox index rebuilt from the
+//! `m.N` files — as Dovecot, where resyncing any mdbox mailbox rebuilds the whole
+//! storage, whatever MASK selects. sdbox: the indexes of the mailboxes matching MASK
+//! rebuilt from their `u.N` files. Maildir and mbox are not implemented yet: refused
+//! with exit 64.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -38,7 +39,7 @@ pub fn run(
             return code;
         }
     };
-    if loc.driver != "mdbox" {
+    if loc.driver != "mdbox" && loc.driver != "sdbox" {
         let _ = writeln!(
             err,
             "mailsync({user}): Error: force-resync is not supported yet for {}",
@@ -57,10 +58,16 @@ pub fn run(
             return exit::TEMPFAIL;
         }
     };
-    match mailsync_dbox::rebuild::rebuild_mdbox(store.layout()) {
+    let result = if loc.driver == "mdbox" {
+        mailsync_dbox::rebuild::rebuild_mdbox(store.layout()).map(|s| format!("{s:?}"))
+    } else {
+        mailsync_dbox::rebuild::rebuild_sdbox(store.layout(), &args.mask)
+            .map(|n| format!("{n} messages indexed"))
+    };
+    match result {
         Ok(stats) => {
             if cli.debug {
-                let _ = writeln!(err, "mailsync({user}): Debug: force-resync: {stats:?}");
+                let _ = writeln!(err, "mailsync({user}): Debug: force-resync: {stats}");
             }
             exit::OK
         }

@@ -21,9 +21,8 @@
 //!
 //! Modules: [`file`](mod@file) (the dbox file format, shared), [`layout`] (paths and names),
 //! [`sdbox`], [`mdbox`], [`index`] (mailbox index creation and the `dbox-hdr`/`mdbox-hdr`
-//! header), [`purge`] (mdbox purge), [`rebuild`] (mdbox force-resync). Not implemented here:
-//! sdbox rebuild, alt storage, external
-//! attachments, `dovecot.index.cache`.
+//! header), [`purge`] (mdbox purge), [`rebuild`] (mdbox and sdbox force-resync).
+//! Not implemented here: alt storage, external attachments, `dovecot.index.cache`.
 
 pub mod file;
 #[doc(hidden)]

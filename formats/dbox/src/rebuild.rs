@@ -450,3 +450,127 @@ fn write_mailbox(
     t.commit().map_err(ix_err)?;
     Ok(())
 }
+
+/// `*` matches anything, `%` anything but `sep` (doveadm mailbox masks).
+pub fn mask_matches(mask: &str, name: &str, sep: char) -> bool {
+    fn go(m: &[char], n: &[char], sep: char) -> bool {
+        match m.split_first() {
+            None => n.is_empty(),
+            Some(('*', rest)) => (0..=n.len()).any(|i| go(rest, &n[i..], sep)),
+            Some(('%', rest)) => {
+                let stop = n.iter().position(|&c| c == sep).unwrap_or(n.len());
+                (0..=stop).any(|i| go(rest, &n[i..], sep))
+            }
+            Some((c, rest)) => n.first() == Some(c) && go(rest, &n[1..], sep),
+        }
+    }
+    let m: Vec<char> = mask.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    go(&m, &n, sep)
+}
+
+/// sdbox rebuild of the mailboxes matching `mask` (sdbox-sync-rebuild.c): each index is
+/// written anew from the `u.<uid>` files (UID = the file name); flags and keywords come
+/// from the old index where it still has the UID; UIDVALIDITY and the mailbox GUID are
+/// kept when the old index is readable (`rebuild_count` + 1), else new; NEXTUID is above
+/// every file. A file that can't be read (bad magic, truncated) stays on disk, left out
+/// with a warning. Returns the number of messages indexed.
+pub fn rebuild_sdbox(layout: &Layout, mask: &str) -> Result<u32> {
+    if layout.kind != DboxKind::Single {
+        return Err(Error::NotPossible(
+            "rebuild_sdbox on a non-sdbox store".into(),
+        ));
+    }
+    let mut total = 0;
+    for (name, selectable) in layout.scan_mailboxes()? {
+        if !selectable || !mask_matches(mask, &name, layout.ns_sep) {
+            continue;
+        }
+        total += rebuild_sdbox_mailbox(layout, &layout.mail_dir(&name))?;
+    }
+    Ok(total)
+}
+
+fn rebuild_sdbox_mailbox(layout: &Layout, dir: &Path) -> Result<u32> {
+    let old = if index_exists(dir) {
+        View::open(dir, INDEX_PREFIX).ok()
+    } else {
+        None
+    };
+    let mut uids = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| Error::io("opendir", dir, e))? {
+        let entry = entry.map_err(|e| Error::io("readdir", dir, e))?;
+        let name = entry.file_name();
+        let Some(uid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("u."))
+            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|n| n.parse::<u32>().ok())
+            .filter(|&u| u > 0)
+        else {
+            continue;
+        };
+        let path = entry.path();
+        let readable = File::open(&path).map_err(|e| e.to_string()).and_then(|f| {
+            let h =
+                file::read_file_header(&f).map_err(|e| e.into_store_error(&path).to_string())?;
+            file::read_mail_at(&f, &h, h.header_len as u64)
+                .map_err(|e| e.into_store_error(&path).to_string())
+        });
+        match readable {
+            Ok(_) => uids.push(uid),
+            Err(e) => crate::warn(&format!(
+                "force-resync: {}: unreadable, left out of the index: {e}",
+                path.display()
+            )),
+        }
+    }
+    uids.sort_unstable();
+    let hdr = old.as_ref().and_then(|v| dbox_header(v, DboxKind::Single));
+    let guid = hdr
+        .map(|h| MailboxGuid(h.mailbox_guid))
+        .filter(|g| g.0 != [0; 16])
+        .unwrap_or_else(MailboxGuid::generate);
+    let rebuild_count = hdr.map(|h| h.counter).unwrap_or(0).wrapping_add(1);
+    let uid_validity = match old.as_ref().map(|v| v.uid_validity()).filter(|&v| v != 0) {
+        Some(v) => v,
+        None => mailsupport::uidvalidity::next(&layout.root)
+            .map_err(|e| Error::io("open", &layout.root, e))?,
+    };
+    let old_next = old.as_ref().map(|v| v.next_uid()).unwrap_or(1);
+    let next = old_next.max(uids.last().map(|u| u + 1).unwrap_or(1));
+    remove_index_files(dir, INDEX_PREFIX)?;
+    create_index(dir, DboxKind::Single, uid_validity, rebuild_count, guid)?;
+    let w = IndexWriter::open(dir, INDEX_PREFIX);
+    let mut t = w.begin().external(true);
+    for &uid in &uids {
+        let m = old.as_ref().and_then(|v| v.message(uid));
+        t.append(uid, m.as_ref().map(|m| m.flags() & 0x1f).unwrap_or(0));
+        if let Some(m) = &m {
+            for k in m.keywords() {
+                t.keywords(true, k, &[uid]);
+            }
+        }
+    }
+    if next > 1 {
+        t.header_update(hdr_off::NEXT_UID as u16, &next.to_le_bytes());
+    }
+    t.commit().map_err(ix_err)?;
+    Ok(uids.len() as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask_matches;
+
+    #[test]
+    fn masks_match_like_doveadm() {
+        assert!(mask_matches("*", "a/b", '/'));
+        assert!(mask_matches("INBOX", "INBOX", '/'));
+        assert!(!mask_matches("INBOX", "Other", '/'));
+        assert!(mask_matches("a/%", "a/b", '/'));
+        assert!(!mask_matches("a/%", "a/b/c", '/'));
+        assert!(mask_matches("a/*", "a/b/c", '/'));
+        assert!(!mask_matches("%", "a/b", '/'));
+    }
+}
