@@ -10,23 +10,19 @@
 //! Save protocol (commit), in Dovecot's lock and write order (mdbox-save.c):
 //! 1. each saved message was already written to a temp file `storage/.temp.*` (message
 //!    header, LF body, metadata with `B` = mailbox name), fsynced;
-//! 2. map log lock, then the mailbox log lock (waited for at most 3 s; on timeout both
-//!    are released with nothing written, and the commit is retried: Dovecot takes the
-//!    two in the other order when syncing expunges);
-//! 3. the last `m.N` is try-flocked (Dovecot holds that flock while it appends, before it
-//!    takes the map lock; waiting for it would deadlock) and used if below the rotate
-//!    size, else a new `m.<highest_file_id+1>` is created; the messages are appended and
-//!    the file fsynced;
-//! 4. the mailbox transaction (UIDs, `mdbox` {map_uid, save_date}, `guid`, flags,
-//!    keywords) is written, then the map transaction (records {file_id, offset, size},
-//!    refcount 1, highest_file_id) followed by the tail-offset update Dovecot's map sync
-//!    leaves.
+//! 2. under the map log lock: the last `m.N` is try-flocked (Dovecot holds that flock
+//!    while it appends, before it takes the map lock; waiting for it would deadlock) and
+//!    used if below the rotate size, else a new `m.<highest_file_id+1>` is created; the
+//!    messages are appended and the file fsynced; the map transaction (records {file_id,
+//!    offset, size}, refcount 1, highest_file_id) is written, followed by the tail-offset
+//!    update Dovecot's map sync leaves;
+//! 3. under the mailbox log lock: the mailbox transaction (UIDs, `mdbox` {map_uid,
+//!    save_date}, `guid`, flags, keywords).
 //!
-//! Crash recovery: a crash during 3 leaves bytes after the last mapped message of `m.N`
+//! Crash recovery: a crash during 2 leaves bytes after the last mapped message of `m.N`
 //! that nothing references (later appends go after them; offsets come from the file
-//! size). A crash between the two writes of 4 leaves mailbox records whose map UIDs the
-//! map doesn't have: mailsync hides them (with a warning) and Dovecot rebuilds, finding
-//! the messages in `m.N` by their `G` metadata and putting them back — no loss.
+//! size). A crash between 2 and 3 leaves map records (refcount 1) no mailbox points to:
+//! a leak, invisible (a Dovecot rebuild would restore them into their `B` mailbox).
 //!
 //! Expunge: EXTERNAL expunge in the mailbox index, then refcount −1 in the map
 //! (EXT_ATOMIC_INC). Data stays until a purge (`crate::purge`).
@@ -42,7 +38,7 @@ use mailstore::{
     MailboxGuid, MailboxStatus, ModSeq, NewMail, Result, SaveLineEndings, Transaction, Uid,
 };
 use mailsync_index::format::ext::{self, MapHeader, MapRecord, MdboxRecord};
-use mailsync_index::locked_commit::{commit_locked, commit_locked_synced, commit_locked_timeout};
+use mailsync_index::locked_commit::{commit_locked, commit_locked_synced};
 use mailsync_index::{IndexWriter, View};
 
 use crate::file::{self, BodyReader, FileHeader};
@@ -546,18 +542,17 @@ impl Drop for MdboxTransaction<'_> {
 /// UIDs granted, UIDVALIDITY, map UIDs whose refcount must drop.
 type Committed = (Vec<Uid>, u32, Vec<u32>);
 
-/// How long to wait for the mailbox index lock while holding the map lock before backing
-/// off (Dovecot takes the two in both orders: map then mailbox when saving, mailbox then
-/// map when syncing expunges, mdbox-save.c / mdbox-sync.c).
-const INNER_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
-/// Attempts before giving up: about as long as Dovecot's 180 s lock timeout.
-const LOCK_ATTEMPTS: u32 = 60;
-
-/// Saves under the map lock then the mailbox lock (mdbox-save.c order): appends the
-/// messages to an m.N file, puts their map records (refcount 1) into the map
-/// transaction and their UIDs into the mailbox transaction. The mailbox index is written
-/// first, then the map (as mdbox_transaction_save_commit_pre/post). When the mailbox lock
-/// can't be had quickly, both locks are released with nothing written and it is retried.
+/// Saves in Dovecot's write order (mdbox-save.c mdbox_transaction_save_commit_pre, which
+/// commits the map transaction of mdbox_map_append_assign_map_uids before the mailbox
+/// transaction): under the map lock the messages are appended to an m.N file and their
+/// map records (refcount 1) committed; then, under the mailbox lock, the mailbox records
+/// pointing to them. A crash between the two leaves map records no mailbox points to
+/// (refcount 1: a leak, never shown, never purged); never the reverse — a mailbox record
+/// whose map UID the map doesn't have yet, which the next save would reuse for another
+/// message (found by the kill -9 trials of tests/dbox_ops.rs: the killed save's record
+/// then showed the next message twice, with refcount 1 for two records). If the mailbox
+/// commit fails, the map records' refcounts are dropped back to 0 (purge removes them).
+/// The two locks are never held together, so no lock-order deadlock with Dovecot.
 fn commit_with_saves(
     map_w: &IndexWriter,
     mb_writer: &IndexWriter,
@@ -567,28 +562,31 @@ fn commit_with_saves(
     expunges: &[u32],
 ) -> std::result::Result<Committed, CommitError> {
     let storage = layout.storage_dir();
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let r = commit_locked_synced(map_w, false, |map_view, mt| {
-            let (committed, _) = commit_locked_timeout(
-                mb_writer,
-                INNER_LOCK_TIMEOUT,
-                true,
-                |view, t| -> std::result::Result<Committed, CommitError> {
-                    let map_uids =
-                        append_to_storage(&storage, layout.rotate_size, map_view, mt, saves)?;
-                    mailbox_changes(view, t, saves, &map_uids, updates, expunges)
-                },
-            )?;
-            Ok(committed)
-        });
-        match r {
-            Ok((c, _)) => return Ok(c),
-            Err(CommitError(Error::LockTimeout { .. })) if attempt < LOCK_ATTEMPTS => {
-                std::thread::sleep(std::time::Duration::from_millis(50 * attempt as u64));
-            }
-            Err(e) => return Err(e),
+    let (map_uids, _) = commit_locked_synced(
+        map_w,
+        false,
+        |map_view, mt| -> std::result::Result<Vec<u32>, CommitError> {
+            Ok(append_to_storage(
+                &storage,
+                layout.rotate_size,
+                map_view,
+                mt,
+                saves,
+            )?)
+        },
+    )?;
+    let r = commit_locked(mb_writer, true, |view, t| {
+        mailbox_changes(view, t, saves, &map_uids, updates, expunges)
+    });
+    match r {
+        Ok((c, _)) => Ok(c),
+        Err(e) => {
+            let _ = map_commit(map_w, |t| {
+                for &u in &map_uids {
+                    t.ext_atomic_inc(ext::REF, u, -1);
+                }
+            });
+            Err(e)
         }
     }
 }
