@@ -1,6 +1,11 @@
-//! dbox maintenance commands (issue #4, points 2 and 4): `mailsync purge`, checked against
-//! the real Dovecot (`doveadm fetch`, `doveadm purge`), and purges interrupted after each
-//! durable step (the library's test hook) then run again: nothing lost or duplicated.
+//! dbox maintenance commands and crash safety (issue #4, points 2–4), against the real
+//! Dovecot (`doveadm fetch`, `doveadm purge`):
+//! - `mailsync purge`: frees expunged messages; purges stopped after each durable step
+//!   (the library's hook) or killed with SIGKILL (50 trials), then re-run: nothing lost
+//!   or duplicated;
+//! - `mailsync force-resync`: mdbox with a deleted map index, a deleted mailbox index, a
+//!   truncated `m.1`, a wrong refcount; sdbox with a deleted index and an unindexed file;
+//! - `mailsync save` killed with SIGKILL at random points (60 trials), then re-run.
 
 mod harness;
 
@@ -740,4 +745,79 @@ fn kill_9_during_mdbox_save_then_rerun_loses_and_duplicates_nothing() {
         assert_eq!(dove.matches(&m).count(), 1, "{m} in Dovecot");
     }
     assert_eq!(dove.matches("MARKER-").count(), TRIALS);
+}
+
+// ---- kill -9 during purge ----------------------------------------------------------------
+
+#[test]
+fn kill_9_during_purge_then_rerun_loses_and_duplicates_nothing() {
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    let mut interrupted = 0;
+    let mut mid_purge = 0;
+    for trial in 0..50 {
+        let dir = tempfile::tempdir().unwrap();
+        let root: PathBuf = dir.path().join("mdbox");
+        build_store(&root);
+        let expected = snapshot(&root);
+        let files_before: Vec<String> = storage_files(&root.join("storage")).into_keys().collect();
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let delay = std::time::Duration::from_micros(seed % 15_000);
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mailsync"))
+            .env_clear()
+            .env("USER", "purger")
+            .env("HOME", dir.path())
+            .arg("-o")
+            .arg(format!("mail_location=mdbox:{}", root.display()))
+            .arg("purge")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        let _ = child.kill();
+        if !child.wait().unwrap().success() {
+            interrupted += 1;
+        }
+        assert_eq!(snapshot(&root), expected, "trial {trial}: after the kill");
+        let files_killed: Vec<String> = storage_files(&root.join("storage")).into_keys().collect();
+        let layout = {
+            let loc = Location::parse(&format!("mdbox:{}", root.display()), None).unwrap();
+            DboxStore::open(&loc, &StoreOptions::default())
+                .unwrap()
+                .layout()
+                .clone()
+        };
+        mailsync_dbox::purge::purge(&layout).unwrap();
+        assert_eq!(snapshot(&root), expected, "trial {trial}: after re-running");
+        // killed between the first and the last step of the purge
+        let files_after: Vec<String> = storage_files(&root.join("storage")).into_keys().collect();
+        if files_killed != files_before && files_killed != files_after {
+            mid_purge += 1;
+        }
+        let referenced: Vec<u8> = referenced_files(&root)
+            .iter()
+            .flat_map(|f| std::fs::read(root.join("storage").join(f)).unwrap())
+            .collect();
+        for i in 0..12 {
+            let live = expected.iter().any(|e| e.4 == msg(i));
+            let marker = format!("MARKER-{i:03}-END");
+            assert_eq!(
+                contains(&referenced, marker.as_bytes()),
+                live,
+                "trial {trial}: message {i} (live: {live})"
+            );
+        }
+    }
+    assert!(interrupted > 0, "no purge was ever interrupted");
+    // about a third of the kills land between the purge's first and last file change
+    assert!(
+        mid_purge > 0,
+        "no kill landed inside a purge ({interrupted} killed)"
+    );
 }
