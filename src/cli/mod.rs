@@ -56,7 +56,11 @@ Hierarchy separator: the inbox namespace's `separator` (config `namespace NAME {
 separator = / }` or `-o namespace/NAME/separator=/`), else the layout's own (`.` for \
 Maildir++).
 
-Storage drivers: maildir (Maildir++ and LAYOUT=fs).
+Storage drivers: maildir (Maildir++ and LAYOUT=fs), sdbox, mdbox, mbox.
+
+More commands (each has its own --help): `purge` (rewrite mdbox storage files without \
+expunged messages), `force-resync [-f] MASK` (offline rebuild of indexes from the mail \
+files).
 
 Formatters replicate doveadm byte for byte, including the tab formatter's quirk with \
 streams (hdr, body, text): a TAB before every 8 KiB chunk of a stream that is not in the \
