@@ -828,3 +828,40 @@ fn kill_9_during_purge_then_rerun_loses_and_duplicates_nothing() {
         "no kill landed inside a purge ({interrupted} killed)"
     );
 }
+
+/// A message header whose magic is damaged (`01 02 'N' ' '` no longer there): the rebuild
+/// keeps every message before it, leaves the file's bytes alone, and Dovecot agrees.
+#[test]
+fn force_resync_survives_a_bad_message_magic() {
+    let (env, base) = resync_store();
+    let m1 = env.home.join("mdbox/storage/m.1");
+    let mut data = std::fs::read(&m1).unwrap();
+    // the last message (msg 7, saved last) begins at the last message-header magic
+    let magic = b"\x01\x02N ";
+    let at = data
+        .windows(magic.len())
+        .rposition(|w| w == magic)
+        .expect("message header magic in m.1");
+    data[at] = b'X';
+    std::fs::write(&m1, &data).unwrap();
+    let warnings = resync(&env);
+    assert!(
+        warnings.contains("m.1"),
+        "the damage is reported: {warnings}"
+    );
+    assert_eq!(std::fs::read(&m1).unwrap(), data, "file bytes untouched");
+    let expected: Vec<Vec<u8>> = base
+        .iter()
+        .filter(|r| !contains(r, b"MARKER-007-END"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        text(&fetch_fields(&env, "doveadm", FIELDS)),
+        text(&expected)
+    );
+    assert_eq!(
+        text(&fetch_fields(&env, "mailsync", FIELDS)),
+        text(&expected)
+    );
+    assert_dovecot_log_clean(&env);
+}
