@@ -2,8 +2,10 @@
 //! (`mailsync_dbox::rebuild`). mdbox: the map and every mailbox index rebuilt from the
 //! `m.N` files — as Dovecot, where resyncing any mdbox mailbox rebuilds the whole
 //! storage, whatever MASK selects. sdbox: the indexes of the mailboxes matching MASK
-//! rebuilt from their `u.N` files. Maildir and mbox are not implemented yet: refused
-//! with exit 64.
+//! rebuilt from their `u.N` files. Maildir (`mailsync_maildir::resync`): the uidlist of
+//! each mailbox matching MASK rebuilt from the files, keeping every UID a well-formed
+//! record still gives, then the index synced. mbox is not implemented yet: refused with
+//! exit 64.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -39,6 +41,9 @@ pub fn run(
             return code;
         }
     };
+    if loc.driver == "maildir" {
+        return run_maildir(cli, args, err, &loc, &opts, &user);
+    }
     if loc.driver != "mdbox" && loc.driver != "sdbox" {
         let _ = writeln!(
             err,
@@ -68,6 +73,56 @@ pub fn run(
         Ok(stats) => {
             if cli.debug {
                 let _ = writeln!(err, "mailsync({user}): Debug: force-resync: {stats}");
+            }
+            exit::OK
+        }
+        Err(e) => {
+            let _ = writeln!(
+                err,
+                "mailsync({user}): Error: Forcing a resync failed: {}",
+                super::storage_error_text(&e)
+            );
+            e.kind().exit_code()
+        }
+    }
+}
+
+fn run_maildir(
+    cli: &OpsCli,
+    args: &ResyncArgs,
+    err: &mut SharedWriter,
+    loc: &mailstore::Location,
+    opts: &mailstore::StoreOptions,
+    user: &str,
+) -> i32 {
+    let store = match mailsync_maildir::MaildirStore::open(loc, opts) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = writeln!(
+                err,
+                "mailsync({user}): Error: Initializing mail storage from mail_location setting failed: {}",
+                super::storage_error_text(&e)
+            );
+            return exit::TEMPFAIL;
+        }
+    };
+    match mailsync_maildir::resync::force_resync(&store, &args.mask) {
+        Ok(done) => {
+            for mb in &done {
+                for fix in &mb.fixes {
+                    let _ = writeln!(
+                        err,
+                        "mailsync({user}): Warning: Mailbox {}: dovecot-uidlist: {fix}",
+                        mb.name
+                    );
+                }
+                if cli.debug {
+                    let _ = writeln!(
+                        err,
+                        "mailsync({user}): Debug: force-resync {}: {} UIDs kept, {} new",
+                        mb.name, mb.kept, mb.renumbered
+                    );
+                }
             }
             exit::OK
         }

@@ -10,6 +10,7 @@ mod index_sync;
 pub mod keywords;
 pub mod layout;
 mod mailbox;
+pub mod resync;
 mod store;
 pub mod uidlist;
 /// New UIDVALIDITY values from the root's `dovecot-uidvalidity` (shared with every format).

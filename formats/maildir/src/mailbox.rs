@@ -208,6 +208,12 @@ fn scan_dirs(paths: &Paths) -> Result<Scan> {
     Ok(scan)
 }
 
+/// The base filenames of the message files in new/ and cur/ (one per base; for
+/// force-resync, `crate::resync`).
+pub(crate) fn scanned_bases(paths: &Paths) -> Result<Vec<Vec<u8>>> {
+    Ok(scan_dirs(paths)?.files.into_keys().collect())
+}
+
 /// Looks for the file with `base` again (it was renamed or expunged since the view was
 /// taken), retrying as maildir_file_do does.
 fn find_file(paths: &Paths, base: &[u8]) -> Result<Option<Found>> {
@@ -355,7 +361,7 @@ fn lock_error(target: &Path, e: io::Error) -> Error {
 
 /// Mode for new files: the mailbox directory's mode without x bits (Dovecot's
 /// file_create_mode follows the directory), at least 0600.
-fn file_mode(dir: &Path) -> u32 {
+pub(crate) fn file_mode(dir: &Path) -> u32 {
     (fs::metadata(dir)
         .map(|m| m.permissions().mode() & 0o666)
         .unwrap_or(0o600))
