@@ -62,7 +62,7 @@ fn force_resync_repairs_a_garbage_uidlist_line_keeping_dovecots_uids() {
     let text = std::fs::read_to_string(&uidlist).unwrap();
     let mut lines: Vec<&str> = text.lines().collect();
     // Dovecot keeps the expunged message's record until it compresses the file.
-    assert!(lines.len() >= 1 + 4, "header + records: {text}");
+    assert!(lines.len() > 4, "header + at least 4 records: {text}");
     lines.insert(3, "garbage that is no record");
     // Written in place: the owner stays the mail user.
     std::fs::write(&uidlist, lines.join("\n") + "\n").unwrap();
