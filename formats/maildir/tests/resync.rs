@@ -178,3 +178,21 @@ fn the_mask_selects_mailboxes() {
     let names: Vec<&str> = done.iter().map(|d| d.name.as_str()).collect();
     assert_eq!(names, vec!["Other"]);
 }
+
+#[test]
+fn a_garbage_header_takes_uidvalidity_from_the_index_and_keeps_the_records() {
+    let home = tempfile::tempdir().unwrap();
+    let store = open_store("maildir:~/Maildir", home.path(), None);
+    populate(&store, 3);
+    let (validity, before) = contents(home.path());
+    let mut lines = uidlist_lines(home.path());
+    lines[0] = "garbage".into();
+    write_lines(home.path(), &lines);
+
+    let done = force_resync(&store, "INBOX").unwrap();
+    assert_eq!((done[0].kept, done[0].renumbered), (3, 0), "{done:?}");
+    assert!(done[0].fixes.iter().any(|f| f.contains("from the index")));
+    let (validity_after, after) = contents(home.path());
+    assert_eq!(validity_after, validity);
+    assert_eq!(after, before);
+}
