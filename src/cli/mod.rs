@@ -16,8 +16,8 @@ pub mod mail;
 pub mod mailbox;
 pub mod mime;
 pub mod purge;
-pub mod resync;
 pub mod query;
+pub mod resync;
 pub mod sync;
 
 use std::cell::RefCell;
