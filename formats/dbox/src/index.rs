@@ -171,3 +171,21 @@ pub(crate) fn update_index(
     .map_err(|CommitError(e)| e)?;
     Ok(())
 }
+
+/// The end of a Dovecot index sync (mail_index_sync_commit) after one of our commits left
+/// the log at `log_offset`: once the log has reached 32 KiB, move the tail, rotate a due
+/// log and rewrite `dovecot.index` when the log outgrew it
+/// (`IndexWriter::sync_housekeeping`; nothing while a client request is pending). Without
+/// this a store only mailsync writes would keep one ever-growing log, replayed at every
+/// open. The commit itself is done: a failure here is only a warning.
+pub(crate) fn housekeeping(writer: &IndexWriter, log_offset: u64) {
+    if log_offset < mailsync_index::writer::ROTATE_MIN_SIZE {
+        return;
+    }
+    if let Err(e) = writer.sync_housekeeping() {
+        crate::warn(&format!(
+            "{}: index housekeeping failed: {e}",
+            writer.paths().log().display()
+        ));
+    }
+}

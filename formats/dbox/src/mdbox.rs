@@ -497,7 +497,10 @@ impl Transaction for MdboxTransaction<'_> {
             commit_locked(&self.mb.writer, true, |view, t| {
                 mailbox_changes(view, t, &saves, &[], &updates, &expunges)
             })
-            .map(|(r, _)| r)
+            .map(|(r, info)| {
+                crate::index::housekeeping(&self.mb.writer, info.log_offset);
+                r
+            })
         } else {
             commit_with_saves(
                 &map_w,
@@ -562,7 +565,7 @@ fn commit_with_saves(
     expunges: &[u32],
 ) -> std::result::Result<Committed, CommitError> {
     let storage = layout.storage_dir();
-    let (map_uids, _) = commit_locked_synced(
+    let (map_uids, map_info) = commit_locked_synced(
         map_w,
         false,
         |map_view, mt| -> std::result::Result<Vec<u32>, CommitError> {
@@ -579,7 +582,11 @@ fn commit_with_saves(
         mailbox_changes(view, t, saves, &map_uids, updates, expunges)
     });
     match r {
-        Ok((c, _)) => Ok(c),
+        Ok((c, info)) => {
+            crate::index::housekeeping(map_w, map_info.log_offset);
+            crate::index::housekeeping(mb_writer, info.log_offset);
+            Ok(c)
+        }
         Err(e) => {
             let _ = map_commit(map_w, |t| {
                 for &u in &map_uids {

@@ -588,7 +588,10 @@ impl Transaction for SdboxTransaction<'_> {
             },
         );
         let ((saved, uid_validity), _) = match result {
-            Ok(r) => r,
+            Ok((r, info)) => {
+                crate::index::housekeeping(&self.mb.writer, info.log_offset);
+                (r, info)
+            }
             Err(CommitError(e)) => {
                 for s in &saves {
                     let _ = fs::remove_file(&s.temp);
