@@ -294,7 +294,11 @@ fn expand_glob(path: &Path) -> Vec<PathBuf> {
         };
     }
     let dir = path.parent().unwrap_or(Path::new("."));
-    let pattern = path.file_name().unwrap().to_string_lossy().into_owned();
+    // A pattern ending in `..` (`/etc/*/..`) has no file name: it matches nothing.
+    let Some(pattern) = path.file_name() else {
+        return Vec::new();
+    };
+    let pattern = pattern.to_string_lossy().into_owned();
     let mut out = Vec::new();
     if let Ok(rd) = std::fs::read_dir(dir) {
         for entry in rd.flatten() {
@@ -386,6 +390,12 @@ pub fn expand_vars(value: &str, vars: &Vars) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn glob_ending_in_dot_dot_matches_nothing_instead_of_panicking() {
+        assert!(expand_glob(Path::new("/etc/*/..")).is_empty());
+    }
+
     use super::*;
 
     #[test]
