@@ -34,8 +34,8 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use mailstore::{
-    Changes, CommitResult, Error, FlagUpdate, Flags, Guid, Keyword, MailRecord, Mailbox,
-    MailboxGuid, MailboxStatus, ModSeq, NewMail, Result, SaveLineEndings, Transaction, Uid,
+    Changes, CommitResult, Error, FlagUpdate, Guid, MailRecord, Mailbox, MailboxGuid,
+    MailboxStatus, ModSeq, NewMail, Result, SaveLineEndings, Transaction, Uid,
 };
 use mailsync_index::format::ext::{self, MapHeader, MapRecord, MdboxRecord};
 use mailsync_index::locked_commit::{commit_locked, commit_locked_synced};
@@ -45,8 +45,8 @@ use crate::file::{self, BodyReader, FileHeader};
 use crate::index::{dbox_header, index_exists, ix_err, CommitError};
 use crate::layout::{mkdir_all, DboxKind, Layout, INDEX_PREFIX};
 use crate::sdbox::{
-    add_flag_update, assign_uids, check_keywords, checked_guid, info_of, status_of, temp_name,
-    write_message, FileInfo, MessageMeta,
+    add_flag_update, assign_uids, check_keywords, checked_guid, info_of, mail_record, status_of,
+    stored_vsize, temp_name, write_message, FileInfo, MessageMeta,
 };
 
 /// The map index prefix in `storage/`.
@@ -259,44 +259,20 @@ impl Mailbox for MdboxMailbox {
         let mut sizes = Vec::new();
         for m in self.view.messages() {
             if let Some((loc, info)) = self.files.get(&m.uid()) {
-                let vsize = match info.vsize {
-                    Some(v) => v,
-                    None => {
-                        let path = self.layout.storage_dir().join(map_file_name(loc.file_id));
-                        let f = File::open(&path).map_err(|e| Error::io("open", &path, e))?;
-                        let mut r = BodyReader::new(f, info.body_offset, info.physical);
-                        mailstore::virtual_size_of(&mut r)
-                            .map_err(|e| Error::io("read", &path, e))?
-                    }
-                };
-                sizes.push((vsize, info.saved));
+                let path = self.layout.storage_dir().join(map_file_name(loc.file_id));
+                sizes.push((stored_vsize(&path, info)?, info.saved));
             }
         }
         Ok(status_of(&self.view, self.guid, sizes.into_iter()))
     }
 
     fn mails(&mut self) -> Result<Vec<MailRecord>> {
-        let first_recent = self.view.header().first_recent_uid;
         Ok(self
             .view
             .messages()
             .filter_map(|m| {
                 let (_, info) = self.files.get(&m.uid())?;
-                let mut flags = m.system_flags();
-                if m.uid() >= first_recent {
-                    flags.insert(Flags::RECENT);
-                }
-                Some(MailRecord {
-                    uid: Uid(m.uid()),
-                    guid: Guid::from_bytes(info.guid.clone()),
-                    flags,
-                    keywords: m.keywords().into_iter().map(Keyword::new).collect(),
-                    modseq: ModSeq(m.modseq()),
-                    received_date: info.received,
-                    saved_date: info.saved,
-                    physical_size: info.physical,
-                    virtual_size: info.vsize,
-                })
+                Some(mail_record(&self.view, &m, info))
             })
             .collect())
     }

@@ -329,24 +329,41 @@ impl SdboxMailbox {
         self.view = self.writer.view().map_err(ix_err)?;
         self.load_files()
     }
+}
 
-    fn record(&self, m: &mailsync_index::Message<'_>, info: &FileInfo) -> MailRecord {
-        let mut flags = m.system_flags();
-        if m.uid() >= self.view.header().first_recent_uid {
-            flags.insert(Flags::RECENT);
-        }
-        MailRecord {
-            uid: Uid(m.uid()),
-            guid: Guid::from_bytes(info.guid.clone()),
-            flags,
-            keywords: m.keywords().into_iter().map(Keyword::new).collect(),
-            modseq: ModSeq(m.modseq()),
-            received_date: info.received,
-            saved_date: info.saved,
-            physical_size: info.physical,
-            virtual_size: info.vsize,
-        }
+/// The `MailRecord` of an indexed message whose dbox metadata is `info` (sdbox and mdbox):
+/// flags, keywords and modseq from the index, \Recent from its first_recent_uid.
+pub(crate) fn mail_record(
+    view: &View,
+    m: &mailsync_index::Message<'_>,
+    info: &FileInfo,
+) -> MailRecord {
+    let mut flags = m.system_flags();
+    if m.uid() >= view.header().first_recent_uid {
+        flags.insert(Flags::RECENT);
     }
+    MailRecord {
+        uid: Uid(m.uid()),
+        guid: Guid::from_bytes(info.guid.clone()),
+        flags,
+        keywords: m.keywords().into_iter().map(Keyword::new).collect(),
+        modseq: ModSeq(m.modseq()),
+        received_date: info.received,
+        saved_date: info.saved,
+        physical_size: info.physical,
+        virtual_size: info.vsize,
+    }
+}
+
+/// The virtual size of a message stored in the dbox file at `path`: the `V` metadata when
+/// present, else counted by streaming the body.
+pub(crate) fn stored_vsize(path: &Path, info: &FileInfo) -> Result<u64> {
+    if let Some(v) = info.vsize {
+        return Ok(v);
+    }
+    let f = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let mut r = BodyReader::new(f, info.body_offset, info.physical);
+    mailstore::virtual_size_of(&mut r).map_err(|e| Error::io("read", path, e))
 }
 
 impl Mailbox for SdboxMailbox {
@@ -362,16 +379,7 @@ impl Mailbox for SdboxMailbox {
         let mut sizes = Vec::new();
         for m in self.view.messages() {
             if let Some(info) = self.files.get(&m.uid()) {
-                let vsize = match info.vsize {
-                    Some(v) => v,
-                    None => {
-                        let path = self.dir.join(mail_file_name(m.uid()));
-                        let f = File::open(&path).map_err(|e| Error::io("open", &path, e))?;
-                        let mut r = BodyReader::new(f, info.body_offset, info.physical);
-                        mailstore::virtual_size_of(&mut r)
-                            .map_err(|e| Error::io("read", &path, e))?
-                    }
-                };
+                let vsize = stored_vsize(&self.dir.join(mail_file_name(m.uid())), info)?;
                 sizes.push((vsize, info.saved));
             }
         }
@@ -382,7 +390,11 @@ impl Mailbox for SdboxMailbox {
         Ok(self
             .view
             .messages()
-            .filter_map(|m| self.files.get(&m.uid()).map(|info| self.record(&m, info)))
+            .filter_map(|m| {
+                self.files
+                    .get(&m.uid())
+                    .map(|info| mail_record(&self.view, &m, info))
+            })
             .collect())
     }
 
