@@ -6,6 +6,8 @@
 //! through `setpriv`. The tests fail, never skip, when `doveadm` is missing.
 #![allow(dead_code)]
 
+pub mod scenario;
+
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
