@@ -399,20 +399,7 @@ impl Store for MaildirStore {
         let o = self.existing_name(old)?;
         let n = self.layout.normalize(new);
         self.layout.validate(&n, true)?;
-        if o == n {
-            return Err(Error::MailboxExists(n));
-        }
-        if Layout::is_inbox(&o) {
-            return Err(Error::NotPossible("Renaming INBOX isn't supported.".into()));
-        }
-        if Layout::is_inbox(&n) {
-            return Err(Error::MailboxExists(n));
-        }
-        if names::is_below(&n, &o, sep) {
-            return Err(Error::NotPossible(format!(
-                "Can't rename mailbox under itself: {o} -> {n}"
-            )));
-        }
+        names::check_rename(&o, &n, sep)?;
         let old_dir = self.layout.mailbox_dir(&o);
         let new_dir = self.layout.mailbox_dir(&n);
         let children: Vec<String> = self

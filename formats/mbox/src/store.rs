@@ -384,17 +384,7 @@ impl Store for MboxStore {
         let o = self.existing_name(old)?;
         let n = self.normalize(new);
         self.validate(&n, true)?;
-        if o == n || n == "INBOX" {
-            return Err(Error::MailboxExists(n));
-        }
-        if o == "INBOX" {
-            return Err(Error::NotPossible("Renaming INBOX isn't supported.".into()));
-        }
-        if names::is_below(&n, &o, self.sep) {
-            return Err(Error::NotPossible(format!(
-                "Can't rename mailbox under itself: {o} -> {n}"
-            )));
-        }
+        names::check_rename(&o, &n, self.sep)?;
         let from = self.paths(&o);
         let to = self.paths(&n);
         if !from.file.exists() {

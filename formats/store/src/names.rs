@@ -132,6 +132,28 @@ fn validate_structure(name: &str, separator: char) -> Result<()> {
     Ok(())
 }
 
+/// The checks every backend makes before renaming the (normalised, validated) mailbox `old`
+/// to `new`: same name or INBOX as target → `MailboxExists`; renaming INBOX or moving a
+/// mailbox below itself → `NotPossible` (mail-storage.c mailbox_rename_check_children and
+/// the list backends).
+pub fn check_rename(old: &str, new: &str, separator: char) -> Result<()> {
+    if old == new {
+        return Err(Error::MailboxExists(new.to_string()));
+    }
+    if is_inbox(old) {
+        return Err(Error::NotPossible("Renaming INBOX isn't supported.".into()));
+    }
+    if is_inbox(new) {
+        return Err(Error::MailboxExists(new.to_string()));
+    }
+    if is_below(new, old, separator) {
+        return Err(Error::NotPossible(format!(
+            "Can't rename mailbox under itself: {old} -> {new}"
+        )));
+    }
+    Ok(())
+}
+
 /// The parent names of `name`: `a/b/c` → `a`, `a/b`.
 pub fn parent_names(name: &str, separator: char) -> impl Iterator<Item = &str> {
     name.char_indices()
@@ -295,6 +317,28 @@ mod tests {
         assert!(reason(&long_name, '/').contains("too long"));
         validate_existing_mailbox_name("a\x7fb", '/').unwrap();
         validate_existing_mailbox_name("a\x01b", '/').unwrap();
+    }
+
+    #[test]
+    fn rename_checks() {
+        assert_eq!(
+            check_rename("a", "a", '/').unwrap_err().kind(),
+            ErrorKind::Exists
+        );
+        assert_eq!(
+            check_rename("a", "INBOX", '/').unwrap_err().kind(),
+            ErrorKind::Exists
+        );
+        assert_eq!(
+            check_rename("INBOX", "b", '/').unwrap_err().kind(),
+            ErrorKind::NotPossible
+        );
+        assert_eq!(
+            check_rename("a", "a/b", '/').unwrap_err().kind(),
+            ErrorKind::NotPossible
+        );
+        check_rename("a", "ab", '/').unwrap();
+        check_rename("a/b", "a", '/').unwrap();
     }
 
     #[test]
