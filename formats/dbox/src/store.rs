@@ -4,15 +4,13 @@
 //! src/lib-storage/index/dbox-common/dbox-storage.c (dbox_mailbox_create),
 //! subscription-file.c via mailsupport::subscriptions.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::path::Path;
 
 use mailstore::names;
-use mailstore::{
-    Error, Location, Mailbox, MailboxAttrs, MailboxGuid, MailboxInfo, Result, Store, StoreOptions,
-};
+use mailstore::{Error, Location, Mailbox, MailboxGuid, MailboxInfo, Result, Store, StoreOptions};
 use mailsupport::subscriptions;
 
 use crate::index::{create_index, dbox_header, index_exists};
@@ -180,44 +178,16 @@ impl Store for DboxStore {
     }
 
     fn list_mailboxes(&self) -> Result<Vec<MailboxInfo>> {
-        let sep = self.layout.ns_sep;
-        let found = self.layout.scan_mailboxes()?;
+        let mut found = self.layout.scan_mailboxes()?;
+        // INBOX always exists and is selectable, whatever its directory holds
+        found.remove("INBOX");
         let subscribed: HashSet<String> = self.subscriptions()?.into_iter().collect();
-        // name → (directory exists, selectable)
-        let mut all: BTreeMap<String, (bool, bool)> = BTreeMap::new();
-        all.insert("INBOX".into(), (true, true));
-        for (name, selectable) in &found {
-            if name == "INBOX" {
-                continue;
-            }
-            all.insert(name.clone(), (true, *selectable));
-        }
-        for name in found.keys() {
-            for parent in names::parent_names(name, sep) {
-                all.entry(parent.to_string()).or_insert((false, false));
-            }
-        }
-        let keys: Vec<String> = all.keys().cloned().collect();
-        let mut out = Vec::with_capacity(all.len());
-        for (name, (on_disk, selectable)) in &all {
-            let children = keys.iter().any(|n| names::is_below(n, name, sep));
-            out.push(MailboxInfo {
-                name: name.clone(),
-                guid: if *selectable {
-                    self.listed_guid(name)
-                } else {
-                    None
-                },
-                subscribed: subscribed.contains(name),
-                attrs: MailboxAttrs {
-                    nonexistent: !on_disk,
-                    noselect: *on_disk && !selectable,
-                    children,
-                },
-            });
-        }
-        out.sort_by(|a, b| (a.name != "INBOX", &a.name).cmp(&(b.name != "INBOX", &b.name)));
-        Ok(out)
+        Ok(names::mailbox_listing(
+            &found,
+            &subscribed,
+            self.layout.ns_sep,
+            |name| self.listed_guid(name),
+        ))
     }
 
     fn subscriptions(&self) -> Result<Vec<String>> {

@@ -6,16 +6,14 @@
 //! (ghost parents), src/lib-storage/index/maildir/maildir-storage.c (create: cur/ new/ tmp/ +
 //! maildirfolder), subscription-file.c via mailsupport::subscriptions.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use mailstore::names;
-use mailstore::{
-    Error, Location, Mailbox, MailboxAttrs, MailboxGuid, MailboxInfo, Result, Store, StoreOptions,
-};
+use mailstore::{Error, Location, Mailbox, MailboxGuid, MailboxInfo, Result, Store, StoreOptions};
 use mailsupport::subscriptions;
 
 use crate::layout::{IndexLocation, Layout, LayoutKind, MAILDIRPP_TRASH_DIR};
@@ -262,43 +260,14 @@ impl Store for MaildirStore {
     }
 
     fn list_mailboxes(&self) -> Result<Vec<MailboxInfo>> {
-        let sep = self.layout.ns_sep;
         let found = self.layout.scan_mailboxes()?;
         let subscribed: HashSet<String> = self.subscriptions()?.into_iter().collect();
-        // name → (exists as a directory, selectable)
-        let mut all: BTreeMap<String, (bool, bool)> = BTreeMap::new();
-        all.insert("INBOX".into(), (true, true));
-        for (name, selectable) in &found {
-            all.insert(name.clone(), (true, *selectable));
-        }
-        for name in found.keys() {
-            for parent in names::parent_names(name, sep) {
-                all.entry(parent.to_string()).or_insert((false, false));
-            }
-        }
-        let names: Vec<String> = all.keys().cloned().collect();
-        let mut out = Vec::with_capacity(all.len());
-        for (name, (on_disk, selectable)) in &all {
-            let children = names.iter().any(|n| names::is_below(n, name, sep));
-            let guid = if *selectable {
-                self.listed_guid(name)
-            } else {
-                None
-            };
-            out.push(MailboxInfo {
-                name: name.clone(),
-                guid,
-                subscribed: subscribed.contains(name),
-                attrs: MailboxAttrs {
-                    nonexistent: !on_disk,
-                    noselect: *on_disk && !selectable,
-                    children,
-                },
-            });
-        }
-        // INBOX first, then the rest sorted.
-        out.sort_by(|a, b| (a.name != "INBOX", &a.name).cmp(&(b.name != "INBOX", &b.name)));
-        Ok(out)
+        Ok(names::mailbox_listing(
+            &found,
+            &subscribed,
+            self.layout.ns_sep,
+            |name| self.listed_guid(name),
+        ))
     }
 
     fn subscriptions(&self) -> Result<Vec<String>> {

@@ -154,6 +154,54 @@ pub fn check_rename(old: &str, new: &str, separator: char) -> Result<()> {
     Ok(())
 }
 
+/// The `list_mailboxes` answer of a directory-tree store: INBOX first, then every name in
+/// order. `found` maps the mailboxes on disk to whether they are selectable (a directory
+/// without mail is `\Noselect`); INBOX always exists and an entry for it in `found` wins;
+/// parents of found names that aren't on disk are listed as `\NonExistent` ghosts. GUIDs
+/// (from `guid`) only for selectable mailboxes.
+pub fn mailbox_listing(
+    found: &std::collections::BTreeMap<String, bool>,
+    subscribed: &std::collections::HashSet<String>,
+    separator: char,
+    guid: impl Fn(&str) -> Option<crate::types::MailboxGuid>,
+) -> Vec<crate::types::MailboxInfo> {
+    use crate::types::{MailboxAttrs, MailboxInfo};
+    // name → (directory exists, selectable)
+    let mut all: std::collections::BTreeMap<String, (bool, bool)> = Default::default();
+    all.insert("INBOX".into(), (true, true));
+    for (name, selectable) in found {
+        all.insert(name.clone(), (true, *selectable));
+    }
+    for name in found.keys() {
+        for parent in parent_names(name, separator) {
+            all.entry(parent.to_string()).or_insert((false, false));
+        }
+    }
+    let mut out: Vec<MailboxInfo> = all
+        .iter()
+        .map(|(name, &(on_disk, selectable))| {
+            // children sort right after their parent's prefix: one range lookup
+            let prefix = format!("{name}{separator}");
+            let children = all
+                .range(prefix.clone()..)
+                .next()
+                .is_some_and(|(k, _)| k.starts_with(&prefix));
+            MailboxInfo {
+                name: name.clone(),
+                guid: if selectable { guid(name) } else { None },
+                subscribed: subscribed.contains(name),
+                attrs: MailboxAttrs {
+                    nonexistent: !on_disk,
+                    noselect: on_disk && !selectable,
+                    children,
+                },
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| (a.name != "INBOX", &a.name).cmp(&(b.name != "INBOX", &b.name)));
+    out
+}
+
 /// The parent names of `name`: `a/b/c` → `a`, `a/b`.
 pub fn parent_names(name: &str, separator: char) -> impl Iterator<Item = &str> {
     name.char_indices()
