@@ -156,8 +156,10 @@ pub struct MdboxMailbox {
     map: View,
     guid: MailboxGuid,
     line_endings: SaveLineEndings,
-    /// uid → (map record, file info)
-    files: HashMap<u32, (MapRecord, FileInfo)>,
+    /// uid → (map record, save date) of every message the map still has
+    locations: HashMap<u32, (MapRecord, u32)>,
+    /// uid → (map record it was read at, dbox metadata), filled on demand
+    infos: HashMap<u32, (MapRecord, FileInfo)>,
 }
 
 impl MdboxMailbox {
@@ -192,17 +194,19 @@ impl MdboxMailbox {
             map,
             guid: MailboxGuid(hdr.mailbox_guid),
             line_endings: layout.line_endings,
-            files: HashMap::new(),
+            locations: HashMap::new(),
+            infos: HashMap::new(),
         };
         mb.load()?;
         Ok(Box::new(mb))
     }
 
-    /// Locates every message of the view through the map and reads its metadata. A
-    /// message whose map record is gone is left out (Dovecot would rebuild).
+    /// Locates every message of the view through the map. A message whose map record is
+    /// gone is left out (Dovecot would rebuild). Metadata already read is kept for messages
+    /// still at the same place; the rest is read on demand ([`Self::read_infos`]), so
+    /// opening a mailbox to save into it costs no read per message.
     fn load(&mut self) -> Result<()> {
-        let mut keep = HashMap::new();
-        let mut open_files: HashMap<u32, (File, FileHeader)> = HashMap::new();
+        let mut locations = HashMap::with_capacity(self.view.messages_count());
         for m in self.view.messages() {
             let uid = m.uid();
             let Some(rec) = m.ext(ext::MDBOX).map(MdboxRecord::decode) else {
@@ -216,12 +220,24 @@ impl MdboxMailbox {
                 ));
                 continue;
             };
-            if let Some((old, info)) = self.files.remove(&uid) {
-                if old == loc {
-                    keep.insert(uid, (old, info));
-                    continue;
-                }
+            locations.insert(uid, (loc, rec.save_date));
+        }
+        self.infos
+            .retain(|uid, (loc, _)| locations.get(uid).is_some_and(|(l, _)| l == loc));
+        self.locations = locations;
+        Ok(())
+    }
+
+    /// Reads the dbox metadata of every message in `uids` not read yet (one open per m.N).
+    fn read_infos(&mut self, uids: impl Iterator<Item = u32>) -> Result<()> {
+        let mut open_files: HashMap<u32, (File, FileHeader)> = HashMap::new();
+        for uid in uids {
+            if self.infos.contains_key(&uid) {
+                continue;
             }
+            let Some(&(loc, save_date)) = self.locations.get(&uid) else {
+                continue;
+            };
             let path = self.layout.storage_dir().join(map_file_name(loc.file_id));
             if let std::collections::hash_map::Entry::Vacant(e) = open_files.entry(loc.file_id) {
                 let f = File::open(&path).map_err(|e| Error::io("open", &path, e))?;
@@ -232,11 +248,15 @@ impl MdboxMailbox {
             let extent = file::read_mail_at(f, h, loc.offset as u64)
                 .map_err(|e| e.into_store_error(&path))?;
             let mut info = info_of(&extent, 0);
-            info.saved = rec.save_date as i64;
-            keep.insert(uid, (loc, info));
+            info.saved = save_date as i64;
+            self.infos.insert(uid, (loc, info));
         }
-        self.files = keep;
         Ok(())
+    }
+
+    fn read_all_infos(&mut self) -> Result<()> {
+        let uids: Vec<u32> = self.view.messages().map(|m| m.uid()).collect();
+        self.read_infos(uids.into_iter())
     }
 
     fn refresh(&mut self) -> Result<()> {
@@ -256,9 +276,10 @@ impl Mailbox for MdboxMailbox {
     }
 
     fn status(&mut self) -> Result<MailboxStatus> {
+        self.read_all_infos()?;
         let mut sizes = Vec::new();
         for m in self.view.messages() {
-            if let Some((loc, info)) = self.files.get(&m.uid()) {
+            if let Some((loc, info)) = self.infos.get(&m.uid()) {
                 let path = self.layout.storage_dir().join(map_file_name(loc.file_id));
                 sizes.push((stored_vsize(&path, info)?, info.saved));
             }
@@ -267,18 +288,20 @@ impl Mailbox for MdboxMailbox {
     }
 
     fn mails(&mut self) -> Result<Vec<MailRecord>> {
+        self.read_all_infos()?;
         Ok(self
             .view
             .messages()
             .filter_map(|m| {
-                let (_, info) = self.files.get(&m.uid())?;
+                let (_, info) = self.infos.get(&m.uid())?;
                 Some(mail_record(&self.view, &m, info))
             })
             .collect())
     }
 
     fn open_mail(&mut self, uid: Uid) -> Result<Box<dyn Read + Send>> {
-        let (loc, info) = self.files.get(&uid.0).ok_or(Error::MailNotFound(uid))?;
+        self.read_infos(std::iter::once(uid.0))?;
+        let (loc, info) = self.infos.get(&uid.0).ok_or(Error::MailNotFound(uid))?;
         let path = self.layout.storage_dir().join(map_file_name(loc.file_id));
         let f = File::open(&path).map_err(|e| Error::io("open", &path, e))?;
         Ok(Box::new(BodyReader::new(
@@ -323,7 +346,7 @@ struct MdboxTransaction<'a> {
 
 impl MdboxTransaction<'_> {
     fn known(&self, uid: Uid) -> Result<()> {
-        if self.mb.files.contains_key(&uid.0) {
+        if self.mb.locations.contains_key(&uid.0) {
             Ok(())
         } else {
             Err(Error::MailNotFound(uid))

@@ -350,7 +350,16 @@ pub fn encode_ext_rec_entries(entries: &[(u32, Vec<u8>)]) -> Vec<u8> {
     out
 }
 
-fn uid_ranges(data: &[u8], rec: &str) -> std::result::Result<Vec<UidRange>, String> {
+/// A record type as Dovecot names it in errors: `type=0x…`.
+struct RecordName(u32);
+
+impl std::fmt::Display for RecordName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "type=0x{:x}", self.0)
+    }
+}
+
+fn uid_ranges(data: &[u8], rec: &RecordName) -> std::result::Result<Vec<UidRange>, String> {
     if !data.len().is_multiple_of(8) {
         return Err(format!("Invalid record size ({rec})"));
     }
@@ -428,7 +437,8 @@ impl RecordBody {
         if data.is_empty() {
             return Err(format!("Empty record contents (type=0x{t:x})"));
         }
-        let name = format!("type=0x{t:x}");
+        // the record's name in error messages ("type=0x…"), formatted only on error
+        let name = RecordName(t);
         Ok(match t {
             x if x == rec_type::EXPUNGE | rec_type::EXPUNGE_PROT => {
                 RecordBody::Expunge(uid_ranges(data, &name)?)
