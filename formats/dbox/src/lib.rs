@@ -33,7 +33,7 @@ pub mod mdbox;
 pub mod purge;
 pub mod rebuild;
 pub mod sdbox;
-mod sha1;
+use mailsupport::sha1;
 mod store;
 
 pub use layout::{DboxKind, Layout};

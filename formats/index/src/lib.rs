@@ -39,6 +39,7 @@ pub mod format;
 pub mod fuzzing;
 pub mod lock;
 pub mod locked_commit;
+pub mod mailbox_log;
 pub mod paths;
 mod sync;
 pub mod view;

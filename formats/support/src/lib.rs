@@ -6,6 +6,7 @@ pub mod dotlock;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod mutf7;
+pub mod sha1;
 pub mod subscriptions;
 #[cfg(test)]
 mod test_support;

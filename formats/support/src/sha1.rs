@@ -1,5 +1,7 @@
-//! SHA-1 (FIPS 180-4), only for mail_generate_guid_128_hash: the 128-bit form of a message
-//! GUID that isn't 32 hex digits (src/lib-storage/mail.c). Not used for security.
+//! SHA-1 (FIPS 180-4), for Dovecot's 128-bit name and GUID hashes: mail_generate_guid_128_hash
+//! (a message GUID that isn't 32 hex digits, src/lib-storage/mail.c, used by mdbox) and
+//! mailbox_name_get_sha128 (mailbox log records, src/lib-storage/mailbox-list.c). Moved here
+//! from the dbox crate. Not used for security.
 
 pub fn sha1(data: &[u8]) -> [u8; 20] {
     let mut h: [u32; 5] = [
