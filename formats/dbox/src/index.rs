@@ -5,7 +5,6 @@
 use std::path::Path;
 
 use mailstore::{Error, MailboxGuid, Result};
-use mailsync_index::format::ext;
 use mailsync_index::format::ext::DboxHeader;
 use mailsync_index::format::index::hdr_off;
 use mailsync_index::locked_commit::commit_locked;
@@ -145,30 +144,10 @@ pub(crate) fn update_index(
     )
     .map_err(|CommitError(e)| e)?;
     // as index_storage_mailbox_update → mail_index_modseq_enable +
-    // mail_index_update_highest_modseq: a non-EXTERNAL transaction, the `modseq` intro
-    // with its header (highest 1) first when the extension is new [dump: doveadm mailbox
-    // update --min-highest-modseq]. Without that header Dovecot 2.3.19.1 crashes on the
-    // next mdbox save.
-    commit_locked(
-        &w,
-        false,
-        |view, t| -> std::result::Result<(), CommitError> {
-            if view.highest_modseq() < min_modseq {
-                if view.extension(ext::MODSEQ).is_none() {
-                    t.ext_intro(ext::MODSEQ, 16, 8, 8);
-                    let hdr = ext::ModseqHeader {
-                        highest_modseq: 1,
-                        log_seq: 0,
-                        log_offset: 0,
-                    };
-                    t.ext_hdr_update(ext::MODSEQ, 0, &hdr.encode());
-                }
-                t.modseq_update(0, min_modseq);
-            }
-            Ok(())
-        },
-    )
-    .map_err(|CommitError(e)| e)?;
+    // mail_index_update_highest_modseq (shared with the Maildir backend)
+    if min_modseq > 0 {
+        mailsync_index::locked_commit::raise_highest_modseq(&w, min_modseq).map_err(ix_err)?;
+    }
     Ok(())
 }
 

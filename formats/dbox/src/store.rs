@@ -12,6 +12,8 @@ use std::path::Path;
 use mailstore::names;
 use mailstore::{Error, Location, Mailbox, MailboxGuid, MailboxInfo, Result, Store, StoreOptions};
 use mailsupport::subscriptions;
+use mailsync_index::format::mailbox_log::MailboxLogType;
+use mailsync_index::mailbox_log;
 
 use crate::index::{create_index, dbox_header, index_exists};
 use crate::layout::{mkdir_all, DboxKind, Layout, INDEX_PREFIX, TRASH_DIR};
@@ -150,6 +152,19 @@ impl DboxStore {
         self.remove_empty_parents(&self.layout.mailbox_dir(vname));
         Ok(())
     }
+
+    /// mailbox_list_add_change: appends a record to `<root>/dovecot.mailbox.log` (the
+    /// index root of a dbox list is its mail root). The change itself is done: a failure
+    /// here is only a warning, as in Dovecot.
+    fn log_change(&self, kind: MailboxLogType, guid: [u8; 16]) {
+        let root = &self.layout.root;
+        if let Err(e) = mailbox_log::append(root, kind, guid, mailbox_log::now()) {
+            crate::warn(&format!(
+                "write({}) failed: {e}",
+                mailbox_log::path_in(root).display()
+            ));
+        }
+    }
 }
 
 /// True when an sdbox mail directory holds any `u.<uid>` file.
@@ -227,17 +242,33 @@ impl Store for DboxStore {
         if !self.layout.mail_dir(&v).is_dir() {
             // a \NoSelect directory: removable only when empty (fs_list_delete_dir)
             return match fs::remove_dir(&dir) {
-                Ok(()) => Ok(()),
+                Ok(()) => {
+                    // fs_list_rmdir
+                    self.log_change(MailboxLogType::DeleteDir, mailbox_log::name_guid(&v));
+                    Ok(())
+                }
                 Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => Err(Error::NotPossible(
                     format!("Mailbox has children, delete them first: {v}"),
                 )),
                 Err(e) => Err(Error::io("rmdir", &dir, e)),
             };
         }
+        // the GUID for the mailbox log, read before the index goes
+        let guid = self.listed_guid(&v);
         if self.layout.kind == DboxKind::Multi {
             crate::mdbox::release_mailbox_refs(&self.layout, &self.layout.mail_dir(&v))?;
         }
-        self.delete_mail_dir(&v)
+        self.delete_mail_dir(&v)?;
+        // index_storage_mailbox_delete_post: DELETE_MAILBOX with the mailbox GUID, then
+        // DELETE_DIR with the name's hash when the directory went too (fs_list_rmdir; it
+        // stays while children are in it)
+        if let Some(guid) = guid {
+            self.log_change(MailboxLogType::DeleteMailbox, guid.0);
+        }
+        if !dir.exists() {
+            self.log_change(MailboxLogType::DeleteDir, mailbox_log::name_guid(&v));
+        }
+        Ok(())
     }
 
     fn rename_mailbox(&self, old: &str, new: &str) -> Result<()> {
@@ -263,6 +294,8 @@ impl Store for DboxStore {
         if let Some(parent) = old_dir.parent() {
             self.remove_empty_parents(parent);
         }
+        // index_storage_mailbox_rename: one RENAME record with the new name's hash
+        self.log_change(MailboxLogType::Rename, mailbox_log::name_guid(&n));
         Ok(())
     }
 
@@ -279,7 +312,27 @@ impl Store for DboxStore {
                     Error::io("write", &path, e)
                 }
             })?;
+        // index_storage_set_subscribed
+        let kind = if subscribed {
+            MailboxLogType::Subscribe
+        } else {
+            MailboxLogType::Unsubscribe
+        };
+        self.log_change(kind, mailbox_log::name_guid(&v));
         Ok(())
+    }
+
+    fn deleted_mailboxes(&self) -> Result<Vec<(MailboxGuid, i64)>> {
+        let root = &self.layout.root;
+        let (deleted, warnings) = mailbox_log::deleted_mailboxes(root)
+            .map_err(|e| Error::io("read", mailbox_log::path_in(root), e))?;
+        for w in warnings {
+            crate::warn(&w);
+        }
+        Ok(deleted
+            .into_iter()
+            .map(|(g, t)| (MailboxGuid(g), t))
+            .collect())
     }
 
     fn open_mailbox(&self, name: &str) -> Result<Box<dyn Mailbox>> {

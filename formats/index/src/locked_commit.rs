@@ -66,6 +66,35 @@ where
     commit_locked_inner(writer, external, true, LOG_LOCK_TIMEOUT, build)
 }
 
+/// Raises HIGHESTMODSEQ to at least `min`, as index_storage_mailbox_update
+/// (src/lib-storage/index/index-storage.c) does for `min_highest_modseq`:
+/// mail_index_modseq_enable (the `modseq` extension intro with its header, highest 1, when
+/// the index has none yet) plus mail_index_update_highest_modseq (a modseq update of uid 0)
+/// in one non-EXTERNAL transaction under the log lock. Nothing is written when the index is
+/// already there. Returns whether it wrote. [dump: `doveadm mailbox update
+/// --min-highest-modseq`; without the extension header Dovecot 2.3.19.1 crashes on the next
+/// mdbox save.] Added for the Maildir and dbox backends (`Mailbox::update_mailbox`).
+pub fn raise_highest_modseq(writer: &IndexWriter, min: u64) -> Result<bool> {
+    let (wrote, _) = commit_locked(writer, false, |view, t| -> Result<bool> {
+        if view.highest_modseq() >= min {
+            return Ok(false);
+        }
+        if view.extension(crate::format::ext::MODSEQ).is_none() {
+            use crate::format::ext::{ModseqHeader, MODSEQ};
+            t.ext_intro(MODSEQ, ModseqHeader::SIZE as u32, 8, 8);
+            let hdr = ModseqHeader {
+                highest_modseq: 1,
+                log_seq: 0,
+                log_offset: 0,
+            };
+            t.ext_hdr_update(MODSEQ, 0, &hdr.encode());
+        }
+        t.modseq_update(0, min);
+        Ok(true)
+    })?;
+    Ok(wrote)
+}
+
 fn commit_locked_inner<'w, T, E>(
     writer: &'w IndexWriter,
     external: bool,

@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 use mailstore::names;
 use mailstore::{Error, Location, Mailbox, MailboxGuid, MailboxInfo, Result, Store, StoreOptions};
 use mailsupport::subscriptions;
+use mailsync_index::format::mailbox_log::MailboxLogType;
+use mailsync_index::mailbox_log;
 
 use crate::layout::{IndexLocation, Layout, LayoutKind, MAILDIRPP_TRASH_DIR};
 use crate::mailbox::{
@@ -248,6 +250,31 @@ impl MaildirStore {
             _ => None,
         }
     }
+
+    /// Where `dovecot.mailbox.log` lives: the index root (`INDEX=`, else the mail root;
+    /// mailbox_list_get_root_path(MAILBOX_LIST_PATH_TYPE_INDEX) in mailbox-list.c). None
+    /// for INDEX=MEMORY, which keeps no mailbox log.
+    fn mailbox_log_root(&self) -> Option<&Path> {
+        match &self.layout.index {
+            IndexLocation::Dir(d) => Some(d),
+            IndexLocation::InMailbox => Some(&self.layout.root),
+            IndexLocation::Memory => None,
+        }
+    }
+
+    /// mailbox_list_add_change: appends a record to the mailbox log. The change itself is
+    /// done: a failure here is only a warning, as in Dovecot.
+    fn log_change(&self, kind: MailboxLogType, guid: [u8; 16]) {
+        let Some(root) = self.mailbox_log_root() else {
+            return;
+        };
+        if let Err(e) = mailbox_log::append(root, kind, guid, mailbox_log::now()) {
+            warn(&format!(
+                "write({}) failed: {e}",
+                mailbox_log::path_in(root).display()
+            ));
+        }
+    }
 }
 
 impl Store for MaildirStore {
@@ -320,6 +347,8 @@ impl Store for MaildirStore {
             return Err(Error::NotPossible("INBOX can't be deleted.".into()));
         }
         let dir = self.layout.mailbox_dir(&v);
+        // The GUID for the mailbox log, read before the uidlist goes.
+        let guid = self.listed_guid(&v);
         match self.layout.kind {
             LayoutKind::MaildirPlusPlus => {
                 if !dir.is_dir() {
@@ -334,7 +363,11 @@ impl Store for MaildirStore {
                 if !dir.join("cur").is_dir() {
                     // A \NoSelect directory: removable only when empty (fs_list_delete_dir).
                     return match fs::remove_dir(&dir) {
-                        Ok(()) => Ok(()),
+                        Ok(()) => {
+                            // fs_list_rmdir
+                            self.log_change(MailboxLogType::DeleteDir, mailbox_log::name_guid(&v));
+                            Ok(())
+                        }
                         Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => {
                             Err(Error::NotPossible(format!(
                                 "Mailbox has children, delete them first: {v}"
@@ -359,6 +392,15 @@ impl Store for MaildirStore {
                 Self::delete_nonrecursive(&index)?;
                 Self::remove_empty_parents(index.parent().unwrap_or(root), root);
             }
+        }
+        // index_storage_mailbox_delete_post: DELETE_MAILBOX with the mailbox GUID, then
+        // DELETE_DIR with the name's hash once the directory is gone (Maildir++ removes it
+        // with the mailbox; LAYOUT=fs only when no child is left in it).
+        if let Some(guid) = guid {
+            self.log_change(MailboxLogType::DeleteMailbox, guid.0);
+        }
+        if !dir.exists() {
+            self.log_change(MailboxLogType::DeleteDir, mailbox_log::name_guid(&v));
         }
         Ok(())
     }
@@ -445,6 +487,8 @@ impl Store for MaildirStore {
                 }
             }
         }
+        // index_storage_mailbox_rename: one RENAME record with the new name's hash.
+        self.log_change(MailboxLogType::Rename, mailbox_log::name_guid(&n));
         Ok(())
     }
 
@@ -462,7 +506,29 @@ impl Store for MaildirStore {
                     Error::io("write", &path, e)
                 }
             })?;
+        // index_storage_set_subscribed
+        let kind = if subscribed {
+            MailboxLogType::Subscribe
+        } else {
+            MailboxLogType::Unsubscribe
+        };
+        self.log_change(kind, mailbox_log::name_guid(&v));
         Ok(())
+    }
+
+    fn deleted_mailboxes(&self) -> Result<Vec<(MailboxGuid, i64)>> {
+        let Some(root) = self.mailbox_log_root() else {
+            return Ok(Vec::new());
+        };
+        let (deleted, warnings) = mailbox_log::deleted_mailboxes(root)
+            .map_err(|e| Error::io("read", mailbox_log::path_in(root), e))?;
+        for w in warnings {
+            warn(&w);
+        }
+        Ok(deleted
+            .into_iter()
+            .map(|(g, t)| (MailboxGuid(g), t))
+            .collect())
     }
 
     fn open_mailbox(&self, name: &str) -> Result<Box<dyn Mailbox>> {

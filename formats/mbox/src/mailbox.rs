@@ -168,7 +168,7 @@ fn dovecot_index_state(index_dir: &Path) -> Option<(u32, u32)> {
 
 /// The mailbox GUID Dovecot keeps in its index (`mbox` extension header, offset 16), for a
 /// mailbox mailsync sees first after Dovecot.
-fn dovecot_mailbox_guid(index_dir: &Path) -> Option<MailboxGuid> {
+pub(crate) fn dovecot_mailbox_guid(index_dir: &Path) -> Option<MailboxGuid> {
     let view = mailsync_index::View::open(index_dir, "dovecot.index").ok()?;
     let hdr = view.extension("mbox")?;
     let bytes: [u8; 16] = hdr.data.get(16..32)?.try_into().ok()?;

@@ -16,6 +16,8 @@ use mailstore::{
     Store, StoreOptions,
 };
 use mailsupport::{mutf7, subscriptions};
+use mailsync_index::format::mailbox_log::MailboxLogType;
+use mailsync_index::mailbox_log;
 
 use crate::mailbox::{MboxMailbox, Meta};
 
@@ -188,6 +190,40 @@ impl MboxStore {
         Ok(v)
     }
 
+    /// Where `dovecot.mailbox.log` lives: the list's index root, which for mbox is the
+    /// `.imap` directory of the root (or of `INDEX=`) [dump: Dovecot 2.3.19.1 writes
+    /// `~/mail/.imap/dovecot.mailbox.log`].
+    fn mailbox_log_root(&self) -> PathBuf {
+        self.index_root
+            .as_ref()
+            .unwrap_or(&self.root)
+            .join(INDEX_DIR)
+    }
+
+    /// mailbox_list_add_change: appends a record to the mailbox log. The change itself is
+    /// done: a failure here is only a warning, as in Dovecot.
+    fn log_change(&self, kind: MailboxLogType, guid: [u8; 16]) {
+        let root = self.mailbox_log_root();
+        let result = fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&root)
+            .and_then(|()| mailbox_log::append(&root, kind, guid, mailbox_log::now()));
+        if let Err(e) = result {
+            eprintln!(
+                "mailsync: warning: write({}) failed: {e}",
+                mailbox_log::path_in(&root).display()
+            );
+        }
+    }
+
+    /// The mailbox GUID mailsync or Dovecot keeps for a mailbox, without creating anything.
+    fn listed_guid(&self, paths: &MailboxPaths) -> Option<MailboxGuid> {
+        Meta::load(&paths.index_dir)
+            .map(|m| m.mailbox_guid)
+            .or_else(|| crate::mailbox::dovecot_mailbox_guid(&paths.index_dir))
+    }
+
     fn mkdir_all(path: &Path) -> Result<()> {
         fs::DirBuilder::new()
             .recursive(true)
@@ -358,13 +394,19 @@ impl Store for MboxStore {
             // the index directory of deleted children may be left, empty
             let _ = fs::remove_dir(paths.file.join(INDEX_DIR));
             return match fs::remove_dir(&paths.file) {
-                Ok(()) => Ok(()),
+                Ok(()) => {
+                    // fs_list_rmdir
+                    self.log_change(MailboxLogType::DeleteDir, mailbox_log::name_guid(&v));
+                    Ok(())
+                }
                 Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => Err(Error::NotPossible(
                     format!("Mailbox has children, delete them first: {v}"),
                 )),
                 Err(e) => Err(Error::io("rmdir", &paths.file, e)),
             };
         }
+        // the GUID for the mailbox log, read before the index goes
+        let guid = self.listed_guid(&paths);
         // under the mailbox's dotlock so no delivery is appending meanwhile
         let lock = crate::lock::dotlock(&paths.file)?;
         fs::remove_file(&paths.file).map_err(|e| Error::io("unlink", &paths.file, e))?;
@@ -377,6 +419,12 @@ impl Store for MboxStore {
         if let Some(parent) = paths.index_dir.parent() {
             let _ = fs::remove_dir(parent);
         }
+        // index_storage_mailbox_delete_post: DELETE_MAILBOX with the mailbox GUID, then
+        // DELETE_DIR with the name's hash (Dovecot logs both for an mbox file too)
+        if let Some(guid) = guid {
+            self.log_change(MailboxLogType::DeleteMailbox, guid.0);
+        }
+        self.log_change(MailboxLogType::DeleteDir, mailbox_log::name_guid(&v));
         Ok(())
     }
 
@@ -412,6 +460,8 @@ impl Store for MboxStore {
             fs::rename(&from.index_dir, &to.index_dir)
                 .map_err(|e| Error::io("rename", &from.index_dir, e))?;
         }
+        // index_storage_mailbox_rename: one RENAME record with the new name's hash
+        self.log_change(MailboxLogType::Rename, mailbox_log::name_guid(&n));
         Ok(())
     }
 
@@ -433,7 +483,27 @@ impl Store for MboxStore {
                 Error::io("write", &path, e)
             }
         })?;
+        // index_storage_set_subscribed
+        let kind = if subscribed {
+            MailboxLogType::Subscribe
+        } else {
+            MailboxLogType::Unsubscribe
+        };
+        self.log_change(kind, mailbox_log::name_guid(&v));
         Ok(())
+    }
+
+    fn deleted_mailboxes(&self) -> Result<Vec<(MailboxGuid, i64)>> {
+        let root = self.mailbox_log_root();
+        let (deleted, warnings) = mailbox_log::deleted_mailboxes(&root)
+            .map_err(|e| Error::io("read", mailbox_log::path_in(&root), e))?;
+        for w in warnings {
+            eprintln!("mailsync: warning: {w}");
+        }
+        Ok(deleted
+            .into_iter()
+            .map(|(g, t)| (MailboxGuid(g), t))
+            .collect())
     }
 
     fn open_mailbox(&self, name: &str) -> Result<Box<dyn Mailbox>> {
