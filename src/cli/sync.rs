@@ -6,21 +6,28 @@
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::Args;
-use mailstore::{Location, StoreOptions};
+use mailstore::{Flags, Location, MailboxGuid, StoreOptions};
 
 use super::config::{expand_vars, Config, Vars};
-use super::{exit, Cli, SharedWriter};
-use crate::sync::{self, MergeKind, SyncOptions};
+use super::{dates, exit, query, Cli, SharedWriter};
+use crate::sync::{self, FlagWanted, MailFilter, MergeKind, SyncOptions};
 
 pub const SYNC_AFTER_HELP: &str = "\
 Exit codes as doveadm: 0 in sync, 2 finished but not perfectly in sync (run again), \
 64 usage, 65 data error, 68 not found, 75 temporary failure, 78 configuration error.
 
-Not supported yet (they exit 64 with \"not supported yet\"): -l (sync lock), -g, -n, \
--t, -e, -O, -I. Accepted without effect: -N (mailsync has one namespace), -P (purging \
-is done by the backends' own commands), -T (a local sync has no remote I/O to time out).";
+-t/-e take doveadm's dates (YYYY-MM-DD, 1-Jan-2024, a UNIX time, or an interval such as \
+30days before now); -I a size such as 100k or 10M; -O a system flag (\\Seen) or keyword, \
+with a leading - for mails without it. These filters only choose which missing mails are \
+saved: mails outside them are neither copied nor treated as missing. -l SECS takes the \
+per-user lock ~/.dovecot-sync.lock, waiting at most SECS (exit 75 on timeout).
+
+mailsync has one namespace: every -n prefix selects it, as doveadm does for a user with one \
+namespace. Accepted without effect: -N, -P (purging is done by the backends' own \
+commands), -T (a local sync has no remote I/O to time out).";
 
 /// Options of `sync` and `backup` (doveadm-dsync.c's getopt string `1a:dEfg:I:l:m:n:NO:Pr:Rs:t:e:T:Ux:`).
 #[derive(Args, Debug, Clone, Default)]
@@ -40,16 +47,16 @@ pub struct SyncArgs {
     /// Reverse the direction: DESTINATION is the source of a one-way run.
     #[arg(short = 'R')]
     pub reverse: bool,
-    /// Sync lock timeout in seconds (not supported yet).
+    /// Take the per-user sync lock ~/.dovecot-sync.lock, waiting at most SECS (0: no lock).
     #[arg(short = 'l', value_name = "SECS")]
     pub lock_timeout: Option<u32>,
     /// Only this mailbox.
     #[arg(short = 'm', value_name = "MAILBOX")]
     pub mailbox: Option<String>,
-    /// Only the mailbox with this GUID (not supported yet).
+    /// Only the mailbox with this GUID ("" = mailbox tree only, no mail).
     #[arg(short = 'g', value_name = "GUID")]
     pub mailbox_guid: Option<String>,
-    /// Only these namespaces (not supported yet).
+    /// Only these namespace prefixes (mailsync has one namespace: all of them select it).
     #[arg(short = 'n', value_name = "NS")]
     pub namespace: Vec<String>,
     /// All namespaces (accepted: there is one).
@@ -64,16 +71,16 @@ pub struct SyncArgs {
     /// I/O stall timeout (accepted; a local sync has no remote I/O).
     #[arg(short = 'T', value_name = "SECS")]
     pub timeout: Option<u32>,
-    /// Only mails received since (not supported yet).
+    /// Only save mails received at or after this date.
     #[arg(short = 't', value_name = "START")]
     pub start: Option<String>,
-    /// Only mails received until (not supported yet).
+    /// Only save mails received at or before this date.
     #[arg(short = 'e', value_name = "END")]
     pub end: Option<String>,
-    /// Only mails with this flag (not supported yet).
-    #[arg(short = 'O', value_name = "FLAG")]
+    /// Only save mails with this flag or keyword (-FLAG: without it).
+    #[arg(short = 'O', value_name = "FLAG", allow_hyphen_values = true)]
     pub flag: Option<String>,
-    /// Only mails up to this size (not supported yet).
+    /// Only save mails whose virtual size is at most this.
     #[arg(short = 'I', value_name = "SIZE")]
     pub max_size: Option<String>,
     /// [SOURCE] DESTINATION locations.
@@ -95,19 +102,14 @@ pub fn run(
     err: &mut SharedWriter,
     env: &dyn Fn(&str) -> Option<OsString>,
 ) -> i32 {
-    for (set, letter) in [
-        (args.lock_timeout.is_some(), "-l"),
-        (args.mailbox_guid.is_some(), "-g"),
-        (!args.namespace.is_empty(), "-n"),
-        (args.start.is_some(), "-t"),
-        (args.end.is_some(), "-e"),
-        (args.flag.is_some(), "-O"),
-        (args.max_size.is_some(), "-I"),
-    ] {
-        if set {
-            return fail(err, exit::USAGE, format!("{letter} is not supported yet"));
+    let filters = match parse_filters(args) {
+        Ok(f) => f,
+        Err(msg) => {
+            // doveadm-dsync.c's option parser i_fatal()s.
+            let _ = writeln!(err, "Fatal: {msg}");
+            return exit::TEMPFAIL;
         }
-    }
+    };
     if backup && args.one_way {
         return fail(err, exit::USAGE, "backup: -1 is only for sync");
     }
@@ -168,10 +170,26 @@ pub fn run(
         },
         reverse: args.reverse,
         full: args.full || state_invalid,
-        mailbox: args.mailbox.clone(),
+        mailbox: args.mailbox.clone().filter(|m| !m.is_empty()),
         exclude: args.exclude.clone(),
+        mailbox_guid: filters.mailbox_guid,
+        no_mail_sync: filters.no_mail_sync || args.mailbox.as_deref() == Some(""),
+        filter: filters.mail,
         state,
         debug: cli.debug,
+    };
+    // dsync_brain_lock: in a local run the master locks, in the user's home.
+    let _lock = match args.lock_timeout.filter(|secs| *secs > 0) {
+        None => None,
+        Some(secs) => {
+            let Some(home) = home.as_deref() else {
+                return fail(err, exit::TEMPFAIL, "User has no home directory");
+            };
+            match sync::lock::acquire(home, Duration::from_secs(secs.into())) {
+                Ok(l) => Some(l),
+                Err(e) => return fail(err, exit::TEMPFAIL, e),
+            }
+        }
     };
     let report = sync::run(source, dest, &opts);
     for line in &report.log {
@@ -190,6 +208,84 @@ pub fn run(
     }
     let _ = out.flush();
     code
+}
+
+/// The parsed `-g`, `-t`, `-e`, `-I` and `-O` (doveadm-dsync.c cmd_mailbox_dsync_parse_arg).
+struct Filters {
+    mailbox_guid: Option<MailboxGuid>,
+    no_mail_sync: bool,
+    mail: MailFilter,
+}
+
+/// Parses the filter options; the error is doveadm's fatal message.
+fn parse_filters(args: &SyncArgs) -> Result<Filters, String> {
+    let mut f = Filters {
+        mailbox_guid: None,
+        no_mail_sync: false,
+        mail: MailFilter::default(),
+    };
+    match args.mailbox_guid.as_deref() {
+        None => {}
+        Some("") => f.no_mail_sync = true,
+        Some(g) => match MailboxGuid::parse_hex(g.as_bytes()) {
+            Some(guid) if !guid.is_zero() => f.mailbox_guid = Some(guid),
+            _ => return Err(format!("Invalid -g parameter: {g}")),
+        },
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    // mail_parse_human_timestamp; 0 means "no limit" (dsync tests `> 0`).
+    let date = |v: &Option<String>, letter: char| -> Result<Option<i64>, String> {
+        match v {
+            None => Ok(None),
+            Some(s) => match dates::parse_human_timestamp(s, now) {
+                Some(d) => Ok(Some(d.time).filter(|t| *t > 0)),
+                None => Err(format!("Invalid -{letter} parameter: {s}")),
+            },
+        }
+    };
+    f.mail.since = date(&args.start, 't')?;
+    f.mail.until = date(&args.end, 'e')?;
+    if let (Some(s), Some(e)) = (f.mail.since, f.mail.until) {
+        if s > e {
+            return Err("start date is later than end date".into());
+        }
+    }
+    if let Some(size) = &args.max_size {
+        let n = query::parse_size(size)
+            .map_err(|e| format!("Invalid -I parameter '{size}': {e}"))?;
+        f.mail.max_size = Some(n).filter(|n| *n > 0);
+    }
+    if let Some(flag) = &args.flag {
+        if flag.contains(' ') {
+            return Err("-O parameter doesn't support multiple flags currently".into());
+        }
+        let (want, name) = match flag.strip_prefix('-') {
+            Some(rest) => (false, rest),
+            None => (true, flag.as_str()),
+        };
+        let what = if name.starts_with('\\') {
+            // imap_parse_system_flag: case-insensitive.
+            let found = Flags::ALL_IN_ORDER
+                .iter()
+                .find(|(_, n)| n.eq_ignore_ascii_case(name))
+                .map(|(f, _)| *f);
+            match found {
+                Some(f) => FlagWanted::Flag(f),
+                None => {
+                    return Err(format!(
+                        "Invalid system flag given for -O parameter: '{name}'"
+                    ))
+                }
+            }
+        } else {
+            FlagWanted::Keyword(name.as_bytes().to_vec())
+        };
+        f.mail.flag = Some((what, want));
+    }
+    Ok(f)
 }
 
 /// SOURCE from `-c`/`-o`: the inbox namespace's location or `mail_location`.

@@ -139,13 +139,23 @@ pub fn split_name(name: &str, sep: char) -> Vec<String> {
     plan::name_key(&name.split(sep).map(str::to_string).collect::<Vec<_>>())
 }
 
-fn export_view(mailbox: &mut dyn Mailbox) -> Result<(SideView, MailboxItem), SyncError> {
+/// This side's messages and counters. `need_vsize`: fill in virtual sizes the backend's
+/// records leave out (for `-I`, dsync's exporter asks for them the same way).
+fn export_view(
+    mailbox: &mut dyn Mailbox,
+    need_vsize: bool,
+) -> Result<(SideView, MailboxItem), SyncError> {
     mailbox.sync()?;
     let st = mailbox.status()?;
     // Capability probe: an empty update changes nothing; the default says NotPossible.
     let uid_validity_settable = mailbox.update_mailbox(&MailboxUpdate::default()).is_ok();
-    let mails = mailbox
-        .mails()?
+    let mut records = mailbox.mails()?;
+    if need_vsize {
+        for r in records.iter_mut().filter(|r| r.virtual_size.is_none()) {
+            r.virtual_size = Some(mailbox.virtual_size(r.uid)?);
+        }
+    }
+    let mails = records
         .into_iter()
         .map(|r| MailChange {
             change_type: ChangeType::Save,
@@ -396,7 +406,7 @@ impl Brain {
             _ => return Err(SyncError::Peer("expected mailbox_delete".into())),
         };
         let filter = |nodes: Vec<TreeNode>| -> Vec<TreeNode> {
-            nodes.into_iter().filter(|n| self.wanted(&n.name)).collect()
+            nodes.into_iter().filter(|n| self.wanted(n)).collect()
         };
         let (pn, sn, pd, sd) = if self.is_primary() {
             (filter(nodes), filter(peer_nodes), mine_del, peer_del)
@@ -416,7 +426,13 @@ impl Brain {
         let state_by_guid: BTreeMap<MailboxGuid, MailboxStateItem> =
             states.into_iter().map(|s| (s.mailbox_guid, s)).collect();
         if self.master {
-            for pair in &tree.pairs {
+            // no_mail_sync (`-m ""`, `-g ""`): the tree only (dsync_brain_next_mailbox).
+            let pairs: &[MailboxPair] = if self.opts.no_mail_sync {
+                &[]
+            } else {
+                &tree.pairs
+            };
+            for pair in pairs {
                 let my_guid = if self.is_primary() {
                     pair.primary_guid
                 } else {
@@ -474,8 +490,15 @@ impl Brain {
         Ok(())
     }
 
-    /// `-m` / `-x` filters on the name written with `/`.
-    fn wanted(&self, parts: &[String]) -> bool {
+    /// `-g` (the mailbox GUID; dsync-mailbox-tree-fill.c leaves every other node out, also
+    /// \Noselect parents) and `-m` / `-x` (the name written with `/`).
+    fn wanted(&self, node: &TreeNode) -> bool {
+        if let Some(guid) = self.opts.mailbox_guid {
+            if node.mailbox_guid != Some(guid) {
+                return false;
+            }
+        }
+        let parts = &node.name;
         let name = parts.join("/");
         if let Some(only) = &self.opts.mailbox {
             if !plan::name_key(&split_name(only, '/')).eq(&plan::name_key(parts)) {
@@ -654,7 +677,7 @@ impl Brain {
                 return Ok(());
             }
         };
-        let (_, mine) = export_view(mailbox.as_mut())?;
+        let (_, mine) = export_view(mailbox.as_mut(), false)?;
         let theirs = match self.exchange_one(Item::Mailbox(mine.clone()))? {
             Item::Mailbox(b) => b,
             _ => return Err(SyncError::Peer("expected mailbox".into())),
@@ -810,7 +833,8 @@ impl Brain {
         primary: bool,
         lcu: u32,
     ) -> Result<u32, SyncError> {
-        let (view, b) = export_view(mailbox.as_mut())?;
+        let need_vsize = self.opts.filter.max_size.is_some();
+        let (view, b) = export_view(mailbox.as_mut(), need_vsize)?;
         self.log(format!("{name}: expunge history {:?}", view.expunged));
         let theirs = self.exchange_list(view_items(&view))?;
         // The round's counters (they change between rounds).
@@ -826,7 +850,8 @@ impl Brain {
         } else {
             (&peer_view, &view)
         };
-        let full = plan::plan_mailbox(kind, pv, sv, lcu);
+        let filter = self.opts.filter.clone();
+        let full = plan::plan_mailbox(kind, pv, sv, lcu, &filter);
         let mut mine: SidePlan = if primary {
             full.primary.clone()
         } else {
@@ -839,14 +864,14 @@ impl Brain {
             // INBOX is never deleted: revert in place; messages that can't get their UID
             // back get new ones and the run reports "not in sync" (exit 2).
             self.log(format!("{name}: can't rebuild INBOX, reverting in place"));
-            mine = plan::plan_backup_in_place(pv, sv).secondary;
+            mine = plan::plan_backup_in_place(pv, sv, &filter).secondary;
             self.out.changes_during_sync = true;
         }
         if mine.recreate {
             self.log(format!("{name}: rebuilding the copy"));
             self.recreate(name, mailbox, pv.uid_validity)?;
-            let (own, _) = export_view(mailbox.as_mut())?;
-            mine = plan::plan_backup(pv, &own).secondary;
+            let (own, _) = export_view(mailbox.as_mut(), false)?;
+            mine = plan::plan_backup(pv, &own, &filter).secondary;
             if mine.recreate {
                 // INBOX that can't be emptied down to the source's UIDs.
                 mine.recreate = false;

@@ -10,16 +10,17 @@
 
 pub mod brain;
 pub mod items;
+pub mod lock;
 pub mod plan;
 pub mod state;
 
 use std::fmt;
 use std::sync::mpsc::sync_channel;
 
-use mailstore::Store;
+use mailstore::{MailboxGuid, Store};
 
 pub use items::MailboxStateItem;
-pub use plan::MergeKind;
+pub use plan::{FlagWanted, MailFilter, MergeKind};
 
 /// Items in flight per direction (bodies travel as `CHUNK_SIZE` chunks).
 pub const CHANNEL_BOUND: usize = 32;
@@ -36,6 +37,12 @@ pub struct SyncOptions {
     pub mailbox: Option<String>,
     /// `-x` masks (with `/` as separator).
     pub exclude: Vec<String>,
+    /// `-g`: only the mailbox with this GUID.
+    pub mailbox_guid: Option<MailboxGuid>,
+    /// `-m ""` / `-g ""`: sync the mailbox tree only, no mail (dsync's no_mail_sync).
+    pub no_mail_sync: bool,
+    /// `-t`, `-e`, `-I`, `-O`: which missing messages are saved.
+    pub filter: MailFilter,
     /// `-s`: the previous state (`Some(empty)` for `-s ""`).
     pub state: Option<Vec<MailboxStateItem>>,
     /// Collect a debug log.
@@ -50,6 +57,9 @@ impl Default for SyncOptions {
             full: false,
             mailbox: None,
             exclude: Vec::new(),
+            mailbox_guid: None,
+            no_mail_sync: false,
+            filter: MailFilter::default(),
             state: None,
             debug: false,
         }

@@ -21,6 +21,66 @@ pub enum MergeKind {
     Backup,
 }
 
+/// What `-O` asks for: a system flag or a keyword.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FlagWanted {
+    Flag(Flags),
+    /// Compared ASCII case-insensitively (dsync_mail_change_have_keyword uses strcasecmp).
+    Keyword(Vec<u8>),
+}
+
+/// The message filters `-t`, `-e`, `-I` and `-O` (dsync-mailbox-import.c
+/// dsync_mailbox_import_want_change). They apply only where a side would *save* a message
+/// it is missing: a filtered-out message is neither copied nor "missing" (a backup doesn't
+/// rebuild the copy for it), while messages both sides hold and the copy's extras are
+/// treated as without filters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MailFilter {
+    /// `-t`: only messages received at or after this UNIX time.
+    pub since: Option<i64>,
+    /// `-e`: only messages received at or before this UNIX time.
+    pub until: Option<i64>,
+    /// `-I`: only messages whose virtual size is at most this.
+    pub max_size: Option<u64>,
+    /// `-O`: the flag or keyword, and whether it must be present (`false` for `-O -flag`).
+    pub flag: Option<(FlagWanted, bool)>,
+}
+
+impl MailFilter {
+    pub fn is_empty(&self) -> bool {
+        *self == MailFilter::default()
+    }
+
+    /// True when a side missing `m` should save it. A message whose virtual size is unknown
+    /// passes `-I` (the brains fill the sizes in before planning when `-I` is given).
+    pub fn wants(&self, m: &MailChange) -> bool {
+        if self.since.is_some_and(|t| m.received_date < t) {
+            return false;
+        }
+        if self.until.is_some_and(|t| m.received_date > t) {
+            return false;
+        }
+        if let (Some(max), Some(size)) = (self.max_size, m.virtual_size) {
+            if size > max {
+                return false;
+            }
+        }
+        if let Some((what, want)) = &self.flag {
+            let has = match what {
+                FlagWanted::Flag(f) => m.final_flags.0 & f.0 != 0,
+                FlagWanted::Keyword(k) => m
+                    .keywords
+                    .iter()
+                    .any(|kw| kw.as_bytes().eq_ignore_ascii_case(k)),
+            };
+            if has != *want {
+                return false;
+            }
+        }
+        true
+    }
+}
+
 /// One side's messages for a mailbox.
 #[derive(Clone, Debug, Default)]
 pub struct SideView {
@@ -164,7 +224,15 @@ pub fn same_guid(a: &Guid, b: &Guid) -> bool {
 ///
 /// `last_common_uid` comes from a trusted state (0 without one): UIDs up to it were common,
 /// so a UID missing on one side there was expunged on that side.
-pub fn plan_two_way(p: &SideView, s: &SideView, last_common_uid: u32) -> MailboxPlan {
+///
+/// `filter`: a message only one side holds that the other side doesn't want is left alone
+/// on both sides (not copied, not renumbered), so repeated runs stay stable.
+pub fn plan_two_way(
+    p: &SideView,
+    s: &SideView,
+    last_common_uid: u32,
+    filter: &MailFilter,
+) -> MailboxPlan {
     let mut plan = MailboxPlan::default();
     let lcu = if p.uid_validity == s.uid_validity {
         last_common_uid
@@ -219,14 +287,14 @@ pub fn plan_two_way(p: &SideView, s: &SideView, last_common_uid: u32) -> Mailbox
             (Some(a), None) => {
                 if expunged_on(s, a.uid, &a.guid, lcu, uid < common_max) {
                     plan.primary.expunge.push(a.uid);
-                } else {
+                } else if filter.wants(a) {
                     fresh.push((key(a), uid, false, a));
                 }
             }
             (None, Some(b)) => {
                 if expunged_on(p, b.uid, &b.guid, lcu, uid < common_max) {
                     plan.secondary.expunge.push(b.uid);
-                } else {
+                } else if filter.wants(b) {
                     fresh.push((key(b), uid, true, b));
                 }
             }
@@ -255,9 +323,12 @@ pub fn plan_two_way(p: &SideView, s: &SideView, last_common_uid: u32) -> Mailbox
                 .push(save_from(m, Uid(target), SaveSource::Own(Uid(uid))));
             own.expunge.push(Uid(uid));
         }
-        other
-            .saves
-            .push(save_from(m, Uid(target), SaveSource::Peer(Uid(uid))));
+        // A UID conflict renumbers both messages; the other side copies only a wanted one.
+        if filter.wants(m) {
+            other
+                .saves
+                .push(save_from(m, Uid(target), SaveSource::Peer(Uid(uid))));
+        }
     }
     for side in [&mut plan.primary, &mut plan.secondary] {
         side.saves.sort_by_key(|s| s.uid);
@@ -270,7 +341,10 @@ pub fn plan_two_way(p: &SideView, s: &SideView, last_common_uid: u32) -> Mailbox
 /// True when the secondary can't be made a copy in place: a UID it holds or held means a
 /// different message than the primary's (dsync-mailbox-import.c: backup "deletes the whole
 /// mailbox"; mailsync then rebuilds it in the same run).
-pub fn backup_needs_recreate(p: &SideView, s: &SideView) -> bool {
+///
+/// A source message the filter rejects is not "missing" (dsync_mailbox_find_common_uid asks
+/// dsync_mailbox_import_want_change before reverting).
+pub fn backup_needs_recreate(p: &SideView, s: &SideView, filter: &MailFilter) -> bool {
     if s.mails.is_empty() {
         return false;
     }
@@ -291,25 +365,27 @@ pub fn backup_needs_recreate(p: &SideView, s: &SideView) -> bool {
     let sm: BTreeMap<u32, &MailChange> = s.mails.iter().map(|m| (m.uid.0, m)).collect();
     p.mails.iter().any(|a| match sm.get(&a.uid.0) {
         Some(b) => a.guid != b.guid,
-        None => a.uid.0 < s.uid_next,
+        None => a.uid.0 < s.uid_next && filter.wants(a),
     })
 }
 
 /// Backup: the secondary's changes are reverted, its extras expunged, the primary untouched.
-pub fn plan_backup(p: &SideView, s: &SideView) -> MailboxPlan {
+pub fn plan_backup(p: &SideView, s: &SideView, filter: &MailFilter) -> MailboxPlan {
     let mut plan = MailboxPlan::default();
     let side = &mut plan.secondary;
     side.min_uid_next = p.uid_next;
-    if backup_needs_recreate(p, s) {
+    if backup_needs_recreate(p, s, filter) {
         side.recreate = true;
         return plan;
     }
-    plan_backup_in_place(p, s)
+    plan_backup_in_place(p, s, filter)
 }
 
 /// Backup without rebuilding: expunge extras and messages whose UID means something else
-/// on the source, replace flags, save what is missing (at its UID when still free).
-pub fn plan_backup_in_place(p: &SideView, s: &SideView) -> MailboxPlan {
+/// on the source, replace flags, save what is missing (at its UID when still free) and
+/// wanted by `filter`. Extras are expunged whatever the filter says (dsync's
+/// revert_local_changes expunges local-only mail without asking want_change).
+pub fn plan_backup_in_place(p: &SideView, s: &SideView, filter: &MailFilter) -> MailboxPlan {
     let mut plan = MailboxPlan::default();
     let side = &mut plan.secondary;
     side.min_uid_next = p.uid_next;
@@ -323,15 +399,17 @@ pub fn plan_backup_in_place(p: &SideView, s: &SideView) -> MailboxPlan {
             None => side.expunge.push(b.uid),
             Some(a) if a.guid != b.guid => {
                 side.expunge.push(b.uid);
-                side.saves
-                    .push(save_from(a, a.uid, SaveSource::Peer(a.uid)));
+                if filter.wants(a) {
+                    side.saves
+                        .push(save_from(a, a.uid, SaveSource::Peer(a.uid)));
+                }
             }
             Some(a) if !same_flags(a, b) => side.flags.push(flag_target(a)),
             Some(_) => {}
         }
     }
     for a in &p.mails {
-        if !sm.contains_key(&a.uid.0) {
+        if !sm.contains_key(&a.uid.0) && filter.wants(a) {
             side.saves
                 .push(save_from(a, a.uid, SaveSource::Peer(a.uid)));
         }
@@ -341,15 +419,21 @@ pub fn plan_backup_in_place(p: &SideView, s: &SideView) -> MailboxPlan {
 }
 
 /// The plan for a mailbox in a given kind of run.
-pub fn plan_mailbox(kind: MergeKind, p: &SideView, s: &SideView, lcu: u32) -> MailboxPlan {
+pub fn plan_mailbox(
+    kind: MergeKind,
+    p: &SideView,
+    s: &SideView,
+    lcu: u32,
+    filter: &MailFilter,
+) -> MailboxPlan {
     match kind {
-        MergeKind::TwoWay => plan_two_way(p, s, lcu),
+        MergeKind::TwoWay => plan_two_way(p, s, lcu, filter),
         MergeKind::OneWay => {
-            let mut plan = plan_two_way(p, s, lcu);
+            let mut plan = plan_two_way(p, s, lcu, filter);
             plan.primary = SidePlan::default();
             plan
         }
-        MergeKind::Backup => plan_backup(p, s),
+        MergeKind::Backup => plan_backup(p, s, filter),
     }
 }
 
