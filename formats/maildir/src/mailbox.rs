@@ -18,8 +18,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mailstore::{
     Changes, CommitResult, Error, FlagOp, FlagUpdate, Flags, Guid, Keyword, LineEndingReader,
-    MailRecord, Mailbox, MailboxGuid, MailboxStatus, ModSeq, NewMail, Result, SaveLineEndings,
-    Transaction, Uid, VsizeCounter,
+    MailRecord, Mailbox, MailboxGuid, MailboxStatus, MailboxUpdate, ModSeq, NewMail, Result,
+    SaveLineEndings, Transaction, Uid, VsizeCounter,
 };
 use mailsupport::dotlock::{DotLock, DotLockOptions};
 
@@ -972,6 +972,100 @@ impl MaildirMailbox {
         self.build_view(st)
     }
 
+    /// `Mailbox::update_mailbox`, as maildir_mailbox_update (maildir-storage.c): under the
+    /// uidlist lock the uidlist header gets the new `V` / raised `N`
+    /// (maildir_uidlist_set_uid_validity / _set_next_uid, written as maildir_uidlist_update
+    /// does), then the index the same values through the usual maildir index sync
+    /// (EXTERNAL `next_uid` header update; a new UIDVALIDITY resets the index, which the
+    /// sync then recreates, as Dovecot's mail_index_reset). HIGHESTMODSEQ is raised as
+    /// index_storage_mailbox_update does (`modseq` extension, modseq update of uid 0).
+    ///
+    /// Deviation: Dovecot also changes the UIDVALIDITY of a mailbox holding messages (they
+    /// keep their UIDs); mailsync does it only for an empty mailbox, as every mailstore
+    /// backend, and then starts UIDs again at 1. With INDEX=MEMORY a HIGHESTMODSEQ raise
+    /// can't be kept: `NotPossible`.
+    fn update_impl(&mut self, update: &MailboxUpdate) -> Result<()> {
+        if update.uid_validity == Some(0) {
+            return Err(Error::Params("UIDVALIDITY can't be 0".into()));
+        }
+        if *update == MailboxUpdate::default() {
+            return Ok(());
+        }
+        self.ensure_dirs()?;
+        let lock = lock_uidlist(&self.paths)?;
+        let result = self.update_mailbox_locked(update);
+        let released = lock.release();
+        result?;
+        released.map_err(|e| Error::io("unlink", self.paths.uidlist(), e))?;
+        self.sync_impl()
+    }
+
+    /// [`Self::update_impl`] with the uidlist locked.
+    fn update_mailbox_locked(&self, update: &MailboxUpdate) -> Result<()> {
+        let mut st = read_disk(&self.paths)?;
+        let base = self.index_base();
+        let recent = self.update_locked(&mut st, &base)?;
+        let uidlist_path = self.paths.uidlist();
+        let Some(list) = st.list.as_mut() else {
+            return Err(Error::corrupted(
+                &uidlist_path,
+                "uidlist missing after its update",
+            ));
+        };
+        let mut rewrite = false;
+        let mut reset_index = false;
+        if let Some(v) = update.uid_validity {
+            if v != list.uid_validity {
+                if !st.scan.files.is_empty() {
+                    return Err(Error::NotPossible(format!(
+                        "{}: UIDVALIDITY can be changed only in an empty mailbox",
+                        self.name
+                    )));
+                }
+                // the old UIDs mean nothing under the new UIDVALIDITY
+                list.uid_validity = v;
+                list.records.clear();
+                list.next_uid = 1;
+                list.header_next_uid = 1;
+                rewrite = true;
+                reset_index = true;
+            }
+        }
+        if let Some(min) = update.min_uid_next {
+            if list.next_uid < min {
+                list.next_uid = min;
+                list.header_next_uid = min;
+                rewrite = true;
+            }
+        }
+        if rewrite {
+            replace_uidlist(&self.paths, list, file_mode(&self.paths.dir))?;
+            list.lines_read = list.records.len();
+        }
+        if reset_index {
+            if let Some(dir) = &self.index_dir {
+                index_file::remove_index(dir)?;
+            }
+        }
+        let base = self.index_base();
+        let info = self.index_sync_locked(&mut st, base, &recent, &HashSet::new())?;
+        let Some(min) = update.min_highest_modseq else {
+            return Ok(());
+        };
+        if min <= info.highest_modseq {
+            return Ok(());
+        }
+        let Some(dir) = &self.index_dir else {
+            return Err(Error::NotPossible(format!(
+                "{}: INDEX=MEMORY keeps no HIGHESTMODSEQ to raise",
+                self.name
+            )));
+        };
+        let writer = mailsync_index::IndexWriter::open(dir, index_file::INDEX_PREFIX);
+        mailsync_index::locked_commit::raise_highest_modseq(&writer, min)?;
+        Ok(())
+    }
+
     /// Under the uidlist lock: re-reads everything and gives UIDs to unlisted files.
     /// Returns the UIDs given.
     fn update_locked(&self, st: &mut DiskState, base: &IndexBase) -> Result<HashSet<u32>> {
@@ -1240,6 +1334,10 @@ impl Mailbox for MaildirMailbox {
     /// logs don't reach back that far, or for INDEX=MEMORY).
     fn changes_since(&mut self, since: ModSeq) -> Result<Changes> {
         Ok(self.index.changes_since(since))
+    }
+
+    fn update_mailbox(&mut self, update: &MailboxUpdate) -> Result<()> {
+        self.update_impl(update)
     }
 
     fn begin(&mut self) -> Result<Box<dyn Transaction + '_>> {

@@ -24,7 +24,7 @@ use crate::lines::SaveLineEndings;
 use crate::traits::{Mailbox, Store};
 use crate::types::{
     Changes, FlagOp, FlagUpdate, Flags, Guid, Keyword, MailRecord, MailboxGuid, MailboxInfo,
-    ModSeq, NewMail, Uid,
+    MailboxUpdate, ModSeq, NewMail, Uid,
 };
 
 /// A store under test. `open` may be called several times: each call opens the *same*
@@ -93,6 +93,9 @@ macro_rules! conformance_suite {
             new_store_handle_sees_committed_state
             highest_modseq_never_decreases
             changes_since_is_exact_when_known
+            deleted_mailboxes_lists_a_deleted_guid
+            update_mailbox_raises_uid_next_and_highest_modseq
+            update_mailbox_sets_uid_validity_of_an_empty_mailbox
         );
     };
     (@tests $make:expr; $($name:ident)*) => {
@@ -1931,4 +1934,107 @@ pub fn changes_since_is_exact_when_known(target: &dyn ConformanceTarget) {
     assert!(highest_modseq(&mut *reopened) >= m4);
     check_changes(&mut *reopened, m3, &[4, 5], &[]);
     check_changes(&mut *reopened, m1, &[2, 4, 5], &[(3, &guids[2])]);
+}
+
+/// `Store::deleted_mailboxes` remembers the GUID of a deleted mailbox (with a plausible
+/// time), across a new store handle, and not the GUIDs of mailboxes that still exist.
+pub fn deleted_mailboxes_lists_a_deleted_guid(target: &dyn ConformanceTarget) {
+    let store = target.open();
+    store.create_mailbox("Gone", None).unwrap();
+    store.create_mailbox("Kept", None).unwrap();
+    let gone = open(&*store, "Gone").status().unwrap().guid;
+    let kept = open(&*store, "Kept").status().unwrap().guid;
+    assert!(!gone.is_zero());
+    let before = store.deleted_mailboxes().unwrap();
+    assert!(!before.iter().any(|(g, _)| *g == gone), "not deleted yet");
+    let start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    store.delete_mailbox("Gone").unwrap();
+    for handle in [store, target.open()] {
+        let deleted = handle.deleted_mailboxes().unwrap();
+        let (_, when) = deleted
+            .iter()
+            .find(|(g, _)| *g == gone)
+            .unwrap_or_else(|| panic!("deleted GUID {gone} listed: {deleted:?}"));
+        assert!(
+            (start - 5..=start + 600).contains(when),
+            "delete time {when} is about now ({start})"
+        );
+        assert!(!deleted.iter().any(|(g, _)| *g == kept));
+    }
+}
+
+/// `Mailbox::update_mailbox` raises NEXTUID and HIGHESTMODSEQ (never lowers them), the
+/// next save gets the raised UID, and the values persist. A backend that can't do it says
+/// `NotPossible` for the empty update too (the capability probe the sync engine uses).
+pub fn update_mailbox_raises_uid_next_and_highest_modseq(target: &dyn ConformanceTarget) {
+    let store = target.open();
+    store.create_mailbox("Counters", None).unwrap();
+    let mut mb = open(&*store, "Counters");
+    save_n(&mut *mb, 2);
+    let probe = mb.update_mailbox(&MailboxUpdate::default());
+    let update = MailboxUpdate {
+        min_uid_next: Some(10),
+        min_highest_modseq: Some(500),
+        ..Default::default()
+    };
+    if let Err(e) = probe {
+        assert_eq!(e.kind(), ErrorKind::NotPossible, "probe: {e}");
+        expect_err(mb.update_mailbox(&update), ErrorKind::NotPossible, "update");
+        return;
+    }
+    let st = mb.status().unwrap();
+    assert_eq!(st.uid_next, 3);
+    mb.update_mailbox(&update).unwrap();
+    let st = mb.status().unwrap();
+    assert_eq!(st.uid_next, 10, "NEXTUID raised");
+    assert!(st.highest_modseq >= 500, "HIGHESTMODSEQ raised: {st:?}");
+    assert_eq!(st.messages, 2, "messages kept");
+    // never lowered
+    mb.update_mailbox(&MailboxUpdate {
+        min_uid_next: Some(4),
+        min_highest_modseq: Some(2),
+        ..Default::default()
+    })
+    .unwrap();
+    let st2 = mb.status().unwrap();
+    assert_eq!(st2.uid_next, 10);
+    assert!(st2.highest_modseq >= st.highest_modseq);
+    assert_eq!(save_one(&mut *mb, b"after\r\n"), Uid(10));
+    drop(mb);
+    let reopened = target.open();
+    let st3 = open(&*reopened, "Counters").status().unwrap();
+    assert_eq!(st3.uid_next, 11, "persists");
+    assert!(st3.highest_modseq > 500, "persists and grows with the save");
+}
+
+/// `Mailbox::update_mailbox` sets the UIDVALIDITY of an empty mailbox (dsync gives a new
+/// copy its source's); the change persists, the GUID stays, and saving works afterwards.
+pub fn update_mailbox_sets_uid_validity_of_an_empty_mailbox(target: &dyn ConformanceTarget) {
+    let store = target.open();
+    store.create_mailbox("Fresh", None).unwrap();
+    let mut mb = open(&*store, "Fresh");
+    let before = mb.status().unwrap();
+    let wanted = before.uid_validity.wrapping_add(12345).max(1);
+    let update = MailboxUpdate {
+        uid_validity: Some(wanted),
+        ..Default::default()
+    };
+    if let Err(e) = mb.update_mailbox(&MailboxUpdate::default()) {
+        assert_eq!(e.kind(), ErrorKind::NotPossible, "probe: {e}");
+        expect_err(mb.update_mailbox(&update), ErrorKind::NotPossible, "update");
+        return;
+    }
+    mb.update_mailbox(&update).unwrap();
+    let st = mb.status().unwrap();
+    assert_eq!(st.uid_validity, wanted);
+    assert_eq!(st.guid, before.guid, "GUID kept");
+    assert_eq!(save_one(&mut *mb, b"first\r\n"), Uid(1));
+    drop(mb);
+    let reopened = target.open();
+    let st = open(&*reopened, "Fresh").status().unwrap();
+    assert_eq!(st.uid_validity, wanted, "persists");
+    assert_eq!(st.messages, 1);
 }
