@@ -71,6 +71,20 @@ impl IndexChanges {
     }
 }
 
+/// Removes Dovecot's index files of a mailbox (the index is reset when UIDVALIDITY changes,
+/// mail_index_reset; the next write creates it anew).
+pub(crate) fn remove(index_dir: &Path) -> mailstore::Result<()> {
+    for suffix in ["", ".log", ".log.2", ".cache"] {
+        let p = index_dir.join(format!("{INDEX_PREFIX}{suffix}"));
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(mailstore::Error::io("unlink", &p, e)),
+        }
+    }
+    Ok(())
+}
+
 /// Whether two keyword lists hold the same keywords (order aside).
 pub(crate) fn same_keywords(a: &[Keyword], b: &[Keyword]) -> bool {
     a.len() == b.len()

@@ -18,8 +18,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use mailstore::{
     Changes, CommitResult, Error, FlagUpdate, Flags, Guid, Keyword, LineEndingReader, MailRecord,
-    Mailbox, MailboxGuid, MailboxStatus, ModSeq, NewMail, Result, SaveLineEndings, Transaction,
-    Uid,
+    Mailbox, MailboxGuid, MailboxStatus, MailboxUpdate, ModSeq, NewMail, Result, SaveLineEndings,
+    Transaction, Uid,
 };
 
 use crate::dovecot_index;
@@ -467,7 +467,20 @@ impl MboxMailbox {
         let dirty = dovecot_index::read_view_for(&self.paths.index_dir, &scanned)
             .map(|v| dovecot_index::dirty_records(&v))
             .unwrap_or_default();
+        let old_uid_validity = if scanned.uid_validity() != 0 {
+            scanned.uid_validity()
+        } else {
+            meta.uid_validity
+        };
         let result = self.rewrite(&write_lock.file, &scanned, &mut meta, pending, dirty)?;
+        let (dovecot, min_next_uid) = if result.uid_validity != old_uid_validity {
+            // a new UIDVALIDITY resets Dovecot's index (index_storage_mailbox_update →
+            // mail_index_reset); it is written anew below, with the mailbox GUID
+            dovecot_index::remove(&self.paths.index_dir)?;
+            (None, 1)
+        } else {
+            (dovecot, min_next_uid)
+        };
         // read back what is now on disk (still under both locks)
         let file = self.open_file(false)?;
         let now_scanned = scan(&file, min_next_uid).map_err(|e| scan_error(&self.paths.file, e))?;
@@ -510,12 +523,33 @@ impl MboxMailbox {
         mut pending: Pending,
         dirty: HashMap<u32, (Flags, Vec<Keyword>)>,
     ) -> Result<CommitResult> {
-        let uid_validity = if scanned.uid_validity() != 0 {
+        let current_uid_validity = if scanned.uid_validity() != 0 {
             scanned.uid_validity()
         } else {
             meta.uid_validity
         };
         let mut next_uid = scanned.next_uid.max(1);
+        // update_mailbox (mbox_mailbox_update → mbox-sync.c mbox_sync_hdr_update): a new
+        // UIDVALIDITY and a raised last UID go into X-IMAPbase
+        let uid_validity = match pending.uid_validity {
+            Some(v) if v != current_uid_validity => {
+                if !scanned.messages.is_empty() {
+                    return Err(Error::NotPossible(format!(
+                        "{}: UIDVALIDITY can be changed only in an empty mailbox",
+                        self.name
+                    )));
+                }
+                // the old UIDs mean nothing under the new UIDVALIDITY
+                next_uid = 1;
+                v
+            }
+            _ => current_uid_validity,
+        };
+        let header_changed = uid_validity != current_uid_validity
+            || pending.min_next_uid.is_some_and(|m| m > next_uid);
+        if let Some(min) = pending.min_next_uid {
+            next_uid = next_uid.max(min);
+        }
         // UIDs for saves (mbox-save.c: a wanted UID ≥ next_uid is used)
         let mut saved = Vec::new();
         for s in &mut pending.saves {
@@ -573,7 +607,8 @@ impl MboxMailbox {
         for m in &scanned.messages {
             m.keywords.iter().for_each(&mut note);
         }
-        let changes = !pending.saves.is_empty()
+        let changes = header_changed
+            || !pending.saves.is_empty()
             || !expunged.is_empty()
             || !new_state.is_empty()
             || (scanned.needs_rewrite && !scanned.messages.is_empty());
@@ -725,6 +760,10 @@ struct Pending {
     saves: Vec<SpooledMail>,
     updates: Vec<(Uid, FlagUpdate)>,
     expunges: Vec<Uid>,
+    /// `Mailbox::update_mailbox`: the X-IMAPbase UIDVALIDITY to set (empty mailbox only).
+    uid_validity: Option<u32>,
+    /// `Mailbox::update_mailbox`: raise X-IMAPbase's last UID to at least this − 1.
+    min_next_uid: Option<u32>,
 }
 
 /// A message to save, already converted as Dovecot's save converts it and spooled to an
@@ -894,6 +933,43 @@ impl Mailbox for MboxMailbox {
             Some(v) => v.changes_since(since),
             None => Changes::Unknown,
         })
+    }
+
+    /// As mbox_mailbox_update (mbox-storage.c): X-IMAPbase of the first message (or of the
+    /// pseudo message of an empty mailbox) gets the new UIDVALIDITY / raised last UID in a
+    /// locked rewrite, Dovecot's index the same values (reset for a new UIDVALIDITY), and
+    /// HIGHESTMODSEQ is raised in the index as index_storage_mailbox_update does.
+    /// Deviation: a UIDVALIDITY change is refused (`NotPossible`) unless the mailbox is
+    /// empty, as in every mailstore backend; Dovecot keeps the messages' UIDs instead.
+    fn update_mailbox(&mut self, update: &MailboxUpdate) -> Result<()> {
+        if update.uid_validity == Some(0) {
+            return Err(Error::Params("UIDVALIDITY can't be 0".into()));
+        }
+        if *update == MailboxUpdate::default() {
+            return Ok(());
+        }
+        if update.uid_validity.is_some() || update.min_uid_next.is_some() {
+            self.locked_apply(Pending {
+                uid_validity: update.uid_validity,
+                min_next_uid: update.min_uid_next,
+                ..Pending::default()
+            })?;
+        }
+        if let Some(min) = update.min_highest_modseq {
+            if min > self.highest_modseq() {
+                if self.index.is_none() {
+                    // no usable index yet: the locked sync writes one
+                    self.locked_apply(Pending::default())?;
+                }
+                let writer = mailsync_index::IndexWriter::open(
+                    &self.paths.index_dir,
+                    dovecot_index::INDEX_PREFIX,
+                );
+                mailsync_index::locked_commit::raise_highest_modseq(&writer, min)?;
+                self.index = dovecot_index::read_view_for(&self.paths.index_dir, &self.view);
+            }
+        }
+        Ok(())
     }
 
     fn begin(&mut self) -> Result<Box<dyn Transaction + '_>> {
