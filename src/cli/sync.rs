@@ -254,8 +254,8 @@ fn parse_filters(args: &SyncArgs) -> Result<Filters, String> {
         }
     }
     if let Some(size) = &args.max_size {
-        let n = query::parse_size(size)
-            .map_err(|e| format!("Invalid -I parameter '{size}': {e}"))?;
+        let n =
+            query::parse_size(size).map_err(|e| format!("Invalid -I parameter '{size}': {e}"))?;
         f.mail.max_size = Some(n).filter(|n| *n > 0);
     }
     if let Some(flag) = &args.flag {

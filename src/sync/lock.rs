@@ -177,7 +177,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = acquire(dir.path(), Duration::from_secs(1)).unwrap();
         let start = Instant::now();
-        let err = acquire(dir.path(), Duration::from_millis(300)).err().unwrap();
+        let err = acquire(dir.path(), Duration::from_millis(300))
+            .err()
+            .unwrap();
         assert!(matches!(err, LockError::Timeout { .. }), "{err}");
         assert!(start.elapsed() >= Duration::from_millis(300));
         drop(first);
