@@ -8,14 +8,17 @@
 //!   {map_uid, save_date}, rec `guid` (128-bit GUID).
 //!
 //! Save protocol (commit), in Dovecot's lock and write order (mdbox-save.c):
-//! 1. each saved message was already written to a temp file `storage/.temp.*` (message
-//!    header, LF body, metadata with `B` = mailbox name), fsynced;
+//! 1. each saved message was already written to the transaction's spool, one temp file
+//!    `storage/.temp.*` holding the messages one after another (message header, LF body,
+//!    metadata with `B` = mailbox name). The spool is never fsynced: it is thrown away
+//!    after the commit, and a crash before the commit loses only uncommitted saves;
 //! 2. under the map log lock: the last `m.N` is try-flocked (Dovecot holds that flock
 //!    while it appends, before it takes the map lock; waiting for it would deadlock) and
 //!    used if below the rotate size, else a new `m.<highest_file_id+1>` is created; the
-//!    messages are appended and the file fsynced; the map transaction (records {file_id,
-//!    offset, size}, refcount 1, highest_file_id) is written, followed by the tail-offset
-//!    update Dovecot's map sync leaves;
+//!    messages are appended, moving on to a new file whenever the current one reaches
+//!    the rotate size (mdbox_map_append_next), and each file is fsynced once before the
+//!    map transaction (records {file_id, offset, size}, refcount 1, highest_file_id) is
+//!    written, followed by the tail-offset update Dovecot's map sync leaves;
 //! 3. under the mailbox log lock: the mailbox transaction (UIDs, `mdbox` {map_uid,
 //!    save_date}, `guid`, flags, keywords).
 //!
@@ -29,7 +32,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -315,6 +318,7 @@ impl Mailbox for MdboxMailbox {
         Ok(Box::new(MdboxTransaction {
             mb: self,
             saves: Vec::new(),
+            spool: None,
             updates: Vec::new(),
             expunges: Vec::new(),
         }))
@@ -331,7 +335,8 @@ impl Mailbox for MdboxMailbox {
 }
 
 struct PendingSave {
-    temp: PathBuf,
+    /// Where the dbox message starts in the spool, and its size there.
+    offset: u64,
     size: u64,
     guid128: [u8; 16],
     mail: NewMail,
@@ -340,6 +345,8 @@ struct PendingSave {
 struct MdboxTransaction<'a> {
     mb: &'a mut MdboxMailbox,
     saves: Vec<PendingSave>,
+    /// The temp file the saved messages wait in (created by the first save) and its length.
+    spool: Option<(PathBuf, File, u64)>,
     updates: Vec<(u32, FlagUpdate)>,
     expunges: Vec<u32>,
 }
@@ -354,9 +361,28 @@ impl MdboxTransaction<'_> {
     }
 
     fn remove_temps(&mut self) {
-        for s in self.saves.drain(..) {
-            let _ = fs::remove_file(&s.temp);
+        self.saves.clear();
+        if let Some((path, _, _)) = self.spool.take() {
+            let _ = fs::remove_file(path);
         }
+    }
+
+    /// The spool, created on first use.
+    fn spool(&mut self) -> Result<&mut (PathBuf, File, u64)> {
+        if self.spool.is_none() {
+            let storage = self.mb.layout.storage_dir();
+            mkdir_all(&storage, 0o700).map_err(|e| Error::io("mkdir", &storage, e))?;
+            let temp = storage.join(temp_name());
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&temp)
+                .map_err(|e| Error::io("open", &temp, e))?;
+            self.spool = Some((temp, f, 0));
+        }
+        Ok(self.spool.as_mut().expect("just created"))
     }
 }
 
@@ -424,45 +450,38 @@ impl Transaction for MdboxTransaction<'_> {
     fn save(&mut self, mail: NewMail, body: &mut dyn Read) -> Result<()> {
         check_keywords(&mail.keywords)?;
         let guid = checked_guid(&mail)?;
-        let storage = self.mb.layout.storage_dir();
-        mkdir_all(&storage, 0o700).map_err(|e| Error::io("mkdir", &storage, e))?;
-        let temp = storage.join(temp_name());
-        let mut f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&temp)
-            .map_err(|e| Error::io("open", &temp, e))?;
         let name = self.mb.name.clone();
-        let result = (|| -> Result<u64> {
-            let (_, _, total) = write_message(
-                &mut f,
-                &temp,
-                0,
-                &MessageMeta {
-                    mail: &mail,
-                    guid: &guid,
-                    orig_mailbox: Some(&name),
-                },
-                self.mb.line_endings,
-                body,
-            )?;
-            f.sync_all().map_err(|e| Error::io("fsync", &temp, e))?;
-            Ok(total)
-        })();
-        let size = match result {
-            Ok(s) => s,
+        let line_endings = self.mb.line_endings;
+        let (temp, f, len) = self.spool()?;
+        let offset = *len;
+        let written = write_message(
+            f,
+            temp,
+            offset,
+            &MessageMeta {
+                mail: &mail,
+                guid: &guid,
+                orig_mailbox: Some(&name),
+            },
+            line_endings,
+            body,
+        );
+        let size = match written {
+            Ok((_, _, total)) => total,
             Err(e) => {
-                let _ = fs::remove_file(&temp);
+                // drop the partial message; the spool stays usable for the next save
+                f.set_len(offset)
+                    .and_then(|()| f.seek(io::SeekFrom::Start(offset)).map(|_| ()))
+                    .map_err(|e2| Error::io("truncate", temp.as_path(), e2))?;
                 return Err(e);
             }
         };
+        *len = offset + size;
         let guid128 = guid_128(&guid);
         let mut mail = mail;
         mail.guid = Some(Guid::from_bytes(guid));
         self.saves.push(PendingSave {
-            temp,
+            offset,
             size,
             guid128,
             mail,
@@ -491,6 +510,7 @@ impl Transaction for MdboxTransaction<'_> {
         let expunges = std::mem::take(&mut self.expunges);
         let layout = self.mb.layout.clone();
         let map_w = map_writer(&layout);
+        let spool = self.spool.as_ref().map(|(p, f, _)| (p.as_path(), f));
         let result = if saves.is_empty() {
             // flags and expunges touch only the mailbox index (refcounts follow below)
             commit_locked(&self.mb.writer, true, |view, t| {
@@ -501,17 +521,20 @@ impl Transaction for MdboxTransaction<'_> {
                 r
             })
         } else {
+            let spool =
+                spool.ok_or_else(|| Error::NotPossible("mdbox: saves without a spool".into()))?;
             commit_with_saves(
                 &map_w,
                 &self.mb.writer,
                 &layout,
+                spool,
                 &saves,
                 &updates,
                 &expunges,
             )
         };
-        for s in &saves {
-            let _ = fs::remove_file(&s.temp);
+        if let Some((path, _, _)) = self.spool.take() {
+            let _ = fs::remove_file(path);
         }
         let (saved, uid_validity, released) = result.map_err(|CommitError(e)| e)?;
         if !released.is_empty() {
@@ -559,6 +582,7 @@ fn commit_with_saves(
     map_w: &IndexWriter,
     mb_writer: &IndexWriter,
     layout: &Layout,
+    spool: (&Path, &File),
     saves: &[PendingSave],
     updates: &[(u32, FlagUpdate)],
     expunges: &[u32],
@@ -573,6 +597,7 @@ fn commit_with_saves(
                 layout.rotate_size,
                 map_view,
                 mt,
+                spool,
                 saves,
             )?)
         },
@@ -597,47 +622,63 @@ fn commit_with_saves(
     }
 }
 
-/// Appends the saved messages to the appendable m.N (flocked), fsyncs it and maps them
-/// in `mt`. Returns their map UIDs.
+/// Appends the saved messages from the spool to the appendable m.N (flocked), moving to a
+/// new file whenever the current one has reached the rotate size, fsyncs every file it
+/// wrote, and maps the messages in `mt`. Returns their map UIDs.
 fn append_to_storage(
     storage: &Path,
     rotate_size: u64,
     map_view: &View,
     mt: &mut mailsync_index::Transaction<'_>,
+    (spool_path, spool): (&Path, &File),
     saves: &[PendingSave],
 ) -> Result<Vec<u32>> {
     let hdr = map_view
         .extension(ext::MAP)
         .map(|e| MapHeader::decode(&e.data))
         .unwrap_or_default();
-    let (file_id, f, _new) = appendable_file(storage, hdr.highest_file_id, rotate_size)?;
-    let path = storage.join(map_file_name(file_id));
-    let mut offset = f
-        .metadata()
-        .map_err(|e| Error::io("fstat", &path, e))?
-        .len();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut map_uids = Vec::new();
+    let mut highest = hdr.highest_file_id;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut map_uids = Vec::with_capacity(saves.len());
     mt.ext_intro(ext::MAP, 8, 12, 4);
     mt.ext_intro(ext::REF, 0, 2, 2);
+    let mut current: Option<(u32, File, PathBuf, u64)> = None;
     for (map_uid, s) in (map_view.next_uid()..).zip(saves) {
-        let mut src = File::open(&s.temp).map_err(|e| Error::io("open", &s.temp, e))?;
-        let mut written = 0u64;
-        loop {
-            let n = src
-                .read(&mut buf)
-                .map_err(|e| Error::io("read", &s.temp, e))?;
-            if n == 0 {
-                break;
+        let full = matches!(&current, Some((_, _, _, len)) if *len >= rotate_size);
+        if full || current.is_none() {
+            if let Some((_, f, path, _)) = current.take() {
+                f.sync_all().map_err(|e| Error::io("fsync", &path, e))?;
             }
-            f.write_all_at(&buf[..n], offset + written)
-                .map_err(|e| Error::io("write", &path, e))?;
+            let (file_id, f, _new) = appendable_file(storage, highest, rotate_size)?;
+            highest = highest.max(file_id);
+            let path = storage.join(map_file_name(file_id));
+            let len = f
+                .metadata()
+                .map_err(|e| Error::io("fstat", &path, e))?
+                .len();
+            current = Some((file_id, f, path, len));
+        }
+        let (file_id, f, path, offset) = current.as_mut().expect("opened above");
+        let mut written = 0u64;
+        while written < s.size {
+            let want = (s.size - written).min(buf.len() as u64) as usize;
+            let n = spool
+                .read_at(&mut buf[..want], s.offset + written)
+                .map_err(|e| Error::io("read", spool_path, e))?;
+            if n == 0 {
+                return Err(Error::io(
+                    "read",
+                    spool_path,
+                    io::Error::new(io::ErrorKind::UnexpectedEof, "spool shorter than saved"),
+                ));
+            }
+            f.write_all_at(&buf[..n], *offset + written)
+                .map_err(|e| Error::io("write", path.as_path(), e))?;
             written += n as u64;
         }
-        debug_assert_eq!(written, s.size);
         let size = u32::try_from(written)
             .map_err(|_| Error::NotPossible("message too large for mdbox".into()))?;
-        let off = u32::try_from(offset)
+        let off = u32::try_from(*offset)
             .map_err(|_| Error::NotPossible(format!("{} is full", path.display())))?;
         mt.append(map_uid, 0);
         let mut rec = Vec::with_capacity(12);
@@ -647,11 +688,13 @@ fn append_to_storage(
         mt.ext_rec_update(ext::MAP, map_uid, &rec);
         mt.ext_rec_update(ext::REF, map_uid, &1u16.to_le_bytes());
         map_uids.push(map_uid);
-        offset += written;
+        *offset += written;
     }
-    f.sync_all().map_err(|e| Error::io("fsync", &path, e))?;
-    if file_id > hdr.highest_file_id {
-        mt.ext_hdr_update(ext::MAP, 0, &file_id.to_le_bytes());
+    if let Some((_, f, path, _)) = current.take() {
+        f.sync_all().map_err(|e| Error::io("fsync", &path, e))?;
+    }
+    if highest > hdr.highest_file_id {
+        mt.ext_hdr_update(ext::MAP, 0, &highest.to_le_bytes());
     }
     Ok(map_uids)
 }
