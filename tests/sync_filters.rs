@@ -500,3 +500,70 @@ fn sync_lock_waits_times_out_with_75_and_is_shared_with_dovecot() {
     let out = env.mailsync(&a, &["sync", "-l", "5", &b]);
     assert!(matches!(out.status.code(), Some(0 | 2)), "{}", stderr(&out));
 }
+
+/// In-memory stores through the engine: a two-way `-I` run with a UID conflict keeps every
+/// message, copies only the small one, and later runs change nothing (an unwanted message
+/// is never renumbered again and again).
+#[test]
+fn two_way_max_size_with_a_uid_conflict_is_stable_and_loses_nothing() {
+    use mailstore::memory::MemoryStore;
+    use mailstore::{Guid, NewMail, Store};
+    use mailsync::sync::{self, MailFilter, MergeKind, SyncOptions};
+
+    fn save(s: &MemoryStore, guid: &str, body: &str) {
+        let mut mb = s.open_mailbox("INBOX").unwrap();
+        let mut tx = mb.begin().unwrap();
+        tx.save(
+            NewMail {
+                guid: Some(Guid::from_bytes(guid.as_bytes())),
+                received_date: Some(JAN_2020),
+                ..Default::default()
+            },
+            &mut body.as_bytes(),
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+    fn uids(s: &MemoryStore) -> Vec<(u32, String)> {
+        let mut mb = s.open_mailbox("INBOX").unwrap();
+        mb.mails()
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.uid.0, r.guid.to_string()))
+            .collect()
+    }
+    let run = |a: &MemoryStore, b: &MemoryStore| {
+        let opts = SyncOptions {
+            kind: MergeKind::TwoWay,
+            full: true,
+            filter: MailFilter {
+                max_size: Some(100),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let r = sync::run(Box::new(a.clone()), Box::new(b.clone()), &opts);
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        r.exit_code
+    };
+    let a = MemoryStore::new();
+    let b = MemoryStore::new();
+    save(&a, "common", "common\n");
+    assert_eq!(run(&a, &b), 0);
+    // UID 2 is a big message on A and a different small one on B.
+    save(&a, "big-on-a", &"x".repeat(500));
+    save(&b, "small-on-b", "small\n");
+    assert!(matches!(run(&a, &b), 0 | 2));
+    let after_first = (uids(&a), uids(&b));
+    let guids = |v: &[(u32, String)]| {
+        let mut g: Vec<String> = v.iter().map(|x| x.1.clone()).collect();
+        g.sort();
+        g
+    };
+    assert_eq!(guids(&after_first.0), ["big-on-a", "common", "small-on-b"]);
+    assert_eq!(guids(&after_first.1), ["common", "small-on-b"]);
+    for _ in 0..2 {
+        assert_eq!(run(&a, &b), 0);
+        assert_eq!((uids(&a), uids(&b)), after_first);
+    }
+}
