@@ -43,7 +43,7 @@ fn mailbox_guid(env: &Env, loc: &str, name: &str) -> String {
 }
 
 /// `doveadm dump` of the mailbox log as (type, guid) lines, timestamps dropped.
-fn dump_records(env: &Env, loc: &str, path: &PathBuf) -> Vec<String> {
+fn dump_records(env: &Env, loc: &str, path: &std::path::Path) -> Vec<String> {
     let out = ok(
         "doveadm dump",
         env.doveadm(loc, &["dump", path.to_str().unwrap()]),

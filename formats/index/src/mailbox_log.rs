@@ -130,9 +130,12 @@ pub fn read(index_root: &Path) -> io::Result<(Vec<MailboxLogRecord>, Vec<String>
     Ok((out, warnings))
 }
 
+/// (GUID, UNIX time) pairs, and warnings about records that couldn't be read.
+pub type Deleted = (Vec<([u8; 16], i64)>, Vec<String>);
+
 /// The DELETE_MAILBOX records of [`read`] as (mailbox GUID, UNIX time), oldest file first;
 /// a GUID deleted more than once is listed once, with its latest time.
-pub fn deleted_mailboxes(index_root: &Path) -> io::Result<(Vec<([u8; 16], i64)>, Vec<String>)> {
+pub fn deleted_mailboxes(index_root: &Path) -> io::Result<Deleted> {
     let (records, warnings) = read(index_root)?;
     let mut out: Vec<([u8; 16], i64)> = Vec::new();
     for r in records
@@ -196,7 +199,8 @@ mod tests {
         append(dir.path(), MailboxLogType::DeleteMailbox, [1; 16], 1).unwrap();
         let mut data = fs::read(path_in(dir.path())).unwrap();
         data.extend_from_slice(&[6; 24]);
-        data.extend_from_slice(&data[..24].to_vec());
+        let first = data[..24].to_vec();
+        data.extend_from_slice(&first);
         data.extend_from_slice(&[1; 5]);
         fs::write(path_in(dir.path()), &data).unwrap();
         let (recs, warns) = read(dir.path()).unwrap();
