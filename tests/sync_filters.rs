@@ -567,3 +567,77 @@ fn two_way_max_size_with_a_uid_conflict_is_stable_and_loses_nothing() {
         assert_eq!((uids(&a), uids(&b)), after_first);
     }
 }
+
+/// A stateful run with a filter must not record the filtered message as common: a later
+/// stateful run (here without the filter) would take its absence on the other side for an
+/// expunge and delete it.
+#[test]
+fn a_state_from_a_filtered_run_never_makes_a_filtered_message_look_expunged() {
+    use mailstore::memory::MemoryStore;
+    use mailstore::{Guid, NewMail, Store};
+    use mailsync::sync::{self, MailFilter, MergeKind, SyncOptions};
+
+    fn save(s: &MemoryStore, guid: &str, body: &str) {
+        let mut mb = s.open_mailbox("INBOX").unwrap();
+        let mut tx = mb.begin().unwrap();
+        tx.save(
+            NewMail {
+                guid: Some(Guid::from_bytes(guid.as_bytes())),
+                received_date: Some(JAN_2020),
+                ..Default::default()
+            },
+            &mut body.as_bytes(),
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+    fn guids(s: &MemoryStore) -> Vec<String> {
+        let mut mb = s.open_mailbox("INBOX").unwrap();
+        let mut g: Vec<String> = mb
+            .mails()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.guid.to_string())
+            .collect();
+        g.sort();
+        g
+    }
+    for kind in [MergeKind::TwoWay, MergeKind::Backup] {
+        let a = MemoryStore::new();
+        let b = MemoryStore::new();
+        save(&a, "small-1", "small\n");
+        save(&a, "big", &"x".repeat(500));
+        save(&a, "small-3", "small 3\n");
+        let opts = SyncOptions {
+            kind,
+            state: Some(Vec::new()),
+            filter: MailFilter {
+                max_size: Some(100),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let r = sync::run(Box::new(a.clone()), Box::new(b.clone()), &opts);
+        assert!(matches!(r.exit_code, 0 | 2), "{:?}", r.errors);
+        assert_eq!(guids(&b), ["small-1", "small-3"]);
+        let state = r.state;
+        let inbox = state.iter().map(|s| s.last_common_uid).next();
+        assert_eq!(
+            inbox,
+            Some(1),
+            "{kind:?}: the state stops below the big message"
+        );
+        // Something changes, then a stateful two-way run without the filter.
+        save(&b, "new-on-b", "new\n");
+        let opts = SyncOptions {
+            kind: MergeKind::TwoWay,
+            state: Some(state),
+            ..Default::default()
+        };
+        let r = sync::run(Box::new(a.clone()), Box::new(b.clone()), &opts);
+        assert!(matches!(r.exit_code, 0 | 2), "{:?}", r.errors);
+        let all = ["big", "new-on-b", "small-1", "small-3"];
+        assert_eq!(guids(&a), all, "{kind:?}");
+        assert_eq!(guids(&b), all, "{kind:?}");
+    }
+}

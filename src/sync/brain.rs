@@ -768,16 +768,28 @@ impl Brain {
             vec![(self.opts.kind, primary)]
         };
         let mut final_next = 0;
+        let mut filtered_min_uid: Option<u32> = None;
         for (kind, round_primary) in rounds {
-            final_next = self.round(&name, &mut mailbox, kind, round_primary, lcu)?;
+            let (next, filtered) = self.round(&name, &mut mailbox, kind, round_primary, lcu)?;
+            final_next = next;
+            filtered_min_uid = match (filtered_min_uid, filtered) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
         }
+        // A message the filters kept on one side only is not common: the state stops
+        // below it (its absence on the other side is no expunge).
+        let last_common_uid = match filtered_min_uid {
+            Some(uid) => final_next.min(uid).saturating_sub(1),
+            None => final_next.saturating_sub(1),
+        };
         // State: the master remembers what both sides now hold in common.
         mailbox.sync()?;
         let st = mailbox.status()?;
         let my_state = MailboxStateItem {
             mailbox_guid: pair.primary_guid,
             last_uidvalidity: st.uid_validity,
-            last_common_uid: final_next.saturating_sub(1),
+            last_common_uid,
             last_common_modseq: st.highest_modseq,
             last_common_pvt_modseq: 0,
             last_messages_count: st.messages,
@@ -824,7 +836,8 @@ impl Brain {
         Ok(())
     }
 
-    /// One merge round: `C` lists, plan, `R` lists, `M` streams. Returns the common UIDNEXT.
+    /// One merge round: `C` lists, plan, `R` lists, `M` streams. Returns the common UIDNEXT
+    /// and the lowest UID the filters left on one side only.
     fn round(
         &mut self,
         name: &str,
@@ -832,7 +845,7 @@ impl Brain {
         kind: MergeKind,
         primary: bool,
         lcu: u32,
-    ) -> Result<u32, SyncError> {
+    ) -> Result<(u32, Option<u32>), SyncError> {
         let need_vsize = self.opts.filter.max_size.is_some();
         let (view, b) = export_view(mailbox.as_mut(), need_vsize)?;
         self.log(format!("{name}: expunge history {:?}", view.expunged));
@@ -852,6 +865,7 @@ impl Brain {
         };
         let filter = self.opts.filter.clone();
         let full = plan::plan_mailbox(kind, pv, sv, lcu, &filter);
+        let mut filtered_min_uid = full.filtered_min_uid;
         let mut mine: SidePlan = if primary {
             full.primary.clone()
         } else {
@@ -864,14 +878,18 @@ impl Brain {
             // INBOX is never deleted: revert in place; messages that can't get their UID
             // back get new ones and the run reports "not in sync" (exit 2).
             self.log(format!("{name}: can't rebuild INBOX, reverting in place"));
-            mine = plan::plan_backup_in_place(pv, sv, &filter).secondary;
+            let in_place = plan::plan_backup_in_place(pv, sv, &filter);
+            filtered_min_uid = in_place.filtered_min_uid;
+            mine = in_place.secondary;
             self.out.changes_during_sync = true;
         }
         if mine.recreate {
             self.log(format!("{name}: rebuilding the copy"));
             self.recreate(name, mailbox, pv.uid_validity)?;
             let (own, _) = export_view(mailbox.as_mut(), false)?;
-            mine = plan::plan_backup(pv, &own, &filter).secondary;
+            let rebuilt = plan::plan_backup(pv, &own, &filter);
+            filtered_min_uid = rebuilt.filtered_min_uid;
+            mine = rebuilt.secondary;
             if mine.recreate {
                 // INBOX that can't be emptied down to the source's UIDs.
                 mine.recreate = false;
@@ -917,7 +935,7 @@ impl Brain {
             mailbox.sync()?;
             self.send_mails(mailbox.as_mut(), &view, &peer_requests, &moved)?;
         }
-        Ok(common_next)
+        Ok((common_next, filtered_min_uid))
     }
 
     fn send_mails(

@@ -144,6 +144,16 @@ impl SidePlan {
 pub struct MailboxPlan {
     pub primary: SidePlan,
     pub secondary: SidePlan,
+    /// The lowest UID a message keeps on one side only because the filter kept it from
+    /// being copied: the run's state must not call it common (a later stateful run would
+    /// take its absence on the other side for an expunge).
+    pub filtered_min_uid: Option<u32>,
+}
+
+impl MailboxPlan {
+    fn filtered(&mut self, uid: u32) {
+        self.filtered_min_uid = Some(self.filtered_min_uid.map_or(uid, |u| u.min(uid)));
+    }
 }
 
 fn without_recent(flags: Flags) -> Flags {
@@ -289,6 +299,8 @@ pub fn plan_two_way(
                     plan.primary.expunge.push(a.uid);
                 } else if filter.wants(a) {
                     fresh.push((key(a), uid, false, a));
+                } else {
+                    plan.filtered(uid);
                 }
             }
             (None, Some(b)) => {
@@ -296,6 +308,8 @@ pub fn plan_two_way(
                     plan.secondary.expunge.push(b.uid);
                 } else if filter.wants(b) {
                     fresh.push((key(b), uid, true, b));
+                } else {
+                    plan.filtered(uid);
                 }
             }
             (None, None) => {}
@@ -305,6 +319,7 @@ pub fn plan_two_way(
     // the same new UIDs from max(UIDNEXT). A GUID match alone never merges two messages.
     fresh.sort_by(|x, y| (&x.0, x.1, x.2).cmp(&(&y.0, y.1, y.2)));
     let mut next = p.uid_next.max(s.uid_next);
+    let mut filtered = Vec::new();
     for (_, uid, from_secondary, m) in fresh {
         let (own, other, other_next) = if from_secondary {
             (&mut plan.secondary, &mut plan.primary, p.uid_next)
@@ -328,7 +343,12 @@ pub fn plan_two_way(
             other
                 .saves
                 .push(save_from(m, Uid(target), SaveSource::Peer(Uid(uid))));
+        } else {
+            filtered.push(target);
         }
+    }
+    for uid in filtered {
+        plan.filtered(uid);
     }
     for side in [&mut plan.primary, &mut plan.secondary] {
         side.saves.sort_by_key(|s| s.uid);
@@ -387,6 +407,7 @@ pub fn plan_backup(p: &SideView, s: &SideView, filter: &MailFilter) -> MailboxPl
 /// revert_local_changes expunges local-only mail without asking want_change).
 pub fn plan_backup_in_place(p: &SideView, s: &SideView, filter: &MailFilter) -> MailboxPlan {
     let mut plan = MailboxPlan::default();
+    let mut filtered = Vec::new();
     let side = &mut plan.secondary;
     side.min_uid_next = p.uid_next;
     if p.uid_validity != s.uid_validity && s.uid_validity_settable {
@@ -402,6 +423,8 @@ pub fn plan_backup_in_place(p: &SideView, s: &SideView, filter: &MailFilter) -> 
                 if filter.wants(a) {
                     side.saves
                         .push(save_from(a, a.uid, SaveSource::Peer(a.uid)));
+                } else {
+                    filtered.push(a.uid.0);
                 }
             }
             Some(a) if !same_flags(a, b) => side.flags.push(flag_target(a)),
@@ -409,12 +432,20 @@ pub fn plan_backup_in_place(p: &SideView, s: &SideView, filter: &MailFilter) -> 
         }
     }
     for a in &p.mails {
-        if !sm.contains_key(&a.uid.0) && filter.wants(a) {
+        if sm.contains_key(&a.uid.0) {
+            continue;
+        }
+        if filter.wants(a) {
             side.saves
                 .push(save_from(a, a.uid, SaveSource::Peer(a.uid)));
+        } else {
+            filtered.push(a.uid.0);
         }
     }
     side.saves.sort_by_key(|s| s.uid);
+    for uid in filtered {
+        plan.filtered(uid);
+    }
     plan
 }
 
