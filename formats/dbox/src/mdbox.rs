@@ -278,6 +278,10 @@ impl Mailbox for MdboxMailbox {
         self.refresh()
     }
 
+    fn counters(&mut self) -> Result<MailboxStatus> {
+        Ok(status_of(&self.view, self.guid, std::iter::empty()))
+    }
+
     fn status(&mut self) -> Result<MailboxStatus> {
         self.read_all_infos()?;
         let mut sizes = Vec::new();

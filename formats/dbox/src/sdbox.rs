@@ -375,6 +375,10 @@ impl Mailbox for SdboxMailbox {
         self.refresh()
     }
 
+    fn counters(&mut self) -> Result<MailboxStatus> {
+        Ok(status_of(&self.view, self.guid, std::iter::empty()))
+    }
+
     fn status(&mut self) -> Result<MailboxStatus> {
         let mut sizes = Vec::new();
         for m in self.view.messages() {

@@ -1260,6 +1260,31 @@ impl MaildirMailbox {
     }
 }
 
+impl MaildirMailbox {
+    /// The status counters of the current view, with the given size sum and first saved
+    /// date (which need message reads; `counters` passes 0 and `None`).
+    fn counters_of_view(&self, vsize: u64, first_saved: Option<i64>) -> MailboxStatus {
+        let mails = &self.view.mails;
+        MailboxStatus {
+            uid_validity: self.view.uid_validity,
+            uid_next: self.view.uid_next,
+            highest_modseq: self.index.highest_modseq,
+            messages: mails.len() as u32,
+            recent: mails
+                .iter()
+                .filter(|m| m.flags.contains(Flags::RECENT))
+                .count() as u32,
+            unseen: mails
+                .iter()
+                .filter(|m| !m.flags.contains(Flags::SEEN))
+                .count() as u32,
+            vsize,
+            guid: self.view.guid,
+            first_saved,
+        }
+    }
+}
+
 impl Mailbox for MaildirMailbox {
     fn name(&self) -> &str {
         &self.name
@@ -1267,6 +1292,10 @@ impl Mailbox for MaildirMailbox {
 
     fn sync(&mut self) -> Result<()> {
         self.sync_impl()
+    }
+
+    fn counters(&mut self) -> Result<MailboxStatus> {
+        Ok(self.counters_of_view(0, None))
     }
 
     fn status(&mut self) -> Result<MailboxStatus> {
@@ -1291,27 +1320,7 @@ impl Mailbox for MaildirMailbox {
             .mails
             .first()
             .map(|m| self.record_of(m).saved_date);
-        Ok(MailboxStatus {
-            uid_validity: self.view.uid_validity,
-            uid_next: self.view.uid_next,
-            highest_modseq: self.index.highest_modseq,
-            messages: self.view.mails.len() as u32,
-            recent: self
-                .view
-                .mails
-                .iter()
-                .filter(|m| m.flags.contains(Flags::RECENT))
-                .count() as u32,
-            unseen: self
-                .view
-                .mails
-                .iter()
-                .filter(|m| !m.flags.contains(Flags::SEEN))
-                .count() as u32,
-            vsize,
-            guid: self.view.guid,
-            first_saved,
-        })
+        Ok(self.counters_of_view(vsize, first_saved))
     }
 
     fn mails(&mut self) -> Result<Vec<MailRecord>> {

@@ -96,6 +96,7 @@ macro_rules! conformance_suite {
             deleted_mailboxes_lists_a_deleted_guid
             update_mailbox_raises_uid_next_and_highest_modseq
             update_mailbox_sets_uid_validity_of_an_empty_mailbox
+            counters_agree_with_status
         );
     };
     (@tests $make:expr; $($name:ident)*) => {
@@ -2037,4 +2038,61 @@ pub fn update_mailbox_sets_uid_validity_of_an_empty_mailbox(target: &dyn Conform
     let st = open(&*reopened, "Fresh").status().unwrap();
     assert_eq!(st.uid_validity, wanted, "persists");
     assert_eq!(st.messages, 1);
+}
+
+/// `Mailbox::counters` gives the same counters as `status` (without the size sum and the
+/// first saved date), before and after saves, flag changes and expunges.
+pub fn counters_agree_with_status(target: &dyn ConformanceTarget) {
+    let store = target.open();
+    store.create_mailbox("Counted", None).unwrap();
+    let mut mb = open(&*store, "Counted");
+    let check = |mb: &mut Box<dyn Mailbox>, what: &str| {
+        let st = mb.status().unwrap();
+        let c = mb.counters().unwrap();
+        assert_eq!(
+            (
+                c.uid_validity,
+                c.uid_next,
+                c.highest_modseq,
+                c.messages,
+                c.unseen,
+                c.guid
+            ),
+            (
+                st.uid_validity,
+                st.uid_next,
+                st.highest_modseq,
+                st.messages,
+                st.unseen,
+                st.guid
+            ),
+            "{what}"
+        );
+        assert_eq!(c.recent, st.recent, "{what}");
+    };
+    check(&mut mb, "empty");
+    let mut t = mb.begin().unwrap();
+    for i in 0..3 {
+        let body = format!("Subject: c{i}\n\nbody {i}\n");
+        t.save(NewMail::default(), &mut body.as_bytes()).unwrap();
+    }
+    let uids = t.commit().unwrap().saved;
+    check(&mut mb, "after saves");
+    assert_eq!(mb.counters().unwrap().messages, 3);
+    let mut t = mb.begin().unwrap();
+    t.update_flags(
+        uids[0],
+        &FlagUpdate {
+            op: FlagOp::Add,
+            flags: Flags::SEEN,
+            keywords: Vec::new(),
+        },
+    )
+    .unwrap();
+    t.expunge(uids[1]).unwrap();
+    t.commit().unwrap();
+    mb.sync().unwrap();
+    check(&mut mb, "after flag change and expunge");
+    let c = mb.counters().unwrap();
+    assert_eq!((c.messages, c.unseen), (2, 1));
 }

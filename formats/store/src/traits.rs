@@ -74,6 +74,18 @@ pub trait Mailbox: Send {
     /// Status as of the last sync.
     fn status(&mut self) -> Result<MailboxStatus>;
 
+    /// The counters of [`Mailbox::status`] that need no message read (UIDVALIDITY,
+    /// UIDNEXT, HIGHESTMODSEQ, GUID, messages, recent, unseen): `vsize` is 0 and
+    /// `first_saved` is `None`. What the sync engine's fast path compares, so an unchanged
+    /// mailbox costs no I/O per message. The default calls `status`.
+    fn counters(&mut self) -> Result<MailboxStatus> {
+        Ok(MailboxStatus {
+            vsize: 0,
+            first_saved: None,
+            ..self.status()?
+        })
+    }
+
     /// Every message in the view, ascending by UID.
     fn mails(&mut self) -> Result<Vec<MailRecord>>;
 
