@@ -167,9 +167,8 @@ fn two_way_sync_between_maildirs_is_idempotent_and_dovecot_agrees() {
 fn cli_usage_errors_and_state_output() {
     let (env, src) = fixture_env();
     let dest = format!("maildir:{}", env.root.join("st").display());
-    let out = env.mailsync(&src, &["sync", "-l", "30", &dest]);
+    let out = env.mailsync(&src, &["sync", "-l", "abc", &dest]);
     assert_eq!(code(&out), 64);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not supported yet"));
     let out = env.mailsync(&src, &["backup", "-1", &dest]);
     assert_eq!(code(&out), 64);
     let out = env.mailsync(&src, &["sync", "-s", "", &dest]);
