@@ -530,7 +530,8 @@ impl Transaction for SdboxTransaction<'_> {
                 self.mb.line_endings,
                 body,
             )?;
-            f.sync_all().map_err(|e| Error::io("fsync", &temp, e))
+            // made durable at commit, with the transaction's other saves
+            Ok(())
         })();
         if let Err(e) = result {
             let _ = fs::remove_file(&temp);
@@ -562,6 +563,15 @@ impl Transaction for SdboxTransaction<'_> {
         let updates = std::mem::take(&mut self.updates);
         let expunges = std::mem::take(&mut self.expunges);
         let dir = self.mb.dir.clone();
+        // every saved file durable before the first is linked into place
+        // (mailsupport::durable), outside the index lock
+        let temps: Vec<&Path> = saves.iter().map(|s| s.temp.as_path()).collect();
+        if let Err((p, e)) = mailsupport::durable::sync_files(&temps) {
+            for s in &saves {
+                let _ = fs::remove_file(&s.temp);
+            }
+            return Err(Error::io("fsync", p, e));
+        }
         let result = commit_locked(
             &self.mb.writer,
             true,

@@ -1535,6 +1535,13 @@ impl MaildirTransaction<'_> {
             write_keywords(&paths, &kwmap)?;
         }
 
+        // Every saved file durable before the first one becomes visible.
+        let temps: Vec<PathBuf> = self
+            .saves
+            .iter()
+            .map(|s| paths.tmp().join(&s.tmp_name))
+            .collect();
+        mailsupport::durable::sync_files(&temps).map_err(|(p, e)| Error::io("fsync", p, e))?;
         // Saves: tmp/ → new/ (no flags) or cur/ (with `:2,<flags>`), as maildir_file_move.
         let mut moved: Vec<PathBuf> = Vec::new();
         let mut saved = Vec::with_capacity(self.saves.len());
@@ -1776,7 +1783,7 @@ impl Transaction for MaildirTransaction<'_> {
                 size += n as u64;
                 file.write_all(&buf[..n])?;
             }
-            file.sync_all()?;
+            // made durable at commit, with the transaction's other saves (mailsupport::durable)
             // maildir_save_finish_received_date: the received date is the file's mtime.
             let now = SystemTime::now();
             let mut times = FileTimes::new().set_accessed(now);

@@ -3,6 +3,7 @@
 
 pub mod atomic;
 pub mod dotlock;
+pub mod durable;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod mutf7;
