@@ -699,3 +699,58 @@ fn stateful_run_touches_only_mailboxes_changed_on_either_side() {
     assert_equal(&a, &b);
     assert_eq!(contents(&a, "Two")[0].2, Flags::SEEN.0);
 }
+
+fn inbox_guid(s: &MemoryStore) -> mailstore::MailboxGuid {
+    s.open_mailbox("INBOX").unwrap().status().unwrap().guid
+}
+
+#[test]
+fn inboxes_created_apart_end_with_one_mailbox_guid() {
+    // backup: the destination takes the source's GUID
+    let (a, b) = (store(), store());
+    save(&a, "INBOX", None, "g1", "one");
+    save(&b, "INBOX", None, "g2", "two");
+    assert_ne!(inbox_guid(&a), inbox_guid(&b));
+    let source = inbox_guid(&a);
+    run(&a, &b, MergeKind::Backup);
+    assert_eq!((inbox_guid(&a), inbox_guid(&b)), (source, source));
+    // two-way: the lower GUID takes the higher
+    let (a, b) = (store(), store());
+    save(&a, "INBOX", None, "g1", "one");
+    save(&b, "INBOX", None, "g2", "two");
+    let higher = inbox_guid(&a).max(inbox_guid(&b));
+    run(&a, &b, MergeKind::TwoWay);
+    assert_eq!((inbox_guid(&a), inbox_guid(&b)), (higher, higher));
+    assert_eq!(run(&a, &b, MergeKind::TwoWay), 0);
+    assert_equal(&a, &b);
+}
+
+#[test]
+fn fast_mode_does_not_skip_equal_counters_with_different_last_mail() {
+    // after a sync, one delivery to each side leaves UIDNEXT, the message count and the
+    // GUIDs equal (and HIGHESTMODSEQ too once aligned): fast mode must still look
+    let (a, b) = (store(), store());
+    save(&a, "INBOX", None, "g1", "one");
+    save(&b, "INBOX", None, "g0", "zero");
+    run(&a, &b, MergeKind::TwoWay);
+    assert_eq!(run(&a, &b, MergeKind::TwoWay), 0);
+    save(&a, "INBOX", None, "only-a", "a");
+    save(&b, "INBOX", None, "only-b", "b");
+    let (sa, sb) = (
+        a.open_mailbox("INBOX").unwrap().status().unwrap(),
+        b.open_mailbox("INBOX").unwrap().status().unwrap(),
+    );
+    assert_eq!((sa.uid_next, sa.messages), (sb.uid_next, sb.messages));
+    let fast = SyncOptions {
+        kind: MergeKind::TwoWay,
+        full: false,
+        ..Default::default()
+    };
+    let r = sync::run(Box::new(a.clone()), Box::new(b.clone()), &fast);
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let guids: Vec<String> = uids(&a, "INBOX").into_iter().map(|(_, g)| g).collect();
+    for g in ["g1", "only-a", "only-b"] {
+        assert!(guids.iter().any(|x| x == g), "{g} in {guids:?}");
+    }
+    assert_equal(&a, &b);
+}

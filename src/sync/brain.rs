@@ -207,6 +207,7 @@ fn mailbox_item(mailbox: &mut dyn Mailbox) -> Result<MailboxItem, SyncError> {
         highest_modseq: st.highest_modseq,
         mailbox_lost: false,
         uid_validity_settable,
+        last_guid: st.last_guid,
     })
 }
 
@@ -678,6 +679,40 @@ impl Brain {
         }
     }
 
+    /// Two mailboxes paired by name but with different GUIDs (typically the INBOX each
+    /// side created on its own): one takes the other's GUID, as dsync does in
+    /// dsync-brain-mailbox-tree-sync.c sync_create_box — a backup or one-way destination
+    /// takes the source's, in a two-way sync the lower GUID takes the higher. Both brains
+    /// decide this run on the `B` items as sent (so this run still compares the pair in
+    /// full); from the next run on the GUIDs agree and fast mode can skip the pair. A
+    /// backend that can't change the GUID just keeps it.
+    fn adopt_peer_guid(
+        &mut self,
+        name: &str,
+        mailbox: &mut dyn Mailbox,
+        mine: &MailboxItem,
+        theirs: &MailboxItem,
+    ) {
+        if mine.mailbox_guid == theirs.mailbox_guid || theirs.mailbox_guid.is_zero() {
+            return;
+        }
+        let kind = self.opts.kind;
+        let take = match kind {
+            MergeKind::TwoWay => theirs.mailbox_guid.0 > mine.mailbox_guid.0,
+            _ => !self.is_primary(),
+        };
+        if !take || !self.writable(kind, self.is_primary()) {
+            return;
+        }
+        match mailbox.set_mailbox_guid(theirs.mailbox_guid) {
+            Ok(()) => self.log(format!(
+                "{name}: mailbox GUID {} -> {}",
+                mine.mailbox_guid, theirs.mailbox_guid
+            )),
+            Err(e) => self.log(format!("{name}: keeps its mailbox GUID: {e}")),
+        }
+    }
+
     /// Syncs one mailbox: `B` exchange, then one or two merge rounds.
     fn sync_pair(
         &mut self,
@@ -706,6 +741,7 @@ impl Brain {
             self.out.changes_during_sync = true;
             return Ok(());
         }
+        self.adopt_peer_guid(&name, mailbox.as_mut(), &mine, &theirs);
         let (p_b, s_b) = if self.is_primary() {
             (&mine, &theirs)
         } else {
@@ -749,6 +785,7 @@ impl Brain {
             && p_b.messages_count == s_b.messages_count
             && p_b.highest_modseq == s_b.highest_modseq
             && p_b.mailbox_guid == s_b.mailbox_guid
+            && p_b.last_guid == s_b.last_guid
         {
             self.log(format!("{name}: unchanged, skipped"));
             if self.master {

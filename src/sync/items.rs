@@ -95,6 +95,11 @@ pub struct MailboxItem {
     /// mailsync extension (a capability bit like dsync's have_guids): this side's backend
     /// can change the mailbox's UIDVALIDITY (`Mailbox::update_mailbox`).
     pub uid_validity_settable: bool,
+    /// mailsync extension: GUID of the message with the highest UID. Fast mode skips a
+    /// pair only when these agree too: equal counters alone don't prove equal contents
+    /// (one delivery to each side since the last sync leaves UIDNEXT, count and — after
+    /// dsync's modseq alignment — HIGHESTMODSEQ equal).
+    pub last_guid: Option<Guid>,
 }
 
 /// `C` type.

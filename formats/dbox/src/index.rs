@@ -151,6 +151,32 @@ pub(crate) fn update_index(
     Ok(())
 }
 
+/// `Mailbox::set_mailbox_guid` for a dbox mailbox index: the `dbox-hdr`/`mdbox-hdr`
+/// header with the new GUID, in one EXTERNAL transaction (sdbox_update_header /
+/// mdbox_update_header of sdbox-storage.c / mdbox-storage.c).
+pub(crate) fn set_mailbox_guid(dir: &Path, kind: DboxKind, guid: MailboxGuid) -> Result<()> {
+    if guid.is_zero() {
+        return Err(Error::Params("mailbox GUID can't be all zero".into()));
+    }
+    let w = IndexWriter::open(dir, INDEX_PREFIX);
+    commit_locked(
+        &w,
+        true,
+        |view, t| -> std::result::Result<(), CommitError> {
+            let mut hdr = dbox_header(view, kind).ok_or_else(|| {
+                Error::corrupted(dir.join(INDEX_PREFIX), "dbox: missing mailbox header")
+            })?;
+            if hdr.mailbox_guid != guid.0 {
+                hdr.mailbox_guid = guid.0;
+                t.ext_hdr_update(hdr_ext_name(kind), 0, &hdr.encode());
+            }
+            Ok(())
+        },
+    )
+    .map_err(|CommitError(e)| e)?;
+    Ok(())
+}
+
 /// The end of a Dovecot index sync (mail_index_sync_commit) after one of our commits left
 /// the log at `log_offset`: once the log has reached 32 KiB, move the tail, rotate a due
 /// log and rewrite `dovecot.index` when the log outgrew it

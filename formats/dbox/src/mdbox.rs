@@ -257,6 +257,21 @@ impl MdboxMailbox {
         Ok(())
     }
 
+    /// The GUID of the message with the highest UID (one metadata read at most).
+    fn last_guid(&mut self) -> Result<Option<Guid>> {
+        let Some(uid) = self.view.messages().last().map(|m| m.uid()) else {
+            return Ok(None);
+        };
+        self.read_infos(std::iter::once(uid))?;
+        let Some(m) = self.view.message(uid) else {
+            return Ok(None);
+        };
+        Ok(self
+            .infos
+            .get(&uid)
+            .map(|(_, info)| mail_record(&self.view, &m, info).guid))
+    }
+
     fn read_all_infos(&mut self) -> Result<()> {
         let uids: Vec<u32> = self.view.messages().map(|m| m.uid()).collect();
         self.read_infos(uids.into_iter())
@@ -279,7 +294,8 @@ impl Mailbox for MdboxMailbox {
     }
 
     fn counters(&mut self) -> Result<MailboxStatus> {
-        Ok(status_of(&self.view, self.guid, std::iter::empty()))
+        let last = self.last_guid()?;
+        Ok(status_of(&self.view, self.guid, std::iter::empty(), last))
     }
 
     fn status(&mut self) -> Result<MailboxStatus> {
@@ -291,7 +307,8 @@ impl Mailbox for MdboxMailbox {
                 sizes.push((stored_vsize(&path, info)?, info.saved));
             }
         }
-        Ok(status_of(&self.view, self.guid, sizes.into_iter()))
+        let last = self.last_guid()?;
+        Ok(status_of(&self.view, self.guid, sizes.into_iter(), last))
     }
 
     fn mails(&mut self) -> Result<Vec<MailRecord>> {
@@ -330,6 +347,12 @@ impl Mailbox for MdboxMailbox {
 
     fn changes_since(&mut self, since: ModSeq) -> Result<Changes> {
         Ok(self.view.changes_since(since))
+    }
+
+    fn set_mailbox_guid(&mut self, guid: MailboxGuid) -> Result<()> {
+        crate::index::set_mailbox_guid(&self.dir, DboxKind::Multi, guid)?;
+        self.guid = guid;
+        self.refresh()
     }
 
     fn update_mailbox(&mut self, update: &mailstore::MailboxUpdate) -> Result<()> {

@@ -254,6 +254,7 @@ pub(crate) fn status_of(
     view: &View,
     guid: MailboxGuid,
     sizes: impl Iterator<Item = (u64, i64)>,
+    last_guid: Option<Guid>,
 ) -> MailboxStatus {
     let hdr = view.header();
     let mut st = MailboxStatus {
@@ -262,6 +263,7 @@ pub(crate) fn status_of(
         highest_modseq: view.highest_modseq().max(1),
         messages: view.messages_count() as u32,
         guid,
+        last_guid,
         ..MailboxStatus::default()
     };
     for m in view.messages() {
@@ -282,6 +284,13 @@ pub(crate) fn status_of(
 }
 
 impl SdboxMailbox {
+    /// The GUID of the message with the highest UID (from its file's metadata).
+    fn last_guid(&self) -> Option<Guid> {
+        let m = self.view.messages().last()?;
+        let info = self.files.get(&m.uid())?;
+        Some(mail_record(&self.view, &m, info).guid)
+    }
+
     pub fn open(layout: &Layout, vname: &str) -> Result<SdboxMailbox> {
         let dir = layout.mail_dir(vname);
         let writer = IndexWriter::open(&dir, INDEX_PREFIX);
@@ -376,7 +385,8 @@ impl Mailbox for SdboxMailbox {
     }
 
     fn counters(&mut self) -> Result<MailboxStatus> {
-        Ok(status_of(&self.view, self.guid, std::iter::empty()))
+        let last = self.last_guid();
+        Ok(status_of(&self.view, self.guid, std::iter::empty(), last))
     }
 
     fn status(&mut self) -> Result<MailboxStatus> {
@@ -387,7 +397,8 @@ impl Mailbox for SdboxMailbox {
                 sizes.push((vsize, info.saved));
             }
         }
-        Ok(status_of(&self.view, self.guid, sizes.into_iter()))
+        let last = self.last_guid();
+        Ok(status_of(&self.view, self.guid, sizes.into_iter(), last))
     }
 
     fn mails(&mut self) -> Result<Vec<MailRecord>> {
@@ -430,6 +441,12 @@ impl Mailbox for SdboxMailbox {
 
     fn changes_since(&mut self, since: ModSeq) -> Result<Changes> {
         Ok(self.view.changes_since(since))
+    }
+
+    fn set_mailbox_guid(&mut self, guid: MailboxGuid) -> Result<()> {
+        crate::index::set_mailbox_guid(&self.dir, DboxKind::Single, guid)?;
+        self.guid = guid;
+        self.refresh()
     }
 
     fn update_mailbox(&mut self, update: &mailstore::MailboxUpdate) -> Result<()> {

@@ -103,8 +103,9 @@ struct MailFile {
     keywords: Vec<Keyword>,
     physical_size: u64,
     virtual_size: Option<u64>,
-    mtime: i64,
-    ctime: i64,
+    /// (mtime = received date, ctime) from stat(), taken only when a caller needs the
+    /// dates ([`MaildirMailbox::stat_view`]): counters and saves need none.
+    times: Option<(i64, i64)>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -984,16 +985,20 @@ impl MaildirMailbox {
     /// keep their UIDs); mailsync does it only for an empty mailbox, as every mailstore
     /// backend, and then starts UIDs again at 1. With INDEX=MEMORY a HIGHESTMODSEQ raise
     /// can't be kept: `NotPossible`.
-    fn update_impl(&mut self, update: &MailboxUpdate) -> Result<()> {
+    /// `update_mailbox`, and with `guid` also `set_mailbox_guid` (the uidlist header's `G`).
+    fn update_impl(&mut self, update: &MailboxUpdate, guid: Option<MailboxGuid>) -> Result<()> {
         if update.uid_validity == Some(0) {
             return Err(Error::Params("UIDVALIDITY can't be 0".into()));
         }
-        if *update == MailboxUpdate::default() {
+        if guid.is_some_and(|g| g.is_zero()) {
+            return Err(Error::Params("mailbox GUID can't be all zero".into()));
+        }
+        if *update == MailboxUpdate::default() && guid.is_none() {
             return Ok(());
         }
         self.ensure_dirs()?;
         let lock = lock_uidlist(&self.paths)?;
-        let result = self.update_mailbox_locked(update);
+        let result = self.update_mailbox_locked(update, guid);
         let released = lock.release();
         result?;
         released.map_err(|e| Error::io("unlink", self.paths.uidlist(), e))?;
@@ -1001,7 +1006,11 @@ impl MaildirMailbox {
     }
 
     /// [`Self::update_impl`] with the uidlist locked.
-    fn update_mailbox_locked(&self, update: &MailboxUpdate) -> Result<()> {
+    fn update_mailbox_locked(
+        &self,
+        update: &MailboxUpdate,
+        guid: Option<MailboxGuid>,
+    ) -> Result<()> {
         let mut st = read_disk(&self.paths)?;
         let base = self.index_base();
         let recent = self.update_locked(&mut st, &base)?;
@@ -1029,6 +1038,12 @@ impl MaildirMailbox {
                 list.header_next_uid = 1;
                 rewrite = true;
                 reset_index = true;
+            }
+        }
+        if let Some(g) = guid {
+            if list.guid != Some(g) {
+                list.guid = Some(g);
+                rewrite = true;
             }
         }
         if let Some(min) = update.min_uid_next {
@@ -1114,28 +1129,6 @@ impl MaildirMailbox {
                 continue;
             };
             let mut found = found.clone();
-            let mut md = fs::metadata(self.paths.sub(found.in_new).join(os(&found.fname)));
-            if matches!(&md, Err(e) if e.kind() == io::ErrorKind::NotFound) {
-                // Renamed or expunged between readdir and stat: look again.
-                match find_file(&self.paths, &rec.base)? {
-                    Some(f) => {
-                        md = fs::metadata(self.paths.sub(f.in_new).join(os(&f.fname)));
-                        found = f;
-                    }
-                    None => continue,
-                }
-            }
-            let md = match md {
-                Ok(m) => m,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => {
-                    return Err(Error::io(
-                        "stat",
-                        self.paths.sub(found.in_new).join(os(&found.fname)),
-                        e,
-                    ))
-                }
-            };
             let (mut flags, letters) = filename::flags_of(&found.fname);
             let mut keywords: Vec<Keyword> = letters
                 .iter()
@@ -1164,9 +1157,19 @@ impl MaildirMailbox {
                     .and_then(|v| v.parse::<u64>().ok())
             };
             // maildir_quick_size_lookup: the filename, then the uidlist, then stat().
-            let physical_size = filename::size_field(&found.fname, EXTRA_FILE_SIZE)
+            let mut times = None;
+            let physical_size = match filename::size_field(&found.fname, EXTRA_FILE_SIZE)
                 .or_else(|| ext_size(EXTRA_FILE_SIZE))
-                .unwrap_or(md.len());
+            {
+                Some(size) => size,
+                None => match self.stat_file(&mut found, &rec.base)? {
+                    Some(md) => {
+                        times = Some((md.mtime(), md.ctime()));
+                        md.len()
+                    }
+                    None => continue,
+                },
+            };
             let virtual_size = filename::size_field(&found.fname, EXTRA_VIRTUAL_SIZE)
                 .or_else(|| ext_size(EXTRA_VIRTUAL_SIZE));
             mails.push(MailFile {
@@ -1177,8 +1180,7 @@ impl MaildirMailbox {
                 keywords,
                 physical_size,
                 virtual_size,
-                mtime: md.mtime(),
-                ctime: md.ctime(),
+                times,
             });
         }
         let alive: HashSet<u32> = mails.iter().map(|m| m.uid).collect();
@@ -1226,20 +1228,73 @@ impl MaildirMailbox {
         Err(Error::MailNotFound(uid))
     }
 
+    /// stat() of a message's file, finding it again (and updating `found`) when it was
+    /// renamed since the directory scan; `None` when it is gone.
+    fn stat_file(&self, found: &mut Found, base: &[u8]) -> Result<Option<fs::Metadata>> {
+        let path = self.paths.sub(found.in_new).join(os(&found.fname));
+        match fs::metadata(&path) {
+            Ok(md) => return Ok(Some(md)),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(Error::io("stat", path, e))
+            }
+            Err(_) => {}
+        }
+        // Renamed or expunged between readdir and stat: look again.
+        let Some(f) = find_file(&self.paths, base)? else {
+            return Ok(None);
+        };
+        let path = self.paths.sub(f.in_new).join(os(&f.fname));
+        match fs::metadata(&path) {
+            Ok(md) => {
+                *found = f;
+                Ok(Some(md))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("stat", path, e)),
+        }
+    }
+
+    /// Takes the dates of every message of the view that has none yet (one stat each);
+    /// a message whose file is gone meanwhile leaves the view.
+    fn stat_view(&mut self) -> Result<()> {
+        let mut gone = Vec::new();
+        for i in 0..self.view.mails.len() {
+            if self.view.mails[i].times.is_some() {
+                continue;
+            }
+            let mut found = self.view.mails[i].found.clone();
+            let base = self.view.mails[i].record.base.clone();
+            match self.stat_file(&mut found, &base)? {
+                Some(md) => {
+                    let m = &mut self.view.mails[i];
+                    m.found = found;
+                    m.times = Some((md.mtime(), md.ctime()));
+                }
+                None => gone.push(i),
+            }
+        }
+        for i in gone.into_iter().rev() {
+            self.view.mails.remove(i);
+        }
+        Ok(())
+    }
+
+    /// The record of a message; its dates are 0 unless [`Self::stat_view`] ran.
     fn record_of(&self, m: &MailFile) -> MailRecord {
+        let (mtime, ctime) = m.times.unwrap_or_default();
         let saved_date = m
             .record
             .ext(SAVE_DATE_KEY)
             .and_then(|v| std::str::from_utf8(v).ok())
             .and_then(|v| v.parse::<i64>().ok())
-            .unwrap_or(m.ctime);
+            .unwrap_or(ctime);
         MailRecord {
             uid: Uid(m.uid),
             guid: Guid::from_bytes(m.record.guid()),
             flags: m.flags,
             keywords: m.keywords.clone(),
             modseq: ModSeq(self.index.modseq(m.uid)),
-            received_date: m.mtime,
+            received_date: mtime,
             saved_date,
             physical_size: m.physical_size,
             virtual_size: m
@@ -1281,6 +1336,7 @@ impl MaildirMailbox {
             vsize,
             guid: self.view.guid,
             first_saved,
+            last_guid: mails.last().map(|m| Guid::from_bytes(m.record.guid())),
         }
     }
 }
@@ -1299,6 +1355,7 @@ impl Mailbox for MaildirMailbox {
     }
 
     fn status(&mut self) -> Result<MailboxStatus> {
+        self.stat_view()?;
         let mut vsize = 0u64;
         for i in 0..self.view.mails.len() {
             let m = &self.view.mails[i];
@@ -1324,6 +1381,7 @@ impl Mailbox for MaildirMailbox {
     }
 
     fn mails(&mut self) -> Result<Vec<MailRecord>> {
+        self.stat_view()?;
         Ok(self.view.mails.iter().map(|m| self.record_of(m)).collect())
     }
 
@@ -1346,7 +1404,11 @@ impl Mailbox for MaildirMailbox {
     }
 
     fn update_mailbox(&mut self, update: &MailboxUpdate) -> Result<()> {
-        self.update_impl(update)
+        self.update_impl(update, None)
+    }
+
+    fn set_mailbox_guid(&mut self, guid: MailboxGuid) -> Result<()> {
+        self.update_impl(&MailboxUpdate::default(), Some(guid))
     }
 
     fn begin(&mut self) -> Result<Box<dyn Transaction + '_>> {

@@ -891,6 +891,7 @@ impl Mailbox for MboxMailbox {
             vsize,
             guid: self.meta.mailbox_guid,
             first_saved: records.first().map(|r| r.saved_date),
+            last_guid: records.last().map(|r| r.guid.clone()),
         })
     }
 

@@ -97,6 +97,7 @@ macro_rules! conformance_suite {
             update_mailbox_raises_uid_next_and_highest_modseq
             update_mailbox_sets_uid_validity_of_an_empty_mailbox
             counters_agree_with_status
+            set_mailbox_guid_keeps_the_messages
         );
     };
     (@tests $make:expr; $($name:ident)*) => {
@@ -2095,4 +2096,48 @@ pub fn counters_agree_with_status(target: &dyn ConformanceTarget) {
     check(&mut mb, "after flag change and expunge");
     let c = mb.counters().unwrap();
     assert_eq!((c.messages, c.unseen), (2, 1));
+}
+
+/// `Mailbox::set_mailbox_guid` (where supported) changes the GUID that status, a new store
+/// handle and the listing report, and nothing else: same UIDVALIDITY, UIDs, mail GUIDs.
+pub fn set_mailbox_guid_keeps_the_messages(target: &dyn ConformanceTarget) {
+    let store = target.open();
+    store.create_mailbox("Renamed", None).unwrap();
+    let mut mb = open(&*store, "Renamed");
+    let mut t = mb.begin().unwrap();
+    for i in 0..2 {
+        let body = format!("Subject: g{i}\n\nbody {i}\n");
+        t.save(NewMail::default(), &mut body.as_bytes()).unwrap();
+    }
+    t.commit().unwrap();
+    let before = mb.status().unwrap();
+    let mails_before = mb.mails().unwrap();
+    let new = MailboxGuid([0x5a; 16]);
+    assert_ne!(before.guid, new);
+    match mb.set_mailbox_guid(new) {
+        Err(e) if e.kind() == ErrorKind::NotPossible => return,
+        other => other.unwrap(),
+    }
+    let after = mb.status().unwrap();
+    assert_eq!(after.guid, new);
+    assert_eq!(
+        (after.uid_validity, after.uid_next, after.messages),
+        (before.uid_validity, before.uid_next, before.messages)
+    );
+    let fresh = target.open();
+    let mut again = open(&*fresh, "Renamed");
+    assert_eq!(again.status().unwrap().guid, new);
+    assert_eq!(again.mails().unwrap(), mails_before);
+    let listed = fresh
+        .list_mailboxes()
+        .unwrap()
+        .into_iter()
+        .find(|i| i.name == "Renamed")
+        .unwrap();
+    assert!(
+        listed.guid.is_none() || listed.guid == Some(new),
+        "{listed:?}"
+    );
+    let e = again.set_mailbox_guid(MailboxGuid([0; 16])).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Params);
 }

@@ -388,6 +388,11 @@ fn status_of(mailbox: &MailboxState) -> MailboxStatus {
             .values()
             .next()
             .map(|m| m.record.saved_date),
+        last_guid: mailbox
+            .messages
+            .values()
+            .next_back()
+            .map(|m| m.record.guid.clone()),
     }
 }
 
@@ -471,6 +476,17 @@ impl Mailbox for MemoryMailbox {
                 highest_modseq: ModSeq(mailbox.highest_modseq),
             })
         })
+    }
+
+    fn set_mailbox_guid(&mut self, guid: MailboxGuid) -> Result<()> {
+        if guid.is_zero() {
+            return Err(Error::Params("mailbox GUID can't be all zero".into()));
+        }
+        self.with_state(|mailbox| {
+            mailbox.guid = guid;
+            Ok(())
+        })?;
+        self.sync()
     }
 
     fn update_mailbox(&mut self, update: &MailboxUpdate) -> Result<()> {

@@ -124,6 +124,18 @@ pub trait Mailbox: Send {
             self.name()
         )))
     }
+
+    /// Gives the mailbox another GUID, its messages untouched (Dovecot's `mailbox_update`
+    /// with `mailbox_guid`, which dsync uses when two mailboxes of one name were created
+    /// apart, e.g. each side's INBOX: dsync-brain-mailbox-tree-sync.c sync_create_box).
+    /// Backends that can't answer `NotPossible` (the default).
+    fn set_mailbox_guid(&mut self, guid: MailboxGuid) -> Result<()> {
+        let _ = guid;
+        Err(crate::Error::NotPossible(format!(
+            "{}: this storage can't change the mailbox GUID",
+            self.name()
+        )))
+    }
 }
 
 /// A set of changes to one mailbox, applied by `commit` or dropped by `rollback`.

@@ -271,6 +271,9 @@ pub struct MailboxStatus {
     pub guid: MailboxGuid,
     /// Saved date (UNIX time) of the first message, if there is one.
     pub first_saved: Option<i64>,
+    /// GUID of the message with the highest UID, if there is one (a cheap fingerprint the
+    /// sync engine's fast mode compares along with the counters).
+    pub last_guid: Option<Guid>,
 }
 
 /// Compact per-message metadata, as a mailbox's current view holds it.
