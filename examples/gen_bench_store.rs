@@ -92,15 +92,14 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("create") if args.len() >= 2 => {
-            let n = args.get(2).map_or(Ok(28_000), |s| s.parse()).unwrap_or(0);
-            create(Path::new(&args[1]), n)
+            number(args.get(2), 28_000).and_then(|n| create(Path::new(&args[1]), n))
         }
-        Some("change") if args.len() >= 3 => {
-            let batch: u64 = args[2].parse().unwrap_or(1);
-            let n = args.get(3).map_or(Ok(100), |s| s.parse()).unwrap_or(100);
-            change(Path::new(&args[1]), batch, n)
+        Some("change") if args.len() >= 3 => number(args.get(2), 1).and_then(|batch| {
+            number(args.get(3), 100).and_then(|n| change(Path::new(&args[1]), batch, n))
+        }),
+        Some("big") if args.len() >= 3 => {
+            number(args.get(2), 200).and_then(|mib| big(Path::new(&args[1]), mib))
         }
-        Some("big") if args.len() >= 3 => big(Path::new(&args[1]), args[2].parse().unwrap_or(200)),
         _ => {
             eprintln!(
                 "usage: gen_bench_store create DIR [MESSAGES] | change DIR BATCH [N] | big DIR MIB"
@@ -111,6 +110,16 @@ fn main() {
     if let Err(e) = result {
         eprintln!("gen_bench_store: {e}");
         std::process::exit(1);
+    }
+}
+
+/// A numeric argument, `default` when absent; anything else is an error.
+fn number(arg: Option<&String>, default: u64) -> io::Result<u64> {
+    match arg {
+        None => Ok(default),
+        Some(s) => s
+            .parse()
+            .map_err(|_| io::Error::other(format!("not a number: {s:?}"))),
     }
 }
 
@@ -216,7 +225,7 @@ fn write_message(
     attachment: u64,
     flags: &str,
 ) -> io::Result<PathBuf> {
-    let received = EPOCH_START + n * 2_000 + rng.below(1_500);
+    let received = received_at(n, rng);
     let bytes = message_bytes(n, rng, received, body_size, attachment);
     let base = format!("{received}.M{n}P4242.bench,S={}", bytes.len());
     let name = if sub == "cur" {
@@ -230,6 +239,21 @@ fn write_message(
     f.set_modified(UNIX_EPOCH + Duration::from_secs(received))?;
     Ok(path)
 }
+
+/// Received dates: the store's messages spread over 2023–2024 (~2,000 s apart, wrapping
+/// around for stores over ~31,000 messages); a change
+/// batch's new mail (numbers from `CHANGE_BASE`) arrives a day per batch after 2025-01-01.
+fn received_at(n: u64, rng: &mut Rng) -> u64 {
+    if n >= CHANGE_BASE {
+        let (batch, i) = (n / CHANGE_BASE, n % CHANGE_BASE);
+        EPOCH_START + 2 * 365 * 86_400 + batch * 86_400 + i * 60 + rng.below(50)
+    } else {
+        EPOCH_START + (n * 2_000) % (2 * 365 * 86_400) + rng.below(1_500)
+    }
+}
+
+/// Message numbers of change batch `b` start at `b * CHANGE_BASE`.
+const CHANGE_BASE: u64 = 10_000_000;
 
 fn message_bytes(n: u64, rng: &mut Rng, received: u64, body_size: u64, attachment: u64) -> Vec<u8> {
     let from = NAMES[rng.below(NAMES.len() as u64) as usize];
@@ -370,7 +394,7 @@ fn rfc2822(t: u64) -> String {
 fn change(root: &Path, batch: u64, n: u64) -> io::Result<()> {
     let mut rng = Rng::new(1_000 + batch);
     for i in 0..n {
-        let id = 10_000_000 * batch + i;
+        let id = CHANGE_BASE * batch + i;
         let size = ((4_500f64.ln() + rng.normal()).exp() as u64).clamp(600, 199_000);
         write_message(root, "new", id, &mut rng, size, 0, "")?;
     }
@@ -384,7 +408,13 @@ fn change(root: &Path, batch: u64, n: u64) -> io::Result<()> {
     }
     let stride = (names.len() as u64 / n.max(1)).max(1) as usize;
     let offset = (batch as usize * 7) % stride;
-    for name in names.iter().skip(offset).step_by(stride).take(n as usize) {
+    let flagged = names
+        .iter()
+        .skip(offset)
+        .step_by(stride)
+        .filter(|name| name.to_string_lossy().contains(":2,"))
+        .take(n as usize);
+    for name in flagged {
         let s = name.to_string_lossy();
         let Some((base, flags)) = s.split_once(":2,") else {
             continue;
