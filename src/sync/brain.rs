@@ -72,6 +72,11 @@ pub struct Brain {
     pub tx: SyncSender<Item>,
     pub rx: Receiver<Item>,
     pub out: BrainOutcome,
+    /// Mailboxes opened while building the tree, kept for the mail sync (a reopen would
+    /// read each mailbox again; `sync()` on a kept handle is cheap when nothing changed).
+    pub opened: BTreeMap<String, Box<dyn Mailbox>>,
+    /// GUID → name of this side's mailboxes, until the tree changes.
+    pub names: Option<BTreeMap<MailboxGuid, String>>,
 }
 
 fn peer_gone() -> SyncError {
@@ -541,8 +546,9 @@ impl Brain {
             if info.attrs.nonexistent || info.attrs.noselect {
                 continue;
             }
-            let mut mb = self.store.open_mailbox(&info.name)?;
+            let mut mb = self.open_kept(&info.name)?;
             let st = mb.counters()?;
+            self.opened.insert(info.name.clone(), mb);
             let guid = info.guid.unwrap_or(st.guid);
             // filled in once the peer's deletes are known, for the GUIDs they name
             let newest_saved_date = 0;
@@ -576,7 +582,10 @@ impl Brain {
         Ok(nodes)
     }
 
-    fn guid_names(&self) -> Result<BTreeMap<MailboxGuid, String>, SyncError> {
+    fn guid_names(&mut self) -> Result<BTreeMap<MailboxGuid, String>, SyncError> {
+        if let Some(names) = &self.names {
+            return Ok(names.clone());
+        }
         let mut map = BTreeMap::new();
         for info in self.store.list_mailboxes()? {
             if info.attrs.nonexistent || info.attrs.noselect {
@@ -584,11 +593,34 @@ impl Brain {
             }
             let guid = match info.guid {
                 Some(g) => g,
-                None => self.store.open_mailbox(&info.name)?.counters()?.guid,
+                None => {
+                    let mut mb = self.open_kept(&info.name)?;
+                    let guid = mb.counters()?.guid;
+                    self.opened.insert(info.name.clone(), mb);
+                    guid
+                }
             };
             map.insert(guid, info.name);
         }
+        self.names = Some(map.clone());
         Ok(map)
+    }
+
+    /// Opens a mailbox, reusing the handle kept from the tree phase (synced again).
+    fn open_kept(&mut self, name: &str) -> Result<Box<dyn Mailbox>, Error> {
+        match self.opened.remove(name) {
+            Some(mut mb) => {
+                mb.sync()?;
+                Ok(mb)
+            }
+            None => self.store.open_mailbox(name),
+        }
+    }
+
+    /// Drops the kept handles and names: the tree (names or GUIDs) changed.
+    fn forget_mailboxes(&mut self) {
+        self.opened.clear();
+        self.names = None;
     }
 
     /// Applies this side's tree changes. EXISTS/NOTFOUND conflicts are "changes during
@@ -596,6 +628,7 @@ impl Brain {
     fn apply_tree(&mut self, actions: Vec<TreeAction>) -> Result<(), SyncError> {
         let sep = self.sep();
         for action in actions {
+            self.forget_mailboxes();
             self.log(format!("tree: {action:?}"));
             let result = match &action {
                 TreeAction::Delete { guid, .. } => {
@@ -658,6 +691,8 @@ impl Brain {
                 Err(e) => self.out.errors.push(format!("{action:?}: {e}")),
             }
         }
+        // names looked up while applying describe the tree before the last change
+        self.forget_mailboxes();
         Ok(())
     }
 
@@ -672,7 +707,7 @@ impl Brain {
             Some(n) => n.clone(),
             None => join_name(&pair.name, self.sep()),
         };
-        match self.store.open_mailbox(&name) {
+        match self.open_kept(&name) {
             Ok(mb) => Ok(Some((name, mb))),
             Err(Error::MailboxNotFound(_)) => Ok(None),
             Err(e) => Err(e.into()),
@@ -704,6 +739,7 @@ impl Brain {
         if !take || !self.writable(kind, self.is_primary()) {
             return;
         }
+        self.names = None;
         match mailbox.set_mailbox_guid(theirs.mailbox_guid) {
             Ok(()) => self.log(format!(
                 "{name}: mailbox GUID {} -> {}",
@@ -1009,7 +1045,12 @@ impl Brain {
     ) -> Result<(), SyncError> {
         for req in requests {
             let at = moved.get(&req.uid).copied().unwrap_or(req.uid);
-            let rec = view.mails.iter().find(|m| m.uid == req.uid);
+            // the view is in ascending UID order
+            let rec = view
+                .mails
+                .binary_search_by_key(&req.uid, |m| m.uid)
+                .ok()
+                .map(|i| &view.mails[i]);
             let (received_date, saved_date) = rec
                 .map(|r| (r.received_date, r.saved_date))
                 .unwrap_or((0, 0));

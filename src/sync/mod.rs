@@ -113,6 +113,8 @@ pub fn run(local: Box<dyn Store>, remote: Box<dyn Store>, opts: &SyncOptions) ->
         tx: to_slave,
         rx: from_slave,
         out: Default::default(),
+        opened: Default::default(),
+        names: None,
     };
     let mut slave = brain::Brain {
         store: remote,
@@ -121,6 +123,8 @@ pub fn run(local: Box<dyn Store>, remote: Box<dyn Store>, opts: &SyncOptions) ->
         tx: to_master,
         rx: from_master,
         out: Default::default(),
+        opened: Default::default(),
+        names: None,
     };
     let (master_result, slave_result, slave) = std::thread::scope(|scope| {
         let handle = scope.spawn(move || {

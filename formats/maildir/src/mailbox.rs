@@ -621,6 +621,55 @@ pub struct MaildirMailbox {
     index_dir: Option<PathBuf>,
     /// Modseqs and \Recent as of the last sync (FORMAT.md §6).
     index: IndexInfo,
+    /// What the files looked like before the scan the view comes from, when nothing can
+    /// have changed unseen since ([`DiskStamp`]).
+    stamp: Option<DiskStamp>,
+}
+
+/// The quick check of maildir-sync.c (maildir_sync_quick_check), within one process: the
+/// (inode, size, mtime) of `new/`, `cur/`, `dovecot-uidlist`, `dovecot-keywords` and the
+/// index files. Any delivery, flag change (rename), expunge, UID assignment or index
+/// change by anyone alters at least one of them, so an equal stamp means the last scan
+/// still holds — unless a directory changed within `MAILDIR_SYNC_SECS` of that scan, where
+/// a change in the same clock tick could leave its mtime as it was (Dovecot's "dirty"
+/// rule): then the next sync scans again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct DiskStamp(Vec<Option<(u64, u64, i64, i64)>>);
+
+/// A directory modified this recently (seconds) before a scan is scanned again next time.
+const MAILDIR_SYNC_SECS: i64 = 2;
+
+impl DiskStamp {
+    fn take(paths: &Paths, index_dir: Option<&Path>) -> DiskStamp {
+        let mut files = vec![
+            paths.sub(true),
+            paths.sub(false),
+            paths.uidlist(),
+            paths.keywords(),
+        ];
+        if let Some(dir) = index_dir {
+            files.push(dir.join(index_file::INDEX_PREFIX));
+            files.push(dir.join(format!("{}.log", index_file::INDEX_PREFIX)));
+        }
+        DiskStamp(
+            files
+                .iter()
+                .map(|p| {
+                    fs::metadata(p)
+                        .ok()
+                        .map(|m| (m.ino(), m.len(), m.mtime(), m.mtime_nsec()))
+                })
+                .collect(),
+        )
+    }
+
+    /// True when `new/` and `cur/` were last modified long enough before `now` (UNIX
+    /// seconds) that no later change can share their mtime.
+    fn settled(&self, now: i64) -> bool {
+        self.0[..2]
+            .iter()
+            .all(|m| m.is_some_and(|(_, _, mtime, _)| mtime < now - MAILDIR_SYNC_SECS))
+    }
 }
 
 /// The mailbox's index as read under the uidlist lock, before a change.
@@ -656,6 +705,7 @@ impl MaildirMailbox {
             line_endings: layout.line_endings,
             index_dir: layout.index_dir(vname),
             index: IndexInfo::default(),
+            stamp: None,
         };
         mb.sync_impl()?;
         Ok(mb)
@@ -918,11 +968,17 @@ impl MaildirMailbox {
     /// Re-reads the mailbox (the `sync()` of the API): gives UIDs to new files and brings
     /// the index up to date with the files, as Dovecot's maildir sync does.
     fn sync_impl(&mut self) -> Result<()> {
+        let before = DiskStamp::take(&self.paths, self.index_dir.as_deref());
+        if self.stamp.as_ref() == Some(&before) {
+            return Ok(());
+        }
+        self.stamp = None;
         self.ensure_dirs()?;
         if !self.tmp_checked {
             clean_tmp(&self.paths.tmp(), SystemTime::now());
             self.tmp_checked = true;
         }
+        let scan_start = unix_secs(SystemTime::now());
         let mut st = read_disk(&self.paths)?;
         let base = self.index_base();
         let uidlist_outdated = Self::needs_write(&st);
@@ -970,7 +1026,15 @@ impl MaildirMailbox {
                 (_, None) => IndexInfo::default(),
             };
         }
-        self.build_view(st)
+        self.build_view(st)?;
+        // Trusted only when this scan changed nothing (else the stamp is stale anyway)
+        // and the directories had settled before it.
+        if before.settled(scan_start)
+            && DiskStamp::take(&self.paths, self.index_dir.as_deref()) == before
+        {
+            self.stamp = Some(before);
+        }
+        Ok(())
     }
 
     /// `Mailbox::update_mailbox`, as maildir_mailbox_update (maildir-storage.c): under the
