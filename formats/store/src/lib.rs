@@ -32,13 +32,26 @@ pub struct VsizeCounter {
 impl VsizeCounter {
     /// Counts the next bytes of the message.
     pub fn update(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            if b == b'\n' && !self.prev_cr {
-                self.total += 1;
+        let Some(&last) = bytes.last() else {
+            return;
+        };
+        // every byte, plus a CR for each LF not preceded by one
+        self.total += bytes.len() as u64;
+        let mut prev_cr = self.prev_cr;
+        let mut bare_lf = 0u64;
+        for (i, &b) in bytes.iter().enumerate() {
+            if b == b'\n' {
+                let cr = if i == 0 {
+                    prev_cr
+                } else {
+                    bytes[i - 1] == b'\r'
+                };
+                bare_lf += u64::from(!cr);
             }
-            self.total += 1;
-            self.prev_cr = b == b'\r';
         }
+        prev_cr = last == b'\r';
+        self.total += bare_lf;
+        self.prev_cr = prev_cr;
     }
 
     /// The virtual size of the bytes counted so far.
@@ -96,5 +109,48 @@ mod tests {
         let mut whole = super::VsizeCounter::default();
         whole.update(b"a\r\nb\n\r");
         assert_eq!(whole.total(), split.total());
+    }
+}
+
+#[cfg(test)]
+mod vsize_tests {
+    use super::VsizeCounter;
+
+    /// The definition: every byte, plus one for each LF not preceded by a CR.
+    fn reference(bytes: &[u8]) -> u64 {
+        let mut total = 0;
+        for (i, &b) in bytes.iter().enumerate() {
+            if b == b'\n' && (i == 0 || bytes[i - 1] != b'\r') {
+                total += 1;
+            }
+            total += 1;
+        }
+        total
+    }
+
+    #[test]
+    fn any_chunking_gives_the_reference_size() {
+        let inputs: [&[u8]; 7] = [
+            b"",
+            b"\n",
+            b"a\r\nb\nc\r\r\n\n",
+            b"\r\n\r\n",
+            b"x\ry\n\rz",
+            b"no newline",
+            b"\n\n\r\r\n\r",
+        ];
+        for input in inputs {
+            for chunk in 1..=input.len().max(1) {
+                let mut c = VsizeCounter::default();
+                for part in input.chunks(chunk) {
+                    c.update(part);
+                }
+                assert_eq!(
+                    c.total(),
+                    reference(input),
+                    "{input:?} in chunks of {chunk}"
+                );
+            }
+        }
     }
 }

@@ -68,32 +68,65 @@ impl<R: Read> LineEndingReader<R> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
-            for i in 0..n {
-                let b = self.chunk[i];
-                match self.mode {
-                    SaveLineEndings::AsIs => self.out.push(b),
-                    SaveLineEndings::Lf => {
-                        // i_stream_crlf_read_lf: \r\n -> \n, \r<x> -> \r<x>, \r\r\n -> \r\n.
-                        if b == b'\r' {
-                            if self.pending_cr {
+            let data = &self.chunk[..n];
+            // Runs without the byte a mode cares about are copied whole.
+            match self.mode {
+                SaveLineEndings::AsIs => self.out.extend_from_slice(data),
+                SaveLineEndings::Lf => {
+                    // i_stream_crlf_read_lf: \r\n -> \n, \r<x> -> \r<x>, \r\r\n -> \r\n.
+                    let mut i = 0;
+                    while i < n {
+                        if self.pending_cr {
+                            let b = data[i];
+                            if b == b'\r' {
+                                // the earlier CR is not before an LF; this one waits
                                 self.out.push(b'\r');
+                                i += 1;
+                                continue;
                             }
-                            self.pending_cr = true;
-                        } else {
-                            if self.pending_cr && b != b'\n' {
+                            if b != b'\n' {
                                 self.out.push(b'\r');
                             }
                             self.pending_cr = false;
-                            self.out.push(b);
+                        }
+                        match data[i..].iter().position(|&c| c == b'\r') {
+                            Some(p) => {
+                                self.out.extend_from_slice(&data[i..i + p]);
+                                self.pending_cr = true;
+                                i += p + 1;
+                            }
+                            None => {
+                                self.out.extend_from_slice(&data[i..]);
+                                i = n;
+                            }
                         }
                     }
-                    SaveLineEndings::Crlf => {
-                        // i_stream_crlf_read_crlf: add the CR missing before an LF.
-                        if b == b'\n' && !self.last_cr {
-                            self.out.push(b'\r');
+                }
+                SaveLineEndings::Crlf => {
+                    // i_stream_crlf_read_crlf: add the CR missing before an LF.
+                    let mut i = 0;
+                    while i < n {
+                        match data[i..].iter().position(|&c| c == b'\n') {
+                            Some(p) => {
+                                let before_cr = if p > 0 {
+                                    data[i + p - 1] == b'\r'
+                                } else {
+                                    self.last_cr
+                                };
+                                self.out.extend_from_slice(&data[i..i + p]);
+                                if !before_cr {
+                                    self.out.push(b'\r');
+                                }
+                                self.out.push(b'\n');
+                                self.last_cr = false;
+                                i += p + 1;
+                            }
+                            None => {
+                                self.out.extend_from_slice(&data[i..]);
+                                self.last_cr = data[n - 1] == b'\r';
+                                i = n;
+                            }
                         }
-                        self.out.push(b);
-                        self.last_cr = b == b'\r';
                     }
                 }
             }
