@@ -36,7 +36,8 @@ pub fn ix_err(e: mailsync_index::Error) -> Error {
 
 /// Creates a mailbox index in `dir`: a new log setting UIDVALIDITY, then the header
 /// extension with `counter` (sdbox rebuild_count 0 / mdbox map_uid_validity) and the
-/// mailbox GUID, as Dovecot's first sync of a new mailbox writes them.
+/// mailbox GUID, as Dovecot's first sync of a new mailbox writes them — both in the new
+/// log before it appears (`IndexWriter::create_with`).
 pub fn create_index(
     dir: &Path,
     kind: DboxKind,
@@ -45,17 +46,19 @@ pub fn create_index(
     guid: MailboxGuid,
 ) -> Result<()> {
     let w = IndexWriter::open(dir, INDEX_PREFIX);
-    w.create(uid_validity).map_err(ix_err)?;
     let name = hdr_ext_name(kind);
     let hdr = DboxHeader {
         counter,
         mailbox_guid: guid.0,
         flags: 0,
     };
-    let mut t = w.begin();
-    t.ext_intro(name, DboxHeader::SIZE as u32, 0, 0);
-    t.ext_hdr_update(name, 0, &hdr.encode());
-    t.commit().map_err(ix_err)?;
+    // both transactions in the new log before it is renamed into place: a crash never
+    // leaves a mailbox index without its header extension
+    w.create_with(uid_validity, |t| {
+        t.ext_intro(name, DboxHeader::SIZE as u32, 0, 0);
+        t.ext_hdr_update(name, 0, &hdr.encode());
+    })
+    .map_err(ix_err)?;
     Ok(())
 }
 

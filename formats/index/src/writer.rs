@@ -603,6 +603,19 @@ impl IndexWriter {
     /// (prev_file_seq 0), then a first transaction setting UIDVALIDITY. Any stale
     /// `P.cache` is deleted. Fails if `P.log` or `P` exists.
     pub fn create(&self, uid_validity: u32) -> Result<u32> {
+        self.create_with(uid_validity, |_| {})
+    }
+
+    /// [`IndexWriter::create`], and a second transaction filled by `more` (e.g. a
+    /// backend's header extension), both written into the new log before it is renamed
+    /// into place: a crash leaves either no index or the whole of it, never a log
+    /// without its UIDVALIDITY or extension. The bytes are those two separate commits
+    /// would write.
+    pub fn create_with(
+        &self,
+        uid_validity: u32,
+        more: impl FnOnce(&mut Transaction<'_>),
+    ) -> Result<u32> {
         if self.paths.log().exists() || self.paths.index().exists() {
             return Err(Error::Invalid(format!(
                 "{}: index already exists",
@@ -618,17 +631,35 @@ impl IndexWriter {
         }
         let _ = std::fs::remove_file(self.paths.cache());
         let hdr = LogHeader::new(indexid, 1, 1, now_secs());
-        self.create_log_file(&hdr, None)?;
-        let mut t = self.begin().external(true);
-        t.header_update(hdr_off::UID_VALIDITY as u16, &uid_validity.to_le_bytes());
-        t.commit()?;
+        let mut content = hdr.encode().to_vec();
+        let mut first = self.begin().external(true);
+        first.header_update(hdr_off::UID_VALIDITY as u16, &uid_validity.to_le_bytes());
+        let mut second = self.begin();
+        more(&mut second);
+        for t in [first, second] {
+            if t.is_empty() {
+                continue;
+            }
+            let view = View::build(
+                &self.paths,
+                Sources {
+                    index: None,
+                    log: Some(content.clone()),
+                    log2: None,
+                },
+            )?;
+            let head = view.logs().last().expect("the new log");
+            let (bytes, _) = t.encode(&view, head.end_modseq, hdr.version())?;
+            content.extend_from_slice(&bytes);
+        }
+        self.create_log_file(&content, None)?;
         Ok(indexid)
     }
 
     /// Writes a new `P.log` atomically through the `.newlock` dotlock
     /// (mail_transaction_log_file_create). With `link_old`, the current `P.log` becomes
     /// `P.log.2` first (rotation).
-    fn create_log_file(&self, hdr: &LogHeader, link_old: Option<u32>) -> Result<()> {
+    fn create_log_file(&self, content: &[u8], link_old: Option<u32>) -> Result<()> {
         let log = self.paths.log();
         let opts = DotLockOptions {
             timeout: self.lock_timeout,
@@ -646,7 +677,7 @@ impl IndexWriter {
         })?;
         let lock_path = lock.lock_path().to_path_buf();
         lock.file()
-            .write_all(&hdr.encode())
+            .write_all(content)
             .map_err(|e| Error::io("write", &lock_path, e))?;
         if link_old.is_some() {
             let log2 = self.paths.log2();
@@ -761,7 +792,7 @@ impl IndexWriter {
         let mut hdr = LogHeader::new(h.indexid, h.log_file_seq + 1, highest, now_secs());
         hdr.prev_file_seq = h.log_file_seq;
         hdr.prev_file_offset = h.log_file_head_offset;
-        match self.create_log_file(&hdr, None) {
+        match self.create_log_file(&hdr.encode(), None) {
             Err(Error::Invalid(_)) => Ok(()), // someone else created it
             r => r,
         }
@@ -870,7 +901,7 @@ impl IndexWriter {
         );
         hdr.prev_file_seq = head.header.file_seq;
         hdr.prev_file_offset = head.sync_offset as u32;
-        self.create_log_file(&hdr, Some(mode))?;
+        self.create_log_file(&hdr.encode(), Some(mode))?;
         // mail_index_write(want_rotate): the index points to the start of the new log
         let (mut map, _) = view.into_parts();
         map.set_hdr_u32(hdr_off::LOG_FILE_SEQ, hdr.file_seq);
