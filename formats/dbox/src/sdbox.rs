@@ -460,6 +460,36 @@ struct PendingSave {
     mail: NewMail,
 }
 
+/// True when the dbox files `a` and `b` hold the same message: equal after their file
+/// header lines (which differ only in the creation time), compared as streams.
+fn same_message(a: &Path, b: &Path) -> bool {
+    let open = |p: &Path| -> Option<(File, u64, u64)> {
+        let f = File::open(p).ok()?;
+        let h = file::read_file_header(&f).ok()?;
+        let len = f.metadata().ok()?.len();
+        Some((f, h.header_len as u64, len))
+    };
+    let (Some((fa, ha, la)), Some((fb, hb, lb))) = (open(a), open(b)) else {
+        return false;
+    };
+    if la - ha.min(la) != lb - hb.min(lb) {
+        return false;
+    }
+    let (mut ba, mut bb) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    let mut off = 0u64;
+    let total = la - ha.min(la);
+    while off < total {
+        let want = (total - off).min(ba.len() as u64) as usize;
+        let ok = fa.read_exact_at(&mut ba[..want], ha + off).is_ok()
+            && fb.read_exact_at(&mut bb[..want], hb + off).is_ok();
+        if !ok || ba[..want] != bb[..want] {
+            return false;
+        }
+        off += want as u64;
+    }
+    true
+}
+
 /// Gives each saved temp file its `u.<uid>` name, UIDs as [`assign_uids`]. Dovecot
 /// renames over whatever is there; mailsync links instead (no-clobber) and, when a
 /// `u.<uid>` at or above next_uid already exists (a crashed save, or an index that lost
@@ -479,6 +509,12 @@ fn place_files(
             match fs::hard_link(&s.temp, &target) {
                 Ok(()) => break,
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    // A save of this same message that was killed after the link and
+                    // before the index commit (a rerun asks for the same UID): take the
+                    // file that is there, byte for byte the same message.
+                    if same_message(&s.temp, &target) {
+                        break;
+                    }
                     crate::warn(&format!(
                         "{} exists but is not in the index: keeping it, using the next UID",
                         target.display()

@@ -1,0 +1,90 @@
+//! A `u.N` left by a save killed between the link and the index commit: the rerun of the
+//! same save (same UID asked, same message) takes that file instead of a new UID, which
+//! would show the message twice after the next sync; a different message never replaces it.
+
+use mailstore::{Guid, Location, NewMail, Store, StoreOptions, Uid};
+use mailsync_dbox::DboxStore;
+
+fn store(dir: &std::path::Path) -> DboxStore {
+    let loc = Location::parse("sdbox:~/sdbox", Some(dir)).unwrap();
+    DboxStore::open(&loc, &StoreOptions::default()).unwrap()
+}
+
+fn mail(guid: &str) -> NewMail {
+    NewMail {
+        guid: Some(Guid::from_bytes(guid.as_bytes())),
+        uid: Some(Uid(1)),
+        received_date: Some(1_700_000_000),
+        saved_date: Some(1_700_000_100),
+        ..Default::default()
+    }
+}
+
+fn mail_dir(dir: &std::path::Path) -> std::path::PathBuf {
+    dir.join("sdbox/mailboxes/Box/dbox-Mails")
+}
+
+/// A store whose Box holds, outside its index, the `u.1` another store wrote for `guid`.
+fn with_orphan(guid: &str, body: &[u8]) -> tempfile::TempDir {
+    let first = tempfile::tempdir().unwrap();
+    let s = store(first.path());
+    s.create_mailbox("Box", None).unwrap();
+    let mut mb = s.open_mailbox("Box").unwrap();
+    let mut t = mb.begin().unwrap();
+    t.save(mail(guid), &mut &body[..]).unwrap();
+    t.commit().unwrap();
+    let target = tempfile::tempdir().unwrap();
+    let s = store(target.path());
+    s.create_mailbox("Box", None).unwrap();
+    std::fs::copy(
+        mail_dir(first.path()).join("u.1"),
+        mail_dir(target.path()).join("u.1"),
+    )
+    .unwrap();
+    target
+}
+
+#[test]
+fn the_same_save_again_takes_the_orphan() {
+    let body = b"Subject: once\n\nonly once\n";
+    let dir = with_orphan("g-1", body);
+    let s = store(dir.path());
+    let mut mb = s.open_mailbox("Box").unwrap();
+    assert!(
+        mb.mails().unwrap().is_empty(),
+        "the orphan is not in the index"
+    );
+    let mut t = mb.begin().unwrap();
+    t.save(mail("g-1"), &mut &body[..]).unwrap();
+    assert_eq!(t.commit().unwrap().saved, [Uid(1)]);
+    let mails = mb.mails().unwrap();
+    assert_eq!(mails.len(), 1);
+    assert!(!mail_dir(dir.path()).join("u.2").exists());
+    let temps = std::fs::read_dir(mail_dir(dir.path()))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".temp")
+        })
+        .count();
+    assert_eq!(temps, 0);
+}
+
+#[test]
+fn a_different_message_never_takes_the_orphans_place() {
+    let dir = with_orphan("g-1", b"Subject: orphan\n\nkept\n");
+    let orphan = std::fs::read(mail_dir(dir.path()).join("u.1")).unwrap();
+    let s = store(dir.path());
+    let mut mb = s.open_mailbox("Box").unwrap();
+    let mut t = mb.begin().unwrap();
+    t.save(mail("g-2"), &mut &b"Subject: other\n\nnew\n"[..])
+        .unwrap();
+    assert_eq!(t.commit().unwrap().saved, [Uid(2)]);
+    assert_eq!(
+        std::fs::read(mail_dir(dir.path()).join("u.1")).unwrap(),
+        orphan
+    );
+}
