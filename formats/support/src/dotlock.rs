@@ -5,7 +5,9 @@
 //! - The lock of `<target>` is the file `<target>.lock`. It is created either with
 //!   `open(O_CREAT|O_EXCL)` (`use_excl_lock`, Dovecot's default `dotlock_use_excl = yes`) or by
 //!   writing a temp file `.temp.<hostname>.<pid>.<16 hex>` beside it and `link()`ing it to the
-//!   lock name.
+//!   lock name. (mailsync deviation: a `write_pid` lock always takes the link way, so the
+//!   lock appears with its pid already in it; a process killed right after an O_EXCL create
+//!   would leave an empty lock that blocks everyone for the whole stale timeout.)
 //! - With `write_pid` (Dovecot's `file_dotlock_create`, used by the Maildir uidlist lock) the
 //!   lock holds `<pid>:<hostname>` (no newline). Without it (`file_dotlock_open`, used by the
 //!   subscriptions file) the lock starts empty and receives the target's new contents, then is
@@ -521,7 +523,11 @@ impl DotLock {
             let state = waiter.check_lock(SystemTime::now())?;
             let file = match state {
                 LockState::TryCreate => {
-                    if opts.use_excl_lock {
+                    // A pid lock is always created through a temp file holding the pid and
+                    // link() (as exclusive as O_EXCL): with O_EXCL, a process killed between
+                    // the create and the write leaves an empty lock that nobody can prove
+                    // stale for the whole stale timeout (Dovecot has that window too).
+                    if opts.use_excl_lock && !opts.write_pid {
                         waiter.try_create_excl()?
                     } else {
                         waiter.try_create_hardlink()?
