@@ -305,15 +305,14 @@ fn worked_example_one_way_after_divergence() {
     // Box is rebuilt in the same run: an exact copy again.
     assert_eq!(contents(&s, "Box"), contents(&d, "Box"));
     assert_eq!(status(&s, "Box"), status(&d, "Box"));
-    // INBOX can't be deleted and its UIDNEXT can't go back: every source message is
-    // there (UID 1's message under a new UID) and the run says "not in sync" (Dovecot
-    // instead empties the INBOX and fails with 65 on every later run).
-    assert_eq!(code, 2);
-    let mut want: Vec<String> = uids(&s, "INBOX").into_iter().map(|m| m.1).collect();
-    let mut got: Vec<String> = uids(&d, "INBOX").into_iter().map(|m| m.1).collect();
-    want.sort();
-    got.sort();
-    assert_eq!(want, got);
+    // INBOX can't be deleted and its UIDNEXT can't go back under one UIDVALIDITY: it is
+    // emptied, its UIDs restarted through another UIDVALIDITY and back to the source's,
+    // then filled again — an exact copy in the same run (Dovecot instead empties the INBOX
+    // and fails with 65 on every later run).
+    assert_eq!(code, 0);
+    assert_eq!(contents(&s, "INBOX"), contents(&d, "INBOX"));
+    assert_eq!(status(&s, "INBOX"), status(&d, "INBOX"));
+    assert_eq!(run(&s, &d, MergeKind::Backup), 0);
 }
 
 #[test]

@@ -946,6 +946,7 @@ impl Brain {
     ) -> Result<(u32, Option<u32>), SyncError> {
         let need_vsize = self.opts.filter.max_size.is_some();
         let (view, b) = export_view(mailbox.as_mut(), need_vsize)?;
+        let uid_validity_settable = b.uid_validity_settable;
         self.log(format!("{name}: expunge history {:?}", view.expunged));
         let theirs = self.exchange_list(view_items(&view))?;
         // The round's counters (they change between rounds).
@@ -972,9 +973,10 @@ impl Brain {
         if !self.writable(kind, primary) {
             mine = SidePlan::default();
         }
-        if mine.recreate && mailstore::names::is_inbox(name) {
-            // INBOX is never deleted: revert in place; messages that can't get their UID
-            // back get new ones and the run reports "not in sync" (exit 2).
+        if mine.recreate && mailstore::names::is_inbox(name) && !uid_validity_settable {
+            // INBOX is never deleted, and this backend can't restart its UIDs: revert in
+            // place; messages that can't get their UID back get new ones and the run
+            // reports "not in sync" (exit 2).
             self.log(format!("{name}: can't rebuild INBOX, reverting in place"));
             let in_place = plan::plan_backup_in_place(pv, sv, &filter);
             filtered_min_uid = in_place.filtered_min_uid;
@@ -1112,6 +1114,28 @@ impl Brain {
                 tx.expunge(uid)?;
             }
             tx.commit()?;
+            // UIDs never go down under one UIDVALIDITY: another UIDVALIDITY on the empty
+            // INBOX restarts them at 1, then the source's is set back, so the copy can take
+            // the source's UIDs (without this, a copy whose UIDs ran ahead — e.g. after a
+            // killed run — never converges). It is a backup: its old UIDs were not the
+            // source's anyway.
+            if mailbox.counters()?.uid_next > 1 {
+                let other = if uid_validity == u32::MAX {
+                    1
+                } else {
+                    uid_validity + 1
+                };
+                for uv in [other, uid_validity] {
+                    if let Err(e) = mailbox.update_mailbox(&MailboxUpdate {
+                        uid_validity: Some(uv),
+                        ..Default::default()
+                    }) {
+                        self.log(format!("{name}: can't restart UIDs: {e}"));
+                        self.out.changes_during_sync = true;
+                        break;
+                    }
+                }
+            }
         } else {
             self.store.delete_mailbox(name)?;
             self.store.create_mailbox(name, Some(st.guid))?;

@@ -96,8 +96,8 @@ impl From<Error> for CommitError {
 /// (index-storage.c) in one EXTERNAL transaction: NEXTUID raised by a header update,
 /// HIGHESTMODSEQ by a modseq update of uid 0 (enabling the `modseq` extension first, as
 /// mail_index_modseq_enable). A UIDVALIDITY change needs Dovecot's index reset, which
-/// mailsync doesn't write; it is done only for a mailbox that never held a message
-/// (NEXTUID 1) by creating its index anew with the same GUID, and refused otherwise.
+/// mailsync doesn't write; it is done only for an empty mailbox, by creating its index anew
+/// with the same GUID (its UIDs restart at 1), and refused otherwise.
 pub(crate) fn update_index(
     dir: &Path,
     kind: DboxKind,
@@ -110,9 +110,11 @@ pub(crate) fn update_index(
             return Err(Error::Params("UIDVALIDITY can't be 0".into()));
         }
         if uid_validity != view.uid_validity() {
-            if view.messages_count() > 0 || view.next_uid() > 1 {
+            // an empty mailbox gets a new index (its UIDs restart at 1): no record of the
+            // old one points to a message any more (mdbox refcounts dropped at expunge)
+            if view.messages_count() > 0 {
                 return Err(Error::NotPossible(
-                    "UIDVALIDITY can be changed only in a mailbox that never held a message".into(),
+                    "UIDVALIDITY can be changed only in an empty mailbox".into(),
                 ));
             }
             let hdr = dbox_header(&view, kind).unwrap_or_default();
