@@ -156,7 +156,6 @@ pub struct MdboxMailbox {
     dir: PathBuf,
     writer: IndexWriter,
     view: View,
-    map: View,
     guid: MailboxGuid,
     line_endings: SaveLineEndings,
     /// uid → (map record, save date) of every message the map still has
@@ -187,14 +186,12 @@ impl MdboxMailbox {
                 ),
             ));
         }
-        let map = map_writer(layout).view().map_err(ix_err)?;
         let mut mb = MdboxMailbox {
             name: vname.to_string(),
             layout: layout.clone(),
             dir,
             writer,
             view,
-            map,
             guid: MailboxGuid(hdr.mailbox_guid),
             line_endings: layout.line_endings,
             locations: HashMap::new(),
@@ -208,14 +205,18 @@ impl MdboxMailbox {
     /// gone is left out (Dovecot would rebuild). Metadata already read is kept for messages
     /// still at the same place; the rest is read on demand ([`Self::read_infos`]), so
     /// opening a mailbox to save into it costs no read per message.
+    ///
+    /// The map view is read here and dropped: a mailbox keeps only its own messages'
+    /// locations, never a copy of the whole map (with its decoded logs) per open mailbox.
     fn load(&mut self) -> Result<()> {
+        let map = map_writer(&self.layout).view().map_err(ix_err)?;
         let mut locations = HashMap::with_capacity(self.view.messages_count());
         for m in self.view.messages() {
             let uid = m.uid();
             let Some(rec) = m.ext(ext::MDBOX).map(MdboxRecord::decode) else {
                 continue;
             };
-            let Some((loc, _refs)) = map_record(&self.map, rec.map_uid) else {
+            let Some((loc, _refs)) = map_record(&map, rec.map_uid) else {
                 crate::warn(&format!(
                     "{}: uid {uid} points to missing map uid {}",
                     self.dir.display(),
@@ -279,7 +280,6 @@ impl MdboxMailbox {
 
     fn refresh(&mut self) -> Result<()> {
         self.view = self.writer.view().map_err(ix_err)?;
-        self.map = map_writer(&self.layout).view().map_err(ix_err)?;
         self.load()
     }
 }
