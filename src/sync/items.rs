@@ -172,4 +172,4 @@ pub enum Item {
 }
 
 /// Body chunk size: with the channel's bound this caps the bytes in flight.
-pub const CHUNK_SIZE: usize = 64 * 1024;
+pub const CHUNK_SIZE: usize = 16 * 1024;
