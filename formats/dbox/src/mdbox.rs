@@ -407,9 +407,11 @@ impl MdboxTransaction<'_> {
                 .mode(0o600)
                 .open(&temp)
                 .map_err(|e| Error::io("open", &temp, e))?;
-            self.spool = Some((temp, f, 0));
+            return Ok(self.spool.insert((temp, f, 0)));
         }
-        Ok(self.spool.as_mut().expect("just created"))
+        self.spool
+            .as_mut()
+            .ok_or_else(|| Error::NotPossible("mdbox: spool vanished".into()))
     }
 }
 
@@ -671,21 +673,22 @@ fn append_to_storage(
     mt.ext_intro(ext::REF, 0, 2, 2);
     let mut current: Option<(u32, File, PathBuf, u64)> = None;
     for (map_uid, s) in (map_view.next_uid()..).zip(saves) {
-        let full = matches!(&current, Some((_, _, _, len)) if *len >= rotate_size);
-        if full || current.is_none() {
-            if let Some((_, f, path, _)) = current.take() {
-                f.sync_all().map_err(|e| Error::io("fsync", &path, e))?;
-            }
-            let (file_id, f, _new) = appendable_file(storage, highest, rotate_size)?;
-            highest = highest.max(file_id);
-            let path = storage.join(map_file_name(file_id));
-            let len = f
-                .metadata()
-                .map_err(|e| Error::io("fstat", &path, e))?
-                .len();
-            current = Some((file_id, f, path, len));
+        if let Some((_, f, path, _)) = current.take_if(|(_, _, _, len)| *len >= rotate_size) {
+            f.sync_all().map_err(|e| Error::io("fsync", &path, e))?;
         }
-        let (file_id, f, path, offset) = current.as_mut().expect("opened above");
+        let (file_id, f, path, offset) = match &mut current {
+            Some(open) => open,
+            None => {
+                let (file_id, f, _new) = appendable_file(storage, highest, rotate_size)?;
+                highest = highest.max(file_id);
+                let path = storage.join(map_file_name(file_id));
+                let len = f
+                    .metadata()
+                    .map_err(|e| Error::io("fstat", &path, e))?
+                    .len();
+                current.insert((file_id, f, path, len))
+            }
+        };
         let mut written = 0u64;
         while written < s.size {
             let want = (s.size - written).min(buf.len() as u64) as usize;

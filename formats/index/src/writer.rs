@@ -648,8 +648,8 @@ impl IndexWriter {
                     log2: None,
                 },
             )?;
-            let head = view.logs().last().expect("the new log");
-            let (bytes, _) = t.encode(&view, head.end_modseq, hdr.version())?;
+            let modseq = view.logs().last().map_or(0, |head| head.end_modseq);
+            let (bytes, _) = t.encode(&view, modseq, hdr.version())?;
             content.extend_from_slice(&bytes);
         }
         self.create_log_file(&content, None)?;
