@@ -92,7 +92,7 @@ impl From<Error> for CommitError {
     }
 }
 
-/// `Mailbox::update_mailbox` for a dbox mailbox index, as index_storage_mailbox_update
+/// `Mailbox::update_mailbox` for a dbox mailbox index (true when it wrote anything), as index_storage_mailbox_update
 /// (index-storage.c) in one EXTERNAL transaction: NEXTUID raised by a header update,
 /// HIGHESTMODSEQ by a modseq update of uid 0 (enabling the `modseq` extension first, as
 /// mail_index_modseq_enable). A UIDVALIDITY change needs Dovecot's index reset, which
@@ -102,7 +102,11 @@ pub(crate) fn update_index(
     dir: &Path,
     kind: DboxKind,
     update: &mailstore::MailboxUpdate,
-) -> Result<()> {
+) -> Result<bool> {
+    // an empty update (the sync engine's capability probe) touches nothing
+    if *update == mailstore::MailboxUpdate::default() {
+        return Ok(false);
+    }
     let w = IndexWriter::open(dir, INDEX_PREFIX);
     let view = w.view().map_err(ix_err)?;
     if let Some(uid_validity) = update.uid_validity {
@@ -153,7 +157,7 @@ pub(crate) fn update_index(
     if min_modseq > 0 {
         mailsync_index::locked_commit::raise_highest_modseq(&w, min_modseq).map_err(ix_err)?;
     }
-    Ok(())
+    Ok(true)
 }
 
 /// `Mailbox::set_mailbox_guid` for a dbox mailbox index: the `dbox-hdr`/`mdbox-hdr`

@@ -356,8 +356,10 @@ impl Mailbox for MdboxMailbox {
     }
 
     fn update_mailbox(&mut self, update: &mailstore::MailboxUpdate) -> Result<()> {
-        crate::index::update_index(&self.dir, DboxKind::Multi, update)?;
-        self.refresh()
+        if crate::index::update_index(&self.dir, DboxKind::Multi, update)? {
+            self.refresh()?;
+        }
+        Ok(())
     }
 }
 

@@ -450,8 +450,10 @@ impl Mailbox for SdboxMailbox {
     }
 
     fn update_mailbox(&mut self, update: &mailstore::MailboxUpdate) -> Result<()> {
-        crate::index::update_index(&self.dir, DboxKind::Single, update)?;
-        self.refresh()
+        if crate::index::update_index(&self.dir, DboxKind::Single, update)? {
+            self.refresh()?;
+        }
+        Ok(())
     }
 }
 
