@@ -267,6 +267,70 @@ fn same_guid_on_both_sides_at_different_uids_is_never_merged_away() {
 }
 
 #[test]
+fn one_new_message_at_different_uids_on_both_sides_is_linked_not_duplicated() {
+    // What a two-way run killed while renumbering a UID conflict leaves: the primary moved
+    // "y" to 8 already, the secondary still holds it at 6 (dsync-mailbox-import.c
+    // newmail_link; the bodies are compared, not just the GUIDs).
+    let (a, b) = common_five();
+    save(&a, "INBOX", Some(7), "x", "x\n");
+    save(&a, "INBOX", Some(8), "y", "y's bytes\n");
+    assert_eq!(save(&b, "INBOX", Some(6), "y", "y's bytes\n"), 6);
+    assert_eq!(save(&b, "INBOX", Some(7), "x", "x\n"), 7);
+    assert_eq!(run(&a, &b, MergeKind::TwoWay), 0);
+    let want: Vec<(u32, String)> = (1..=5)
+        .map(|i| (i, format!("g{i}")))
+        .chain([(7, "x".to_string()), (8, "y".to_string())])
+        .collect();
+    assert_eq!(uids(&a, "INBOX"), want);
+    assert_equal(&a, &b);
+    assert_eq!(run(&a, &b, MergeKind::TwoWay), 0, "second run");
+    assert_eq!(uids(&b, "INBOX"), want);
+}
+
+#[test]
+fn linked_messages_take_a_new_uid_when_neither_is_free_and_keep_the_newer_flags() {
+    let (a, b) = common_five();
+    save(&a, "INBOX", None, "z", "z\r\nline\r\n"); // A: 6
+    save(&b, "INBOX", None, "other", "other\n"); // B: 6
+    save(&b, "INBOX", None, "w", "w\n"); // B: 7
+    save(&a, "INBOX", None, "w", "w\n"); // A: 7 (common)
+    save(&b, "INBOX", None, "z", "z\nline\n"); // B: 8, the same text with LF
+    save(&a, "INBOX", None, "a-only", "a-only\n"); // A: 8
+    flags(&b, "INBOX", 8, FlagOp::Add, Flags::SEEN, &["$Later"]);
+    assert_eq!(run(&a, &b, MergeKind::TwoWay), 0);
+    let on_a = contents(&a, "INBOX");
+    let z: Vec<&Msg> = on_a.iter().filter(|m| m.1 == "z").collect();
+    assert_eq!(z.len(), 1, "one z, not two: {on_a:?}");
+    assert!(z[0].0 >= 9, "z moved to a UID new on both sides: {on_a:?}");
+    assert_eq!(z[0].2, Flags::SEEN.0, "B changed z's flags last");
+    assert_eq!(z[0].3, vec!["$Later".to_string()]);
+    assert_eq!(z[0].4, "z\r\nline\r\n", "A keeps its own bytes");
+    let on_b = contents(&b, "INBOX");
+    assert_eq!(
+        on_a.iter().map(|m| (m.0, &m.1)).collect::<Vec<_>>(),
+        on_b.iter().map(|m| (m.0, &m.1)).collect::<Vec<_>>()
+    );
+    for guid in ["other", "a-only", "w"] {
+        assert_eq!(on_b.iter().filter(|m| m.1 == guid).count(), 1, "{guid}");
+    }
+    assert_eq!(run(&a, &b, MergeKind::TwoWay), 0, "second run");
+}
+
+#[test]
+fn one_way_links_without_writing_the_source() {
+    let (s, d) = common_five();
+    save(&s, "INBOX", None, "n", "n\n"); // S: 6
+    save(&d, "INBOX", Some(9), "n", "n\n"); // D: 9
+    let before = contents(&s, "INBOX");
+    assert_eq!(run(&s, &d, MergeKind::OneWay), 0);
+    assert_eq!(contents(&s, "INBOX"), before);
+    let on_d = uids(&d, "INBOX");
+    assert_eq!(on_d.iter().filter(|m| m.1 == "n").count(), 1, "{on_d:?}");
+    assert_eq!(run(&s, &d, MergeKind::OneWay), 0, "second run");
+    assert_eq!(uids(&d, "INBOX"), on_d, "stable");
+}
+
+#[test]
 fn worked_example_one_way_after_divergence() {
     // §4.9: S has 1..5 backed up to D; S gets 6, D expunges 1.
     let (s, d) = common_five();

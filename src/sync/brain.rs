@@ -12,6 +12,8 @@ use mailstore::{
     Store, Uid,
 };
 
+use mailsupport::sha1::Sha1;
+
 use super::items::*;
 use super::plan::{self, MailboxPair, MergeKind, SaveSource, SidePlan, SideView, TreeAction};
 use super::{SyncError, SyncOptions};
@@ -142,6 +144,59 @@ pub fn join_name(parts: &[String], sep: char) -> String {
 
 pub fn split_name(name: &str, sep: char) -> Vec<String> {
     plan::name_key(&name.split(sep).map(str::to_string).collect::<Vec<_>>())
+}
+
+/// SHA-1 of a message's body with CRLF read as LF; `None` when it can't be read.
+fn body_digest(mailbox: &mut dyn Mailbox, uid: Uid) -> Option<[u8; 20]> {
+    let mut body = mailbox.open_mail(uid).ok()?;
+    let mut hash = Sha1::new();
+    let mut buf = vec![0u8; CHUNK_SIZE];
+    // A CR ending the previous chunk, not yet known to start a CRLF.
+    let mut held_cr = false;
+    loop {
+        let n = match body.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return None,
+        };
+        let mut chunk = &buf[..n];
+        if held_cr {
+            if chunk[0] != b'\n' {
+                hash.update(b"\r");
+            }
+            held_cr = false;
+        }
+        if chunk.last() == Some(&b'\r') {
+            held_cr = true;
+            chunk = &chunk[..chunk.len() - 1];
+        }
+        let mut start = 0;
+        for i in 1..chunk.len() {
+            if chunk[i] == b'\n' && chunk[i - 1] == b'\r' {
+                hash.update(&chunk[start..i - 1]);
+                start = i;
+            }
+        }
+        hash.update(&chunk[start..]);
+    }
+    if held_cr {
+        hash.update(b"\r");
+    }
+    Some(hash.finish())
+}
+
+fn digests(items: &[Item]) -> BTreeMap<Uid, [u8; 20]> {
+    items
+        .iter()
+        .filter_map(|i| match i {
+            Item::MailHash(MailHash {
+                uid,
+                digest: Some(d),
+            }) => Some((*uid, *d)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// This side's messages and counters. `need_vsize`: fill in virtual sizes the backend's
@@ -963,7 +1018,12 @@ impl Brain {
             (&peer_view, &view)
         };
         let filter = self.opts.filter.clone();
-        let full = plan::plan_mailbox(kind, pv, sv, lcu, &filter);
+        let links = if kind == MergeKind::Backup {
+            Vec::new()
+        } else {
+            self.verified_links(name, mailbox.as_mut(), pv, sv, primary)?
+        };
+        let full = plan::plan_mailbox(kind, pv, sv, lcu, &filter, &links);
         let mut filtered_min_uid = full.filtered_min_uid;
         let mut mine: SidePlan = if primary {
             full.primary.clone()
@@ -1036,6 +1096,46 @@ impl Brain {
             self.send_mails(mailbox.as_mut(), &view, &peer_requests, &moved)?;
         }
         Ok((common_next, filtered_min_uid))
+    }
+
+    /// The link candidates whose bodies are equal on both sides: each side hashes its own
+    /// half and the two exchange the digests. Both sides compute the same candidates, so
+    /// without any (the usual case) nothing is exchanged.
+    fn verified_links(
+        &mut self,
+        name: &str,
+        mailbox: &mut dyn Mailbox,
+        pv: &SideView,
+        sv: &SideView,
+        primary: bool,
+    ) -> Result<Vec<(Uid, Uid)>, SyncError> {
+        let candidates = plan::link_candidates(pv, sv);
+        if candidates.is_empty() {
+            return Ok(candidates);
+        }
+        let mine: Vec<Item> = candidates
+            .iter()
+            .map(|&(pu, su)| {
+                let uid = if primary { pu } else { su };
+                Item::MailHash(MailHash {
+                    uid,
+                    digest: body_digest(mailbox, uid),
+                })
+            })
+            .collect();
+        let my_digests = digests(&mine);
+        let peer_digests = digests(&self.exchange_list(mine)?);
+        let links: Vec<(Uid, Uid)> = candidates
+            .into_iter()
+            .filter(|&(pu, su)| {
+                let (mu, tu) = if primary { (pu, su) } else { (su, pu) };
+                my_digests
+                    .get(&mu)
+                    .is_some_and(|d| peer_digests.get(&tu) == Some(d))
+            })
+            .collect();
+        self.log(format!("{name}: same message at different UIDs: {links:?}"));
+        Ok(links)
     }
 
     fn send_mails(

@@ -143,6 +143,16 @@ pub struct MailItem {
     pub stream: bool,
 }
 
+/// mailsync extension (no dsync item): the SHA-1 of one message's body, its line endings
+/// read as LF (a copy would be stored with the receiver's line endings anyway). Sent for the
+/// link candidates only (`plan::link_candidates`); `digest` is `None` when the message
+/// could not be read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MailHash {
+    pub uid: Uid,
+    pub digest: Option<[u8; 20]>,
+}
+
 /// `F`: how the slave ended.
 #[derive(Clone, Debug, Default)]
 pub struct Finish {
@@ -161,6 +171,7 @@ pub enum Item {
     Mailbox(MailboxItem),
     Change(MailChange),
     MailRequest(MailRequest),
+    MailHash(MailHash),
     Mail(MailItem),
     /// Part of the body of the preceding `Mail` (at most `CHUNK_SIZE` bytes).
     MailChunk(Vec<u8>),

@@ -230,6 +230,42 @@ pub fn same_guid(a: &Guid, b: &Guid) -> bool {
     a.as_bytes() == hex128(b).as_bytes() || b.as_bytes() == hex128(a).as_bytes()
 }
 
+/// New messages both sides hold under one GUID at different UIDs: (primary UID, secondary
+/// UID) pairs, matched in ascending UID order per GUID. A message is a candidate only when
+/// the other side doesn't hold its GUID at the same UID (that is a common message). Both
+/// brains compute the same list; each hashes its own half, and only pairs whose bodies hash
+/// equal become links (`plan_two_way`'s `links`): the GUID alone never proves two messages
+/// the same (header-derived GUIDs collide).
+pub fn link_candidates(p: &SideView, s: &SideView) -> Vec<(Uid, Uid)> {
+    /// GUID → this side's UIDs of it that the other side doesn't hold at the same UID.
+    fn uncommon<'a>(own: &'a SideView, other: &SideView) -> BTreeMap<&'a [u8], Vec<Uid>> {
+        let other_at: BTreeMap<u32, &Option<Guid>> =
+            other.mails.iter().map(|m| (m.uid.0, &m.guid)).collect();
+        let mut by_guid: BTreeMap<&[u8], Vec<Uid>> = BTreeMap::new();
+        for m in &own.mails {
+            let Some(g) = &m.guid else { continue };
+            if other_at
+                .get(&m.uid.0)
+                .is_some_and(|og| og.as_ref() == Some(g))
+            {
+                continue;
+            }
+            by_guid.entry(g.as_bytes()).or_default().push(m.uid);
+        }
+        by_guid
+    }
+    let pu = uncommon(p, s);
+    let su = uncommon(s, p);
+    let mut out = Vec::new();
+    for (guid, puids) in &pu {
+        if let Some(suids) = su.get(guid) {
+            out.extend(puids.iter().copied().zip(suids.iter().copied()));
+        }
+    }
+    out.sort();
+    out
+}
+
 /// The two-way merge (also the secondary's half of `sync -1`).
 ///
 /// `last_common_uid` comes from a trusted state (0 without one): UIDs up to it were common,
@@ -237,11 +273,71 @@ pub fn same_guid(a: &Guid, b: &Guid) -> bool {
 ///
 /// `filter`: a message only one side holds that the other side doesn't want is left alone
 /// on both sides (not copied, not renumbered), so repeated runs stay stable.
+///
+/// `links`: pairs from `link_candidates` whose bodies were verified equal: one message each
+/// side holds at a different UID. It ends at one UID on both sides, without a transfer
+/// (dsync-mailbox-import.c newmail_link; e.g. a run killed while renumbering a UID conflict
+/// leaves the renumbered message on one side and the old UID on the other).
 pub fn plan_two_way(
     p: &SideView,
     s: &SideView,
     last_common_uid: u32,
     filter: &MailFilter,
+    links: &[(Uid, Uid)],
+) -> MailboxPlan {
+    merge_two_way(p, s, last_common_uid, filter, links, true)
+}
+
+/// A message not common to both sides, in the order new UIDs are handed out.
+enum Fresh<'a> {
+    /// Held by one side only (or at a UID the other side uses for another message).
+    One {
+        uid: u32,
+        from_secondary: bool,
+        mail: &'a MailChange,
+    },
+    /// Held by both sides at different UIDs, bodies verified equal.
+    Link {
+        primary: &'a MailChange,
+        secondary: &'a MailChange,
+    },
+}
+
+impl Fresh<'_> {
+    fn one(uid: u32, from_secondary: bool, mail: &MailChange) -> Fresh<'_> {
+        Fresh::One {
+            uid,
+            from_secondary,
+            mail,
+        }
+    }
+
+    fn order_key(&self) -> (&[u8], u32, bool) {
+        fn guid(m: &MailChange) -> &[u8] {
+            m.guid.as_ref().map_or(&[][..], |g| g.as_bytes())
+        }
+        match self {
+            Fresh::One {
+                uid,
+                from_secondary,
+                mail,
+            } => (guid(mail), *uid, *from_secondary),
+            Fresh::Link { primary, secondary } => {
+                (guid(primary), primary.uid.0.min(secondary.uid.0), false)
+            }
+        }
+    }
+}
+
+/// `plan_two_way`; `primary_writable` is false for `sync -1`, whose primary keeps its UIDs:
+/// a link is then resolved only by the secondary moving to the primary's UID.
+fn merge_two_way(
+    p: &SideView,
+    s: &SideView,
+    last_common_uid: u32,
+    filter: &MailFilter,
+    links: &[(Uid, Uid)],
+    primary_writable: bool,
 ) -> MailboxPlan {
     let mut plan = MailboxPlan::default();
     let lcu = if p.uid_validity == s.uid_validity {
@@ -257,6 +353,22 @@ pub fn plan_two_way(
     let pm: BTreeMap<u32, &MailChange> = p.mails.iter().map(|m| (m.uid.0, m)).collect();
     let sm: BTreeMap<u32, &MailChange> = s.mails.iter().map(|m| (m.uid.0, m)).collect();
     let uids: BTreeSet<u32> = pm.keys().chain(sm.keys()).copied().collect();
+    // Linked messages are placed by their link, never copied or expunged on their own.
+    let mut fresh: Vec<Fresh> = Vec::new();
+    let mut linked_p = BTreeSet::new();
+    let mut linked_s = BTreeSet::new();
+    for (pu, su) in links {
+        if let (Some(a), Some(b)) = (pm.get(&pu.0), sm.get(&su.0)) {
+            if a.guid.is_some() && a.guid == b.guid && pu != su {
+                linked_p.insert(pu.0);
+                linked_s.insert(su.0);
+                fresh.push(Fresh::Link {
+                    primary: a,
+                    secondary: b,
+                });
+            }
+        }
+    }
     // The common prefix: up to the highest UID both hold with one GUID, stopping at the
     // first UID that names different messages.
     let mut common_max = 0;
@@ -267,16 +379,10 @@ pub fn plan_two_way(
             _ => {}
         }
     }
-    // (guid, uid, from_secondary, record): messages that are not common.
-    let mut fresh: Vec<(Vec<u8>, u32, bool, &MailChange)> = Vec::new();
-    let key = |m: &MailChange| {
-        m.guid
-            .as_ref()
-            .map(|g| g.as_bytes().to_vec())
-            .unwrap_or_default()
-    };
     for uid in uids {
-        match (pm.get(&uid), sm.get(&uid)) {
+        let a = pm.get(&uid).filter(|_| !linked_p.contains(&uid));
+        let b = sm.get(&uid).filter(|_| !linked_s.contains(&uid));
+        match (a, b) {
             (Some(a), Some(b)) if a.guid.is_some() && a.guid == b.guid => {
                 if !same_flags(a, b) {
                     // dsync-mailbox-import.c merge_flags: the higher modseq wins, the
@@ -291,23 +397,28 @@ pub fn plan_two_way(
             }
             (Some(a), Some(b)) => {
                 // Same UID, different messages: both kept, both renumbered (§4.4).
-                fresh.push((key(a), uid, false, a));
-                fresh.push((key(b), uid, true, b));
+                fresh.push(Fresh::one(uid, false, a));
+                fresh.push(Fresh::one(uid, true, b));
             }
             (Some(a), None) => {
-                if expunged_on(s, a.uid, &a.guid, lcu, uid < common_max) {
+                if sm.contains_key(&uid) {
+                    // The secondary's message at this UID is linked elsewhere.
+                    fresh.push(Fresh::one(uid, false, a));
+                } else if expunged_on(s, a.uid, &a.guid, lcu, uid < common_max) {
                     plan.primary.expunge.push(a.uid);
                 } else if filter.wants(a) {
-                    fresh.push((key(a), uid, false, a));
+                    fresh.push(Fresh::one(uid, false, a));
                 } else {
                     plan.filtered(uid);
                 }
             }
             (None, Some(b)) => {
-                if expunged_on(p, b.uid, &b.guid, lcu, uid < common_max) {
+                if pm.contains_key(&uid) {
+                    fresh.push(Fresh::one(uid, true, b));
+                } else if expunged_on(p, b.uid, &b.guid, lcu, uid < common_max) {
                     plan.secondary.expunge.push(b.uid);
                 } else if filter.wants(b) {
-                    fresh.push((key(b), uid, true, b));
+                    fresh.push(Fresh::one(uid, true, b));
                 } else {
                     plan.filtered(uid);
                 }
@@ -317,10 +428,33 @@ pub fn plan_two_way(
     }
     // dsync_mailbox_import_assign_new_uids: ordered by (GUID, UID) so both sides hand out
     // the same new UIDs from max(UIDNEXT). A GUID match alone never merges two messages.
-    fresh.sort_by(|x, y| (&x.0, x.1, x.2).cmp(&(&y.0, y.1, y.2)));
+    fresh.sort_by(|x, y| x.order_key().cmp(&y.order_key()));
     let mut next = p.uid_next.max(s.uid_next);
     let mut filtered = Vec::new();
-    for (_, uid, from_secondary, m) in fresh {
+    for entry in fresh {
+        let (uid, from_secondary, m) = match entry {
+            Fresh::One {
+                uid,
+                from_secondary,
+                mail,
+            } => (uid, from_secondary, mail),
+            Fresh::Link { primary, secondary } => {
+                let (pu, su) = (primary.uid.0, secondary.uid.0);
+                // A UID never used on the other side can be taken there; else a new one.
+                let target = if pu >= s.uid_next {
+                    Some(pu)
+                } else if !primary_writable {
+                    None
+                } else if su >= p.uid_next {
+                    Some(su)
+                } else {
+                    next += 1;
+                    Some(next - 1)
+                };
+                place_link(&mut plan, primary, secondary, target);
+                continue;
+            }
+        };
         let (own, other, other_next) = if from_secondary {
             (&mut plan.secondary, &mut plan.primary, p.uid_next)
         } else {
@@ -356,6 +490,41 @@ pub fn plan_two_way(
         side.min_uid_next = next;
     }
     plan
+}
+
+/// Moves a linked pair to `target` on both sides (each side renumbers its own copy, no
+/// body crosses), with the flags of the copy changed last (higher modseq, the primary on
+/// ties). `None` (`sync -1` without a free UID): both keep their UIDs; only flags merge.
+fn place_link(
+    plan: &mut MailboxPlan,
+    primary: &MailChange,
+    secondary: &MailChange,
+    target: Option<u32>,
+) {
+    let winner = if secondary.modseq > primary.modseq {
+        secondary
+    } else {
+        primary
+    };
+    let flags = without_recent(winner.final_flags);
+    for (side, own) in [
+        (&mut plan.primary, primary),
+        (&mut plan.secondary, secondary),
+    ] {
+        match target {
+            Some(t) if t != own.uid.0 => {
+                let mut save = save_from(own, Uid(t), SaveSource::Own(own.uid));
+                save.flags = flags;
+                save.keywords = winner.keywords.clone();
+                side.saves.push(save);
+                side.expunge.push(own.uid);
+            }
+            _ if !same_flags(own, winner) => {
+                side.flags.push((own.uid, flags, winner.keywords.clone()));
+            }
+            _ => {}
+        }
+    }
 }
 
 /// True when the secondary can't be made a copy in place: a UID it holds or held means a
@@ -456,11 +625,12 @@ pub fn plan_mailbox(
     s: &SideView,
     lcu: u32,
     filter: &MailFilter,
+    links: &[(Uid, Uid)],
 ) -> MailboxPlan {
     match kind {
-        MergeKind::TwoWay => plan_two_way(p, s, lcu, filter),
+        MergeKind::TwoWay => plan_two_way(p, s, lcu, filter, links),
         MergeKind::OneWay => {
-            let mut plan = plan_two_way(p, s, lcu, filter);
+            let mut plan = merge_two_way(p, s, lcu, filter, links, false);
             plan.primary = SidePlan::default();
             plan
         }
