@@ -1321,8 +1321,14 @@ impl MaildirMailbox {
     /// Takes the dates of every message of the view that has none yet (one stat each);
     /// a message whose file is gone meanwhile leaves the view.
     fn stat_view(&mut self) -> Result<()> {
+        self.stat_mails((0..self.view.mails.len()).collect())
+    }
+
+    /// Stats the files of the view's messages at these positions (ascending) whose dates
+    /// are not known yet; a message whose file is gone leaves the view.
+    fn stat_mails(&mut self, positions: Vec<usize>) -> Result<()> {
         let mut gone = Vec::new();
-        for i in 0..self.view.mails.len() {
+        for i in positions {
             if self.view.mails[i].times.is_some() {
                 continue;
             }
@@ -1447,6 +1453,22 @@ impl Mailbox for MaildirMailbox {
     fn mails(&mut self) -> Result<Vec<MailRecord>> {
         self.stat_view()?;
         Ok(self.view.mails.iter().map(|m| self.record_of(m)).collect())
+    }
+
+    /// Stats only the files asked for.
+    fn mails_of(&mut self, uids: &[Uid]) -> Result<Vec<MailRecord>> {
+        let mut positions: Vec<usize> = uids.iter().filter_map(|u| self.mail_index(u.0)).collect();
+        positions.sort_unstable();
+        positions.dedup();
+        self.stat_mails(positions)?;
+        let mut wanted: Vec<Uid> = uids.to_vec();
+        wanted.sort_unstable();
+        wanted.dedup();
+        Ok(wanted
+            .into_iter()
+            .filter_map(|u| self.mail_index(u.0))
+            .map(|i| self.record_of(&self.view.mails[i]))
+            .collect())
     }
 
     fn open_mail(&mut self, uid: Uid) -> Result<Box<dyn Read + Send>> {

@@ -98,6 +98,7 @@ macro_rules! conformance_suite {
             update_mailbox_sets_uid_validity_of_an_empty_mailbox
             counters_agree_with_status
             set_mailbox_guid_keeps_the_messages
+            mails_of_matches_mails
         );
     };
     (@tests $make:expr; $($name:ident)*) => {
@@ -2140,4 +2141,48 @@ pub fn set_mailbox_guid_keeps_the_messages(target: &dyn ConformanceTarget) {
     );
     let e = again.set_mailbox_guid(MailboxGuid([0; 16])).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Params);
+}
+
+/// `Mailbox::mails_of` gives exactly the records `mails()` gives for those UIDs (UIDs not
+/// in the mailbox left out, duplicates and order of the request ignored), also for a
+/// message whose flags changed and on a fresh handle.
+pub fn mails_of_matches_mails(target: &dyn ConformanceTarget) {
+    let store = target.open();
+    store.create_mailbox("Some", None).unwrap();
+    let mut mb = open(&*store, "Some");
+    let mut t = mb.begin().unwrap();
+    for i in 0..5 {
+        let body = format!("Subject: s{i}\n\nbody {i}\n");
+        t.save(NewMail::default(), &mut body.as_bytes()).unwrap();
+    }
+    let uids = t.commit().unwrap().saved;
+    let mut t = mb.begin().unwrap();
+    t.update_flags(
+        uids[3],
+        &FlagUpdate {
+            op: FlagOp::Add,
+            flags: Flags::FLAGGED,
+            keywords: Vec::new(),
+        },
+    )
+    .unwrap();
+    t.expunge(uids[1]).unwrap();
+    t.commit().unwrap();
+    mb.sync().unwrap();
+    let ask = [uids[4], uids[1], uids[3], Uid(uids[4].0 + 100), uids[3]];
+    for (what, mb) in [
+        ("same handle", &mut mb),
+        ("fresh handle", &mut open(&*target.open(), "Some")),
+    ] {
+        let got = mb.mails_of(&ask).unwrap();
+        let want: Vec<MailRecord> = mb
+            .mails()
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.uid == uids[3] || r.uid == uids[4])
+            .collect();
+        assert_eq!(want.len(), 2, "{what}");
+        assert_eq!(got, want, "{what}");
+        assert!(mb.mails_of(&[]).unwrap().is_empty(), "{what}");
+    }
 }

@@ -89,6 +89,16 @@ pub trait Mailbox: Send {
     /// Every message in the view, ascending by UID.
     fn mails(&mut self) -> Result<Vec<MailRecord>>;
 
+    /// The records of those of `uids` that are in the view, ascending by UID, the same as
+    /// `mails()` gives for them. An incremental sync asks only for the messages changed
+    /// since its state; a backend answers without reading the others where it can.
+    fn mails_of(&mut self, uids: &[Uid]) -> Result<Vec<MailRecord>> {
+        let wanted: std::collections::BTreeSet<Uid> = uids.iter().copied().collect();
+        let mut records = self.mails()?;
+        records.retain(|r| wanted.contains(&r.uid));
+        Ok(records)
+    }
+
     /// Streams the message's bytes as stored. Errors with `MailNotFound` when it was
     /// expunged since the view was taken.
     fn open_mail(&mut self, uid: Uid) -> Result<Box<dyn Read + Send>>;
