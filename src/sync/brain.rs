@@ -8,8 +8,8 @@ use std::io::{self, Read};
 use std::sync::mpsc::{Receiver, SyncSender};
 
 use mailstore::{
-    Changes, Error, FlagOp, FlagUpdate, Mailbox, MailboxGuid, MailboxUpdate, ModSeq, NewMail,
-    Store, Uid,
+    Changes, Error, FlagOp, FlagUpdate, MailRecord, Mailbox, MailboxGuid, MailboxUpdate, ModSeq,
+    NewMail, Store, Uid,
 };
 
 use mailsupport::sha1::Sha1;
@@ -26,9 +26,14 @@ use super::{SyncError, SyncOptions};
 fn combine_states(
     mine: MailboxStateItem,
     peer: &MailboxStateItem,
-    _primary: bool,
+    primary: bool,
 ) -> MailboxStateItem {
     let mut s = mine;
+    // Keyed by the primary's mailbox GUID as it is now (a side may have taken the other's
+    // GUID in this run): the next run looks the entry up by the primary's GUID.
+    if !primary {
+        s.mailbox_guid = peer.mailbox_guid;
+    }
     s.last_common_uid = s.last_common_uid.min(peer.last_common_uid);
     s.last_common_pvt_modseq = peer.last_common_modseq;
     if peer.last_uidvalidity != s.last_uidvalidity
@@ -199,6 +204,57 @@ fn digests(items: &[Item]) -> BTreeMap<Uid, [u8; 20]> {
         .collect()
 }
 
+/// A message as a `C` item (a save: "this message is here, like this").
+fn change_of(r: MailRecord) -> MailChange {
+    MailChange {
+        change_type: ChangeType::Save,
+        uid: r.uid,
+        guid: if r.guid.is_empty() {
+            None
+        } else {
+            Some(r.guid)
+        },
+        modseq: r.modseq.0,
+        final_flags: r.flags,
+        keywords: r.keywords,
+        received_date: r.received_date,
+        saved_date: r.saved_date,
+        virtual_size: r.virtual_size,
+    }
+}
+
+/// This side's changes since `since` (its HIGHESTMODSEQ in the `-s` state): the messages
+/// saved or changed after it and the expunges, reading no other message. `None` when the
+/// mailbox's history doesn't reach back that far.
+fn export_changes(
+    mailbox: &mut dyn Mailbox,
+    since: u64,
+) -> Result<Option<(SideView, MailboxItem)>, SyncError> {
+    let mut item = mailbox_item(mailbox)?;
+    let Changes::Known {
+        changed, expunged, ..
+    } = mailbox.changes_since(ModSeq(since))?
+    else {
+        return Ok(None);
+    };
+    let mails = mailbox
+        .mails_of(&changed)?
+        .into_iter()
+        .map(change_of)
+        .collect();
+    item.changes_only = true;
+    Ok(Some((
+        SideView {
+            uid_validity: item.uid_validity,
+            uid_validity_settable: item.uid_validity_settable,
+            uid_next: item.uid_next,
+            mails,
+            expunged: Some(expunged),
+        },
+        item,
+    )))
+}
+
 /// This side's messages and counters. `need_vsize`: fill in virtual sizes the backend's
 /// records leave out (for `-I`, dsync's exporter asks for them the same way).
 fn export_view(
@@ -212,24 +268,7 @@ fn export_view(
             r.virtual_size = Some(mailbox.virtual_size(r.uid)?);
         }
     }
-    let mails = records
-        .into_iter()
-        .map(|r| MailChange {
-            change_type: ChangeType::Save,
-            uid: r.uid,
-            guid: if r.guid.is_empty() {
-                None
-            } else {
-                Some(r.guid)
-            },
-            modseq: r.modseq.0,
-            final_flags: r.flags,
-            keywords: r.keywords,
-            received_date: r.received_date,
-            saved_date: r.saved_date,
-            virtual_size: r.virtual_size,
-        })
-        .collect();
+    let mails = records.into_iter().map(change_of).collect();
     // The whole remembered history: a log that starts at modseq 1 (Dovecot's first
     // transaction log) can't answer "since 0" but can answer "since 1" — nothing is ever
     // expunged at modseq 1, the first change of a mailbox.
@@ -268,6 +307,7 @@ fn mailbox_item(mailbox: &mut dyn Mailbox) -> Result<MailboxItem, SyncError> {
         mailbox_lost: false,
         uid_validity_settable,
         last_guid: st.last_guid,
+        changes_only: false,
     })
 }
 
@@ -868,9 +908,11 @@ impl Brain {
         // dsync_boxes_need_sync (dsync-brain-mailbox.c), the mailbox GUIDs must be equal
         // too: two INBOXes each side created on its own can reach equal counters with
         // different mail (one delivery to each), and skipping them would leave both
-        // deliveries unsynced. (Dovecot changes the GUID of one side instead; the store
-        // API has no GUID update yet, so such a pair is compared in full every run.)
+        // deliveries unsynced. Nor with a state entry that says the mailbox changed since:
+        // counters are per side, so an expunge and a flag change on each side can leave
+        // them equal with different contents; the state's changes are compared instead.
         if !self.opts.full
+            && state.is_none()
             && p_b.uid_validity == s_b.uid_validity
             && p_b.uid_next == s_b.uid_next
             && p_b.messages_count == s_b.messages_count
@@ -920,10 +962,31 @@ impl Brain {
         } else {
             vec![(self.opts.kind, primary)]
         };
+        // Stateful (`-s`): each side lists only its changes since its HIGHESTMODSEQ in the
+        // state (the master's is `last_common_modseq`, the slave's `last_common_pvt_modseq`,
+        // see combine_states). Not with filters: a message they kept on one side is no
+        // change, and an incremental list could take its absence for an expunge.
+        let since = state
+            .filter(|st| {
+                !self.opts.full
+                    && self.opts.filter.is_empty()
+                    && rounds.len() == 1
+                    && st.last_uidvalidity != 0
+                    && st.last_uidvalidity == p_b.uid_validity
+                    && st.last_uidvalidity == s_b.uid_validity
+            })
+            .map(|st| {
+                if self.master {
+                    st.last_common_modseq
+                } else {
+                    st.last_common_pvt_modseq
+                }
+            });
         let mut final_next = 0;
         let mut filtered_min_uid: Option<u32> = None;
         for (kind, round_primary) in rounds {
-            let (next, filtered) = self.round(&name, &mut mailbox, kind, round_primary, lcu)?;
+            let (next, filtered) =
+                self.round(&name, &mut mailbox, kind, round_primary, lcu, since)?;
             final_next = next;
             filtered_min_uid = match (filtered_min_uid, filtered) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -940,7 +1003,7 @@ impl Brain {
         mailbox.sync()?;
         let st = mailbox.counters()?;
         let my_state = MailboxStateItem {
-            mailbox_guid: pair.primary_guid,
+            mailbox_guid: st.guid,
             last_uidvalidity: st.uid_validity,
             last_common_uid,
             last_common_modseq: st.highest_modseq,
@@ -989,8 +1052,77 @@ impl Brain {
         Ok(())
     }
 
+    /// The `C` lists and the `B` items of a round: this side's view and the peer's. With
+    /// `since` (a stateful run), first only the changes since the state: when both sides
+    /// could list them, each also sends its records of the UIDs only the peer listed, so
+    /// both views hold exactly the messages either side changed (the rest are common and
+    /// unchanged). When either side couldn't, both send full lists.
+    fn exchange_views(
+        &mut self,
+        name: &str,
+        mailbox: &mut dyn Mailbox,
+        since: Option<u64>,
+    ) -> Result<(SideView, SideView, MailboxItem), SyncError> {
+        let mut changes = match since {
+            Some(m) => export_changes(mailbox, m)?,
+            None => None,
+        };
+        loop {
+            let (mut view, b) = match changes.take() {
+                Some(x) => x,
+                None => export_view(mailbox, self.opts.filter.max_size.is_some())?,
+            };
+            if !b.changes_only {
+                self.log(format!("{name}: expunge history {:?}", view.expunged));
+            }
+            let theirs = self.exchange_list(view_items(&view))?;
+            let peer_b = match self.exchange_one(Item::Mailbox(b.clone()))? {
+                Item::Mailbox(pb) => pb,
+                _ => return Err(SyncError::Peer("expected mailbox".into())),
+            };
+            // An unknown expunge history sends no expunges: both mean "no evidence",
+            // which only ever keeps a message.
+            let mut peer_view = view_from_items(&peer_b, theirs, true);
+            match (b.changes_only, peer_b.changes_only) {
+                (false, false) => return Ok((view, peer_view, b)),
+                (true, true) => {}
+                _ => continue,
+            }
+            let listed = |v: &SideView| -> BTreeSet<Uid> {
+                v.mails
+                    .iter()
+                    .map(|m| m.uid)
+                    .chain(v.expunged.iter().flatten().map(|e| e.0))
+                    .collect()
+            };
+            let mine = listed(&view);
+            let asked: Vec<Uid> = listed(&peer_view).difference(&mine).copied().collect();
+            let answers = mailbox.mails_of(&asked)?;
+            self.log(format!(
+                "{name}: changes since the state: {} here, {} there, {} looked up",
+                view.mails.len() + view.expunged.as_ref().map_or(0, Vec::len),
+                peer_view.mails.len() + peer_view.expunged.as_ref().map_or(0, Vec::len),
+                answers.len()
+            ));
+            let answers: Vec<MailChange> = answers.into_iter().map(change_of).collect();
+            let peer_answers =
+                self.exchange_list(answers.iter().cloned().map(Item::Change).collect())?;
+            view.mails.extend(answers);
+            view.mails.sort_by_key(|m| m.uid);
+            peer_view
+                .mails
+                .extend(peer_answers.into_iter().filter_map(|i| match i {
+                    Item::Change(c) => Some(c),
+                    _ => None,
+                }));
+            peer_view.mails.sort_by_key(|m| m.uid);
+            return Ok((view, peer_view, b));
+        }
+    }
+
     /// One merge round: `C` lists, plan, `R` lists, `M` streams. Returns the common UIDNEXT
-    /// and the lowest UID the filters left on one side only.
+    /// and the lowest UID the filters left on one side only. `since`: this side's
+    /// HIGHESTMODSEQ in the state, for a stateful round.
     fn round(
         &mut self,
         name: &str,
@@ -998,20 +1130,23 @@ impl Brain {
         kind: MergeKind,
         primary: bool,
         lcu: u32,
+        since: Option<u64>,
     ) -> Result<(u32, Option<u32>), SyncError> {
-        let need_vsize = self.opts.filter.max_size.is_some();
-        let (view, b) = export_view(mailbox.as_mut(), need_vsize)?;
+        let (view, peer_view, b) = self.exchange_views(name, mailbox.as_mut(), since)?;
+        if b.changes_only && kind == MergeKind::Backup {
+            // A copy to rebuild needs every message of both sides: plan again from full
+            // lists (both sides see the same plan, so both do).
+            let (pv, sv) = if primary {
+                (&view, &peer_view)
+            } else {
+                (&peer_view, &view)
+            };
+            if plan::backup_needs_recreate(pv, sv, &self.opts.filter) {
+                self.log(format!("{name}: the copy must be rebuilt: full lists"));
+                return self.round(name, mailbox, kind, primary, lcu, None);
+            }
+        }
         let uid_validity_settable = b.uid_validity_settable;
-        self.log(format!("{name}: expunge history {:?}", view.expunged));
-        let theirs = self.exchange_list(view_items(&view))?;
-        // The round's counters (they change between rounds).
-        let peer_b = match self.exchange_one(Item::Mailbox(b))? {
-            Item::Mailbox(pb) => pb,
-            _ => return Err(SyncError::Peer("expected mailbox".into())),
-        };
-        // An unknown expunge history sends no expunges: both mean "no evidence", which
-        // only ever keeps a message.
-        let peer_view = view_from_items(&peer_b, theirs, true);
         let (pv, sv) = if primary {
             (&view, &peer_view)
         } else {

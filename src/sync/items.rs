@@ -100,6 +100,10 @@ pub struct MailboxItem {
     /// (one delivery to each side since the last sync leaves UIDNEXT, count and — after
     /// dsync's modseq alignment — HIGHESTMODSEQ equal).
     pub last_guid: Option<Guid>,
+    /// mailsync extension: the `C` list this side just sent holds only the changes since
+    /// the `-s` state (`Mailbox::changes_since`), not every message. Used only when both
+    /// sides' lists are such; otherwise both send full lists again.
+    pub changes_only: bool,
 }
 
 /// `C` type.
