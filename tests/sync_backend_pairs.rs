@@ -706,6 +706,34 @@ fn row_same_guid_with_different_bytes_new_on_both_sides_stays_two_messages() {
     );
 }
 
+/// One GUID, byte-identical bodies, new on both sides at different UIDs (A: 6; B: 7
+/// behind its own new message at 6): the same message (Dovecot's newmail_link), so it
+/// ends once on each side, at one UID, next to B's other new message.
+fn same_guid_same_bytes_new_on_both_sides(a: &Side, b: &Side) {
+    common_five(a, b);
+    save(&**a, "INBOX", "same");
+    save(&**b, "INBOX", "other");
+    save(&**b, "INBOX", "same");
+    run_ok(a, b, MergeKind::TwoWay);
+    assert_same(a, b);
+    let c = contents(&**a, "INBOX");
+    let same: Vec<&Msg> = c.iter().filter(|m| m.guid == "same").collect();
+    assert_eq!(same.len(), 1, "linked, not copied: {c:#?}");
+    assert_eq!(same[0].bytes, body("same"));
+    assert!(same[0].uid > 5);
+    assert_eq!(c.iter().filter(|m| m.guid == "other").count(), 1);
+    assert_eq!(c.len(), 7);
+    assert_second_run_changes_nothing(a, b, MergeKind::TwoWay);
+}
+
+#[test]
+fn row_same_guid_same_bytes_new_on_both_sides_is_one_message() {
+    for_all_pairs(
+        "row: same GUID, same bytes, new on both sides",
+        same_guid_same_bytes_new_on_both_sides,
+    );
+}
+
 /// Row "expunged on A, unchanged on B → expunged on B", the expunging side as master
 /// (UID 2), then as slave (UID 3).
 fn row_expunged_on_a_unchanged_on_b(a: &Side, b: &Side) {
