@@ -1016,44 +1016,52 @@ fn row_flags_changed_on_one_side_after_a_sync_win_over_raced_counters() {
 /// A's Box has 3 messages, B's (made apart, another UIDVALIDITY) 2. Every message ends on
 /// both sides under A's UIDVALIDITY.
 fn uidvalidity_differs(a: &Side, b: &Side) {
-    for i in 0..3 {
-        save(&**a, "Box", &format!("a{i}"));
+    uidvalidity_case(a, b, "Box", 3, 2, true);
+    // Tie (2 and 2): the higher UIDVALIDITY (B's) wins.
+    uidvalidity_case(a, b, "Tie", 2, 2, false);
+}
+
+/// `mailbox` made apart on both sides: `on_a` messages on A, `on_b` on B under A's
+/// UIDVALIDITY + 1000.
+fn uidvalidity_case(a: &Side, b: &Side, mailbox: &str, on_a: usize, on_b: usize, a_wins: bool) {
+    for i in 0..on_a {
+        save(&**a, mailbox, &format!("{mailbox}-a{i}"));
     }
-    let uv_a = status(&**a, "Box").0;
-    b.create_mailbox("Box", None).unwrap();
-    b.open_mailbox("Box")
+    let uv_a = status(&**a, mailbox).0;
+    b.create_mailbox(mailbox, None).unwrap();
+    b.open_mailbox(mailbox)
         .unwrap()
         .update_mailbox(&MailboxUpdate {
             uid_validity: Some(uv_a + 1000),
             ..Default::default()
         })
         .unwrap();
-    for i in 0..2 {
-        save(&**b, "Box", &format!("b{i}"));
+    for i in 0..on_b {
+        save(&**b, mailbox, &format!("{mailbox}-b{i}"));
     }
-    assert_eq!(status(&**b, "Box").0, uv_a + 1000);
-    let r = run(a, b, MergeKind::TwoWay);
-    assert!(
-        (r.exit_code == 0 || r.exit_code == 2) && r.errors.is_empty(),
-        "exit {} {:?}\n{:#?}",
-        r.exit_code,
-        r.errors,
-        r.log
-    );
-    let mut g: Vec<String> = uids(&**a, "Box").into_iter().map(|m| m.1).collect();
+    assert_eq!(status(&**b, mailbox).0, uv_a + 1000);
+    // Both sides end under one UIDVALIDITY in this run: exit 0.
+    run_ok(a, b, MergeKind::TwoWay);
+    let mut g: Vec<String> = uids(&**a, mailbox).into_iter().map(|m| m.1).collect();
     g.sort();
-    assert_eq!(g, ["a0", "a1", "a2", "b0", "b1"]);
+    let mut want: Vec<String> = (0..on_a)
+        .map(|i| format!("{mailbox}-a{i}"))
+        .chain((0..on_b).map(|i| format!("{mailbox}-b{i}")))
+        .collect();
+    want.sort();
+    assert_eq!(g, want, "{mailbox}: every message on both sides");
     assert_same(a, b);
+    let winner = if a_wins { uv_a } else { uv_a + 1000 };
     assert_eq!(
-        status(&**b, "Box").0,
-        uv_a,
-        "the side with more messages wins"
+        status(&**a, mailbox).0,
+        winner,
+        "{mailbox}: the side with more messages (tie: the higher UIDVALIDITY) wins"
     );
     assert_second_run_changes_nothing(a, b, MergeKind::TwoWay);
 }
 
 #[test]
-fn row_uidvalidity_differs_every_message_kept_the_fuller_side_wins() {
+fn row_uidvalidity_differs_every_message_kept_the_fuller_or_higher_side_wins() {
     for_all_pairs("row: UIDVALIDITY differs", uidvalidity_differs);
 }
 
