@@ -12,6 +12,15 @@
 //! Backend differences that are legitimate and asserted as such: mbox can't change a
 //! mailbox GUID (`Mailbox::set_mailbox_guid` answers `NotPossible`), so an INBOX each side
 //! created on its own keeps its GUID there and the engine logs "keeps its mailbox GUID".
+//!
+//! Known bugs, kept as `#[ignore = "bug: …"]` tests over exactly the failing pairs (the
+//! same scenarios run un-ignored over every other pair):
+//! - an expunge of a mailbox's highest UID on a Maildir, sdbox or mbox side is undone by a
+//!   two-way run (the message comes back under a new UID) — their expunge history has no
+//!   GUIDs (`expunge_history_without_guids`);
+//! - a dbox master whose index has no modseq extension reports HIGHESTMODSEQ as every
+//!   message's modseq, so after any change on it the slave's flag changes are reverted
+//!   (`modseq_is_per_mailbox`).
 
 use std::io::Read;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -419,22 +428,32 @@ fn assert_second_run_changes_nothing(a: &Side, b: &Side, kind: MergeKind) {
     }
 }
 
-/// The INBOX GUIDs after a run in which the side `taker` should have taken the other's
-/// GUID `wanted`: equal, or — for a backend that can't change it — unchanged with the
+/// The GUIDs of `mailbox` after a run in which the side `taker` should have taken the
+/// other's: equal, or — for a backend that can't change it — unchanged (`before`) with the
 /// engine saying so.
-fn assert_inbox_guid_adopted(taker: &Side, other: &Side, before: MailboxGuid, r: &SyncReport) {
-    let wanted = mailbox_guid(&**other, "INBOX");
-    let got = mailbox_guid(&**taker, "INBOX");
+fn assert_guid_adopted(
+    taker: &Side,
+    other: &Side,
+    mailbox: &str,
+    before: MailboxGuid,
+    r: &SyncReport,
+) {
+    let wanted = mailbox_guid(&**other, mailbox);
+    let got = mailbox_guid(&**taker, mailbox);
     if taker.kind.can_set_mailbox_guid() {
-        assert_eq!(got, wanted, "INBOX GUID taken from the other side");
+        assert_eq!(got, wanted, "{mailbox} GUID taken from the other side");
     } else {
-        assert_eq!(got, before, "{:?} keeps its INBOX GUID", taker.kind);
+        assert_eq!(got, before, "{:?} keeps its {mailbox} GUID", taker.kind);
         assert!(
             r.log.iter().any(|l| l.contains("keeps its mailbox GUID")),
             "the engine logs the GUID it could not take: {:#?}",
             r.log
         );
     }
+}
+
+fn assert_inbox_guid_adopted(taker: &Side, other: &Side, before: MailboxGuid, r: &SyncReport) {
+    assert_guid_adopted(taker, other, "INBOX", before, r);
 }
 
 /// A and B holding the same five messages g1..g5 in INBOX (B a backup of A).
@@ -894,11 +913,11 @@ fn row_flags_changed_on_both_sides_and_worked_example_3_flag_conflict() {
     for_all_pairs("row: flags changed both sides / §4.10", flag_conflict);
 }
 
-/// A stateful run (`-s`), not stateful in the spec's §4.10 sense only: the state of a
-/// first run carries the last common UID (5) and modseq; with it, a UID missing inside the
-/// common range on one side is an expunge there, a flag conflict is decided as in §4.10
-/// (B changed last → \Flagged on both), a new message on each side is copied, and a run
-/// with the new state and no changes skips the mailbox.
+/// §4.10 as the spec states it, in a stateful run (`-s`): the state of a first run carries
+/// the last common UID (5) and modseq; with it, the flag conflict is decided as in §4.10
+/// (B changed last → \Flagged on both), a UID missing inside the common range on one side
+/// is an expunge there, a new message on each side is copied, and a run with the new state
+/// and no changes skips both mailboxes.
 fn stateful_runs(a: &Side, b: &Side) {
     common_five(a, b);
     let stateful = |state: Vec<sync::MailboxStateItem>| {
@@ -1065,30 +1084,72 @@ fn row_uidvalidity_differs_every_message_kept_the_fuller_or_higher_side_wins() {
     for_all_pairs("row: UIDVALIDITY differs", uidvalidity_differs);
 }
 
-/// Row "mailbox GUID differs, same name": each side's INBOX made apart. Two-way: the lower
-/// GUID takes the higher (Dovecot swaps forever; mailsync converges), mail is exchanged;
-/// a backend that can't change its GUID keeps it and the run still syncs the mail.
+/// Row "mailbox GUID differs, same name": INBOX and Box each made apart on both sides.
+/// Two-way: the lower GUID takes the higher (Dovecot swaps forever; mailsync converges),
+/// mail is exchanged; a backend that can't change its GUID keeps it and the run still
+/// syncs the mail. Stateful runs afterwards (their state keyed by mailbox GUID) keep
+/// every message and never take the unequal GUIDs for a delete.
 fn mailbox_guid_differs(a: &Side, b: &Side) {
-    save(&**a, "INBOX", "from-a");
-    save(&**b, "INBOX", "from-b");
-    let (ga, gb) = (mailbox_guid(&**a, "INBOX"), mailbox_guid(&**b, "INBOX"));
-    assert_ne!(ga, gb);
-    let r = run_ok(a, b, MergeKind::TwoWay);
-    let mut g: Vec<String> = uids(&**a, "INBOX").into_iter().map(|m| m.1).collect();
-    g.sort();
-    assert_eq!(g, ["from-a", "from-b"]);
-    assert_same(a, b);
-    if ga < gb {
-        assert_inbox_guid_adopted(a, b, ga, &r);
-    } else {
-        assert_inbox_guid_adopted(b, a, gb, &r);
+    for mailbox in ["INBOX", "Box"] {
+        ensure_mailbox(&**a, mailbox);
+        ensure_mailbox(&**b, mailbox);
+        save(&**a, mailbox, &format!("{mailbox}-from-a"));
+        save(&**b, mailbox, &format!("{mailbox}-from-b"));
     }
+    let before = |s: &Side| [mailbox_guid(&**s, "INBOX"), mailbox_guid(&**s, "Box")];
+    let (ga, gb) = (before(a), before(b));
+    assert!(ga[0] != gb[0] && ga[1] != gb[1]);
+    let r = run_ok(a, b, MergeKind::TwoWay);
+    for (k, mailbox) in ["INBOX", "Box"].into_iter().enumerate() {
+        let mut g: Vec<String> = uids(&**a, mailbox).into_iter().map(|m| m.1).collect();
+        g.sort();
+        assert_eq!(
+            g,
+            [format!("{mailbox}-from-a"), format!("{mailbox}-from-b")]
+        );
+        if ga[k] < gb[k] {
+            assert_guid_adopted(a, b, mailbox, ga[k], &r);
+        } else {
+            assert_guid_adopted(b, a, mailbox, gb[k], &r);
+        }
+    }
+    assert_same(a, b);
     assert_second_run_changes_nothing(a, b, MergeKind::TwoWay);
+    // Stateful runs.
+    let stateful = |state: Vec<sync::MailboxStateItem>| {
+        let r = run_with(
+            a,
+            b,
+            SyncOptions {
+                state: Some(state),
+                debug: true,
+                ..Default::default()
+            },
+        );
+        assert!(
+            r.exit_code == 0 && r.errors.is_empty(),
+            "stateful run: exit {} {:?}\n{:#?}",
+            r.exit_code,
+            r.errors,
+            r.log
+        );
+        r.state
+    };
+    let state = stateful(Vec::new());
+    save(&**b, "Box", "Box-later-b");
+    save(&**a, "INBOX", "INBOX-later-a");
+    let state = stateful(state);
+    assert_eq!(uids(&**a, "Box").len(), 3);
+    assert_eq!(uids(&**b, "INBOX").len(), 3);
+    assert_same(a, b);
+    let (sa, sb) = (snapshot(&**a), snapshot(&**b));
+    stateful(state);
+    assert_eq!((snapshot(&**a), snapshot(&**b)), (sa, sb));
 }
 
 #[test]
 fn row_mailbox_guid_differs_same_name_two_way() {
-    for_all_pairs("row: mailbox GUID differs (INBOX)", mailbox_guid_differs);
+    for_all_pairs("row: mailbox GUID differs", mailbox_guid_differs);
 }
 
 /// Row "mailbox deleted on A, new mail in it on B". Deviation (documented in
