@@ -353,22 +353,6 @@ fn merge_two_way(
     let pm: BTreeMap<u32, &MailChange> = p.mails.iter().map(|m| (m.uid.0, m)).collect();
     let sm: BTreeMap<u32, &MailChange> = s.mails.iter().map(|m| (m.uid.0, m)).collect();
     let uids: BTreeSet<u32> = pm.keys().chain(sm.keys()).copied().collect();
-    // Linked messages are placed by their link, never copied or expunged on their own.
-    let mut fresh: Vec<Fresh> = Vec::new();
-    let mut linked_p = BTreeSet::new();
-    let mut linked_s = BTreeSet::new();
-    for (pu, su) in links {
-        if let (Some(a), Some(b)) = (pm.get(&pu.0), sm.get(&su.0)) {
-            if a.guid.is_some() && a.guid == b.guid && pu != su {
-                linked_p.insert(pu.0);
-                linked_s.insert(su.0);
-                fresh.push(Fresh::Link {
-                    primary: a,
-                    secondary: b,
-                });
-            }
-        }
-    }
     // The common prefix: up to the highest UID both hold with one GUID, stopping at the
     // first UID that names different messages.
     let mut common_max = 0;
@@ -377,6 +361,26 @@ fn merge_two_way(
             (Some(a), Some(b)) if a.guid.is_some() && a.guid == b.guid => common_max = *uid,
             (Some(_), Some(_)) => break,
             _ => {}
+        }
+    }
+    // Linked messages are placed by their link, never copied or expunged on their own.
+    let mut fresh: Vec<Fresh> = Vec::new();
+    let mut linked_p = BTreeSet::new();
+    let mut linked_s = BTreeSet::new();
+    for (pu, su) in links {
+        if let (Some(a), Some(b)) = (pm.get(&pu.0), sm.get(&su.0)) {
+            // A link never undoes an expunge: each copy must be one the other side
+            // didn't expunge.
+            let expunged = expunged_on(s, a.uid, &a.guid, lcu, pu.0 < common_max)
+                || expunged_on(p, b.uid, &b.guid, lcu, su.0 < common_max);
+            if a.guid.is_some() && a.guid == b.guid && pu != su && !expunged {
+                linked_p.insert(pu.0);
+                linked_s.insert(su.0);
+                fresh.push(Fresh::Link {
+                    primary: a,
+                    secondary: b,
+                });
+            }
         }
     }
     for uid in uids {
@@ -541,15 +545,9 @@ pub fn backup_needs_recreate(p: &SideView, s: &SideView, filter: &MailFilter) ->
         return true;
     }
     if p.uid_validity != s.uid_validity && s.uid_validity_settable {
-        // Rebuild unless the copy only holds messages the source has under those UIDs.
-        let pm: BTreeMap<u32, &MailChange> = p.mails.iter().map(|m| (m.uid.0, m)).collect();
-        let subset = s
-            .mails
-            .iter()
-            .all(|b| pm.get(&b.uid.0).is_some_and(|a| a.guid == b.guid));
-        if !subset {
-            return true;
-        }
+        // Backends change UIDVALIDITY only of an empty mailbox (Mailbox::update_mailbox):
+        // the copy is emptied and takes the source's.
+        return true;
     }
     let sm: BTreeMap<u32, &MailChange> = s.mails.iter().map(|m| (m.uid.0, m)).collect();
     p.mails.iter().any(|a| match sm.get(&a.uid.0) {
@@ -766,10 +764,11 @@ pub fn plan_tree(
     // Names the secondary will hold after its renames are the primary's names.
     for pi in p_unpaired {
         let (name, guid, uv, deleted_on_s) = &pb[pi];
-        let same_name = sb
-            .iter()
-            .enumerate()
-            .find(|(si, b)| !s_used[*si] && b.0 == *name && !p_guids.contains(&b.1));
+        // Not a mailbox the other side deleted: a mailbox deleted and created again under
+        // its name is another mailbox, and pairing them would bring the deleted mail back.
+        let same_name = sb.iter().enumerate().find(|(si, b)| {
+            !s_used[*si] && b.0 == *name && !p_guids.contains(&b.1) && !b.3 && !*deleted_on_s
+        });
         if let Some((si, b)) = same_name {
             let is_inbox = name.len() == 1 && name[0] == "INBOX";
             if kind == MergeKind::Backup && !is_inbox {
@@ -836,7 +835,7 @@ pub fn plan_tree(
                         name: name.clone(),
                         guid: *guid,
                     });
-                } else if pb.iter().any(|b| b.0 == *name) {
+                } else if pb.iter().any(|b| b.0 == *name && !b.3) {
                     // The name is taken on the primary by a mailbox paired elsewhere: the
                     // secondary's mailbox can't be created under it; reported, next run.
                 } else {
@@ -882,6 +881,15 @@ pub fn plan_tree(
     }
     if kind != MergeKind::TwoWay {
         plan.primary.clear();
+    }
+    // Deletes and renames free names before creates take them.
+    for actions in [&mut plan.primary, &mut plan.secondary] {
+        actions.sort_by_key(|a| match a {
+            TreeAction::Delete { .. } => 0,
+            TreeAction::Rename { .. } => 1,
+            TreeAction::Create { .. } => 2,
+            TreeAction::Subscribe(..) => 3,
+        });
     }
     plan.pairs.sort_by(|a, b| a.name.cmp(&b.name));
     plan
