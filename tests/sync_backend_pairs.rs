@@ -174,9 +174,11 @@ fn for_all_pairs(name: &str, scenario: Scenario) {
 }
 
 /// Backends whose `changes_since` reports an expunge without the message's GUID
-/// (`(uid, None)`): formats/index/src/changes.rs reads only the external EXPUNGE_GUID
-/// records, whose GUID Dovecot's index format leaves all-zero (the GUID is in the
-/// preceding non-external request record). Known bug: see `expunge_of_the_highest_uid_*`.
+/// (`(uid, None)`). mailsync's Maildir and sdbox write an expunge as one external
+/// EXPUNGE_GUID record with an all-zero GUID (`doveadm dump dovecot.index.log`); Dovecot
+/// writes the GUID in a non-external request record before it, which
+/// formats/index/src/changes.rs doesn't read either. The mbox history has no GUIDs either.
+/// Known bug: see `expunge_of_the_highest_uid_*`.
 fn expunge_history_without_guids(k: Backend) -> bool {
     matches!(k, Backend::Maildir | Backend::Sdbox | Backend::Mbox)
 }
