@@ -3,6 +3,8 @@
 //! - what mailsync logs on delete/rename/subscribe is what Dovecot logs (`doveadm dump`),
 //!   in the file Dovecot uses, and Dovecot's own dsync acts on mailsync's delete record;
 //! - mailsync's `Store::deleted_mailboxes` sees a delete Dovecot logged;
+//! - of two renames of one mailbox, mailsync's sync keeps the later name, also when
+//!   Dovecot logged one of them;
 //! - after `update_mailbox`, `doveadm mailbox status` shows the new UIDVALIDITY, UIDNEXT
 //!   and HIGHESTMODSEQ, and Dovecot's next save takes the raised UID.
 
@@ -290,4 +292,63 @@ fn update_mailbox_is_what_dovecot_reports() {
             "{driver}: Dovecot logged: {dovecot_log}"
         );
     }
+}
+
+fn names(env: &Env, loc: &str) -> Vec<String> {
+    let out = ok(
+        "doveadm mailbox list",
+        env.doveadm(loc, &["mailbox", "list"]),
+    );
+    let mut v: Vec<String> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn the_later_of_two_renames_wins_also_one_dovecot_logged() {
+    let env = Env::new();
+    let (a, b) = ("maildir:~/a", "mdbox:~/b");
+    ok(
+        "doveadm mailbox create",
+        env.doveadm(a, &["mailbox", "create", "Box"]),
+    );
+    save(&env, a, "Box");
+    ok("mailsync sync", env.mailsync(a, &["sync", b]));
+    // Dovecot renames on A, mailsync on B a second later: B's name wins, although A is the
+    // side whose names win ties.
+    ok(
+        "doveadm mailbox rename",
+        env.doveadm(a, &["mailbox", "rename", "Box", "ByDovecot"]),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    clean(
+        "mailsync mailbox rename",
+        env.mailsync(b, &["mailbox", "rename", "Box", "ByMailsync"]),
+    );
+    let out = env.mailsync(a, &["sync", b]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    for side in [a, b] {
+        assert_eq!(names(&env, side), ["ByMailsync", "INBOX"], "{side}");
+    }
+    assert_eq!(uids(&env, a, "ByMailsync").len(), 1);
+    // And the other way round: Dovecot's later rename on A wins with B as the primary.
+    clean(
+        "mailsync mailbox rename",
+        env.mailsync(b, &["mailbox", "rename", "ByMailsync", "Early"]),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    ok(
+        "doveadm mailbox rename",
+        env.doveadm(a, &["mailbox", "rename", "ByMailsync", "Late"]),
+    );
+    let out = env.mailsync(b, &["sync", a]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    for side in [a, b] {
+        assert_eq!(names(&env, side), ["INBOX", "Late"], "{side}");
+    }
+    assert!(env.dovecot_log().is_empty(), "{}", env.dovecot_log());
 }

@@ -340,6 +340,52 @@ fn one_way_links_without_writing_the_source() {
 }
 
 #[test]
+fn a_mailbox_renamed_on_both_sides_takes_the_later_name() {
+    for (a_time, b_time, want) in [(1000, 2000, "FromB"), (3000, 2000, "FromA")] {
+        let (a, b) = common_five();
+        save(&a, "Box", None, "box-1", "in box\n");
+        assert_eq!(run(&a, &b, MergeKind::TwoWay), 0);
+        a.set_clock(Some(a_time));
+        b.set_clock(Some(b_time));
+        a.rename_mailbox("Box", "FromA").unwrap();
+        b.rename_mailbox("Box", "FromB").unwrap();
+        assert_eq!(run(&a, &b, MergeKind::TwoWay), 0);
+        let mut want_names = vec!["INBOX".to_string(), want.to_string()];
+        want_names.sort();
+        assert_eq!(
+            names(&a),
+            want_names,
+            "A renamed at {a_time}, B at {b_time}"
+        );
+        assert_equal(&a, &b);
+        assert_eq!(contents(&a, want).len(), 1);
+        assert_eq!(run(&a, &b, MergeKind::TwoWay), 0, "second run");
+    }
+}
+
+#[test]
+fn subscription_changes_follow_the_later_change_on_either_side() {
+    let (a, b) = common_five();
+    save(&a, "Box", None, "box-1", "in box\n");
+    a.set_clock(Some(1000));
+    b.set_clock(Some(1000));
+    a.set_subscribed("Box", true).unwrap();
+    assert_eq!(run(&a, &b, MergeKind::TwoWay), 0);
+    assert_eq!(b.subscriptions().unwrap(), ["Box"]);
+    // B unsubscribes later: A follows (before, a two-way run only ever added).
+    b.set_clock(Some(2000));
+    b.set_subscribed("Box", false).unwrap();
+    assert_eq!(run(&a, &b, MergeKind::TwoWay), 0);
+    assert!(a.subscriptions().unwrap().is_empty());
+    assert!(b.subscriptions().unwrap().is_empty());
+    // A subscribes again, later still: B follows.
+    a.set_clock(Some(3000));
+    a.set_subscribed("Box", true).unwrap();
+    assert_eq!(run(&a, &b, MergeKind::TwoWay), 0);
+    assert_eq!(b.subscriptions().unwrap(), ["Box"]);
+}
+
+#[test]
 fn worked_example_one_way_after_divergence() {
     // §4.9: S has 1..5 backed up to D; S gets 6, D expunges 1.
     let (s, d) = common_five();

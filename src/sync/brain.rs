@@ -534,6 +534,13 @@ impl Brain {
             (filter(peer_nodes), filter(nodes), peer_del, mine_del)
         };
         let tree = plan::plan_tree(self.opts.kind, &pn, &sn, &pd, &sd);
+        for name in &tree.name_conflicts {
+            self.log(format!(
+                "{}: the name is another mailbox's on the other side",
+                join_name(name, self.sep())
+            ));
+            self.out.changes_during_sync = true;
+        }
         let actions = if self.is_primary() {
             tree.primary.clone()
         } else {
@@ -635,6 +642,8 @@ impl Brain {
     fn build_tree(&mut self) -> Result<Vec<TreeNode>, SyncError> {
         let sep = self.sep();
         let mut nodes = Vec::new();
+        // The store's name of each node, for its change times.
+        let mut store_names = Vec::new();
         let mut seen = BTreeSet::new();
         for info in self.store.list_mailboxes()? {
             let parts = split_name(&info.name, sep);
@@ -648,6 +657,7 @@ impl Brain {
             // filled in once the peer's deletes are known, for the GUIDs they name
             let newest_saved_date = 0;
             seen.insert(parts.clone());
+            store_names.push(info.name.clone());
             nodes.push(TreeNode {
                 name: parts,
                 existence: Existence::Exists,
@@ -656,6 +666,8 @@ impl Brain {
                 uid_next: st.uid_next,
                 subscribed: info.subscribed,
                 newest_saved_date,
+                last_renamed_or_created: 0,
+                last_subscription_change: 0,
             });
         }
         for name in self.store.subscriptions()? {
@@ -663,6 +675,7 @@ impl Brain {
             if let Some(n) = nodes.iter_mut().find(|n| n.name == parts) {
                 n.subscribed = true;
             } else if seen.insert(parts.clone()) {
+                store_names.push(name);
                 nodes.push(TreeNode {
                     name: parts,
                     existence: Existence::Nonexistent,
@@ -671,8 +684,16 @@ impl Brain {
                     uid_next: 0,
                     subscribed: true,
                     newest_saved_date: 0,
+                    last_renamed_or_created: 0,
+                    last_subscription_change: 0,
                 });
             }
+        }
+        // dsync-mailbox-tree-fill.c: the mailbox log's RENAME and (UN)SUBSCRIBE times.
+        let times = self.store.name_change_times(&store_names)?;
+        for (node, t) in nodes.iter_mut().zip(times) {
+            node.last_renamed_or_created = t.renamed;
+            node.last_subscription_change = t.subscription_changed;
         }
         Ok(nodes)
     }

@@ -69,6 +69,11 @@ pub struct TreeNode {
     /// mailsync extension: the newest saved date of the mailbox's messages (0 = none), so a
     /// delete on the other side never takes mail saved after it.
     pub newest_saved_date: i64,
+    /// When the mailbox was last renamed to this name (0 = not logged): of two names for
+    /// one mailbox, the later rename wins.
+    pub last_renamed_or_created: i64,
+    /// When this name was last subscribed or unsubscribed (0 = not logged).
+    pub last_subscription_change: i64,
 }
 
 /// `D`: mailboxes this side knows were deleted (GUID, timestamp).

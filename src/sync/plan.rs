@@ -672,6 +672,9 @@ pub struct TreePlan {
     pub secondary: Vec<TreeAction>,
     /// Sorted by name.
     pub pairs: Vec<MailboxPair>,
+    /// Names of secondary mailboxes left unsynced because the primary uses the name for
+    /// another mailbox (the run is then not perfectly in sync).
+    pub name_conflicts: Vec<Vec<String>>,
 }
 
 /// What one side reported deleted (its `D` item).
@@ -687,18 +690,27 @@ impl Deletes {
     /// True when the other side's mailbox `node` is to be deleted because this side deleted
     /// it — unless it holds mail saved after the delete (or above the state's common UIDs):
     /// mailsync never lets a delete take new mail (Dovecot does, dsync-algorithm.md §2.2).
-    fn deletes(&self, node: &TreeNode) -> bool {
-        let Some(guid) = node.mailbox_guid else {
-            return false;
-        };
+    fn deletes(&self, node: &TreeNode) -> Option<DeleteEvidence> {
+        let guid = node.mailbox_guid?;
         if let Some(ts) = self.logged.get(&guid) {
-            return node.newest_saved_date < *ts;
+            return (node.newest_saved_date < *ts).then_some(DeleteEvidence::Logged);
         }
         if let Some(lcu) = self.since_state.get(&guid) {
-            return node.uid_next <= lcu.saturating_add(1);
+            return (node.uid_next <= lcu.saturating_add(1)).then_some(DeleteEvidence::SinceState);
         }
-        false
+        None
     }
+}
+
+/// Why a mailbox counts as deleted by the other side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DeleteEvidence {
+    /// The other side's mailbox log has a delete record of its GUID.
+    Logged,
+    /// The `-s` state knew the GUID and the other side no longer has it. Weaker: a side
+    /// that paired its own mailbox by name never held the state's GUID (mbox can't take
+    /// the other side's mailbox GUID), so this never stops a pairing by name.
+    SinceState,
 }
 
 /// Compares names with INBOX case-insensitive in the first level.
@@ -723,18 +735,28 @@ pub fn plan_tree(
     deleted_by_s: &Deletes,
 ) -> TreePlan {
     let mut plan = TreePlan::default();
-    // (name, GUID, UIDVALIDITY, deleted by the other side)
-    let boxes =
-        |nodes: &[TreeNode], other: &Deletes| -> Vec<(Vec<String>, MailboxGuid, u32, bool)> {
-            nodes
-                .iter()
-                .filter(|n| n.existence == super::items::Existence::Exists)
-                .filter_map(|n| {
-                    n.mailbox_guid
-                        .map(|g| (name_key(&n.name), g, n.uid_validity, other.deletes(n)))
-                })
-                .collect()
-        };
+    // (name, GUID, UIDVALIDITY, deleted by the other side); INBOX is never deleted.
+    type BoxEntry = (Vec<String>, MailboxGuid, u32, Option<DeleteEvidence>);
+    let boxes = |nodes: &[TreeNode], other: &Deletes| -> Vec<BoxEntry> {
+        nodes
+            .iter()
+            .filter(|n| n.existence == super::items::Existence::Exists)
+            .filter_map(|n| {
+                let name = name_key(&n.name);
+                let is_inbox = name.len() == 1 && name[0] == "INBOX";
+                let deleted = other.deletes(n).filter(|_| !is_inbox);
+                n.mailbox_guid.map(|g| (name, g, n.uid_validity, deleted))
+            })
+            .collect()
+    };
+    let renamed_at = |nodes: &[TreeNode]| -> BTreeMap<MailboxGuid, i64> {
+        nodes
+            .iter()
+            .filter_map(|n| n.mailbox_guid.map(|g| (g, n.last_renamed_or_created)))
+            .collect()
+    };
+    let p_renamed = renamed_at(p);
+    let s_renamed = renamed_at(s);
     let pb = boxes(p, deleted_by_s);
     let sb = boxes(s, deleted_by_p);
     let s_by_guid: BTreeMap<MailboxGuid, usize> =
@@ -745,15 +767,30 @@ pub fn plan_tree(
     for (pi, (name, guid, _, _)) in pb.iter().enumerate() {
         if let Some(&si) = s_by_guid.get(guid) {
             s_used[si] = true;
+            let mut final_name = name.clone();
             if sb[si].0 != *name {
-                plan.secondary.push(TreeAction::Rename {
-                    guid: *guid,
-                    from: sb[si].0.clone(),
-                    to: name.clone(),
-                });
+                // Two names for one mailbox: the later rename wins, the primary on ties
+                // and in one-way runs (dsync-mailbox-tree-sync.c sync_rename_lower_ts
+                // compares last_renamed_or_created).
+                let theirs_later = s_renamed.get(guid).copied().unwrap_or(0)
+                    > p_renamed.get(guid).copied().unwrap_or(0);
+                if kind == MergeKind::TwoWay && theirs_later {
+                    final_name = sb[si].0.clone();
+                    plan.primary.push(TreeAction::Rename {
+                        guid: *guid,
+                        from: name.clone(),
+                        to: final_name.clone(),
+                    });
+                } else {
+                    plan.secondary.push(TreeAction::Rename {
+                        guid: *guid,
+                        from: sb[si].0.clone(),
+                        to: name.clone(),
+                    });
+                }
             }
             plan.pairs.push(MailboxPair {
-                name: name.clone(),
+                name: final_name,
                 primary_guid: *guid,
                 secondary_guid: *guid,
             });
@@ -767,7 +804,11 @@ pub fn plan_tree(
         // Not a mailbox the other side deleted: a mailbox deleted and created again under
         // its name is another mailbox, and pairing them would bring the deleted mail back.
         let same_name = sb.iter().enumerate().find(|(si, b)| {
-            !s_used[*si] && b.0 == *name && !p_guids.contains(&b.1) && !b.3 && !*deleted_on_s
+            !s_used[*si]
+                && b.0 == *name
+                && !p_guids.contains(&b.1)
+                && b.3 != Some(DeleteEvidence::Logged)
+                && *deleted_on_s != Some(DeleteEvidence::Logged)
         });
         if let Some((si, b)) = same_name {
             let is_inbox = name.len() == 1 && name[0] == "INBOX";
@@ -800,7 +841,7 @@ pub fn plan_tree(
             }
             continue;
         }
-        if kind == MergeKind::TwoWay && *deleted_on_s {
+        if kind == MergeKind::TwoWay && deleted_on_s.is_some() {
             plan.primary.push(TreeAction::Delete {
                 name: name.clone(),
                 guid: *guid,
@@ -830,14 +871,15 @@ pub fn plan_tree(
             }),
             MergeKind::Backup | MergeKind::OneWay => {}
             MergeKind::TwoWay => {
-                if *deleted_on_p {
+                if deleted_on_p.is_some() {
                     plan.secondary.push(TreeAction::Delete {
                         name: name.clone(),
                         guid: *guid,
                     });
-                } else if pb.iter().any(|b| b.0 == *name && !b.3) {
-                    // The name is taken on the primary by a mailbox paired elsewhere: the
-                    // secondary's mailbox can't be created under it; reported, next run.
+                } else if plan.pairs.iter().any(|pair| pair.name == *name) {
+                    // The name stays taken on the primary by another mailbox (after its
+                    // renames): the secondary's mailbox can't be created under it.
+                    plan.name_conflicts.push(name.clone());
                 } else {
                     plan.primary.push(TreeAction::Create {
                         name: name.clone(),
@@ -853,7 +895,9 @@ pub fn plan_tree(
             }
         }
     }
-    // Subscriptions: without change timestamps, two-way is a union; backup mirrors.
+    // Subscriptions: two-way, a name subscribed on one side only is unsubscribed where
+    // the side without it changed the subscription later, else subscribed there (the
+    // primary on ties; last_subscription_change); backup mirrors; one-way adds.
     let subs = |nodes: &[TreeNode]| -> BTreeSet<Vec<String>> {
         nodes
             .iter()
@@ -861,15 +905,31 @@ pub fn plan_tree(
             .map(|n| name_key(&n.name))
             .collect()
     };
+    let changed_at = |nodes: &[TreeNode]| -> BTreeMap<Vec<String>, i64> {
+        nodes
+            .iter()
+            .map(|n| (name_key(&n.name), n.last_subscription_change))
+            .collect()
+    };
+    let (p_changed, s_changed) = (changed_at(p), changed_at(s));
+    let at = |m: &BTreeMap<Vec<String>, i64>, n: &Vec<String>| m.get(n).copied().unwrap_or(0);
     let ps = subs(p);
     let ss = subs(s);
     for n in ps.difference(&ss) {
-        plan.secondary.push(TreeAction::Subscribe(n.clone(), true));
+        if kind == MergeKind::TwoWay && at(&s_changed, n) > at(&p_changed, n) {
+            plan.primary.push(TreeAction::Subscribe(n.clone(), false));
+        } else {
+            plan.secondary.push(TreeAction::Subscribe(n.clone(), true));
+        }
     }
     match kind {
         MergeKind::TwoWay => {
             for n in ss.difference(&ps) {
-                plan.primary.push(TreeAction::Subscribe(n.clone(), true));
+                if at(&p_changed, n) >= at(&s_changed, n) && at(&p_changed, n) > 0 {
+                    plan.secondary.push(TreeAction::Subscribe(n.clone(), false));
+                } else {
+                    plan.primary.push(TreeAction::Subscribe(n.clone(), true));
+                }
             }
         }
         MergeKind::Backup => {

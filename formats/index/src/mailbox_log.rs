@@ -151,6 +151,37 @@ pub fn deleted_mailboxes(index_root: &Path) -> io::Result<Deleted> {
     Ok((out, warnings))
 }
 
+/// (last RENAME to the name, last SUBSCRIBE or UNSUBSCRIBE of it) as UNIX times (0 = none)
+/// for each of `vnames`, matched by [`name_guid`] as dsync_mailbox_tree_find_sha does;
+/// and warnings about records that couldn't be read.
+pub type NameTimes = (Vec<(i64, i64)>, Vec<String>);
+
+/// The RENAME and SUBSCRIBE/UNSUBSCRIBE times of these virtual names (see [`NameTimes`]).
+pub fn name_change_times(index_root: &Path, vnames: &[String]) -> io::Result<NameTimes> {
+    let (records, warnings) = read(index_root)?;
+    let mut times = vec![(0i64, 0i64); vnames.len()];
+    if records.is_empty() {
+        return Ok((times, warnings));
+    }
+    let hashes: Vec<[u8; 16]> = vnames.iter().map(|n| name_guid(n)).collect();
+    for r in &records {
+        let t = i64::from(r.timestamp);
+        for (i, h) in hashes.iter().enumerate() {
+            if *h != r.mailbox_guid {
+                continue;
+            }
+            match r.kind {
+                MailboxLogType::Rename => times[i].0 = times[i].0.max(t),
+                MailboxLogType::Subscribe | MailboxLogType::Unsubscribe => {
+                    times[i].1 = times[i].1.max(t)
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok((times, warnings))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,5 +238,31 @@ mod tests {
         assert_eq!(recs.len(), 1);
         assert_eq!(warns.len(), 1);
         assert!(path_in(dir.path()).exists());
+    }
+
+    #[test]
+    fn name_change_times_take_the_latest_rename_and_subscription_change_per_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = ["Foo".to_string(), "Bar/Baz".to_string(), "Quux".to_string()];
+        append(dir.path(), MailboxLogType::Rename, name_guid("Foo"), 100).unwrap();
+        append(dir.path(), MailboxLogType::Rename, name_guid("Foo"), 90).unwrap();
+        append(dir.path(), MailboxLogType::Subscribe, name_guid("Foo"), 120).unwrap();
+        append(
+            dir.path(),
+            MailboxLogType::Unsubscribe,
+            name_guid("Bar/Baz"),
+            130,
+        )
+        .unwrap();
+        append(
+            dir.path(),
+            MailboxLogType::DeleteMailbox,
+            name_guid("Quux"),
+            140,
+        )
+        .unwrap();
+        let (times, warnings) = name_change_times(dir.path(), &names).unwrap();
+        assert!(warnings.is_empty());
+        assert_eq!(times, vec![(100, 120), (0, 130), (0, 0)]);
     }
 }

@@ -13,7 +13,10 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use mailstore::names;
-use mailstore::{Error, Location, Mailbox, MailboxGuid, MailboxInfo, Result, Store, StoreOptions};
+use mailstore::{
+    Error, Location, Mailbox, MailboxGuid, MailboxInfo, NameChangeTimes, Result, Store,
+    StoreOptions,
+};
 use mailsupport::subscriptions;
 use mailsync_index::format::mailbox_log::MailboxLogType;
 use mailsync_index::mailbox_log;
@@ -514,6 +517,24 @@ impl Store for MaildirStore {
         };
         self.log_change(kind, mailbox_log::name_guid(&v));
         Ok(())
+    }
+
+    fn name_change_times(&self, names: &[String]) -> Result<Vec<NameChangeTimes>> {
+        let Some(root) = self.mailbox_log_root() else {
+            return Ok(vec![NameChangeTimes::default(); names.len()]);
+        };
+        let (times, warnings) = mailbox_log::name_change_times(root, names)
+            .map_err(|e| Error::io("read", mailbox_log::path_in(root), e))?;
+        for w in warnings {
+            warn(&w);
+        }
+        Ok(times
+            .into_iter()
+            .map(|(renamed, subscription_changed)| NameChangeTimes {
+                renamed,
+                subscription_changed,
+            })
+            .collect())
     }
 
     fn deleted_mailboxes(&self) -> Result<Vec<(MailboxGuid, i64)>> {

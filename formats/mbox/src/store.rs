@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use mailstore::names;
 use mailstore::{
-    Error, Location, Mailbox, MailboxAttrs, MailboxGuid, MailboxInfo, Result, SaveLineEndings,
-    Store, StoreOptions,
+    Error, Location, Mailbox, MailboxAttrs, MailboxGuid, MailboxInfo, NameChangeTimes, Result,
+    SaveLineEndings, Store, StoreOptions,
 };
 use mailsupport::{mutf7, subscriptions};
 use mailsync_index::format::mailbox_log::MailboxLogType;
@@ -491,6 +491,22 @@ impl Store for MboxStore {
         };
         self.log_change(kind, mailbox_log::name_guid(&v));
         Ok(())
+    }
+
+    fn name_change_times(&self, names: &[String]) -> Result<Vec<NameChangeTimes>> {
+        let root = self.mailbox_log_root();
+        let (times, warnings) = mailbox_log::name_change_times(&root, names)
+            .map_err(|e| Error::io("read", mailbox_log::path_in(&root), e))?;
+        for w in warnings {
+            eprintln!("mailsync: warning: {w}");
+        }
+        Ok(times
+            .into_iter()
+            .map(|(renamed, subscription_changed)| NameChangeTimes {
+                renamed,
+                subscription_changed,
+            })
+            .collect())
     }
 
     fn deleted_mailboxes(&self) -> Result<Vec<(MailboxGuid, i64)>> {

@@ -32,7 +32,8 @@ use crate::names;
 use crate::traits::{Mailbox, Store, Transaction};
 use crate::types::{
     Changes, CommitResult, FlagOp, FlagUpdate, Flags, Guid, Keyword, MailRecord, MailboxAttrs,
-    MailboxGuid, MailboxInfo, MailboxStatus, MailboxUpdate, ModSeq, NewMail, StoreOptions, Uid,
+    MailboxGuid, MailboxInfo, MailboxStatus, MailboxUpdate, ModSeq, NameChangeTimes, NewMail,
+    StoreOptions, Uid,
 };
 
 /// A store held entirely in memory. Clones share the same state.
@@ -54,6 +55,16 @@ struct StoreState {
     last_uid_validity: u32,
     /// Deleted mailboxes (GUID, UNIX time), as Dovecot's mailbox log remembers them.
     deleted: Vec<(MailboxGuid, i64)>,
+    /// Name → (last rename to it, last subscription change), as the mailbox log has them.
+    name_changes: BTreeMap<String, NameChangeTimes>,
+    /// A fixed clock for the log's times (tests), instead of the system's.
+    clock: Option<i64>,
+}
+
+impl StoreState {
+    fn now(&self) -> i64 {
+        self.clock.unwrap_or_else(now)
+    }
 }
 
 struct MailboxState {
@@ -92,6 +103,13 @@ impl Default for MemoryStore {
 }
 
 impl MemoryStore {
+    /// Makes the mailbox log's times (deletes, renames, subscription changes) `t` instead
+    /// of the system clock's (`None`: the system clock again), for tests of what happened
+    /// first.
+    pub fn set_clock(&self, t: Option<i64>) {
+        self.lock().clock = t;
+    }
+
     /// An empty store (only INBOX) with `/` as hierarchy separator.
     pub fn new() -> MemoryStore {
         MemoryStore::with_options(&StoreOptions::default())
@@ -240,7 +258,8 @@ impl Store for MemoryStore {
             .remove(&name)
             .ok_or_else(|| Error::MailboxNotFound(name.clone()))?;
         if let Some(mailbox) = state.mailboxes.remove(&id) {
-            state.deleted.push((mailbox.guid, now()));
+            let t = state.now();
+            state.deleted.push((mailbox.guid, t));
         }
         Ok(())
     }
@@ -293,12 +312,29 @@ impl Store for MemoryStore {
         for (id, to) in ids {
             state.names.insert(to, id);
         }
+        // index_storage_mailbox_rename logs one RENAME record, for the new name.
+        let t = state.now();
+        state.name_changes.entry(new).or_default().renamed = t;
         Ok(())
+    }
+
+    fn name_change_times(&self, names: &[String]) -> Result<Vec<NameChangeTimes>> {
+        let state = self.lock();
+        Ok(names
+            .iter()
+            .map(|n| state.name_changes.get(n).copied().unwrap_or_default())
+            .collect())
     }
 
     fn set_subscribed(&self, name: &str, subscribed: bool) -> Result<()> {
         let name = self.existing_name(name)?;
         let mut state = self.lock();
+        let t = state.now();
+        state
+            .name_changes
+            .entry(name.clone())
+            .or_default()
+            .subscription_changed = t;
         let pos = state.subscriptions.iter().position(|s| *s == name);
         match (subscribed, pos) {
             (true, None) => state.subscriptions.push(name),

@@ -6,7 +6,7 @@ use std::io::Read;
 use crate::error::Result;
 use crate::types::{
     Changes, CommitResult, FlagUpdate, MailRecord, MailboxGuid, MailboxInfo, MailboxStatus,
-    MailboxUpdate, ModSeq, NewMail, Uid,
+    MailboxUpdate, ModSeq, NameChangeTimes, NewMail, Uid,
 };
 
 /// A user's mail store: the mailbox tree of one mail location.
@@ -39,6 +39,12 @@ pub trait Store: Send {
 
     /// Opens an existing mailbox and brings its view up to date with the disk.
     fn open_mailbox(&self, name: &str) -> Result<Box<dyn Mailbox>>;
+
+    /// The change times of these virtual names, in the same order (renames to the name,
+    /// subscription changes of it). Default: nothing logged.
+    fn name_change_times(&self, names: &[String]) -> Result<Vec<NameChangeTimes>> {
+        Ok(vec![NameChangeTimes::default(); names.len()])
+    }
 
     /// Mailboxes deleted from this store that it still remembers, as (mailbox GUID, UNIX
     /// time of the delete) — Dovecot's `dovecot.mailbox.log` DELETE_MAILBOX records

@@ -411,3 +411,15 @@ pub struct StoreOptions {
     /// default: `Lf` for Dovecot's formats (mail_save_crlf = no), `AsIs` for the memory store.
     pub save_line_endings: Option<crate::lines::SaveLineEndings>,
 }
+
+/// When a mailbox name last changed, from the store's mailbox change log (Dovecot's
+/// `dovecot.mailbox.log` RENAME and SUBSCRIBE/UNSUBSCRIBE records, which dsync reads as
+/// a node's `last_renamed_or_created` and `last_subscription_change`,
+/// dsync-mailbox-tree-fill.c). UNIX times; 0 = nothing logged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NameChangeTimes {
+    /// The last rename *to* this name.
+    pub renamed: i64,
+    /// The last subscribe or unsubscribe of this name.
+    pub subscription_changed: i64,
+}
