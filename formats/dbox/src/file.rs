@@ -7,6 +7,7 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 
 /// DBOX_VERSION: the only file version written and read.
 pub const FILE_VERSION: u32 = 2;
@@ -408,15 +409,21 @@ fn read_at_most(file: &(impl ReadAt + ?Sized), buf: &mut [u8], offset: u64) -> i
     Ok(have)
 }
 
-/// Streams `len` bytes of `file` from `offset` (a message body).
+/// Streams `len` bytes of `file` from `offset` (a message body), by positional reads: the
+/// file may be shared with other readers (an mdbox `m.N` holds many messages).
 pub struct BodyReader {
-    file: File,
+    file: Arc<File>,
     pos: u64,
     end: u64,
 }
 
 impl BodyReader {
     pub fn new(file: File, offset: u64, len: u64) -> BodyReader {
+        BodyReader::shared(Arc::new(file), offset, len)
+    }
+
+    /// Reads from a file other readers may hold too.
+    pub fn shared(file: Arc<File>, offset: u64, len: u64) -> BodyReader {
         BodyReader {
             file,
             pos: offset,
@@ -432,7 +439,7 @@ impl Read for BodyReader {
             return Ok(0);
         }
         let want = buf.len().min(left.min(usize::MAX as u64) as usize);
-        let n = FileExt::read_at(&self.file, &mut buf[..want], self.pos)?;
+        let n = FileExt::read_at(&*self.file, &mut buf[..want], self.pos)?;
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,

@@ -203,3 +203,49 @@ pub(crate) fn housekeeping(writer: &IndexWriter, log_offset: u64) {
         ));
     }
 }
+
+/// What identifies the state of one index file on disk: None when it is missing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+/// The stamps of an index's `P`, `P.log` and `P.log.2`, taken *before* a view is read from
+/// them: while all three are unchanged, a view built after the stamp is still the current
+/// state. Dovecot's rules make this sound (mail-transaction-log.c
+/// mail_transaction_log_refresh, mail-index-map.c mail_index_map): the log is only ever
+/// appended to (its size grows) or replaced by a new file at rotation (another inode),
+/// and `P` is rewritten through a temp file and rename (another inode). A change made
+/// after the stamp changes it, so the next comparison rebuilds — the stamp is never newer
+/// than the view it stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct IndexStamp([Option<FileStamp>; 3]);
+
+impl IndexStamp {
+    /// Stats the three files of `paths` (a missing file is part of the state).
+    pub(crate) fn of(paths: &mailsync_index::IndexPaths) -> Result<IndexStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let stat = |path: std::path::PathBuf| -> Result<Option<FileStamp>> {
+            match std::fs::metadata(&path) {
+                Ok(m) => Ok(Some(FileStamp {
+                    dev: m.dev(),
+                    ino: m.ino(),
+                    size: m.size(),
+                    mtime: (m.mtime(), m.mtime_nsec()),
+                    ctime: (m.ctime(), m.ctime_nsec()),
+                })),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(Error::io("stat", &path, e)),
+            }
+        };
+        Ok(IndexStamp([
+            stat(paths.index())?,
+            stat(paths.log())?,
+            stat(paths.log2())?,
+        ]))
+    }
+}

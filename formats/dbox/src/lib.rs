@@ -21,7 +21,7 @@
 //!
 //! Modules: [`file`](mod@file) (the dbox file format, shared), [`layout`] (paths and names),
 //! [`sdbox`], [`mdbox`], [`index`] (mailbox index creation and the `dbox-hdr`/`mdbox-hdr`
-//! header), [`purge`] (mdbox purge), [`rebuild`] (mdbox and sdbox force-resync).
+//! header), [`map_table`] (the mdbox map's locations as readers keep them), [`purge`] (mdbox purge), [`rebuild`] (mdbox and sdbox force-resync).
 //! Not implemented here: alt storage, external attachments, `dovecot.index.cache`.
 
 pub mod file;
@@ -29,10 +29,12 @@ pub mod file;
 pub mod fuzzing;
 pub mod index;
 pub mod layout;
+pub mod map_table;
 pub mod mdbox;
 pub mod purge;
 pub mod rebuild;
 pub mod sdbox;
+mod snapshot;
 use mailsupport::sha1;
 mod store;
 

@@ -35,6 +35,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use mailstore::{
     Changes, CommitResult, Error, FlagUpdate, Guid, MailRecord, Mailbox, MailboxGuid,
@@ -42,15 +43,17 @@ use mailstore::{
 };
 use mailsync_index::format::ext::{self, MapHeader, MapRecord, MdboxRecord};
 use mailsync_index::locked_commit::{commit_locked, commit_locked_synced};
-use mailsync_index::{IndexWriter, View};
+use mailsync_index::{IndexPaths, IndexWriter, View};
 
 use crate::file::{self, BodyReader, FileHeader};
-use crate::index::{dbox_header, index_exists, ix_err, CommitError};
+use crate::index::{dbox_header, index_exists, ix_err, CommitError, IndexStamp};
 use crate::layout::{mkdir_all, DboxKind, Layout, INDEX_PREFIX};
+use crate::map_table::{MapCache, MapTable};
 use crate::sdbox::{
-    add_flag_update, assign_uids, check_keywords, checked_guid, info_of, mail_record, status_of,
-    stored_vsize, temp_name, write_message, FileInfo, MessageMeta,
+    add_flag_update, assign_uids, check_keywords, checked_guid, info_of, record_from, status_from,
+    temp_name, write_message, FileInfo, MessageMeta,
 };
+use crate::snapshot::{SnapMessage, Snapshot};
 
 /// The map index prefix in `storage/`.
 pub const MAP_PREFIX: &str = "dovecot.map.index";
@@ -74,24 +77,35 @@ pub(crate) fn map_writer(layout: &Layout) -> IndexWriter {
     IndexWriter::open(&layout.storage_dir(), MAP_PREFIX)
 }
 
-/// The map's UIDVALIDITY, creating the map index when it doesn't exist yet (as
-/// mdbox_map_open_or_create; its UIDVALIDITY is the creation time).
-pub(crate) fn map_uid_validity(layout: &Layout) -> Result<u32> {
+/// The map index files of a store.
+pub(crate) fn map_paths(layout: &Layout) -> IndexPaths {
+    IndexPaths::new(layout.storage_dir(), MAP_PREFIX)
+}
+
+/// Creates the map index when it doesn't exist yet (as mdbox_map_open_or_create; its
+/// UIDVALIDITY is the creation time).
+pub(crate) fn create_map_if_missing(layout: &Layout) -> Result<()> {
     let dir = layout.storage_dir();
-    let w = map_writer(layout);
-    if !dir.join(format!("{MAP_PREFIX}.log")).exists() && !dir.join(MAP_PREFIX).exists() {
-        mkdir_all(&dir, 0o700).map_err(|e| Error::io("mkdir", &dir, e))?;
-        match w.create(now().max(1) as u32) {
-            Ok(_) => {
-                // the new map's tail must reach its head (see map_commit)
-                map_commit(&w, |_| {})?;
-            }
-            // created by someone else meanwhile
-            Err(mailsync_index::Error::Invalid(_)) => {}
-            Err(e) => return Err(ix_err(e)),
-        }
+    if dir.join(format!("{MAP_PREFIX}.log")).exists() || dir.join(MAP_PREFIX).exists() {
+        return Ok(());
     }
-    Ok(w.view().map_err(ix_err)?.uid_validity())
+    mkdir_all(&dir, 0o700).map_err(|e| Error::io("mkdir", &dir, e))?;
+    let w = map_writer(layout);
+    match w.create(now().max(1) as u32) {
+        Ok(_) => {
+            // the new map's tail must reach its head (see map_commit)
+            map_commit(&w, |_| {})
+        }
+        // created by someone else meanwhile
+        Err(mailsync_index::Error::Invalid(_)) => Ok(()),
+        Err(e) => Err(ix_err(e)),
+    }
+}
+
+/// The map's UIDVALIDITY, creating the map index when it doesn't exist yet.
+pub(crate) fn map_uid_validity(layout: &Layout, cache: &MapCache) -> Result<u32> {
+    create_map_if_missing(layout)?;
+    Ok(cache.table(&map_paths(layout))?.uid_validity)
 }
 
 /// 128-bit form of a message GUID (mail_generate_guid_128_hash): 32 hex digits are
@@ -106,12 +120,12 @@ pub fn guid_128(guid: &[u8]) -> [u8; 16] {
     out
 }
 
-/// Where a map UID's message is.
-fn map_record(map: &View, map_uid: u32) -> Option<(MapRecord, u16)> {
-    let m = map.message(map_uid)?;
-    let rec = MapRecord::decode(m.ext(ext::MAP)?);
-    let refs = m.ext(ext::REF).map(ext::ref_count).unwrap_or(0);
-    Some((rec, refs))
+/// Where the message of a mailbox index message is, with its save date: its `mdbox`
+/// record's map UID looked up in the map table. None when the record or the map UID is
+/// missing (Dovecot would rebuild).
+fn location_of(m: &SnapMessage, map: &MapTable) -> Option<(MapRecord, u32)> {
+    let rec = m.mdbox?;
+    Some((map.get(rec.map_uid)?, rec.save_date))
 }
 
 /// Lowers the refcount of every message of the mailbox index in `dir` (before the
@@ -155,34 +169,60 @@ pub struct MdboxMailbox {
     layout: Layout,
     dir: PathBuf,
     writer: IndexWriter,
-    view: View,
+    /// The mailbox index view, kept compact (the view itself, with its decoded logs, is
+    /// dropped once the snapshot is taken).
+    snap: Snapshot,
+    /// The mailbox index files as they were just before `snap`'s view was read from them:
+    /// while they are unchanged, a sync keeps the snapshot instead of reading it again.
+    view_stamp: IndexStamp,
     guid: MailboxGuid,
     line_endings: SaveLineEndings,
-    /// uid → (map record, save date) of every message the map still has
-    locations: HashMap<u32, (MapRecord, u32)>,
+    /// The store's map table, shared by its mailboxes, and the table the locations below
+    /// were looked up in. A message's location is its `mdbox` record's map UID looked up
+    /// in `map` ([`location_of`]): the mailbox keeps no location table of its own.
+    map_cache: Arc<MapCache>,
+    map: Arc<MapTable>,
     /// uid → (map record it was read at, dbox metadata), filled on demand
     infos: HashMap<u32, (MapRecord, FileInfo)>,
+    /// The `m.N` file read last (id, file, header line), kept open for the next read: the
+    /// messages of a mailbox lie mostly in a few files, one after another.
+    reading: Option<(u32, Arc<File>, FileHeader)>,
 }
 
 impl MdboxMailbox {
-    pub fn open(layout: &Layout, vname: &str) -> Result<Box<dyn Mailbox>> {
+    pub fn open(
+        layout: &Layout,
+        vname: &str,
+        map_cache: Arc<MapCache>,
+    ) -> Result<Box<dyn Mailbox>> {
+        Ok(Box::new(MdboxMailbox::open_handle(
+            layout, vname, map_cache,
+        )?))
+    }
+
+    fn open_handle(layout: &Layout, vname: &str, map_cache: Arc<MapCache>) -> Result<MdboxMailbox> {
         let dir = layout.mail_dir(vname);
         let writer = IndexWriter::open(&dir, INDEX_PREFIX);
+        let view_stamp = IndexStamp::of(writer.paths())?;
         let view = writer.view().map_err(ix_err)?;
-        let hdr = dbox_header(&view, DboxKind::Multi).ok_or_else(|| {
+        let snap = Snapshot::of(&view);
+        let hdr = dbox_header(&view, DboxKind::Multi);
+        drop(view);
+        let hdr = hdr.ok_or_else(|| {
             Error::corrupted(
                 dir.join(INDEX_PREFIX),
                 "mdbox: missing mdbox-hdr (needs force-resync)",
             )
         })?;
-        let map_validity = map_uid_validity(layout)?;
-        if hdr.counter != map_validity {
+        create_map_if_missing(layout)?;
+        let map = map_cache.table(&map_paths(layout))?;
+        if hdr.counter != map.uid_validity {
             return Err(Error::corrupted(
                 dir.join(INDEX_PREFIX),
                 format!(
-                    "mdbox: map_uid_validity {} doesn't match the map's {map_validity} \
+                    "mdbox: map_uid_validity {} doesn't match the map's {} \
                      (needs force-resync)",
-                    hdr.counter
+                    hdr.counter, map.uid_validity
                 ),
             ));
         }
@@ -191,66 +231,76 @@ impl MdboxMailbox {
             layout: layout.clone(),
             dir,
             writer,
-            view,
+            snap,
+            view_stamp,
             guid: MailboxGuid(hdr.mailbox_guid),
             line_endings: layout.line_endings,
-            locations: HashMap::new(),
+            map_cache,
+            map,
             infos: HashMap::new(),
+            reading: None,
         };
-        mb.load()?;
-        Ok(Box::new(mb))
+        mb.check_locations();
+        Ok(mb)
     }
 
-    /// Locates every message of the view through the map. A message whose map record is
-    /// gone is left out (Dovecot would rebuild). Metadata already read is kept for messages
-    /// still at the same place; the rest is read on demand ([`Self::read_infos`]), so
-    /// opening a mailbox to save into it costs no read per message.
-    ///
-    /// The map view is read here and dropped: a mailbox keeps only its own messages'
-    /// locations, never a copy of the whole map (with its decoded logs) per open mailbox.
-    fn load(&mut self) -> Result<()> {
-        let map = map_writer(&self.layout).view().map_err(ix_err)?;
-        let mut locations = HashMap::with_capacity(self.view.messages_count());
-        for m in self.view.messages() {
-            let uid = m.uid();
-            let Some(rec) = m.ext(ext::MDBOX).map(MdboxRecord::decode) else {
+    /// After the view or the map changed: warns about messages whose map record is gone
+    /// (they are left out: Dovecot would rebuild) and forgets the metadata read for
+    /// messages that moved (a purge), keeping the rest. Nothing is read per message here,
+    /// so opening a mailbox to save into it costs no read per message.
+    fn check_locations(&mut self) {
+        let (snap, map) = (&self.snap, &*self.map);
+        for m in &snap.messages {
+            let Some(rec) = m.mdbox else {
                 continue;
             };
-            let Some((loc, _refs)) = map_record(&map, rec.map_uid) else {
+            if map.get(rec.map_uid).is_none() {
                 crate::warn(&format!(
-                    "{}: uid {uid} points to missing map uid {}",
+                    "{}: uid {} points to missing map uid {}",
                     self.dir.display(),
+                    m.uid,
                     rec.map_uid
                 ));
-                continue;
-            };
-            locations.insert(uid, (loc, rec.save_date));
+            }
         }
-        self.infos
-            .retain(|uid, (loc, _)| locations.get(uid).is_some_and(|(l, _)| l == loc));
-        self.locations = locations;
-        Ok(())
+        self.infos.retain(|&uid, (loc, _)| {
+            snap.message(uid)
+                .and_then(|m| location_of(m, map))
+                .is_some_and(|(l, _)| l == *loc)
+        });
     }
 
-    /// Reads the dbox metadata of every message in `uids` not read yet (one open per m.N).
-    fn read_infos(&mut self, uids: impl Iterator<Item = u32>) -> Result<()> {
-        let mut open_files: HashMap<u32, (File, FileHeader)> = HashMap::new();
-        for uid in uids {
-            if self.infos.contains_key(&uid) {
-                continue;
+    /// The message's location, when the view and the map have it.
+    fn location(&self, uid: u32) -> Option<(MapRecord, u32)> {
+        location_of(self.snap.message(uid)?, &self.map)
+    }
+
+    /// `m.<file_id>` open for reading, with its header line: the one read last, else
+    /// opened now (closing the previous one).
+    fn file(&mut self, file_id: u32) -> Result<(Arc<File>, FileHeader)> {
+        if let Some((id, f, h)) = &self.reading {
+            if *id == file_id {
+                return Ok((Arc::clone(f), *h));
             }
-            let Some(&(loc, save_date)) = self.locations.get(&uid) else {
-                continue;
-            };
-            let path = self.layout.storage_dir().join(map_file_name(loc.file_id));
-            if let std::collections::hash_map::Entry::Vacant(e) = open_files.entry(loc.file_id) {
-                let f = File::open(&path).map_err(|e| Error::io("open", &path, e))?;
-                let h = file::read_file_header(&f).map_err(|e| e.into_store_error(&path))?;
-                e.insert((f, h));
-            }
-            let (f, h) = &open_files[&loc.file_id];
-            let extent = file::read_mail_at(f, h, loc.offset as u64)
-                .map_err(|e| e.into_store_error(&path))?;
+        }
+        self.reading = None;
+        let path = self.layout.storage_dir().join(map_file_name(file_id));
+        let f = File::open(&path).map_err(|e| Error::io("open", &path, e))?;
+        let h = file::read_file_header(&f).map_err(|e| e.into_store_error(&path))?;
+        let f = Arc::new(f);
+        self.reading = Some((file_id, Arc::clone(&f), h));
+        Ok((f, h))
+    }
+
+    /// Reads the dbox metadata of the located messages not read yet, in file order.
+    fn read_infos(&mut self, mut todo: Vec<(u32, MapRecord, u32)>) -> Result<()> {
+        todo.retain(|(uid, _, _)| !self.infos.contains_key(uid));
+        todo.sort_unstable_by_key(|(_, loc, _)| (loc.file_id, loc.offset));
+        for (uid, loc, save_date) in todo {
+            let (f, h) = self.file(loc.file_id)?;
+            let extent = file::read_mail_at(&*f, &h, loc.offset as u64).map_err(|e| {
+                e.into_store_error(&self.layout.storage_dir().join(map_file_name(loc.file_id)))
+            })?;
             let mut info = info_of(&extent, 0);
             info.saved = save_date as i64;
             self.infos.insert(uid, (loc, info));
@@ -258,29 +308,115 @@ impl MdboxMailbox {
         Ok(())
     }
 
-    /// The GUID of the message with the highest UID (one metadata read at most).
-    fn last_guid(&mut self) -> Result<Option<Guid>> {
-        let Some(uid) = self.view.messages().last().map(|m| m.uid()) else {
-            return Ok(None);
-        };
-        self.read_infos(std::iter::once(uid))?;
-        let Some(m) = self.view.message(uid) else {
-            return Ok(None);
-        };
-        Ok(self
-            .infos
-            .get(&uid)
-            .map(|(_, info)| mail_record(&self.view, &m, info).guid))
+    /// Reads the metadata of the message `uid` if needed.
+    fn read_info(&mut self, uid: u32) -> Result<()> {
+        if self.infos.contains_key(&uid) {
+            return Ok(());
+        }
+        match self.location(uid) {
+            Some((loc, save_date)) => self.read_infos(vec![(uid, loc, save_date)]),
+            None => Ok(()),
+        }
     }
 
     fn read_all_infos(&mut self) -> Result<()> {
-        let uids: Vec<u32> = self.view.messages().map(|m| m.uid()).collect();
-        self.read_infos(uids.into_iter())
+        let todo: Vec<(u32, MapRecord, u32)> = self
+            .snap
+            .messages
+            .iter()
+            .filter(|m| !self.infos.contains_key(&m.uid))
+            .filter_map(|m| {
+                let (loc, save_date) = location_of(m, &self.map)?;
+                Some((m.uid, loc, save_date))
+            })
+            .collect();
+        self.read_infos(todo)
     }
 
+    /// The GUID of the message with the highest UID (one metadata read at most).
+    fn last_guid(&mut self) -> Result<Option<Guid>> {
+        let Some(uid) = self.snap.messages.last().map(|m| m.uid) else {
+            return Ok(None);
+        };
+        self.read_info(uid)?;
+        Ok(self.record(uid).map(|r| r.guid))
+    }
+
+    /// The record of a message whose metadata was read.
+    fn record(&self, uid: u32) -> Option<MailRecord> {
+        let (_, info) = self.infos.get(&uid)?;
+        Some(self.record_of(self.snap.message(uid)?, info))
+    }
+
+    fn record_of(&self, m: &SnapMessage, info: &FileInfo) -> MailRecord {
+        record_from(
+            self.snap.counters.first_recent_uid,
+            m.uid,
+            m.flags,
+            self.snap.keywords_of(m),
+            m.modseq,
+            info,
+        )
+    }
+
+    /// The virtual size of a message whose metadata was read: `V`, else counted from the
+    /// body.
+    fn vsize_of(&mut self, uid: u32) -> Result<Option<u64>> {
+        let Some(&(loc, ref info)) = self.infos.get(&uid) else {
+            return Ok(None);
+        };
+        if let Some(v) = info.vsize {
+            return Ok(Some(v));
+        }
+        let (body_offset, physical) = (info.body_offset, info.physical);
+        let (f, _) = self.file(loc.file_id)?;
+        let mut body = BodyReader::shared(f, body_offset, physical);
+        mailstore::virtual_size_of(&mut body)
+            .map(Some)
+            .map_err(|e| {
+                Error::io(
+                    "read",
+                    self.layout.storage_dir().join(map_file_name(loc.file_id)),
+                    e,
+                )
+            })
+    }
+
+    /// Reads the view again if the mailbox index changed since it was read, and takes the
+    /// map table as of now (read again only if the map changed).
     fn refresh(&mut self) -> Result<()> {
-        self.view = self.writer.view().map_err(ix_err)?;
-        self.load()
+        let stamp = IndexStamp::of(self.writer.paths())?;
+        let view_changed = stamp != self.view_stamp;
+        if view_changed {
+            self.snap = Snapshot::of(&self.writer.view().map_err(ix_err)?);
+            self.view_stamp = stamp;
+        }
+        let map = self.map_cache.table(&map_paths(&self.layout))?;
+        let map_changed = !Arc::ptr_eq(&map, &self.map);
+        if map_changed {
+            self.map = map;
+            self.reading = None;
+        }
+        if view_changed || map_changed {
+            self.check_locations();
+        }
+        Ok(())
+    }
+}
+
+impl MdboxMailbox {
+    fn status_with(
+        &self,
+        sizes: impl Iterator<Item = (u64, i64)>,
+        last: Option<Guid>,
+    ) -> MailboxStatus {
+        status_from(
+            &self.snap.counters,
+            self.snap.messages.iter().map(|m| (m.uid, m.flags)),
+            self.guid,
+            sizes,
+            last,
+        )
     }
 }
 
@@ -295,44 +431,66 @@ impl Mailbox for MdboxMailbox {
 
     fn counters(&mut self) -> Result<MailboxStatus> {
         let last = self.last_guid()?;
-        Ok(status_of(&self.view, self.guid, std::iter::empty(), last))
+        Ok(self.status_with(std::iter::empty(), last))
     }
 
     fn status(&mut self) -> Result<MailboxStatus> {
         self.read_all_infos()?;
+        let uids: Vec<u32> = self.snap.messages.iter().map(|m| m.uid).collect();
         let mut sizes = Vec::new();
-        for m in self.view.messages() {
-            if let Some((loc, info)) = self.infos.get(&m.uid()) {
-                let path = self.layout.storage_dir().join(map_file_name(loc.file_id));
-                sizes.push((stored_vsize(&path, info)?, info.saved));
+        for uid in uids {
+            if let Some(vsize) = self.vsize_of(uid)? {
+                let saved = self.infos.get(&uid).map_or(0, |(_, info)| info.saved);
+                sizes.push((vsize, saved));
             }
         }
         let last = self.last_guid()?;
-        Ok(status_of(&self.view, self.guid, sizes.into_iter(), last))
+        Ok(self.status_with(sizes.into_iter(), last))
     }
 
     fn mails(&mut self) -> Result<Vec<MailRecord>> {
         self.read_all_infos()?;
         Ok(self
-            .view
-            .messages()
+            .snap
+            .messages
+            .iter()
             .filter_map(|m| {
-                let (_, info) = self.infos.get(&m.uid())?;
-                Some(mail_record(&self.view, &m, info))
+                let (_, info) = self.infos.get(&m.uid)?;
+                Some(self.record_of(m, info))
             })
             .collect())
     }
 
+    /// Reads the metadata of only the messages asked for.
+    fn mails_of(&mut self, uids: &[Uid]) -> Result<Vec<MailRecord>> {
+        let mut wanted: Vec<u32> = uids.iter().map(|u| u.0).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let todo = wanted
+            .iter()
+            .filter_map(|&uid| {
+                let (loc, save_date) = self.location(uid)?;
+                Some((uid, loc, save_date))
+            })
+            .collect();
+        self.read_infos(todo)?;
+        Ok(wanted
+            .into_iter()
+            .filter_map(|uid| self.record(uid))
+            .collect())
+    }
+
     fn open_mail(&mut self, uid: Uid) -> Result<Box<dyn Read + Send>> {
-        self.read_infos(std::iter::once(uid.0))?;
-        let (loc, info) = self.infos.get(&uid.0).ok_or(Error::MailNotFound(uid))?;
-        let path = self.layout.storage_dir().join(map_file_name(loc.file_id));
-        let f = File::open(&path).map_err(|e| Error::io("open", &path, e))?;
-        Ok(Box::new(BodyReader::new(
-            f,
-            info.body_offset,
-            info.physical,
-        )))
+        self.read_info(uid.0)?;
+        let &(loc, ref info) = self.infos.get(&uid.0).ok_or(Error::MailNotFound(uid))?;
+        let (body_offset, physical) = (info.body_offset, info.physical);
+        let (f, _) = self.file(loc.file_id)?;
+        Ok(Box::new(BodyReader::shared(f, body_offset, physical)))
+    }
+
+    fn virtual_size(&mut self, uid: Uid) -> Result<u64> {
+        self.read_info(uid.0)?;
+        self.vsize_of(uid.0)?.ok_or(Error::MailNotFound(uid))
     }
 
     fn begin(&mut self) -> Result<Box<dyn Transaction + '_>> {
@@ -346,7 +504,16 @@ impl Mailbox for MdboxMailbox {
     }
 
     fn changes_since(&mut self, since: ModSeq) -> Result<Changes> {
-        Ok(self.view.changes_since(since))
+        if let Some(known) = self.snap.changes_without_logs(since) {
+            return Ok(known);
+        }
+        // the history is in the logs, which the snapshot doesn't keep: read them again and
+        // answer only from the state the snapshot is of (else the caller compares in full)
+        let view = self.writer.view().map_err(ix_err)?;
+        if !self.snap.same_state(&view) {
+            return Ok(Changes::Unknown);
+        }
+        Ok(view.changes_since(since))
     }
 
     fn set_mailbox_guid(&mut self, guid: MailboxGuid) -> Result<()> {
@@ -382,7 +549,7 @@ struct MdboxTransaction<'a> {
 
 impl MdboxTransaction<'_> {
     fn known(&self, uid: Uid) -> Result<()> {
-        if self.mb.locations.contains_key(&uid.0) {
+        if self.mb.location(uid.0).is_some() {
             Ok(())
         } else {
             Err(Error::MailNotFound(uid))
@@ -785,4 +952,94 @@ fn mailbox_changes(
         view.uid_validity(),
         released,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mailstore::{Location, Store, StoreOptions};
+
+    fn layout(dir: &Path) -> Layout {
+        let loc = Location::parse("mdbox:~/mdbox", Some(dir)).unwrap();
+        Layout::from_location(&loc, &StoreOptions::default(), DboxKind::Multi).unwrap()
+    }
+
+    fn save(mb: &mut dyn Mailbox, n: usize) -> Vec<Uid> {
+        let mut t = mb.begin().unwrap();
+        for i in 0..n {
+            let body = format!("Subject: m{i}\n\nbody {i}\n");
+            t.save(NewMail::default(), &mut body.as_bytes()).unwrap();
+        }
+        t.commit().unwrap().saved
+    }
+
+    #[test]
+    fn a_sync_with_nothing_changed_keeps_the_snapshot_and_the_map_table() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = layout(tmp.path());
+        let cache = Arc::new(MapCache::default());
+        // the store creates INBOX's index on first open
+        crate::DboxStore::open(
+            &Location::parse("mdbox:~/mdbox", Some(tmp.path())).unwrap(),
+            &StoreOptions::default(),
+        )
+        .unwrap()
+        .open_mailbox("INBOX")
+        .unwrap();
+        let mut mb = MdboxMailbox::open_handle(&layout, "INBOX", Arc::clone(&cache)).unwrap();
+        save(&mut mb, 3);
+        assert_eq!(mb.mails().unwrap().len(), 3);
+        // the snapshot's message table: a rebuild allocates a new one while the old is alive
+        let messages = mb.snap.messages.as_ptr();
+        let map = Arc::clone(&mb.map);
+        let infos = mb.infos.len();
+        mb.sync().unwrap();
+        mb.sync().unwrap();
+        assert_eq!(
+            mb.snap.messages.as_ptr(),
+            messages,
+            "unchanged index: not read again"
+        );
+        assert!(Arc::ptr_eq(&mb.map, &map), "unchanged map: not read again");
+        assert_eq!(mb.infos.len(), infos, "metadata read stays");
+
+        // a change through another handle of the same store: the next sync sees it
+        let mut other = MdboxMailbox::open_handle(&layout, "INBOX", Arc::clone(&cache)).unwrap();
+        let new = save(&mut other, 1);
+        assert!(mb.snap.message(new[0].0).is_none());
+        mb.sync().unwrap();
+        assert!(!Arc::ptr_eq(&mb.map, &map));
+        assert!(mb.snap.message(new[0].0).is_some());
+        assert_eq!(mb.mails().unwrap().len(), 4);
+    }
+
+    #[test]
+    fn changes_since_answers_from_the_state_of_the_last_sync_or_not_at_all() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = crate::DboxStore::open(
+            &Location::parse("mdbox:~/mdbox", Some(tmp.path())).unwrap(),
+            &StoreOptions::default(),
+        )
+        .unwrap();
+        let mut mb = store.open_mailbox("INBOX").unwrap();
+        let uids = save(mb.as_mut(), 3);
+        let status = mb.counters().unwrap();
+        let since = ModSeq(status.highest_modseq);
+        let mut other = store.open_mailbox("INBOX").unwrap();
+        let mut t = other.begin().unwrap();
+        t.expunge(uids[1]).unwrap();
+        t.commit().unwrap();
+        // the index changed after mb's last sync: mb can't tell what changed since its state
+        assert_eq!(mb.changes_since(since).unwrap(), Changes::Unknown);
+        mb.sync().unwrap();
+        match mb.changes_since(since).unwrap() {
+            Changes::Known { expunged, .. } => {
+                assert_eq!(
+                    expunged.iter().map(|(u, _)| *u).collect::<Vec<_>>(),
+                    [uids[1]]
+                )
+            }
+            Changes::Unknown => panic!("the log reaches back to {since:?}"),
+        }
+    }
 }

@@ -256,21 +256,58 @@ pub(crate) fn status_of(
     sizes: impl Iterator<Item = (u64, i64)>,
     last_guid: Option<Guid>,
 ) -> MailboxStatus {
-    let hdr = view.header();
+    status_from(
+        &IndexCounters::of(view),
+        view.messages().map(|m| (m.uid(), m.system_flags())),
+        guid,
+        sizes,
+        last_guid,
+    )
+}
+
+/// The mailbox-wide numbers of an index view that status and records need.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct IndexCounters {
+    pub uid_validity: u32,
+    pub next_uid: u32,
+    pub highest_modseq: u64,
+    pub first_recent_uid: u32,
+}
+
+impl IndexCounters {
+    pub(crate) fn of(view: &View) -> IndexCounters {
+        IndexCounters {
+            uid_validity: view.uid_validity(),
+            next_uid: view.next_uid(),
+            highest_modseq: view.highest_modseq(),
+            first_recent_uid: view.header().first_recent_uid,
+        }
+    }
+}
+
+/// Status from the index counters and each message's (uid, system flags) (sdbox and
+/// mdbox): \Recent from first_recent_uid, HIGHESTMODSEQ at least 1 as doveadm shows it.
+pub(crate) fn status_from(
+    counters: &IndexCounters,
+    messages: impl Iterator<Item = (u32, Flags)>,
+    guid: MailboxGuid,
+    sizes: impl Iterator<Item = (u64, i64)>,
+    last_guid: Option<Guid>,
+) -> MailboxStatus {
     let mut st = MailboxStatus {
-        uid_validity: view.uid_validity(),
-        uid_next: view.next_uid(),
-        highest_modseq: view.highest_modseq().max(1),
-        messages: view.messages_count() as u32,
+        uid_validity: counters.uid_validity,
+        uid_next: counters.next_uid,
+        highest_modseq: counters.highest_modseq.max(1),
         guid,
         last_guid,
         ..MailboxStatus::default()
     };
-    for m in view.messages() {
-        if m.uid() >= hdr.first_recent_uid {
+    for (uid, flags) in messages {
+        st.messages += 1;
+        if uid >= counters.first_recent_uid {
             st.recent += 1;
         }
-        if !m.system_flags().contains(Flags::SEEN) {
+        if !flags.contains(Flags::SEEN) {
             st.unseen += 1;
         }
     }
@@ -340,23 +377,42 @@ impl SdboxMailbox {
     }
 }
 
-/// The `MailRecord` of an indexed message whose dbox metadata is `info` (sdbox and mdbox):
-/// flags, keywords and modseq from the index, \Recent from its first_recent_uid.
+/// The `MailRecord` of an indexed message whose dbox metadata is `info`.
 pub(crate) fn mail_record(
     view: &View,
     m: &mailsync_index::Message<'_>,
     info: &FileInfo,
 ) -> MailRecord {
-    let mut flags = m.system_flags();
-    if m.uid() >= view.header().first_recent_uid {
+    record_from(
+        view.header().first_recent_uid,
+        m.uid(),
+        m.system_flags(),
+        m.keywords().into_iter().map(Keyword::new).collect(),
+        m.modseq(),
+        info,
+    )
+}
+
+/// The `MailRecord` of a message (sdbox and mdbox): flags, keywords and modseq from the
+/// index, \Recent from its first_recent_uid, the rest from the dbox metadata `info`.
+pub(crate) fn record_from(
+    first_recent_uid: u32,
+    uid: u32,
+    system_flags: Flags,
+    keywords: Vec<Keyword>,
+    modseq: u64,
+    info: &FileInfo,
+) -> MailRecord {
+    let mut flags = system_flags;
+    if uid >= first_recent_uid {
         flags.insert(Flags::RECENT);
     }
     MailRecord {
-        uid: Uid(m.uid()),
+        uid: Uid(uid),
         guid: Guid::from_bytes(info.guid.clone()),
         flags,
-        keywords: m.keywords().into_iter().map(Keyword::new).collect(),
-        modseq: ModSeq(m.modseq()),
+        keywords,
+        modseq: ModSeq(modseq),
         received_date: info.received,
         saved_date: info.saved,
         physical_size: info.physical,

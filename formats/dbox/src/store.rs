@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::path::Path;
+use std::sync::Arc;
 
 use mailstore::names;
 use mailstore::{
@@ -20,12 +21,16 @@ use mailsync_index::mailbox_log;
 
 use crate::index::{create_index, dbox_header, index_exists};
 use crate::layout::{mkdir_all, DboxKind, Layout, INDEX_PREFIX, TRASH_DIR};
+use crate::map_table::MapCache;
 use crate::sdbox::SdboxMailbox;
 
 /// An sdbox or mdbox store rooted at a mail location.
 #[derive(Clone, Debug)]
 pub struct DboxStore {
     layout: Layout,
+    /// mdbox: the map's message locations, shared by the mailboxes opened from this store
+    /// (and its clones); read again only when the map changed.
+    map_cache: Arc<MapCache>,
 }
 
 impl DboxStore {
@@ -43,6 +48,7 @@ impl DboxStore {
         };
         Ok(DboxStore {
             layout: Layout::from_location(location, options, kind)?,
+            map_cache: Arc::new(MapCache::default()),
         })
     }
 
@@ -85,7 +91,7 @@ impl DboxStore {
         let uid_validity = self.next_uid_validity()?;
         let counter = match self.layout.kind {
             DboxKind::Single => 0,
-            DboxKind::Multi => crate::mdbox::map_uid_validity(&self.layout)?,
+            DboxKind::Multi => crate::mdbox::map_uid_validity(&self.layout, &self.map_cache)?,
         };
         create_index(
             &dir,
@@ -375,7 +381,9 @@ impl Store for DboxStore {
         }
         match self.layout.kind {
             DboxKind::Single => Ok(Box::new(SdboxMailbox::open(&self.layout, &v)?)),
-            DboxKind::Multi => crate::mdbox::MdboxMailbox::open(&self.layout, &v),
+            DboxKind::Multi => {
+                crate::mdbox::MdboxMailbox::open(&self.layout, &v, Arc::clone(&self.map_cache))
+            }
         }
     }
 }
