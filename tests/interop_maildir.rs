@@ -352,3 +352,105 @@ fn mail_save_crlf_setting_is_honoured_like_dovecot() {
         String::from_utf8_lossy(&d)
     );
 }
+
+/// `doveadm dump` lines of the index log's expunge records of `dir`.
+fn expunge_records(env: &Env, loc: &str, dir: &std::path::Path) -> Vec<String> {
+    let out = ok(
+        "doveadm dump",
+        env.doveadm(
+            loc,
+            &["dump", dir.join("dovecot.index.log").to_str().unwrap()],
+        ),
+    );
+    let text = String::from_utf8(out).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut found = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        if l.contains("expunge") {
+            found.push(l.trim().to_string());
+            // the record's fields follow on indented lines
+            for next in lines[i + 1..].iter().take_while(|n| n.starts_with(" - ")) {
+                found.push(next.trim().to_string());
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn an_expunge_is_logged_with_the_guid_dovecot_logs_and_dovecot_dsync_follows_it() {
+    let env = Env::new();
+    let (a, b, c) = ("maildir:~/a", "maildir:~/b", "maildir:~/c");
+    for i in 1..=3 {
+        let body = format!("From: x@example.org\nSubject: {i}\n\nbody {i}\n");
+        ok(
+            "doveadm save",
+            env.doveadm_stdin(a, &["save"], Some(body.as_bytes())),
+        );
+    }
+    ok("doveadm backup", env.doveadm(a, &["backup", b]));
+    ok("doveadm backup", env.doveadm(a, &["backup", c]));
+    // The highest UID, expunged by mailsync in A and by Dovecot in C.
+    clean(
+        "mailsync expunge",
+        env.mailsync(a, &["expunge", "mailbox", "INBOX", "uid", "3"]),
+    );
+    ok(
+        "doveadm expunge",
+        env.doveadm(c, &["expunge", "mailbox", "INBOX", "uid", "3"]),
+    );
+    let ours = expunge_records(&env, a, &env.home.join("a"));
+    let dovecots = expunge_records(&env, c, &env.home.join("c"));
+    assert!(
+        ours.iter().any(|l| l.contains("(guid ")),
+        "no GUID logged: {ours:?}"
+    );
+    // Dovecot logs the GUID with the expunge and then a zero-GUID expunge when its maildir
+    // sync sees the file gone; mailsync logs one record, with the GUID.
+    let guid_lines = |v: &[String]| -> Vec<String> {
+        v.iter()
+            .filter(|l| {
+                l.contains("(guid ") && !l.contains("(guid 00000000000000000000000000000000)")
+            })
+            .cloned()
+            .collect()
+    };
+    assert_eq!(guid_lines(&ours), guid_lines(&dovecots));
+    // mailsync reads the GUID of Dovecot's expunge too (from its request record).
+    for (loc, dir) in [(a, "a"), (c, "c")] {
+        let location = mailstore::Location::parse(loc, Some(&env.home)).unwrap();
+        let store =
+            mailsync::backends::open_store(&location, &mailstore::StoreOptions::default()).unwrap();
+        let mut inbox = store.open_mailbox("INBOX").unwrap();
+        let mailstore::Changes::Known { expunged, .. } =
+            inbox.changes_since(mailstore::ModSeq(1)).unwrap()
+        else {
+            panic!("{dir}: history unknown");
+        };
+        assert_eq!(expunged.len(), 1, "{dir}: {expunged:?}");
+        let (uid, guid) = &expunged[0];
+        assert_eq!(uid.0, 3, "{dir}");
+        let logged = guid_lines(if dir == "a" { &ours } else { &dovecots });
+        let hex = guid.as_ref().map(|g| g.to_string()).unwrap_or_default();
+        assert!(
+            logged[0].contains(&hex) && !hex.is_empty(),
+            "{dir}: {hex} vs {logged:?}"
+        );
+    }
+    // Dovecot's stateless two-way sync takes the expunge to B instead of copying UID 3 back.
+    ok("doveadm sync", env.doveadm(a, &["sync", b]));
+    for side in [a, b] {
+        let out = ok(
+            "doveadm fetch",
+            env.doveadm(
+                side,
+                &["-f", "flow", "fetch", "uid", "mailbox", "INBOX", "all"],
+            ),
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap().lines().collect::<Vec<_>>(),
+            ["uid=1", "uid=2"],
+            "{side}"
+        );
+    }
+}

@@ -222,7 +222,7 @@ pub fn same_guid(a: &Guid, b: &Guid) -> bool {
         return true;
     }
     let hex128 = |g: &Guid| -> String {
-        mailsync_dbox::mdbox::guid_128(g.as_bytes())
+        mailsupport::sha1::guid_128(g.as_bytes())
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect()

@@ -44,13 +44,31 @@ impl View {
         let mut expunged: BTreeMap<u32, Option<Guid>> = BTreeMap::new();
         let present: BTreeSet<u32> = self.messages().map(|m| m.uid()).collect();
         let mut known: BTreeSet<u32> = present.clone();
+        // GUIDs of expunge requests (the non-external EXPUNGE_GUID that index_mail_expunge
+        // logs; the expunge itself follows as an external record, from Dovecot's maildir
+        // sync with a zero GUID).
+        let mut requested: BTreeMap<u32, [u8; 16]> = BTreeMap::new();
         for l in &self.logs()[start..] {
             for r in &l.records {
-                if let RecordBody::Append(v) = &r.body {
-                    known.extend(v.iter().map(|a| a.uid));
+                match &r.body {
+                    RecordBody::Append(v) => known.extend(v.iter().map(|a| a.uid)),
+                    RecordBody::ExpungeGuid(v) if !r.is_external() => {
+                        for e in v.iter().filter(|e| e.guid != [0; 16]) {
+                            requested.insert(e.uid, e.guid);
+                        }
+                    }
+                    _ => {}
                 }
             }
         }
+        let guid_of = |uid: u32, logged: [u8; 16]| -> Option<Guid> {
+            let g = if logged != [0; 16] {
+                Some(logged)
+            } else {
+                requested.get(&uid).copied()
+            };
+            g.map(|g| Guid::from_bytes(hex(&g).into_bytes()))
+        };
         let add_range = |set: &mut BTreeSet<u32>, a: u32, b: u32| {
             set.extend(present.range(a..=b).copied());
         };
@@ -91,15 +109,15 @@ impl View {
                     }
                     RecordBody::ExpungeGuid(v) if r.is_external() => {
                         for e in v {
-                            let guid = (e.guid != [0; 16])
-                                .then(|| Guid::from_bytes(hex(&e.guid).into_bytes()));
-                            expunged.insert(e.uid, guid);
+                            expunged.insert(e.uid, guid_of(e.uid, e.guid));
                         }
                     }
                     RecordBody::Expunge(v) if r.is_external() => {
                         for u in v {
                             for uid in known.range(u.uid1..=u.uid2) {
-                                expunged.entry(*uid).or_insert(None);
+                                expunged
+                                    .entry(*uid)
+                                    .or_insert_with(|| guid_of(*uid, [0; 16]));
                             }
                         }
                     }

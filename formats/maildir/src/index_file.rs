@@ -126,7 +126,7 @@ impl IndexInfo {
         if !changes.expunges.is_empty() {
             modseq += 1;
         }
-        for uid in &changes.expunges {
+        for (uid, _) in &changes.expunges {
             modseqs.remove(uid);
         }
         let highest = base
@@ -353,9 +353,8 @@ fn fill(t: &mut mailsync_index::Transaction<'_>, ch: &ExternalChanges) {
     for (name, add, uids) in &ch.keyword_updates {
         t.keywords(*add, name.as_bytes(), uids);
     }
-    for &uid in &ch.expunges {
-        // The maildir sync expunges without a GUID (mail_index_expunge).
-        t.expunge_guid(uid, [0; 16]);
+    for &(uid, guid) in &ch.expunges {
+        t.expunge_guid(uid, guid);
     }
     if let Some(n) = ch.next_uid {
         t.header_update(hdr_off::NEXT_UID as u16, &n.to_le_bytes());

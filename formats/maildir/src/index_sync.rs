@@ -64,8 +64,10 @@ pub(crate) struct ExternalChanges {
     /// `KEYWORD_UPDATE`s: (name, add?, uids ascending), per keyword in index order, the
     /// add before the remove (log_append_keyword_updates).
     pub keyword_updates: Vec<(Keyword, bool, Vec<u32>)>,
-    /// `EXPUNGE_GUID` {uid, zero GUID}, ascending.
-    pub expunges: Vec<u32>,
+    /// `EXPUNGE_GUID` {uid, GUID}, ascending. The GUID is all-zero for a file that
+    /// vanished (the maildir sync's mail_index_expunge) and the 128-bit form of the
+    /// message's GUID for an expunge through a transaction (index_mail_expunge).
+    pub expunges: Vec<(u32, [u8; 16])>,
     /// `HEADER_UPDATE next_uid`.
     pub next_uid: Option<u32>,
     /// `HEADER_UPDATE first_recent_uid`.
@@ -228,6 +230,7 @@ pub(crate) fn compare(
         .iter()
         .map(|m| m.uid)
         .filter(|uid| !present.contains(uid))
+        .map(|uid| (uid, [0; 16]))
         .collect();
     if hdr_next_uid < uidlist_next_uid {
         changes.next_uid = Some(uidlist_next_uid);
@@ -308,7 +311,7 @@ mod tests {
             c.keyword_updates,
             vec![(kw("$Label1"), false, vec![1]), (kw("Work"), true, vec![1])]
         );
-        assert_eq!(c.expunges, vec![2]);
+        assert_eq!(c.expunges, vec![(2, [0; 16])]);
         assert_eq!(c.first_recent_uid, None);
     }
 

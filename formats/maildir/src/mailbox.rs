@@ -91,6 +91,9 @@ struct DiskState {
     appendable: bool,
     keywords: KeywordMap,
     scan: Scan,
+    /// UID → 128-bit GUID of the messages a transaction expunged, for the index's
+    /// EXPUNGE_GUID records (others' expunges are logged with a zero GUID).
+    expunged_guids: HashMap<u32, [u8; 16]>,
 }
 
 /// A message in the current view.
@@ -269,6 +272,7 @@ fn read_disk(paths: &Paths) -> Result<DiskState> {
         appendable,
         keywords,
         scan,
+        expunged_guids: HashMap::new(),
     })
 }
 
@@ -938,7 +942,13 @@ impl MaildirMailbox {
         let files = FilesSide::of(st, list, recent);
         let written =
             index_file::write_changes(&dir, dir_mode(&self.paths.dir), list.uid_validity, |side| {
-                files.compare(side, non_recent).changes
+                let mut changes = files.compare(side, non_recent).changes;
+                for (uid, guid) in &mut changes.expunges {
+                    if let Some(g) = st.expunged_guids.get(uid) {
+                        *guid = *g;
+                    }
+                }
+                changes
             });
         match written {
             Ok(v) => Ok(IndexInfo::from_view(v)),
@@ -1771,8 +1781,10 @@ impl MaildirTransaction<'_> {
             let base = list.records[idx].base.clone();
             match op {
                 Op::Expunge(_) => {
+                    let guid = mailsupport::sha1::guid_128(list.records[idx].guid());
                     if self.expunge_file(&mut st.scan, &base)? {
                         cur_changed = true;
+                        st.expunged_guids.insert(uid, guid);
                     }
                 }
                 Op::Flags(_, update) => {

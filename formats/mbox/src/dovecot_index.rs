@@ -167,28 +167,6 @@ pub(crate) fn dirty_records(view: &View) -> HashMap<u32, (Flags, Vec<Keyword>)> 
         .collect()
 }
 
-/// The 16 bytes an EXPUNGE_GUID record can carry for a message GUID as mailsync reports it:
-/// 32 lowercase hex digits (Dovecot's mbox GUID, the header MD5, is printed that way);
-/// anything else is unknown (all zero), which `changes_since` reports as no GUID.
-pub(crate) fn guid16(guid: &[u8]) -> [u8; 16] {
-    let mut out = [0u8; 16];
-    if guid.len() != 32 {
-        return [0; 16];
-    }
-    for (i, pair) in guid.chunks(2).enumerate() {
-        let digit = |c: u8| match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
-        };
-        match (digit(pair[0]), digit(pair[1])) {
-            (Some(h), Some(l)) => out[i] = h << 4 | l,
-            _ => return [0; 16],
-        }
-    }
-    out
-}
-
 /// Compares the index with the file. Records with the DIRTY flag hold flags Dovecot changed
 /// in the index but hasn't written to the file yet (mbox_lazy_writes), and records with
 /// requests after the log's tail hold changes Dovecot's sync hasn't applied yet: the index
@@ -215,7 +193,10 @@ pub(crate) fn index_changes(
     for msg in view.messages() {
         let uid = msg.uid();
         let Some(&i) = by_uid.get(&uid) else {
-            let guid = guids.get(&uid).map_or([0; 16], |g| guid16(g));
+            // index_mail_expunge: the GUID's 128-bit form (mail_generate_guid_128_hash).
+            let guid = guids
+                .get(&uid)
+                .map_or([0; 16], |g| mailsupport::sha1::guid_128(g));
             ch.expunges.push((uid, guid));
             continue;
         };
@@ -423,23 +404,4 @@ fn write_inner(
         writer.sync_housekeeping()?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn guid16_takes_lowercase_hex_md5s_only() {
-        let hex = b"00112233445566778899aabbccddeeff";
-        assert_eq!(
-            guid16(hex),
-            [
-                0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd,
-                0xee, 0xff
-            ]
-        );
-        assert_eq!(guid16(b"00112233445566778899AABBCCDDEEFF"), [0; 16]);
-        assert_eq!(guid16(b"not-a-guid"), [0; 16]);
-    }
 }

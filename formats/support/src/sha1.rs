@@ -9,6 +9,26 @@ pub fn sha1(data: &[u8]) -> [u8; 20] {
     h.finish()
 }
 
+/// 128-bit form of a message GUID (mail_generate_guid_128_hash, src/lib-storage/mail.c):
+/// 32 hex digits are parsed, anything else (a Maildir base name, a header hash) is hashed
+/// with SHA-1 and the last 16 bytes are used. The form expunge records carry (EXPUNGE_GUID).
+pub fn guid_128(guid: &[u8]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    let hex = |c: u8| (c as char).to_digit(16);
+    if guid.len() == 32 && guid.iter().all(|c| hex(*c).is_some()) {
+        for (i, pair) in guid.chunks_exact(2).enumerate() {
+            let (Some(hi), Some(lo)) = (hex(pair[0]), hex(pair[1])) else {
+                break;
+            };
+            out[i] = (hi * 16 + lo) as u8;
+        }
+        return out;
+    }
+    let digest = sha1(guid);
+    out.copy_from_slice(&digest[4..20]);
+    out
+}
+
 /// Streaming SHA-1: `update` with any split of the input gives the digest of the whole.
 #[derive(Clone, Debug)]
 pub struct Sha1 {
@@ -152,5 +172,19 @@ mod tests {
                 assert_eq!(h.finish(), whole, "len {len} split {split}");
             }
         }
+    }
+
+    #[test]
+    fn guid_128_parses_hex_and_hashes_anything_else() {
+        let hex_guid = b"0123456789abcdefFEDCBA9876543210";
+        assert_eq!(
+            super::guid_128(hex_guid),
+            [
+                0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0xfe, 0xdc, 0xba, 0x98, 0x76, 0x54,
+                0x32, 0x10
+            ]
+        );
+        let base = b"1600000000.M0P1.host";
+        assert_eq!(super::guid_128(base)[..], super::sha1(base)[4..]);
     }
 }
