@@ -15,9 +15,6 @@
 //!
 //! Known bugs, kept as `#[ignore = "bug: …"]` tests over exactly the failing pairs (the
 //! same scenarios run un-ignored over every other pair):
-//! - an expunge of a mailbox's highest UID on a Maildir, sdbox or mbox side is undone by a
-//!   two-way run (the message comes back under a new UID) — their expunge history has no
-//!   GUIDs (`expunge_history_without_guids`);
 //! - a dbox master whose index has no modseq extension reports HIGHESTMODSEQ as every
 //!   message's modseq, so after any change on it the slave's flag changes are reverted
 //!   (`modseq_is_per_mailbox`).
@@ -171,15 +168,6 @@ fn pairs_where(pred: impl Fn(Backend, Backend) -> bool) -> Vec<(Backend, Backend
 
 fn for_all_pairs(name: &str, scenario: Scenario) {
     run_pairs(name, &pairs_where(|_, _| true), scenario);
-}
-
-/// Backends whose `changes_since` reports an expunge without the message's GUID
-/// (`(uid, None)`): sdbox writes its expunges as one external EXPUNGE_GUID record with an
-/// all-zero GUID. (Maildir and mbox log the GUID's 128-bit form as Dovecot's
-/// index_mail_expunge does, and changes.rs also reads the GUID of Dovecot's expunge
-/// request records.) Known bug: see `expunge_of_the_highest_uid_*`.
-fn expunge_history_without_guids(k: Backend) -> bool {
-    matches!(k, Backend::Sdbox)
 }
 
 /// dbox backends report every message's modseq as the mailbox's HIGHESTMODSEQ while the
@@ -800,36 +788,18 @@ fn expunge_of_highest_uid_on_slave(a: &Side, b: &Side) {
     assert_second_run_changes_nothing(a, b, MergeKind::TwoWay);
 }
 
+/// Every backend logs an expunge with the message's GUID (EXPUNGE_GUID, as Dovecot's
+/// index_mail_expunge), so the highest UID's expunge is told from a new message.
 #[test]
 fn row_expunged_on_a_unchanged_on_b_the_highest_uid() {
     run_pairs(
         "row: expunged on A (master), the highest UID",
-        &pairs_where(|a, _| !expunge_history_without_guids(a)),
+        &pairs_where(|_, _| true),
         expunge_of_highest_uid_on_master,
     );
     run_pairs(
         "row: expunged on B (slave), the highest UID",
-        &pairs_where(|_, b| !expunge_history_without_guids(b)),
-        expunge_of_highest_uid_on_slave,
-    );
-}
-
-#[test]
-#[ignore = "bug: an expunge of the highest UID on an sdbox master comes back under a new UID"]
-fn expunge_of_the_highest_uid_on_an_sdbox_master_propagates() {
-    run_pairs(
-        "row: expunged on A (master), the highest UID",
-        &pairs_where(|a, _| expunge_history_without_guids(a)),
-        expunge_of_highest_uid_on_master,
-    );
-}
-
-#[test]
-#[ignore = "bug: an expunge of the highest UID on an sdbox slave comes back under a new UID"]
-fn expunge_of_the_highest_uid_on_an_sdbox_slave_propagates() {
-    run_pairs(
-        "row: expunged on B (slave), the highest UID",
-        &pairs_where(|_, b| expunge_history_without_guids(b)),
+        &pairs_where(|_, _| true),
         expunge_of_highest_uid_on_slave,
     );
 }

@@ -714,12 +714,20 @@ impl Transaction for SdboxTransaction<'_> {
                         continue;
                     }
                     let path = dir.join(mail_file_name(uid));
+                    // index_mail_expunge logs the GUID's 128-bit form: a stateless peer can
+                    // then tell this expunge from a new message at the same UID.
+                    let guid = match read_sdbox_file(&path) {
+                        Ok(Some(info)) if !info.guid.is_empty() => {
+                            mailsupport::sha1::guid_128(&info.guid)
+                        }
+                        _ => [0; 16],
+                    };
                     match fs::remove_file(&path) {
                         Ok(()) => {}
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                         Err(e) => return Err(Error::io("unlink", &path, e).into()),
                     }
-                    t.expunge_guid(uid, [0; 16]);
+                    t.expunge_guid(uid, guid);
                 }
                 Ok((uids.into_iter().map(Uid).collect(), view.uid_validity()))
             },
