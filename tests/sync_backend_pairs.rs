@@ -13,11 +13,11 @@
 //! mailbox GUID (`Mailbox::set_mailbox_guid` answers `NotPossible`), so an INBOX each side
 //! created on its own keeps its GUID there and the engine logs "keeps its mailbox GUID".
 //!
-//! Known bugs, kept as `#[ignore = "bug: …"]` tests over exactly the failing pairs (the
-//! same scenarios run un-ignored over every other pair):
-//! - a dbox master whose index has no modseq extension reports HIGHESTMODSEQ as every
-//!   message's modseq, so after any change on it the slave's flag changes are reverted
-//!   (`modseq_is_per_mailbox`).
+//! Two bugs these tests found are fixed and their scenarios run over every pair: an
+//! expunge of the highest UID came back (expunges are now logged with their GUID), and a
+//! dbox side without the index's `modseq` extension reported HIGHESTMODSEQ for every
+//! message, so its side won every flag conflict (the engine now enables per-message
+//! modseqs, as dsync's mailbox_enable(CONDSTORE)).
 
 use std::io::Read;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -168,13 +168,6 @@ fn pairs_where(pred: impl Fn(Backend, Backend) -> bool) -> Vec<(Backend, Backend
 
 fn for_all_pairs(name: &str, scenario: Scenario) {
     run_pairs(name, &pairs_where(|_, _| true), scenario);
-}
-
-/// dbox backends report every message's modseq as the mailbox's HIGHESTMODSEQ while the
-/// index has no modseq extension (a mailbox only ever written by saves and flag changes,
-/// formats/index/src/view.rs `modseq()`). Known bug: see `row_same_uid_same_guid_*`.
-fn modseq_is_per_mailbox(k: Backend) -> bool {
-    matches!(k, Backend::Sdbox | Backend::Mdbox)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -623,17 +616,7 @@ fn row_same_uid_same_guid_flags_merged(a: &Side, b: &Side) {
 fn row_same_uid_same_guid_only_flags_are_merged() {
     run_pairs(
         "row: same UID, same GUID",
-        &pairs_where(|a, _| !modseq_is_per_mailbox(a)),
-        row_same_uid_same_guid_flags_merged,
-    );
-}
-
-#[test]
-#[ignore = "bug: a dbox master without a modseq index extension reverts the slave's flag changes"]
-fn row_same_uid_same_guid_flags_merged_with_a_dbox_master() {
-    run_pairs(
-        "row: same UID, same GUID (dbox master)",
-        &pairs_where(|a, _| modseq_is_per_mailbox(a)),
+        &pairs_where(|_, _| true),
         row_same_uid_same_guid_flags_merged,
     );
 }
@@ -949,21 +932,7 @@ fn stateful_runs(a: &Side, b: &Side) {
 
 #[test]
 fn stateful_runs_expunge_merge_flags_and_skip_unchanged_mailboxes() {
-    run_pairs(
-        "stateful -s runs",
-        &pairs_where(|a, _| !modseq_is_per_mailbox(a)),
-        stateful_runs,
-    );
-}
-
-#[test]
-#[ignore = "bug: a dbox master without a modseq index extension reverts the slave's flag changes"]
-fn stateful_runs_with_a_dbox_master() {
-    run_pairs(
-        "stateful -s runs (dbox master)",
-        &pairs_where(|a, _| modseq_is_per_mailbox(a)),
-        stateful_runs,
-    );
+    run_pairs("stateful -s runs", &pairs_where(|_, _| true), stateful_runs);
 }
 
 /// A flag change made after a sync wins even against a side whose counters raced ahead

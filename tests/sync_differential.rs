@@ -251,13 +251,13 @@ const SCENARIOS: &[Scenario] = &[
     },
 ];
 
-/// mailsync's deliberate deviation (dsync-algorithm.md's rule: never lose mail): Dovecot
-/// expunges a message whose only evidence is a GUID-less expunge record of its UID on the
-/// other side (Dovecot's maildir logs the actual expunge without the GUID), even above the
-/// last common UID, where the same UID could have been an independent new message. mailsync
-/// keeps such a message (renumbered on both sides) unless a common message lies above it.
+/// Dovecot's expunge of the last UID is verified by its GUID and propagates, as Dovecot's
+/// own dsync does: Dovecot logs the GUID in the expunge request (index_mail_expunge) and a
+/// GUID-less expunge when its maildir sync sees the file gone; mailsync reads the GUID
+/// from the request. (Without a GUID an expunge above the last common UID is not trusted:
+/// the UID could have been an independent new message.)
 #[test]
-fn an_unverifiable_expunge_of_the_last_uid_keeps_the_message_on_both_sides() {
+fn a_dovecot_expunge_of_the_last_uid_is_verified_by_its_guid_and_propagates() {
     let env = Env::new();
     let loc = |n: &str| format!("maildir:{}", env.root.join(n).display());
     for n in 1..=3 {
@@ -276,7 +276,7 @@ fn an_unverifiable_expunge_of_the_last_uid_keeps_the_message_on_both_sides() {
     assert!(matches!(out.status.code(), Some(0 | 2)));
     let a = snapshot(&env, &loc("A"));
     assert_eq!(a, snapshot(&env, &loc("B")));
-    // Messages 1 and 2 untouched; the third kept, under a new UID.
+    // Messages 1 and 2 untouched; the third expunged on both sides.
     let fetched: Vec<(String, String)> = a
         .rsplit("--\n")
         .next()
@@ -289,7 +289,7 @@ fn an_unverifiable_expunge_of_the_last_uid_keeps_the_message_on_both_sides() {
         })
         .collect();
     let uids: Vec<&str> = fetched.iter().map(|(u, _)| u.as_str()).collect();
-    assert_eq!(uids, ["1", "2", "4"], "{a}");
+    assert_eq!(uids, ["1", "2"], "{a}");
 }
 
 fn copy_tree(from: &Path, to: &Path) {

@@ -1153,6 +1153,14 @@ impl Brain {
         lcu: u32,
         since: Option<u64>,
     ) -> Result<(u32, Option<u32>), SyncError> {
+        // dsync-brain-mailbox.c enables CONDSTORE on every mailbox it syncs: per-message
+        // modseqs, so "the later change wins" compares the right messages (an index
+        // extension, no message changes; a backup's source needs none: nothing is merged).
+        if kind != MergeKind::Backup || !primary {
+            if let Err(e) = mailbox.enable_modseqs() {
+                self.log(format!("{name}: no per-message modseqs: {e}"));
+            }
+        }
         let (view, peer_view, b) = self.exchange_views(name, mailbox.as_mut(), since)?;
         if b.changes_only && kind == MergeKind::Backup {
             // A copy to rebuild needs every message of both sides: plan again from full

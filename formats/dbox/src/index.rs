@@ -160,6 +160,13 @@ pub(crate) fn update_index(
     Ok(true)
 }
 
+/// `Mailbox::enable_modseqs` for a dbox mailbox index (mail_index_modseq_enable). Returns
+/// whether it wrote.
+pub(crate) fn enable_modseqs(dir: &Path) -> Result<bool> {
+    let w = IndexWriter::open(dir, INDEX_PREFIX);
+    mailsync_index::locked_commit::enable_modseqs(&w).map_err(ix_err)
+}
+
 /// `Mailbox::set_mailbox_guid` for a dbox mailbox index: the `dbox-hdr`/`mdbox-hdr`
 /// header with the new GUID, in one EXTERNAL transaction (sdbox_update_header /
 /// mdbox_update_header of sdbox-storage.c / mdbox-storage.c).

@@ -505,6 +505,13 @@ impl Mailbox for SdboxMailbox {
         self.refresh()
     }
 
+    fn enable_modseqs(&mut self) -> Result<()> {
+        if crate::index::enable_modseqs(&self.dir)? {
+            self.refresh()?;
+        }
+        Ok(())
+    }
+
     fn update_mailbox(&mut self, update: &mailstore::MailboxUpdate) -> Result<()> {
         if crate::index::update_index(&self.dir, DboxKind::Single, update)? {
             self.refresh()?;

@@ -79,20 +79,40 @@ pub fn raise_highest_modseq(writer: &IndexWriter, min: u64) -> Result<bool> {
         if view.highest_modseq() >= min {
             return Ok(false);
         }
-        if view.extension(crate::format::ext::MODSEQ).is_none() {
-            use crate::format::ext::{ModseqHeader, MODSEQ};
-            t.ext_intro(MODSEQ, ModseqHeader::SIZE as u32, 8, 8);
-            let hdr = ModseqHeader {
-                highest_modseq: 1,
-                log_seq: 0,
-                log_offset: 0,
-            };
-            t.ext_hdr_update(MODSEQ, 0, &hdr.encode());
-        }
+        modseq_enable(view, t);
         t.modseq_update(0, min);
         Ok(true)
     })?;
     Ok(wrote)
+}
+
+/// mail_index_modseq_enable (src/lib-index/mail-index-modseq.c), as dsync's
+/// mailbox_enable(CONDSTORE) does for every mailbox it syncs: the `modseq` extension intro
+/// with its header (highest 1, from the log's start) in one non-EXTERNAL transaction under
+/// the log lock, when the index has none. From then on every message has its own MODSEQ
+/// (the replay gives existing messages theirs from the log history); without it each
+/// reports HIGHESTMODSEQ. Returns whether it wrote.
+pub fn enable_modseqs(writer: &IndexWriter) -> Result<bool> {
+    let (wrote, _) = commit_locked(writer, false, |view, t| -> Result<bool> {
+        Ok(modseq_enable(view, t))
+    })?;
+    Ok(wrote)
+}
+
+/// Adds the `modseq` extension intro and header to `t` when `view` has no such extension.
+fn modseq_enable(view: &View, t: &mut Transaction<'_>) -> bool {
+    use crate::format::ext::{ModseqHeader, MODSEQ};
+    if view.extension(MODSEQ).is_some() {
+        return false;
+    }
+    t.ext_intro(MODSEQ, ModseqHeader::SIZE as u32, 8, 8);
+    let hdr = ModseqHeader {
+        highest_modseq: 1,
+        log_seq: 0,
+        log_offset: 0,
+    };
+    t.ext_hdr_update(MODSEQ, 0, &hdr.encode());
+    true
 }
 
 fn commit_locked_inner<'w, T, E>(

@@ -109,6 +109,14 @@ pub trait Mailbox: Send {
     /// expunged since the view was taken.
     fn open_mail(&mut self, uid: Uid) -> Result<Box<dyn Read + Send>>;
 
+    /// Tracks a MODSEQ per message from now on, as dsync's mailbox_enable(CONDSTORE) does
+    /// for every mailbox it syncs (mail_index_modseq_enable). A backend whose index can
+    /// track none (yet) reports HIGHESTMODSEQ as every message's modseq, so a change to
+    /// one message would seem newer than every change on a peer. Default: always tracked.
+    fn enable_modseqs(&mut self) -> Result<()> {
+        Ok(())
+    }
+
     /// The virtual size (every bare LF counted as CRLF) of a message, reading it if needed.
     fn virtual_size(&mut self, uid: Uid) -> Result<u64> {
         if let Some(rec) = self.mails()?.into_iter().find(|r| r.uid == uid) {
