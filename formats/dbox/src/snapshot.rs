@@ -5,16 +5,22 @@
 //! 28,000-message benchmark store, all kept open by the sync engine at once).
 //!
 //! Everything is taken from the view through its own accessors (`Message::modseq`,
-//! `Message::keywords`, `View::highest_modseq`), so the rules stay in mailsync-index. The
-//! one thing a snapshot can't answer alone is `changes_since`, which reads the logs: the
-//! view is read again for it, and used only if it is the state the snapshot was taken
-//! from (same indexid and replay end position in the log).
+//! `Message::keywords`, `View::highest_modseq`, `View::changes_since`), so the rules stay
+//! in mailsync-index. `changes_since` needs the logs: the answer for the whole history
+//! (modseq 1, what a full sync asks) is taken with the snapshot; for another modseq the
+//! view is read again, and used only if it is the state the snapshot was taken from (same
+//! indexid and replay end position in the log).
 
 use mailstore::{Changes, Flags, Keyword, ModSeq};
 use mailsync_index::format::ext::{self, MdboxRecord};
 use mailsync_index::View;
 
 use crate::sdbox::IndexCounters;
+
+/// The modseq before every change a log can hold: nothing is expunged at modseq 1, the
+/// first change of a mailbox, so `changes_since(1)` is the whole remembered history (the
+/// sync engine's full compare asks it).
+const WHOLE_HISTORY: u64 = 1;
 
 /// One message of a [`Snapshot`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,6 +55,8 @@ pub(crate) struct Snapshot {
     indexid: u32,
     log_position: (u32, u64),
     history: History,
+    /// `changes_since(WHOLE_HISTORY)`, taken from the view.
+    whole_history: Changes,
     /// Keyword names in index order.
     keywords: Vec<Vec<u8>>,
     /// Ascending by UID.
@@ -86,6 +94,7 @@ impl Snapshot {
             indexid: view.indexid(),
             log_position: view.log_position(),
             history,
+            whole_history: view.changes_since(ModSeq(WHOLE_HISTORY)),
             keywords,
             messages,
         }
@@ -108,10 +117,17 @@ impl Snapshot {
             .collect()
     }
 
-    /// `changes_since` when the snapshot alone knows the answer: `Unknown` for a modseq
-    /// the logs don't reach back to, and the answer of a view without logs. None when the
-    /// logs must be read.
-    pub(crate) fn changes_without_logs(&self, since: ModSeq) -> Option<Changes> {
+    /// `changes_since` when the snapshot alone knows the answer: for the whole history,
+    /// `Unknown` for a modseq the logs don't reach back to, and the answer of a view
+    /// without logs. None when the logs must be read.
+    pub(crate) fn changes_known(&self, since: ModSeq) -> Option<Changes> {
+        if since.0 == WHOLE_HISTORY {
+            return Some(self.whole_history.clone());
+        }
+        self.changes_without_logs(since)
+    }
+
+    fn changes_without_logs(&self, since: ModSeq) -> Option<Changes> {
         let highest = self.counters.highest_modseq;
         match self.history {
             History::NoLogs if since.0 >= highest && highest > 0 => Some(Changes::Known {
@@ -202,8 +218,16 @@ mod tests {
         for since in 0..=view.highest_modseq() + 2 {
             let want = view.changes_since(ModSeq(since));
             let got = snap
-                .changes_without_logs(ModSeq(since))
+                .changes_known(ModSeq(since))
                 .unwrap_or_else(|| view.changes_since(ModSeq(since)));
+            if since != WHOLE_HISTORY {
+                assert_eq!(
+                    snap.changes_without_logs(ModSeq(since))
+                        .unwrap_or_else(|| view.changes_since(ModSeq(since))),
+                    want,
+                    "{what}: since {since} without the kept answer"
+                );
+            }
             assert_eq!(got, want, "{what}: since {since}");
         }
     }
