@@ -1087,3 +1087,29 @@ fn fast_mode_does_not_skip_equal_counters_with_different_last_mail() {
     }
     assert_equal(&a, &b);
 }
+
+fn store_with_separator(sep: char) -> MemoryStore {
+    MemoryStore::with_options(&mailstore::StoreOptions {
+        separator: Some(sep),
+        ..Default::default()
+    })
+}
+
+#[test]
+fn a_name_holding_the_other_sides_separator_is_repaired_there() {
+    // dsync's name repair (dsync_alt_char '_'): "v1.2" is one level where the separator is
+    // '/', and can't be one level where it is '.'.
+    for kind in [MergeKind::Backup, MergeKind::TwoWay] {
+        let a = store_with_separator('/');
+        let b = store_with_separator('.');
+        save(&a, "v1.2", None, "dotted", "dotted\n");
+        save(&a, "Dir/Sub", None, "sub", "sub\n");
+        assert_eq!(run(&a, &b, kind), 0, "{kind:?}");
+        assert_eq!(names(&b), ["Dir.Sub", "INBOX", "v1_2"], "{kind:?}");
+        assert_eq!(uids(&b, "v1_2"), [(1, "dotted".to_string())]);
+        assert_eq!(uids(&b, "Dir.Sub"), [(1, "sub".to_string())]);
+        assert_eq!(run(&a, &b, kind), 0, "{kind:?}: second run");
+        assert_eq!(names(&a), ["Dir/Sub", "INBOX", "v1.2"], "{kind:?}");
+        assert_eq!(names(&b), ["Dir.Sub", "INBOX", "v1_2"], "{kind:?}");
+    }
+}

@@ -139,10 +139,23 @@ impl ChunkReader<'_> {
 
 /// Joins hierarchy parts with this store's separator; a separator inside a part (legal on
 /// the other side) becomes dsync's alt char `_`.
+/// A name's hierarchy parts as this store's name, each part repaired as dsync's name
+/// repair does (dsync_alt_char `_`): this store's separator and control characters, which
+/// a part can't hold here (another store may allow them), become `_`.
 pub fn join_name(parts: &[String], sep: char) -> String {
     parts
         .iter()
-        .map(|p| p.replace(sep, "_"))
+        .map(|p| {
+            p.chars()
+                .map(|c| {
+                    if c == sep || (c as u32) < 0x20 || c == '\x7f' {
+                        '_'
+                    } else {
+                        c
+                    }
+                })
+                .collect::<String>()
+        })
         .collect::<Vec<_>>()
         .join(&sep.to_string())
 }
@@ -1553,5 +1566,20 @@ impl Brain {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::join_name;
+
+    #[test]
+    fn join_name_repairs_separators_and_control_characters_in_each_part() {
+        let parts = |v: &[&str]| v.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+        assert_eq!(join_name(&parts(&["Dir", "v1.2"]), '.'), "Dir.v1_2");
+        assert_eq!(join_name(&parts(&["Dir", "v1.2"]), '/'), "Dir/v1.2");
+        assert_eq!(join_name(&parts(&["a/b", "c"]), '/'), "a_b/c");
+        assert_eq!(join_name(&parts(&["Bad\u{1}Name\u{7f}"]), '/'), "Bad_Name_");
+        assert_eq!(join_name(&parts(&["Ünïcode ok"]), '.'), "Ünïcode ok");
     }
 }
