@@ -338,13 +338,7 @@ impl Store for DboxStore {
         for w in warnings {
             crate::warn(&w);
         }
-        Ok(times
-            .into_iter()
-            .map(|(renamed, subscription_changed)| NameChangeTimes {
-                renamed,
-                subscription_changed,
-            })
-            .collect())
+        Ok(times)
     }
 
     fn deleted_mailboxes(&self) -> Result<Vec<(MailboxGuid, i64)>> {

@@ -151,15 +151,15 @@ pub fn deleted_mailboxes(index_root: &Path) -> io::Result<Deleted> {
     Ok((out, warnings))
 }
 
-/// (last RENAME to the name, last SUBSCRIBE or UNSUBSCRIBE of it) as UNIX times (0 = none)
-/// for each of `vnames`, matched by [`name_guid`] as dsync_mailbox_tree_find_sha does;
-/// and warnings about records that couldn't be read.
-pub type NameTimes = (Vec<(i64, i64)>, Vec<String>);
+/// The last RENAME to the name and SUBSCRIBE or UNSUBSCRIBE of it for each of `vnames`,
+/// matched by [`name_guid`] as dsync_mailbox_tree_find_sha does; and warnings about
+/// records that couldn't be read.
+pub type NameTimes = (Vec<mailstore::NameChangeTimes>, Vec<String>);
 
 /// The RENAME and SUBSCRIBE/UNSUBSCRIBE times of these virtual names (see [`NameTimes`]).
 pub fn name_change_times(index_root: &Path, vnames: &[String]) -> io::Result<NameTimes> {
     let (records, warnings) = read(index_root)?;
-    let mut times = vec![(0i64, 0i64); vnames.len()];
+    let mut times = vec![mailstore::NameChangeTimes::default(); vnames.len()];
     if records.is_empty() {
         return Ok((times, warnings));
     }
@@ -170,10 +170,11 @@ pub fn name_change_times(index_root: &Path, vnames: &[String]) -> io::Result<Nam
             if *h != r.mailbox_guid {
                 continue;
             }
+            let entry = &mut times[i];
             match r.kind {
-                MailboxLogType::Rename => times[i].0 = times[i].0.max(t),
+                MailboxLogType::Rename => entry.renamed = entry.renamed.max(t),
                 MailboxLogType::Subscribe | MailboxLogType::Unsubscribe => {
-                    times[i].1 = times[i].1.max(t)
+                    entry.subscription_changed = entry.subscription_changed.max(t)
                 }
                 _ => {}
             }
@@ -263,6 +264,10 @@ mod tests {
         .unwrap();
         let (times, warnings) = name_change_times(dir.path(), &names).unwrap();
         assert!(warnings.is_empty());
-        assert_eq!(times, vec![(100, 120), (0, 130), (0, 0)]);
+        let pairs: Vec<(i64, i64)> = times
+            .iter()
+            .map(|t| (t.renamed, t.subscription_changed))
+            .collect();
+        assert_eq!(pairs, vec![(100, 120), (0, 130), (0, 0)]);
     }
 }

@@ -528,13 +528,7 @@ impl Store for MaildirStore {
         for w in warnings {
             warn(&w);
         }
-        Ok(times
-            .into_iter()
-            .map(|(renamed, subscription_changed)| NameChangeTimes {
-                renamed,
-                subscription_changed,
-            })
-            .collect())
+        Ok(times)
     }
 
     fn deleted_mailboxes(&self) -> Result<Vec<(MailboxGuid, i64)>> {

@@ -500,13 +500,7 @@ impl Store for MboxStore {
         for w in warnings {
             eprintln!("mailsync: warning: {w}");
         }
-        Ok(times
-            .into_iter()
-            .map(|(renamed, subscription_changed)| NameChangeTimes {
-                renamed,
-                subscription_changed,
-            })
-            .collect())
+        Ok(times)
     }
 
     fn deleted_mailboxes(&self) -> Result<Vec<(MailboxGuid, i64)>> {
