@@ -17,13 +17,20 @@
 //! holds exactly those header-hash GUIDs, and an mbox copy shows them too. (A store whose
 //! GUIDs came from elsewhere could not keep them in mbox.)
 //!
-//! Message bytes need no line-ending or trailing-newline allowance either: the fixture's
-//! messages all use LF (Dovecot's mail_save_crlf=no); the two messages without a final
-//! newline (`Sent Items` 7, `Entwürfe` 1) got one from Dovecot's mbox save when the mbox
-//! fixture was made (mbox-save.c writes one before the separator), so the mbox source shows
-//! them one byte longer than the other sources, and each copy must show the bytes of its
-//! own source. mailsync's mbox writer keeps a message without a final newline as it is
-//! (the separator's newline is not part of the message), which Dovecot reads back exactly.
+//! Message bytes are compared exactly, with no line-ending or trailing-newline allowance:
+//! the fixture's messages all use LF (Dovecot's mail_save_crlf=no). Two messages have no
+//! final newline in Maildir/sdbox/mdbox (`Sent Items` 7, `Entwürfe` 1); Dovecot's mbox save
+//! ends every body with one (mbox-save.c: HEADER_FILTER_END_BODY_WITH_LF), so the mbox
+//! fixture shows them one byte longer, and a copy must show the bytes of its own source.
+//! A copy into mbox made by Dovecot's own dsync would add that byte; mailsync's mbox writer
+//! keeps such a message as it is (the separator's newline is not part of the message) and
+//! Dovecot reads it back exactly, so here the copy is held to the source's exact bytes.
+//!
+//! The fixture has messages sharing a GUID: `Entwürfe` 1 and all 7 of `Sent Items` show
+//! d41d8cd9… (the MD5 of no header), both of `Archive/2002` one GUID. Dovecot 2.3.19's own
+//! `doveadm backup` gives every message of such a group the bytes of the first one it
+//! copied (dsync reuses a mail it already has by GUID); the byte comparison holds mailsync
+//! to each message's own bytes.
 //!
 //! Mailbox GUIDs (`mailbox status guid`) are checked by separate tests below.
 
