@@ -77,7 +77,7 @@ impl Format {
 
 /// Copies a fixture tree keeping modification times: Maildir's received date is the file's
 /// mtime, and Dovecot's mbox index records the mbox file's mtime and size (its sync stamp).
-/// Copies are made writable (the shared originals are read-only).
+/// Copies are made writable by their owner (the originals in shared/ are read-only).
 fn copy_tree(from: &Path, to: &Path) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(to).unwrap();
