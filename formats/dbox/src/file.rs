@@ -230,25 +230,7 @@ impl Metadata {
     /// metadata and the block's length (magic + lines + the empty line), or `None` when
     /// `data` ends before the empty line.
     pub fn parse(data: &[u8], offset: u64) -> Result<Option<(Metadata, usize)>, FormatError> {
-        if data.len() < MAGIC_POST.len() {
-            return Ok(None);
-        }
-        if &data[..MAGIC_POST.len()] != MAGIC_POST {
-            return Err(FormatError::new(offset, "metadata block has bad magic"));
-        }
-        let mut pos = MAGIC_POST.len();
-        let mut lines = Vec::new();
-        loop {
-            let Some(nl) = data[pos..].iter().position(|&b| b == b'\n') else {
-                return Ok(None);
-            };
-            let line = &data[pos..pos + nl];
-            pos += nl + 1;
-            match line.split_first() {
-                None => return Ok(Some((Metadata { lines }, pos))),
-                Some((&k, v)) => lines.push((k, v.to_vec())),
-            }
-        }
+        Ok(MetadataRef::parse(data, offset)?.map(|(m, len)| (m.to_owned(), len)))
     }
 
     /// The block as written: magic, lines, empty line.
@@ -262,6 +244,76 @@ impl Metadata {
         out.push(b'\n');
         out
     }
+}
+
+/// A metadata block in the buffer it was read into: lines are looked up in place, nothing
+/// is copied (what a reader of many messages uses, one buffer for all of them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetadataRef<'a> {
+    /// The lines after the magic, each with its LF, up to and including the empty line.
+    lines: &'a [u8],
+}
+
+impl<'a> MetadataRef<'a> {
+    /// As [`Metadata::parse`]: the block starting with [`MAGIC_POST`] at file offset
+    /// `offset` and its length, `None` when `data` ends before the empty line.
+    pub fn parse(
+        data: &'a [u8],
+        offset: u64,
+    ) -> Result<Option<(MetadataRef<'a>, usize)>, FormatError> {
+        if data.len() < MAGIC_POST.len() {
+            return Ok(None);
+        }
+        if &data[..MAGIC_POST.len()] != MAGIC_POST {
+            return Err(FormatError::new(offset, "metadata block has bad magic"));
+        }
+        let mut pos = MAGIC_POST.len();
+        loop {
+            let Some(nl) = data[pos..].iter().position(|&b| b == b'\n') else {
+                return Ok(None);
+            };
+            pos += nl + 1;
+            if nl == 0 {
+                let lines = &data[MAGIC_POST.len()..pos];
+                return Ok(Some((MetadataRef { lines }, pos)));
+            }
+        }
+    }
+
+    /// `KEY value` lines in file order.
+    pub fn lines(&self) -> impl Iterator<Item = (u8, &'a [u8])> {
+        self.lines
+            .split(|&b| b == b'\n')
+            .map_while(|line| line.split_first().map(|(&k, v)| (k, v)))
+    }
+
+    /// The value of the first line with `key`.
+    pub fn get(&self, key: u8) -> Option<&'a [u8]> {
+        self.lines().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    pub fn hex(&self, key: u8) -> Option<u64> {
+        self.get(key).and_then(parse_hex)
+    }
+
+    pub fn to_owned(&self) -> Metadata {
+        Metadata {
+            lines: self.lines().map(|(k, v)| (k, v.to_vec())).collect(),
+        }
+    }
+}
+
+/// Where one message lies in a dbox file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MailSpan {
+    /// Offset of the message header.
+    pub offset: u64,
+    /// Offset of the first body byte.
+    pub body_offset: u64,
+    /// Body size from the message header.
+    pub body_size: u64,
+    /// Size of header + body + metadata block (the mdbox map record's `size`).
+    pub total_size: u64,
 }
 
 /// Where one message lies in a dbox file, with its metadata.
@@ -330,6 +382,25 @@ pub fn read_mail_at(
     hdr: &FileHeader,
     offset: u64,
 ) -> Result<MailExtent, ReadError> {
+    let mut buf = Vec::new();
+    let (span, metadata) = read_mail_in(file, hdr, offset, &mut buf)?;
+    Ok(MailExtent {
+        offset: span.offset,
+        body_offset: span.body_offset,
+        body_size: span.body_size,
+        total_size: span.total_size,
+        metadata: metadata.to_owned(),
+    })
+}
+
+/// [`read_mail_at`] into `buf` (reused from message to message): the metadata is
+/// returned in place, in `buf`.
+pub fn read_mail_in<'b>(
+    file: &(impl ReadAt + ?Sized),
+    hdr: &FileHeader,
+    offset: u64,
+    buf: &'b mut Vec<u8>,
+) -> Result<(MailSpan, MetadataRef<'b>), ReadError> {
     // only the first 30 bytes mean something; a larger M just moves the body (and must
     // never size an allocation: M comes from the file)
     let mut h = [0u8; MSG_HEADER_SIZE];
@@ -339,21 +410,14 @@ pub fn read_mail_at(
     let meta_offset = body_offset
         .checked_add(body_size)
         .ok_or_else(|| FormatError::new(offset, "message size overflows"))?;
-    let mut buf = vec![0u8; 512];
+    buf.clear();
+    buf.resize(512, 0);
     let mut have = 0usize;
-    loop {
+    let len = loop {
         let n = read_at_most(file, &mut buf[have..], meta_offset + have as u64)?;
         have += n;
-        match Metadata::parse(&buf[..have], meta_offset)? {
-            Some((metadata, len)) => {
-                return Ok(MailExtent {
-                    offset,
-                    body_offset,
-                    body_size,
-                    total_size: meta_offset + len as u64 - offset,
-                    metadata,
-                })
-            }
+        match MetadataRef::parse(&buf[..have], meta_offset)? {
+            Some((_, len)) => break len,
             None if n == 0 || have >= MAX_METADATA_SIZE => {
                 return Err(FormatError::new(
                     meta_offset,
@@ -371,7 +435,17 @@ pub fn read_mail_at(
                 }
             }
         }
-    }
+    };
+    let span = MailSpan {
+        offset,
+        body_offset,
+        body_size,
+        total_size: meta_offset + len as u64 - offset,
+    };
+    let metadata = MetadataRef {
+        lines: &buf[MAGIC_POST.len()..len],
+    };
+    Ok((span, metadata))
 }
 
 /// Every message of a file, in order, from the first offset to EOF. Trailing zero bytes
@@ -490,6 +564,12 @@ mod tests {
         assert_eq!(m.get(b'Q'), Some(&b"xyz"[..]));
         assert_eq!(m.encode(), &block[..len]);
         assert_eq!(Metadata::parse(&block[..10], 0).unwrap(), None);
+        let (r, rlen) = MetadataRef::parse(block, 0).unwrap().unwrap();
+        assert_eq!(rlen, len);
+        assert_eq!(r.to_owned(), m);
+        assert_eq!(r.get(b'Q'), Some(&b"xyz"[..]));
+        assert_eq!(r.hex(key::VIRTUAL_SIZE), Some(0x25));
+        assert_eq!(r.get(b'X'), None);
         assert!(Metadata::parse(b"\n\x01\x04\n\n", 0).is_err());
     }
 }

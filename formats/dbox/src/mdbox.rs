@@ -50,8 +50,8 @@ use crate::index::{dbox_header, index_exists, ix_err, CommitError, IndexStamp};
 use crate::layout::{mkdir_all, DboxKind, Layout, INDEX_PREFIX};
 use crate::map_table::{MapCache, MapTable};
 use crate::sdbox::{
-    add_flag_update, assign_uids, check_keywords, checked_guid, info_of, record_from, status_from,
-    temp_name, write_message, FileInfo, MessageMeta,
+    add_flag_update, assign_uids, check_keywords, checked_guid, info_from, record_from,
+    status_from, temp_name, write_message, FileInfo, MessageMeta,
 };
 use crate::snapshot::{SnapMessage, Snapshot};
 
@@ -208,6 +208,8 @@ struct Body {
 struct MailFiles {
     storage: PathBuf,
     open: Option<(u32, Arc<File>, FileHeader)>,
+    /// Where a message's metadata block is read into, message after message.
+    buf: Vec<u8>,
 }
 
 impl MailFiles {
@@ -243,10 +245,17 @@ impl MailFiles {
         todo.sort_unstable_by_key(|(_, loc, _)| (loc.file_id, loc.offset));
         for (uid, loc, save_date) in todo {
             let (f, h) = self.get(loc.file_id)?;
-            let extent = file::read_mail_at(&*f, &h, loc.offset as u64)
-                .map_err(|e| e.into_store_error(&self.path(loc.file_id)))?;
-            let mut info = info_of(&extent, 0);
-            info.saved = save_date as i64;
+            let mut buf = std::mem::take(&mut self.buf);
+            let read =
+                file::read_mail_in(&*f, &h, loc.offset as u64, &mut buf).map(|(span, meta)| {
+                    info_from(|k| meta.get(k), span.body_size, span.body_offset, 0)
+                });
+            self.buf = buf;
+            // the save date is the index's (mdbox record), not the file's
+            let info = FileInfo {
+                saved: save_date as i64,
+                ..read.map_err(|e| e.into_store_error(&self.path(loc.file_id)))?
+            };
             bodies.insert(
                 uid,
                 Body {
@@ -320,6 +329,7 @@ impl MdboxMailbox {
             files: MailFiles {
                 storage: layout.storage_dir(),
                 open: None,
+                buf: Vec::new(),
             },
             bodies: BTreeMap::new(),
             last: None,
@@ -390,7 +400,7 @@ impl MdboxMailbox {
         self.files
             .read_metadata(&mut self.bodies, todo, |uid, _, info| {
                 if let Some(m) = snap.message(uid) {
-                    out.push(record_of(snap, m, &info));
+                    out.push(record_of(snap, m, info));
                 }
             })?;
         out.sort_unstable_by_key(|r| r.uid);
@@ -471,7 +481,7 @@ impl MdboxMailbox {
 }
 
 /// The `MailRecord` of a snapshot message whose dbox metadata is `info`.
-fn record_of(snap: &Snapshot, m: &SnapMessage, info: &FileInfo) -> MailRecord {
+fn record_of(snap: &Snapshot, m: &SnapMessage, info: FileInfo) -> MailRecord {
     record_from(
         snap.counters.first_recent_uid,
         m.uid,

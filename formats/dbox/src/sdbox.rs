@@ -98,17 +98,26 @@ pub(crate) fn read_sdbox_file(path: &Path) -> Result<Option<FileInfo>> {
 /// The record fields of a message from its metadata; `ctime` is the saved date when the
 /// file has no `S` line (dbox_mail_get_save_date: the file's st_ctime).
 pub(crate) fn info_of(m: &file::MailExtent, ctime: i64) -> FileInfo {
-    let md = &m.metadata;
+    info_from(|k| m.metadata.get(k), m.body_size, m.body_offset, ctime)
+}
+
+/// What the metadata (looked up by `get`) and the message header tell about a message;
+/// `ctime` is the saved date when there is no `S` line.
+pub(crate) fn info_from<'a>(
+    get: impl Fn(u8) -> Option<&'a [u8]>,
+    body_size: u64,
+    body_offset: u64,
+    ctime: i64,
+) -> FileInfo {
+    let hex = |k| get(k).and_then(file::parse_hex);
     FileInfo {
-        guid: md.get(key::GUID).map(<[u8]>::to_vec).unwrap_or_default(),
-        received: md.hex(key::RECEIVED_TIME).unwrap_or(0) as i64,
-        saved: md
-            .hex(key::OLDV1_SAVE_TIME)
-            .map(|v| v as i64)
-            .unwrap_or(ctime),
-        physical: m.physical_size(),
-        vsize: md.hex(key::VIRTUAL_SIZE),
-        body_offset: m.body_offset,
+        guid: get(key::GUID).map(<[u8]>::to_vec).unwrap_or_default(),
+        received: hex(key::RECEIVED_TIME).unwrap_or(0) as i64,
+        saved: hex(key::OLDV1_SAVE_TIME).map(|v| v as i64).unwrap_or(ctime),
+        // MailExtent::physical_size
+        physical: hex(key::PHYSICAL_SIZE).unwrap_or(body_size),
+        vsize: hex(key::VIRTUAL_SIZE),
+        body_offset,
     }
 }
 
@@ -389,7 +398,7 @@ pub(crate) fn mail_record(
         m.system_flags(),
         m.keywords().into_iter().map(Keyword::new).collect(),
         m.modseq(),
-        info,
+        info.clone(),
     )
 }
 
@@ -401,7 +410,7 @@ pub(crate) fn record_from(
     system_flags: Flags,
     keywords: Vec<Keyword>,
     modseq: u64,
-    info: &FileInfo,
+    info: FileInfo,
 ) -> MailRecord {
     let mut flags = system_flags;
     if uid >= first_recent_uid {
@@ -409,7 +418,7 @@ pub(crate) fn record_from(
     }
     MailRecord {
         uid: Uid(uid),
-        guid: Guid::from_bytes(info.guid.clone()),
+        guid: Guid::from_bytes(info.guid),
         flags,
         keywords,
         modseq: ModSeq(modseq),

@@ -11,6 +11,8 @@
 //! view is read again, and used only if it is the state the snapshot was taken from (same
 //! indexid and replay end position in the log).
 
+use std::collections::HashMap;
+
 use mailstore::{Changes, Flags, Keyword, ModSeq};
 use mailsync_index::format::ext::{self, MdboxRecord};
 use mailsync_index::View;
@@ -32,8 +34,8 @@ pub(crate) struct SnapMessage {
     pub modseq: u64,
     /// The `mdbox` record; None when the message has none.
     pub mdbox: Option<MdboxRecord>,
-    /// Indexes into [`Snapshot::keywords`], in the view's order.
-    keywords: Box<[u32]>,
+    /// Its keywords: an index into [`Snapshot::keyword_sets`] (0: none).
+    keyword_set: u32,
 }
 
 /// Whether `changes_since` can be answered, known without the logs.
@@ -59,6 +61,10 @@ pub(crate) struct Snapshot {
     whole_history: Changes,
     /// Keyword names in index order.
     keywords: Vec<Vec<u8>>,
+    /// The distinct keyword sets of the messages (indexes into `keywords`, in the view's
+    /// order), the empty set first: messages share a few sets, so a message holds no
+    /// allocation of its own.
+    keyword_sets: Vec<Box<[u32]>>,
     /// Ascending by UID.
     pub messages: Vec<SnapMessage>,
 }
@@ -66,19 +72,36 @@ pub(crate) struct Snapshot {
 impl Snapshot {
     pub(crate) fn of(view: &View) -> Snapshot {
         let keywords: Vec<Vec<u8>> = view.keywords().to_vec();
+        let mut keyword_sets: Vec<Box<[u32]>> = vec![Box::new([])];
+        let mut set_ids: HashMap<Box<[u32]>, u32> = HashMap::new();
+        let mut set: Vec<u32> = Vec::new();
         let messages = view
             .messages()
-            .map(|m| SnapMessage {
-                uid: m.uid(),
-                flags: m.system_flags(),
-                modseq: m.modseq(),
-                mdbox: m.ext(ext::MDBOX).map(MdboxRecord::decode),
-                keywords: m
-                    .keywords()
-                    .into_iter()
-                    .filter_map(|name| keywords.iter().position(|k| k.as_slice() == name))
-                    .map(|i| i as u32)
-                    .collect(),
+            .map(|m| {
+                set.clear();
+                set.extend(
+                    m.keywords()
+                        .into_iter()
+                        .filter_map(|name| keywords.iter().position(|k| k.as_slice() == name))
+                        .map(|i| i as u32),
+                );
+                let keyword_set = if set.is_empty() {
+                    0
+                } else if let Some(&id) = set_ids.get(set.as_slice()) {
+                    id
+                } else {
+                    let id = keyword_sets.len() as u32;
+                    keyword_sets.push(set.as_slice().into());
+                    set_ids.insert(set.as_slice().into(), id);
+                    id
+                };
+                SnapMessage {
+                    uid: m.uid(),
+                    flags: m.system_flags(),
+                    modseq: m.modseq(),
+                    mdbox: m.ext(ext::MDBOX).map(MdboxRecord::decode),
+                    keyword_set,
+                }
             })
             .collect();
         // the rule of View::changes_since (mailsync-index changes.rs) for when the logs
@@ -96,6 +119,7 @@ impl Snapshot {
             history,
             whole_history: view.changes_since(ModSeq(WHOLE_HISTORY)),
             keywords,
+            keyword_sets,
             messages,
         }
     }
@@ -110,8 +134,9 @@ impl Snapshot {
 
     /// The keyword names of a message, in index order.
     pub(crate) fn keywords_of(&self, m: &SnapMessage) -> Vec<Keyword> {
-        m.keywords
-            .iter()
+        let set = self.keyword_sets.get(m.keyword_set as usize);
+        set.into_iter()
+            .flat_map(|s| s.iter())
             .filter_map(|&i| self.keywords.get(i as usize))
             .map(|k| Keyword::new(k.as_slice()))
             .collect()
@@ -192,7 +217,7 @@ mod tests {
                 s.flags,
                 snap.keywords_of(s),
                 s.modseq,
-                &info,
+                info.clone(),
             );
             assert_eq!(from_snap, mail_record(view, &m, &info), "{what}");
             assert_eq!(
