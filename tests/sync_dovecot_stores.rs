@@ -515,7 +515,6 @@ fn mailbox_guids_carry_over_into_mdbox() {
 }
 
 #[test]
-#[ignore = "bug: backup into mbox keeps the INBOX's own new mailbox GUID (the mbox backend has no Mailbox::set_mailbox_guid)"]
 fn mailbox_guids_carry_over_into_mbox() {
     mailbox_guids_carry_over_into(Mbox);
 }

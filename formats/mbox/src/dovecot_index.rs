@@ -301,6 +301,31 @@ pub(crate) fn write(
     }
 }
 
+/// `Mailbox::set_mailbox_guid`: the mailbox GUID in the `mbox` extension header (offset
+/// 16), when Dovecot's index has that extension (otherwise the next index write puts the
+/// sidecar's GUID there).
+pub(crate) fn set_mailbox_guid(
+    index_dir: &Path,
+    guid: MailboxGuid,
+) -> Result<(), mailsync_index::Error> {
+    if !index_dir.join(format!("{INDEX_PREFIX}.log")).exists() {
+        return Ok(());
+    }
+    let writer = IndexWriter::open(index_dir, INDEX_PREFIX)
+        .with_lock_timeout(std::time::Duration::from_secs(30));
+    mailsync_index::locked_commit::commit_locked(
+        &writer,
+        false,
+        |view, t| -> Result<(), mailsync_index::Error> {
+            if view.extension(MBOX_EXT).is_some() {
+                t.ext_hdr_update(MBOX_EXT, 16, &guid.0);
+            }
+            Ok(())
+        },
+    )?;
+    Ok(())
+}
+
 fn write_inner(
     index_dir: &Path,
     file: &MboxFile,

@@ -973,6 +973,28 @@ impl Mailbox for MboxMailbox {
         Ok(())
     }
 
+    /// The GUID in the sidecar and in Dovecot's index (the `mbox` extension header, where
+    /// Dovecot's mbox keeps it: struct mbox_index_header, mbox-storage.h), under the mbox
+    /// write lock.
+    fn set_mailbox_guid(&mut self, guid: MailboxGuid) -> Result<()> {
+        if guid.is_zero() {
+            return Err(Error::Params("mailbox GUID can't be all zero".into()));
+        }
+        let _lock = lock::WriteLock::acquire(&self.paths.file)?;
+        let mut meta = self.load_meta();
+        meta.mailbox_guid = guid;
+        meta.save(&self.paths.index_dir)?;
+        dovecot_index::set_mailbox_guid(&self.paths.index_dir, guid).map_err(|e| {
+            Error::io(
+                "write",
+                self.paths.index_dir.join("dovecot.index.log"),
+                std::io::Error::other(e.to_string()),
+            )
+        })?;
+        self.meta.mailbox_guid = guid;
+        Ok(())
+    }
+
     fn begin(&mut self) -> Result<Box<dyn Transaction + '_>> {
         Ok(Box::new(MboxTransaction {
             mailbox: self,
