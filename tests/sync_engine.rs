@@ -364,6 +364,28 @@ fn a_mailbox_renamed_on_both_sides_takes_the_later_name() {
 }
 
 #[test]
+fn a_rename_copied_from_the_peer_keeps_the_peers_time_so_a_later_rename_still_wins() {
+    let (a, b) = common_five();
+    save(&a, "Box", None, "box-1", "in box\n");
+    assert_eq!(run(&a, &b, MergeKind::TwoWay), 0);
+    a.set_clock(Some(1000));
+    a.rename_mailbox("Box", "X").unwrap();
+    a.set_subscribed("X", true).unwrap();
+    // B's clock runs ahead (another host): what it copies is still logged at A's times.
+    b.set_clock(Some(5000));
+    assert_eq!(run(&a, &b, MergeKind::TwoWay), 0);
+    let t = b.name_change_times(&["X".to_string()]).unwrap()[0];
+    assert_eq!((t.renamed, t.subscription_changed), (1000, 1000));
+    // A renames again, at 2000 by its clock: later than its first rename, earlier than
+    // B's clock. Had B logged the copied rename at 5000, B's older name would win.
+    a.set_clock(Some(2000));
+    a.rename_mailbox("X", "Y").unwrap();
+    assert_eq!(run(&b, &a, MergeKind::TwoWay), 0);
+    assert_eq!(names(&a), ["INBOX", "Y"]);
+    assert_equal(&a, &b);
+}
+
+#[test]
 fn subscription_changes_follow_the_later_change_on_either_side() {
     let (a, b) = common_five();
     save(&a, "Box", None, "box-1", "in box\n");

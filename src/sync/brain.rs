@@ -767,7 +767,7 @@ impl Brain {
                         None => Ok(()),
                     }
                 }
-                TreeAction::Rename { guid, to, .. } => {
+                TreeAction::Rename { guid, to, at, .. } => {
                     let names = self.guid_names()?;
                     let target = join_name(to, sep);
                     match names.get(guid) {
@@ -780,7 +780,12 @@ impl Brain {
                                 let _ = self.store.rename_mailbox(oname, &tmp);
                                 self.out.changes_during_sync = true;
                             }
-                            self.store.rename_mailbox(cur, &target)
+                            // stamped with the winning side's rename time, so the two logs
+                            // agree on when it happened (mailbox_list_set_changelog_timestamp)
+                            self.store.set_change_time((*at > 0).then_some(*at));
+                            let r = self.store.rename_mailbox(cur, &target);
+                            self.store.set_change_time(None);
+                            r
                         }
                         None => Err(Error::MailboxNotFound(target)),
                     }
@@ -808,8 +813,12 @@ impl Brain {
                         Err(e) => Err(e),
                     }
                 }
-                TreeAction::Subscribe(name, on) => {
-                    self.store.set_subscribed(&join_name(name, sep), *on)
+                TreeAction::Subscribe(name, on, at) => {
+                    // stamped with the peer's time (mailbox_list_set_changelog_timestamp)
+                    self.store.set_change_time((*at > 0).then_some(*at));
+                    let r = self.store.set_subscribed(&join_name(name, sep), *on);
+                    self.store.set_change_time(None);
+                    r
                 }
             };
             match result {

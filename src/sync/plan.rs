@@ -652,8 +652,11 @@ pub enum TreeAction {
         guid: MailboxGuid,
         from: Vec<String>,
         to: Vec<String>,
+        /// When the winning side renamed it (0 = unknown): the time the log records.
+        at: i64,
     },
-    Subscribe(Vec<String>, bool),
+    /// (name, subscribed, when the winning side changed it (0 = unknown)).
+    Subscribe(Vec<String>, bool, i64),
 }
 
 /// A mailbox both sides hold after the tree merge.
@@ -780,12 +783,14 @@ pub fn plan_tree(
                         guid: *guid,
                         from: name.clone(),
                         to: final_name.clone(),
+                        at: s_renamed.get(guid).copied().unwrap_or(0),
                     });
                 } else {
                     plan.secondary.push(TreeAction::Rename {
                         guid: *guid,
                         from: sb[si].0.clone(),
                         to: name.clone(),
+                        at: p_renamed.get(guid).copied().unwrap_or(0),
                     });
                 }
             }
@@ -916,25 +921,33 @@ pub fn plan_tree(
     let ps = subs(p);
     let ss = subs(s);
     for n in ps.difference(&ss) {
-        if kind == MergeKind::TwoWay && at(&s_changed, n) > at(&p_changed, n) {
-            plan.primary.push(TreeAction::Subscribe(n.clone(), false));
+        let (p_at, s_at) = (at(&p_changed, n), at(&s_changed, n));
+        if kind == MergeKind::TwoWay && s_at > p_at {
+            plan.primary
+                .push(TreeAction::Subscribe(n.clone(), false, s_at));
         } else {
-            plan.secondary.push(TreeAction::Subscribe(n.clone(), true));
+            plan.secondary
+                .push(TreeAction::Subscribe(n.clone(), true, p_at));
         }
     }
     match kind {
         MergeKind::TwoWay => {
             for n in ss.difference(&ps) {
-                if at(&p_changed, n) >= at(&s_changed, n) && at(&p_changed, n) > 0 {
-                    plan.secondary.push(TreeAction::Subscribe(n.clone(), false));
+                let (p_at, s_at) = (at(&p_changed, n), at(&s_changed, n));
+                if p_at >= s_at && p_at > 0 {
+                    plan.secondary
+                        .push(TreeAction::Subscribe(n.clone(), false, p_at));
                 } else {
-                    plan.primary.push(TreeAction::Subscribe(n.clone(), true));
+                    plan.primary
+                        .push(TreeAction::Subscribe(n.clone(), true, s_at));
                 }
             }
         }
         MergeKind::Backup => {
             for n in ss.difference(&ps) {
-                plan.secondary.push(TreeAction::Subscribe(n.clone(), false));
+                let p_at = at(&p_changed, n);
+                plan.secondary
+                    .push(TreeAction::Subscribe(n.clone(), false, p_at));
             }
         }
         MergeKind::OneWay => {}

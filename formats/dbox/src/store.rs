@@ -27,6 +27,8 @@ use crate::sdbox::SdboxMailbox;
 /// An sdbox or mdbox store rooted at a mail location.
 #[derive(Clone, Debug)]
 pub struct DboxStore {
+    /// The time its mailbox log records get (`Store::set_change_time`).
+    change_clock: mailbox_log::ChangeClock,
     layout: Layout,
     /// mdbox: the map's message locations, shared by the mailboxes opened from this store
     /// (and its clones); read again only when the map changed.
@@ -47,6 +49,7 @@ impl DboxStore {
             }
         };
         Ok(DboxStore {
+            change_clock: Default::default(),
             layout: Layout::from_location(location, options, kind)?,
             map_cache: Arc::new(MapCache::default()),
         })
@@ -167,7 +170,7 @@ impl DboxStore {
     /// here is only a warning, as in Dovecot.
     fn log_change(&self, kind: MailboxLogType, guid: [u8; 16]) {
         let root = &self.layout.root;
-        if let Err(e) = mailbox_log::append(root, kind, guid, mailbox_log::now()) {
+        if let Err(e) = mailbox_log::append(root, kind, guid, self.change_clock.time()) {
             crate::warn(&format!(
                 "write({}) failed: {e}",
                 mailbox_log::path_in(root).display()
@@ -329,6 +332,10 @@ impl Store for DboxStore {
         };
         self.log_change(kind, mailbox_log::name_guid(&v));
         Ok(())
+    }
+
+    fn set_change_time(&self, at: Option<i64>) {
+        self.change_clock.set(at);
     }
 
     fn name_change_times(&self, names: &[String]) -> Result<Vec<NameChangeTimes>> {

@@ -34,6 +34,29 @@ pub fn name_guid(vname: &str) -> [u8; 16] {
     out
 }
 
+/// The time a store stamps its mailbox log records with: now, or a time set for the
+/// changes being applied (Dovecot's mailbox_list_set_changelog_timestamp: dsync stamps a
+/// change it copies from the peer with the peer's time, so the two logs stay comparable).
+/// Shared by a store's clones.
+#[derive(Clone, Debug, Default)]
+pub struct ChangeClock(std::sync::Arc<std::sync::atomic::AtomicI64>);
+
+impl ChangeClock {
+    /// `Some(t)`: stamp records with `t` (clamped to the record's 32 bits); `None`: now.
+    pub fn set(&self, at: Option<i64>) {
+        let v = at.map_or(0, |t| t.clamp(1, i64::from(u32::MAX)));
+        self.0.store(v, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The timestamp for the next record.
+    pub fn time(&self) -> u32 {
+        match self.0.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => now(),
+            t => t as u32,
+        }
+    }
+}
+
 /// The current UNIX time as a record timestamp (Dovecot's ioloop_time).
 pub fn now() -> u32 {
     std::time::SystemTime::now()

@@ -31,6 +31,8 @@ use crate::{uidvalidity, warn};
 /// A Maildir store rooted at a mail location.
 #[derive(Clone, Debug)]
 pub struct MaildirStore {
+    /// The time its mailbox log records get (`Store::set_change_time`).
+    change_clock: mailbox_log::ChangeClock,
     layout: Layout,
 }
 
@@ -43,6 +45,7 @@ impl MaildirStore {
     /// CONTROL). The root is created on first write, as Dovecot does.
     pub fn open(location: &Location, options: &StoreOptions) -> Result<MaildirStore> {
         Ok(MaildirStore {
+            change_clock: Default::default(),
             layout: Layout::from_location(location, options)?,
         })
     }
@@ -271,7 +274,7 @@ impl MaildirStore {
         let Some(root) = self.mailbox_log_root() else {
             return;
         };
-        if let Err(e) = mailbox_log::append(root, kind, guid, mailbox_log::now()) {
+        if let Err(e) = mailbox_log::append(root, kind, guid, self.change_clock.time()) {
             warn(&format!(
                 "write({}) failed: {e}",
                 mailbox_log::path_in(root).display()
@@ -517,6 +520,10 @@ impl Store for MaildirStore {
         };
         self.log_change(kind, mailbox_log::name_guid(&v));
         Ok(())
+    }
+
+    fn set_change_time(&self, at: Option<i64>) {
+        self.change_clock.set(at);
     }
 
     fn name_change_times(&self, names: &[String]) -> Result<Vec<NameChangeTimes>> {

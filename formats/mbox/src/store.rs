@@ -36,6 +36,8 @@ pub struct MailboxPaths {
 /// A Dovecot mbox mail location.
 #[derive(Clone, Debug)]
 pub struct MboxStore {
+    /// The time its mailbox log records get (`Store::set_change_time`).
+    change_clock: mailbox_log::ChangeClock,
     root: PathBuf,
     inbox: PathBuf,
     index_root: Option<PathBuf>,
@@ -70,6 +72,7 @@ impl MboxStore {
             .unwrap_or_else(|| root.clone())
             .join(location.option("SUBSCRIPTIONS").unwrap_or(SUBSCRIPTIONS));
         Ok(MboxStore {
+            change_clock: Default::default(),
             root,
             inbox,
             index_root,
@@ -208,7 +211,7 @@ impl MboxStore {
             .recursive(true)
             .mode(0o700)
             .create(&root)
-            .and_then(|()| mailbox_log::append(&root, kind, guid, mailbox_log::now()));
+            .and_then(|()| mailbox_log::append(&root, kind, guid, self.change_clock.time()));
         if let Err(e) = result {
             eprintln!(
                 "mailsync: warning: write({}) failed: {e}",
@@ -491,6 +494,10 @@ impl Store for MboxStore {
         };
         self.log_change(kind, mailbox_log::name_guid(&v));
         Ok(())
+    }
+
+    fn set_change_time(&self, at: Option<i64>) {
+        self.change_clock.set(at);
     }
 
     fn name_change_times(&self, names: &[String]) -> Result<Vec<NameChangeTimes>> {

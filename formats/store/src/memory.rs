@@ -59,11 +59,13 @@ struct StoreState {
     name_changes: BTreeMap<String, NameChangeTimes>,
     /// A fixed clock for the log's times (tests), instead of the system's.
     clock: Option<i64>,
+    /// `Store::set_change_time`: the time of the changes being applied, before `clock`.
+    change_time: Option<i64>,
 }
 
 impl StoreState {
     fn now(&self) -> i64 {
-        self.clock.unwrap_or_else(now)
+        self.change_time.or(self.clock).unwrap_or_else(now)
     }
 }
 
@@ -316,6 +318,10 @@ impl Store for MemoryStore {
         let t = state.now();
         state.name_changes.entry(new).or_default().renamed = t;
         Ok(())
+    }
+
+    fn set_change_time(&self, at: Option<i64>) {
+        self.lock().change_time = at;
     }
 
     fn name_change_times(&self, names: &[String]) -> Result<Vec<NameChangeTimes>> {

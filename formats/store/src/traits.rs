@@ -40,6 +40,14 @@ pub trait Store: Send {
     /// Opens an existing mailbox and brings its view up to date with the disk.
     fn open_mailbox(&self, name: &str) -> Result<Box<dyn Mailbox>>;
 
+    /// Stamps the mailbox log records of the following changes (renames, deletes,
+    /// subscription changes) with `at` instead of the current time; `None` goes back to
+    /// the current time (Dovecot's mailbox_list_set_changelog_timestamp, which dsync uses
+    /// for changes it copies from the peer). Default: a store without such a log ignores it.
+    fn set_change_time(&self, at: Option<i64>) {
+        let _ = at;
+    }
+
     /// The change times of these virtual names, in the same order (renames to the name,
     /// subscription changes of it). Default: nothing logged.
     fn name_change_times(&self, names: &[String]) -> Result<Vec<NameChangeTimes>> {
