@@ -1263,21 +1263,14 @@ impl Brain {
                 _ => None,
             })
             .collect();
-        // Messages this side renumbers: a request for the old UID is served from the new
-        // one when this side has already imported (the slave imports first).
-        let moved: BTreeMap<Uid, Uid> = mine
-            .saves
-            .iter()
-            .filter_map(|s| match s.source {
-                SaveSource::Own(old) => Some((old, s.uid)),
-                SaveSource::Peer(_) => None,
-            })
-            .collect();
         if self.master {
             self.send_mails(mailbox.as_mut(), &view, &peer_requests, &BTreeMap::new())?;
             self.import(name, mailbox, &mine)?;
         } else {
-            self.import(name, mailbox, &mine)?;
+            // The slave imports first: a request for a UID it renumbered is served from
+            // the UID the message really got (a delivery during the sync may have taken
+            // the planned one).
+            let moved = self.import(name, mailbox, &mine)?;
             mailbox.sync()?;
             self.send_mails(mailbox.as_mut(), &view, &peer_requests, &moved)?;
         }
@@ -1333,6 +1326,16 @@ impl Brain {
     ) -> Result<(), SyncError> {
         for req in requests {
             let at = moved.get(&req.uid).copied().unwrap_or(req.uid);
+            // A moved message must still be the one asked for: never stream other bytes
+            // under the requested GUID (it is then "expunged meanwhile").
+            let same = at == req.uid
+                || mailbox.mails_of(&[at]).is_ok_and(|r| {
+                    r.first().is_some_and(|m| {
+                        req.guid
+                            .as_ref()
+                            .is_none_or(|g| m.guid == *g || plan::same_guid(&m.guid, g))
+                    })
+                });
             // the view is in ascending UID order
             let rec = view
                 .mails
@@ -1349,7 +1352,12 @@ impl Brain {
                 saved_date,
                 stream: false,
             };
-            match mailbox.open_mail(at) {
+            let opened = if same {
+                mailbox.open_mail(at)
+            } else {
+                Err(Error::MailNotFound(at))
+            };
+            match opened {
                 Ok(mut body) => {
                     item.stream = true;
                     self.send(Item::Mail(item))?;
@@ -1441,12 +1449,14 @@ impl Brain {
 
     /// Applies this side's plan, receiving the peer's `M` list while saving (in ascending
     /// UID order, so the wanted UIDs are granted).
+    /// Returns where the messages this side renumbered (`SaveSource::Own`) went: old UID →
+    /// the UID the commit gave the copy.
     fn import(
         &mut self,
         name: &str,
         mailbox: &mut Box<dyn Mailbox>,
         plan: &SidePlan,
-    ) -> Result<(), SyncError> {
+    ) -> Result<BTreeMap<Uid, Uid>, SyncError> {
         if let Some(uv) = plan.set_uid_validity {
             if let Err(e) = mailbox.update_mailbox(&MailboxUpdate {
                 uid_validity: Some(uv),
@@ -1467,6 +1477,8 @@ impl Brain {
         };
         let rx = &self.rx;
         let mut wanted = Vec::new();
+        // per successful save, in save order: the old UID of a renumbered message
+        let mut renumbered: Vec<Option<Uid>> = Vec::new();
         let mut failure: Option<Error> = None;
         let mut changes = false;
         let mut tx = mailbox.begin()?;
@@ -1499,7 +1511,10 @@ impl Brain {
                     let reader = own_reader.as_mut().map(|r| r.open_mail(uid));
                     match reader {
                         Some(Ok(mut body)) if failure.is_none() => match tx.save(mail, &mut body) {
-                            Ok(()) => wanted.push(save.uid),
+                            Ok(()) => {
+                                wanted.push(save.uid);
+                                renumbered.push(Some(uid));
+                            }
                             Err(e) => failure = Some(e),
                         },
                         Some(Err(Error::MailNotFound(_))) => changes = true,
@@ -1523,7 +1538,10 @@ impl Brain {
                             };
                             if failure.is_none() {
                                 match tx.save(mail, &mut body) {
-                                    Ok(()) => wanted.push(save.uid),
+                                    Ok(()) => {
+                                        wanted.push(save.uid);
+                                        renumbered.push(None);
+                                    }
                                     Err(e) => failure = Some(e),
                                 }
                             }
@@ -1563,6 +1581,18 @@ impl Brain {
             self.out.changes_during_sync = true;
         }
         self.out.changes_during_sync |= changes;
+        // Where the renumbered messages went (the commit lists the saved UIDs in save
+        // order); none if the commit doesn't say, and their requests then find nothing.
+        let moved: BTreeMap<Uid, Uid> = if result.saved.len() == renumbered.len() {
+            renumbered
+                .iter()
+                .zip(&result.saved)
+                .filter_map(|(old, new)| old.map(|o| (o, *new)))
+                .collect()
+        } else {
+            self.out.changes_during_sync = true;
+            BTreeMap::new()
+        };
         if plan.min_uid_next > 0 {
             mailbox.sync()?;
             if mailbox.counters()?.uid_next < plan.min_uid_next {
@@ -1574,7 +1604,7 @@ impl Brain {
                 }
             }
         }
-        Ok(())
+        Ok(moved)
     }
 }
 

@@ -158,6 +158,12 @@ impl Env {
     }
 
     pub fn mailsync_stdin(&self, loc: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        run(self.mailsync_command(loc, args), stdin)
+    }
+
+    /// The `mailsync` command of [`Env::mailsync`], not started (to run it in the
+    /// background).
+    pub fn mailsync_command(&self, loc: &str, args: &[&str]) -> Command {
         let bin = env!("CARGO_BIN_EXE_mailsync");
         let mut cmd = match self.run_as {
             Some((uid, gid)) => {
@@ -177,7 +183,7 @@ impl Env {
             .arg("-o")
             .arg(format!("mail_location={loc}"));
         cmd.args(args);
-        run(cmd, stdin)
+        cmd
     }
 
     /// Dovecot's own log: must stay free of warnings and errors.
