@@ -21,7 +21,9 @@
 //!
 //! Modules: [`file`](mod@file) (the dbox file format, shared), [`layout`] (paths and names),
 //! [`sdbox`], [`mdbox`], [`index`] (mailbox index creation and the `dbox-hdr`/`mdbox-hdr`
-//! header), [`map_table`] (the mdbox map's locations as readers keep them), [`purge`] (mdbox purge), [`rebuild`] (mdbox and sdbox force-resync).
+//! header), [`map_table`] (the mdbox map's locations as readers keep them), [`purge`]
+//! (mdbox purge), [`rebuild`] (mdbox and sdbox force-resync); an open mdbox mailbox keeps
+//! a compact snapshot of its index view (`snapshot`).
 //! Not implemented here: alt storage, external attachments, `dovecot.index.cache`.
 
 pub mod file;
