@@ -1,7 +1,7 @@
 //! What a reader of an mdbox needs of the map index `storage/dovecot.map.index`: where
 //! each map UID's message is (ext `map` {file_id, offset, size}) and the map's
 //! UIDVALIDITY — kept as one compact table (16 bytes a message) shared by every mailbox
-//! of a store, and read again only when the map's files changed ([`IndexStamp`]; Dovecot
+//! of a store, and read again only when the map's files changed (`index::IndexStamp`; Dovecot
 //! too re-reads the map only when its log grew or was replaced: mdbox-map.c
 //! mdbox_map_refresh → mail_index_refresh).
 //!
