@@ -223,12 +223,14 @@ struct FileStamp {
 
 /// The stamps of an index's `P`, `P.log` and `P.log.2`, taken *before* a view is read from
 /// them: while all three are unchanged, a view built after the stamp is still the current
-/// state. Dovecot's rules make this sound (mail-transaction-log.c
-/// mail_transaction_log_refresh, mail-index-map.c mail_index_map): the log is only ever
-/// appended to (its size grows) or replaced by a new file at rotation (another inode),
-/// and `P` is rewritten through a temp file and rename (another inode). A change made
-/// after the stamp changes it, so the next comparison rebuilds — the stamp is never newer
-/// than the view it stands for.
+/// state. Dovecot's rules make this sound: a log is only appended to (its size grows) or
+/// replaced by a new file at rotation (another inode: mail-transaction-log.c
+/// mail_transaction_log_refresh compares the inode the same way), `P` is only rewritten
+/// through a temp file and rename (mail-index-write.c mail_index_recreate), and the one
+/// write in place, indexid 0 marking a corrupted log (mail-transaction-log-file.c
+/// mail_transaction_log_mark_corrupted), changes mtime and ctime, which the stamp holds
+/// too. A change made after the stamp changes it, so the next comparison reads again —
+/// the stamp is never newer than the view it stands for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct IndexStamp([Option<FileStamp>; 3]);
 
