@@ -52,20 +52,6 @@ fn fetch_all(env: &Env, loc: &str) -> String {
         .replace("\t\\Recent\t", "\t\t")
 }
 
-/// Mailbox names with the hierarchy separator written as `.`: Maildir++ shows `.`, the
-/// dbox layouts `/`; the hierarchy parts are what must agree.
-fn same_separator(table: &str) -> String {
-    let mut lines: Vec<String> = table
-        .lines()
-        .map(|l| match l.split_once('\t') {
-            Some((name, rest)) => format!("{}\t{rest}", name.replace('/', ".")),
-            None => l.replace('/', "."),
-        })
-        .collect();
-    lines.sort();
-    lines.join("\n")
-}
-
 fn status_all(env: &Env, loc: &str, fields: &str) -> String {
     let out = harness::ok(
         "doveadm mailbox status",
@@ -97,21 +83,21 @@ fn backup_of_the_dovecot_maildir_into_every_format_reads_the_same_in_dovecot() {
         // 0, or 2 while the backend can't take the source's UIDVALIDITY (update_mailbox).
         assert!(matches!(code(&out), 0 | 2), "{driver}: {stderr}");
         assert_eq!(
-            same_separator(&fetch_all(&env, &dest)),
-            same_separator(&want_fetch),
+            harness::same_separator(&fetch_all(&env, &dest)),
+            harness::same_separator(&want_fetch),
             "{driver}"
         );
         assert_eq!(
-            same_separator(&status_all(&env, &dest, "messages uidnext")),
-            same_separator(&want_status),
+            harness::same_separator(&status_all(&env, &dest, "messages uidnext")),
+            harness::same_separator(&want_status),
             "{driver}"
         );
         // Nothing changes in a second run.
         let again = env.mailsync(&src, &["backup", &dest]);
         assert!(matches!(code(&again), 0 | 2));
         assert_eq!(
-            same_separator(&fetch_all(&env, &dest)),
-            same_separator(&want_fetch),
+            harness::same_separator(&fetch_all(&env, &dest)),
+            harness::same_separator(&want_fetch),
             "{driver} second run"
         );
     }

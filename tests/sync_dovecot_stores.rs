@@ -120,21 +120,6 @@ fn dest_location(env: &Env, format: Format) -> String {
     format.location(&env.root.join("dest").join(format.name()))
 }
 
-/// Mailbox names with the hierarchy separator written as `.`: Maildir++ shows `.`, the
-/// dbox and mbox layouts `/` (no name in the fixture holds either character itself); the
-/// hierarchy parts are what must agree. `table` is a tab table or one name a line.
-fn same_separator(table: &str) -> String {
-    let mut lines: Vec<String> = table
-        .lines()
-        .map(|l| match l.split_once('\t') {
-            Some((name, rest)) => format!("{}\t{rest}", name.replace('/', ".")),
-            None => l.replace('/', "."),
-        })
-        .collect();
-    lines.sort();
-    lines.join("\n")
-}
-
 fn doveadm_text(env: &Env, loc: &str, what: &str, args: &[&str]) -> String {
     let out = harness::clean(&format!("doveadm {what} ({loc})"), env.doveadm(loc, args));
     String::from_utf8(out).unwrap_or_else(|e| panic!("doveadm {what}: not UTF-8: {e}"))
@@ -159,11 +144,11 @@ fn fetch_all(env: &Env, loc: &str) -> String {
         .replace("\t\\Recent ", "\t")
         .replace(" \\Recent", "")
         .replace("\t\\Recent\t", "\t\t");
-    same_separator(&out)
+    harness::same_separator(&out)
 }
 
 fn status_all(env: &Env, loc: &str, fields: &str) -> String {
-    same_separator(&doveadm_text(
+    harness::same_separator(&doveadm_text(
         env,
         loc,
         "mailbox status",
@@ -172,7 +157,7 @@ fn status_all(env: &Env, loc: &str, fields: &str) -> String {
 }
 
 fn mailbox_list(env: &Env, loc: &str) -> String {
-    same_separator(&doveadm_text(
+    harness::same_separator(&doveadm_text(
         env,
         loc,
         "mailbox list",
@@ -349,7 +334,7 @@ fn expected_status(format: Format) -> String {
             )
         })
         .collect();
-    same_separator(&lines.join("\n"))
+    harness::same_separator(&lines.join("\n"))
 }
 
 /// `status_all` rows reordered as `name\tmessages\tuidnext\tuidvalidity`, header dropped
@@ -373,7 +358,7 @@ fn status_columns(status: &str) -> String {
             )
         })
         .collect();
-    same_separator(&rows.join("\n"))
+    harness::same_separator(&rows.join("\n"))
 }
 
 /// Every file and directory under `root` with the bytes of each file.

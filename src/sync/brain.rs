@@ -1330,11 +1330,8 @@ impl Brain {
             // under the requested GUID (it is then "expunged meanwhile").
             let same = at == req.uid
                 || mailbox.mails_of(&[at]).is_ok_and(|r| {
-                    r.first().is_some_and(|m| {
-                        req.guid
-                            .as_ref()
-                            .is_none_or(|g| m.guid == *g || plan::same_guid(&m.guid, g))
-                    })
+                    r.first()
+                        .is_some_and(|m| req.guid.as_ref().is_none_or(|g| m.guid.same_as(g)))
                 });
             // the view is in ascending UID order
             let rec = view

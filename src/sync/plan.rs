@@ -207,27 +207,11 @@ fn expunged_on(
     list.iter().any(|(u, eg)| {
         *u == uid
             && match (eg, guid) {
-                (Some(eg), Some(g)) => same_guid(eg, g),
+                (Some(eg), Some(g)) => eg.same_as(g),
                 (None, _) => in_common_prefix,
                 (Some(_), None) => false,
             }
     })
-}
-
-/// Equal GUIDs, also when one is the 128-bit form Dovecot logs in expunge records
-/// (mail_generate_guid_128_hash: a Maildir GUID is the file's base name, its log form is
-/// a SHA-1 based 128-bit value printed as hex).
-pub fn same_guid(a: &Guid, b: &Guid) -> bool {
-    if a == b {
-        return true;
-    }
-    let hex128 = |g: &Guid| -> String {
-        mailsupport::sha1::guid_128(g.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    };
-    a.as_bytes() == hex128(b).as_bytes() || b.as_bytes() == hex128(a).as_bytes()
 }
 
 /// New messages both sides hold under one GUID at different UIDs: (primary UID, secondary

@@ -248,6 +248,22 @@ pub fn sorted_table(out: &[u8]) -> String {
     format!("{header}\n{}", rows.join("\n"))
 }
 
+/// Mailbox names with the hierarchy separator written as `.`: Maildir++ shows `.`, the
+/// dbox and mbox layouts `/` (for stores whose names hold neither character themselves);
+/// the hierarchy parts are what must agree. `table` is a tab table (name first) or one
+/// name a line; the lines come back sorted.
+pub fn same_separator(table: &str) -> String {
+    let mut lines: Vec<String> = table
+        .lines()
+        .map(|l| match l.split_once('\t') {
+            Some((name, rest)) => format!("{}\t{rest}", name.replace('/', ".")),
+            None => l.replace('/', "."),
+        })
+        .collect();
+    lines.sort();
+    lines.join("\n")
+}
+
 /// Lines sorted (for headerless flow output).
 pub fn sorted_lines(out: &[u8]) -> String {
     let text = String::from_utf8_lossy(out);

@@ -10,7 +10,8 @@ pub fn fuzz_dbox_file(data: &[u8]) {
         for m in mails {
             let _ = m.physical_size();
             let _ = crate::sdbox::info_of(&m, 0);
-            let _ = crate::mdbox::guid_128(m.metadata.get(crate::file::key::GUID).unwrap_or(b""));
+            let _ =
+                mailsupport::sha1::guid_128(m.metadata.get(crate::file::key::GUID).unwrap_or(b""));
         }
     }
 }

@@ -37,7 +37,6 @@ pub mod purge;
 pub mod rebuild;
 pub mod sdbox;
 mod snapshot;
-use mailsupport::sha1;
 mod store;
 
 pub use layout::{DboxKind, Layout};

@@ -108,18 +108,6 @@ pub(crate) fn map_uid_validity(layout: &Layout, cache: &MapCache) -> Result<u32>
     Ok(cache.table(&map_paths(layout))?.uid_validity)
 }
 
-/// 128-bit form of a message GUID (mail_generate_guid_128_hash): 32 hex digits are
-/// parsed, anything else is hashed with SHA-1 and the last 16 bytes are used.
-pub fn guid_128(guid: &[u8]) -> [u8; 16] {
-    if let Some(g) = MailboxGuid::parse_hex(guid) {
-        return g.0;
-    }
-    let digest = crate::sha1::sha1(guid);
-    let mut out = [0u8; 16];
-    out.copy_from_slice(&digest[4..20]);
-    out
-}
-
 /// Where the message of a mailbox index message is, with its save date: its `mdbox`
 /// record's map UID looked up in the map table. None when the record or the map UID is
 /// missing (Dovecot would rebuild).
@@ -760,7 +748,7 @@ impl Transaction for MdboxTransaction<'_> {
             }
         };
         *len = offset + size;
-        let guid128 = guid_128(&guid);
+        let guid128 = mailsupport::sha1::guid_128(&guid);
         let mut mail = mail;
         mail.guid = Some(Guid::from_bytes(guid));
         self.saves.push(PendingSave {

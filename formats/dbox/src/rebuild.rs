@@ -37,7 +37,8 @@ use mailsync_index::{IndexWriter, View};
 use crate::file::{self, key};
 use crate::index::{create_index, dbox_header, index_exists, ix_err};
 use crate::layout::{mkdir_all, DboxKind, Layout, INDEX_PREFIX};
-use crate::mdbox::{guid_128, map_file_name, now, MAP_PREFIX};
+use crate::mdbox::{map_file_name, now, MAP_PREFIX};
+use mailsupport::sha1::guid_128;
 
 /// What a rebuild found and did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

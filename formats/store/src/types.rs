@@ -48,6 +48,23 @@ impl Guid {
     pub fn generate() -> Guid {
         Guid::from_bytes(MailboxGuid::generate().to_string().into_bytes())
     }
+
+    /// The 128-bit form (mail_generate_guid_128_hash): what index records and expunge
+    /// records hold, printed as 32 lowercase hex digits.
+    pub fn to_128_hex(&self) -> String {
+        mailsupport::sha1::guid_128(&self.0)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// The same message GUID: equal, or one is the other's 128-bit form (a Maildir GUID is
+    /// its base name, while an expunge record holds its hash; `Changes::Known::expunged`).
+    pub fn same_as(&self, other: &Guid) -> bool {
+        self == other
+            || self.as_bytes() == other.to_128_hex().as_bytes()
+            || other.as_bytes() == self.to_128_hex().as_bytes()
+    }
 }
 
 impl fmt::Display for Guid {
@@ -379,7 +396,9 @@ pub enum Changes {
     Known {
         /// UIDs (still present) whose flags or keywords changed, or that were saved, after the modseq.
         changed: Vec<Uid>,
-        /// UIDs expunged after the modseq, with their GUIDs where known.
+        /// UIDs expunged after the modseq, with their GUIDs where known: as an expunge
+        /// record holds it, the 128-bit form for a GUID that isn't 32 hex digits (compare
+        /// with `Guid::same_as`).
         expunged: Vec<(Uid, Option<Guid>)>,
         /// The mailbox's HIGHESTMODSEQ now.
         highest_modseq: ModSeq,
