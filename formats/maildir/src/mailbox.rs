@@ -295,6 +295,31 @@ fn assign_unlisted(list: &mut UidList, scan: &Scan, path: &Path) -> Result<usize
 }
 
 /// The UID for a new record: `wanted` when it is at or above NEXTUID, else NEXTUID.
+/// True when the two files hold the same bytes (false on any read error).
+fn same_bytes(a: &Path, b: &Path) -> bool {
+    let (Ok(fa), Ok(fb)) = (File::open(a), File::open(b)) else {
+        return false;
+    };
+    match (fa.metadata(), fb.metadata()) {
+        (Ok(ma), Ok(mb)) if ma.len() == mb.len() => {}
+        _ => return false,
+    }
+    let (mut ra, mut rb) = (io::BufReader::new(fa), io::BufReader::new(fb));
+    let (mut ba, mut bb) = ([0u8; 8192], [0u8; 8192]);
+    loop {
+        let n = match ra.read(&mut ba) {
+            Ok(n) => n,
+            Err(_) => return false,
+        };
+        if n == 0 {
+            return true;
+        }
+        if rb.read_exact(&mut bb[..n]).is_err() || ba[..n] != bb[..n] {
+            return false;
+        }
+    }
+}
+
 fn take_uid(list: &mut UidList, wanted: Option<u32>, path: &Path) -> Result<u32> {
     let uid = match wanted {
         Some(w) if w >= list.next_uid => w,
@@ -1706,9 +1731,53 @@ impl MaildirTransaction<'_> {
         let mut used: HashSet<Vec<u8>> = HashSet::new();
         let listed: HashSet<Vec<u8>> = list.records.iter().map(|r| r.base.clone()).collect();
         let (mut new_changed, mut cur_changed) = (false, false);
+        // A save of the very bytes of a message this transaction expunges, under its GUID
+        // (the sync engine renumbering a message: copy to the new UID, expunge the old):
+        // the file keeps its name and gets the new UID in the uidlist instead, so the move
+        // is one atomic uidlist rewrite. A copy + unlink would leave, if killed in between,
+        // the message twice (the copy's GUID, only in the uidlist, even lost).
+        let expunging: HashSet<u32> = self
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Expunge(u) => Some(*u),
+                Op::Flags(..) => None,
+            })
+            .collect();
+        let mut renumbered: HashSet<u32> = HashSet::new();
+        // (tmp file, its place in new/ or cur/)
+        let mut to_move: Vec<(PathBuf, PathBuf)> = Vec::new();
         let result = (|| -> Result<()> {
             for (s, letters) in self.saves.iter().zip(&save_letters) {
                 toucher.tick();
+                if let Some(old) =
+                    self.same_file_expunged(s, &list, &st.scan, &expunging, &renumbered)
+                {
+                    let idx = list.find_uid(old).ok_or(Error::MailNotFound(Uid(old)))?;
+                    let mut rec = list.records.remove(idx);
+                    st.expunged_guids
+                        .insert(old, mailsupport::sha1::guid_128(rec.guid()));
+                    let uid = take_uid(&mut list, s.uid, &paths.uidlist())?;
+                    if s.uid.is_some() && !s.flags.contains(Flags::RECENT) {
+                        non_recent.insert(uid);
+                    }
+                    rec.uid = uid;
+                    let base = rec.base.clone();
+                    list.records.push(rec);
+                    recreate = true;
+                    renumbered.insert(old);
+                    let update = FlagUpdate {
+                        op: FlagOp::Replace,
+                        flags: Flags(s.flags.0 & !Flags::RECENT.0),
+                        keywords: s.keywords.clone(),
+                    };
+                    if self.rename_flags(&mut st.scan, &kwmap, &base, &update)? {
+                        cur_changed = true;
+                    }
+                    let _ = fs::remove_file(paths.tmp().join(&s.tmp_name));
+                    saved.push(Uid(uid));
+                    continue;
+                }
                 let sized = |base: &str| format!("{base},S={},W={}", s.size, s.vsize);
                 let (base, g_field): (Vec<u8>, Option<Vec<u8>>) = match &s.guid {
                     Some(g) => {
@@ -1736,8 +1805,7 @@ impl MaildirTransaction<'_> {
                 };
                 let src = paths.tmp().join(&s.tmp_name);
                 let dest = paths.sub(in_new).join(os(&fname));
-                fs::rename(&src, &dest).map_err(|e| Error::io("rename", &src, e))?;
-                moved.push(dest);
+                to_move.push((src, dest));
                 if in_new {
                     new_changed = true;
                 } else {
@@ -1760,12 +1828,26 @@ impl MaildirTransaction<'_> {
             }
             Ok(())
         })();
-        if let Err(e) = result {
-            // Nobody has seen these files with UIDs yet (we hold the lock): take them back.
-            for p in &moved {
-                let _ = fs::remove_file(p);
+        result?;
+        // The uidlist first, with the new records (and the GUIDs a file name can't carry,
+        // `G`), then the files into place: a run killed in between leaves records whose
+        // files never appeared (dropped later, as after any expunge), never a visible file
+        // without its record — which would come back as a new message with a new GUID.
+        let live: HashSet<Vec<u8>> = st.scan.files.keys().cloned().collect();
+        let given = list.records[first_new..].iter().map(|r| r.uid).collect();
+        if recreate || list.records.len() > first_new {
+            write_uidlist(&paths, &mut list, st.appendable, first_new, recreate, &live)?;
+        }
+        for (src, dest) in &to_move {
+            if let Err(e) = fs::rename(src, dest) {
+                // Nobody has seen these files (we hold the lock): take them back; their
+                // records name files that don't exist.
+                for p in &moved {
+                    let _ = fs::remove_file(p);
+                }
+                return Err(Error::io("rename", src, e));
             }
-            return Err(e);
+            moved.push(dest.clone());
         }
         self.saves.clear();
 
@@ -1775,6 +1857,10 @@ impl MaildirTransaction<'_> {
             let uid = match &op {
                 Op::Flags(u, _) | Op::Expunge(u) => *u,
             };
+            if renumbered.contains(&uid) {
+                // moved to its new UID above: its file stays
+                continue;
+            }
             let Some(idx) = list.find_uid(uid) else {
                 continue;
             };
@@ -1800,11 +1886,6 @@ impl MaildirTransaction<'_> {
         if cur_changed {
             fsync_dir(&paths.sub(false))?;
         }
-        let live: HashSet<Vec<u8>> = st.scan.files.keys().cloned().collect();
-        let given = list.records[first_new..].iter().map(|r| r.uid).collect();
-        if recreate || list.records.len() > first_new {
-            write_uidlist(&paths, &mut list, st.appendable, first_new, recreate, &live)?;
-        }
         let result = CommitResult {
             saved,
             uid_validity: list.uid_validity,
@@ -1818,6 +1899,27 @@ impl MaildirTransaction<'_> {
             given,
             non_recent,
         })
+    }
+
+    /// The UID of a message this transaction expunges whose file holds exactly the bytes
+    /// of save `s` under the GUID `s` is saved with (not one already moved).
+    fn same_file_expunged(
+        &self,
+        s: &PendingSave,
+        list: &UidList,
+        scan: &Scan,
+        expunging: &HashSet<u32>,
+        moved: &HashSet<u32>,
+    ) -> Option<u32> {
+        let guid = s.guid.as_ref()?;
+        let paths = &self.mbox.paths;
+        let rec = list.records.iter().find(|r| {
+            expunging.contains(&r.uid) && !moved.contains(&r.uid) && r.guid() == guid.as_bytes()
+        })?;
+        let found = scan.files.get(&rec.base)?;
+        let old_path = paths.sub(found.in_new).join(os(&found.fname));
+        let new_path = paths.tmp().join(&s.tmp_name);
+        same_bytes(&old_path, &new_path).then_some(rec.uid)
     }
 
     /// Unlinks a message file (maildir_expunge); a file renamed meanwhile is found again.
