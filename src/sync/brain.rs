@@ -90,7 +90,7 @@ fn peer_gone() -> SyncError {
     SyncError::Peer("the other side disconnected".into())
 }
 
-/// Reads a body streamed as `MailChunk`s up to `MailEnd`.
+/// Reads a body streamed as `MailChunk`s up to `MailEnd` (or a closing `MailLastChunk`).
 struct ChunkReader<'a> {
     rx: &'a Receiver<Item>,
     buf: Vec<u8>,
@@ -108,6 +108,11 @@ impl Read for ChunkReader<'_> {
                 Ok(Item::MailChunk(c)) => {
                     self.buf = c;
                     self.pos = 0;
+                }
+                Ok(Item::MailLastChunk(c)) => {
+                    self.buf = c;
+                    self.pos = 0;
+                    self.done = true;
                 }
                 Ok(Item::MailEnd) => self.done = true,
                 _ => {
@@ -137,8 +142,6 @@ impl ChunkReader<'_> {
     }
 }
 
-/// Joins hierarchy parts with this store's separator; a separator inside a part (legal on
-/// the other side) becomes dsync's alt char `_`.
 /// A name's hierarchy parts as this store's name, each part repaired as dsync's name
 /// repair does (dsync_alt_char `_`): this store's separator and control characters, which
 /// a part can't hold here (another store may allow them), become `_`.
@@ -1359,6 +1362,10 @@ impl Brain {
                     item.stream = true;
                     self.send(Item::Mail(item))?;
                     let mut buf = vec![0u8; CHUNK_SIZE];
+                    // One chunk read ahead: the last one goes out as `MailLastChunk`, so a
+                    // message of up to CHUNK_SIZE bytes is two items, not three.
+                    let mut ahead: Option<Vec<u8>> = None;
+                    let mut failed = false;
                     loop {
                         let n = match body.read(&mut buf) {
                             Ok(0) => break,
@@ -1370,14 +1377,22 @@ impl Brain {
                                     mailbox.name(),
                                     req.uid
                                 ));
-                                // The receiver sees a broken stream and drops this mail.
-                                self.send(Item::EndOfList)?;
+                                failed = true;
                                 break;
                             }
                         };
-                        self.send(Item::MailChunk(buf[..n].to_vec()))?;
+                        if let Some(chunk) = ahead.replace(buf[..n].to_vec()) {
+                            self.send(Item::MailChunk(chunk))?;
+                        }
                     }
-                    self.send(Item::MailEnd)?;
+                    if failed {
+                        // The receiver sees a broken stream and drops this mail.
+                        self.send(Item::EndOfList)?;
+                    } else if let Some(last) = ahead {
+                        self.send(Item::MailLastChunk(last))?;
+                    } else {
+                        self.send(Item::MailEnd)?;
+                    }
                 }
                 Err(_) => {
                     // Expunged meanwhile: "M without a stream".
@@ -1607,7 +1622,40 @@ impl Brain {
 
 #[cfg(test)]
 mod tests {
-    use super::join_name;
+    use super::{join_name, ChunkReader, Item};
+    use std::io::Read;
+
+    fn read_stream(items: Vec<Item>) -> std::io::Result<Vec<u8>> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(items.len() + 1);
+        for i in items {
+            tx.send(i).unwrap();
+        }
+        let mut reader = ChunkReader {
+            rx: &rx,
+            buf: Vec::new(),
+            pos: 0,
+            done: false,
+        };
+        let mut out = Vec::new();
+        reader.read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    #[test]
+    fn a_body_ends_with_mail_end_or_a_last_chunk() {
+        let chunks = |v: &[&[u8]]| v.iter().map(|c| Item::MailChunk(c.to_vec())).collect();
+        let mut items: Vec<Item> = chunks(&[b"Subject: x\n", b"\nbody"]);
+        items.push(Item::MailLastChunk(b" end\n".to_vec()));
+        assert_eq!(read_stream(items).unwrap(), b"Subject: x\n\nbody end\n");
+        let mut items: Vec<Item> = chunks(&[b"all"]);
+        items.push(Item::MailEnd);
+        assert_eq!(read_stream(items).unwrap(), b"all");
+        assert_eq!(read_stream(vec![Item::MailEnd]).unwrap(), b"");
+        // a list terminator inside a body: the sender couldn't read it
+        let mut items: Vec<Item> = chunks(&[b"half"]);
+        items.push(Item::EndOfList);
+        assert!(read_stream(items).is_err());
+    }
 
     #[test]
     fn join_name_repairs_separators_and_control_characters_in_each_part() {

@@ -2,7 +2,7 @@
 //! (src/doveadm/dsync/dsync-ibc-stream.c; /work/shared/reference/dsync-protocol.md §4):
 //! `H` handshake, `S` mailbox_state, `N` mailbox_tree_node, `D` mailbox_delete, `B` mailbox,
 //! `C` mail_change, `R` mail_request, `M` mail (+ its dot-stream body, here `MailChunk`s
-//! closed by `MailEnd`), `F` finish, and the list terminator `.` (`EndOfList`).
+//! closed by `MailEnd` or a `MailLastChunk`), `F` finish, and the list terminator `.` (`EndOfList`).
 //! A remote transport only has to serialise these.
 
 use mailstore::{Flags, Guid, Keyword, MailboxGuid, Uid};
@@ -141,7 +141,8 @@ pub struct MailRequest {
     pub uid: Uid,
 }
 
-/// `M`: a requested message; with `stream` its body follows as `MailChunk`s and `MailEnd`.
+/// `M`: a requested message; with `stream` its body follows as `MailChunk`s closed by
+/// `MailEnd` or `MailLastChunk`.
 /// Without `stream` it was expunged meanwhile.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MailItem {
@@ -186,6 +187,9 @@ pub enum Item {
     MailChunk(Vec<u8>),
     /// End of the body of the preceding `Mail`.
     MailEnd,
+    /// The last part of the body of the preceding `Mail`: a `MailChunk` and `MailEnd` in
+    /// one item (a remote transport writes the chunk, then the dot-stream's end).
+    MailLastChunk(Vec<u8>),
     Finish(Finish),
     /// `.`: end of a list.
     EndOfList,
