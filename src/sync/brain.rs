@@ -167,6 +167,16 @@ pub fn split_name(name: &str, sep: char) -> Vec<String> {
     plan::name_key(&name.split(sep).map(str::to_string).collect::<Vec<_>>())
 }
 
+/// `read`, retried when interrupted by a signal.
+fn read_some(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match r.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
 /// SHA-1 of a message's body with CRLF read as LF; `None` when it can't be read.
 fn body_digest(mailbox: &mut dyn Mailbox, uid: Uid) -> Option<[u8; 20]> {
     let mut body = mailbox.open_mail(uid).ok()?;
@@ -175,10 +185,9 @@ fn body_digest(mailbox: &mut dyn Mailbox, uid: Uid) -> Option<[u8; 20]> {
     // A CR ending the previous chunk, not yet known to start a CRLF.
     let mut held_cr = false;
     loop {
-        let n = match body.read(&mut buf) {
+        let n = match read_some(&mut body, &mut buf) {
             Ok(0) => break,
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => return None,
         };
         let mut chunk = &buf[..n];
@@ -1367,10 +1376,9 @@ impl Brain {
                     let mut ahead: Option<Vec<u8>> = None;
                     let mut failed = false;
                     loop {
-                        let n = match body.read(&mut buf) {
+                        let n = match read_some(&mut body, &mut buf) {
                             Ok(0) => break,
                             Ok(n) => n,
-                            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                             Err(e) => {
                                 self.out.errors.push(format!(
                                     "{}: reading UID {}: {e}",
