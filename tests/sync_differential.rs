@@ -5,9 +5,6 @@
 
 mod harness;
 
-use std::path::Path;
-use std::process::Command;
-
 use harness::Env;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -292,16 +289,6 @@ fn a_dovecot_expunge_of_the_last_uid_is_verified_by_its_guid_and_propagates() {
     assert_eq!(uids, ["1", "2"], "{a}");
 }
 
-fn copy_tree(from: &Path, to: &Path) {
-    let st = Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .status()
-        .unwrap();
-    assert!(st.success());
-}
-
 /// Mailboxes with their messages, as doveadm sees them (\Recent is session state).
 fn snapshot(env: &Env, loc: &str) -> String {
     let fetch = harness::ok(
@@ -389,8 +376,8 @@ fn mailsync_ends_where_doveadm_ends() {
                 env.doveadm_stdin(&side, step.args, step.stdin.map(str::as_bytes)),
             );
         }
-        copy_tree(&dir("A"), &dir("A2"));
-        copy_tree(&dir("B"), &dir("B2"));
+        harness::copy_tree(&dir("A"), &dir("A2"));
+        harness::copy_tree(&dir("B"), &dir("B2"));
         env.chown_tree(&env.root);
         let mut dargs: Vec<&str> = sc.command.to_vec();
         let dest_b = loc("B");

@@ -10,23 +10,10 @@ const FIXTURE: &str = concat!(
     "/testdata/dovecot-generated/maildir"
 );
 
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), dest).unwrap();
-        }
-    }
-}
-
 fn fixture_env() -> (Env, String) {
     let env = Env::new();
     let src = env.root.join("src/Maildir");
-    copy_dir(std::path::Path::new(FIXTURE), &src);
+    harness::copy_tree(std::path::Path::new(FIXTURE), &src);
     env.chown_tree(&env.root.join("src"));
     (env, format!("maildir:{}", src.display()))
 }

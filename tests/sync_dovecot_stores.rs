@@ -75,42 +75,12 @@ impl Format {
     }
 }
 
-/// Copies a fixture tree keeping modification times: Maildir's received date is the file's
-/// mtime, and Dovecot's mbox index records the mbox file's mtime and size (its sync stamp).
-/// Copies are made writable by their owner (the originals in shared/ are read-only).
-fn copy_tree(from: &Path, to: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), &dest).unwrap();
-            let mode = e.metadata().unwrap().permissions().mode() | 0o600;
-            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode)).unwrap();
-            set_mtime_from(&e.path(), &dest);
-        }
-    }
-    // after the children were created, which changed the directory's mtime
-    set_mtime_from(from, to);
-}
-
-fn set_mtime_from(from: &Path, to: &Path) {
-    let mtime = std::fs::metadata(from).unwrap().modified().unwrap();
-    std::fs::File::open(to)
-        .unwrap()
-        .set_modified(mtime)
-        .unwrap_or_else(|e| panic!("set mtime of {}: {e}", to.display()));
-}
-
 /// A private Dovecot environment holding a copy of the `format` fixture at `src/<format>`;
 /// returns the environment and the copy's mail location.
 fn source_env(format: Format) -> (Env, String) {
     let env = Env::new();
     let src = env.root.join("src").join(format.name());
-    copy_tree(&Path::new(FIXTURES).join(format.name()), &src);
+    harness::copy_tree(&Path::new(FIXTURES).join(format.name()), &src);
     env.chown_tree(&env.root.join("src"));
     let loc = format.location(&src);
     (env, loc)

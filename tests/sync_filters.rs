@@ -91,16 +91,6 @@ fn source(env: &Env) {
     env.chown_tree(&env.root);
 }
 
-fn copy_tree(from: &Path, to: &Path) {
-    let st = Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .status()
-        .unwrap();
-    assert!(st.success());
-}
-
 /// Mailbox names and (mailbox, uid, guid, flags without \Recent) as doveadm sees them.
 fn snapshot(env: &Env, location: &str) -> String {
     if !Path::new(location.trim_start_matches("maildir:")).exists() {
@@ -212,9 +202,9 @@ fn differential(name: &str, runs: &[&[&str]], base: bool, prepare: &dyn Fn(&Env)
         );
     }
     prepare(&env);
-    copy_tree(&env.root.join("A"), &env.root.join("A2"));
+    harness::copy_tree(&env.root.join("A"), &env.root.join("A2"));
     if env.root.join("B").exists() {
-        copy_tree(&env.root.join("B"), &env.root.join("B2"));
+        harness::copy_tree(&env.root.join("B"), &env.root.join("B2"));
     }
     env.chown_tree(&env.root);
     for (i, args) in runs.iter().enumerate() {

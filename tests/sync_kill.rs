@@ -21,6 +21,8 @@
 //! `MAILSYNC_KILL_SEED=<n>` replays the same trial parameters (where a kill lands still
 //! depends on timing).
 
+mod harness;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -542,17 +544,6 @@ fn write_source(root: &Path) -> usize {
     n
 }
 
-fn copy_tree(from: &Path, to: &Path) {
-    let _ = std::fs::remove_dir_all(to);
-    let st = Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .status()
-        .unwrap();
-    assert!(st.success(), "cp -a {} {}", from.display(), to.display());
-}
-
 /// The changes a source gets after its first backup: new mail (one ~1 MB), flag and
 /// keyword changes, expunges and a new mailbox.
 fn change_source(ctx: &Ctx, loc: &str) {
@@ -672,10 +663,10 @@ struct Work {
 fn prepare(ctx: &Ctx, sc: &Scenario, tag: &str) -> Work {
     let src_dir = ctx.root.join(format!("work-{tag}-src"));
     let dst_dir = ctx.root.join(format!("work-{tag}-dst"));
-    copy_tree(&sc.src_template, &src_dir);
+    harness::copy_tree(&sc.src_template, &src_dir);
     let _ = std::fs::remove_dir_all(&dst_dir);
     if let Some(t) = &sc.dst_template {
-        copy_tree(t, &dst_dir);
+        harness::copy_tree(t, &dst_dir);
     }
     Work { src_dir, dst_dir }
 }
@@ -750,7 +741,7 @@ fn build_scenarios(ctx: &Ctx) -> (Vec<Scenario>, Snapshot) {
     let v0 = snapshot(ctx, &s0_loc).expect("initial source");
     assert_eq!(total_mails(&v0), n, "every written message is read back");
     let s1 = ctx.root.join("source-v1");
-    copy_tree(&s0, &s1);
+    harness::copy_tree(&s0, &s1);
     let s1_loc = loc("maildir", &s1);
     change_source(ctx, &s1_loc);
     let v1 = snapshot(ctx, &s1_loc).expect("changed source");
@@ -773,7 +764,7 @@ fn build_scenarios(ctx: &Ctx) -> (Vec<Scenario>, Snapshot) {
             describe_diff(&v0, &old_snap)
         );
         let changed = ctx.root.join(format!("old-changed-{format}"));
-        copy_tree(&old, &changed);
+        harness::copy_tree(&old, &changed);
         change_destination(ctx, &loc(format, &changed));
 
         for mode in [Mode::Backup, Mode::Sync] {
@@ -883,9 +874,9 @@ fn trial(ctx: &Ctx, sc: &Scenario, v1: &Snapshot, delay: Duration) -> TrialResul
     let debug = std::env::var_os("MAILSYNC_KILL_DEBUG").is_some();
     if debug {
         // The stores as the kill left them, for a failure's post-mortem.
-        copy_tree(&w.src_dir, &keep.with_extension("killed-src"));
+        harness::copy_tree(&w.src_dir, &keep.with_extension("killed-src"));
         if w.dst_dir.exists() {
-            copy_tree(&w.dst_dir, &keep.with_extension("killed-dst"));
+            harness::copy_tree(&w.dst_dir, &keep.with_extension("killed-dst"));
         }
     }
     let stale_locks = remove_stale_newlocks(&w);

@@ -248,6 +248,31 @@ pub fn sorted_table(out: &[u8]) -> String {
     format!("{header}\n{}", rows.join("\n"))
 }
 
+/// Copies a store or fixture tree as `cp -a` does (modification times kept: a Maildir's
+/// received date is its file's mtime, Dovecot's mbox index records the file's mtime), made
+/// writable by its owner (the fixtures in shared/ are read-only). Whatever was at `to`
+/// is removed first.
+pub fn copy_tree(from: &Path, to: &Path) {
+    let _ = std::fs::remove_dir_all(to);
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(st.success(), "cp -a {} {}", from.display(), to.display());
+    let st = Command::new("chmod")
+        .arg("-R")
+        .arg("u+w")
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(st.success(), "chmod -R u+w {}", to.display());
+}
+
 /// Mailbox names with the hierarchy separator written as `.`: Maildir++ shows `.`, the
 /// dbox and mbox layouts `/` (for stores whose names hold neither character themselves);
 /// the hierarchy parts are what must agree. `table` is a tab table (name first) or one
