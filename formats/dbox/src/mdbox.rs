@@ -589,6 +589,10 @@ impl Mailbox for MdboxMailbox {
     }
 
     fn enable_modseqs(&mut self) -> Result<()> {
+        // already tracked as of the last sync: nothing to lock or read
+        if self.snap.modseqs_tracked {
+            return Ok(());
+        }
         if crate::index::enable_modseqs(&self.dir)? {
             self.refresh()?;
         }

@@ -515,6 +515,10 @@ impl Mailbox for SdboxMailbox {
     }
 
     fn enable_modseqs(&mut self) -> Result<()> {
+        // already tracked as of the last sync: nothing to lock or read
+        if self.view.modseq_header().is_some() {
+            return Ok(());
+        }
         if crate::index::enable_modseqs(&self.dir)? {
             self.refresh()?;
         }

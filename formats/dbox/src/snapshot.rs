@@ -52,6 +52,8 @@ enum History {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Snapshot {
     pub counters: IndexCounters,
+    /// The index has the `modseq` extension: messages have their own MODSEQs.
+    pub modseqs_tracked: bool,
     /// indexid and (head log file_seq, offset) where the view's replay ended: what
     /// identifies the state.
     indexid: u32,
@@ -114,6 +116,7 @@ impl Snapshot {
         };
         Snapshot {
             counters: IndexCounters::of(view),
+            modseqs_tracked: view.modseq_header().is_some(),
             indexid: view.indexid(),
             log_position: view.log_position(),
             history,
