@@ -829,12 +829,29 @@ fn flag_conflict(a: &Side, b: &Side) {
     );
     assert_same(a, b);
     assert_second_run_changes_nothing(a, b, MergeKind::TwoWay);
-    // Tie: the master (A) wins.
-    flags(&**a, "INBOX", 2, FlagOp::Add, Flags::ANSWERED, &[]);
-    flags(&**b, "INBOX", 2, FlagOp::Add, Flags::DRAFT, &[]);
-    assert_eq!(modseq(&**a, 2), modseq(&**b, 2), "a tie");
+    // No conflict: each side's additions survive, flag by flag and keyword by keyword.
+    flags(&**a, "INBOX", 2, FlagOp::Add, Flags::ANSWERED, &["a"]);
+    flags(&**b, "INBOX", 2, FlagOp::Add, Flags::DRAFT, &["b"]);
     run_ok(a, b, MergeKind::TwoWay);
-    assert_eq!(contents(&**b, "INBOX")[1].flags, Flags::ANSWERED);
+    let m = &contents(&**b, "INBOX")[1];
+    assert_eq!(m.flags, Flags(Flags::ANSWERED.0 | Flags::DRAFT.0));
+    let mut kws = m.keywords.clone();
+    kws.sort();
+    assert_eq!(kws, vec!["a".to_string(), "b".to_string()]);
+    assert_same(a, b);
+    assert_second_run_changes_nothing(a, b, MergeKind::TwoWay);
+    // A tie on a real conflict (A added \Seen, B added and removed it): the master (A)
+    // wins it.
+    flags(&**a, "INBOX", 3, FlagOp::Add, Flags::SEEN, &[]);
+    flags(&**a, "INBOX", 3, FlagOp::Add, Flags::FLAGGED, &[]);
+    flags(&**b, "INBOX", 3, FlagOp::Add, Flags::SEEN, &[]);
+    flags(&**b, "INBOX", 3, FlagOp::Remove, Flags::SEEN, &[]);
+    assert_eq!(modseq(&**a, 3), modseq(&**b, 3), "a tie");
+    run_ok(a, b, MergeKind::TwoWay);
+    assert_eq!(
+        contents(&**b, "INBOX")[2].flags,
+        Flags(Flags::SEEN.0 | Flags::FLAGGED.0)
+    );
     assert_same(a, b);
     assert_second_run_changes_nothing(a, b, MergeKind::TwoWay);
 }

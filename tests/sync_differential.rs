@@ -156,6 +156,58 @@ const SCENARIOS: &[Scenario] = &[
         ],
     },
     Scenario {
+        name: "flags and keywords added on both sides of one message (merged flag by flag)",
+        command: SYNC,
+        steps: &[
+            on(
+                A,
+                &[
+                    "flags",
+                    "add",
+                    "\\Seen $Label1",
+                    "mailbox",
+                    "INBOX",
+                    "uid",
+                    "1",
+                ],
+            ),
+            on(
+                B,
+                &[
+                    "flags",
+                    "add",
+                    "\\Flagged $Label2",
+                    "mailbox",
+                    "INBOX",
+                    "uid",
+                    "1",
+                ],
+            ),
+        ],
+    },
+    Scenario {
+        name: "flag added on A, another flag removed on B, same message",
+        command: SYNC,
+        steps: &[
+            on(
+                A,
+                &["flags", "add", "\\Answered", "mailbox", "INBOX", "uid", "2"],
+            ),
+            on(
+                B,
+                &["flags", "add", "\\Draft", "mailbox", "INBOX", "uid", "2"],
+            ),
+            on(
+                B,
+                &["flags", "remove", "\\Draft", "mailbox", "INBOX", "uid", "2"],
+            ),
+            on(
+                B,
+                &["flags", "add", "\\Flagged", "mailbox", "INBOX", "uid", "2"],
+            ),
+        ],
+    },
+    Scenario {
         name: "mailbox created on A with mail",
         command: SYNC,
         steps: &[

@@ -460,22 +460,74 @@ fn worked_example_one_way_after_divergence() {
 fn worked_example_flag_conflict_higher_modseq_wins_master_on_ties() {
     let (a, b) = common_five();
     flags(&a, "INBOX", 1, FlagOp::Add, Flags::SEEN, &[]);
-    // B changes twice, so its modseq is higher.
+    // B changes twice, so its modseq is higher: +\Seen then \Flagged + kw for everything
+    // (logged: +\Flagged −\Seen +kw). A's +\Seen loses to B's −\Seen (§4.10).
     flags(&b, "INBOX", 1, FlagOp::Add, Flags::SEEN, &[]);
     flags(&b, "INBOX", 1, FlagOp::Replace, Flags::FLAGGED, &["kw"]);
     assert_eq!(run(&a, &b, MergeKind::TwoWay), 0);
     assert_eq!(contents(&a, "INBOX")[0].2, Flags::FLAGGED.0);
     assert_eq!(contents(&a, "INBOX")[0].3, vec!["kw".to_string()]);
     assert_equal(&a, &b);
-    // Tie: master (A) wins.
+    assert_eq!(run(&a, &b, MergeKind::TwoWay), 0);
+    assert_equal(&a, &b);
+    // Tie on a real conflict (A added \Seen, B removed it; four changes each): the master
+    // (A) wins it; the other logged changes of both sides apply.
     let (a, b) = common_five();
+    flags(&a, "INBOX", 2, FlagOp::Add, Flags::FLAGGED, &[]);
+    flags(&a, "INBOX", 2, FlagOp::Remove, Flags::FLAGGED, &[]);
+    flags(&a, "INBOX", 2, FlagOp::Add, Flags::SEEN, &[]);
     flags(&a, "INBOX", 2, FlagOp::Add, Flags::ANSWERED, &[]);
-    flags(&b, "INBOX", 2, FlagOp::Add, Flags::DRAFT, &[]);
+    flags(&b, "INBOX", 2, FlagOp::Add, Flags::SEEN, &[]);
+    flags(&b, "INBOX", 2, FlagOp::Remove, Flags::SEEN, &[]);
+    flags(&b, "INBOX", 2, FlagOp::Add, Flags::DRAFT, &["b"]);
+    flags(&b, "INBOX", 2, FlagOp::Remove, Flags::EMPTY, &["b"]);
     let ma = a.open_mailbox("INBOX").unwrap().mails().unwrap()[1].modseq;
     let mb = b.open_mailbox("INBOX").unwrap().mails().unwrap()[1].modseq;
     assert_eq!(ma, mb);
     assert_eq!(run(&a, &b, MergeKind::TwoWay), 0);
-    assert_eq!(contents(&b, "INBOX")[1].2, Flags::ANSWERED.0);
+    assert_eq!(
+        contents(&b, "INBOX")[1].2,
+        Flags::SEEN.0 | Flags::ANSWERED.0 | Flags::DRAFT.0
+    );
+    assert_equal(&a, &b);
+}
+
+/// dsync-mailbox-import.c merge_flags: flags and keywords changed on both sides without a
+/// conflict are merged flag by flag — each side's additions and removals survive, whatever
+/// the modseqs (Dovecot 2.3's observed union, dsync-algorithm.md §4.10 caveat). Changes the
+/// engine copied in a sync are not taken for the receiving side's own in the next merge.
+#[test]
+fn flags_changed_on_both_sides_are_merged_flag_by_flag() {
+    let (a, b) = common_five();
+    flags(&a, "INBOX", 2, FlagOp::Add, Flags::ANSWERED, &["a"]);
+    flags(&b, "INBOX", 2, FlagOp::Add, Flags::DRAFT, &["b"]);
+    flags(&b, "INBOX", 2, FlagOp::Add, Flags::SEEN, &[]);
+    assert_eq!(run(&a, &b, MergeKind::TwoWay), 0);
+    let m = &contents(&a, "INBOX")[1];
+    assert_eq!(m.2, Flags::ANSWERED.0 | Flags::DRAFT.0 | Flags::SEEN.0);
+    let mut kws = m.3.clone();
+    kws.sort();
+    assert_eq!(kws, vec!["a".to_string(), "b".to_string()]);
+    assert_equal(&a, &b);
+    // Now A removes its keyword "a", and B — changing message 2 more often, so its modseq
+    // is higher — adds \Flagged. B's "a" came from the sync: no change of B's own, so A's
+    // removal is no conflict and stands (were the copy B's own addition, B would win it).
+    flags(&a, "INBOX", 2, FlagOp::Remove, Flags::EMPTY, &["a"]);
+    flags(&b, "INBOX", 2, FlagOp::Add, Flags::FLAGGED, &[]);
+    flags(&b, "INBOX", 2, FlagOp::Remove, Flags::FLAGGED, &[]);
+    flags(&b, "INBOX", 2, FlagOp::Add, Flags::FLAGGED, &[]);
+    let ma = a.open_mailbox("INBOX").unwrap().mails().unwrap()[1].modseq;
+    let mb = b.open_mailbox("INBOX").unwrap().mails().unwrap()[1].modseq;
+    assert!(mb > ma, "B's modseq {mb} above A's {ma}");
+    assert_eq!(run(&a, &b, MergeKind::TwoWay), 0);
+    let m = &contents(&b, "INBOX")[1];
+    assert_eq!(
+        m.2,
+        Flags::ANSWERED.0 | Flags::DRAFT.0 | Flags::SEEN.0 | Flags::FLAGGED.0
+    );
+    assert_eq!(m.3, vec!["b".to_string()]);
+    assert_equal(&a, &b);
+    assert_eq!(run(&a, &b, MergeKind::TwoWay), 0);
     assert_equal(&a, &b);
 }
 

@@ -8,8 +8,8 @@ use std::io::{self, Read};
 use std::sync::mpsc::{Receiver, SyncSender};
 
 use mailstore::{
-    Changes, Error, FlagOp, FlagUpdate, MailRecord, Mailbox, MailboxGuid, MailboxUpdate, ModSeq,
-    NewMail, Store, Uid,
+    Changes, Error, FlagChange, FlagOp, FlagUpdate, MailRecord, Mailbox, MailboxGuid,
+    MailboxUpdate, ModSeq, NewMail, Store, Uid,
 };
 
 use mailsupport::sha1::Sha1;
@@ -245,6 +245,7 @@ fn change_of(r: MailRecord) -> MailChange {
         received_date: r.received_date,
         saved_date: r.saved_date,
         virtual_size: r.virtual_size,
+        logged: Default::default(),
     }
 }
 
@@ -349,6 +350,7 @@ fn view_items(view: &SideView) -> Vec<Item> {
             received_date: 0,
             saved_date: 0,
             virtual_size: None,
+            logged: Default::default(),
         }));
     }
     items
@@ -1195,7 +1197,7 @@ impl Brain {
                 self.log(format!("{name}: no per-message modseqs: {e}"));
             }
         }
-        let (view, peer_view, b) = self.exchange_views(name, mailbox.as_mut(), since)?;
+        let (mut view, mut peer_view, b) = self.exchange_views(name, mailbox.as_mut(), since)?;
         if b.changes_only && kind == MergeKind::Backup {
             // A copy to rebuild needs every message of both sides: plan again from full
             // lists (both sides see the same plan, so both do).
@@ -1208,6 +1210,9 @@ impl Brain {
                 self.log(format!("{name}: the copy must be rebuilt: full lists"));
                 return self.round(name, mailbox, kind, primary, lcu, None);
             }
+        }
+        if kind != MergeKind::Backup {
+            self.exchange_flag_changes(name, mailbox.as_mut(), &mut view, &mut peer_view, since)?;
         }
         let uid_validity_settable = b.uid_validity_settable;
         let (pv, sv) = if primary {
@@ -1287,6 +1292,67 @@ impl Brain {
             self.send_mails(mailbox.as_mut(), &view, &peer_requests, &moved)?;
         }
         Ok((common_next, filtered_min_uid))
+    }
+
+    /// The logged flag changes (since the state's modseq, or as far back as the history
+    /// reaches) of the messages both sides hold with different flags, exchanged so that
+    /// the plan merges them flag by flag (dsync sends them in its `C` items). Both sides
+    /// compute the same list, so without any (the usual case) nothing is exchanged.
+    fn exchange_flag_changes(
+        &mut self,
+        name: &str,
+        mailbox: &mut dyn Mailbox,
+        view: &mut SideView,
+        peer_view: &mut SideView,
+        since: Option<u64>,
+    ) -> Result<(), SyncError> {
+        let conflicts = plan::flag_conflicts(view, peer_view);
+        if conflicts.is_empty() {
+            return Ok(());
+        }
+        let mine = mailbox.flag_changes_since(ModSeq(since.unwrap_or(0)), &conflicts)?;
+        self.log(format!(
+            "{name}: {} messages with different flags, {} with logged changes here",
+            conflicts.len(),
+            mine.len()
+        ));
+        let items = mine
+            .iter()
+            .map(|(uid, logged)| {
+                Item::Change(MailChange {
+                    change_type: ChangeType::FlagChange,
+                    uid: *uid,
+                    guid: None,
+                    modseq: 0,
+                    final_flags: Default::default(),
+                    keywords: Vec::new(),
+                    received_date: 0,
+                    saved_date: 0,
+                    virtual_size: None,
+                    logged: logged.clone(),
+                })
+            })
+            .collect();
+        let theirs = self.exchange_list(items)?;
+        let fill = |v: &mut SideView, changes: Vec<(Uid, FlagChange)>| {
+            for (uid, logged) in changes {
+                if let Ok(i) = v.mails.binary_search_by_key(&uid, |m| m.uid) {
+                    v.mails[i].logged = logged;
+                }
+            }
+        };
+        fill(view, mine);
+        fill(
+            peer_view,
+            theirs
+                .into_iter()
+                .filter_map(|i| match i {
+                    Item::Change(c) if conflicts.contains(&c.uid) => Some((c.uid, c.logged)),
+                    _ => None,
+                })
+                .collect(),
+        );
+        Ok(())
     }
 
     /// The link candidates whose bodies are equal on both sides: each side hashes its own
@@ -1424,6 +1490,7 @@ impl Brain {
         if mailstore::names::is_inbox(name) {
             let uids: Vec<Uid> = mailbox.mails()?.iter().map(|m| m.uid).collect();
             let mut tx = mailbox.begin()?;
+            tx.mark_as_sync();
             for uid in uids {
                 tx.expunge(uid)?;
             }
@@ -1501,7 +1568,10 @@ impl Brain {
         let mut renumbered: Vec<Option<Uid>> = Vec::new();
         let mut failure: Option<Error> = None;
         let mut changes = false;
+        // dsync-mailbox-import.c: MAILBOX_TRANSACTION_FLAG_SYNC — a later merge doesn't take
+        // these copied changes for this side's own
         let mut tx = mailbox.begin()?;
+        tx.mark_as_sync();
         for (uid, flags, keywords) in &plan.flags {
             if let Err(e) = tx.update_flags(
                 *uid,

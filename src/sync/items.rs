@@ -5,7 +5,7 @@
 //! closed by `MailEnd` or a `MailLastChunk`), `F` finish, and the list terminator `.` (`EndOfList`).
 //! A remote transport only has to serialise these.
 
-use mailstore::{Flags, Guid, Keyword, MailboxGuid, Uid};
+use mailstore::{FlagChange, Flags, Guid, Keyword, MailboxGuid, Uid};
 
 /// What kind of run the master asked for (handshake `sync_type`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,6 +132,10 @@ pub struct MailChange {
     pub received_date: i64,
     pub saved_date: i64,
     pub virtual_size: Option<u64>,
+    /// How this side changed the message's flags and keywords since the last sync (dsync's
+    /// `add_flags`, `remove_flags` and `+`/`-` `keyword_changes`), for the per-flag merge.
+    /// Filled only for messages whose flags the two sides disagree on.
+    pub logged: FlagChange,
 }
 
 /// `R`: the importer needs this message's body.

@@ -169,6 +169,107 @@ fn same_flags(a: &MailChange, b: &MailChange) -> bool {
         && keyword_set(&a.keywords) == keyword_set(&b.keywords)
 }
 
+/// One flag or keyword of dsync-mailbox-import.c merge_flags, `p` the primary's (dsync's
+/// master) and `s` the secondary's: (final, logged add, logged remove).
+fn merge_one(p: (bool, bool, bool), s: (bool, bool, bool), prefer_s: bool) -> bool {
+    let ((p_final, mut p_add, mut p_remove), (s_final, mut s_add, mut s_remove)) = (p, s);
+    // added on one side, removed on the other: the preferred side's change stands
+    if p_add && s_remove {
+        if prefer_s {
+            p_add = false;
+        } else {
+            s_remove = false;
+        }
+    }
+    if p_remove && s_add {
+        if prefer_s {
+            p_remove = false;
+        } else {
+            s_add = false;
+        }
+    }
+    if p_final == s_final {
+        // equal on both sides: left alone
+        return p_final;
+    }
+    let (add, remove) = (p_add || s_add, p_remove || s_remove);
+    let p_wanted = (p_final || add) && !remove;
+    let s_wanted = (s_final || add) && !remove;
+    // still different (a side changed it without a logged change): the preferred side's
+    if prefer_s {
+        s_wanted
+    } else {
+        p_wanted
+    }
+}
+
+/// The flags and keywords both copies of one message get (dsync-mailbox-import.c
+/// merge_flags and merge_keywords): each side's logged adds and removes since the last
+/// sync (`MailChange::logged`) are applied — a flag added on one side and removed on the
+/// other goes the way of the side with the higher modseq, the primary on ties — flags
+/// equal on both sides stay, and what still differs takes the preferred side's value.
+/// Without logged changes this is the preferred side's flags whole. Both sides compute the
+/// same result.
+fn merge_flags(p: &MailChange, s: &MailChange) -> (Flags, Vec<Keyword>) {
+    let prefer_s = s.modseq > p.modseq;
+    let mut flags = Flags::EMPTY;
+    for (flag, _) in Flags::ALL_IN_ORDER {
+        if flag == Flags::RECENT {
+            continue;
+        }
+        let of = |m: &MailChange| {
+            (
+                m.final_flags.contains(flag),
+                m.logged.add.contains(flag),
+                m.logged.remove.contains(flag),
+            )
+        };
+        if merge_one(of(p), of(s), prefer_s) {
+            flags.insert(flag);
+        }
+    }
+    let mut names: Vec<&Keyword> = Vec::new();
+    for k in [p, s].into_iter().flat_map(|m| {
+        m.keywords
+            .iter()
+            .chain(&m.logged.keywords_added)
+            .chain(&m.logged.keywords_removed)
+    }) {
+        if !names.contains(&k) {
+            names.push(k);
+        }
+    }
+    let keywords = names
+        .into_iter()
+        .filter(|k| {
+            let of = |m: &MailChange| {
+                (
+                    m.keywords.contains(k),
+                    m.logged.keywords_added.contains(k),
+                    m.logged.keywords_removed.contains(k),
+                )
+            };
+            merge_one(of(p), of(s), prefer_s)
+        })
+        .cloned()
+        .collect();
+    (flags, keywords)
+}
+
+/// The messages both sides hold (same UID, same GUID) with different flags or keywords:
+/// those whose logged flag changes the merge needs (both sides compute the same list).
+pub fn flag_conflicts(p: &SideView, s: &SideView) -> Vec<Uid> {
+    let sm: BTreeMap<u32, &MailChange> = s.mails.iter().map(|m| (m.uid.0, m)).collect();
+    p.mails
+        .iter()
+        .filter(|a| {
+            sm.get(&a.uid.0)
+                .is_some_and(|b| a.guid.is_some() && a.guid == b.guid && !same_flags(a, b))
+        })
+        .map(|a| a.uid)
+        .collect()
+}
+
 fn flag_target(m: &MailChange) -> (Uid, Flags, Vec<Keyword>) {
     (m.uid, without_recent(m.final_flags), m.keywords.clone())
 }
@@ -373,13 +474,13 @@ fn merge_two_way(
         match (a, b) {
             (Some(a), Some(b)) if a.guid.is_some() && a.guid == b.guid => {
                 if !same_flags(a, b) {
-                    // dsync-mailbox-import.c merge_flags: the higher modseq wins, the
-                    // master (primary) on ties. Without logged add/remove masks in the
-                    // API the preferred side's final flags are taken as a whole.
-                    if b.modseq > a.modseq {
-                        plan.primary.flags.push(flag_target(b));
-                    } else {
-                        plan.secondary.flags.push(flag_target(a));
+                    let (flags, keywords) = merge_flags(a, b);
+                    for (side, own) in [(&mut plan.primary, a), (&mut plan.secondary, b)] {
+                        if without_recent(own.final_flags) != flags
+                            || keyword_set(&own.keywords) != keyword_set(&keywords)
+                        {
+                            side.flags.push((own.uid, flags, keywords.clone()));
+                        }
                     }
                 }
             }

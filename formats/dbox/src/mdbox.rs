@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use mailstore::{
-    Changes, CommitResult, Error, FlagUpdate, Guid, MailRecord, Mailbox, MailboxGuid,
+    Changes, CommitResult, Error, FlagChange, FlagUpdate, Guid, MailRecord, Mailbox, MailboxGuid,
     MailboxStatus, ModSeq, NewMail, Result, SaveLineEndings, Transaction, Uid,
 };
 use mailsync_index::format::ext::{self, MapHeader, MapRecord, MdboxRecord};
@@ -564,8 +564,7 @@ impl Mailbox for MdboxMailbox {
             mb: self,
             saves: Vec::new(),
             spool: None,
-            updates: Vec::new(),
-            expunges: Vec::new(),
+            ops: MailboxOps::default(),
         }))
     }
 
@@ -580,6 +579,24 @@ impl Mailbox for MdboxMailbox {
             return Ok(Changes::Unknown);
         }
         Ok(view.changes_since(since))
+    }
+
+    fn flag_changes_since(
+        &mut self,
+        since: ModSeq,
+        uids: &[Uid],
+    ) -> Result<Vec<(Uid, FlagChange)>> {
+        // The snapshot keeps no log records: read the logs again, answering only when
+        // they are of the state the snapshot is of (else no history: whole flags win).
+        let view = self.writer.view().map_err(ix_err)?;
+        if !self.snap.same_state(&view) {
+            return Ok(Vec::new());
+        }
+        Ok(view
+            .flag_changes_since(since, uids)
+            .into_iter()
+            .map(|(u, c)| (Uid(u), c))
+            .collect())
     }
 
     fn set_mailbox_guid(&mut self, guid: MailboxGuid) -> Result<()> {
@@ -620,8 +637,16 @@ struct MdboxTransaction<'a> {
     saves: Vec<PendingSave>,
     /// The temp file the saved messages wait in (created by the first save) and its length.
     spool: Option<(PathBuf, File, u64)>,
+    ops: MailboxOps,
+}
+
+/// A transaction's changes of existing messages.
+#[derive(Default)]
+struct MailboxOps {
     updates: Vec<(u32, FlagUpdate)>,
     expunges: Vec<u32>,
+    /// `mark_as_sync`: the mailbox index records are marked SYNC.
+    by_sync: bool,
 }
 
 impl MdboxTransaction<'_> {
@@ -767,29 +792,32 @@ impl Transaction for MdboxTransaction<'_> {
     fn update_flags(&mut self, uid: Uid, update: &FlagUpdate) -> Result<()> {
         self.known(uid)?;
         check_keywords(&update.keywords)?;
-        self.updates.push((uid.0, update.clone()));
+        self.ops.updates.push((uid.0, update.clone()));
         Ok(())
     }
 
     fn expunge(&mut self, uid: Uid) -> Result<()> {
         self.known(uid)?;
-        if !self.expunges.contains(&uid.0) {
-            self.expunges.push(uid.0);
+        if !self.ops.expunges.contains(&uid.0) {
+            self.ops.expunges.push(uid.0);
         }
         Ok(())
     }
 
+    fn mark_as_sync(&mut self) {
+        self.ops.by_sync = true;
+    }
+
     fn commit(mut self: Box<Self>) -> Result<CommitResult> {
         let saves = std::mem::take(&mut self.saves);
-        let updates = std::mem::take(&mut self.updates);
-        let expunges = std::mem::take(&mut self.expunges);
+        let ops = std::mem::take(&mut self.ops);
         let layout = self.mb.layout.clone();
         let map_w = map_writer(&layout);
         let spool = self.spool.as_ref().map(|(p, f, _)| (p.as_path(), f));
         let result = if saves.is_empty() {
             // flags and expunges touch only the mailbox index (refcounts follow below)
             commit_locked(&self.mb.writer, true, |view, t| {
-                mailbox_changes(view, t, &saves, &[], &updates, &expunges)
+                mailbox_changes(view, t, &saves, &[], &ops)
             })
             .map(|(r, info)| {
                 crate::index::housekeeping(&self.mb.writer, info.log_offset);
@@ -798,15 +826,7 @@ impl Transaction for MdboxTransaction<'_> {
         } else {
             let spool =
                 spool.ok_or_else(|| Error::NotPossible("mdbox: saves without a spool".into()))?;
-            commit_with_saves(
-                &map_w,
-                &self.mb.writer,
-                &layout,
-                spool,
-                &saves,
-                &updates,
-                &expunges,
-            )
+            commit_with_saves(&map_w, &self.mb.writer, &layout, spool, &saves, &ops)
         };
         if let Some((path, _, _)) = self.spool.take() {
             let _ = fs::remove_file(path);
@@ -859,8 +879,7 @@ fn commit_with_saves(
     layout: &Layout,
     spool: (&Path, &File),
     saves: &[PendingSave],
-    updates: &[(u32, FlagUpdate)],
-    expunges: &[u32],
+    ops: &MailboxOps,
 ) -> std::result::Result<Committed, CommitError> {
     let storage = layout.storage_dir();
     let (map_uids, map_info) = commit_locked_synced(
@@ -878,7 +897,7 @@ fn commit_with_saves(
         },
     )?;
     let r = commit_locked(mb_writer, true, |view, t| {
-        mailbox_changes(view, t, saves, &map_uids, updates, expunges)
+        mailbox_changes(view, t, saves, &map_uids, ops)
     });
     match r {
         Ok((c, info)) => {
@@ -982,9 +1001,16 @@ fn mailbox_changes(
     t: &mut mailsync_index::Transaction<'_>,
     saves: &[PendingSave],
     map_uids: &[u32],
-    updates: &[(u32, FlagUpdate)],
-    expunges: &[u32],
+    ops: &MailboxOps,
 ) -> std::result::Result<Committed, CommitError> {
+    let MailboxOps {
+        updates,
+        expunges,
+        by_sync,
+    } = ops;
+    if *by_sync {
+        t.mark_sync();
+    }
     let wishes: Vec<Option<Uid>> = saves.iter().map(|s| s.mail.uid).collect();
     let uids = assign_uids(view.next_uid(), &wishes);
     if !saves.is_empty() {

@@ -22,9 +22,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use mailstore::{
-    Changes, CommitResult, Error, FlagUpdate, Flags, Guid, Keyword, LineEndingReader, MailRecord,
-    Mailbox, MailboxGuid, MailboxStatus, ModSeq, NewMail, Result, SaveLineEndings, Transaction,
-    Uid, VsizeCounter,
+    Changes, CommitResult, Error, FlagChange, FlagUpdate, Flags, Guid, Keyword, LineEndingReader,
+    MailRecord, Mailbox, MailboxGuid, MailboxStatus, ModSeq, NewMail, Result, SaveLineEndings,
+    Transaction, Uid, VsizeCounter,
 };
 use mailsync_index::locked_commit::commit_locked;
 use mailsync_index::{IndexWriter, View};
@@ -501,11 +501,25 @@ impl Mailbox for SdboxMailbox {
             saves: Vec::new(),
             updates: Vec::new(),
             expunges: Vec::new(),
+            by_sync: false,
         }))
     }
 
     fn changes_since(&mut self, since: ModSeq) -> Result<Changes> {
         Ok(self.view.changes_since(since))
+    }
+
+    fn flag_changes_since(
+        &mut self,
+        since: ModSeq,
+        uids: &[Uid],
+    ) -> Result<Vec<(Uid, FlagChange)>> {
+        Ok(self
+            .view
+            .flag_changes_since(since, uids)
+            .into_iter()
+            .map(|(u, c)| (Uid(u), c))
+            .collect())
     }
 
     fn set_mailbox_guid(&mut self, guid: MailboxGuid) -> Result<()> {
@@ -616,6 +630,8 @@ struct SdboxTransaction<'a> {
     saves: Vec<PendingSave>,
     updates: Vec<(u32, FlagUpdate)>,
     expunges: Vec<u32>,
+    /// `mark_as_sync`: the index records are marked SYNC.
+    by_sync: bool,
 }
 
 impl SdboxTransaction<'_> {
@@ -689,7 +705,12 @@ impl Transaction for SdboxTransaction<'_> {
         Ok(())
     }
 
+    fn mark_as_sync(&mut self) {
+        self.by_sync = true;
+    }
+
     fn commit(mut self: Box<Self>) -> Result<CommitResult> {
+        let by_sync = self.by_sync;
         let saves = std::mem::take(&mut self.saves);
         let updates = std::mem::take(&mut self.updates);
         let expunges = std::mem::take(&mut self.expunges);
@@ -707,6 +728,9 @@ impl Transaction for SdboxTransaction<'_> {
             &self.mb.writer,
             true,
             |view, t| -> std::result::Result<(Vec<Uid>, u32), CommitError> {
+                if by_sync {
+                    t.mark_sync();
+                }
                 let wishes: Vec<Option<Uid>> = saves.iter().map(|s| s.mail.uid).collect();
                 let uids = place_files(&dir, view.next_uid(), &wishes, &saves)?;
                 if !saves.is_empty() {

@@ -4,9 +4,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use mailstore::{Changes, Guid, ModSeq, Uid};
+use mailstore::{Changes, FlagChange, Flags, Guid, Keyword, ModSeq, Uid};
 
 use crate::format::ext::hex;
+use crate::format::index::rec_flag::SYSTEM_MASK;
 use crate::format::log::RecordBody;
 use crate::view::View;
 
@@ -135,5 +136,67 @@ impl View {
             expunged: expunged.into_iter().map(|(u, g)| (Uid(u), g)).collect(),
             highest_modseq: ModSeq(self.highest_modseq()),
         }
+    }
+
+    /// How the flags and keywords of `uids` were changed after `since`, from FLAG_UPDATE,
+    /// KEYWORD_UPDATE and KEYWORD_RESET records, leaving out records marked SYNC (changes
+    /// dsync — or mailsync's engine — copied from another replica), as
+    /// dsync-transaction-log-scan.c does. As far back as the logs reach (after the last
+    /// reset); UIDs no longer in the view and UIDs without changes are left out.
+    pub fn flag_changes_since(&self, since: ModSeq, uids: &[Uid]) -> BTreeMap<u32, FlagChange> {
+        let present: BTreeSet<u32> = self.messages().map(|m| m.uid()).collect();
+        let wanted: BTreeSet<u32> = uids
+            .iter()
+            .map(|u| u.0)
+            .filter(|u| present.contains(u))
+            .collect();
+        let mut out: BTreeMap<u32, FlagChange> = BTreeMap::new();
+        let start = self
+            .logs()
+            .iter()
+            .rposition(|l| l.header.prev_file_seq == 0)
+            .unwrap_or(0);
+        for l in self.logs().iter().skip(start) {
+            for r in l
+                .records
+                .iter()
+                .filter(|r| r.modseq > since.0 && !r.is_sync())
+            {
+                match &r.body {
+                    RecordBody::FlagUpdate(v) => {
+                        for u in v {
+                            let add = Flags(u.add_flags & SYSTEM_MASK);
+                            let remove = Flags(u.remove_flags & SYSTEM_MASK);
+                            if add.is_empty() && remove.is_empty() {
+                                continue;
+                            }
+                            for uid in wanted.range(u.uid1..=u.uid2.max(u.uid1)) {
+                                out.entry(*uid).or_default().record_flags(add, remove);
+                            }
+                        }
+                    }
+                    RecordBody::KeywordUpdate(k) => {
+                        let keyword = Keyword::new(k.name.clone());
+                        for u in &k.uids {
+                            for uid in wanted.range(u.uid1..=u.uid2.max(u.uid1)) {
+                                out.entry(*uid)
+                                    .or_default()
+                                    .record_keyword(&keyword, k.modify_type == 0);
+                            }
+                        }
+                    }
+                    RecordBody::KeywordReset(v) => {
+                        for u in v {
+                            for uid in wanted.range(u.uid1..=u.uid2.max(u.uid1)) {
+                                out.entry(*uid).or_default().reset_keywords();
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        out.retain(|_, c| !c.is_empty());
+        out
     }
 }

@@ -165,6 +165,13 @@ impl<'w> Transaction<'w> {
         self
     }
 
+    /// Marks every record of this transaction SYNC, like [`Transaction::sync`], for a
+    /// transaction handed out by reference (the `locked_commit` builders).
+    pub fn mark_sync(&mut self) -> &mut Self {
+        self.flags |= rec_type::SYNC;
+        self
+    }
+
     /// Appends a message record with `uid` (must be ≥ the index's next_uid at commit).
     pub fn append(&mut self, uid: u32, flags: u8) -> &mut Self {
         self.appends.push(AppendRecord {

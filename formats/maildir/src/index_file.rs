@@ -13,7 +13,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use mailstore::{Changes, Error, Flags, Keyword, ModSeq, Result};
+use mailstore::{Changes, Error, FlagChange, Flags, Keyword, ModSeq, Result, Uid};
 use mailsync_index::format::ext::{self, ModseqHeader};
 use mailsync_index::format::index::hdr_off;
 use mailsync_index::format::log::RecordBody;
@@ -159,6 +159,18 @@ impl IndexInfo {
             None => Changes::Unknown,
         }
     }
+
+    /// `Mailbox::flag_changes_since` from the same logs.
+    pub fn flag_changes_since(&self, since: ModSeq, uids: &[Uid]) -> Vec<(Uid, FlagChange)> {
+        match &self.view {
+            Some(v) => v
+                .flag_changes_since(since, uids)
+                .into_iter()
+                .map(|(u, c)| (Uid(u), c))
+                .collect(),
+            None => Vec::new(),
+        }
+    }
 }
 
 /// Reads the replayed index in `dir`; `None` when it has neither `dovecot.index` nor a log.
@@ -283,6 +295,7 @@ pub(crate) fn write_changes(
     dir: &Path,
     dir_mode: u32,
     uid_validity: u32,
+    by_sync: bool,
     compute: impl FnOnce(&IndexSide) -> ExternalChanges,
 ) -> Result<IndexView> {
     if !dir.is_dir() {
@@ -312,6 +325,10 @@ pub(crate) fn write_changes(
             let changes = compute(&side);
             if changes.is_empty() {
                 return Ok(());
+            }
+            if by_sync {
+                // Transaction::mark_as_sync: a sync copied these changes from a replica
+                t.mark_sync();
             }
             if view.modseq_header().is_none() {
                 // Track per-message modseqs from now on, as a CONDSTORE/dsync session makes

@@ -78,6 +78,70 @@ impl ExternalChanges {
     pub fn is_empty(&self) -> bool {
         *self == ExternalChanges::default()
     }
+
+    /// Logs the flag and keyword changes of `uids` (changed through this backend's own
+    /// transaction) as exactly what changed, as a client's change through Dovecot's index
+    /// is logged (MODIFY_ADD / MODIFY_REMOVE), instead of the maildir sync's MODIFY_REPLACE
+    /// of a file renamed by someone else. The index ends the same; the log then tells which
+    /// flags this side changed, which the sync engine's per-flag merge reads
+    /// (`Mailbox::flag_changes_since`).
+    pub fn log_exactly(&mut self, side: &IndexSide, uids: &HashSet<u32>) {
+        if uids.is_empty() {
+            return;
+        }
+        let old = |uid: u32| {
+            side.mails
+                .binary_search_by_key(&uid, |m| m.uid)
+                .ok()
+                .map(|i| &side.mails[i])
+        };
+        for (uid, add, remove) in &mut self.flag_updates {
+            if let Some(m) = old(*uid).filter(|_| uids.contains(uid)) {
+                let current = m.flags & REAL_FLAGS;
+                *add &= !current;
+                *remove &= current;
+            }
+        }
+        self.flag_updates.retain(|(_, a, r)| *a != 0 || *r != 0);
+        let mut exact: Vec<(Keyword, bool, u32)> = Vec::new();
+        for uid in uids.iter().copied() {
+            let Some(m) = old(uid) else { continue };
+            // the keywords after this transaction's records, applied in their order
+            let mut after: Vec<Keyword> = m.keywords.clone();
+            for (name, add, list) in &self.keyword_updates {
+                if !list.contains(&uid) {
+                    continue;
+                }
+                after.retain(|k| !same_keyword(k, name));
+                if *add {
+                    after.push(name.clone());
+                }
+            }
+            for k in after.iter().filter(|k| !contains_keyword(&m.keywords, k)) {
+                exact.push((k.clone(), true, uid));
+            }
+            for k in m.keywords.iter().filter(|k| !contains_keyword(&after, k)) {
+                exact.push((k.clone(), false, uid));
+            }
+        }
+        for (_, _, list) in &mut self.keyword_updates {
+            list.retain(|uid| !uids.contains(uid) || old(*uid).is_none());
+        }
+        for (name, add, uid) in exact {
+            match self
+                .keyword_updates
+                .iter_mut()
+                .find(|(n, a, _)| *a == add && same_keyword(n, &name))
+            {
+                Some((_, _, list)) => {
+                    list.push(uid);
+                    list.sort_unstable();
+                }
+                None => self.keyword_updates.push((name, add, vec![uid])),
+            }
+        }
+        self.keyword_updates.retain(|(_, _, l)| !l.is_empty());
+    }
 }
 
 /// The outcome of [`compare`].

@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mailstore::{
-    Changes, CommitResult, Error, FlagOp, FlagUpdate, Flags, Guid, Keyword, LineEndingReader,
-    MailRecord, Mailbox, MailboxGuid, MailboxStatus, MailboxUpdate, ModSeq, NewMail, Result,
-    SaveLineEndings, Transaction, Uid, VsizeCounter,
+    Changes, CommitResult, Error, FlagChange, FlagOp, FlagUpdate, Flags, Guid, Keyword,
+    LineEndingReader, MailRecord, Mailbox, MailboxGuid, MailboxStatus, MailboxUpdate, ModSeq,
+    NewMail, Result, SaveLineEndings, Transaction, Uid, VsizeCounter,
 };
 use mailsupport::dotlock::{DotLock, DotLockOptions};
 
@@ -902,11 +902,12 @@ impl MaildirMailbox {
         base: IndexBase,
         recent: &HashSet<u32>,
         non_recent: &HashSet<u32>,
+        own: &OwnChanges,
     ) -> Result<IndexInfo> {
         let Some(mut list) = st.list.take() else {
             return Ok(IndexInfo::default());
         };
-        let result = self.index_sync_list(st, &mut list, base, recent, non_recent);
+        let result = self.index_sync_list(st, &mut list, base, recent, non_recent, own);
         st.list = Some(list);
         result
     }
@@ -918,6 +919,7 @@ impl MaildirMailbox {
         base: IndexBase,
         recent: &HashSet<u32>,
         non_recent: &HashSet<u32>,
+        own: &OwnChanges,
     ) -> Result<IndexInfo> {
         let (dir, mut view) = match base {
             IndexBase::OnDisk(dir, view) => (dir, view),
@@ -965,16 +967,22 @@ impl MaildirMailbox {
             return Ok(IndexInfo::from_view(view.expect("checked")));
         }
         let files = FilesSide::of(st, list, recent);
-        let written =
-            index_file::write_changes(&dir, dir_mode(&self.paths.dir), list.uid_validity, |side| {
+        let written = index_file::write_changes(
+            &dir,
+            dir_mode(&self.paths.dir),
+            list.uid_validity,
+            own.by_sync,
+            |side| {
                 let mut changes = files.compare(side, non_recent).changes;
                 for (uid, guid) in &mut changes.expunges {
                     if let Some(g) = st.expunged_guids.get(uid) {
                         *guid = *g;
                     }
                 }
+                changes.log_exactly(side, &own.flag_uids);
                 changes
-            });
+            },
+        );
         match written {
             Ok(v) => Ok(IndexInfo::from_view(v)),
             Err(e) => {
@@ -1023,7 +1031,13 @@ impl MaildirMailbox {
                     let result = (|| {
                         let base = self.index_base();
                         let recent = self.update_locked(&mut st, &base)?;
-                        self.index_sync_locked(&mut st, base, &recent, &HashSet::new())
+                        self.index_sync_locked(
+                            &mut st,
+                            base,
+                            &recent,
+                            &HashSet::new(),
+                            &OwnChanges::default(),
+                        )
                     })();
                     let released = lock.release();
                     self.index = result?;
@@ -1162,7 +1176,13 @@ impl MaildirMailbox {
             }
         }
         let base = self.index_base();
-        let info = self.index_sync_locked(&mut st, base, &recent, &HashSet::new())?;
+        let info = self.index_sync_locked(
+            &mut st,
+            base,
+            &recent,
+            &HashSet::new(),
+            &OwnChanges::default(),
+        )?;
         let Some(min) = update.min_highest_modseq else {
             return Ok(());
         };
@@ -1524,6 +1544,15 @@ impl Mailbox for MaildirMailbox {
         Ok(self.index.changes_since(since))
     }
 
+    /// From the index's transaction logs as of the last sync (nothing for INDEX=MEMORY).
+    fn flag_changes_since(
+        &mut self,
+        since: ModSeq,
+        uids: &[Uid],
+    ) -> Result<Vec<(Uid, FlagChange)>> {
+        Ok(self.index.flag_changes_since(since, uids))
+    }
+
     fn update_mailbox(&mut self, update: &MailboxUpdate) -> Result<()> {
         self.update_impl(update, None)
     }
@@ -1538,6 +1567,7 @@ impl Mailbox for MaildirMailbox {
             saves: Vec::new(),
             ops: Vec::new(),
             finished: false,
+            by_sync: false,
         }))
     }
 }
@@ -1594,6 +1624,18 @@ struct Committed {
     base: IndexBase,
     given: HashSet<u32>,
     non_recent: HashSet<u32>,
+    own: OwnChanges,
+}
+
+/// What the index write learns of a transaction's own changes (none for a sync of
+/// changes made by others).
+#[derive(Default)]
+pub(crate) struct OwnChanges {
+    /// UIDs whose flags or keywords the transaction changed: logged exactly
+    /// (`ExternalChanges::log_exactly`).
+    flag_uids: HashSet<u32>,
+    /// `Transaction::mark_as_sync`: the index transaction is marked SYNC.
+    by_sync: bool,
 }
 
 struct MaildirTransaction<'a> {
@@ -1601,6 +1643,8 @@ struct MaildirTransaction<'a> {
     saves: Vec<PendingSave>,
     ops: Vec<Op>,
     finished: bool,
+    /// `mark_as_sync`.
+    by_sync: bool,
 }
 
 fn check_keywords(keywords: &[Keyword]) -> Result<()> {
@@ -1852,6 +1896,14 @@ impl MaildirTransaction<'_> {
         self.saves.clear();
 
         // Flag changes (rename) and expunges (unlink) of existing messages.
+        let flag_uids: HashSet<u32> = self
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Flags(uid, _) => Some(*uid),
+                Op::Expunge(_) => None,
+            })
+            .collect();
         for op in std::mem::take(&mut self.ops) {
             toucher.tick();
             let uid = match &op {
@@ -1898,6 +1950,10 @@ impl MaildirTransaction<'_> {
             base,
             given,
             non_recent,
+            own: OwnChanges {
+                flag_uids,
+                by_sync: self.by_sync,
+            },
         })
     }
 
@@ -2097,6 +2153,10 @@ impl Transaction for MaildirTransaction<'_> {
         Ok(())
     }
 
+    fn mark_as_sync(&mut self) {
+        self.by_sync = true;
+    }
+
     fn commit(mut self: Box<Self>) -> Result<CommitResult> {
         self.finished = true;
         if self.saves.is_empty() && self.ops.is_empty() {
@@ -2111,9 +2171,13 @@ impl Transaction for MaildirTransaction<'_> {
             // The index gets the EXTERNAL transaction for these changes under the same
             // uidlist lock (files first, then uidlist, then log: FORMAT.md §6.5).
             let result = self.commit_locked(&lock).and_then(|mut c| {
-                self.mbox.index =
-                    self.mbox
-                        .index_sync_locked(&mut c.st, c.base, &c.given, &c.non_recent)?;
+                self.mbox.index = self.mbox.index_sync_locked(
+                    &mut c.st,
+                    c.base,
+                    &c.given,
+                    &c.non_recent,
+                    &c.own,
+                )?;
                 Ok(c.result)
             });
             let released = lock.release();

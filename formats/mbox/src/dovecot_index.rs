@@ -279,11 +279,21 @@ pub(crate) fn uid_validity_differs(view: &View, file: &MboxFile) -> bool {
 /// `mbox` extension with the mailbox GUID) when the mailbox has none. Enables the `modseq`
 /// extension on the first write. Best effort: a failure is a warning and costs Dovecot a
 /// resync and mailsync exact modseqs, never mail.
+/// How the mbox file was written, for [`write`].
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Written {
+    /// The file was rewritten (its size/mtime in the `mbox` header must be updated).
+    pub file_changed: bool,
+    /// By a transaction marked as a sync's (`Transaction::mark_as_sync`): the index
+    /// transaction is marked SYNC.
+    pub by_sync: bool,
+}
+
 pub(crate) fn write(
     index_dir: &Path,
     file: &MboxFile,
     new_size: u64,
-    file_changed: bool,
+    how: Written,
     uid_validity: u32,
     mailbox_guid: MailboxGuid,
     guids: &HashMap<u32, Vec<u8>>,
@@ -292,7 +302,7 @@ pub(crate) fn write(
         index_dir,
         file,
         new_size,
-        file_changed,
+        how,
         uid_validity,
         mailbox_guid,
         guids,
@@ -330,7 +340,7 @@ fn write_inner(
     index_dir: &Path,
     file: &MboxFile,
     new_size: u64,
-    file_changed: bool,
+    how: Written,
     uid_validity: u32,
     mailbox_guid: MailboxGuid,
     guids: &HashMap<u32, Vec<u8>>,
@@ -376,8 +386,12 @@ fn write_inner(
                 })
                 .collect();
             let has_mbox_ext = view.extension(MBOX_EXT).is_some();
-            if ch.is_empty() && offsets.is_empty() && !file_changed && has_mbox_ext {
+            if ch.is_empty() && offsets.is_empty() && !how.file_changed && has_mbox_ext {
                 return Ok(());
+            }
+            if how.by_sync {
+                // Transaction::mark_as_sync: a sync copied these changes from a replica
+                t.mark_sync();
             }
             if !has_mbox_ext {
                 t.ext_intro(MBOX_EXT, 32, 8, 8);

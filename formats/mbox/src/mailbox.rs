@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use mailstore::{
-    Changes, CommitResult, Error, FlagUpdate, Flags, Guid, Keyword, LineEndingReader, MailRecord,
-    Mailbox, MailboxGuid, MailboxStatus, MailboxUpdate, ModSeq, NewMail, Result, SaveLineEndings,
-    Transaction, Uid,
+    Changes, CommitResult, Error, FlagChange, FlagUpdate, Flags, Guid, Keyword, LineEndingReader,
+    MailRecord, Mailbox, MailboxGuid, MailboxStatus, MailboxUpdate, ModSeq, NewMail, Result,
+    SaveLineEndings, Transaction, Uid,
 };
 
 use crate::dovecot_index;
@@ -444,6 +444,7 @@ impl MboxMailbox {
     /// (mbox_write_locks). Dovecot's index is written after the file, as Dovecot's mbox
     /// sync does (the file is the truth; the index is rebuilt from it when they differ).
     fn locked_apply(&mut self, pending: Pending) -> Result<CommitResult> {
+        let by_sync = pending.by_sync;
         let write_lock = lock::WriteLock::acquire(&self.paths.file)?;
         let dovecot = dovecot_index_state(&self.paths.index_dir);
         let min_next_uid = dovecot.map_or(1, |d| d.1);
@@ -498,7 +499,10 @@ impl MboxMailbox {
             &self.paths.index_dir,
             &now_scanned,
             stamp.len,
-            file_changed,
+            dovecot_index::Written {
+                file_changed,
+                by_sync,
+            },
             uid_validity,
             meta.mailbox_guid,
             &guids,
@@ -764,6 +768,8 @@ struct Pending {
     uid_validity: Option<u32>,
     /// `Mailbox::update_mailbox`: raise X-IMAPbase's last UID to at least this − 1.
     min_next_uid: Option<u32>,
+    /// `Transaction::mark_as_sync`.
+    by_sync: bool,
 }
 
 /// A message to save, already converted as Dovecot's save converts it and spooled to an
@@ -936,6 +942,22 @@ impl Mailbox for MboxMailbox {
         })
     }
 
+    /// From the same logs; nothing without an index.
+    fn flag_changes_since(
+        &mut self,
+        since: ModSeq,
+        uids: &[Uid],
+    ) -> Result<Vec<(Uid, FlagChange)>> {
+        Ok(match &self.index {
+            Some(v) => v
+                .flag_changes_since(since, uids)
+                .into_iter()
+                .map(|(u, c)| (Uid(u), c))
+                .collect(),
+            None => Vec::new(),
+        })
+    }
+
     /// As mbox_mailbox_update (mbox-storage.c): X-IMAPbase of the first message (or of the
     /// pseudo message of an empty mailbox) gets the new UIDVALIDITY / raised last UID in a
     /// locked rewrite, Dovecot's index the same values (reset for a new UIDVALIDITY), and
@@ -1038,6 +1060,10 @@ impl Transaction for MboxTransaction<'_> {
         }
         self.pending.expunges.push(uid);
         Ok(())
+    }
+
+    fn mark_as_sync(&mut self) {
+        self.pending.by_sync = true;
     }
 
     fn commit(self: Box<Self>) -> Result<CommitResult> {

@@ -23,8 +23,8 @@ use crate::error::{ErrorKind, Result};
 use crate::lines::SaveLineEndings;
 use crate::traits::{Mailbox, Store};
 use crate::types::{
-    Changes, FlagOp, FlagUpdate, Flags, Guid, Keyword, MailRecord, MailboxGuid, MailboxInfo,
-    MailboxUpdate, ModSeq, NewMail, Uid,
+    Changes, FlagChange, FlagOp, FlagUpdate, Flags, Guid, Keyword, MailRecord, MailboxGuid,
+    MailboxInfo, MailboxUpdate, ModSeq, NewMail, Uid,
 };
 
 /// A store under test. `open` may be called several times: each call opens the *same*
@@ -93,6 +93,7 @@ macro_rules! conformance_suite {
             new_store_handle_sees_committed_state
             highest_modseq_never_decreases
             changes_since_is_exact_when_known
+            flag_changes_since_tells_own_changes_not_a_syncs
             deleted_mailboxes_lists_a_deleted_guid
             update_mailbox_raises_uid_next_and_highest_modseq
             update_mailbox_sets_uid_validity_of_an_empty_mailbox
@@ -1940,6 +1941,75 @@ pub fn changes_since_is_exact_when_known(target: &dyn ConformanceTarget) {
     assert!(highest_modseq(&mut *reopened) >= m4);
     check_changes(&mut *reopened, m3, &[4, 5], &[]);
     check_changes(&mut *reopened, m1, &[2, 4, 5], &[(3, &guids[2])]);
+}
+
+/// `flag_changes_since` tells each message's own flag and keyword changes after a modseq,
+/// a later change of a flag cancelling an earlier opposite one, and leaves out changes of
+/// transactions marked as made by a sync (`Transaction::mark_as_sync`) — also after a
+/// reopen. Every backend here keeps that history (the sync engine's per-flag merge).
+pub fn flag_changes_since_tells_own_changes_not_a_syncs(target: &dyn ConformanceTarget) {
+    let store = target.open();
+    store.create_mailbox("FlagLog", None).unwrap();
+    let mut mb = open(&*store, "FlagLog");
+    save_n(&mut *mb, 3);
+    let m0 = highest_modseq(&mut *mb);
+    update(&mut *mb, Uid(1), FlagOp::Add, Flags::SEEN, &["Todo"]);
+    update(&mut *mb, Uid(1), FlagOp::Add, Flags::FLAGGED, &[]);
+    update(&mut *mb, Uid(1), FlagOp::Remove, Flags::SEEN, &[]);
+    let m1 = highest_modseq(&mut *mb);
+    update(&mut *mb, Uid(2), FlagOp::Add, Flags::ANSWERED, &[]);
+    // A sync's change of message 3: not this side's own.
+    let mut tx = mb.begin().expect("begin");
+    tx.mark_as_sync();
+    tx.update_flags(
+        Uid(3),
+        &FlagUpdate {
+            op: FlagOp::Add,
+            flags: Flags::DRAFT,
+            keywords: kw(&["Copied"]),
+        },
+    )
+    .expect("update_flags");
+    tx.commit().expect("commit");
+    assert!(mails(&mut *mb)[2].flags.contains(Flags::DRAFT));
+    let all = [Uid(1), Uid(2), Uid(3)];
+    let check = |mb: &mut dyn Mailbox| {
+        let mut got = mb
+            .flag_changes_since(ModSeq(m0), &all)
+            .expect("flag_changes_since");
+        got.sort_by_key(|(u, _)| *u);
+        assert_eq!(
+            got,
+            vec![
+                (
+                    Uid(1),
+                    FlagChange {
+                        add: Flags::FLAGGED,
+                        remove: Flags::SEEN,
+                        keywords_added: kw(&["Todo"]),
+                        keywords_removed: Vec::new(),
+                    }
+                ),
+                (
+                    Uid(2),
+                    FlagChange {
+                        add: Flags::ANSWERED,
+                        ..Default::default()
+                    }
+                ),
+            ],
+            "flag changes since modseq {m0}"
+        );
+        // Only the asked UIDs, only after the modseq.
+        assert_eq!(
+            mb.flag_changes_since(ModSeq(m1), &[Uid(1), Uid(3)])
+                .expect("flag_changes_since"),
+            Vec::new(),
+            "no change of 1 or 3 since modseq {m1}"
+        );
+    };
+    check(&mut *mb);
+    check(&mut *open(&*target.open(), "FlagLog"));
 }
 
 /// `Store::deleted_mailboxes` remembers the GUID of a deleted mailbox (with a plausible

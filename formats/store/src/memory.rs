@@ -21,7 +21,7 @@
 //! - Message bodies are held in memory: that is this backend's nature. Everything else
 //!   in the project streams.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{Cursor, Read};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -31,9 +31,9 @@ use crate::lines::{LineEndingReader, SaveLineEndings};
 use crate::names;
 use crate::traits::{Mailbox, Store, Transaction};
 use crate::types::{
-    Changes, CommitResult, FlagOp, FlagUpdate, Flags, Guid, Keyword, MailRecord, MailboxAttrs,
-    MailboxGuid, MailboxInfo, MailboxStatus, MailboxUpdate, ModSeq, NameChangeTimes, NewMail,
-    StoreOptions, Uid,
+    Changes, CommitResult, FlagChange, FlagOp, FlagUpdate, Flags, Guid, Keyword, MailRecord,
+    MailboxAttrs, MailboxGuid, MailboxInfo, MailboxStatus, MailboxUpdate, ModSeq, NameChangeTimes,
+    NewMail, StoreOptions, Uid,
 };
 
 /// A store held entirely in memory. Clones share the same state.
@@ -78,6 +78,15 @@ struct MailboxState {
     messages: BTreeMap<u32, StoredMail>,
     /// Every expunge ever committed, in modseq order.
     expunge_log: Vec<ExpungeRecord>,
+    /// Every flag/keyword change not made by a sync, in modseq order (what
+    /// `flag_changes_since` reads, like Dovecot's log scan).
+    flag_log: Vec<FlagLogRecord>,
+}
+
+struct FlagLogRecord {
+    modseq: u64,
+    uid: Uid,
+    change: FlagChange,
 }
 
 struct StoredMail {
@@ -179,6 +188,7 @@ impl StoreState {
                 highest_modseq: 1,
                 messages: BTreeMap::new(),
                 expunge_log: Vec::new(),
+                flag_log: Vec::new(),
             },
         );
         self.names.insert(name, id);
@@ -493,6 +503,7 @@ impl Mailbox for MemoryMailbox {
         Ok(Box::new(MemoryTransaction {
             mailbox: self,
             ops: Vec::new(),
+            by_sync: false,
         }))
     }
 
@@ -520,6 +531,35 @@ impl Mailbox for MemoryMailbox {
         })
     }
 
+    fn flag_changes_since(
+        &mut self,
+        since: ModSeq,
+        uids: &[Uid],
+    ) -> Result<Vec<(Uid, FlagChange)>> {
+        let wanted: BTreeSet<Uid> = uids.iter().copied().collect();
+        self.with_state(|mailbox| {
+            let mut out: BTreeMap<Uid, FlagChange> = BTreeMap::new();
+            for r in mailbox
+                .flag_log
+                .iter()
+                .filter(|r| r.modseq > since.0 && wanted.contains(&r.uid))
+            {
+                if !mailbox.messages.contains_key(&r.uid.0) {
+                    continue;
+                }
+                let c = out.entry(r.uid).or_default();
+                c.record_flags(r.change.add, r.change.remove);
+                for k in &r.change.keywords_added {
+                    c.record_keyword(k, true);
+                }
+                for k in &r.change.keywords_removed {
+                    c.record_keyword(k, false);
+                }
+            }
+            Ok(out.into_iter().filter(|(_, c)| !c.is_empty()).collect())
+        })
+    }
+
     fn set_mailbox_guid(&mut self, guid: MailboxGuid) -> Result<()> {
         if guid.is_zero() {
             return Err(Error::Params("mailbox GUID can't be all zero".into()));
@@ -544,6 +584,7 @@ impl Mailbox for MemoryMailbox {
                     mailbox.uid_validity = uid_validity;
                     mailbox.uid_next = 1;
                     mailbox.expunge_log.clear();
+                    mailbox.flag_log.clear();
                 }
             }
             if let Some(min) = update.min_uid_next {
@@ -568,6 +609,8 @@ enum Op {
 struct MemoryTransaction<'a> {
     mailbox: &'a mut MemoryMailbox,
     ops: Vec<Op>,
+    /// `mark_as_sync`: flag changes are not logged as this side's own.
+    by_sync: bool,
 }
 
 impl MemoryTransaction<'_> {
@@ -608,8 +651,16 @@ impl Transaction for MemoryTransaction<'_> {
         Ok(())
     }
 
+    fn mark_as_sync(&mut self) {
+        self.by_sync = true;
+    }
+
     fn commit(self: Box<Self>) -> Result<CommitResult> {
-        let MemoryTransaction { mailbox, ops } = *self;
+        let MemoryTransaction {
+            mailbox,
+            ops,
+            by_sync,
+        } = *self;
         // Nothing below can fail once the mailbox is found, so the commit is all or
         // nothing. Updates and expunges of messages expunged meanwhile by another handle
         // are skipped, as Dovecot does.
@@ -631,6 +682,17 @@ impl Transaction for MemoryTransaction<'_> {
                             if m.record.flags != before.0 || m.record.keywords != before.1 {
                                 state.highest_modseq += 1;
                                 m.record.modseq = ModSeq(state.highest_modseq);
+                                if !by_sync {
+                                    let change = flag_change(
+                                        (before.0, &before.1),
+                                        (m.record.flags, &m.record.keywords),
+                                    );
+                                    state.flag_log.push(FlagLogRecord {
+                                        modseq: state.highest_modseq,
+                                        uid,
+                                        change,
+                                    });
+                                }
                             }
                         }
                     }
@@ -658,6 +720,23 @@ impl Transaction for MemoryTransaction<'_> {
     fn rollback(self: Box<Self>) {
         // The buffered ops are simply dropped.
     }
+}
+
+/// The change from `before` to `after`, as a backend logs it: the flags and keywords
+/// that differ.
+fn flag_change(before: (Flags, &[Keyword]), after: (Flags, &[Keyword])) -> FlagChange {
+    let mut c = FlagChange::default();
+    c.record_flags(
+        Flags(after.0 .0 & !before.0 .0),
+        Flags(before.0 .0 & !after.0 .0),
+    );
+    for k in after.1.iter().filter(|k| !before.1.contains(k)) {
+        c.record_keyword(k, true);
+    }
+    for k in before.1.iter().filter(|k| !after.1.contains(k)) {
+        c.record_keyword(k, false);
+    }
+    c
 }
 
 /// The UIDs the saves of `ops` get, in order: a requested UID is granted when it is at

@@ -5,8 +5,8 @@ use std::io::Read;
 
 use crate::error::Result;
 use crate::types::{
-    Changes, CommitResult, FlagUpdate, MailRecord, MailboxGuid, MailboxInfo, MailboxStatus,
-    MailboxUpdate, ModSeq, NameChangeTimes, NewMail, Uid,
+    Changes, CommitResult, FlagChange, FlagUpdate, MailRecord, MailboxGuid, MailboxInfo,
+    MailboxStatus, MailboxUpdate, ModSeq, NameChangeTimes, NewMail, Uid,
 };
 
 /// A user's mail store: the mailbox tree of one mail location.
@@ -145,6 +145,21 @@ pub trait Mailbox: Send {
         Ok(Changes::Unknown)
     }
 
+    /// How the flags and keywords of those of `uids` that are in the view were changed
+    /// after `since`, as far back as the store's history reaches (older changes are
+    /// simply missing), leaving out changes made by a sync (`Transaction::mark_as_sync`).
+    /// Messages without such changes are left out. The sync engine merges a message's
+    /// flags changed on both sides flag by flag with these (dsync's merge_flags).
+    /// Default: no history (the merge then takes one side's flags whole).
+    fn flag_changes_since(
+        &mut self,
+        since: ModSeq,
+        uids: &[Uid],
+    ) -> Result<Vec<(Uid, FlagChange)>> {
+        let _ = (since, uids);
+        Ok(Vec::new())
+    }
+
     /// Changes UIDVALIDITY / raises NEXTUID and HIGHESTMODSEQ (Dovecot's `mailbox_update`,
     /// used by dsync so that a copy reports the same counters as its source). The view is
     /// refreshed afterwards. Backends that can't do it answer `NotPossible` (the default);
@@ -183,6 +198,12 @@ pub trait Transaction {
 
     /// Removes a message.
     fn expunge(&mut self, uid: Uid) -> Result<()>;
+
+    /// Marks the transaction's changes as made by a sync that copies another replica's
+    /// changes (Dovecot's MAILBOX_TRANSACTION_FLAG_SYNC, which the index log records as
+    /// MAIL_TRANSACTION_SYNC): `Mailbox::flag_changes_since` leaves them out. Default: the
+    /// backend keeps no such mark.
+    fn mark_as_sync(&mut self) {}
 
     /// Applies everything; the mailbox view is refreshed afterwards.
     fn commit(self: Box<Self>) -> Result<CommitResult>;

@@ -442,3 +442,55 @@ pub struct NameChangeTimes {
     /// The last subscribe or unsubscribe of this name.
     pub subscription_changed: i64,
 }
+
+/// How one message's flags and keywords were changed since a modseq, as the change log
+/// tells it (dsync's `add_flags`, `remove_flags` and `keyword_changes`,
+/// src/doveadm/dsync/dsync-transaction-log-scan.c): a later change of a flag cancels an
+/// earlier opposite one. Changes a sync made (`Transaction::mark_as_sync`) aren't
+/// counted: they copied the other side's changes and are none of this side's own.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FlagChange {
+    pub add: Flags,
+    pub remove: Flags,
+    pub keywords_added: Vec<Keyword>,
+    pub keywords_removed: Vec<Keyword>,
+}
+
+impl FlagChange {
+    /// Adds one logged change of system flags (log_add_flag_update). `\Recent` is never
+    /// a change.
+    pub fn record_flags(&mut self, add: Flags, remove: Flags) {
+        let add = Flags(add.0 & !Flags::RECENT.0);
+        let remove = Flags(remove.0 & !Flags::RECENT.0);
+        self.add.insert(add);
+        self.remove.remove(add);
+        self.remove.insert(remove);
+        self.add.remove(remove);
+    }
+
+    /// Adds one logged keyword change (log_add_keyword_update: the last change of a name
+    /// replaces an earlier one).
+    pub fn record_keyword(&mut self, keyword: &Keyword, added: bool) {
+        self.keywords_added.retain(|k| k != keyword);
+        self.keywords_removed.retain(|k| k != keyword);
+        if added {
+            self.keywords_added.push(keyword.clone());
+        } else {
+            self.keywords_removed.push(keyword.clone());
+        }
+    }
+
+    /// A logged keyword reset forgets the keyword changes before it
+    /// (log_add_keyword_reset).
+    pub fn reset_keywords(&mut self) {
+        self.keywords_added.clear();
+        self.keywords_removed.clear();
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.add.is_empty()
+            && self.remove.is_empty()
+            && self.keywords_added.is_empty()
+            && self.keywords_removed.is_empty()
+    }
+}
