@@ -385,6 +385,48 @@ fn a_rename_copied_from_the_peer_keeps_the_peers_time_so_a_later_rename_still_wi
     assert_equal(&a, &b);
 }
 
+/// A delete copied from the peer is logged at the peer's time of the delete (as renames
+/// and subscriptions are): mail a third replica received after the real delete keeps
+/// that replica's mailbox when it syncs with the copy, as it would with the original.
+#[test]
+fn a_delete_copied_from_the_peer_keeps_the_peers_time_so_later_mail_elsewhere_survives() {
+    let (a, b) = common_five();
+    save(&a, "Box", None, "box-1", "in box\n");
+    assert_eq!(run(&a, &b, MergeKind::TwoWay), 0);
+    let c = store();
+    assert_eq!(run(&b, &c, MergeKind::TwoWay), 0);
+    let guid = mailbox_guid_of(&a, "Box");
+    let t0 = 1_700_001_000;
+    a.set_clock(Some(t0));
+    a.delete_mailbox("Box").unwrap();
+    // After the delete, mail arrives in C's copy of the mailbox.
+    let mut mb = c.open_mailbox("Box").unwrap();
+    let mut tx = mb.begin().unwrap();
+    tx.save(
+        NewMail {
+            guid: Some(Guid::from_bytes(&b"box-2"[..])),
+            saved_date: Some(t0 + 10),
+            ..Default::default()
+        },
+        &mut &b"after the delete\n"[..],
+    )
+    .unwrap();
+    tx.commit().unwrap();
+    drop(mb);
+    // B's clock runs far ahead of A's.
+    b.set_clock(Some(t0 + 5000));
+    assert_eq!(run(&a, &b, MergeKind::TwoWay), 0);
+    assert!(!names(&b).contains(&"Box".to_string()));
+    assert!(
+        b.deleted_mailboxes().unwrap().contains(&(guid, t0)),
+        "{:?}",
+        b.deleted_mailboxes().unwrap()
+    );
+    assert_eq!(run(&b, &c, MergeKind::TwoWay), 0);
+    assert!(names(&c).contains(&"Box".to_string()), "{:?}", names(&c));
+    assert_eq!(body_of(&c, "Box", 2), "after the delete\n");
+}
+
 #[test]
 fn subscription_changes_follow_the_later_change_on_either_side() {
     let (a, b) = common_five();

@@ -774,10 +774,16 @@ impl Brain {
             self.forget_mailboxes();
             self.log(format!("tree: {action:?}"));
             let result = match &action {
-                TreeAction::Delete { guid, .. } => {
+                TreeAction::Delete { guid, at, .. } => {
                     let names = self.guid_names()?;
                     match names.get(guid) {
-                        Some(n) => self.store.delete_mailbox(n),
+                        Some(n) => {
+                            // a delete copied from the peer keeps the peer's time
+                            self.store.set_change_time((*at > 0).then_some(*at));
+                            let r = self.store.delete_mailbox(n);
+                            self.store.set_change_time(None);
+                            r
+                        }
                         None => Ok(()),
                     }
                 }

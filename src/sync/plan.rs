@@ -732,6 +732,10 @@ pub enum TreeAction {
     Delete {
         name: Vec<String>,
         guid: MailboxGuid,
+        /// When the other side deleted it (0 = not a copied delete): the time this side's
+        /// delete record gets, so that mail saved after the real delete is never taken
+        /// for deleted by a later sync with a third copy.
+        at: i64,
     },
     Rename {
         guid: MailboxGuid,
@@ -781,7 +785,7 @@ impl Deletes {
     fn deletes(&self, node: &TreeNode) -> Option<DeleteEvidence> {
         let guid = node.mailbox_guid?;
         if let Some(ts) = self.logged.get(&guid) {
-            return (node.newest_saved_date < *ts).then_some(DeleteEvidence::Logged);
+            return (node.newest_saved_date < *ts).then_some(DeleteEvidence::Logged(*ts));
         }
         if let Some(lcu) = self.since_state.get(&guid) {
             return (node.uid_next <= lcu.saturating_add(1)).then_some(DeleteEvidence::SinceState);
@@ -793,12 +797,22 @@ impl Deletes {
 /// Why a mailbox counts as deleted by the other side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum DeleteEvidence {
-    /// The other side's mailbox log has a delete record of its GUID.
-    Logged,
+    /// The other side's mailbox log has a delete record of its GUID, at this time.
+    Logged(i64),
     /// The `-s` state knew the GUID and the other side no longer has it. Weaker: a side
     /// that paired its own mailbox by name never held the state's GUID (mbox can't take
     /// the other side's mailbox GUID), so this never stops a pairing by name.
     SinceState,
+}
+
+impl DeleteEvidence {
+    /// The logged time of the delete (0 = none logged).
+    fn time(self) -> i64 {
+        match self {
+            DeleteEvidence::Logged(t) => t,
+            DeleteEvidence::SinceState => 0,
+        }
+    }
 }
 
 /// Compares names with INBOX case-insensitive in the first level.
@@ -897,8 +911,8 @@ pub fn plan_tree(
             !s_used[*si]
                 && b.0 == *name
                 && !p_guids.contains(&b.1)
-                && b.3 != Some(DeleteEvidence::Logged)
-                && *deleted_on_s != Some(DeleteEvidence::Logged)
+                && !matches!(b.3, Some(DeleteEvidence::Logged(_)))
+                && !matches!(deleted_on_s, Some(DeleteEvidence::Logged(_)))
         });
         if let Some((si, b)) = same_name {
             let is_inbox = name.len() == 1 && name[0] == "INBOX";
@@ -908,6 +922,7 @@ pub fn plan_tree(
                 plan.secondary.push(TreeAction::Delete {
                     name: b.0.clone(),
                     guid: b.1,
+                    at: 0,
                 });
                 plan.secondary.push(TreeAction::Create {
                     name: name.clone(),
@@ -935,6 +950,7 @@ pub fn plan_tree(
             plan.primary.push(TreeAction::Delete {
                 name: name.clone(),
                 guid: *guid,
+                at: deleted_on_s.map_or(0, DeleteEvidence::time),
             });
             continue;
         }
@@ -958,6 +974,7 @@ pub fn plan_tree(
             MergeKind::Backup if !is_inbox => plan.secondary.push(TreeAction::Delete {
                 name: name.clone(),
                 guid: *guid,
+                at: deleted_on_p.map_or(0, DeleteEvidence::time),
             }),
             MergeKind::Backup | MergeKind::OneWay => {}
             MergeKind::TwoWay => {
@@ -965,6 +982,7 @@ pub fn plan_tree(
                     plan.secondary.push(TreeAction::Delete {
                         name: name.clone(),
                         guid: *guid,
+                        at: deleted_on_p.map_or(0, DeleteEvidence::time),
                     });
                 } else if plan.pairs.iter().any(|pair| pair.name == *name) {
                     // The name stays taken on the primary by another mailbox (after its
