@@ -224,3 +224,59 @@ fn conversion_procedure_loses_no_mail_delivered_between_the_steps() {
     };
     assert_eq!(n(&dest), n(&src) + 1);
 }
+
+/// A Maildir folder whose on-disk name holds a raw control character (made by other
+/// software) is listed, but neither Dovecot nor mailsync can open it: its name doesn't map
+/// back to the directory. The sync skips it as dsync skips a mailbox that isn't selectable
+/// (dsync-brain-mailbox.c) and syncs the rest; the folder is left as it was.
+#[test]
+fn a_listed_folder_that_cant_be_opened_is_skipped_and_the_rest_synced() {
+    let env = Env::new();
+    let src_dir = env.root.join("A");
+    let src = format!("maildir:{}", src_dir.display());
+    harness::ok(
+        "save",
+        env.doveadm_stdin(
+            &src,
+            &["save", "-m", "INBOX"],
+            Some(b"Subject: kept\n\nkept\n"),
+        ),
+    );
+    let odd = src_dir.join(".Bad\x01Name");
+    for sub in ["cur", "new", "tmp"] {
+        std::fs::create_dir_all(odd.join(sub)).unwrap();
+    }
+    std::fs::write(odd.join("new/1.M1.host"), b"Subject: odd\n\nodd\n").unwrap();
+    env.chown_tree(&env.root);
+    // Dovecot lists it and can't open it either.
+    let listed = harness::ok("list", env.doveadm(&src, &["mailbox", "list"]));
+    assert!(listed.windows(8).any(|w| w == b"Bad\x01Name"));
+    let st = env.doveadm(&src, &["mailbox", "status", "messages", "Bad\x01Name"]);
+    assert_eq!(code(&st), 68, "{}", String::from_utf8_lossy(&st.stderr));
+    for dest in ["mdbox", "sdbox", "maildir"] {
+        let loc = format!("{dest}:{}", env.root.join(dest).display());
+        for run in 1..=2 {
+            let out = env.mailsync(&src, &["backup", &loc]);
+            assert_eq!(
+                code(&out),
+                0,
+                "run {run} into {dest}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        env.chown_tree(&env.root);
+        let fetched = harness::ok(
+            "fetch",
+            env.doveadm(&loc, &["-f", "tab", "fetch", "mailbox hdr.subject", "all"]),
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&fetched),
+            "mailbox\thdr.subject\nINBOX\tkept\n",
+            "{dest}"
+        );
+    }
+    assert_eq!(
+        std::fs::read(odd.join("new/1.M1.host")).unwrap(),
+        b"Subject: odd\n\nodd\n"
+    );
+}

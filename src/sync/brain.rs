@@ -677,7 +677,9 @@ impl Brain {
             if info.attrs.nonexistent || info.attrs.noselect {
                 continue;
             }
-            let mut mb = self.open_kept(&info.name)?;
+            let Some(mut mb) = self.open_listed(&info.name)? else {
+                continue;
+            };
             let st = mb.counters()?;
             self.opened.insert(info.name.clone(), mb);
             let guid = info.guid.unwrap_or(st.guid);
@@ -737,7 +739,9 @@ impl Brain {
             let guid = match info.guid {
                 Some(g) => g,
                 None => {
-                    let mut mb = self.open_kept(&info.name)?;
+                    let Some(mut mb) = self.open_listed(&info.name)? else {
+                        continue;
+                    };
                     let guid = mb.counters()?.guid;
                     self.opened.insert(info.name.clone(), mb);
                     guid
@@ -747,6 +751,21 @@ impl Brain {
         }
         self.names = Some(map.clone());
         Ok(map)
+    }
+
+    /// Opens a listed mailbox; `None` when it can't be selected after all (a directory
+    /// whose name doesn't map back to itself, e.g. a Maildir folder holding a raw control
+    /// character, which Dovecot lists but can't open either; a mailbox deleted meanwhile):
+    /// dsync-brain-mailbox.c skips such a mailbox ("isn't selectable, try the next one").
+    fn open_listed(&mut self, name: &str) -> Result<Option<Box<dyn Mailbox>>, SyncError> {
+        match self.open_kept(name) {
+            Ok(mb) => Ok(Some(mb)),
+            Err(e @ (Error::MailboxNotFound(_) | Error::NotPossible(_))) => {
+                self.log(format!("{name}: not selectable, skipped: {e}"));
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Opens a mailbox, reusing the handle kept from the tree phase (synced again).
