@@ -12,7 +12,9 @@
 //! renumbers those collisions leaves one message at different UIDs on the two sides; the
 //! re-run links them after comparing their bodies (dsync-mailbox-import.c newmail_link)
 //! instead of copying them both ways.
-//! For each of the twelve scenarios one uninterrupted run gives the run time and
+//! Each format also has a stateful two-way scenario: `sync -s` with the state of a run made
+//! before both sides changed; a killed stateful run is re-run with that same state.
+//! For each of the fifteen scenarios one uninterrupted run gives the run time and
 //! the expected result; then each trial kills a run after a delay drawn uniformly within
 //! that run time, runs the same command again (exit 0, or 2 followed by a run that exits 0)
 //! and compares (mailbox, UID, GUID, flags, keywords, message bytes) of both stores.
@@ -29,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Trials per (destination format, mode, start) scenario; 12 scenarios.
+/// Trials per (destination format, mode, start) scenario; 15 scenarios.
 const TRIALS_PER_SCENARIO: usize = 5;
 /// A run that takes longer than this after a kill is treated as hung (e.g. a stale lock).
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -614,6 +616,10 @@ fn change_destination(ctx: &Ctx, loc: &str) {
 enum Mode {
     Backup,
     Sync,
+    /// Two-way `sync -s <state>` with the state of a run between the older backup and the
+    /// source before both sides changed; a killed run is re-run with the same state (it
+    /// printed no new one).
+    Stateful,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -636,6 +642,8 @@ struct Scenario {
     want: Snapshot,
     /// How long the uninterrupted run took.
     duration: Duration,
+    /// The `-s` state of a `Stateful` scenario.
+    state: String,
 }
 
 impl Scenario {
@@ -643,11 +651,16 @@ impl Scenario {
         format!("{} {:?} from {:?}", self.format, self.mode, self.start)
     }
     fn args(&self, dest_loc: &str) -> Vec<String> {
-        let mode = match self.mode {
-            Mode::Backup => "backup",
-            Mode::Sync => "sync",
-        };
-        vec![mode.to_string(), dest_loc.to_string()]
+        match self.mode {
+            Mode::Backup => vec!["backup".into(), dest_loc.into()],
+            Mode::Sync => vec!["sync".into(), dest_loc.into()],
+            Mode::Stateful => vec![
+                "sync".into(),
+                "-s".into(),
+                self.state.clone(),
+                dest_loc.into(),
+            ],
+        }
     }
 }
 
@@ -712,7 +725,7 @@ fn verify(
                 ));
             }
         }
-        Mode::Sync => {
+        Mode::Sync | Mode::Stateful => {
             // Both sides hold the same mail under the same UIDs ...
             if dst.mailboxes != src.mailboxes {
                 return Err(format!(
@@ -767,46 +780,84 @@ fn build_scenarios(ctx: &Ctx) -> (Vec<Scenario>, Snapshot) {
         harness::copy_tree(&old, &changed);
         change_destination(ctx, &loc(format, &changed));
 
-        for mode in [Mode::Backup, Mode::Sync] {
-            for start in [Start::Empty, Start::Older] {
-                let dst_template = match (start, mode) {
-                    (Start::Empty, _) => None,
-                    (Start::Older, Mode::Backup) => Some(old.clone()),
-                    (Start::Older, Mode::Sync) => Some(changed.clone()),
-                };
-                let mut sc = Scenario {
-                    format,
-                    mode,
-                    start,
-                    src_template: s1.clone(),
-                    dst_template,
-                    want: v1.clone(),
-                    duration: Duration::ZERO,
-                };
-                // One uninterrupted run: its duration spreads the kills, its result is
-                // what every killed-and-repaired run must reach.
-                let w = prepare(ctx, &sc, "reference");
-                let dst_loc = loc(format, &w.dst_dir);
-                let args = sc.args(&dst_loc);
-                let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                let t = Instant::now();
-                let (code, err) = run_sync(ctx, &loc("maildir", &w.src_dir), &args).unwrap();
-                sc.duration = t.elapsed();
-                assert_eq!(code, 0, "uninterrupted {}: {err}", sc.name());
-                let want = snapshot(ctx, &loc("maildir", &w.src_dir)).unwrap();
-                if mode == Mode::Sync {
-                    sc.want = want;
-                    if start == Start::Older {
-                        // v1 plus the destination's 4 new mails, minus its 2 expunges.
-                        assert_eq!(total_mails(&sc.want), total_mails(&v1) + 4 - 2);
-                    }
+        // The stateful pair: a `-s` run between copies of v0 and the older backup gives the
+        // state; then both sides change as in the two-way scenario.
+        let st_src = ctx.root.join(format!("stateful-src-{format}"));
+        let st_dst = ctx.root.join(format!("stateful-dst-{format}"));
+        harness::copy_tree(&s0, &st_src);
+        harness::copy_tree(&old, &st_dst);
+        let out = ctx.run(
+            &loc("maildir", &st_src),
+            &["sync", "-s", "", &loc(format, &st_dst)],
+            None,
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "stateful base run into {format}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let state = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        assert!(!state.is_empty(), "a state for {format}");
+        change_source(ctx, &loc("maildir", &st_src));
+        change_destination(ctx, &loc(format, &st_dst));
+
+        let runs = [
+            (Mode::Backup, Start::Empty),
+            (Mode::Backup, Start::Older),
+            (Mode::Sync, Start::Empty),
+            (Mode::Sync, Start::Older),
+            (Mode::Stateful, Start::Older),
+        ];
+        for (mode, start) in runs {
+            let dst_template = match (start, mode) {
+                (Start::Empty, _) => None,
+                (Start::Older, Mode::Backup) => Some(old.clone()),
+                (Start::Older, Mode::Sync) => Some(changed.clone()),
+                (Start::Older, Mode::Stateful) => Some(st_dst.clone()),
+            };
+            let src_template = if mode == Mode::Stateful {
+                st_src.clone()
+            } else {
+                s1.clone()
+            };
+            let mut sc = Scenario {
+                format,
+                mode,
+                start,
+                src_template,
+                dst_template,
+                want: v1.clone(),
+                duration: Duration::ZERO,
+                state: if mode == Mode::Stateful {
+                    state.clone()
+                } else {
+                    String::new()
+                },
+            };
+            // One uninterrupted run: its duration spreads the kills, its result is
+            // what every killed-and-repaired run must reach.
+            let w = prepare(ctx, &sc, "reference");
+            let dst_loc = loc(format, &w.dst_dir);
+            let args = sc.args(&dst_loc);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let t = Instant::now();
+            let (code, err) = run_sync(ctx, &loc("maildir", &w.src_dir), &args).unwrap();
+            sc.duration = t.elapsed();
+            assert_eq!(code, 0, "uninterrupted {}: {err}", sc.name());
+            let want = snapshot(ctx, &loc("maildir", &w.src_dir)).unwrap();
+            if mode != Mode::Backup {
+                sc.want = want;
+                if start == Start::Older {
+                    // v1 plus the destination's 4 new mails, minus its 2 expunges.
+                    assert_eq!(total_mails(&sc.want), total_mails(&v1) + 4 - 2);
                 }
-                if let Err(e) = verify(ctx, &sc, &w, &v1, &sc.want.clone()) {
-                    panic!("uninterrupted {}: {e}", sc.name());
-                }
-                cleanup(&w);
-                scenarios.push(sc);
             }
+            if let Err(e) = verify(ctx, &sc, &w, &v1, &sc.want.clone()) {
+                panic!("uninterrupted {}: {e}", sc.name());
+            }
+            cleanup(&w);
+            scenarios.push(sc);
         }
     }
     (scenarios, v1)
