@@ -202,6 +202,7 @@ fn saves_with_dsync_metadata_read_the_same_in_dovecot() {
             saved_date: Some(1_600_000_000),
             flags: Flags::SEEN | Flags::ANSWERED,
             keywords: vec![Keyword::from("$Forwarded")],
+            pop3: Default::default(),
         };
         t.save(mail, &mut &b"Subject: dsync\r\n\r\nbody\r\n"[..])
             .unwrap();

@@ -280,3 +280,155 @@ fn a_listed_folder_that_cant_be_opened_is_skipped_and_the_rest_synced() {
         b"Subject: odd\n\nodd\n"
     );
 }
+
+/// POP3 UIDLs and order survive a conversion (dsync-algorithm.md §4.4: saves carry them),
+/// so POP3 clients don't download every message again after the switch. The source is a
+/// Dovecot Maildir whose `dovecot-uidlist` holds them as Dovecot's POP3 migration leaves
+/// them (`P` and `O` record fields; an empty `P` means the file's base name); Dovecot must
+/// report the same values from every copy mailsync makes, and mailsync must read them from
+/// the source and from a copy Dovecot made.
+#[test]
+fn pop3_uidls_and_order_survive_a_backup_into_every_format() {
+    let env = Env::new();
+    let src_dir = env.root.join("A");
+    let src = format!("maildir:{}", src_dir.display());
+    for n in 1..=3 {
+        let msg = format!("Subject: pop {n}\n\nbody {n}\n");
+        harness::ok(
+            "save",
+            env.doveadm_stdin(&src, &["save", "-m", "INBOX"], Some(msg.as_bytes())),
+        );
+    }
+    // What a POP3 migration leaves: UIDLs on 1 (the base name) and 3, orders on 1..=3.
+    let uidlist = src_dir.join("dovecot-uidlist");
+    let text = String::from_utf8(std::fs::read(&uidlist).unwrap()).unwrap();
+    let edited: String = text
+        .lines()
+        .map(|l| {
+            let fields = match l.split(' ').next() {
+                Some("1") => "P O2 ",
+                Some("2") => "O3 ",
+                Some("3") => "PUID-1300000003 O1 ",
+                _ => return format!("{l}\n"),
+            };
+            let (uid, rest) = l.split_once(' ').unwrap();
+            format!("{uid} {fields}{rest}\n")
+        })
+        .collect();
+    std::fs::write(&uidlist, edited).unwrap();
+    env.chown_tree(&env.root);
+    let fields = "uid pop3.uidl pop3.order";
+    let table = |tool: &str, loc: &str| -> String {
+        let args = ["-f", "tab", "fetch", fields, "mailbox", "INBOX", "all"];
+        let out = if tool == "doveadm" {
+            env.doveadm(loc, &args)
+        } else {
+            env.mailsync(loc, &args)
+        };
+        String::from_utf8(harness::ok(tool, out)).unwrap()
+    };
+    let want = table("doveadm", &src);
+    // The fixture is what Dovecot understands as kept UIDLs.
+    let rows: Vec<&str> = want.lines().collect();
+    assert_eq!(rows.len(), 4, "{want}");
+    assert!(
+        rows[1].starts_with("1\t1") && rows[1].ends_with("\t2"),
+        "{want}"
+    );
+    assert_eq!(rows[2], "2\t\t3");
+    assert_eq!(rows[3], "3\tUID-1300000003\t1");
+    assert_eq!(table("mailsync", &src), want, "mailsync reading the source");
+    for dest in ["sdbox", "mdbox", "maildir"] {
+        let loc = format!("{dest}:{}", env.root.join(dest).display());
+        let out = env.mailsync(&src, &["backup", &loc]);
+        assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+        env.chown_tree(&env.root);
+        assert_eq!(
+            table("doveadm", &loc),
+            want,
+            "Dovecot reading mailsync's {dest}"
+        );
+        assert_eq!(table("mailsync", &loc), want, "mailsync reading its {dest}");
+        // And a copy Dovecot made of it reads the same in mailsync.
+        let again = format!(
+            "{dest}:{}",
+            env.root.join(format!("{dest}-dovecot")).display()
+        );
+        harness::ok("doveadm backup", env.doveadm(&loc, &["backup", &again]));
+        env.chown_tree(&env.root);
+        assert_eq!(
+            table("mailsync", &again),
+            want,
+            "mailsync reading Dovecot's {dest}"
+        );
+    }
+}
+
+/// dsync's per-mailbox lock (`.dovecot-box-sync.lock` in the mailbox's index directory,
+/// dsync-mailbox.c): while someone holds it, a sync of that mailbox waits `-l` seconds and
+/// fails with exit 75 changing nothing — mailsync for a lock held the way Dovecot holds it,
+/// and Dovecot's own dsync for the lock as mailsync takes it (same file, same fcntl lock).
+#[test]
+fn a_mailbox_locked_for_sync_makes_a_sync_wait_then_fail_without_changes() {
+    let env = Env::new();
+    let a_dir = env.root.join("A");
+    let b_dir = env.root.join("B");
+    let a = format!("maildir:{}", a_dir.display());
+    let b = format!("maildir:{}", b_dir.display());
+    harness::ok(
+        "save",
+        env.doveadm_stdin(&a, &["save", "-m", "INBOX"], Some(b"Subject: one\n\n1\n")),
+    );
+    harness::ok("base", env.doveadm(&a, &["backup", &b]));
+    harness::ok(
+        "save",
+        env.doveadm_stdin(&a, &["save", "-m", "INBOX"], Some(b"Subject: two\n\n2\n")),
+    );
+    env.chown_tree(&env.root);
+    let fetch = |loc: &str| {
+        harness::ok(
+            "fetch",
+            env.doveadm(
+                loc,
+                &["-f", "tab", "fetch", "uid guid", "mailbox", "INBOX", "all"],
+            ),
+        )
+    };
+    let before = fetch(&b);
+    // B's INBOX index directory is the Maildir itself.
+    let lock_path = b_dir.join(mailstore::BOX_SYNC_LOCK_FILENAME);
+    let held =
+        mailsync_index::lock::create_locked(&lock_path, 0o600, std::time::Duration::from_secs(1))
+            .unwrap();
+    // Owned by the mail user, as its holder would have made it.
+    env.chown_tree(&b_dir);
+    let started = std::time::Instant::now();
+    let out = env.mailsync(&a, &["sync", "-l", "1", &b]);
+    assert_eq!(code(&out), 75, "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(".dovecot-box-sync.lock"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fetch(&b), before, "nothing synced while locked");
+    // Dovecot's dsync honours the lock as mailsync takes it.
+    let out = env.doveadm(&a, &["sync", "-l", "1", &b]);
+    assert_eq!(code(&out), 75, "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Failed to lock mailbox INBOX for dsyncing"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fetch(&b), before, "nothing synced by Dovecot while locked");
+    drop(held);
+    assert!(!lock_path.exists());
+    let out = env.mailsync(&a, &["sync", "-l", "1", &b]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(fetch(&a), fetch(&b));
+    assert!(!lock_path.exists(), "the run's lock is gone with it");
+}

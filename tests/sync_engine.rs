@@ -4,7 +4,9 @@
 use std::io::Read;
 
 use mailstore::memory::MemoryStore;
-use mailstore::{FlagOp, FlagUpdate, Flags, Guid, Keyword, MailboxUpdate, NewMail, Store, Uid};
+use mailstore::{
+    FlagOp, FlagUpdate, Flags, Guid, Keyword, MailboxUpdate, NewMail, Pop3Info, Store, Uid,
+};
 use mailsync::sync::{self, MergeKind, SyncOptions};
 
 fn store() -> MemoryStore {
@@ -258,6 +260,54 @@ fn worked_example_uid_6_conflict_ends_with_7_and_8_on_both_sides() {
         assert_eq!(status(&a, "INBOX").1, 9);
         assert_eq!(status(&b, "INBOX").1, 9);
         assert_eq!(run(&a, &b, MergeKind::TwoWay), 0, "second run");
+    }
+}
+
+/// POP3 UIDLs and order go with the message (dsync's pop3_uidl / pop3_order in the mail
+/// item): into a backup, and through a UID conflict where one side renumbers its own copy
+/// and receives the other's.
+#[test]
+fn pop3_uidl_and_order_travel_with_the_message_also_when_renumbered() {
+    let pop3 = |uidl: &str, order: u32| Pop3Info {
+        uidl: uidl.as_bytes().to_vec(),
+        order,
+    };
+    let save_pop3 = |s: &MemoryStore, guid: &str, info: Pop3Info| {
+        let mut mb = s.open_mailbox("INBOX").unwrap();
+        let mut tx = mb.begin().unwrap();
+        tx.save(
+            NewMail {
+                guid: Some(Guid::from_bytes(guid.as_bytes())),
+                pop3: info,
+                ..Default::default()
+            },
+            &mut &b"Subject: pop\n\nbody\n"[..],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    };
+    let info_of = |s: &MemoryStore, uid: u32| {
+        s.open_mailbox("INBOX")
+            .unwrap()
+            .pop3_info(Uid(uid))
+            .unwrap()
+    };
+    let (a, b) = common_five();
+    save_pop3(&a, "x-lower", pop3("UID-6", 6));
+    save_pop3(&b, "y-higher", pop3("000abc", 0));
+    let backup = store();
+    assert_eq!(run(&a, &backup, MergeKind::Backup), 0);
+    assert_eq!(info_of(&backup, 6), pop3("UID-6", 6));
+    assert_eq!(info_of(&backup, 1), Pop3Info::default());
+    // UID 6 on both sides: both renumbered to 7 (x) and 8 (y).
+    assert_eq!(run(&a, &b, MergeKind::TwoWay), 0);
+    for s in [&a, &b] {
+        assert_eq!(
+            uids(s, "INBOX")[5..],
+            [(7, "x-lower".into()), (8, "y-higher".into())]
+        );
+        assert_eq!(info_of(s, 7), pop3("UID-6", 6));
+        assert_eq!(info_of(s, 8), pop3("000abc", 0));
     }
 }
 

@@ -406,9 +406,18 @@ pub fn print_field(
             let (t, _) = m.sent_date()?;
             w(p, t.to_string().as_bytes())
         }
-        // No backend here keeps POP3 UIDLs or order: empty, as doveadm prints them for
-        // mails without one.
-        Field::Pop3Uidl | Field::Pop3Order => w(p, b""),
+        // Empty for a message without one, as doveadm prints it.
+        Field::Pop3Uidl => {
+            let info = m.mailbox.pop3_info(rec.uid)?;
+            w(p, &info.uidl)
+        }
+        Field::Pop3Order => {
+            let info = m.mailbox.pop3_info(rec.uid)?;
+            match info.order {
+                0 => w(p, b""),
+                n => w(p, n.to_string().as_bytes()),
+            }
+        }
         // One file per message in maildir/dbox; mbox has no refcount (empty).
         Field::Refcount => w(p, if driver == "mbox" { b"" } else { b"1" }),
         // Maildir's storage id is the base filename, which is the GUID unless the

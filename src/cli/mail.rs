@@ -804,6 +804,7 @@ fn cmd_copy(
                 };
                 let mut flags = rec.flags;
                 flags.remove(Flags::RECENT);
+                // mail-copy.c mail_save_copy_default_metadata keeps no POP3 UIDL or order
                 let new = NewMail {
                     guid: Some(rec.guid.clone()),
                     uid: None,
@@ -811,6 +812,7 @@ fn cmd_copy(
                     saved_date: None,
                     flags,
                     keywords: rec.keywords.clone(),
+                    pop3: Default::default(),
                 };
                 tx.save(new, &mut input)?;
                 done.push(rec.uid);

@@ -177,6 +177,12 @@ pub fn run(
         filter: filters.mail,
         state,
         debug: cli.debug,
+        mailbox_lock_timeout: args
+            .lock_timeout
+            .filter(|secs| *secs > 0)
+            .map_or(sync::MAILBOX_LOCK_TIMEOUT, |secs| {
+                Duration::from_secs(secs.into())
+            }),
     };
     // dsync_brain_lock: in a local run the master locks, in the user's home.
     let _lock = match args.lock_timeout.filter(|secs| *secs > 0) {

@@ -1017,6 +1017,10 @@ impl Brain {
             }
             return Ok(());
         }
+        // The mailbox changed: lock it for the compare and merge, as dsync does before its
+        // full sync of a changed mailbox (dsync-brain-mailbox.c dsync_mailbox_lock), so a
+        // concurrent sync of this mailbox — ours or Dovecot's — waits.
+        let _box_lock = mailbox.lock_for_sync(self.opts.mailbox_lock_timeout)?;
         let lcu = state
             .filter(|s| {
                 s.last_uidvalidity == p_b.uid_validity && s.last_uidvalidity == s_b.uid_validity
@@ -1450,6 +1454,7 @@ impl Brain {
                 uid: req.uid,
                 received_date,
                 saved_date,
+                pop3: Default::default(),
                 stream: false,
             };
             let opened = if same {
@@ -1457,6 +1462,9 @@ impl Brain {
             } else {
                 Err(Error::MailNotFound(at))
             };
+            if opened.is_ok() {
+                item.pop3 = mailbox.pop3_info(at)?;
+            }
             match opened {
                 Ok(mut body) => {
                     item.stream = true;
@@ -1613,16 +1621,24 @@ impl Brain {
             }
         }
         for save in &plan.saves {
-            let mail = NewMail {
+            let mut mail = NewMail {
                 guid: save.guid.clone(),
                 uid: Some(save.uid),
                 received_date: Some(save.received_date),
                 saved_date: Some(save.saved_date),
                 flags: save.flags,
                 keywords: save.keywords.clone(),
+                pop3: Default::default(),
             };
             match save.source {
                 SaveSource::Own(uid) => {
+                    if let Some(r) = own_reader.as_mut() {
+                        match r.pop3_info(uid) {
+                            Ok(p) => mail.pop3 = p,
+                            Err(Error::MailNotFound(_)) => {}
+                            Err(e) => failure = failure.or(Some(e)),
+                        }
+                    }
                     let reader = own_reader.as_mut().map(|r| r.open_mail(uid));
                     match reader {
                         Some(Ok(mut body)) if failure.is_none() => match tx.save(mail, &mut body) {
@@ -1645,6 +1661,7 @@ impl Brain {
                                 changes = true;
                                 continue;
                             }
+                            mail.pop3 = m.pop3;
                             let mut body = ChunkReader {
                                 rx,
                                 buf: Vec::new(),

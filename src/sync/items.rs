@@ -5,7 +5,7 @@
 //! closed by `MailEnd` or a `MailLastChunk`), `F` finish, and the list terminator `.` (`EndOfList`).
 //! A remote transport only has to serialise these.
 
-use mailstore::{FlagChange, Flags, Guid, Keyword, MailboxGuid, Uid};
+use mailstore::{FlagChange, Flags, Guid, Keyword, MailboxGuid, Pop3Info, Uid};
 
 /// What kind of run the master asked for (handshake `sync_type`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,6 +154,8 @@ pub struct MailItem {
     pub uid: Uid,
     pub received_date: i64,
     pub saved_date: i64,
+    /// dsync's `pop3_uidl` and `pop3_order`.
+    pub pop3: Pop3Info,
     pub stream: bool,
 }
 

@@ -47,7 +47,14 @@ pub struct SyncOptions {
     pub state: Option<Vec<MailboxStateItem>>,
     /// Collect a debug log.
     pub debug: bool,
+    /// How long to wait for a mailbox's `.dovecot-box-sync.lock`
+    /// (`Mailbox::lock_for_sync`): `-l SECS` when given, else dsync's 30 s
+    /// (DSYNC_MAILBOX_DEFAULT_LOCK_TIMEOUT_SECS, dsync-brain.c).
+    pub mailbox_lock_timeout: std::time::Duration,
 }
+
+/// DSYNC_MAILBOX_DEFAULT_LOCK_TIMEOUT_SECS.
+pub const MAILBOX_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Default for SyncOptions {
     fn default() -> Self {
@@ -62,6 +69,7 @@ impl Default for SyncOptions {
             filter: MailFilter::default(),
             state: None,
             debug: false,
+            mailbox_lock_timeout: MAILBOX_LOCK_TIMEOUT,
         }
     }
 }

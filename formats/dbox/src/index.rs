@@ -62,13 +62,23 @@ pub fn create_index(
     Ok(())
 }
 
-/// The `dbox-hdr`/`mdbox-hdr` header of a view, when present and sized right.
+/// SDBOX_INDEX_HEADER_MIN_SIZE / MDBOX_INDEX_HEADER_MIN_SIZE (sdbox-storage.h,
+/// mdbox-storage.h): a header holding at least the u32 counter is read.
+pub const HDR_MIN_SIZE: usize = 4;
+
+/// The `dbox-hdr`/`mdbox-hdr` header of a view, when present and at least
+/// [`HDR_MIN_SIZE`] bytes; the fields an older, shorter header lacks (the flags byte of a
+/// 20-byte one) read as zero (sdbox_read_header / mdbox_read_header: memcpy into a zeroed
+/// struct).
 pub fn dbox_header(view: &View, kind: DboxKind) -> Option<DboxHeader> {
     let e = view.extension(hdr_ext_name(kind))?;
-    if e.data.len() < DboxHeader::SIZE {
+    if e.data.len() < HDR_MIN_SIZE {
         return None;
     }
-    Some(DboxHeader::decode(&e.data))
+    let mut full = [0u8; DboxHeader::SIZE];
+    let n = e.data.len().min(DboxHeader::SIZE);
+    full[..n].copy_from_slice(&e.data[..n]);
+    Some(DboxHeader::decode(&full))
 }
 
 /// True when the index files of `dir` exist (the log or the index).

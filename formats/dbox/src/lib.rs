@@ -22,7 +22,8 @@
 //! Modules: [`file`](mod@file) (the dbox file format, shared), [`layout`] (paths and names),
 //! [`sdbox`], [`mdbox`], [`index`] (mailbox index creation and the `dbox-hdr`/`mdbox-hdr`
 //! header), [`map_table`] (the mdbox map's locations as readers keep them), [`purge`]
-//! (mdbox purge), [`rebuild`] (mdbox and sdbox force-resync); an open mdbox mailbox keeps
+//! (mdbox purge), [`rebuild`] (mdbox and sdbox force-resync), [`pop3`] (a message's POP3
+//! UIDL and order: metadata lines, header flags, `hdr-pop3-uidl`); an open mdbox mailbox keeps
 //! a compact snapshot of its index view (`snapshot`).
 //! Not implemented here: alt storage, external attachments, `dovecot.index.cache`.
 
@@ -33,6 +34,7 @@ pub mod index;
 pub mod layout;
 pub mod map_table;
 pub mod mdbox;
+pub mod pop3;
 pub mod purge;
 pub mod rebuild;
 pub mod sdbox;

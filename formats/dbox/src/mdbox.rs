@@ -5,7 +5,7 @@
 //! - map index: uid = map_uid; ext `map` (hdr {highest_file_id, rebuild_count}, rec
 //!   {file_id, offset, size}), ext `ref` (rec u16 refcount);
 //! - mailbox index: ext `mdbox-hdr` {map_uid_validity, mailbox GUID, flags}, rec `mdbox`
-//!   {map_uid, save_date}, rec `guid` (128-bit GUID).
+//!   {map_uid, save_date}, rec `guid` (128-bit GUID), `hdr-pop3-uidl` (`crate::pop3`).
 //!
 //! Save protocol (commit), in Dovecot's lock and write order (mdbox-save.c):
 //! 1. each saved message was already written to the transaction's spool, one temp file
@@ -20,7 +20,8 @@
 //!    map transaction (records {file_id, offset, size}, refcount 1, highest_file_id) is
 //!    written, followed by the tail-offset update Dovecot's map sync leaves;
 //! 3. under the mailbox log lock: the mailbox transaction (UIDs, `mdbox` {map_uid,
-//!    save_date}, `guid`, flags, keywords).
+//!    save_date}, `guid`, flags, keywords; the `mdbox-hdr` POP3 flags and
+//!    `hdr-pop3-uidl` when a save kept a POP3 UIDL or order).
 //!
 //! Crash recovery: a crash during 2 leaves bytes after the last mapped message of `m.N`
 //! that nothing references (later appends go after them; offsets come from the file
@@ -39,7 +40,7 @@ use std::sync::Arc;
 
 use mailstore::{
     Changes, CommitResult, Error, FlagChange, FlagUpdate, Guid, MailRecord, Mailbox, MailboxGuid,
-    MailboxStatus, ModSeq, NewMail, Result, SaveLineEndings, Transaction, Uid,
+    MailboxStatus, ModSeq, NewMail, Pop3Info, Result, SaveLineEndings, SyncGuard, Transaction, Uid,
 };
 use mailsync_index::format::ext::{self, MapHeader, MapRecord, MdboxRecord};
 use mailsync_index::locked_commit::{commit_locked, commit_locked_synced};
@@ -49,6 +50,7 @@ use crate::file::{self, BodyReader, FileHeader};
 use crate::index::{dbox_header, index_exists, ix_err, CommitError, IndexStamp};
 use crate::layout::{mkdir_all, DboxKind, Layout, INDEX_PREFIX};
 use crate::map_table::{MapCache, MapTable};
+use crate::pop3;
 use crate::sdbox::{
     add_flag_update, assign_uids, check_keywords, checked_guid, info_from, record_from,
     status_from, temp_name, write_message, FileInfo, MessageMeta,
@@ -255,6 +257,17 @@ impl MailFiles {
             each(uid, loc, info);
         }
         Ok(())
+    }
+
+    /// The `P` / `O` lines `wanted` of the message at `loc` (its metadata read again:
+    /// nothing of it is kept).
+    fn read_pop3(&mut self, loc: MapRecord, wanted: pop3::Wanted) -> Result<Pop3Info> {
+        let (f, h) = self.get(loc.file_id)?;
+        let mut buf = std::mem::take(&mut self.buf);
+        let read = file::read_mail_in(&*f, &h, loc.offset as u64, &mut buf)
+            .map(|(_, meta)| pop3::from_metadata(|k| meta.get(k), wanted));
+        self.buf = buf;
+        read.map_err(|e| e.into_store_error(&self.path(loc.file_id)))
     }
 
     /// The virtual size of a body: counted by streaming it.
@@ -559,6 +572,17 @@ impl Mailbox for MdboxMailbox {
         }
     }
 
+    /// The `P` / `O` lines of the message, read only when the index says they can be
+    /// there (mdbox-mail.c mdbox_mail_get_special; [`pop3::Pop3Gate`]).
+    fn pop3_info(&mut self, uid: Uid) -> Result<Pop3Info> {
+        let (loc, _) = self.location(uid.0).ok_or(Error::MailNotFound(uid))?;
+        let wanted = self.snap.pop3.wanted(uid.0);
+        if !wanted.any() {
+            return Ok(Pop3Info::default());
+        }
+        self.files.read_pop3(loc, wanted)
+    }
+
     fn begin(&mut self) -> Result<Box<dyn Transaction + '_>> {
         Ok(Box::new(MdboxTransaction {
             mb: self,
@@ -566,6 +590,11 @@ impl Mailbox for MdboxMailbox {
             spool: None,
             ops: MailboxOps::default(),
         }))
+    }
+
+    /// `.dovecot-box-sync.lock` in the mailbox directory (which holds its index).
+    fn lock_for_sync(&mut self, timeout: std::time::Duration) -> Result<Option<SyncGuard>> {
+        mailsync_index::lock::lock_mailbox_for_sync(&self.dir, timeout)
     }
 
     fn changes_since(&mut self, since: ModSeq) -> Result<Changes> {
@@ -592,11 +621,7 @@ impl Mailbox for MdboxMailbox {
         if !self.snap.same_state(&view) {
             return Ok(Vec::new());
         }
-        Ok(view
-            .flag_changes_since(since, uids)
-            .into_iter()
-            .map(|(u, c)| (Uid(u), c))
-            .collect())
+        Ok(view.flag_changes_since(since, uids))
     }
 
     fn set_mailbox_guid(&mut self, guid: MailboxGuid) -> Result<()> {
@@ -1017,7 +1042,9 @@ fn mailbox_changes(
         t.ext_intro(ext::MDBOX, 0, 8, 4);
         t.ext_intro(ext::GUID, 0, 16, 1);
     }
+    let mut saved_pop3 = pop3::SavedPop3::default();
     for ((s, &uid), &map_uid) in saves.iter().zip(&uids).zip(map_uids) {
+        saved_pop3.add(&s.mail.pop3, uid);
         t.append(uid, s.mail.flags.0 & 0x1f);
         let save_date = s
             .mail
@@ -1033,6 +1060,9 @@ fn mailbox_changes(
             t.keywords(true, k.as_bytes(), &[uid]);
         }
     }
+    // mdbox-save.c mdbox_transaction_save_commit_pre: header flags
+    // (dbox_save_update_header_flags) and hdr-pop3-uidl (index_pop3_uidl_set_max_uid)
+    saved_pop3.write(view, t, DboxKind::Multi);
     for (uid, update) in updates {
         if expunges.contains(uid) {
             continue;

@@ -20,7 +20,8 @@
 //! 5. written: the map index anew (same UIDVALIDITY when the old map was readable,
 //!    `rebuild_count` + 1, `highest_file_id` ≥ every file on disk, refcounts = number of
 //!    records), then each mailbox index anew (same UIDVALIDITY, GUID, UIDs, NEXTUID,
-//!    flags, keywords; modseqs restart).
+//!    flags, keywords; modseqs restart; the `mdbox-hdr` POP3 flags of the old index,
+//!    plus those any storage file's `P` / `O` lines call for, as mdbox_header_update).
 //!
 //! Offline: no other process may use the store meanwhile. A crash while writing leaves
 //! the mail files untouched; running force-resync again rebuilds from them.
@@ -38,6 +39,7 @@ use crate::file::{self, key};
 use crate::index::{create_index, dbox_header, index_exists, ix_err};
 use crate::layout::{mkdir_all, DboxKind, Layout, INDEX_PREFIX};
 use crate::mdbox::{map_file_name, now, MAP_PREFIX};
+use crate::pop3;
 use mailsupport::sha1::guid_128;
 
 /// What a rebuild found and did.
@@ -59,6 +61,8 @@ struct Scanned {
     size: u32,
     guid128: Option<[u8; 16]>,
     orig_mailbox: Option<Vec<u8>>,
+    /// HAVE_POP3_* for the `P` / `O` lines of its metadata.
+    pop3_flags: u8,
     map_uid: u32,
     zero_ref_in_old_map: bool,
     refcount: u32,
@@ -77,6 +81,8 @@ struct MailboxPlan {
     dir: std::path::PathBuf,
     uid_validity: u32,
     guid: MailboxGuid,
+    /// The old `mdbox-hdr` flags (kept, as mdbox_header_update keeps the old header).
+    hdr_flags: u8,
     next_uid: u32,
     records: Vec<NewRecord>,
 }
@@ -151,6 +157,7 @@ fn scan_file(storage: &Path, file_id: u32, out: &mut Vec<Scanned>) -> Result<boo
             size,
             guid128: m.metadata.get(key::GUID).map(guid_128),
             orig_mailbox: m.metadata.get(key::ORIG_MAILBOX).map(<[u8]>::to_vec),
+            pop3_flags: metadata_pop3_flags(&m.metadata),
             map_uid: 0,
             zero_ref_in_old_map: false,
             refcount: 0,
@@ -158,6 +165,20 @@ fn scan_file(storage: &Path, file_id: u32, out: &mut Vec<Scanned>) -> Result<boo
         offset += m.total_size;
     }
     Ok(false)
+}
+
+/// The header flags a message's metadata calls for: HAVE_POP3_UIDLS for a `P` line,
+/// HAVE_POP3_ORDERS for an `O` line, whatever their values (mdbox-storage-rebuild.c
+/// rebuild_scan_metadata: dbox_file_metadata_get != NULL).
+fn metadata_pop3_flags(m: &file::Metadata) -> u8 {
+    let mut flags = 0;
+    if m.get(key::POP3_UIDL).is_some() {
+        flags |= pop3::HAVE_POP3_UIDLS;
+    }
+    if m.get(key::POP3_ORDER).is_some() {
+        flags |= pop3::HAVE_POP3_ORDERS;
+    }
+    flags
 }
 
 fn remove_index_files(dir: &Path, prefix: &str) -> Result<()> {
@@ -290,6 +311,7 @@ pub fn rebuild_mdbox(layout: &Layout) -> Result<RebuildStats> {
             dir: layout.mail_dir(&target),
             uid_validity: 0,
             guid: MailboxGuid::generate(),
+            hdr_flags: 0,
             next_uid: 1,
             records: Vec::new(),
         });
@@ -340,8 +362,11 @@ pub fn rebuild_mdbox(layout: &Layout) -> Result<RebuildStats> {
         },
     )
     .map_err(ix_err)?;
+    // mdbox-storage-rebuild.c mdbox_header_update: a `P` / `O` line in any storage file
+    // sets the flag in every mailbox
+    let pop3_flags = msgs.iter().fold(0, |f, m| f | m.pop3_flags);
     for plan in plans.values_mut() {
-        write_mailbox(&layout.root, plan, &msgs, map_validity)?;
+        write_mailbox(&layout.root, plan, &msgs, map_validity, pop3_flags)?;
     }
     Ok(stats)
 }
@@ -359,6 +384,7 @@ fn plan_from_view(
             dir,
             uid_validity: 0,
             guid: MailboxGuid::generate(),
+            hdr_flags: 0,
             next_uid: 1,
             records: Vec::new(),
         };
@@ -401,6 +427,7 @@ fn plan_from_view(
         dir,
         uid_validity: view.uid_validity(),
         guid,
+        hdr_flags: pop3::header_flags(view, DboxKind::Multi),
         next_uid: view.next_uid().max(1),
         records,
     }
@@ -411,6 +438,7 @@ fn write_mailbox(
     plan: &MailboxPlan,
     msgs: &[Scanned],
     map_validity: u32,
+    pop3_flags: u8,
 ) -> Result<()> {
     mkdir_all(&plan.dir, 0o700).map_err(|e| Error::io("mkdir", &plan.dir, e))?;
     remove_index_files(&plan.dir, INDEX_PREFIX)?;
@@ -428,6 +456,10 @@ fn write_mailbox(
     )?;
     let w = IndexWriter::open(&plan.dir, INDEX_PREFIX);
     let mut t = w.begin().external(true);
+    let hdr_flags = plan.hdr_flags | pop3_flags;
+    if hdr_flags != 0 {
+        t.ext_hdr_update(ext::MDBOX_HDR, pop3::HDR_FLAGS_OFFSET as u32, &[hdr_flags]);
+    }
     t.ext_intro(ext::MDBOX, 0, 8, 4);
     t.ext_intro(ext::GUID, 0, 16, 1);
     let mut records: Vec<&NewRecord> = plan.records.iter().collect();
@@ -474,7 +506,8 @@ pub fn mask_matches(mask: &str, name: &str, sep: char) -> bool {
 /// written anew from the `u.<uid>` files (UID = the file name); flags and keywords come
 /// from the old index where it still has the UID; UIDVALIDITY and the mailbox GUID are
 /// kept when the old index is readable (`rebuild_count` + 1), else new; NEXTUID is above
-/// every file. A file that can't be read (bad magic, truncated) stays on disk, left out
+/// every file; the `dbox-hdr` POP3 flags are the old ones plus those the files' `P` / `O`
+/// lines call for. A file that can't be read (bad magic, truncated) stays on disk, left out
 /// with a warning. Returns the number of messages indexed.
 pub fn rebuild_sdbox(layout: &Layout, mask: &str) -> Result<u32> {
     if layout.kind != DboxKind::Single {
@@ -499,6 +532,7 @@ fn rebuild_sdbox_mailbox(layout: &Layout, dir: &Path) -> Result<u32> {
         None
     };
     let mut uids = Vec::new();
+    let mut pop3_flags = 0;
     for entry in fs::read_dir(dir).map_err(|e| Error::io("opendir", dir, e))? {
         let entry = entry.map_err(|e| Error::io("readdir", dir, e))?;
         let name = entry.file_name();
@@ -519,7 +553,10 @@ fn rebuild_sdbox_mailbox(layout: &Layout, dir: &Path) -> Result<u32> {
                 .map_err(|e| e.into_store_error(&path).to_string())
         });
         match readable {
-            Ok(_) => uids.push(uid),
+            Ok(m) => {
+                pop3_flags |= metadata_pop3_flags(&m.metadata);
+                uids.push(uid);
+            }
             Err(e) => crate::warn(&format!(
                 "force-resync: {}: unreadable, left out of the index: {e}",
                 path.display()
@@ -533,6 +570,10 @@ fn rebuild_sdbox_mailbox(layout: &Layout, dir: &Path) -> Result<u32> {
         .filter(|g| g.0 != [0; 16])
         .unwrap_or_else(MailboxGuid::generate);
     let rebuild_count = hdr.map(|h| h.counter).unwrap_or(0).wrapping_add(1);
+    // sdbox-sync-rebuild.c keeps the old header with its flags; mailsync also sets them
+    // for the `P` / `O` lines it finds (as the mdbox rebuild does), so a lost index
+    // doesn't hide the messages' POP3 data
+    let hdr_flags = hdr.map(|h| h.flags).unwrap_or(0) | pop3_flags;
     let uid_validity = match old.as_ref().map(|v| v.uid_validity()).filter(|&v| v != 0) {
         Some(v) => v,
         None => mailsupport::uidvalidity::next(&layout.root)
@@ -544,6 +585,9 @@ fn rebuild_sdbox_mailbox(layout: &Layout, dir: &Path) -> Result<u32> {
     create_index(dir, DboxKind::Single, uid_validity, rebuild_count, guid)?;
     let w = IndexWriter::open(dir, INDEX_PREFIX);
     let mut t = w.begin().external(true);
+    if hdr_flags != 0 {
+        t.ext_hdr_update(ext::DBOX_HDR, pop3::HDR_FLAGS_OFFSET as u32, &[hdr_flags]);
+    }
     for &uid in &uids {
         let m = old.as_ref().and_then(|v| v.message(uid));
         t.append(uid, m.as_ref().map(|m| m.flags() & 0x1f).unwrap_or(0));

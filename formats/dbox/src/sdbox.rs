@@ -7,8 +7,10 @@
 //!    header with the body size patched in afterwards, LF body, metadata), fsync;
 //! 2. at commit, under the index log lock: UIDs are assigned from the locked view's
 //!    next_uid, each temp file is renamed to `u.<uid>`, the directory fsynced, and one
-//!    EXTERNAL transaction appends the records (flags, keywords) and applies the
-//!    transaction's flag changes and expunges (whose `u.N` files are unlinked first).
+//!    EXTERNAL transaction appends the records (flags, keywords), sets the `dbox-hdr`
+//!    POP3 flags and `hdr-pop3-uidl` when a save kept a POP3 UIDL or order
+//!    (`crate::pop3`), and applies the transaction's flag changes and expunges (whose
+//!    `u.N` files are unlinked first).
 //!
 //! A crash before step 2 leaves only temp files (Dovecot deletes `.temp.*` older than
 //! 36 h); a crash between rename and log write leaves `u.N` files above next_uid that the
@@ -23,8 +25,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use mailstore::{
     Changes, CommitResult, Error, FlagChange, FlagUpdate, Flags, Guid, Keyword, LineEndingReader,
-    MailRecord, Mailbox, MailboxGuid, MailboxStatus, ModSeq, NewMail, Result, SaveLineEndings,
-    Transaction, Uid, VsizeCounter,
+    MailRecord, Mailbox, MailboxGuid, MailboxStatus, ModSeq, NewMail, Pop3Info, Result,
+    SaveLineEndings, SyncGuard, Transaction, Uid, VsizeCounter,
 };
 use mailsync_index::locked_commit::commit_locked;
 use mailsync_index::{IndexWriter, View};
@@ -32,6 +34,7 @@ use mailsync_index::{IndexWriter, View};
 use crate::file::{self, key, BodyReader, FileHeader, Metadata};
 use crate::index::{dbox_header, ix_err, CommitError};
 use crate::layout::{DboxKind, Layout, INDEX_PREFIX};
+use crate::pop3;
 
 /// What a `u.N` file tells about its message (immutable once written).
 #[derive(Clone, Debug)]
@@ -42,6 +45,11 @@ pub(crate) struct FileInfo {
     pub physical: u64,
     pub vsize: Option<u64>,
     pub body_offset: u64,
+    /// sdbox: the file's `P` / `O` lines (None when it has neither: no allocation for a
+    /// message without POP3 data), whatever the index header flags say — they are
+    /// applied when asked (`Mailbox::pop3_info`), as the flags may be set later. mdbox
+    /// leaves this None and reads the lines when asked.
+    pub pop3: Option<Box<Pop3Info>>,
 }
 
 pub struct SdboxMailbox {
@@ -98,11 +106,20 @@ pub(crate) fn read_sdbox_file(path: &Path) -> Result<Option<FileInfo>> {
 /// The record fields of a message from its metadata; `ctime` is the saved date when the
 /// file has no `S` line (dbox_mail_get_save_date: the file's st_ctime).
 pub(crate) fn info_of(m: &file::MailExtent, ctime: i64) -> FileInfo {
-    info_from(|k| m.metadata.get(k), m.body_size, m.body_offset, ctime)
+    let all = pop3::Wanted {
+        uidl: true,
+        order: true,
+    };
+    let kept = pop3::from_metadata(|k| m.metadata.get(k), all);
+    FileInfo {
+        pop3: (!kept.is_empty()).then(|| Box::new(kept)),
+        ..info_from(|k| m.metadata.get(k), m.body_size, m.body_offset, ctime)
+    }
 }
 
 /// What the metadata (looked up by `get`) and the message header tell about a message;
-/// `ctime` is the saved date when there is no `S` line.
+/// `ctime` is the saved date when there is no `S` line. POP3 data is not read (see
+/// [`FileInfo::pop3`]).
 pub(crate) fn info_from<'a>(
     get: impl Fn(u8) -> Option<&'a [u8]>,
     body_size: u64,
@@ -118,6 +135,7 @@ pub(crate) fn info_from<'a>(
         physical: hex(key::PHYSICAL_SIZE).unwrap_or(body_size),
         vsize: hex(key::VIRTUAL_SIZE),
         body_offset,
+        pop3: None,
     }
 }
 
@@ -172,6 +190,14 @@ pub(crate) fn write_message(
         key::VIRTUAL_SIZE,
         format!("{:x}", vsize.total()).into_bytes(),
     ));
+    // dbox-save.c dbox_save_write_metadata: `P` and `O` after `V`, before `G`
+    if !mail.pop3.uidl.is_empty() && pop3::storable_uidl(&mail.pop3.uidl).is_none() {
+        crate::warn(&format!(
+            "POP3 UIDL {:?} can't be kept in a dbox metadata line: dropped",
+            String::from_utf8_lossy(&mail.pop3.uidl)
+        ));
+    }
+    md.lines.extend(pop3::metadata_lines(&mail.pop3));
     md.lines.push((key::GUID, guid.to_vec()));
     if let Some(b) = orig_mailbox {
         if !b.contains(['\r', '\n']) {
@@ -495,6 +521,24 @@ impl Mailbox for SdboxMailbox {
         )))
     }
 
+    /// From the `P` / `O` lines read with the file, as far as the index header allows
+    /// (sdbox-mail.c sdbox_mail_get_special; [`pop3::Pop3Gate`]): no file is read.
+    fn pop3_info(&mut self, uid: Uid) -> Result<Pop3Info> {
+        let info = self.files.get(&uid.0).ok_or(Error::MailNotFound(uid))?;
+        let Some(kept) = info.pop3.as_deref() else {
+            return Ok(Pop3Info::default());
+        };
+        let wanted = pop3::Pop3Gate::of(&self.view, DboxKind::Single).wanted(uid.0);
+        Ok(Pop3Info {
+            uidl: if wanted.uidl {
+                kept.uidl.clone()
+            } else {
+                Vec::new()
+            },
+            order: if wanted.order { kept.order } else { 0 },
+        })
+    }
+
     fn begin(&mut self) -> Result<Box<dyn Transaction + '_>> {
         Ok(Box::new(SdboxTransaction {
             mb: self,
@@ -503,6 +547,11 @@ impl Mailbox for SdboxMailbox {
             expunges: Vec::new(),
             by_sync: false,
         }))
+    }
+
+    /// `.dovecot-box-sync.lock` in the mailbox directory (which holds its index).
+    fn lock_for_sync(&mut self, timeout: std::time::Duration) -> Result<Option<SyncGuard>> {
+        mailsync_index::lock::lock_mailbox_for_sync(&self.dir, timeout)
     }
 
     fn changes_since(&mut self, since: ModSeq) -> Result<Changes> {
@@ -514,12 +563,7 @@ impl Mailbox for SdboxMailbox {
         since: ModSeq,
         uids: &[Uid],
     ) -> Result<Vec<(Uid, FlagChange)>> {
-        Ok(self
-            .view
-            .flag_changes_since(since, uids)
-            .into_iter()
-            .map(|(u, c)| (Uid(u), c))
-            .collect())
+        Ok(self.view.flag_changes_since(since, uids))
     }
 
     fn set_mailbox_guid(&mut self, guid: MailboxGuid) -> Result<()> {
@@ -737,12 +781,17 @@ impl Transaction for SdboxTransaction<'_> {
                     mailsupport::atomic::fsync_dir(&dir)
                         .map_err(|e| Error::io("fsync", &dir, e))?;
                 }
+                let mut saved_pop3 = pop3::SavedPop3::default();
                 for (s, &uid) in saves.iter().zip(&uids) {
                     t.append(uid, s.mail.flags.0 & 0x1f);
                     for k in &s.mail.keywords {
                         t.keywords(true, k.as_bytes(), &[uid]);
                     }
+                    saved_pop3.add(&s.mail.pop3, uid);
                 }
+                // sdbox-save.c sdbox_transaction_save_commit_pre: header flags,
+                // dbox_save_assign_uids: hdr-pop3-uidl
+                saved_pop3.write(view, t, DboxKind::Single);
                 // flag changes against the locked state; messages expunged meanwhile
                 // are skipped, as Dovecot skips them
                 for (uid, update) in &updates {

@@ -1,5 +1,6 @@
 //! What an open mdbox mailbox keeps of its index view: per message its UID, system flags,
 //! keywords, modseq and `mdbox` record (map UID, save date) — about 40 bytes a message —
+//! and per mailbox where POP3 data can be (`mdbox-hdr` flags, `hdr-pop3-uidl`),
 //! instead of the whole `View`, which holds the index and every transaction log of the
 //! mailbox decoded (5–10 times the files' size: ~19 MiB for the five mailboxes of the
 //! 28,000-message benchmark store, all kept open by the sync engine at once).
@@ -17,6 +18,8 @@ use mailstore::{Changes, Flags, Keyword, ModSeq};
 use mailsync_index::format::ext::{self, MdboxRecord};
 use mailsync_index::View;
 
+use crate::layout::DboxKind;
+use crate::pop3::Pop3Gate;
 use crate::sdbox::IndexCounters;
 
 /// The modseq before every change a log can hold: nothing is expunged at modseq 1, the
@@ -54,6 +57,8 @@ pub(crate) struct Snapshot {
     pub counters: IndexCounters,
     /// The index has the `modseq` extension: messages have their own MODSEQs.
     pub modseqs_tracked: bool,
+    /// Where POP3 data can be: the `mdbox-hdr` flags and `hdr-pop3-uidl`.
+    pub pop3: Pop3Gate,
     /// indexid and (head log file_seq, offset) where the view's replay ended: what
     /// identifies the state.
     indexid: u32,
@@ -117,6 +122,7 @@ impl Snapshot {
         Snapshot {
             counters: IndexCounters::of(view),
             modseqs_tracked: view.modseq_header().is_some(),
+            pop3: Pop3Gate::of(view, DboxKind::Multi),
             indexid: view.indexid(),
             log_position: view.log_position(),
             history,
@@ -211,6 +217,7 @@ mod tests {
             physical: 3,
             vsize: Some(4),
             body_offset: 5,
+            pop3: None,
         };
         assert_eq!(snap.messages.len(), view.messages_count(), "{what}");
         for (m, s) in view.messages().zip(&snap.messages) {

@@ -143,7 +143,7 @@ impl View {
     /// dsync — or mailsync's engine — copied from another replica), as
     /// dsync-transaction-log-scan.c does. As far back as the logs reach (after the last
     /// reset); UIDs no longer in the view and UIDs without changes are left out.
-    pub fn flag_changes_since(&self, since: ModSeq, uids: &[Uid]) -> BTreeMap<u32, FlagChange> {
+    pub fn flag_changes_since(&self, since: ModSeq, uids: &[Uid]) -> Vec<(Uid, FlagChange)> {
         let present: BTreeSet<u32> = self.messages().map(|m| m.uid()).collect();
         let wanted: BTreeSet<u32> = uids
             .iter()
@@ -196,7 +196,9 @@ impl View {
                 }
             }
         }
-        out.retain(|_, c| !c.is_empty());
-        out
+        out.into_iter()
+            .filter(|(_, c)| !c.is_empty())
+            .map(|(u, c)| (Uid(u), c))
+            .collect()
     }
 }

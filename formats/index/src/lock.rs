@@ -170,3 +170,124 @@ impl Drop for LogLock {
         cv.notify_all();
     }
 }
+
+/// A lock file made and held as lib/file-create-locked.c does (dsync's
+/// `.dovecot-sync.lock` and `.dovecot-box-sync.lock`); dropping it unlinks the file, then
+/// unlocks, so a waiter that got the lock on the unlinked file notices and retries.
+pub struct CreatedLock {
+    lock: Option<LogLock>,
+    path: PathBuf,
+}
+
+impl CreatedLock {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for CreatedLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        self.lock.take();
+    }
+}
+
+fn random_hex() -> String {
+    let mut b = [0u8; 8];
+    let filled =
+        File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
+    if filled.is_err() {
+        // Uniqueness only matters among concurrent creators: time and pid do.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        b = (t ^ ((std::process::id() as u64) << 32)).to_le_bytes();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn same_file(path: &Path, lock: &LogLock) -> bool {
+    match (std::fs::metadata(path), lock.file.metadata()) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// Takes the fcntl lock of `path`, waiting up to `timeout` ([`Error::LockTimeout`]), as
+/// file_create_locked does: an existing file is opened and locked (then checked to be still
+/// the file at `path`, since a holder unlinks it before unlocking); a missing one is made as
+/// `<path><16 hex>` with O_EXCL and `mode`, locked, and linked into place, so nobody ever
+/// sees the file unlocked. The parent directory must exist.
+pub fn create_locked(path: &Path, mode: u32, timeout: Duration) -> Result<CreatedLock> {
+    let deadline = Instant::now() + timeout;
+    let timed_out = || Error::LockTimeout {
+        path: path.to_path_buf(),
+    };
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if let Some(lock) = LogLock::acquire(path, remaining)? {
+            if same_file(path, &lock) {
+                return Ok(CreatedLock {
+                    lock: Some(lock),
+                    path: path.to_path_buf(),
+                });
+            }
+            // The holder unlinked it while we waited: lock the new one.
+            continue;
+        }
+        let mut temp = path.as_os_str().to_os_string();
+        temp.push(random_hex());
+        let temp = PathBuf::from(temp);
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&temp)
+            .map_err(|e| Error::io("open", &temp, e))?;
+        let locked = LogLock::acquire(&temp, Duration::ZERO);
+        let linked = std::fs::hard_link(&temp, path);
+        let _ = std::fs::remove_file(&temp);
+        let lock = match locked {
+            Ok(Some(l)) => l,
+            Ok(None) => {
+                return Err(Error::io(
+                    "open",
+                    &temp,
+                    std::io::ErrorKind::NotFound.into(),
+                ))
+            }
+            Err(e) => return Err(e),
+        };
+        match linked {
+            Ok(()) => {
+                return Ok(CreatedLock {
+                    lock: Some(lock),
+                    path: path.to_path_buf(),
+                })
+            }
+            // Someone else created it first: wait for theirs.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                if Instant::now() >= deadline {
+                    return Err(timed_out());
+                }
+            }
+            Err(e) => return Err(Error::io("link", path, e)),
+        }
+    }
+}
+
+/// `Mailbox::lock_for_sync` of a mailbox whose index is in `index_dir`: dsync's
+/// `.dovecot-box-sync.lock` there (dsync-mailbox.c dsync_mailbox_lock), as a
+/// [`create_locked`] file with mode 0600. The directory must exist.
+pub fn lock_mailbox_for_sync(
+    index_dir: &Path,
+    timeout: Duration,
+) -> mailstore::Result<Option<mailstore::SyncGuard>> {
+    let lock = create_locked(
+        &index_dir.join(mailstore::BOX_SYNC_LOCK_FILENAME),
+        0o600,
+        timeout,
+    )?;
+    Ok(Some(Box::new(lock)))
+}

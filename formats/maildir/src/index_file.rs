@@ -163,11 +163,7 @@ impl IndexInfo {
     /// `Mailbox::flag_changes_since` from the same logs.
     pub fn flag_changes_since(&self, since: ModSeq, uids: &[Uid]) -> Vec<(Uid, FlagChange)> {
         match &self.view {
-            Some(v) => v
-                .flag_changes_since(since, uids)
-                .into_iter()
-                .map(|(u, c)| (Uid(u), c))
-                .collect(),
+            Some(v) => v.flag_changes_since(since, uids),
             None => Vec::new(),
         }
     }

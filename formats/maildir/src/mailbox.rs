@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use mailstore::{
     Changes, CommitResult, Error, FlagChange, FlagOp, FlagUpdate, Flags, Guid, Keyword,
     LineEndingReader, MailRecord, Mailbox, MailboxGuid, MailboxStatus, MailboxUpdate, ModSeq,
-    NewMail, Result, SaveLineEndings, Transaction, Uid, VsizeCounter,
+    NewMail, Pop3Info, Result, SaveLineEndings, SyncGuard, Transaction, Uid, VsizeCounter,
 };
 use mailsupport::dotlock::{DotLock, DotLockOptions};
 
@@ -1530,6 +1530,21 @@ impl Mailbox for MaildirMailbox {
         Ok(Box::new(self.open_file(uid)?))
     }
 
+    /// From the record's `P` and `O` fields (an empty `P` is the base filename).
+    fn pop3_info(&mut self, uid: Uid) -> Result<Pop3Info> {
+        let idx = self.mail_index(uid.0).ok_or(Error::MailNotFound(uid))?;
+        let (info, bad_order) = record_pop3(&self.view.mails[idx].record);
+        if let Some(o) = bad_order {
+            warn(&format!(
+                "{}: {UIDLIST_NAME}: UID {} has an invalid POP3 order O{}; ignored",
+                self.paths.uidlist().display(),
+                uid.0,
+                show(o)
+            ));
+        }
+        Ok(info)
+    }
+
     fn virtual_size(&mut self, uid: Uid) -> Result<u64> {
         let idx = self.mail_index(uid.0).ok_or(Error::MailNotFound(uid))?;
         match self.view.mails[idx].virtual_size {
@@ -1540,6 +1555,15 @@ impl Mailbox for MaildirMailbox {
 
     /// Answered from the index's transaction logs as of the last sync (`Unknown` when the
     /// logs don't reach back that far, or for INDEX=MEMORY).
+    /// `.dovecot-box-sync.lock` in the mailbox's index directory (none for INDEX=MEMORY).
+    fn lock_for_sync(&mut self, timeout: std::time::Duration) -> Result<Option<SyncGuard>> {
+        let Some(dir) = &self.index_dir else {
+            return Ok(None);
+        };
+        mkdir_all(dir, dir_mode(&self.paths.dir)).map_err(|e| Error::io("mkdir", dir, e))?;
+        mailsync_index::lock::lock_mailbox_for_sync(dir, timeout)
+    }
+
     fn changes_since(&mut self, since: ModSeq) -> Result<Changes> {
         Ok(self.index.changes_since(since))
     }
@@ -1610,6 +1634,8 @@ struct PendingSave {
     guid: Option<Guid>,
     uid: Option<u32>,
     saved_date: i64,
+    /// With a UIDL that fits a uidlist field (checked by `save`), or none.
+    pop3: Pop3Info,
 }
 
 enum Op {
@@ -1674,6 +1700,22 @@ fn guid_usable_as_base(g: &[u8]) -> bool {
         && !g
             .iter()
             .any(|&c| c == b'/' || c == filename::INFO_SEP || c <= b' ' || c == 0x7f)
+}
+
+/// The POP3 state a record keeps (`P`, `O`; maildir-mail.c maildir_mail_get_special
+/// MAIL_FETCH_UIDL_BACKEND and MAIL_FETCH_POP3_ORDER), and the `O` value when it isn't a
+/// decimal number (then read as no order; Dovecot's dsync would abort on it, dsync-mail.c).
+fn record_pop3(rec: &UidRecord) -> (Pop3Info, Option<&[u8]>) {
+    let order = rec.pop3_order();
+    let bad_order = match order {
+        None => rec.pop3_order_field(),
+        Some(_) => None,
+    };
+    let info = Pop3Info {
+        uidl: rec.pop3_uidl().map(<[u8]>::to_vec).unwrap_or_default(),
+        order: order.unwrap_or(0),
+    };
+    (info, bad_order)
 }
 
 fn dedup_keywords(keywords: &[Keyword]) -> Vec<Keyword> {
@@ -1806,6 +1848,13 @@ impl MaildirTransaction<'_> {
                         non_recent.insert(uid);
                     }
                     rec.uid = uid;
+                    // The message at its new UID has the POP3 state it was saved with, as a
+                    // copy would; a record that already says the same (an empty `P` for a
+                    // UIDL that is the base name) is left as it is.
+                    let (kept, bad_order) = record_pop3(&rec);
+                    if kept != s.pop3 || bad_order.is_some() {
+                        rec.set_pop3(&s.pop3.uidl, s.pop3.order);
+                    }
                     let base = rec.base.clone();
                     list.records.push(rec);
                     recreate = true;
@@ -1862,8 +1911,10 @@ impl MaildirTransaction<'_> {
                 }
                 let mut rec = UidRecord::new(uid, base.clone());
                 if let Some(g) = g_field {
-                    rec.set_ext(b'G', Some(g));
+                    rec.set_ext(uidlist::EXT_GUID, Some(g));
                 }
+                // maildir-save.c maildir_save_sync_uidlist: `P` and `O` after `G`.
+                rec.set_pop3(&s.pop3.uidl, s.pop3.order);
                 rec.set_ext(SAVE_DATE_KEY, Some(s.saved_date.to_string().into_bytes()));
                 list.records.push(rec);
                 used.insert(base.clone());
@@ -2065,6 +2116,19 @@ impl Transaction for MaildirTransaction<'_> {
         if let Some(g) = &mail.guid {
             check_guid(g)?;
         }
+        let mut pop3 = mail.pop3;
+        if !pop3.uidl.is_empty() && !uidlist::pop3_uidl_storable(&pop3.uidl) {
+            // A uidlist field ends at a space and the line at LF (maildir-uidlist.c
+            // maildir_uidlist_read_extended): such a UIDL would break the record. The message
+            // is saved without it.
+            warn(&format!(
+                "{}: POP3 UIDL \"{}\" has a space, control or non-ASCII byte and can't be \
+                 kept in {UIDLIST_NAME}; saving the message without it",
+                self.mbox.paths.dir.display(),
+                pop3.uidl.escape_ascii()
+            ));
+            pop3.uidl = Vec::new();
+        }
         let tmp = self.mbox.paths.tmp();
         if !tmp.is_dir() {
             mkdir(&tmp, dir_mode(&self.mbox.paths.dir)).map_err(|e| Error::io("mkdir", &tmp, e))?;
@@ -2130,6 +2194,7 @@ impl Transaction for MaildirTransaction<'_> {
             saved_date: mail
                 .saved_date
                 .unwrap_or_else(|| unix_secs(SystemTime::now())),
+            pop3,
         });
         Ok(())
     }

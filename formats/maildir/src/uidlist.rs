@@ -7,8 +7,8 @@
 //! v3 header: 3 [<key><value> ...]              record: <uid> [<KEY><value> ...] :<filename>
 //! ```
 //! v3 header keys: `V` uidvalidity, `N` next uid, `G` mailbox GUID (32 hex); any other key is
-//! kept verbatim. Record keys are `A`-`Z` (`S` psize, `W` vsize, `P` POP3 UIDL, `O` POP3
-//! order, `G` message GUID). Only v3 is written. v2 is read (Dovecot 2.3 itself rejects it).
+//! kept verbatim. Record keys are `A`-`Z` (`S` psize, `W` vsize, `P` POP3 UIDL (empty: the base
+//! filename), `O` POP3 order, `G` message GUID). Only v3 is written. v2 is read (Dovecot 2.3 itself rejects it).
 //!
 //! Parsing follows maildir_uidlist_read_header / maildir_uidlist_next: what Dovecot calls a
 //! "Broken file" is a [`ParseError`] naming the line; what Dovecot merely warns about
@@ -18,6 +18,22 @@
 use mailstore::MailboxGuid;
 
 use crate::filename;
+
+/// Record field: the message GUID (`MAILDIR_UIDLIST_REC_EXT_GUID`, maildir-uidlist.h).
+pub const EXT_GUID: u8 = b'G';
+/// Record field: the POP3 UIDL (`MAILDIR_UIDLIST_REC_EXT_POP3_UIDL`, maildir-uidlist.h); an
+/// empty value means "the base filename" (maildir-mail.c, MAIL_FETCH_UIDL_BACKEND).
+pub const EXT_POP3_UIDL: u8 = b'P';
+/// Record field: the POP3 order, decimal (`MAILDIR_UIDLIST_REC_EXT_POP3_ORDER`,
+/// maildir-uidlist.h).
+pub const EXT_POP3_ORDER: u8 = b'O';
+
+/// Whether `uidl` can be a record's `P` value and read back as itself: non-empty (an empty
+/// `P` means the base filename) and only printable ASCII without space (fields are
+/// space-separated, the line ends at LF). RFC 1939 allows only 0x21-0x7E in a UIDL anyway.
+pub fn pop3_uidl_storable(uidl: &[u8]) -> bool {
+    !uidl.is_empty() && uidl.iter().all(|&c| (0x21..=0x7e).contains(&c))
+}
 
 /// One record: a UID, its extension fields and the base filename (up to the first `:`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,10 +73,42 @@ impl UidRecord {
     /// The message GUID: the `G` field, or else the base filename (maildir-mail.c,
     /// maildir_mail_get_special MAIL_FETCH_GUID).
     pub fn guid(&self) -> &[u8] {
-        match self.ext(b'G') {
+        match self.ext(EXT_GUID) {
             Some(g) if !g.is_empty() => g,
             _ => &self.base,
         }
+    }
+
+    /// The kept POP3 UIDL: the `P` field, where an empty value stands for the base filename
+    /// (maildir-mail.c, maildir_mail_get_special MAIL_FETCH_UIDL_BACKEND); `None` without
+    /// `P`.
+    pub fn pop3_uidl(&self) -> Option<&[u8]> {
+        match self.ext(EXT_POP3_UIDL) {
+            Some([]) => Some(&self.base),
+            other => other,
+        }
+    }
+
+    /// The raw `O` field (the POP3 order as decimal text), if present.
+    pub fn pop3_order_field(&self) -> Option<&[u8]> {
+        self.ext(EXT_POP3_ORDER)
+    }
+
+    /// The kept POP3 order: the `O` field as a strict decimal; `None` when the field is
+    /// missing or not a number (see [`Self::pop3_order_field`]). `O0` reads as 0 (none).
+    pub fn pop3_order(&self) -> Option<u32> {
+        self.pop3_order_field().and_then(parse_u32)
+    }
+
+    /// Sets the `P` and `O` fields as maildir-save.c (maildir_save_sync_uidlist) does: `P`
+    /// with the UIDL verbatim when there is one, `O` when the order is not 0; a field with
+    /// nothing to say is removed. The caller checks the UIDL with [`pop3_uidl_storable`].
+    pub fn set_pop3(&mut self, uidl: &[u8], order: u32) {
+        self.set_ext(EXT_POP3_UIDL, (!uidl.is_empty()).then(|| uidl.to_vec()));
+        self.set_ext(
+            EXT_POP3_ORDER,
+            (order != 0).then(|| order.to_string().into_bytes()),
+        );
     }
 }
 
@@ -423,6 +471,69 @@ mod tests {
             out,
             b"3 V5 N9 G00112233445566778899aabbccddeeff Xfoo\n3 S12 Q7 :a.b\n8 :c\n"
         );
+    }
+
+    #[test]
+    fn pop3_fields_as_dovecot_writes_them() {
+        let text = b"3 V5 N9 G00112233445566778899aabbccddeeff\n\
+1 P O2 G84edc1f91e8dc99649d2d27167a582c6 :1.M1P1.h,S=3,W=4:2,S\n\
+2 PUID-7 O1 :2.M1P1.h,S=3,W=4\n3 Ox :3.M1P1.h\n4 :4.M1P1.h\n";
+        let (l, w) = parse(text).unwrap().unwrap();
+        assert!(w.is_empty());
+        let r = &l.records;
+        assert_eq!(
+            r[0].pop3_uidl(),
+            Some(&b"1.M1P1.h,S=3,W=4"[..]),
+            "empty P = base"
+        );
+        assert_eq!(r[0].pop3_order(), Some(2));
+        assert_eq!(r[0].guid(), b"84edc1f91e8dc99649d2d27167a582c6");
+        assert_eq!(r[1].pop3_uidl(), Some(&b"UID-7"[..]));
+        assert_eq!(r[1].pop3_order(), Some(1));
+        assert_eq!(r[2].pop3_uidl(), None);
+        assert_eq!(r[2].pop3_order(), None, "not a number");
+        assert_eq!(r[2].pop3_order_field(), Some(&b"x"[..]));
+        assert_eq!((r[3].pop3_uidl(), r[3].pop3_order()), (None, None));
+        // Written back as it was (the empty P stays empty); only the `:2,S` goes, as
+        // records are written with the base filename.
+        let again = String::from_utf8_lossy(text).replace(":2,S", "");
+        assert_eq!(String::from_utf8_lossy(&serialize(&l)), again);
+    }
+
+    #[test]
+    fn set_pop3_writes_p_and_o_as_maildir_save() {
+        let mut rec = UidRecord::new(4, b"a.b".to_vec());
+        rec.set_ext(EXT_GUID, Some(b"g1".to_vec()));
+        rec.set_pop3(b"UID17-1300000000", 3);
+        rec.set_ext(b'X', Some(b"7".to_vec()));
+        assert_eq!(record_line(&rec), b"4 Gg1 PUID17-1300000000 O3 X7 :a.b\n");
+        rec.set_pop3(b"u", 0);
+        assert_eq!(record_line(&rec), b"4 Gg1 X7 Pu :a.b\n");
+        rec.set_pop3(b"", 0);
+        assert_eq!(record_line(&rec), b"4 Gg1 X7 :a.b\n");
+        let (l, _) = parse(b"3 V1 N1\n4 Gg1 PUID17-1300000000 O3 :a.b\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(l.records[0].pop3_uidl(), Some(&b"UID17-1300000000"[..]));
+        assert_eq!(l.records[0].pop3_order(), Some(3));
+    }
+
+    #[test]
+    fn storable_uidls() {
+        assert!(pop3_uidl_storable(b"UID17-1300000000"));
+        assert!(pop3_uidl_storable(b"a:b~!"));
+        for bad in [
+            &b""[..],
+            b"a b",
+            b"a\tb",
+            b"a\nb",
+            b"a\rb",
+            b"\x7f",
+            b"\xc3\xa9",
+            b"\0",
+        ] {
+            assert!(!pop3_uidl_storable(bad), "{bad:?}");
+        }
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use mailstore::{
     Changes, CommitResult, Error, FlagChange, FlagUpdate, Flags, Guid, Keyword, LineEndingReader,
     MailRecord, Mailbox, MailboxGuid, MailboxStatus, MailboxUpdate, ModSeq, NewMail, Result,
-    SaveLineEndings, Transaction, Uid,
+    SaveLineEndings, SyncGuard, Transaction, Uid,
 };
 
 use crate::dovecot_index;
@@ -935,6 +935,13 @@ impl Mailbox for MboxMailbox {
     /// From the transaction logs of Dovecot's index (modseqs of every change mailsync or
     /// Dovecot made); `Unknown` when the logs don't reach back to `since` or there is no
     /// index.
+    /// `.dovecot-box-sync.lock` in the mailbox's index directory.
+    fn lock_for_sync(&mut self, timeout: std::time::Duration) -> Result<Option<SyncGuard>> {
+        let dir = &self.paths.index_dir;
+        fs::create_dir_all(dir).map_err(|e| Error::io("mkdir", dir, e))?;
+        mailsync_index::lock::lock_mailbox_for_sync(dir, timeout)
+    }
+
     fn changes_since(&mut self, since: ModSeq) -> Result<Changes> {
         Ok(match &self.index {
             Some(v) => v.changes_since(since),
@@ -949,11 +956,7 @@ impl Mailbox for MboxMailbox {
         uids: &[Uid],
     ) -> Result<Vec<(Uid, FlagChange)>> {
         Ok(match &self.index {
-            Some(v) => v
-                .flag_changes_since(since, uids)
-                .into_iter()
-                .map(|(u, c)| (Uid(u), c))
-                .collect(),
+            Some(v) => v.flag_changes_since(since, uids),
             None => Vec::new(),
         })
     }

@@ -18,6 +18,11 @@ impl ConformanceTarget for Target {
         let loc = Location::parse("mbox:~/mail:INBOX=~/mail/INBOX", Some(self.dir.path())).unwrap();
         Box::new(MboxStore::open(&loc, &StoreOptions::default()).unwrap())
     }
+
+    /// Dovecot's mbox keeps no POP3 UIDLs (only an `X-UIDL:` header it may reuse).
+    fn keeps_pop3(&self) -> bool {
+        false
+    }
 }
 
 fn target() -> Target {

@@ -24,19 +24,28 @@ use crate::lines::SaveLineEndings;
 use crate::traits::{Mailbox, Store};
 use crate::types::{
     Changes, FlagChange, FlagOp, FlagUpdate, Flags, Guid, Keyword, MailRecord, MailboxGuid,
-    MailboxInfo, MailboxUpdate, ModSeq, NewMail, Uid,
+    MailboxInfo, MailboxUpdate, ModSeq, NewMail, Pop3Info, Uid,
 };
 
 /// A store under test. `open` may be called several times: each call opens the *same*
 /// store again (a new handle), so tests can check that changes persist.
 pub trait ConformanceTarget {
     fn open(&self) -> Box<dyn Store>;
+
+    /// Whether the backend keeps a message's POP3 UIDL and order (`NewMail::pop3`); mbox
+    /// doesn't, as Dovecot's mbox doesn't.
+    fn keeps_pop3(&self) -> bool {
+        true
+    }
 }
 
 /// Lets the suite's closure return a boxed target.
 impl<T: ConformanceTarget + ?Sized> ConformanceTarget for Box<T> {
     fn open(&self) -> Box<dyn Store> {
         (**self).open()
+    }
+    fn keeps_pop3(&self) -> bool {
+        (**self).keeps_pop3()
     }
 }
 
@@ -94,6 +103,8 @@ macro_rules! conformance_suite {
             highest_modseq_never_decreases
             changes_since_is_exact_when_known
             flag_changes_since_tells_own_changes_not_a_syncs
+            pop3_uidl_and_order_round_trip
+            lock_for_sync_excludes_a_second_taker
             deleted_mailboxes_lists_a_deleted_guid
             update_mailbox_raises_uid_next_and_highest_modseq
             update_mailbox_sets_uid_validity_of_an_empty_mailbox
@@ -962,6 +973,7 @@ pub fn save_keeps_guid_uid_dates_flags_keywords(target: &dyn ConformanceTarget) 
                 saved_date: None,
                 flags: Flags::SEEN | Flags::FLAGGED,
                 keywords: kw(&["$Forwarded", "Junk"]),
+                pop3: Default::default(),
             },
             body,
         )],
@@ -2010,6 +2022,82 @@ pub fn flag_changes_since_tells_own_changes_not_a_syncs(target: &dyn Conformance
     };
     check(&mut *mb);
     check(&mut *open(&*target.open(), "FlagLog"));
+}
+
+/// A saved POP3 UIDL and order come back from `pop3_info`, also after a reopen and for a
+/// message saved without them (none); a backend that keeps none saves the message anyway.
+pub fn pop3_uidl_and_order_round_trip(target: &dyn ConformanceTarget) {
+    let store = target.open();
+    store.create_mailbox("Pop", None).unwrap();
+    let mut mb = open(&*store, "Pop");
+    let kept = Pop3Info {
+        uidl: b"UID17-1300000000".to_vec(),
+        order: 3,
+    };
+    let only_uidl = Pop3Info {
+        uidl: b"000001a24f3c".to_vec(),
+        order: 0,
+    };
+    let uids = save_all(
+        &mut *mb,
+        vec![
+            (
+                NewMail {
+                    pop3: kept.clone(),
+                    ..Default::default()
+                },
+                &b"Subject: one\r\n\r\n1\r\n"[..],
+            ),
+            (NewMail::default(), &b"Subject: two\r\n\r\n2\r\n"[..]),
+            (
+                NewMail {
+                    pop3: only_uidl.clone(),
+                    ..Default::default()
+                },
+                &b"Subject: three\r\n\r\n3\r\n"[..],
+            ),
+        ],
+    );
+    let want = if target.keeps_pop3() {
+        vec![kept, Pop3Info::default(), only_uidl]
+    } else {
+        vec![Pop3Info::default(); 3]
+    };
+    for store in [store, target.open()] {
+        let mut mb = open(&*store, "Pop");
+        let got: Vec<Pop3Info> = uids
+            .iter()
+            .map(|u| mb.pop3_info(*u).expect("pop3_info"))
+            .collect();
+        assert_eq!(got, want);
+    }
+}
+
+/// A mailbox's sync lock (`Mailbox::lock_for_sync`), where the backend has one, keeps a
+/// second taker — another handle, as another process would be — waiting until its timeout
+/// (`LockTimeout`), and is free again once the guard is dropped. Other mailboxes are not
+/// affected.
+pub fn lock_for_sync_excludes_a_second_taker(target: &dyn ConformanceTarget) {
+    let store = target.open();
+    store.create_mailbox("Locked", None).unwrap();
+    store.create_mailbox("Other", None).unwrap();
+    let wait = std::time::Duration::from_millis(200);
+    let mut first = open(&*store, "Locked");
+    let Some(guard) = first.lock_for_sync(wait).expect("lock_for_sync") else {
+        return;
+    };
+    let other = target.open();
+    let mut second = open(&*other, "Locked");
+    let started = std::time::Instant::now();
+    expect_err(second.lock_for_sync(wait), ErrorKind::Temp, "a held lock");
+    assert!(started.elapsed() >= wait, "waited for the timeout");
+    let mut elsewhere = open(&*other, "Other");
+    assert!(elsewhere
+        .lock_for_sync(wait)
+        .expect("another mailbox")
+        .is_some());
+    drop(guard);
+    assert!(second.lock_for_sync(wait).expect("released").is_some());
 }
 
 /// `Store::deleted_mailboxes` remembers the GUID of a deleted mailbox (with a plausible

@@ -33,7 +33,7 @@ use crate::traits::{Mailbox, Store, Transaction};
 use crate::types::{
     Changes, CommitResult, FlagChange, FlagOp, FlagUpdate, Flags, Guid, Keyword, MailRecord,
     MailboxAttrs, MailboxGuid, MailboxInfo, MailboxStatus, MailboxUpdate, ModSeq, NameChangeTimes,
-    NewMail, StoreOptions, Uid,
+    NewMail, Pop3Info, StoreOptions, Uid,
 };
 
 /// A store held entirely in memory. Clones share the same state.
@@ -92,6 +92,7 @@ struct FlagLogRecord {
 struct StoredMail {
     record: MailRecord,
     body: Arc<[u8]>,
+    pop3: Pop3Info,
 }
 
 struct ExpungeRecord {
@@ -476,6 +477,16 @@ impl Mailbox for MemoryMailbox {
         Ok(self.view.records.clone())
     }
 
+    fn pop3_info(&mut self, uid: Uid) -> Result<Pop3Info> {
+        self.with_state(|mailbox| {
+            mailbox
+                .messages
+                .get(&uid.0)
+                .map(|m| m.pop3.clone())
+                .ok_or(Error::MailNotFound(uid))
+        })
+    }
+
     fn open_mail(&mut self, uid: Uid) -> Result<Box<dyn Read + Send>> {
         let body = self.with_state(|mailbox| {
             mailbox
@@ -800,6 +811,7 @@ fn apply_save(state: &mut MailboxState, uid: Uid, mail: NewMail, body: Vec<u8>) 
         StoredMail {
             record,
             body: Arc::from(body.into_boxed_slice()),
+            pop3: mail.pop3,
         },
     );
 }

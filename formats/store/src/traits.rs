@@ -6,7 +6,7 @@ use std::io::Read;
 use crate::error::Result;
 use crate::types::{
     Changes, CommitResult, FlagChange, FlagUpdate, MailRecord, MailboxGuid, MailboxInfo,
-    MailboxStatus, MailboxUpdate, ModSeq, NameChangeTimes, NewMail, Uid,
+    MailboxStatus, MailboxUpdate, ModSeq, NameChangeTimes, NewMail, Pop3Info, SyncGuard, Uid,
 };
 
 /// A user's mail store: the mailbox tree of one mail location.
@@ -113,6 +113,12 @@ pub trait Mailbox: Send {
         Ok(records)
     }
 
+    /// The message's kept POP3 UIDL and order (`NewMail::pop3`). Default: none kept.
+    fn pop3_info(&mut self, uid: Uid) -> Result<Pop3Info> {
+        let _ = uid;
+        Ok(Pop3Info::default())
+    }
+
     /// Streams the message's bytes as stored. Errors with `MailNotFound` when it was
     /// expunged since the view was taken.
     fn open_mail(&mut self, uid: Uid) -> Result<Box<dyn Read + Send>>;
@@ -158,6 +164,17 @@ pub trait Mailbox: Send {
     ) -> Result<Vec<(Uid, FlagChange)>> {
         let _ = (since, uids);
         Ok(Vec::new())
+    }
+
+    /// Takes the mailbox's sync lock, waiting up to `timeout`, and holds it until the
+    /// guard is dropped: dsync's `.dovecot-box-sync.lock` in the mailbox's index directory
+    /// (src/doveadm/dsync/dsync-mailbox.c dsync_mailbox_lock), so that two syncs of one
+    /// mailbox — mailsync's or Dovecot's — never run at once. A timeout is
+    /// `Error::LockTimeout`. `Ok(None)`: no such lock here (no index directory, as Dovecot
+    /// takes none without index files). Default: none.
+    fn lock_for_sync(&mut self, timeout: std::time::Duration) -> Result<Option<SyncGuard>> {
+        let _ = timeout;
+        Ok(None)
     }
 
     /// Changes UIDVALIDITY / raises NEXTUID and HIGHESTMODSEQ (Dovecot's `mailbox_update`,

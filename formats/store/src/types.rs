@@ -325,6 +325,34 @@ pub struct NewMail {
     pub saved_date: Option<i64>,
     pub flags: Flags,
     pub keywords: Vec<Keyword>,
+    /// Keep this POP3 UIDL and order (dsync passes the source's).
+    pub pop3: Pop3Info,
+}
+
+/// A held mailbox lock (`Mailbox::lock_for_sync`); dropping it releases the lock.
+pub type SyncGuard = Box<dyn Send>;
+
+/// DSYNC_MAILBOX_LOCK_FILENAME (src/doveadm/dsync/dsync-brain-private.h): the file of
+/// `Mailbox::lock_for_sync` in a mailbox's index directory.
+pub const BOX_SYNC_LOCK_FILENAME: &str = ".dovecot-box-sync.lock";
+
+/// A message's POP3 state (dsync's `pop3_uidl` and `pop3_order`): kept through a
+/// conversion so that POP3 clients don't fetch every message again. Maildir keeps it in
+/// `dovecot-uidlist` (`P` and `O` record fields), sdbox and mdbox in the message's
+/// metadata (`P` and `O` lines); mbox keeps none (nor does Dovecot's mbox).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Pop3Info {
+    /// The UIDL a POP3 server shows for the message; empty = none kept (the server derives
+    /// one).
+    pub uidl: Vec<u8>,
+    /// The message's place in the POP3 listing; 0 = none kept.
+    pub order: u32,
+}
+
+impl Pop3Info {
+    pub fn is_empty(&self) -> bool {
+        self.uidl.is_empty() && self.order == 0
+    }
 }
 
 /// How a flag update combines with the current flags.
