@@ -1553,8 +1553,6 @@ impl Mailbox for MaildirMailbox {
         }
     }
 
-    /// Answered from the index's transaction logs as of the last sync (`Unknown` when the
-    /// logs don't reach back that far, or for INDEX=MEMORY).
     /// `.dovecot-box-sync.lock` in the mailbox's index directory (none for INDEX=MEMORY).
     fn lock_for_sync(&mut self, timeout: std::time::Duration) -> Result<Option<SyncGuard>> {
         let Some(dir) = &self.index_dir else {
@@ -1563,6 +1561,9 @@ impl Mailbox for MaildirMailbox {
         mkdir_all(dir, dir_mode(&self.paths.dir)).map_err(|e| Error::io("mkdir", dir, e))?;
         mailsync_index::lock::lock_mailbox_for_sync(dir, timeout)
     }
+
+    /// Answered from the index's transaction logs as of the last sync (`Unknown` when the
+    /// logs don't reach back that far, or for INDEX=MEMORY).
 
     fn changes_since(&mut self, since: ModSeq) -> Result<Changes> {
         Ok(self.index.changes_since(since))

@@ -932,9 +932,6 @@ impl Mailbox for MboxMailbox {
         Ok(v)
     }
 
-    /// From the transaction logs of Dovecot's index (modseqs of every change mailsync or
-    /// Dovecot made); `Unknown` when the logs don't reach back to `since` or there is no
-    /// index.
     /// `.dovecot-box-sync.lock` in the mailbox's index directory.
     fn lock_for_sync(&mut self, timeout: std::time::Duration) -> Result<Option<SyncGuard>> {
         let dir = &self.paths.index_dir;
@@ -942,6 +939,9 @@ impl Mailbox for MboxMailbox {
         mailsync_index::lock::lock_mailbox_for_sync(dir, timeout)
     }
 
+    /// From the transaction logs of Dovecot's index (modseqs of every change mailsync or
+    /// Dovecot made); `Unknown` when the logs don't reach back to `since` or there is no
+    /// index.
     fn changes_since(&mut self, since: ModSeq) -> Result<Changes> {
         Ok(match &self.index {
             Some(v) => v.changes_since(since),
