@@ -432,3 +432,108 @@ fn a_mailbox_locked_for_sync_makes_a_sync_wait_then_fail_without_changes() {
     assert_eq!(fetch(&a), fetch(&b));
     assert!(!lock_path.exists(), "the run's lock is gone with it");
 }
+
+/// `-T SECS`: a side stuck in I/O (here a message "file" that is a FIFO nobody writes to, so
+/// opening it blocks like a read from a hung file system) makes the run give up after SECS
+/// seconds of nothing moving, with exit 75, instead of hanging forever.
+#[test]
+fn a_sync_stuck_in_io_gives_up_after_the_t_timeout() {
+    let env = Env::new();
+    let src_dir = env.root.join("A");
+    let src = format!("maildir:{}", src_dir.display());
+    harness::ok(
+        "save",
+        env.doveadm_stdin(
+            &src,
+            &["save", "-m", "INBOX"],
+            Some(b"Subject: fine\n\nok\n"),
+        ),
+    );
+    let fifo = src_dir.join("new/1700000000.M1P1.stuck");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    env.chown_tree(&env.root);
+    let dest = format!("mdbox:{}", env.root.join("D").display());
+    let started = std::time::Instant::now();
+    let out = env.mailsync(&src, &["backup", "-T", "2", &dest]);
+    let took = started.elapsed();
+    assert_eq!(code(&out), 75, "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("stalled for 2 seconds"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        took >= std::time::Duration::from_secs(2) && took < std::time::Duration::from_secs(20),
+        "{took:?}"
+    );
+}
+
+/// `-P`: the destination is purged after the sync — an mdbox copy whose messages were
+/// expunged (by the backup following the source) loses their bytes from its storage
+/// files, as `doveadm sync -P` does; without `-P` they stay until a purge. Dovecot then
+/// reads the purged copy as the source.
+#[test]
+fn backup_with_p_purges_the_mdbox_destination() {
+    let env = Env::new();
+    let src_dir = env.root.join("A");
+    let src = format!("maildir:{}", src_dir.display());
+    let big = format!("Subject: big\n\n{}\n", "x".repeat(200_000));
+    for n in 0..3 {
+        let body = if n == 1 {
+            big.clone()
+        } else {
+            format!("Subject: small {n}\n\n{n}\n")
+        };
+        harness::ok(
+            "save",
+            env.doveadm_stdin(&src, &["save", "-m", "INBOX"], Some(body.as_bytes())),
+        );
+    }
+    env.chown_tree(&env.root);
+    let dest_dir = env.root.join("D");
+    let dest = format!("mdbox:{}", dest_dir.display());
+    let storage_bytes = || -> u64 {
+        std::fs::read_dir(dest_dir.join("storage"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("m."))
+            .map(|e| e.metadata().unwrap().len())
+            .sum()
+    };
+    assert_eq!(code(&env.mailsync(&src, &["backup", &dest])), 0);
+    let full = storage_bytes();
+    assert!(full > 200_000, "{full}");
+    harness::ok(
+        "expunge",
+        env.doveadm(&src, &["expunge", "mailbox", "INBOX", "uid", "2"]),
+    );
+    env.chown_tree(&env.root);
+    assert_eq!(code(&env.mailsync(&src, &["backup", &dest])), 0);
+    assert_eq!(storage_bytes(), full, "expunged bytes stay until a purge");
+    let out = env.mailsync(&src, &["backup", "-P", &dest]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(storage_bytes() < 10_000, "{} after -P", storage_bytes());
+    env.chown_tree(&env.root);
+    let fetch = |loc: &str| {
+        harness::ok(
+            "fetch",
+            env.doveadm(
+                loc,
+                &[
+                    "-f",
+                    "tab",
+                    "fetch",
+                    "uid guid text",
+                    "mailbox",
+                    "INBOX",
+                    "all",
+                ],
+            ),
+        )
+    };
+    assert_eq!(fetch(&dest), fetch(&src));
+}

@@ -1055,11 +1055,61 @@ fn row_same_guid_at_different_uids_a_copy_on_one_side_arrives_as_a_copy() {
         .read_to_string(&mut body)
         .unwrap();
     save(&a, "INBOX", None, "g2", &body);
-    assert_eq!(run(&a, &b, MergeKind::TwoWay), 0);
+    let r = sync::run(
+        Box::new(a.clone()),
+        Box::new(b.clone()),
+        &SyncOptions {
+            debug: true,
+            ..Default::default()
+        },
+    );
+    assert_eq!(r.exit_code, 0, "{:?}", r.errors);
     assert_equal(&a, &b);
     let u = uids(&b, "INBOX");
     assert_eq!(u.iter().filter(|m| m.1 == "g2").count(), 2);
     assert_eq!(u.last().unwrap(), &(6, "g2".to_string()));
+    // B made it from its own UID 2 (bytes verified equal): no body crossed.
+    assert!(
+        r.log
+            .iter()
+            .any(|l| l == "slave: INBOX: local copies (peer UID -> own UID): {Uid(6): Uid(2)}"),
+        "{:#?}",
+        r.log
+    );
+    assert!(
+        !r.log.iter().any(|l| l.contains("Peer(")),
+        "a body was requested: {:#?}",
+        r.log
+    );
+    assert_eq!(body_of(&b, "INBOX", 6), body);
+}
+
+/// A local copy needs equal bytes, not just an equal GUID: a message at a new UID whose
+/// GUID the receiver holds with other bytes (header-derived GUIDs collide) is transferred,
+/// and arrives with its own bytes.
+#[test]
+fn a_same_guid_with_other_bytes_is_transferred_not_copied() {
+    let (a, b) = common_five();
+    save(&a, "INBOX", None, "g2", "not the bytes of message 2\n");
+    let r = sync::run(
+        Box::new(a.clone()),
+        Box::new(b.clone()),
+        &SyncOptions {
+            debug: true,
+            ..Default::default()
+        },
+    );
+    assert_eq!(r.exit_code, 0, "{:?}", r.errors);
+    assert!(
+        r.log
+            .iter()
+            .any(|l| l == "slave: INBOX: local copies (peer UID -> own UID): {}"),
+        "{:#?}",
+        r.log
+    );
+    assert_eq!(body_of(&b, "INBOX", 6), "not the bytes of message 2\n");
+    assert_ne!(body_of(&b, "INBOX", 2), body_of(&b, "INBOX", 6));
+    assert_equal(&a, &b);
 }
 
 #[test]

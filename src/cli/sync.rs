@@ -23,11 +23,13 @@ Exit codes as doveadm: 0 in sync, 2 finished but not perfectly in sync (run agai
 30days before now); -I a size such as 100k or 10M; -O a system flag (\\Seen) or keyword, \
 with a leading - for mails without it. These filters only choose which missing mails are \
 saved: mails outside them are neither copied nor treated as missing. -l SECS takes the \
-per-user lock ~/.dovecot-sync.lock, waiting at most SECS (exit 75 on timeout).
+per-user lock ~/.dovecot-sync.lock, waiting at most SECS (exit 75 on timeout), and bounds the \
+wait for each mailbox's .dovecot-box-sync.lock (else 30 s). -T SECS gives up with exit 75 when \
+nothing moves between the two sides for SECS seconds (a side stuck on a hung file system).
 
 mailsync has one namespace: every -n prefix selects it, as doveadm does for a user with one \
-namespace. Accepted without effect: -N, -P (purging is done by the backends' own \
-commands), -T (a local sync has no remote I/O to time out).";
+namespace; -N is accepted for the same reason. -P purges the destination afterwards (mdbox: \
+as `mailsync purge`; other formats have nothing to purge).";
 
 /// Options of `sync` and `backup` (doveadm-dsync.c's getopt string `1a:dEfg:I:l:m:n:NO:Pr:Rs:t:e:T:Ux:`).
 #[derive(Args, Debug, Clone, Default)]
@@ -41,7 +43,7 @@ pub struct SyncArgs {
     /// Full sync: compare every mailbox even if its counters are unchanged.
     #[arg(short = 'f')]
     pub full: bool,
-    /// Purge the destination afterwards (accepted; no effect yet).
+    /// Purge the destination afterwards (mdbox; as `mailsync purge`).
     #[arg(short = 'P')]
     pub purge: bool,
     /// Reverse the direction: DESTINATION is the source of a one-way run.
@@ -68,7 +70,8 @@ pub struct SyncArgs {
     /// Stateful sync from this state ("" = none); prints the new state on stdout.
     #[arg(short = 's', value_name = "STATE")]
     pub state: Option<String>,
-    /// I/O stall timeout (accepted; a local sync has no remote I/O).
+    /// Give up (exit 75) when nothing moves between the two sides for SECS seconds (a side
+    /// stuck in I/O, e.g. on a hung file system); 0 or absent: wait.
     #[arg(short = 'T', value_name = "SECS")]
     pub timeout: Option<u32>,
     /// Only save mails received at or after this date.
@@ -183,6 +186,10 @@ pub fn run(
             .map_or(sync::MAILBOX_LOCK_TIMEOUT, |secs| {
                 Duration::from_secs(secs.into())
             }),
+        io_timeout: args
+            .timeout
+            .filter(|secs| *secs > 0)
+            .map(|secs| Duration::from_secs(secs.into())),
     };
     // dsync_brain_lock: in a local run the master locks, in the user's home.
     let _lock = match args.lock_timeout.filter(|secs| *secs > 0) {
@@ -208,12 +215,44 @@ pub fn run(
     if state_invalid && code == 0 {
         code = 2;
     }
+    if args.purge && matches!(code, 0 | 2) {
+        // -P (doveadm-dsync.c purge_remote): purge the destination once the sync is done.
+        if let Err((c, msg)) = purge_destination(&dest_spec, &vars, home.as_deref()) {
+            let _ = writeln!(err, "Error: {msg}");
+            code = c;
+        }
+    }
     if args.state.is_some() {
         let states = if code == 0 { report.state } else { Vec::new() };
         let _ = writeln!(out, "{}", sync::state::encode(&states));
     }
     let _ = out.flush();
     code
+}
+
+/// `-P`: `mailsync purge` of the destination: mdbox's unreferenced messages removed from
+/// its storage files; other formats have nothing to purge (doveadm purge does nothing for
+/// them either).
+fn purge_destination(
+    spec: &str,
+    vars: &Vars,
+    home: Option<&std::path::Path>,
+) -> Result<(), (i32, String)> {
+    let loc = Location::parse(&expand_vars(spec, vars), home)
+        .map_err(|e| (exit::TEMPFAIL, format!("{spec}: {e}")))?;
+    if loc.driver != "mdbox" {
+        return Ok(());
+    }
+    let store = mailsync_dbox::DboxStore::open(&loc, &StoreOptions::default())
+        .map_err(|e| (exit::TEMPFAIL, format!("{spec}: {e}")))?;
+    mailsync_dbox::purge::purge(store.layout())
+        .map(|_| ())
+        .map_err(|e| {
+            (
+                e.kind().exit_code(),
+                format!("Purging {spec} failed: {}", super::storage_error_text(&e)),
+            )
+        })
 }
 
 /// The parsed `-g`, `-t`, `-e`, `-I` and `-O` (doveadm-dsync.c cmd_mailbox_dsync_parse_arg).

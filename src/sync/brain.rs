@@ -84,6 +84,8 @@ pub struct Brain {
     pub opened: BTreeMap<String, Box<dyn Mailbox>>,
     /// GUID → name of this side's mailboxes, until the tree changes.
     pub names: Option<BTreeMap<MailboxGuid, String>>,
+    /// Items sent by either brain (what `-T` watches).
+    pub progress: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn peer_gone() -> SyncError {
@@ -179,6 +181,11 @@ fn read_some(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
 
 /// SHA-1 of a message's body with CRLF read as LF; `None` when it can't be read.
 fn body_digest(mailbox: &mut dyn Mailbox, uid: Uid) -> Option<[u8; 20]> {
+    digest_of(mailbox, uid, true)
+}
+
+/// SHA-1 of the message's bytes exactly as stored (`lf_only`: CRLF read as LF).
+fn digest_of(mailbox: &mut dyn Mailbox, uid: Uid, lf_only: bool) -> Option<[u8; 20]> {
     let mut body = mailbox.open_mail(uid).ok()?;
     let mut hash = Sha1::new();
     let mut buf = vec![0u8; CHUNK_SIZE];
@@ -191,6 +198,10 @@ fn body_digest(mailbox: &mut dyn Mailbox, uid: Uid) -> Option<[u8; 20]> {
             Err(_) => return None,
         };
         let mut chunk = &buf[..n];
+        if !lf_only {
+            hash.update(chunk);
+            continue;
+        }
         if held_cr {
             if chunk[0] != b'\n' {
                 hash.update(b"\r");
@@ -385,6 +396,8 @@ fn view_from_items(b: &MailboxItem, items: Vec<Item>, expunges_known: bool) -> S
 
 impl Brain {
     fn send(&self, item: Item) -> Result<(), SyncError> {
+        self.progress
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.tx.send(item).map_err(|_| peer_gone())
     }
 
@@ -1256,6 +1269,7 @@ impl Brain {
             self.verified_links(name, mailbox.as_mut(), pv, sv, primary)?
         };
         let full = plan::plan_mailbox(kind, pv, sv, lcu, &filter, &links);
+        let copies = self.verified_copies(name, mailbox.as_mut(), &full, pv, sv, primary)?;
         let mut filtered_min_uid = full.filtered_min_uid;
         let mut mine: SidePlan = if primary {
             full.primary.clone()
@@ -1288,6 +1302,13 @@ impl Brain {
                 self.out.changes_during_sync = true;
             }
         }
+        for save in &mut mine.saves {
+            if let SaveSource::Peer(peer_uid) = save.source {
+                if let Some(local) = copies.get(&peer_uid) {
+                    save.source = SaveSource::Copy(*local);
+                }
+            }
+        }
         let common_next = full.primary.min_uid_next.max(full.secondary.min_uid_next);
         self.log(format!("{name}: {kind:?} plan {mine:?}"));
         let requests: Vec<Item> = mine
@@ -1298,7 +1319,7 @@ impl Brain {
                     guid: s.guid.clone(),
                     uid,
                 })),
-                SaveSource::Own(_) => None,
+                SaveSource::Own(_) | SaveSource::Copy(_) => None,
             })
             .collect();
         let peer_requests: Vec<MailRequest> = self
@@ -1382,6 +1403,66 @@ impl Brain {
                 .collect(),
         );
         Ok(())
+    }
+
+    /// The local copies this side can make instead of receiving a body
+    /// (`plan::local_copy_candidates`): the peer's UID → this side's UID of the same bytes.
+    /// Each side hashes the candidates' bodies it holds — its local instances, and its
+    /// messages the peer would copy — and the two exchange the digests. Both sides compute
+    /// the same candidates, so without any (the usual case) nothing is exchanged.
+    fn verified_copies(
+        &mut self,
+        name: &str,
+        mailbox: &mut dyn Mailbox,
+        full: &plan::MailboxPlan,
+        pv: &SideView,
+        sv: &SideView,
+        primary: bool,
+    ) -> Result<BTreeMap<Uid, Uid>, SyncError> {
+        let candidates = plan::local_copy_candidates(full, pv, sv);
+        if candidates.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        // For my candidates my local instance; for the peer's, my message it would copy.
+        let mut mine = Vec::new();
+        let mut hashed = BTreeSet::new();
+        for &(secondary, peer_uid, local_uid) in &candidates {
+            let uid = if secondary != primary {
+                local_uid
+            } else {
+                peer_uid
+            };
+            if hashed.insert(uid) {
+                // A message with a POP3 UIDL or order goes as a transfer, which carries
+                // them; a copy would take the local instance's (another message's).
+                let sender = secondary == primary;
+                let keeps_pop3 = sender && !mailbox.pop3_info(uid).unwrap_or_default().is_empty();
+                mine.push(Item::MailHash(MailHash {
+                    uid,
+                    digest: if keeps_pop3 {
+                        None
+                    } else {
+                        digest_of(mailbox, uid, false)
+                    },
+                }));
+            }
+        }
+        let my_digests = digests(&mine);
+        let peer_digests = digests(&self.exchange_list(mine)?);
+        let copies: BTreeMap<Uid, Uid> = candidates
+            .into_iter()
+            .filter(|&(secondary, peer_uid, local_uid)| {
+                secondary != primary
+                    && my_digests
+                        .get(&local_uid)
+                        .is_some_and(|d| peer_digests.get(&peer_uid) == Some(d))
+            })
+            .map(|(_, peer_uid, local_uid)| (peer_uid, local_uid))
+            .collect();
+        self.log(format!(
+            "{name}: local copies (peer UID -> own UID): {copies:?}"
+        ));
+        Ok(copies)
     }
 
     /// The link candidates whose bodies are equal on both sides: each side hashes its own
@@ -1589,7 +1670,7 @@ impl Brain {
         let needs_own = plan
             .saves
             .iter()
-            .any(|s| matches!(s.source, SaveSource::Own(_)));
+            .any(|s| matches!(s.source, SaveSource::Own(_) | SaveSource::Copy(_)));
         let mut own_reader = if needs_own {
             Some(self.store.open_mailbox(name)?)
         } else {
@@ -1631,8 +1712,10 @@ impl Brain {
                 pop3: Default::default(),
             };
             match save.source {
-                SaveSource::Own(uid) => {
-                    if let Some(r) = own_reader.as_mut() {
+                SaveSource::Own(uid) | SaveSource::Copy(uid) => {
+                    // a renumbered message keeps its POP3 data; a copy takes none (it is
+                    // made only of messages without any: `verified_copies`)
+                    if let (SaveSource::Own(_), Some(r)) = (&save.source, own_reader.as_mut()) {
                         match r.pop3_info(uid) {
                             Ok(p) => mail.pop3 = p,
                             Err(Error::MailNotFound(_)) => {}
@@ -1644,7 +1727,9 @@ impl Brain {
                         Some(Ok(mut body)) if failure.is_none() => match tx.save(mail, &mut body) {
                             Ok(()) => {
                                 wanted.push(save.uid);
-                                renumbered.push(Some(uid));
+                                // a renumbered message moved; a local copy's source stays
+                                renumbered
+                                    .push(matches!(save.source, SaveSource::Own(_)).then_some(uid));
                             }
                             Err(e) => failure = Some(e),
                         },

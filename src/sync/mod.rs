@@ -15,7 +15,9 @@ pub mod plan;
 pub mod state;
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::sync_channel;
+use std::sync::Arc;
 
 use mailstore::{MailboxGuid, Store};
 
@@ -51,6 +53,9 @@ pub struct SyncOptions {
     /// (`Mailbox::lock_for_sync`): `-l SECS` when given, else dsync's 30 s
     /// (DSYNC_MAILBOX_DEFAULT_LOCK_TIMEOUT_SECS, dsync-brain.c).
     pub mailbox_lock_timeout: std::time::Duration,
+    /// `-T SECS`: give up (exit 75) when nothing crosses between the two sides for that
+    /// long — a side stuck in I/O on a hung file system. `None`: wait forever.
+    pub io_timeout: Option<std::time::Duration>,
 }
 
 /// DSYNC_MAILBOX_DEFAULT_LOCK_TIMEOUT_SECS.
@@ -70,6 +75,7 @@ impl Default for SyncOptions {
             state: None,
             debug: false,
             mailbox_lock_timeout: MAILBOX_LOCK_TIMEOUT,
+            io_timeout: None,
         }
     }
 }
@@ -79,6 +85,8 @@ impl Default for SyncOptions {
 pub enum SyncError {
     Store(mailstore::Error),
     Peer(String),
+    /// `-T`: the run gave up on a brain that moved nothing for that long.
+    Stalled(String),
 }
 
 impl fmt::Display for SyncError {
@@ -86,6 +94,7 @@ impl fmt::Display for SyncError {
         match self {
             SyncError::Store(e) => write!(f, "{e}"),
             SyncError::Peer(e) => write!(f, "dsync: {e}"),
+            SyncError::Stalled(e) => write!(f, "{e}"),
         }
     }
 }
@@ -114,55 +123,87 @@ pub struct SyncReport {
 pub fn run(local: Box<dyn Store>, remote: Box<dyn Store>, opts: &SyncOptions) -> SyncReport {
     let (to_slave, from_master) = sync_channel(CHANNEL_BOUND);
     let (to_master, from_slave) = sync_channel(CHANNEL_BOUND);
-    let mut master = brain::Brain {
-        store: local,
-        master: true,
+    let progress = Arc::new(AtomicU64::new(0));
+    let brain = |store, master, tx, rx| brain::Brain {
+        store,
+        master,
         opts: opts.clone(),
-        tx: to_slave,
-        rx: from_slave,
+        tx,
+        rx,
         out: Default::default(),
         opened: Default::default(),
         names: None,
+        progress: Arc::clone(&progress),
     };
-    let mut slave = brain::Brain {
-        store: remote,
-        master: false,
-        opts: opts.clone(),
-        tx: to_master,
-        rx: from_master,
-        out: Default::default(),
-        opened: Default::default(),
-        names: None,
-    };
-    let (master_result, slave_result, slave) = std::thread::scope(|scope| {
-        let handle = scope.spawn(move || {
-            let r = slave.run();
-            // Dropping the slave's channel ends unblocks a master waiting on it.
-            (r, slave.out)
+    let brains = [
+        brain(local, true, to_slave, from_slave),
+        brain(remote, false, to_master, from_master),
+    ];
+    // Each brain on its own thread; a brain that ends drops its channel ends, which
+    // unblocks a peer waiting on it. The threads are not joined: with `-T` a brain stuck
+    // in I/O (a hung file system) is left behind when the run gives up on it.
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    for mut b in brains {
+        let done = done_tx.clone();
+        std::thread::spawn(move || {
+            let is_master = b.master;
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| b.run()))
+                .unwrap_or_else(|_| Err(SyncError::Peer("a sync brain panicked".into())));
+            let out = std::mem::take(&mut b.out);
+            drop(b);
+            let _ = done.send((is_master, r, out));
         });
-        let m = master.run();
-        if m.is_err() {
-            // Unblock the slave: drop our ends.
-            let (dead_tx, _) = sync_channel(1);
-            master.tx = dead_tx;
-            let (_, dead_rx) = sync_channel(1);
-            master.rx = dead_rx;
+    }
+    drop(done_tx);
+    let mut results: [Option<(Result<(), SyncError>, brain::BrainOutcome)>; 2] = [None, None];
+    let mut seen = progress.load(Ordering::Relaxed);
+    let mut quiet_since = std::time::Instant::now();
+    while results.iter().any(Option::is_none) {
+        let wait = opts
+            .io_timeout
+            .map_or(std::time::Duration::from_secs(3600), |t| {
+                t.min(std::time::Duration::from_secs(1))
+            });
+        match done_rx.recv_timeout(wait) {
+            Ok((is_master, r, out)) => results[usize::from(!is_master)] = Some((r, out)),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                let now = progress.load(Ordering::Relaxed);
+                if now != seen {
+                    seen = now;
+                    quiet_since = std::time::Instant::now();
+                } else if let Some(t) = opts.io_timeout.filter(|t| quiet_since.elapsed() >= *t) {
+                    // -T: nothing crossed between the brains for that long.
+                    let stalled = format!(
+                        "dsync: I/O has stalled for {} seconds (-T), giving up",
+                        t.as_secs()
+                    );
+                    for slot in results.iter_mut().filter(|r| r.is_none()) {
+                        *slot =
+                            Some((Err(SyncError::Stalled(stalled.clone())), Default::default()));
+                    }
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         }
-        let (s, out) = handle.join().unwrap_or_else(|_| {
+    }
+    let take = |slot: Option<(Result<(), SyncError>, brain::BrainOutcome)>| {
+        slot.unwrap_or_else(|| {
             (
-                Err(SyncError::Peer("the slave brain panicked".into())),
+                Err(SyncError::Peer("a sync brain vanished".into())),
                 Default::default(),
             )
-        });
-        (m, s, out)
-    });
+        })
+    };
+    let [m, s] = results;
+    let (master_result, master_out) = take(m);
+    let (slave_result, slave) = take(s);
     let mut report = SyncReport {
-        changes_during_sync: master.out.changes_during_sync || slave.changes_during_sync,
+        changes_during_sync: master_out.changes_during_sync || slave.changes_during_sync,
         ..Default::default()
     };
-    report.errors.extend(master.out.errors);
+    report.errors.extend(master_out.errors);
     report.errors.extend(slave.errors);
-    report.log.extend(master.out.log);
+    report.log.extend(master_out.log);
     report.log.extend(slave.log);
     let mut failed_temp = false;
     for r in [&master_result, &slave_result] {
@@ -181,7 +222,7 @@ pub fn run(local: Box<dyn Store>, remote: Box<dyn Store>, opts: &SyncOptions) ->
         0
     };
     if report.exit_code == 0 {
-        report.state = master.out.states;
+        report.state = master_out.states;
     }
     report
 }

@@ -101,6 +101,9 @@ pub enum SaveSource {
     Own(Uid),
     /// The peer's message with that UID (requested with `R`).
     Peer(Uid),
+    /// A copy of this side's own message with that UID, which stays: its bytes were
+    /// verified equal to the peer's message (`local_copy_candidates`), so nothing crosses.
+    Copy(Uid),
 }
 
 /// A message to save with a wanted UID.
@@ -348,6 +351,42 @@ pub fn link_candidates(p: &SideView, s: &SideView) -> Vec<(Uid, Uid)> {
         }
     }
     out.sort();
+    out
+}
+
+/// Saves of a message the receiving side already holds under the same GUID in this
+/// mailbox at another UID that stays (not expunged by the plan): (receiving side is the
+/// secondary, the peer's UID, the receiver's UID) — dsync-mailbox-import.c copies such a
+/// local instance instead of asking for the body. Both brains compute the same list from
+/// the full plan; the copy is made only when the two bodies hash equal byte for byte (the
+/// GUID alone never proves two messages the same).
+pub fn local_copy_candidates(
+    plan: &MailboxPlan,
+    p: &SideView,
+    s: &SideView,
+) -> Vec<(bool, Uid, Uid)> {
+    fn for_side(side: &SidePlan, own: &SideView, secondary: bool, out: &mut Vec<(bool, Uid, Uid)>) {
+        let expunged: BTreeSet<Uid> = side.expunge.iter().copied().collect();
+        let mut by_guid: BTreeMap<&[u8], Uid> = BTreeMap::new();
+        for m in own.mails.iter().filter(|m| !expunged.contains(&m.uid)) {
+            if let Some(g) = &m.guid {
+                by_guid.entry(g.as_bytes()).or_insert(m.uid);
+            }
+        }
+        if by_guid.is_empty() {
+            return;
+        }
+        for save in &side.saves {
+            if let (SaveSource::Peer(peer_uid), Some(g)) = (&save.source, &save.guid) {
+                if let Some(local) = by_guid.get(g.as_bytes()) {
+                    out.push((secondary, *peer_uid, *local));
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for_side(&plan.primary, p, false, &mut out);
+    for_side(&plan.secondary, s, true, &mut out);
     out
 }
 

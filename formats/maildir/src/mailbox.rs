@@ -1564,7 +1564,6 @@ impl Mailbox for MaildirMailbox {
 
     /// Answered from the index's transaction logs as of the last sync (`Unknown` when the
     /// logs don't reach back that far, or for INDEX=MEMORY).
-
     fn changes_since(&mut self, since: ModSeq) -> Result<Changes> {
         Ok(self.index.changes_since(since))
     }
