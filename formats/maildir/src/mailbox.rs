@@ -963,8 +963,10 @@ impl MaildirMailbox {
             let live: HashSet<Vec<u8>> = st.scan.files.keys().cloned().collect();
             let count = list.records.len();
             write_uidlist(&self.paths, list, false, count, true, &live)?;
-        } else if view.is_some() && cmp.changes.is_empty() {
-            return Ok(IndexInfo::from_view(view.expect("checked")));
+        } else if cmp.changes.is_empty() {
+            if let Some(v) = view {
+                return Ok(IndexInfo::from_view(v));
+            }
         }
         let files = FilesSide::of(st, list, recent);
         let written = index_file::write_changes(
