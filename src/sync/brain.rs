@@ -1379,19 +1379,24 @@ impl Brain {
                     received_date: 0,
                     saved_date: 0,
                     virtual_size: None,
-                    logged: logged.clone(),
+                    logged: Some(Box::new(logged.clone())),
                 })
             })
             .collect();
         let theirs = self.exchange_list(items)?;
-        let fill = |v: &mut SideView, changes: Vec<(Uid, FlagChange)>| {
+        let fill = |v: &mut SideView, changes: Vec<(Uid, Option<Box<FlagChange>>)>| {
             for (uid, logged) in changes {
                 if let Ok(i) = v.mails.binary_search_by_key(&uid, |m| m.uid) {
                     v.mails[i].logged = logged;
                 }
             }
         };
-        fill(view, mine);
+        fill(
+            view,
+            mine.into_iter()
+                .map(|(u, c)| (u, Some(Box::new(c))))
+                .collect(),
+        );
         fill(
             peer_view,
             theirs

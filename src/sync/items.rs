@@ -134,8 +134,9 @@ pub struct MailChange {
     pub virtual_size: Option<u64>,
     /// How this side changed the message's flags and keywords since the last sync (dsync's
     /// `add_flags`, `remove_flags` and `+`/`-` `keyword_changes`), for the per-flag merge.
-    /// Filled only for messages whose flags the two sides disagree on.
-    pub logged: FlagChange,
+    /// Filled only for messages whose flags the two sides disagree on (boxed: per-message
+    /// metadata stays compact for the usual message without one).
+    pub logged: Option<Box<FlagChange>>,
 }
 
 /// `R`: the importer needs this message's body.

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use mailstore::{Flags, Guid, Keyword, MailboxGuid, Uid};
+use mailstore::{FlagChange, Flags, Guid, Keyword, MailboxGuid, Uid};
 
 use super::items::{MailChange, TreeNode};
 
@@ -215,44 +215,54 @@ fn merge_one(p: (bool, bool, bool), s: (bool, bool, bool), prefer_s: bool) -> bo
 /// same result.
 fn merge_flags(p: &MailChange, s: &MailChange) -> (Flags, Vec<Keyword>) {
     let prefer_s = s.modseq > p.modseq;
+    let none = FlagChange::default();
+    // (final flags, final keywords, logged changes) of each side
+    let sides = [p, s].map(|m| {
+        (
+            m.final_flags,
+            &m.keywords,
+            m.logged.as_deref().unwrap_or(&none),
+        )
+    });
     let mut flags = Flags::EMPTY;
     for (flag, _) in Flags::ALL_IN_ORDER {
         if flag == Flags::RECENT {
             continue;
         }
-        let of = |m: &MailChange| {
+        let [a, b] = sides.map(|(f, _, l)| {
             (
-                m.final_flags.contains(flag),
-                m.logged.add.contains(flag),
-                m.logged.remove.contains(flag),
+                f.contains(flag),
+                l.add.contains(flag),
+                l.remove.contains(flag),
             )
-        };
-        if merge_one(of(p), of(s), prefer_s) {
+        });
+        if merge_one(a, b, prefer_s) {
             flags.insert(flag);
         }
     }
     let mut names: Vec<&Keyword> = Vec::new();
-    for k in [p, s].into_iter().flat_map(|m| {
-        m.keywords
+    for (_, kws, l) in &sides {
+        for k in kws
             .iter()
-            .chain(&m.logged.keywords_added)
-            .chain(&m.logged.keywords_removed)
-    }) {
-        if !names.contains(&k) {
-            names.push(k);
+            .chain(&l.keywords_added)
+            .chain(&l.keywords_removed)
+        {
+            if !names.contains(&k) {
+                names.push(k);
+            }
         }
     }
     let keywords = names
         .into_iter()
         .filter(|k| {
-            let of = |m: &MailChange| {
+            let [a, b] = sides.map(|(_, kws, l)| {
                 (
-                    m.keywords.contains(k),
-                    m.logged.keywords_added.contains(k),
-                    m.logged.keywords_removed.contains(k),
+                    kws.contains(k),
+                    l.keywords_added.contains(k),
+                    l.keywords_removed.contains(k),
                 )
-            };
-            merge_one(of(p), of(s), prefer_s)
+            });
+            merge_one(a, b, prefer_s)
         })
         .cloned()
         .collect();
