@@ -16,6 +16,7 @@
 //!
 //! `P.cache` is never written; it is deleted when a new indexid is created.
 
+use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -108,7 +109,8 @@ struct ExtChanges {
     intro: Option<(u32, u16, u16)>,
     reset: Option<(u32, bool)>,
     hdr_updates: Vec<HeaderPatch>,
-    rec_updates: Vec<(u32, Vec<u8>)>,
+    /// uid → record data; a later update of a uid replaces the earlier one.
+    rec_updates: BTreeMap<u32, Vec<u8>>,
     atomic_incs: Vec<AtomicInc>,
 }
 
@@ -268,9 +270,7 @@ impl<'w> Transaction<'w> {
 
     /// Sets extension `name`'s record data of `uid`.
     pub fn ext_rec_update(&mut self, name: &str, uid: u32, data: &[u8]) -> &mut Self {
-        let e = self.ext_mut(name);
-        e.rec_updates.retain(|(u, _)| *u != uid);
-        e.rec_updates.push((uid, data.to_vec()));
+        self.ext_mut(name).rec_updates.insert(uid, data.to_vec());
         self
     }
 
@@ -346,7 +346,12 @@ impl<'w> Transaction<'w> {
                 (Some(i), _) => i,
                 (None, Some(e)) => (e.hdr_size(), e.record_size, e.record_align),
                 (None, None) => {
-                    let rs = c.rec_updates.first().map(|r| r.1.len() as u16).unwrap_or(0);
+                    let rs = c
+                        .rec_updates
+                        .values()
+                        .next()
+                        .map(|d| d.len() as u16)
+                        .unwrap_or(0);
                     (need_hdr, rs, if rs == 0 { 0 } else { 1 })
                 }
             };
@@ -407,17 +412,16 @@ impl<'w> Transaction<'w> {
         for (name, c) in &self.exts {
             if !c.rec_updates.is_empty() {
                 out.push(intro_for(name, c, None)?);
-                let mut recs = c.rec_updates.clone();
-                recs.sort_by_key(|r| r.0);
                 let size = match out.last() {
                     Some(RecordBody::ExtIntro(i)) => i[0].record_size as usize,
                     _ => 0,
                 };
                 let mut raw = Vec::new();
-                for (uid, mut data) in recs {
-                    data.resize(size, 0);
+                for (uid, data) in &c.rec_updates {
                     raw.extend_from_slice(&uid.to_le_bytes());
-                    raw.extend_from_slice(&data);
+                    let n = data.len().min(size);
+                    raw.extend_from_slice(&data[..n]);
+                    raw.resize(raw.len() + (size - n), 0);
                     crate::format::codec::pad_to(&mut raw, 4);
                 }
                 out.push(RecordBody::ExtRecUpdate(raw));
