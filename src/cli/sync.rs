@@ -49,7 +49,8 @@ pub struct SyncArgs {
     /// Reverse the direction: DESTINATION is the source of a one-way run.
     #[arg(short = 'R')]
     pub reverse: bool,
-    /// Take the per-user sync lock ~/.dovecot-sync.lock, waiting at most SECS (0: no lock).
+    /// Take the per-user sync lock ~/.dovecot-sync.lock, waiting at most SECS (0: no lock);
+    /// also the wait for each mailbox's .dovecot-box-sync.lock (else 30 s).
     #[arg(short = 'l', value_name = "SECS")]
     pub lock_timeout: Option<u32>,
     /// Only this mailbox.
