@@ -47,6 +47,20 @@ fn status_all(env: &Env, loc: &str, fields: &str) -> String {
     harness::sorted_lines(&out)
 }
 
+/// A Maildir `name` under the test root with `messages` saved into its INBOX by doveadm:
+/// the directory and its location.
+fn dovecot_maildir(env: &Env, name: &str, messages: &[&[u8]]) -> (std::path::PathBuf, String) {
+    let dir = env.root.join(name);
+    let loc = format!("maildir:{}", dir.display());
+    for m in messages {
+        harness::ok(
+            "save",
+            env.doveadm_stdin(&loc, &["save", "-m", "INBOX"], Some(m)),
+        );
+    }
+    (dir, loc)
+}
+
 fn code(out: &std::process::Output) -> i32 {
     out.status.code().unwrap_or(-1)
 }
@@ -232,16 +246,7 @@ fn conversion_procedure_loses_no_mail_delivered_between_the_steps() {
 #[test]
 fn a_listed_folder_that_cant_be_opened_is_skipped_and_the_rest_synced() {
     let env = Env::new();
-    let src_dir = env.root.join("A");
-    let src = format!("maildir:{}", src_dir.display());
-    harness::ok(
-        "save",
-        env.doveadm_stdin(
-            &src,
-            &["save", "-m", "INBOX"],
-            Some(b"Subject: kept\n\nkept\n"),
-        ),
-    );
+    let (src_dir, src) = dovecot_maildir(&env, "A", &[b"Subject: kept\n\nkept\n"]);
     let odd = src_dir.join(".Bad\x01Name");
     for sub in ["cur", "new", "tmp"] {
         std::fs::create_dir_all(odd.join(sub)).unwrap();
@@ -371,19 +376,11 @@ fn pop3_uidls_and_order_survive_a_backup_into_every_format() {
 #[test]
 fn a_mailbox_locked_for_sync_makes_a_sync_wait_then_fail_without_changes() {
     let env = Env::new();
-    let a_dir = env.root.join("A");
+    let (_, a) = dovecot_maildir(&env, "A", &[b"Subject: one\n\n1\n"]);
     let b_dir = env.root.join("B");
-    let a = format!("maildir:{}", a_dir.display());
     let b = format!("maildir:{}", b_dir.display());
-    harness::ok(
-        "save",
-        env.doveadm_stdin(&a, &["save", "-m", "INBOX"], Some(b"Subject: one\n\n1\n")),
-    );
     harness::ok("base", env.doveadm(&a, &["backup", &b]));
-    harness::ok(
-        "save",
-        env.doveadm_stdin(&a, &["save", "-m", "INBOX"], Some(b"Subject: two\n\n2\n")),
-    );
+    dovecot_maildir(&env, "A", &[b"Subject: two\n\n2\n"]);
     env.chown_tree(&env.root);
     let fetch = |loc: &str| {
         harness::ok(
@@ -439,16 +436,7 @@ fn a_mailbox_locked_for_sync_makes_a_sync_wait_then_fail_without_changes() {
 #[test]
 fn a_sync_stuck_in_io_gives_up_after_the_t_timeout() {
     let env = Env::new();
-    let src_dir = env.root.join("A");
-    let src = format!("maildir:{}", src_dir.display());
-    harness::ok(
-        "save",
-        env.doveadm_stdin(
-            &src,
-            &["save", "-m", "INBOX"],
-            Some(b"Subject: fine\n\nok\n"),
-        ),
-    );
+    let (src_dir, src) = dovecot_maildir(&env, "A", &[b"Subject: fine\n\nok\n"]);
     let fifo = src_dir.join("new/1700000000.M1P1.stuck");
     let made = std::process::Command::new("mkfifo")
         .arg(&fifo)

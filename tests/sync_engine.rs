@@ -127,6 +127,17 @@ fn run(a: &MemoryStore, b: &MemoryStore, kind: MergeKind) -> i32 {
     r.exit_code
 }
 
+/// A two-way run (fast mode) with the debug log; it must exit 0.
+fn run_logged(a: &MemoryStore, b: &MemoryStore) -> sync::SyncReport {
+    let opts = SyncOptions {
+        debug: true,
+        ..Default::default()
+    };
+    let r = sync::run(Box::new(a.clone()), Box::new(b.clone()), &opts);
+    assert_eq!(r.exit_code, 0, "{:?}\n{:#?}", r.errors, r.log);
+    r
+}
+
 fn status(s: &MemoryStore, mailbox: &str) -> (u32, u32) {
     let st = s.open_mailbox(mailbox).unwrap().status().unwrap();
     (st.uid_validity, st.uid_next)
@@ -1055,15 +1066,7 @@ fn row_same_guid_at_different_uids_a_copy_on_one_side_arrives_as_a_copy() {
         .read_to_string(&mut body)
         .unwrap();
     save(&a, "INBOX", None, "g2", &body);
-    let r = sync::run(
-        Box::new(a.clone()),
-        Box::new(b.clone()),
-        &SyncOptions {
-            debug: true,
-            ..Default::default()
-        },
-    );
-    assert_eq!(r.exit_code, 0, "{:?}", r.errors);
+    let r = run_logged(&a, &b);
     assert_equal(&a, &b);
     let u = uids(&b, "INBOX");
     assert_eq!(u.iter().filter(|m| m.1 == "g2").count(), 2);
@@ -1091,15 +1094,7 @@ fn row_same_guid_at_different_uids_a_copy_on_one_side_arrives_as_a_copy() {
 fn a_same_guid_with_other_bytes_is_transferred_not_copied() {
     let (a, b) = common_five();
     save(&a, "INBOX", None, "g2", "not the bytes of message 2\n");
-    let r = sync::run(
-        Box::new(a.clone()),
-        Box::new(b.clone()),
-        &SyncOptions {
-            debug: true,
-            ..Default::default()
-        },
-    );
-    assert_eq!(r.exit_code, 0, "{:?}", r.errors);
+    let r = run_logged(&a, &b);
     assert!(
         r.log
             .iter()

@@ -351,18 +351,11 @@ fn mailbox_item(mailbox: &mut dyn Mailbox) -> Result<MailboxItem, SyncError> {
 fn view_items(view: &SideView) -> Vec<Item> {
     let mut items: Vec<Item> = view.mails.iter().cloned().map(Item::Change).collect();
     for (uid, guid) in view.expunged.iter().flatten() {
-        items.push(Item::Change(MailChange {
-            change_type: ChangeType::Expunge,
-            uid: *uid,
-            guid: guid.clone(),
-            modseq: 0,
-            final_flags: Default::default(),
-            keywords: Vec::new(),
-            received_date: 0,
-            saved_date: 0,
-            virtual_size: None,
-            logged: Default::default(),
-        }));
+        items.push(Item::Change(MailChange::bare(
+            ChangeType::Expunge,
+            *uid,
+            guid.clone(),
+        )));
     }
     items
 }
@@ -1370,16 +1363,8 @@ impl Brain {
             .iter()
             .map(|(uid, logged)| {
                 Item::Change(MailChange {
-                    change_type: ChangeType::FlagChange,
-                    uid: *uid,
-                    guid: None,
-                    modseq: 0,
-                    final_flags: Default::default(),
-                    keywords: Vec::new(),
-                    received_date: 0,
-                    saved_date: 0,
-                    virtual_size: None,
                     logged: Some(Box::new(logged.clone())),
+                    ..MailChange::bare(ChangeType::FlagChange, *uid, None)
                 })
             })
             .collect();

@@ -139,6 +139,25 @@ pub struct MailChange {
     pub logged: Option<Box<FlagChange>>,
 }
 
+impl MailChange {
+    /// A change that names only a message (an expunge, or the logged flag changes of
+    /// `Brain::exchange_flag_changes`); every other field empty.
+    pub fn bare(change_type: ChangeType, uid: Uid, guid: Option<Guid>) -> MailChange {
+        MailChange {
+            change_type,
+            uid,
+            guid,
+            modseq: 0,
+            final_flags: Flags::EMPTY,
+            keywords: Vec::new(),
+            received_date: 0,
+            saved_date: 0,
+            virtual_size: None,
+            logged: None,
+        }
+    }
+}
+
 /// `R`: the importer needs this message's body.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MailRequest {
