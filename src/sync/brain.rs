@@ -1387,7 +1387,10 @@ impl Brain {
             theirs
                 .into_iter()
                 .filter_map(|i| match i {
-                    Item::Change(c) if conflicts.contains(&c.uid) => Some((c.uid, c.logged)),
+                    // `conflicts` is ascending by UID
+                    Item::Change(c) if conflicts.binary_search(&c.uid).is_ok() => {
+                        Some((c.uid, c.logged))
+                    }
                     _ => None,
                 })
                 .collect(),

@@ -271,16 +271,20 @@ fn merge_flags(p: &MailChange, s: &MailChange) -> (Flags, Vec<Keyword>) {
 
 /// The messages both sides hold (same UID, same GUID) with different flags or keywords:
 /// those whose logged flag changes the merge needs (both sides compute the same list).
+/// Ascending by UID, as both views are: one walk of the two lists, no map (this runs in
+/// every merge round, for every message).
 pub fn flag_conflicts(p: &SideView, s: &SideView) -> Vec<Uid> {
-    let sm: BTreeMap<u32, &MailChange> = s.mails.iter().map(|m| (m.uid.0, m)).collect();
-    p.mails
-        .iter()
-        .filter(|a| {
-            sm.get(&a.uid.0)
-                .is_some_and(|b| a.guid.is_some() && a.guid == b.guid && !same_flags(a, b))
-        })
-        .map(|a| a.uid)
-        .collect()
+    let mut out = Vec::new();
+    let mut theirs = s.mails.iter().peekable();
+    for a in &p.mails {
+        while theirs.next_if(|b| b.uid < a.uid).is_some() {}
+        if let Some(b) = theirs.peek().filter(|b| b.uid == a.uid) {
+            if a.guid.is_some() && a.guid == b.guid && !same_flags(a, b) {
+                out.push(a.uid);
+            }
+        }
+    }
+    out
 }
 
 fn flag_target(m: &MailChange) -> (Uid, Flags, Vec<Keyword>) {
@@ -376,6 +380,14 @@ pub fn local_copy_candidates(
     s: &SideView,
 ) -> Vec<(bool, Uid, Uid)> {
     fn for_side(side: &SidePlan, own: &SideView, secondary: bool, out: &mut Vec<(bool, Uid, Uid)>) {
+        // the usual round saves nothing from the peer with a GUID: no GUID map then
+        if !side
+            .saves
+            .iter()
+            .any(|s| matches!(s.source, SaveSource::Peer(_)) && s.guid.is_some())
+        {
+            return;
+        }
         let expunged: BTreeSet<Uid> = side.expunge.iter().copied().collect();
         let mut by_guid: BTreeMap<&[u8], Uid> = BTreeMap::new();
         for m in own.mails.iter().filter(|m| !expunged.contains(&m.uid)) {
