@@ -173,29 +173,24 @@ fn run_purge(
             return code;
         }
     };
-    if loc.driver != "mdbox" {
-        // doveadm purge does nothing for storages without a purge method
-        return exit::OK;
-    }
-    let store = match mailsync_dbox::DboxStore::open(&loc, &opts) {
-        Ok(s) => s,
-        Err(e) => {
+    match purge_store(&loc, &opts) {
+        Ok(stats) => {
+            if cli.debug {
+                if let Some(stats) = stats {
+                    let _ = writeln!(err, "mailsync({user}): Debug: purge: {stats:?}");
+                }
+            }
+            exit::OK
+        }
+        Err(PurgeError::Open(e)) => {
             let _ = writeln!(
                 err,
                 "mailsync({user}): Error: Initializing mail storage from mail_location setting failed: {}",
                 super::storage_error_text(&e)
             );
-            return exit::TEMPFAIL;
+            exit::TEMPFAIL
         }
-    };
-    match mailsync_dbox::purge::purge(store.layout()) {
-        Ok(stats) => {
-            if cli.debug {
-                let _ = writeln!(err, "mailsync({user}): Debug: purge: {stats:?}");
-            }
-            exit::OK
-        }
-        Err(e) => {
+        Err(PurgeError::Purge(e)) => {
             let _ = writeln!(
                 err,
                 "mailsync({user}): Error: Purging namespace '' failed: {}",
@@ -204,4 +199,28 @@ fn run_purge(
             e.kind().exit_code()
         }
     }
+}
+
+/// Why [`purge_store`] failed.
+pub enum PurgeError {
+    /// The store couldn't be opened.
+    Open(mailstore::Error),
+    /// The purge itself failed.
+    Purge(mailstore::Error),
+}
+
+/// Purges the store at `loc`: mdbox's unreferenced messages removed from its storage files.
+/// Other formats have nothing to purge (`None`; doveadm purge does nothing for storages
+/// without a purge method). Used by `purge` and by `sync`/`backup -P`.
+pub fn purge_store(
+    loc: &Location,
+    opts: &StoreOptions,
+) -> Result<Option<mailsync_dbox::purge::PurgeStats>, PurgeError> {
+    if loc.driver != "mdbox" {
+        return Ok(None);
+    }
+    let store = mailsync_dbox::DboxStore::open(loc, opts).map_err(PurgeError::Open)?;
+    mailsync_dbox::purge::purge(store.layout())
+        .map(Some)
+        .map_err(PurgeError::Purge)
 }

@@ -239,21 +239,17 @@ fn purge_destination(
     vars: &Vars,
     home: Option<&std::path::Path>,
 ) -> Result<(), (i32, String)> {
+    use super::purge::{purge_store, PurgeError};
     let loc = Location::parse(&expand_vars(spec, vars), home)
         .map_err(|e| (exit::TEMPFAIL, format!("{spec}: {e}")))?;
-    if loc.driver != "mdbox" {
-        return Ok(());
+    match purge_store(&loc, &StoreOptions::default()) {
+        Ok(_) => Ok(()),
+        Err(PurgeError::Open(e)) => Err((exit::TEMPFAIL, format!("{spec}: {e}"))),
+        Err(PurgeError::Purge(e)) => Err((
+            e.kind().exit_code(),
+            format!("Purging {spec} failed: {}", super::storage_error_text(&e)),
+        )),
     }
-    let store = mailsync_dbox::DboxStore::open(&loc, &StoreOptions::default())
-        .map_err(|e| (exit::TEMPFAIL, format!("{spec}: {e}")))?;
-    mailsync_dbox::purge::purge(store.layout())
-        .map(|_| ())
-        .map_err(|e| {
-            (
-                e.kind().exit_code(),
-                format!("Purging {spec} failed: {}", super::storage_error_text(&e)),
-            )
-        })
 }
 
 /// The parsed `-g`, `-t`, `-e`, `-I` and `-O` (doveadm-dsync.c cmd_mailbox_dsync_parse_arg).
