@@ -61,6 +61,17 @@ fn dovecot_maildir(env: &Env, name: &str, messages: &[&[u8]]) -> (std::path::Pat
     (dir, loc)
 }
 
+/// doveadm's tab-separated `fields` of every INBOX message at `loc`.
+fn inbox_fields(env: &Env, loc: &str, fields: &str) -> Vec<u8> {
+    harness::ok(
+        "fetch",
+        env.doveadm(
+            loc,
+            &["-f", "tab", "fetch", fields, "mailbox", "INBOX", "all"],
+        ),
+    )
+}
+
 fn code(out: &std::process::Output) -> i32 {
     out.status.code().unwrap_or(-1)
 }
@@ -382,15 +393,7 @@ fn a_mailbox_locked_for_sync_makes_a_sync_wait_then_fail_without_changes() {
     harness::ok("base", env.doveadm(&a, &["backup", &b]));
     dovecot_maildir(&env, "A", &[b"Subject: two\n\n2\n"]);
     env.chown_tree(&env.root);
-    let fetch = |loc: &str| {
-        harness::ok(
-            "fetch",
-            env.doveadm(
-                loc,
-                &["-f", "tab", "fetch", "uid guid", "mailbox", "INBOX", "all"],
-            ),
-        )
-    };
+    let fetch = |loc: &str| inbox_fields(&env, loc, "uid guid");
     let before = fetch(&b);
     // B's INBOX index directory is the Maildir itself.
     let lock_path = b_dir.join(mailstore::BOX_SYNC_LOCK_FILENAME);
@@ -506,22 +509,6 @@ fn backup_with_p_purges_the_mdbox_destination() {
     assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
     assert!(storage_bytes() < 10_000, "{} after -P", storage_bytes());
     env.chown_tree(&env.root);
-    let fetch = |loc: &str| {
-        harness::ok(
-            "fetch",
-            env.doveadm(
-                loc,
-                &[
-                    "-f",
-                    "tab",
-                    "fetch",
-                    "uid guid text",
-                    "mailbox",
-                    "INBOX",
-                    "all",
-                ],
-            ),
-        )
-    };
+    let fetch = |loc: &str| inbox_fields(&env, loc, "uid guid text");
     assert_eq!(fetch(&dest), fetch(&src));
 }
