@@ -794,6 +794,11 @@ impl Brain {
     /// Applies this side's tree changes. EXISTS/NOTFOUND conflicts are "changes during
     /// sync" (exit 2), as in dsync-brain-mailbox-tree-sync.c.
     fn apply_tree(&mut self, actions: Vec<TreeAction>) -> Result<(), SyncError> {
+        // Nothing to change: the handles opened for the tree stay valid for the mail sync
+        // (else every mailbox would be opened, and a Maildir scanned, twice).
+        if actions.is_empty() {
+            return Ok(());
+        }
         let sep = self.sep();
         for action in actions {
             self.forget_mailboxes();
