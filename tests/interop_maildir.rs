@@ -454,3 +454,82 @@ fn an_expunge_is_logged_with_the_guid_dovecot_logs_and_dovecot_dsync_follows_it(
         );
     }
 }
+
+fn set_mtime(path: &std::path::Path, t: std::time::SystemTime) {
+    std::fs::File::open(path)
+        .unwrap()
+        .set_times(std::fs::FileTimes::new().set_modified(t))
+        .unwrap();
+}
+
+fn messages(out: Vec<u8>) -> String {
+    String::from_utf8_lossy(&out).trim().to_string()
+}
+
+/// The index's `maildir` header mailsync writes after reading new/ and cur/ is the one
+/// Dovecot's quick check reads (maildir_sync_quick_check): Dovecot trusts it exactly as
+/// mailsync does — shown by a removal hidden from cur/'s mtime, which neither tool
+/// rereads — and a real change of a directory makes both read it again.
+#[test]
+fn the_maildir_header_mailsync_writes_is_the_one_dovecots_quick_check_reads() {
+    use std::time::{Duration, SystemTime};
+    let env = Env::new();
+    let loc = "maildir:~/Maildir";
+    for i in 0..4 {
+        let msg = format!("Subject: m{i}\n\nbody {i}\n");
+        clean(
+            "mailsync save",
+            env.mailsync_stdin(loc, &["save"], Some(msg.as_bytes())),
+        );
+    }
+    let dir = env.home.join("Maildir");
+    let old = SystemTime::now() - Duration::from_secs(60);
+    for sub in ["new", "cur"] {
+        set_mtime(&dir.join(sub), old);
+    }
+    // mailsync reads the settled directories and records them in the header
+    let status = ["mailbox", "status", "messages", "INBOX"];
+    assert_eq!(
+        messages(ok("mailsync", env.mailsync(loc, &status))),
+        "INBOX messages=4"
+    );
+    // a message file removed without its directory's mtime changing
+    let victim = ["new", "cur"]
+        .iter()
+        .flat_map(|sub| std::fs::read_dir(dir.join(sub)).unwrap())
+        .map(|e| e.unwrap().path())
+        .next()
+        .unwrap();
+    std::fs::remove_file(&victim).unwrap();
+    set_mtime(victim.parent().unwrap(), old);
+    assert_eq!(
+        messages(ok("doveadm", env.doveadm(loc, &status))),
+        "INBOX messages=4",
+        "Dovecot trusted mailsync's header"
+    );
+    assert_eq!(
+        messages(ok("mailsync", env.mailsync(loc, &status))),
+        "INBOX messages=4"
+    );
+    // a delivery changes new/: both read the directories again and see the removal too
+    std::fs::write(dir.join("new/1700000000.M1P1.host"), "Subject: new\n\nx\n").unwrap();
+    env.chown_tree(&dir);
+    set_mtime(&dir.join("new"), old + Duration::from_secs(30));
+    assert_eq!(
+        messages(ok("mailsync", env.mailsync(loc, &status))),
+        "INBOX messages=4"
+    );
+    assert_eq!(
+        messages(ok("doveadm", env.doveadm(loc, &status))),
+        "INBOX messages=4"
+    );
+    let d = sorted_table(&ok(
+        "doveadm",
+        env.doveadm(loc, &["-f", "tab", "fetch", "uid guid flags", "all"]),
+    ));
+    let m = sorted_table(&ok(
+        "mailsync",
+        env.mailsync(loc, &["-f", "tab", "fetch", "uid guid flags", "all"]),
+    ));
+    assert_eq!(d, m);
+}

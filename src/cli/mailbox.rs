@@ -430,7 +430,16 @@ fn status(
     let query = Query::from_mailbox_masks(masks);
     let mut sums = (0u64, 0u64, 0u64, 0u64);
     for name in select_mailboxes(rt, store, &query) {
-        let st = store.open_mailbox(&name).and_then(|mut m| m.status());
+        // the counters need no message read (a Maildir opened by its quick check stays
+        // unread); VSIZE and FIRSTSAVED do
+        let needs_mails = fields.iter().any(|f| matches!(*f, "vsize" | "firstsaved"));
+        let st = store.open_mailbox(&name).and_then(|mut m| {
+            if needs_mails {
+                m.status()
+            } else {
+                m.counters()
+            }
+        });
         let st = match st {
             Ok(s) => s,
             Err(e) => {

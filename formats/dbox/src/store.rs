@@ -4,11 +4,11 @@
 //! src/lib-storage/index/dbox-common/dbox-storage.c (dbox_mailbox_create),
 //! subscription-file.c via mailsupport::subscriptions.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use mailstore::names;
 use mailstore::{
@@ -19,7 +19,7 @@ use mailsupport::subscriptions;
 use mailsync_index::format::mailbox_log::MailboxLogType;
 use mailsync_index::mailbox_log;
 
-use crate::index::{create_index, dbox_header, index_exists};
+use crate::index::{create_index, dbox_header, index_exists, IndexStamp};
 use crate::layout::{mkdir_all, DboxKind, Layout, INDEX_PREFIX, TRASH_DIR};
 use crate::map_table::MapCache;
 use crate::sdbox::SdboxMailbox;
@@ -33,7 +33,14 @@ pub struct DboxStore {
     /// mdbox: the map's message locations, shared by the mailboxes opened from this store
     /// (and its clones); read again only when the map changed.
     map_cache: Arc<MapCache>,
+    /// The mailbox GUIDs `list_mailboxes` read, by index directory, with the index files'
+    /// stamps then: an unchanged index isn't read again for its GUID (a sync lists the
+    /// store more than once).
+    listed_guids: Arc<Mutex<ListedGuids>>,
 }
+
+/// Index directory → (its index files' stamp, the mailbox GUID read from them).
+type ListedGuids = HashMap<PathBuf, (IndexStamp, Option<MailboxGuid>)>;
 
 impl DboxStore {
     /// Opens the store an `sdbox:` or `mdbox:` location names. Nothing is created until
@@ -52,6 +59,7 @@ impl DboxStore {
             change_clock: Default::default(),
             layout: Layout::from_location(location, options, kind)?,
             map_cache: Arc::new(MapCache::default()),
+            listed_guids: Default::default(),
         })
     }
 
@@ -78,10 +86,23 @@ impl DboxStore {
         if !index_exists(&dir) {
             return None;
         }
-        let view = mailsync_index::View::open(&dir, INDEX_PREFIX).ok()?;
-        let h = dbox_header(&view, self.layout.kind)?;
-        let g = MailboxGuid(h.mailbox_guid);
-        (!g.is_zero()).then_some(g)
+        let stamp = IndexStamp::of(&mailsync_index::IndexPaths::new(&dir, INDEX_PREFIX)).ok()?;
+        let mut cache = self
+            .listed_guids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((s, g)) = cache.get(&dir) {
+            if *s == stamp {
+                return *g;
+            }
+        }
+        let guid = mailsync_index::View::open(&dir, INDEX_PREFIX)
+            .ok()
+            .and_then(|view| dbox_header(&view, self.layout.kind))
+            .map(|h| MailboxGuid(h.mailbox_guid))
+            .filter(|g| !g.is_zero());
+        cache.insert(dir, (stamp, guid));
+        guid
     }
 
     /// Makes `dbox-Mails` of a new mailbox and its index with a fresh UIDVALIDITY.

@@ -24,6 +24,143 @@ use crate::index_sync::{ExternalChanges, IndexSide, IndexedMail};
 /// The prefix of a mailbox index (MAIL_INDEX_PREFIX, index-storage.h).
 pub(crate) const INDEX_PREFIX: &str = "dovecot.index";
 
+/// MAILDIR_SYNC_SECS (maildir-sync.h): the clock drift Dovecot allows between the machines
+/// sharing a Maildir. A directory modified this close to the time it was read may have
+/// changed again unseen, keeping its mtime ("dirty", DIR_DELAYED_REFRESH).
+pub(crate) const DOVECOT_MAILDIR_SYNC_SECS: u32 = 1;
+
+/// The `maildir` extension header (struct maildir_index_header, maildir-storage.h; header
+/// 36 bytes, no record part): when `new/` and `cur/` were last read into the index and
+/// which `dovecot-uidlist` the index is up to date with. Nine u32, little-endian, at
+/// these offsets. All 0 (or no extension) means "never read": a full scan follows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct MaildirHeader {
+    pub new_check_time: u32,
+    pub new_mtime: u32,
+    pub new_mtime_nsecs: u32,
+    pub cur_check_time: u32,
+    pub cur_mtime: u32,
+    pub cur_mtime_nsecs: u32,
+    pub uidlist_mtime: u32,
+    pub uidlist_mtime_nsecs: u32,
+    pub uidlist_size: u32,
+}
+
+impl MaildirHeader {
+    pub const SIZE: usize = 36;
+    const NEW_CHECK_TIME: usize = 0;
+    const NEW_MTIME: usize = 4;
+    const NEW_MTIME_NSECS: usize = 8;
+    const CUR_CHECK_TIME: usize = 12;
+    const CUR_MTIME: usize = 16;
+    const CUR_MTIME_NSECS: usize = 20;
+    const UIDLIST_MTIME: usize = 24;
+    const UIDLIST_MTIME_NSECS: usize = 28;
+    const UIDLIST_SIZE: usize = 32;
+
+    /// `None` when shorter than [`Self::SIZE`].
+    pub fn decode(data: &[u8]) -> Option<MaildirHeader> {
+        let u = |off: usize| -> Option<u32> {
+            let b: [u8; 4] = data.get(off..off + 4)?.try_into().ok()?;
+            Some(u32::from_le_bytes(b))
+        };
+        Some(MaildirHeader {
+            new_check_time: u(Self::NEW_CHECK_TIME)?,
+            new_mtime: u(Self::NEW_MTIME)?,
+            new_mtime_nsecs: u(Self::NEW_MTIME_NSECS)?,
+            cur_check_time: u(Self::CUR_CHECK_TIME)?,
+            cur_mtime: u(Self::CUR_MTIME)?,
+            cur_mtime_nsecs: u(Self::CUR_MTIME_NSECS)?,
+            uidlist_mtime: u(Self::UIDLIST_MTIME)?,
+            uidlist_mtime_nsecs: u(Self::UIDLIST_MTIME_NSECS)?,
+            uidlist_size: u(Self::UIDLIST_SIZE)?,
+        })
+    }
+
+    pub fn encode(&self) -> [u8; Self::SIZE] {
+        let mut out = [0u8; Self::SIZE];
+        for (off, v) in [
+            (Self::NEW_CHECK_TIME, self.new_check_time),
+            (Self::NEW_MTIME, self.new_mtime),
+            (Self::NEW_MTIME_NSECS, self.new_mtime_nsecs),
+            (Self::CUR_CHECK_TIME, self.cur_check_time),
+            (Self::CUR_MTIME, self.cur_mtime),
+            (Self::CUR_MTIME_NSECS, self.cur_mtime_nsecs),
+            (Self::UIDLIST_MTIME, self.uidlist_mtime),
+            (Self::UIDLIST_MTIME_NSECS, self.uidlist_mtime_nsecs),
+            (Self::UIDLIST_SIZE, self.uidlist_size),
+        ] {
+            out[off..off + 4].copy_from_slice(&v.to_le_bytes());
+        }
+        out
+    }
+
+    /// The header of the index `view`, when it has the extension.
+    pub fn of(view: &IndexView) -> Option<MaildirHeader> {
+        view.extension(ext::MAILDIR)
+            .and_then(|e| MaildirHeader::decode(&e.data))
+    }
+
+    fn new_dirty(&self) -> bool {
+        self.new_check_time <= self.new_mtime.saturating_add(DOVECOT_MAILDIR_SYNC_SECS)
+    }
+
+    fn cur_dirty(&self) -> bool {
+        self.cur_check_time <= self.cur_mtime.saturating_add(DOVECOT_MAILDIR_SYNC_SECS)
+    }
+
+    /// maildir_index_header_has_changed (maildir-sync-index.c): whether writing `self` over
+    /// `old` changes anything the quick check reads.
+    pub fn differs_from(&self, old: &MaildirHeader) -> bool {
+        (
+            self.new_mtime,
+            self.new_mtime_nsecs,
+            self.cur_mtime,
+            self.cur_mtime_nsecs,
+            self.uidlist_mtime,
+            self.uidlist_mtime_nsecs,
+            self.uidlist_size,
+        ) != (
+            old.new_mtime,
+            old.new_mtime_nsecs,
+            old.cur_mtime,
+            old.cur_mtime_nsecs,
+            old.uidlist_mtime,
+            old.uidlist_mtime_nsecs,
+            old.uidlist_size,
+        ) || self.new_dirty() != old.new_dirty()
+            || self.cur_dirty() != old.cur_dirty()
+    }
+
+    /// maildir_sync_quick_check (maildir-sync.c) without `undirty`: true when `new/` and
+    /// `cur/` (their (mtime, nsecs) now) are as the index last read them, and neither was
+    /// read "dirty" more than MAILDIR_SYNC_SECS before `now` (such a read is repeated once,
+    /// in case a change in the same clock tick kept the mtime). Also the uidlist must be
+    /// the one the index is up to date with (maildir_uidlist_refresh_fast_init).
+    pub fn still_valid(
+        &self,
+        now: i64,
+        new: (i64, i64),
+        cur: (i64, i64),
+        uidlist: (i64, i64, u64),
+    ) -> bool {
+        let stale_dirty = |dirty: bool, check: u32| {
+            dirty && i64::from(check) < now - i64::from(DOVECOT_MAILDIR_SYNC_SECS)
+        };
+        self.new_mtime != 0
+            && !stale_dirty(self.new_dirty(), self.new_check_time)
+            && !stale_dirty(self.cur_dirty(), self.cur_check_time)
+            && (i64::from(self.new_mtime), i64::from(self.new_mtime_nsecs)) == new
+            && (i64::from(self.cur_mtime), i64::from(self.cur_mtime_nsecs)) == cur
+            && self.uidlist_mtime != 0
+            && (
+                i64::from(self.uidlist_mtime),
+                i64::from(self.uidlist_mtime_nsecs),
+                u64::from(self.uidlist_size),
+            ) == uidlist
+    }
+}
+
 /// What the mailbox view takes from the index: modseqs and `\Recent`.
 #[derive(Clone, Debug)]
 pub(crate) struct IndexInfo {
@@ -65,6 +202,11 @@ impl IndexInfo {
     /// but not yet in the file.
     pub fn pending(&self, uid: u32) -> Option<(Flags, &[Keyword])> {
         self.pending.get(&uid).map(|(f, k)| (*f, k.as_slice()))
+    }
+
+    /// Whether Dovecot logged changes it hasn't applied to the files yet.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
     }
 
     /// The keywords the index has for `uid`.
@@ -285,13 +427,16 @@ pub(crate) fn remove_index(dir: &Path) -> Result<()> {
 
 /// Makes sure the index in `dir` exists (a new one gets `uid_validity`), then, under the log
 /// lock, compares with the view read through the locked log (`compute`) and appends the
-/// resulting EXTERNAL transaction. Returns the view after the write. Must be called with
-/// the uidlist locked.
+/// resulting EXTERNAL transaction. `stamp`: the `maildir` header for the files the changes
+/// were computed from, written when it differs from the index's (as
+/// maildir_sync_index_update_ext_header does). Returns the view after the write. Must be
+/// called with the uidlist locked.
 pub(crate) fn write_changes(
     dir: &Path,
     dir_mode: u32,
     uid_validity: u32,
     by_sync: bool,
+    stamp: Option<MaildirHeader>,
     compute: impl FnOnce(&IndexSide) -> ExternalChanges,
 ) -> Result<IndexView> {
     if !dir.is_dir() {
@@ -319,6 +464,17 @@ pub(crate) fn write_changes(
         |view, t| -> std::result::Result<(), mailsync_index::Error> {
             let side = index_side(Some(view));
             let changes = compute(&side);
+            let old_stamp = MaildirHeader::of(view);
+            let stamp = stamp.filter(|s| old_stamp.is_none_or(|old| s.differs_from(&old)));
+            if changes.is_empty() && stamp.is_none() {
+                return Ok(());
+            }
+            if let Some(stamp) = stamp {
+                if old_stamp.is_none() {
+                    t.ext_intro(ext::MAILDIR, MaildirHeader::SIZE as u32, 0, 0);
+                }
+                t.ext_hdr_update(ext::MAILDIR, 0, &stamp.encode());
+            }
             if changes.is_empty() {
                 return Ok(());
             }

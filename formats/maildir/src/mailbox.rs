@@ -82,6 +82,55 @@ struct Scan {
     files: HashMap<Vec<u8>, Found>,
     /// Further files with a base already seen.
     duplicates: Vec<Found>,
+    /// `new/` and `cur/` as they were when read.
+    dirs: DirTimes,
+}
+
+/// When `new/` and `cur/` were read and their (mtime, nsecs) just before (maildir_scan_dir
+/// stats the directory, then reads it): what the index's `maildir` header records.
+#[derive(Clone, Copy, Debug, Default)]
+struct DirTimes {
+    /// UNIX seconds at the start of the scan.
+    check_time: i64,
+    /// `None` for a directory that is missing or was modified so shortly before it was read
+    /// that a second change within the same clock tick would keep its mtime: the header
+    /// then says "not read" for it (mtime 0), so the next open reads it again.
+    new: Option<(i64, i64)>,
+    cur: Option<(i64, i64)>,
+}
+
+/// A directory modified less than this before it was read (by this machine's clock) isn't
+/// trusted to show a later change in its mtime (a file-system timestamp tick is a few
+/// milliseconds).
+const RACY_MTIME: std::time::Duration = std::time::Duration::from_millis(100);
+
+impl DirTimes {
+    /// The (mtime, nsecs) of `dir` now, unless it was modified within [`RACY_MTIME`].
+    fn settled_mtime(dir: &Path) -> Option<(i64, i64)> {
+        let md = fs::metadata(dir).ok()?;
+        let modified = md.modified().ok()?;
+        let age = SystemTime::now().duration_since(modified).ok()?;
+        (age >= RACY_MTIME).then(|| (md.mtime(), md.mtime_nsec()))
+    }
+
+    /// The index's `maildir` header for this scan and the uidlist `uidlist` (its metadata
+    /// under the uidlist lock, after any write); `None` when a value doesn't fit a u32.
+    fn header(&self, uidlist: &fs::Metadata) -> Option<index_file::MaildirHeader> {
+        let u = |v: i64| u32::try_from(v).ok();
+        let (new_mtime, new_nsecs) = self.new.unwrap_or((0, 0));
+        let (cur_mtime, cur_nsecs) = self.cur.unwrap_or((0, 0));
+        Some(index_file::MaildirHeader {
+            new_check_time: u(self.check_time)?,
+            new_mtime: u(new_mtime)?,
+            new_mtime_nsecs: u(new_nsecs)?,
+            cur_check_time: u(self.check_time)?,
+            cur_mtime: u(cur_mtime)?,
+            cur_mtime_nsecs: u(cur_nsecs)?,
+            uidlist_mtime: u(uidlist.mtime())?,
+            uidlist_mtime_nsecs: u(uidlist.mtime_nsec())?,
+            uidlist_size: u32::try_from(uidlist.len()).ok()?,
+        })
+    }
 }
 
 /// The on-disk state read at one moment.
@@ -154,8 +203,15 @@ fn show(bytes: &[u8]) -> String {
 /// (Dovecot renames the first and ignores the second); directories are skipped.
 fn scan_dirs(paths: &Paths) -> Result<Scan> {
     let mut scan = Scan::default();
+    scan.dirs.check_time = unix_secs(SystemTime::now());
     for in_new in [true, false] {
         let dir = paths.sub(in_new);
+        let mtime = DirTimes::settled_mtime(&dir);
+        if in_new {
+            scan.dirs.new = mtime;
+        } else {
+            scan.dirs.cur = mtime;
+        }
         let rd = match fs::read_dir(&dir) {
             Ok(rd) => rd,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -653,6 +709,10 @@ pub struct MaildirMailbox {
     /// What the files looked like before the scan the view comes from, when nothing can
     /// have changed unseen since ([`DiskStamp`]).
     stamp: Option<DiskStamp>,
+    /// Opened by the quick check ([`MaildirMailbox::quick_counters`]): the counters, with
+    /// `view` not read yet. Everything but the counters and the index's history reads the
+    /// mailbox first ([`MaildirMailbox::load`]).
+    quick: Option<MailboxStatus>,
 }
 
 /// The quick check of maildir-sync.c (maildir_sync_quick_check), within one process: the
@@ -735,9 +795,112 @@ impl MaildirMailbox {
             index_dir: layout.index_dir(vname),
             index: IndexInfo::default(),
             stamp: None,
+            quick: None,
         };
-        mb.sync_impl()?;
+        mb.sync_quick_or_full()?;
         Ok(mb)
+    }
+
+    /// The quick check (for a handle whose view isn't read yet), else the full sync.
+    fn sync_quick_or_full(&mut self) -> Result<()> {
+        if let Some(counters) = self.quick_counters()? {
+            self.quick = Some(counters);
+            return Ok(());
+        }
+        self.sync_impl()
+    }
+
+    /// Reads the mailbox when it was opened by the quick check.
+    fn load(&mut self) -> Result<()> {
+        if self.quick.is_some() {
+            self.sync_impl()?;
+        }
+        Ok(())
+    }
+
+    /// Dovecot's quick check across processes (maildir_sync_quick_check, maildir-sync.c, and
+    /// maildir_uidlist_refresh_fast_init, maildir-uidlist.c): when the index's `maildir`
+    /// header says `new/`, `cur/` and `dovecot-uidlist` are exactly as the index last read
+    /// them and the index holds no change still waiting for the files, the index is the
+    /// mailbox. The counters then come from it and from the uidlist's first line and the
+    /// last message's line, without reading the directories. `None`: a full sync is needed
+    /// (no index, no header, anything changed, a pending change, an old uidlist format).
+    fn quick_counters(&mut self) -> Result<Option<MailboxStatus>> {
+        let Some(dir) = &self.index_dir else {
+            return Ok(None);
+        };
+        let mtime = |p: &Path| {
+            fs::metadata(p)
+                .ok()
+                .map(|m| (m.mtime(), m.mtime_nsec(), m.len()))
+        };
+        let (Some(new), Some(cur), Some(uidlist)) = (
+            mtime(&self.paths.sub(true)),
+            mtime(&self.paths.sub(false)),
+            mtime(&self.paths.uidlist()),
+        ) else {
+            return Ok(None);
+        };
+        // an index that can't be read is the full sync's to report
+        let Ok(Some(view)) = index_file::read_view(dir) else {
+            return Ok(None);
+        };
+        let Some(hdr) = index_file::MaildirHeader::of(&view) else {
+            return Ok(None);
+        };
+        if !hdr.still_valid(
+            unix_secs(SystemTime::now()),
+            (new.0, new.1),
+            (cur.0, cur.1),
+            uidlist,
+        ) {
+            return Ok(None);
+        }
+        let last_uid = view.messages().last().map(|m| m.uid());
+        let data = match fs::read(self.paths.uidlist()) {
+            Ok(d) => d,
+            Err(_) => return Ok(None),
+        };
+        let Ok(Some((list, last))) = uidlist::parse_header_and_record(&data, last_uid.unwrap_or(0))
+        else {
+            return Ok(None);
+        };
+        // the full sync rewrites an old or GUID-less uidlist
+        if list.version != 3 || list.guid.is_none() || list.uid_validity != view.uid_validity() {
+            return Ok(None);
+        }
+        if last_uid.is_some() && last.is_none() {
+            return Ok(None);
+        }
+        let first_recent_uid = view.header().first_recent_uid.max(1);
+        let (mut recent, mut unseen) = (0u32, 0u32);
+        for m in view.messages() {
+            if m.uid() >= first_recent_uid {
+                recent += 1;
+            }
+            if !m.system_flags().contains(Flags::SEEN) {
+                unseen += 1;
+            }
+        }
+        let messages = view.messages_count() as u32;
+        let info = IndexInfo::from_view(view);
+        if info.has_pending() {
+            return Ok(None);
+        }
+        let status = MailboxStatus {
+            uid_validity: list.uid_validity,
+            uid_next: list.next_uid,
+            highest_modseq: info.highest_modseq,
+            messages,
+            recent,
+            unseen,
+            vsize: 0,
+            guid: list.guid.unwrap_or_default(),
+            first_saved: None,
+            last_guid: last.map(|r| Guid::from_bytes(r.guid())),
+        };
+        self.index = info;
+        Ok(Some(status))
     }
 
     /// The Maildir directory of this mailbox.
@@ -943,6 +1106,10 @@ impl MaildirMailbox {
         }
         let side = index_file::index_side(view.as_ref());
         let cmp = FilesSide::of(st, list, recent).compare(&side, non_recent);
+        // the uidlist as written (we hold its lock): what the header's stamp names
+        let stamp = fs::metadata(self.paths.uidlist())
+            .ok()
+            .and_then(|md| st.scan.dirs.header(&md));
         if !cmp.reappeared.is_empty() {
             // maildir_handle_uid_insertion: the index already expunged these UIDs; the files
             // get new ones (as Dovecot does, keeping the records' fields).
@@ -963,7 +1130,7 @@ impl MaildirMailbox {
             let live: HashSet<Vec<u8>> = st.scan.files.keys().cloned().collect();
             let count = list.records.len();
             write_uidlist(&self.paths, list, false, count, true, &live)?;
-        } else if cmp.changes.is_empty() {
+        } else if cmp.changes.is_empty() && !Self::stamp_differs(stamp.as_ref(), view.as_ref()) {
             if let Some(v) = view {
                 return Ok(IndexInfo::from_view(v));
             }
@@ -974,6 +1141,7 @@ impl MaildirMailbox {
             dir_mode(&self.paths.dir),
             list.uid_validity,
             own.by_sync,
+            stamp,
             |side| {
                 let mut changes = files.compare(side, non_recent).changes;
                 for (uid, guid) in &mut changes.expunges {
@@ -996,6 +1164,33 @@ impl MaildirMailbox {
         }
     }
 
+    /// Whether the index's `maildir` header should be replaced by `stamp`.
+    fn stamp_differs(
+        stamp: Option<&index_file::MaildirHeader>,
+        view: Option<&mailsync_index::View>,
+    ) -> bool {
+        let Some(stamp) = stamp else {
+            return false;
+        };
+        match view.and_then(index_file::MaildirHeader::of) {
+            Some(old) => stamp.differs_from(&old),
+            None => true,
+        }
+    }
+
+    /// Whether the index's `maildir` header no longer describes the files just read (its
+    /// uidlist part as the uidlist is now): the next index sync writes the new one, so the
+    /// next open can take the quick path.
+    fn index_stamp_outdated(&self, st: &DiskState, base: &IndexBase) -> bool {
+        let IndexBase::OnDisk(_, Some(view)) = base else {
+            return false;
+        };
+        let stamp = fs::metadata(self.paths.uidlist())
+            .ok()
+            .and_then(|md| st.scan.dirs.header(&md));
+        Self::stamp_differs(stamp.as_ref(), Some(view))
+    }
+
     /// Whether the index differs from the files (checked without locks; the change itself
     /// is computed again under the locks).
     fn index_differs(&self, st: &DiskState, base: &IndexBase) -> bool {
@@ -1013,6 +1208,7 @@ impl MaildirMailbox {
     /// Re-reads the mailbox (the `sync()` of the API): gives UIDs to new files and brings
     /// the index up to date with the files, as Dovecot's maildir sync does.
     fn sync_impl(&mut self) -> Result<()> {
+        self.quick = None;
         let before = DiskStamp::take(&self.paths, self.index_dir.as_deref());
         if self.stamp.as_ref() == Some(&before) {
             return Ok(());
@@ -1027,7 +1223,10 @@ impl MaildirMailbox {
         let mut st = read_disk(&self.paths)?;
         let base = self.index_base();
         let uidlist_outdated = Self::needs_write(&st);
-        if uidlist_outdated || self.index_differs(&st, &base) {
+        if uidlist_outdated
+            || self.index_differs(&st, &base)
+            || self.index_stamp_outdated(&st, &base)
+        {
             match lock_uidlist(&self.paths) {
                 Ok(lock) => {
                     let result = (|| {
@@ -1111,6 +1310,7 @@ impl MaildirMailbox {
         if *update == MailboxUpdate::default() && guid.is_none() {
             return Ok(());
         }
+        self.load()?;
         self.ensure_dirs()?;
         let lock = lock_uidlist(&self.paths)?;
         let result = self.update_mailbox_locked(update, guid);
@@ -1474,14 +1674,22 @@ impl Mailbox for MaildirMailbox {
     }
 
     fn sync(&mut self) -> Result<()> {
+        if self.quick.is_some() {
+            self.quick = None;
+            return self.sync_quick_or_full();
+        }
         self.sync_impl()
     }
 
     fn counters(&mut self) -> Result<MailboxStatus> {
+        if let Some(q) = &self.quick {
+            return Ok(q.clone());
+        }
         Ok(self.counters_of_view(0, None))
     }
 
     fn status(&mut self) -> Result<MailboxStatus> {
+        self.load()?;
         self.stat_view()?;
         let mut vsize = 0u64;
         for i in 0..self.view.mails.len() {
@@ -1508,12 +1716,14 @@ impl Mailbox for MaildirMailbox {
     }
 
     fn mails(&mut self) -> Result<Vec<MailRecord>> {
+        self.load()?;
         self.stat_view()?;
         Ok(self.view.mails.iter().map(|m| self.record_of(m)).collect())
     }
 
     /// Stats only the files asked for.
     fn mails_of(&mut self, uids: &[Uid]) -> Result<Vec<MailRecord>> {
+        self.load()?;
         let mut positions: Vec<usize> = uids.iter().filter_map(|u| self.mail_index(u.0)).collect();
         positions.sort_unstable();
         positions.dedup();
@@ -1529,11 +1739,13 @@ impl Mailbox for MaildirMailbox {
     }
 
     fn open_mail(&mut self, uid: Uid) -> Result<Box<dyn Read + Send>> {
+        self.load()?;
         Ok(Box::new(self.open_file(uid)?))
     }
 
     /// From the record's `P` and `O` fields (an empty `P` is the base filename).
     fn pop3_info(&mut self, uid: Uid) -> Result<Pop3Info> {
+        self.load()?;
         let idx = self.mail_index(uid.0).ok_or(Error::MailNotFound(uid))?;
         let (info, bad_order) = record_pop3(&self.view.mails[idx].record);
         if let Some(o) = bad_order {
@@ -1548,6 +1760,7 @@ impl Mailbox for MaildirMailbox {
     }
 
     fn virtual_size(&mut self, uid: Uid) -> Result<u64> {
+        self.load()?;
         let idx = self.mail_index(uid.0).ok_or(Error::MailNotFound(uid))?;
         match self.view.mails[idx].virtual_size {
             Some(v) => Ok(v),
@@ -1588,6 +1801,7 @@ impl Mailbox for MaildirMailbox {
     }
 
     fn begin(&mut self) -> Result<Box<dyn Transaction + '_>> {
+        self.load()?;
         Ok(Box::new(MaildirTransaction {
             mbox: self,
             saves: Vec::new(),

@@ -220,6 +220,84 @@ pub fn parse(data: &[u8]) -> Result<Option<(UidList, Vec<ParseWarning>)>, ParseE
         return Ok(None);
     };
     let err = |line: usize, reason: String| Err(ParseError { line, reason });
+    let mut list = parse_header(header)?;
+    let mut warnings = Vec::new();
+    let mut seen: std::collections::HashMap<Vec<u8>, u32> = std::collections::HashMap::new();
+    let mut prev_uid = 0u32;
+    for (lineno, line) in lines {
+        list.lines_read += 1;
+        let rec = parse_record(&list, lineno, line, &mut warnings)?;
+        let uid = rec.uid;
+        if uid <= prev_uid {
+            return err(lineno, format!("UIDs not ordered ({uid} >= {prev_uid})"));
+        }
+        prev_uid = uid;
+        if let Some(old_uid) = seen.insert(rec.base.clone(), uid) {
+            // maildir_uidlist_next: "Duplicate file entry": the later line wins.
+            warnings.push(ParseWarning {
+                line: lineno,
+                message: format!(
+                    "Duplicate file entry: {} (uid {old_uid} -> {uid})",
+                    show(&rec.base)
+                ),
+            });
+            if let Some(old) = list.find_uid(old_uid) {
+                list.records.remove(old);
+            }
+        }
+        list.records.push(rec);
+    }
+    list.next_uid = list.header_next_uid.max(prev_uid.saturating_add(1).max(1));
+    Ok(Some((list, warnings)))
+}
+
+/// The header of a uidlist (no records; `next_uid` as [`parse`] computes it) and the
+/// record of `uid` when the file lists it, reading only the first line and the lines from
+/// the end back to `uid`: what the Maildir quick check needs (the mailbox GUID and the
+/// last message's GUID) without parsing every record. `Ok(None)` for an empty file. The
+/// lines read are checked as [`parse`] checks them; the others are not read at all.
+pub fn parse_header_and_record(
+    data: &[u8],
+    uid: u32,
+) -> Result<Option<(UidList, Option<UidRecord>)>, ParseError> {
+    let complete = match data.iter().rposition(|&b| b == b'\n') {
+        Some(p) => &data[..p],
+        None => return Ok(None),
+    };
+    let (header, records) = match complete.iter().position(|&b| b == b'\n') {
+        Some(p) => (&complete[..p], &complete[p + 1..]),
+        None => (complete, &complete[..0]),
+    };
+    let mut list = parse_header(header.strip_suffix(b"\r").unwrap_or(header))?;
+    let mut found = None;
+    let mut last_uid = None;
+    if !records.is_empty() {
+        let mut warnings = Vec::new();
+        for line in records.rsplit(|&b| b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            // line numbers are unknown from the end: 0
+            let rec = parse_record(&list, 0, line, &mut warnings)?;
+            let rec_uid = rec.uid;
+            if last_uid.is_none() {
+                last_uid = Some(rec_uid);
+            }
+            if rec_uid == uid {
+                found = Some(rec);
+            }
+            if rec_uid <= uid {
+                break;
+            }
+        }
+    }
+    list.next_uid = list
+        .header_next_uid
+        .max(last_uid.unwrap_or(0).saturating_add(1).max(1));
+    Ok(Some((list, found)))
+}
+
+/// The header line (the uidlist without records).
+fn parse_header(header: &[u8]) -> Result<UidList, ParseError> {
+    let err = |line: usize, reason: String| Err(ParseError { line, reason });
     if header.len() < 2 || !header[0].is_ascii_digit() || header[1] != b' ' {
         return err(1, "Corrupted header (invalid version number)".into());
     }
@@ -283,112 +361,98 @@ pub fn parse(data: &[u8]) -> Result<Option<(UidList, Vec<ParseWarning>)>, ParseE
             ),
         );
     }
+    Ok(list)
+}
 
-    let mut warnings = Vec::new();
-    let mut seen: std::collections::HashMap<Vec<u8>, u32> = std::collections::HashMap::new();
-    let mut prev_uid = 0u32;
-    for (lineno, line) in lines {
-        list.lines_read += 1;
-        let digits = line.iter().take_while(|b| b.is_ascii_digit()).count();
-        let uid = if digits == 0 {
-            0
-        } else {
-            match parse_u32(&line[..digits]) {
-                Some(u) if u < u32::MAX => u,
-                _ => return err(lineno, format!("UID too high ({})", show(&line[..digits]))),
-            }
-        };
-        if uid == 0 || line.get(digits) != Some(&b' ') {
-            return err(lineno, format!("Invalid data: {}", show(&line[digits..])));
+/// One record line of a uidlist whose header is `list` (line `lineno`, for errors).
+fn parse_record(
+    list: &UidList,
+    lineno: usize,
+    line: &[u8],
+    warnings: &mut Vec<ParseWarning>,
+) -> Result<UidRecord, ParseError> {
+    let err = |line: usize, reason: String| Err(ParseError { line, reason });
+    let version = list.version;
+    let digits = line.iter().take_while(|b| b.is_ascii_digit()).count();
+    let uid = if digits == 0 {
+        0
+    } else {
+        match parse_u32(&line[..digits]) {
+            Some(u) if u < u32::MAX => u,
+            _ => return err(lineno, format!("UID too high ({})", show(&line[..digits]))),
         }
-        if uid <= prev_uid {
-            return err(lineno, format!("UIDs not ordered ({uid} >= {prev_uid})"));
-        }
-        prev_uid = uid;
-        if version == 1 && uid >= list.header_next_uid {
-            return err(
-                lineno,
-                format!(
-                    "UID larger than next_uid ({uid} >= {})",
-                    list.header_next_uid
-                ),
-            );
-        }
-        let mut p = digits;
-        while p < line.len() && line[p] == b' ' {
-            p += 1;
-        }
-        let mut rec = UidRecord::new(uid, Vec::new());
-        match version {
-            3 => {
-                // Extension fields until one starts with ':' (maildir_uidlist_read_extended).
-                while p < line.len() && line[p] != b':' {
-                    let start = p;
-                    while p < line.len() && line[p] != b' ' {
-                        p += 1;
-                    }
-                    let field = &line[start..p];
-                    if field[0].is_ascii_uppercase() {
-                        rec.ext.push((field[0], field[1..].to_vec()));
-                    } else {
-                        warnings.push(ParseWarning {
-                            line: lineno,
-                            message: format!("Invalid extension record, removing: {}", show(field)),
-                        });
-                    }
-                    while p < line.len() && line[p] == b' ' {
-                        p += 1;
-                    }
-                }
-                if p < line.len() && line[p] == b':' {
-                    p += 1;
-                }
-                if p >= line.len() {
-                    return err(
-                        lineno,
-                        format!("Invalid extended fields: {}", show(&line[digits..])),
-                    );
-                }
-            }
-            2 => {
-                // v2: a flags field between the UID and the filename.
+    };
+    if uid == 0 || line.get(digits) != Some(&b' ') {
+        return err(lineno, format!("Invalid data: {}", show(&line[digits..])));
+    }
+    if version == 1 && uid >= list.header_next_uid {
+        return err(
+            lineno,
+            format!(
+                "UID larger than next_uid ({uid} >= {})",
+                list.header_next_uid
+            ),
+        );
+    }
+    let mut p = digits;
+    while p < line.len() && line[p] == b' ' {
+        p += 1;
+    }
+    let mut rec = UidRecord::new(uid, Vec::new());
+    match version {
+        3 => {
+            // Extension fields until one starts with ':' (maildir_uidlist_read_extended).
+            while p < line.len() && line[p] != b':' {
+                let start = p;
                 while p < line.len() && line[p] != b' ' {
                     p += 1;
+                }
+                let field = &line[start..p];
+                if field[0].is_ascii_uppercase() {
+                    rec.ext.push((field[0], field[1..].to_vec()));
+                } else {
+                    warnings.push(ParseWarning {
+                        line: lineno,
+                        message: format!("Invalid extension record, removing: {}", show(field)),
+                    });
                 }
                 while p < line.len() && line[p] == b' ' {
                     p += 1;
                 }
             }
-            _ => {}
-        }
-        let fname = &line[p..];
-        if fname.is_empty() {
-            return err(lineno, "Missing filename".into());
-        }
-        if fname.contains(&b'/') || fname.contains(&0) {
-            return err(lineno, format!("Broken filename: {}", show(fname)));
-        }
-        rec.base = filename::base(fname).to_vec();
-        if rec.base.is_empty() {
-            return err(lineno, format!("Broken filename: {}", show(fname)));
-        }
-        if let Some(old_uid) = seen.insert(rec.base.clone(), uid) {
-            // maildir_uidlist_next: "Duplicate file entry": the later line wins.
-            warnings.push(ParseWarning {
-                line: lineno,
-                message: format!(
-                    "Duplicate file entry: {} (uid {old_uid} -> {uid})",
-                    show(&rec.base)
-                ),
-            });
-            if let Some(old) = list.find_uid(old_uid) {
-                list.records.remove(old);
+            if p < line.len() && line[p] == b':' {
+                p += 1;
+            }
+            if p >= line.len() {
+                return err(
+                    lineno,
+                    format!("Invalid extended fields: {}", show(&line[digits..])),
+                );
             }
         }
-        list.records.push(rec);
+        2 => {
+            // v2: a flags field between the UID and the filename.
+            while p < line.len() && line[p] != b' ' {
+                p += 1;
+            }
+            while p < line.len() && line[p] == b' ' {
+                p += 1;
+            }
+        }
+        _ => {}
     }
-    list.next_uid = list.header_next_uid.max(prev_uid.saturating_add(1).max(1));
-    Ok(Some((list, warnings)))
+    let fname = &line[p..];
+    if fname.is_empty() {
+        return err(lineno, "Missing filename".into());
+    }
+    if fname.contains(&b'/') || fname.contains(&0) {
+        return err(lineno, format!("Broken filename: {}", show(fname)));
+    }
+    rec.base = filename::base(fname).to_vec();
+    if rec.base.is_empty() {
+        return err(lineno, format!("Broken filename: {}", show(fname)));
+    }
+    Ok(rec)
 }
 
 /// One record line, as maildir_uidlist_write_fd writes it.

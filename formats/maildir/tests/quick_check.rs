@@ -75,9 +75,160 @@ fn an_unchanged_mailbox_is_not_scanned_again() {
         3,
         "no rescan: the quick check trusted the unchanged directories"
     );
-    // A fresh handle has no stamp and sees the truth.
+    // A fresh handle trusts the index's `maildir` header the same way (Dovecot's quick
+    // check across processes)...
+    let mut fresh = store.open_mailbox("Box").unwrap();
+    assert_eq!(fresh.counters().unwrap().messages, 3);
+    // ...until cur/ changes.
+    backdate(&cur, 30);
     let mut fresh = store.open_mailbox("Box").unwrap();
     assert_eq!(fresh.counters().unwrap().messages, 2);
+}
+
+/// The index's `maildir` extension header: nine u32 (new check time, new mtime + nsecs, cur
+/// check time, cur mtime + nsecs, uidlist mtime + nsecs, uidlist size).
+fn maildir_header(dir: &Path) -> Vec<u32> {
+    let view = mailsync_index::View::open(dir, "dovecot.index").unwrap();
+    let e = view.extension("maildir").expect("a maildir extension");
+    e.data
+        .chunks(4)
+        .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+fn mtime_of(path: &Path) -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let md = fs::metadata(path).unwrap();
+    (md.mtime() as u32, md.mtime_nsec() as u32)
+}
+
+#[test]
+fn a_scan_records_the_directories_in_the_index_header() {
+    let (_home, store, dir) = setup();
+    let mut mb = store.open_mailbox("Box").unwrap();
+    let modseq = mb.counters().unwrap().highest_modseq;
+    let h = maildir_header(&dir);
+    assert_eq!(h.len(), 9);
+    assert_eq!((h[1], h[2]), mtime_of(&dir.join("new")));
+    assert_eq!((h[4], h[5]), mtime_of(&dir.join("cur")));
+    assert_eq!((h[6], h[7]), mtime_of(&dir.join("dovecot-uidlist")));
+    assert_eq!(
+        h[8] as u64,
+        fs::metadata(dir.join("dovecot-uidlist")).unwrap().len()
+    );
+    // read after the directories settled: not dirty (check time > mtime + 1)
+    assert!(h[0] > h[1] + 1 && h[3] > h[4] + 1, "{h:?}");
+    // the header is no mail change: HIGHESTMODSEQ stays
+    let mut again = store.open_mailbox("Box").unwrap();
+    assert_eq!(again.counters().unwrap().highest_modseq, modseq);
+    mb.sync().unwrap();
+    assert_eq!(mb.counters().unwrap().highest_modseq, modseq);
+}
+
+#[test]
+fn a_fresh_handle_opened_by_the_quick_check_answers_as_a_full_scan() {
+    let (_home, store, dir) = setup();
+    drop(store.open_mailbox("Box").unwrap()); // the scan that writes the header
+                                              // 4 messages, the last one unseen and \Recent
+    fs::write(dir.join("new/1700000000.M9P9.host"), "Subject: n\n\nx\n").unwrap();
+    backdate(&dir.join("new"), 20);
+    drop(store.open_mailbox("Box").unwrap());
+    let mut quick = store.open_mailbox("Box").unwrap();
+    let q = quick.counters().unwrap();
+    // the same handle, read in full (mails() loads the view)
+    let mails = quick.mails().unwrap();
+    let full = quick.counters().unwrap();
+    assert_eq!(mails.len(), 4);
+    assert_eq!(q.messages, 4);
+    assert_eq!(
+        (
+            q.uid_validity,
+            q.uid_next,
+            q.highest_modseq,
+            q.messages,
+            q.recent,
+            q.unseen,
+            q.guid,
+            q.last_guid.clone()
+        ),
+        (
+            full.uid_validity,
+            full.uid_next,
+            full.highest_modseq,
+            full.messages,
+            full.recent,
+            full.unseen,
+            full.guid,
+            full.last_guid.clone()
+        )
+    );
+    assert_eq!(q.last_guid.unwrap().as_bytes(), b"1700000000.M9P9.host");
+    assert_eq!(q.unseen, 1);
+}
+
+#[test]
+fn a_fresh_handle_sees_every_change_made_between_runs() {
+    let (_home, store, dir) = setup();
+    drop(store.open_mailbox("Box").unwrap());
+    // a delivery, backdated so that new/ isn't "dirty"
+    fs::write(dir.join("new/1700000001.M1P1.host"), "Subject: n\n\nx\n").unwrap();
+    backdate(&dir.join("new"), 20);
+    let mut mb = store.open_mailbox("Box").unwrap();
+    assert_eq!(mb.counters().unwrap().messages, 4);
+    drop(mb);
+    // a flag change by an MUA (a rename in cur/)
+    let f = cur_files(&dir)[0].clone();
+    fs::rename(&f, f.to_string_lossy().replace(":2,S", ":2,")).unwrap();
+    backdate(&dir.join("cur"), 10);
+    let mut mb = store.open_mailbox("Box").unwrap();
+    assert_eq!(mb.counters().unwrap().unseen, 2);
+    drop(mb);
+    // the uidlist rewritten by someone (its size and mtime change) makes the next open read
+    // everything: shown by a removal hidden from cur/'s mtime, found by that full read
+    let cur = dir.join("cur");
+    let before = fs::metadata(&cur).unwrap().modified().unwrap();
+    fs::remove_file(&cur_files(&dir)[0]).unwrap();
+    fs::File::open(&cur)
+        .unwrap()
+        .set_times(fs::FileTimes::new().set_modified(before))
+        .unwrap();
+    let mut mb = store.open_mailbox("Box").unwrap();
+    assert_eq!(
+        mb.counters().unwrap().messages,
+        4,
+        "quick: the removal is hidden"
+    );
+    drop(mb);
+    let uidlist = dir.join("dovecot-uidlist");
+    let text = fs::read_to_string(&uidlist).unwrap();
+    let first = text.lines().next().unwrap().to_string();
+    let changed = text.replacen(&first, &format!("{first} Xextra"), 1);
+    fs::write(&uidlist, changed).unwrap();
+    let mut mb = store.open_mailbox("Box").unwrap();
+    assert_eq!(mb.counters().unwrap().messages, 3);
+}
+
+#[test]
+fn a_directory_read_right_after_a_change_is_not_recorded() {
+    let (_home, store, dir) = setup();
+    let cur = dir.join("cur");
+    fs::File::open(&cur)
+        .unwrap()
+        .set_times(fs::FileTimes::new().set_modified(SystemTime::now()))
+        .unwrap();
+    drop(store.open_mailbox("Box").unwrap());
+    // cur/ changed within the last moments before the scan: its mtime is recorded as 0
+    // ("not read"), so a removal that keeps its mtime is still found by the next open
+    let h = maildir_header(&dir);
+    assert_eq!((h[4], h[5]), (0, 0), "{h:?}");
+    let before = fs::metadata(&cur).unwrap().modified().unwrap();
+    fs::remove_file(&cur_files(&dir)[0]).unwrap();
+    fs::File::open(&cur)
+        .unwrap()
+        .set_times(fs::FileTimes::new().set_modified(before))
+        .unwrap();
+    let mut mb = store.open_mailbox("Box").unwrap();
+    assert_eq!(mb.counters().unwrap().messages, 2);
 }
 
 #[test]
