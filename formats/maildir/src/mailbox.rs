@@ -719,14 +719,11 @@ pub struct MaildirMailbox {
 /// (inode, size, mtime) of `new/`, `cur/`, `dovecot-uidlist`, `dovecot-keywords` and the
 /// index files. Any delivery, flag change (rename), expunge, UID assignment or index
 /// change by anyone alters at least one of them, so an equal stamp means the last scan
-/// still holds — unless a directory changed within `MAILDIR_SYNC_SECS` of that scan, where
-/// a change in the same clock tick could leave its mtime as it was (Dovecot's "dirty"
-/// rule): then the next sync scans again.
+/// still holds — unless a directory changed within [`RACY_MTIME`] of that scan, where a
+/// change in the same clock tick could leave its mtime as it was (Dovecot's "dirty" rule,
+/// at the nanosecond mtimes Linux file systems keep): then the next sync scans again.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct DiskStamp(Vec<Option<(u64, u64, i64, i64)>>);
-
-/// A directory modified this recently (seconds) before a scan is scanned again next time.
-const MAILDIR_SYNC_SECS: i64 = 2;
 
 impl DiskStamp {
     fn take(paths: &Paths, index_dir: Option<&Path>) -> DiskStamp {
@@ -752,12 +749,21 @@ impl DiskStamp {
         )
     }
 
-    /// True when `new/` and `cur/` were last modified long enough before `now` (UNIX
-    /// seconds) that no later change can share their mtime.
-    fn settled(&self, now: i64) -> bool {
-        self.0[..2]
-            .iter()
-            .all(|m| m.is_some_and(|(_, _, mtime, _)| mtime < now - MAILDIR_SYNC_SECS))
+    /// True when `new/` and `cur/` were last modified at least [`RACY_MTIME`] before
+    /// `scan_start`, so that no later change can share their mtime.
+    fn settled(&self, scan_start: SystemTime) -> bool {
+        let Some(limit) = scan_start.checked_sub(RACY_MTIME) else {
+            return false;
+        };
+        self.0[..2].iter().all(|m| {
+            m.is_some_and(|(_, _, secs, nsecs)| {
+                let t = u64::try_from(secs).ok().map(|s| {
+                    SystemTime::UNIX_EPOCH
+                        + std::time::Duration::new(s, u32::try_from(nsecs).unwrap_or(0))
+                });
+                t.is_some_and(|t| t <= limit)
+            })
+        })
     }
 }
 
@@ -1219,7 +1225,7 @@ impl MaildirMailbox {
             clean_tmp(&self.paths.tmp(), SystemTime::now());
             self.tmp_checked = true;
         }
-        let scan_start = unix_secs(SystemTime::now());
+        let scan_start = SystemTime::now();
         let mut st = read_disk(&self.paths)?;
         let base = self.index_base();
         let uidlist_outdated = Self::needs_write(&st);
