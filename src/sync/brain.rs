@@ -408,8 +408,10 @@ impl Brain {
     }
 
     fn send_list(&self, items: Vec<Item>) -> Result<(), SyncError> {
-        for i in items {
-            self.send(i)?;
+        let mut items = items.into_iter().peekable();
+        while items.peek().is_some() {
+            let batch: Vec<Item> = items.by_ref().take(BATCH_SIZE).collect();
+            self.send(Item::Batch(batch))?;
         }
         self.send(Item::EndOfList)
     }
@@ -419,6 +421,7 @@ impl Brain {
         loop {
             match self.recv()? {
                 Item::EndOfList => return Ok(v),
+                Item::Batch(b) => v.extend(b),
                 i => v.push(i),
             }
         }
