@@ -749,6 +749,11 @@ impl DiskStamp {
         )
     }
 
+    /// True when `new/` and `cur/` are as in `other`.
+    fn same_dirs(&self, other: &DiskStamp) -> bool {
+        self.0[..2] == other.0[..2]
+    }
+
     /// True when `new/` and `cur/` were last modified at least [`RACY_MTIME`] before
     /// `scan_start`, so that no later change can share their mtime.
     fn settled(&self, scan_start: SystemTime) -> bool {
@@ -1229,15 +1234,26 @@ impl MaildirMailbox {
         let mut st = read_disk(&self.paths)?;
         let base = self.index_base();
         let uidlist_outdated = Self::needs_write(&st);
+        // The files as this sync's own write left them (uidlist, index), when new/ and cur/
+        // were still as read: trusted like an unchanged stamp.
+        let mut own_write: Option<DiskStamp> = None;
         if uidlist_outdated
             || self.index_differs(&st, &base)
             || self.index_stamp_outdated(&st, &base)
         {
             match lock_uidlist(&self.paths) {
                 Ok(lock) => {
+                    // What was read before the lock still holds when nothing changed
+                    // since (the stamp's rule): not read a second time.
+                    let unchanged = before.settled(scan_start)
+                        && DiskStamp::take(&self.paths, self.index_dir.as_deref()) == before;
                     let result = (|| {
                         let base = self.index_base();
-                        let recent = self.update_locked(&mut st, &base)?;
+                        let recent = if unchanged {
+                            self.assign_uids_locked(&mut st, &base)?
+                        } else {
+                            self.update_locked(&mut st, &base)?
+                        };
                         self.index_sync_locked(
                             &mut st,
                             base,
@@ -1246,6 +1262,13 @@ impl MaildirMailbox {
                             &OwnChanges::default(),
                         )
                     })();
+                    if unchanged && result.is_ok() {
+                        // taken under the uidlist lock, before others may write again
+                        let after = DiskStamp::take(&self.paths, self.index_dir.as_deref());
+                        if after.same_dirs(&before) {
+                            own_write = Some(after);
+                        }
+                    }
                     let released = lock.release();
                     self.index = result?;
                     released.map_err(|e| Error::io("unlink", self.paths.uidlist(), e))?;
@@ -1283,12 +1306,13 @@ impl MaildirMailbox {
             };
         }
         self.build_view(st)?;
-        // Trusted only when this scan changed nothing (else the stamp is stale anyway)
-        // and the directories had settled before it.
-        if before.settled(scan_start)
-            && DiskStamp::take(&self.paths, self.index_dir.as_deref()) == before
-        {
-            self.stamp = Some(before);
+        // Trusted only when nothing but this sync changed the files since they were read
+        // (else the stamp is stale anyway) and the directories had settled before that.
+        if before.settled(scan_start) {
+            let now = DiskStamp::take(&self.paths, self.index_dir.as_deref());
+            if now == before || own_write.as_ref() == Some(&now) {
+                self.stamp = Some(now);
+            }
         }
         Ok(())
     }
@@ -1412,6 +1436,12 @@ impl MaildirMailbox {
     /// Returns the UIDs given.
     fn update_locked(&self, st: &mut DiskState, base: &IndexBase) -> Result<HashSet<u32>> {
         *st = read_disk(&self.paths)?;
+        self.assign_uids_locked(st, base)
+    }
+
+    /// [`Self::update_locked`] on files already read under the lock (or known unchanged
+    /// since they were read).
+    fn assign_uids_locked(&self, st: &mut DiskState, base: &IndexBase) -> Result<HashSet<u32>> {
         self.fix_duplicates(st)?;
         let (mut list, recreate) = match st.list.take() {
             Some(l) => {
