@@ -836,14 +836,25 @@ fn build_scenarios(ctx: &Ctx) -> (Vec<Scenario>, Snapshot) {
                 },
             };
             // One uninterrupted run: its duration spreads the kills, its result is
-            // what every killed-and-repaired run must reach.
+            // what every killed-and-repaired run must reach. The duration is the shorter
+            // of two such runs (the first may pay for a cold cache), so that the kills
+            // land inside the runs.
+            let again = prepare(ctx, &sc, "reference-timing");
+            let dst_loc = loc(format, &again.dst_dir);
+            let args = sc.args(&dst_loc);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let t = Instant::now();
+            let (code, err) = run_sync(ctx, &loc("maildir", &again.src_dir), &args).unwrap();
+            let first = t.elapsed();
+            assert_eq!(code, 0, "uninterrupted {}: {err}", sc.name());
+            cleanup(&again);
             let w = prepare(ctx, &sc, "reference");
             let dst_loc = loc(format, &w.dst_dir);
             let args = sc.args(&dst_loc);
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let t = Instant::now();
             let (code, err) = run_sync(ctx, &loc("maildir", &w.src_dir), &args).unwrap();
-            sc.duration = t.elapsed();
+            sc.duration = t.elapsed().min(first);
             assert_eq!(code, 0, "uninterrupted {}: {err}", sc.name());
             let want = snapshot(ctx, &loc("maildir", &w.src_dir)).unwrap();
             if mode != Mode::Backup {

@@ -390,20 +390,74 @@ impl SdboxMailbox {
     }
 
     /// Reads the `u.N` files of view messages not read yet. A file missing for a message
-    /// still in the index means it was expunged by someone whose index update we haven't
-    /// seen yet: the message is left out of this view.
+    /// still in the index was expunged by someone whose index update we haven't seen yet
+    /// (the message is left out of this view), or by a run killed between the unlink and
+    /// the index update ([`Self::expunge_lost`]).
     fn load_files(&mut self) -> Result<()> {
         let uids: Vec<u32> = self.view.messages().map(|m| m.uid()).collect();
         self.files.retain(|uid, _| uids.binary_search(uid).is_ok());
+        let mut lost = Vec::new();
         for uid in uids {
             if self.files.contains_key(&uid) {
                 continue;
             }
-            if let Some(info) = read_sdbox_file(&self.dir.join(mail_file_name(uid)))? {
-                self.files.insert(uid, info);
+            match read_sdbox_file(&self.dir.join(mail_file_name(uid)))? {
+                Some(info) => {
+                    self.files.insert(uid, info);
+                }
+                None => lost.push(uid),
             }
         }
+        if !lost.is_empty() {
+            self.expunge_lost(&lost);
+        }
         Ok(())
+    }
+
+    /// Expunges from the index the records of `uids` whose `u.N` file is still missing
+    /// under the index log lock. An expunge unlinks the file and logs the expunge under that
+    /// lock (here and in Dovecot's sdbox sync), so a record that outlives its file there was
+    /// left by a run killed in between; Dovecot's index rebuild drops such records too
+    /// (sdbox-sync-rebuild.c). Without this the mailbox would count a message no one can
+    /// read, forever. Best effort: when the index can't be written the record stays hidden.
+    fn expunge_lost(&mut self, uids: &[u32]) {
+        let dir = self.dir.clone();
+        let result = commit_locked(
+            &self.writer,
+            true,
+            |view, t| -> std::result::Result<Vec<u32>, CommitError> {
+                let mut done = Vec::new();
+                for &uid in uids {
+                    let path = dir.join(mail_file_name(uid));
+                    let gone = matches!(fs::symlink_metadata(&path),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+                    if view.message(uid).is_some() && gone {
+                        t.expunge_guid(uid, [0; 16]);
+                        done.push(uid);
+                    }
+                }
+                Ok(done)
+            },
+        );
+        match result {
+            Ok((done, _)) if !done.is_empty() => {
+                crate::warn(&format!(
+                    "sdbox {}: the files of UIDs {done:?} are gone but the index still listed \
+                     them (a run killed between unlink and index update): expunged from the \
+                     index",
+                    self.dir.display()
+                ));
+                match self.writer.view() {
+                    Ok(v) => self.view = v,
+                    Err(e) => crate::warn(&format!("{}: {e}", self.dir.display())),
+                }
+            }
+            Ok(_) => {}
+            Err(CommitError(e)) => crate::warn(&format!(
+                "sdbox {}: can't expunge the index records of lost files: {e}",
+                self.dir.display()
+            )),
+        }
     }
 
     fn refresh(&mut self) -> Result<()> {

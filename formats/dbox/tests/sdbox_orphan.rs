@@ -88,3 +88,36 @@ fn a_different_message_never_takes_the_orphans_place() {
         orphan
     );
 }
+
+/// The opposite leftover: an index record whose `u.N` a killed expunge already unlinked
+/// (the kill landed between the unlink and the index update). The next open expunges the
+/// record, as Dovecot's index rebuild does, so the counters stop claiming a message that
+/// can't be read; the other messages are untouched.
+#[test]
+fn a_record_whose_file_a_killed_expunge_unlinked_is_expunged_on_the_next_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    s.create_mailbox("Box", None).unwrap();
+    let mut mb = s.open_mailbox("Box").unwrap();
+    let mut t = mb.begin().unwrap();
+    for i in 1..=3u32 {
+        let mut m = mail(&format!("g-{i}"));
+        m.uid = Some(Uid(i));
+        t.save(m, &mut format!("Subject: {i}\n\nbody {i}\n").as_bytes())
+            .unwrap();
+    }
+    t.commit().unwrap();
+    drop(mb);
+    std::fs::remove_file(mail_dir(dir.path()).join("u.2")).unwrap();
+
+    let mut mb = s.open_mailbox("Box").unwrap();
+    let st = mb.counters().unwrap();
+    assert_eq!(st.messages, 2);
+    let uids: Vec<u32> = mb.mails().unwrap().iter().map(|m| m.uid.0).collect();
+    assert_eq!(uids, [1, 3]);
+    // written to the index: a reader that doesn't look at the files agrees
+    let view = mailsync_index::View::open(&mail_dir(dir.path()), "dovecot.index").unwrap();
+    let indexed: Vec<u32> = view.messages().map(|m| m.uid()).collect();
+    assert_eq!(indexed, [1, 3]);
+    assert_eq!(st.uid_next, 4, "the UID is not given again");
+}
