@@ -298,3 +298,24 @@ fn other_user_home_comes_from_passwd() {
     );
     assert!(Path::new("/etc/passwd").exists());
 }
+
+#[test]
+fn a_commit_interval_that_is_not_a_number_is_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = format!("mail_location=maildir:{}/a", dir.path().display());
+    let dst = format!("maildir:{}/b", dir.path().display());
+    let o = mailsync(
+        &[
+            "-o",
+            &src,
+            "-o",
+            "dsync_commit_msgs_interval=ten",
+            "sync",
+            &dst,
+        ],
+        &[("USER", "u"), ("HOME", "/nonexistent")],
+    );
+    assert_eq!(o.status.code(), Some(78), "{}", stderr(&o));
+    assert_stderr_contains(&o, "dsync_commit_msgs_interval: not a number: ten");
+    assert!(!dir.path().join("b").exists(), "nothing written");
+}

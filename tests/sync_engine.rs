@@ -5,7 +5,8 @@ use std::io::Read;
 
 use mailstore::memory::MemoryStore;
 use mailstore::{
-    FlagOp, FlagUpdate, Flags, Guid, Keyword, MailboxUpdate, NewMail, Pop3Info, Store, Uid,
+    FlagOp, FlagUpdate, Flags, Guid, Keyword, Location, MailboxUpdate, NewMail, Pop3Info, Store,
+    Uid,
 };
 use mailsync::sync::{self, MergeKind, SyncOptions};
 
@@ -1323,4 +1324,67 @@ fn a_name_holding_the_other_sides_separator_is_repaired_there() {
         assert_eq!(names(&a), ["Dir/Sub", "INBOX", "v1.2"], "{kind:?}");
         assert_eq!(names(&b), ["Dir.Sub", "INBOX", "v1_2"], "{kind:?}");
     }
+}
+
+/// doveadm's `dsync_commit_msgs_interval`: a mailbox's saves are committed in batches of
+/// that many messages (dsync_mailbox_import_saved_uid), so a transaction's memory stays
+/// bounded. Shown on a Maildir destination, whose index log gets one APPEND record per
+/// commit; the result is the same as with one commit.
+#[test]
+fn saves_are_committed_every_commit_msgs_interval_messages() {
+    use mailsync_index::format::log::RecordBody;
+    let a = store();
+    for i in 1..=10u32 {
+        save(
+            &a,
+            "INBOX",
+            Some(i),
+            &format!("g{i}"),
+            &format!("Subject: {i}\n\n{i}\n"),
+        );
+    }
+    let appends = |interval: usize| -> (usize, Vec<(u32, String)>) {
+        let dir = tempfile::tempdir().unwrap();
+        let loc = Location::parse(
+            &format!("maildir:{}", dir.path().join("Maildir").display()),
+            None,
+        )
+        .unwrap();
+        let b = mailsync::backends::open_store(&loc, &Default::default()).unwrap();
+        let opts = SyncOptions {
+            kind: MergeKind::Backup,
+            commit_msgs_interval: interval,
+            ..Default::default()
+        };
+        let r = sync::run(Box::new(a.clone()), b, &opts);
+        assert_eq!(r.exit_code, 0, "{:?}", r.errors);
+        let view =
+            mailsync_index::View::open(&dir.path().join("Maildir"), "dovecot.index").unwrap();
+        let commits = view
+            .logs()
+            .iter()
+            .flat_map(|l| &l.records)
+            .filter(|r| matches!(r.body, RecordBody::Append(_)))
+            .count();
+        let b = mailsync::backends::open_store(&loc, &Default::default()).unwrap();
+        let mut mb = b.open_mailbox("INBOX").unwrap();
+        let got = mb
+            .mails()
+            .unwrap()
+            .into_iter()
+            .map(|m| {
+                (
+                    m.uid.0,
+                    String::from_utf8_lossy(m.guid.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        (commits, got)
+    };
+    let (batched, got_batched) = appends(3);
+    let (single, got_single) = appends(0);
+    assert_eq!(batched, 4, "10 saves committed 3 + 3 + 3 + 1");
+    assert_eq!(single, 1);
+    assert_eq!(got_batched, got_single);
+    assert_eq!(got_batched, uids(&a, "INBOX"));
 }

@@ -74,6 +74,10 @@ impl Ctx {
             .env("TZ", "UTC")
             .arg("-o")
             .arg(format!("mail_location={loc}"))
+            // saves committed every 25 messages, so that kills also land between the
+            // intermediate commits of one mailbox
+            .arg("-o")
+            .arg("dsync_commit_msgs_interval=25")
             .args(args);
         cmd
     }

@@ -127,6 +127,14 @@ pub fn run(
         user,
         home: home.as_ref().map(|h| h.to_string_lossy().into_owned()),
     };
+    let cfg = match load_config(cli) {
+        Ok(c) => c,
+        Err((code, msg)) => return fail(err, code, msg),
+    };
+    let commit_msgs_interval = match commit_msgs_interval(&cfg) {
+        Ok(n) => n,
+        Err((code, msg)) => return fail(err, code, msg),
+    };
     let (source_spec, source_opts, dest_spec) = if args.locations.len() == 2 {
         (
             args.locations[0].clone(),
@@ -134,7 +142,7 @@ pub fn run(
             args.locations[1].clone(),
         )
     } else {
-        match configured_location(cli, &vars) {
+        match configured_location(&cfg, &vars) {
             Ok((spec, opts)) => (spec, opts, args.locations[0].clone()),
             Err((code, msg)) => return fail(err, code, msg),
         }
@@ -191,6 +199,7 @@ pub fn run(
             .timeout
             .filter(|secs| *secs > 0)
             .map(|secs| Duration::from_secs(secs.into())),
+        commit_msgs_interval,
     };
     // dsync_brain_lock: in a local run the master locks, in the user's home.
     let _lock = match args.lock_timeout.filter(|secs| *secs > 0) {
@@ -330,8 +339,8 @@ fn parse_filters(args: &SyncArgs) -> Result<Filters, String> {
     Ok(f)
 }
 
-/// SOURCE from `-c`/`-o`: the inbox namespace's location or `mail_location`.
-fn configured_location(cli: &Cli, vars: &Vars) -> Result<(String, StoreOptions), (i32, String)> {
+/// The configuration `-c` names (none: empty) with the `-o` overrides.
+fn load_config(cli: &Cli) -> Result<Config, (i32, String)> {
     let mut cfg = match &cli.config {
         Some(path) => Config::load(Path::new(path)).map_err(|e| (exit::CONFIG, e.0))?,
         None => Config::default(),
@@ -345,6 +354,24 @@ fn configured_location(cli: &Cli, vars: &Vars) -> Result<(String, StoreOptions),
         };
         cfg.set_override(k, v);
     }
+    Ok(cfg)
+}
+
+/// doveadm's `dsync_commit_msgs_interval` setting, else mailsync's default.
+fn commit_msgs_interval(cfg: &Config) -> Result<usize, (i32, String)> {
+    match cfg.get("dsync_commit_msgs_interval") {
+        None => Ok(sync::COMMIT_MSGS_INTERVAL),
+        Some(v) => v.trim().parse().map_err(|_| {
+            (
+                exit::CONFIG,
+                format!("dsync_commit_msgs_interval: not a number: {v}"),
+            )
+        }),
+    }
+}
+
+/// SOURCE from `-c`/`-o`: the inbox namespace's location or `mail_location`.
+fn configured_location(cfg: &Config, vars: &Vars) -> Result<(String, StoreOptions), (i32, String)> {
     let ns = cfg.inbox_namespace().cloned();
     let raw = ns
         .as_ref()

@@ -1687,6 +1687,20 @@ impl Brain {
         // these copied changes for this side's own
         let mut tx = mailbox.begin()?;
         tx.mark_as_sync();
+        // dsync_mailbox_import_saved_uid: a commit every `commit_msgs_interval` saves, which
+        // bounds what a transaction holds. Only when every save comes from the peer in
+        // ascending UID order: each later save then still gets the UID it asks for, and no
+        // message is renumbered (a commit between the copy and the expunge of a moved one
+        // would leave it twice after a crash). The saves committed so far, in order:
+        let interval = self.opts.commit_msgs_interval;
+        let batched = interval > 0
+            && plan
+                .saves
+                .iter()
+                .all(|s| matches!(s.source, SaveSource::Peer(_)))
+            && plan.saves.windows(2).all(|w| w[0].uid < w[1].uid);
+        let mut committed: Vec<Uid> = Vec::new();
+        let mut since_commit = 0usize;
         for (uid, flags, keywords) in &plan.flags {
             if let Err(e) = tx.update_flags(
                 *uid,
@@ -1759,11 +1773,18 @@ impl Brain {
                                     Ok(()) => {
                                         wanted.push(save.uid);
                                         renumbered.push(None);
+                                        since_commit += 1;
                                     }
                                     Err(e) => failure = Some(e),
                                 }
                             }
                             body.drain();
+                            if batched && since_commit >= interval && failure.is_none() {
+                                committed.extend(tx.commit()?.saved);
+                                tx = mailbox.begin()?;
+                                tx.mark_as_sync();
+                                since_commit = 0;
+                            }
                         }
                         _ => {
                             return Err(SyncError::Peer("unexpected item in the mail list".into()))
@@ -1788,7 +1809,11 @@ impl Brain {
             tx.rollback();
             return Err(e.into());
         }
-        let result = tx.commit()?;
+        let mut result = tx.commit()?;
+        if !committed.is_empty() {
+            committed.append(&mut result.saved);
+            result.saved = committed;
+        }
         if result.saved != wanted {
             // Someone else took the UIDs we wanted (a delivery during the sync): the next
             // run reconciles (dsync: "changes during sync").

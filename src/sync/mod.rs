@@ -56,7 +56,15 @@ pub struct SyncOptions {
     /// `-T SECS`: give up (exit 75) when nothing crosses between the two sides for that
     /// long — a side stuck in I/O on a hung file system. `None`: wait forever.
     pub io_timeout: Option<std::time::Duration>,
+    /// Commit a mailbox's saves every this many messages (doveadm's
+    /// `dsync_commit_msgs_interval`); 0: one commit per mailbox.
+    pub commit_msgs_interval: usize,
 }
+
+/// mailsync's default for [`SyncOptions::commit_msgs_interval`]. Dovecot's is 100; a
+/// mailsync commit costs a few fsyncs, so it takes more per commit while still keeping a
+/// transaction's memory small.
+pub const COMMIT_MSGS_INTERVAL: usize = 1000;
 
 /// DSYNC_MAILBOX_DEFAULT_LOCK_TIMEOUT_SECS.
 pub const MAILBOX_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -76,6 +84,7 @@ impl Default for SyncOptions {
             debug: false,
             mailbox_lock_timeout: MAILBOX_LOCK_TIMEOUT,
             io_timeout: None,
+            commit_msgs_interval: COMMIT_MSGS_INTERVAL,
         }
     }
 }
