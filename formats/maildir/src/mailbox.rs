@@ -2482,7 +2482,7 @@ impl Transaction for MaildirTransaction<'_> {
                 uid_validity: self.mbox.view.uid_validity,
             });
         }
-        let result = (|| -> Result<CommitResult> {
+        let result = (|| -> Result<(CommitResult, DiskState)> {
             self.mbox.ensure_dirs()?;
             let lock = lock_uidlist(&self.mbox.paths)?;
             // The index gets the EXTERNAL transaction for these changes under the same
@@ -2495,7 +2495,7 @@ impl Transaction for MaildirTransaction<'_> {
                     &c.non_recent,
                     &c.own,
                 )?;
-                Ok(c.result)
+                Ok((c.result, c.st))
             });
             let released = lock.release();
             let r = result?;
@@ -2503,8 +2503,13 @@ impl Transaction for MaildirTransaction<'_> {
             Ok(r)
         })();
         self.remove_tmp_files();
-        let r = result?;
-        self.mbox.sync_impl()?;
+        let (r, st) = result?;
+        // The files as read under the lock plus this commit's changes are the new view
+        // (not read a second time); the next sync() reads the directories again, as a
+        // delivery may have landed in new/ meanwhile.
+        self.mbox.quick = None;
+        self.mbox.stamp = None;
+        self.mbox.build_view(st)?;
         Ok(r)
     }
 
