@@ -29,136 +29,72 @@ pub(crate) const INDEX_PREFIX: &str = "dovecot.index";
 /// changed again unseen, keeping its mtime ("dirty", DIR_DELAYED_REFRESH).
 pub(crate) const DOVECOT_MAILDIR_SYNC_SECS: u32 = 1;
 
-/// The `maildir` extension header (struct maildir_index_header, maildir-storage.h; header
-/// 36 bytes, no record part): when `new/` and `cur/` were last read into the index and
-/// which `dovecot-uidlist` the index is up to date with. Nine u32, little-endian, at
-/// these offsets. All 0 (or no extension) means "never read": a full scan follows.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct MaildirHeader {
-    pub new_check_time: u32,
-    pub new_mtime: u32,
-    pub new_mtime_nsecs: u32,
-    pub cur_check_time: u32,
-    pub cur_mtime: u32,
-    pub cur_mtime_nsecs: u32,
-    pub uidlist_mtime: u32,
-    pub uidlist_mtime_nsecs: u32,
-    pub uidlist_size: u32,
+/// The `maildir` extension header (struct maildir_index_header, maildir-storage.h; the
+/// layout is `mailsync_index::format::ext::MaildirHeader`): when `new/` and `cur/` were last
+/// read into the index and which `dovecot-uidlist` the index is up to date with. All 0 (or
+/// no extension) means "never read": a full scan follows.
+pub(crate) use mailsync_index::format::ext::MaildirHeader;
+
+/// The `maildir` header of the index `view`, when it has the extension.
+pub(crate) fn maildir_header(view: &IndexView) -> Option<MaildirHeader> {
+    view.extension(ext::MAILDIR)
+        .map(|e| MaildirHeader::decode(&e.data))
 }
 
-impl MaildirHeader {
-    pub const SIZE: usize = 36;
-    const NEW_CHECK_TIME: usize = 0;
-    const NEW_MTIME: usize = 4;
-    const NEW_MTIME_NSECS: usize = 8;
-    const CUR_CHECK_TIME: usize = 12;
-    const CUR_MTIME: usize = 16;
-    const CUR_MTIME_NSECS: usize = 20;
-    const UIDLIST_MTIME: usize = 24;
-    const UIDLIST_MTIME_NSECS: usize = 28;
-    const UIDLIST_SIZE: usize = 32;
+/// DIR_DELAYED_REFRESH (maildir-sync.c): the directory was read no later than
+/// MAILDIR_SYNC_SECS after it was last modified, so a change in the same clock tick may
+/// have kept its mtime.
+fn read_dirty(check_time: u32, mtime: u32) -> bool {
+    check_time <= mtime.saturating_add(DOVECOT_MAILDIR_SYNC_SECS)
+}
 
-    /// `None` when shorter than [`Self::SIZE`].
-    pub fn decode(data: &[u8]) -> Option<MaildirHeader> {
-        let u = |off: usize| -> Option<u32> {
-            let b: [u8; 4] = data.get(off..off + 4)?.try_into().ok()?;
-            Some(u32::from_le_bytes(b))
-        };
-        Some(MaildirHeader {
-            new_check_time: u(Self::NEW_CHECK_TIME)?,
-            new_mtime: u(Self::NEW_MTIME)?,
-            new_mtime_nsecs: u(Self::NEW_MTIME_NSECS)?,
-            cur_check_time: u(Self::CUR_CHECK_TIME)?,
-            cur_mtime: u(Self::CUR_MTIME)?,
-            cur_mtime_nsecs: u(Self::CUR_MTIME_NSECS)?,
-            uidlist_mtime: u(Self::UIDLIST_MTIME)?,
-            uidlist_mtime_nsecs: u(Self::UIDLIST_MTIME_NSECS)?,
-            uidlist_size: u(Self::UIDLIST_SIZE)?,
-        })
-    }
-
-    pub fn encode(&self) -> [u8; Self::SIZE] {
-        let mut out = [0u8; Self::SIZE];
-        for (off, v) in [
-            (Self::NEW_CHECK_TIME, self.new_check_time),
-            (Self::NEW_MTIME, self.new_mtime),
-            (Self::NEW_MTIME_NSECS, self.new_mtime_nsecs),
-            (Self::CUR_CHECK_TIME, self.cur_check_time),
-            (Self::CUR_MTIME, self.cur_mtime),
-            (Self::CUR_MTIME_NSECS, self.cur_mtime_nsecs),
-            (Self::UIDLIST_MTIME, self.uidlist_mtime),
-            (Self::UIDLIST_MTIME_NSECS, self.uidlist_mtime_nsecs),
-            (Self::UIDLIST_SIZE, self.uidlist_size),
-        ] {
-            out[off..off + 4].copy_from_slice(&v.to_le_bytes());
-        }
-        out
-    }
-
-    /// The header of the index `view`, when it has the extension.
-    pub fn of(view: &IndexView) -> Option<MaildirHeader> {
-        view.extension(ext::MAILDIR)
-            .and_then(|e| MaildirHeader::decode(&e.data))
-    }
-
-    fn new_dirty(&self) -> bool {
-        self.new_check_time <= self.new_mtime.saturating_add(DOVECOT_MAILDIR_SYNC_SECS)
-    }
-
-    fn cur_dirty(&self) -> bool {
-        self.cur_check_time <= self.cur_mtime.saturating_add(DOVECOT_MAILDIR_SYNC_SECS)
-    }
-
-    /// maildir_index_header_has_changed (maildir-sync-index.c): whether writing `self` over
-    /// `old` changes anything the quick check reads.
-    pub fn differs_from(&self, old: &MaildirHeader) -> bool {
+/// maildir_index_header_has_changed (maildir-sync-index.c): whether writing `new` over
+/// `old` changes anything the quick check reads.
+pub(crate) fn header_differs(new: &MaildirHeader, old: &MaildirHeader) -> bool {
+    let stamps = |h: &MaildirHeader| {
         (
-            self.new_mtime,
-            self.new_mtime_nsecs,
-            self.cur_mtime,
-            self.cur_mtime_nsecs,
-            self.uidlist_mtime,
-            self.uidlist_mtime_nsecs,
-            self.uidlist_size,
-        ) != (
-            old.new_mtime,
-            old.new_mtime_nsecs,
-            old.cur_mtime,
-            old.cur_mtime_nsecs,
-            old.uidlist_mtime,
-            old.uidlist_mtime_nsecs,
-            old.uidlist_size,
-        ) || self.new_dirty() != old.new_dirty()
-            || self.cur_dirty() != old.cur_dirty()
-    }
+            h.new_mtime,
+            h.new_mtime_nsecs,
+            h.cur_mtime,
+            h.cur_mtime_nsecs,
+            h.uidlist_mtime,
+            h.uidlist_mtime_nsecs,
+            h.uidlist_size,
+        )
+    };
+    stamps(new) != stamps(old)
+        || read_dirty(new.new_check_time, new.new_mtime)
+            != read_dirty(old.new_check_time, old.new_mtime)
+        || read_dirty(new.cur_check_time, new.cur_mtime)
+            != read_dirty(old.cur_check_time, old.cur_mtime)
+}
 
-    /// maildir_sync_quick_check (maildir-sync.c) without `undirty`: true when `new/` and
-    /// `cur/` (their (mtime, nsecs) now) are as the index last read them, and neither was
-    /// read "dirty" more than MAILDIR_SYNC_SECS before `now` (such a read is repeated once,
-    /// in case a change in the same clock tick kept the mtime). Also the uidlist must be
-    /// the one the index is up to date with (maildir_uidlist_refresh_fast_init).
-    pub fn still_valid(
-        &self,
-        now: i64,
-        new: (i64, i64),
-        cur: (i64, i64),
-        uidlist: (i64, i64, u64),
-    ) -> bool {
-        let stale_dirty = |dirty: bool, check: u32| {
-            dirty && i64::from(check) < now - i64::from(DOVECOT_MAILDIR_SYNC_SECS)
-        };
-        self.new_mtime != 0
-            && !stale_dirty(self.new_dirty(), self.new_check_time)
-            && !stale_dirty(self.cur_dirty(), self.cur_check_time)
-            && (i64::from(self.new_mtime), i64::from(self.new_mtime_nsecs)) == new
-            && (i64::from(self.cur_mtime), i64::from(self.cur_mtime_nsecs)) == cur
-            && self.uidlist_mtime != 0
-            && (
-                i64::from(self.uidlist_mtime),
-                i64::from(self.uidlist_mtime_nsecs),
-                u64::from(self.uidlist_size),
-            ) == uidlist
-    }
+/// maildir_sync_quick_check (maildir-sync.c) without `undirty`: true when `new/` and `cur/`
+/// (their (mtime, nsecs) now) are as the index last read them, and neither was read dirty
+/// more than MAILDIR_SYNC_SECS before `now` (such a read is repeated once, in case a change
+/// in the same clock tick kept the mtime). Also the uidlist (mtime, nsecs, size) must be
+/// the one the index is up to date with (maildir_uidlist_refresh_fast_init).
+pub(crate) fn header_still_valid(
+    h: &MaildirHeader,
+    now: i64,
+    new: (i64, i64),
+    cur: (i64, i64),
+    uidlist: (i64, i64, u64),
+) -> bool {
+    let stale_dirty = |check: u32, mtime: u32| {
+        read_dirty(check, mtime) && i64::from(check) < now - i64::from(DOVECOT_MAILDIR_SYNC_SECS)
+    };
+    h.new_mtime != 0
+        && h.uidlist_mtime != 0
+        && !stale_dirty(h.new_check_time, h.new_mtime)
+        && !stale_dirty(h.cur_check_time, h.cur_mtime)
+        && (i64::from(h.new_mtime), i64::from(h.new_mtime_nsecs)) == new
+        && (i64::from(h.cur_mtime), i64::from(h.cur_mtime_nsecs)) == cur
+        && (
+            i64::from(h.uidlist_mtime),
+            i64::from(h.uidlist_mtime_nsecs),
+            u64::from(h.uidlist_size),
+        ) == uidlist
 }
 
 /// What the mailbox view takes from the index: modseqs and `\Recent`.
@@ -464,8 +400,8 @@ pub(crate) fn write_changes(
         |view, t| -> std::result::Result<(), mailsync_index::Error> {
             let side = index_side(Some(view));
             let changes = compute(&side);
-            let old_stamp = MaildirHeader::of(view);
-            let stamp = stamp.filter(|s| old_stamp.is_none_or(|old| s.differs_from(&old)));
+            let old_stamp = maildir_header(view);
+            let stamp = stamp.filter(|s| old_stamp.is_none_or(|old| header_differs(s, &old)));
             if changes.is_empty() && stamp.is_none() {
                 return Ok(());
             }

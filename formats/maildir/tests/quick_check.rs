@@ -55,6 +55,18 @@ fn cur_files(dir: &Path) -> Vec<std::path::PathBuf> {
     v
 }
 
+/// Removes one message file from cur/ and puts cur/'s mtime back: only a full read of the
+/// directory can notice.
+fn remove_behind_the_stamps_back(dir: &Path) {
+    let cur = dir.join("cur");
+    let before = fs::metadata(&cur).unwrap().modified().unwrap();
+    fs::remove_file(&cur_files(dir)[0]).unwrap();
+    fs::File::open(&cur)
+        .unwrap()
+        .set_times(fs::FileTimes::new().set_modified(before))
+        .unwrap();
+}
+
 #[test]
 fn an_unchanged_mailbox_is_not_scanned_again() {
     let (_home, store, dir) = setup();
@@ -63,12 +75,7 @@ fn an_unchanged_mailbox_is_not_scanned_again() {
     assert_eq!(mb.counters().unwrap().messages, 3);
     // Remove a file behind the stamp's back: restore cur/'s mtime exactly.
     let cur = dir.join("cur");
-    let before = fs::metadata(&cur).unwrap().modified().unwrap();
-    fs::remove_file(&cur_files(&dir)[0]).unwrap();
-    fs::File::open(&cur)
-        .unwrap()
-        .set_times(fs::FileTimes::new().set_modified(before))
-        .unwrap();
+    remove_behind_the_stamps_back(&dir);
     mb.sync().unwrap();
     assert_eq!(
         mb.counters().unwrap().messages,
@@ -185,13 +192,7 @@ fn a_fresh_handle_sees_every_change_made_between_runs() {
     drop(mb);
     // the uidlist rewritten by someone (its size and mtime change) makes the next open read
     // everything: shown by a removal hidden from cur/'s mtime, found by that full read
-    let cur = dir.join("cur");
-    let before = fs::metadata(&cur).unwrap().modified().unwrap();
-    fs::remove_file(&cur_files(&dir)[0]).unwrap();
-    fs::File::open(&cur)
-        .unwrap()
-        .set_times(fs::FileTimes::new().set_modified(before))
-        .unwrap();
+    remove_behind_the_stamps_back(&dir);
     let mut mb = store.open_mailbox("Box").unwrap();
     assert_eq!(
         mb.counters().unwrap().messages,
@@ -221,12 +222,7 @@ fn a_directory_read_right_after_a_change_is_not_recorded() {
     // ("not read"), so a removal that keeps its mtime is still found by the next open
     let h = maildir_header(&dir);
     assert_eq!((h[4], h[5]), (0, 0), "{h:?}");
-    let before = fs::metadata(&cur).unwrap().modified().unwrap();
-    fs::remove_file(&cur_files(&dir)[0]).unwrap();
-    fs::File::open(&cur)
-        .unwrap()
-        .set_times(fs::FileTimes::new().set_modified(before))
-        .unwrap();
+    remove_behind_the_stamps_back(&dir);
     let mut mb = store.open_mailbox("Box").unwrap();
     assert_eq!(mb.counters().unwrap().messages, 2);
 }
@@ -266,12 +262,7 @@ fn recently_modified_directories_are_scanned_every_time() {
         .set_times(fs::FileTimes::new().set_modified(SystemTime::now()))
         .unwrap();
     mb.sync().unwrap();
-    let before = fs::metadata(&cur).unwrap().modified().unwrap();
-    fs::remove_file(&cur_files(&dir)[0]).unwrap();
-    fs::File::open(&cur)
-        .unwrap()
-        .set_times(fs::FileTimes::new().set_modified(before))
-        .unwrap();
+    remove_behind_the_stamps_back(&dir);
     mb.sync().unwrap();
     assert_eq!(mb.counters().unwrap().messages, 2);
 }

@@ -190,6 +190,30 @@ pub struct MaildirHeader {
 }
 
 impl MaildirHeader {
+    /// The header's size (the extension has no record part).
+    pub const SIZE: usize = 36;
+
+    /// The nine u32 in the order of the struct, little-endian (what [`Self::decode`] reads).
+    pub fn encode(&self) -> [u8; Self::SIZE] {
+        let mut out = [0u8; Self::SIZE];
+        let fields = [
+            self.new_check_time,
+            self.new_mtime,
+            self.new_mtime_nsecs,
+            self.cur_check_time,
+            self.cur_mtime,
+            self.cur_mtime_nsecs,
+            self.uidlist_mtime,
+            self.uidlist_mtime_nsecs,
+            self.uidlist_size,
+        ];
+        for (slot, v) in out.chunks_exact_mut(4).zip(fields) {
+            slot.copy_from_slice(&v.to_le_bytes());
+        }
+        out
+    }
+
+    /// A header shorter than [`Self::SIZE`] reads as zeros past its end.
     pub fn decode(d: &[u8]) -> MaildirHeader {
         let f = |i: usize| u32_at(d, i * 4).unwrap_or(0);
         MaildirHeader {
