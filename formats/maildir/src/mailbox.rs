@@ -104,13 +104,29 @@ struct DirTimes {
 /// milliseconds).
 const RACY_MTIME: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// Whether a directory last modified at (`secs`, `nsecs`) had settled by `at`: modified at
+/// least [`RACY_MTIME`] before. An mtime with no nanoseconds may come from a file system
+/// that keeps whole seconds, where the real change can be up to a second later.
+fn mtime_settled(secs: i64, nsecs: i64, at: SystemTime) -> bool {
+    let (Ok(secs), Ok(nsecs)) = (u64::try_from(secs), u32::try_from(nsecs)) else {
+        return false;
+    };
+    let granule = if nsecs == 0 {
+        std::time::Duration::from_secs(1)
+    } else {
+        std::time::Duration::ZERO
+    };
+    let latest_change = SystemTime::UNIX_EPOCH + std::time::Duration::new(secs, nsecs) + granule;
+    at.duration_since(latest_change)
+        .is_ok_and(|age| age >= RACY_MTIME)
+}
+
 impl DirTimes {
     /// The (mtime, nsecs) of `dir` now, unless it was modified within [`RACY_MTIME`].
     fn settled_mtime(dir: &Path) -> Option<(i64, i64)> {
         let md = fs::metadata(dir).ok()?;
-        let modified = md.modified().ok()?;
-        let age = SystemTime::now().duration_since(modified).ok()?;
-        (age >= RACY_MTIME).then(|| (md.mtime(), md.mtime_nsec()))
+        mtime_settled(md.mtime(), md.mtime_nsec(), SystemTime::now())
+            .then(|| (md.mtime(), md.mtime_nsec()))
     }
 
     /// The index's `maildir` header for this scan and the uidlist `uidlist` (its metadata
@@ -757,18 +773,9 @@ impl DiskStamp {
     /// True when `new/` and `cur/` were last modified at least [`RACY_MTIME`] before
     /// `scan_start`, so that no later change can share their mtime.
     fn settled(&self, scan_start: SystemTime) -> bool {
-        let Some(limit) = scan_start.checked_sub(RACY_MTIME) else {
-            return false;
-        };
-        self.0[..2].iter().all(|m| {
-            m.is_some_and(|(_, _, secs, nsecs)| {
-                let t = u64::try_from(secs).ok().map(|s| {
-                    SystemTime::UNIX_EPOCH
-                        + std::time::Duration::new(s, u32::try_from(nsecs).unwrap_or(0))
-                });
-                t.is_some_and(|t| t <= limit)
-            })
-        })
+        self.0[..2]
+            .iter()
+            .all(|m| m.is_some_and(|(_, _, secs, nsecs)| mtime_settled(secs, nsecs, scan_start)))
     }
 }
 
@@ -856,10 +863,11 @@ impl MaildirMailbox {
         let Ok(Some(view)) = index_file::read_view(dir) else {
             return Ok(None);
         };
-        let Some(hdr) = index_file::MaildirHeader::of(&view) else {
+        let Some(hdr) = index_file::maildir_header(&view) else {
             return Ok(None);
         };
-        if !hdr.still_valid(
+        if !index_file::header_still_valid(
+            &hdr,
             unix_secs(SystemTime::now()),
             (new.0, new.1),
             (cur.0, cur.1),
@@ -1183,8 +1191,8 @@ impl MaildirMailbox {
         let Some(stamp) = stamp else {
             return false;
         };
-        match view.and_then(index_file::MaildirHeader::of) {
-            Some(old) => stamp.differs_from(&old),
+        match view.and_then(index_file::maildir_header) {
+            Some(old) => index_file::header_differs(stamp, &old),
             None => true,
         }
     }
@@ -2530,6 +2538,38 @@ impl Drop for MaildirTransaction<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_directory_counts_as_settled_only_well_after_its_last_possible_change() {
+        let at = SystemTime::UNIX_EPOCH + Duration::new(1_000_000, 500_000_000);
+        let ms = |n: u64| Duration::from_millis(n);
+        let split = |t: SystemTime| {
+            let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap();
+            (d.as_secs() as i64, i64::from(d.subsec_nanos()))
+        };
+        let (s, n) = split(at - ms(50));
+        assert!(!mtime_settled(s, n, at), "changed 50 ms before");
+        let (s, n) = split(at - ms(200));
+        assert!(mtime_settled(s, n, at), "changed 200 ms before");
+        let (s, n) = split(at + ms(200));
+        assert!(
+            !mtime_settled(s, n, at),
+            "changed in the future (clock skew)"
+        );
+        // whole seconds: the change may have been up to a second after the mtime shown
+        assert!(
+            !mtime_settled(1_000_000, 0, at),
+            "shown 500 ms before: the change may be up to 500 ms later than now"
+        );
+        assert!(
+            !mtime_settled(999_999, 0, at - ms(450)),
+            "shown 1.05 s before: the change may have been 50 ms ago"
+        );
+        assert!(
+            mtime_settled(999_999, 0, at),
+            "shown 1.5 s before: at least 500 ms ago"
+        );
+    }
 
     #[test]
     fn stale_tmp_files_are_deleted_as_dovecot_does() {
