@@ -1687,11 +1687,15 @@ impl Brain {
         // these copied changes for this side's own
         let mut tx = mailbox.begin()?;
         tx.mark_as_sync();
-        // dsync_mailbox_import_saved_uid: a commit every `commit_msgs_interval` saves, which
-        // bounds what a transaction holds. Only when every save comes from the peer in
-        // ascending UID order: each later save then still gets the UID it asks for, and no
-        // message is renumbered (a commit between the copy and the expunge of a moved one
-        // would leave it twice after a crash). The saves committed so far, in order:
+        // dsync_mailbox_import_saved_uid: a commit every `commit_msgs_interval` saves, so a
+        // killed run keeps its progress and a transaction stays small — but never more saves
+        // committed at once than this run committed before: a commit costs a pass over the
+        // mailbox's index (a Maildir commit reads its directories), so the intervals grow
+        // geometrically and all commits together cost about one more such pass. Only when
+        // every save comes from the peer in ascending UID order: each later save then still
+        // gets the UID it asks for, and no message is renumbered (a commit between the copy
+        // and the expunge of a moved one would leave it twice after a crash). The saves
+        // committed so far, in order:
         let interval = self.opts.commit_msgs_interval;
         let batched = interval > 0
             && plan
@@ -1779,7 +1783,10 @@ impl Brain {
                                 }
                             }
                             body.drain();
-                            if batched && since_commit >= interval && failure.is_none() {
+                            if batched
+                                && since_commit >= interval.max(committed.len())
+                                && failure.is_none()
+                            {
                                 committed.extend(tx.commit()?.saved);
                                 tx = mailbox.begin()?;
                                 tx.mark_as_sync();

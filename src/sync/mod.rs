@@ -57,7 +57,8 @@ pub struct SyncOptions {
     /// long — a side stuck in I/O on a hung file system. `None`: wait forever.
     pub io_timeout: Option<std::time::Duration>,
     /// Commit a mailbox's saves every this many messages (doveadm's
-    /// `dsync_commit_msgs_interval`); 0: one commit per mailbox.
+    /// `dsync_commit_msgs_interval`), or every as many as the run committed before when
+    /// that is more; 0: one commit per mailbox.
     pub commit_msgs_interval: usize,
 }
 
