@@ -7,10 +7,9 @@
 //!
 //! Everything is taken from the view through its own accessors (`Message::modseq`,
 //! `Message::keywords`, `View::highest_modseq`, `View::changes_since`), so the rules stay
-//! in mailsync-index. `changes_since` needs the logs: the answer for the whole history
-//! (modseq 1, what a full sync asks) is taken with the snapshot; for another modseq the
-//! view is read again, and used only if it is the state the snapshot was taken from (same
-//! indexid and replay end position in the log).
+//! in mailsync-index. `changes_since` needs the logs: the view is read again when it is
+//! asked (a mailbox skipped as unchanged never is), and used only if it is the state the
+//! snapshot was taken from (same indexid and replay end position in the log).
 
 use std::collections::HashMap;
 
@@ -21,11 +20,6 @@ use mailsync_index::View;
 use crate::layout::DboxKind;
 use crate::pop3::Pop3Gate;
 use crate::sdbox::IndexCounters;
-
-/// The modseq before every change a log can hold: nothing is expunged at modseq 1, the
-/// first change of a mailbox, so `changes_since(1)` is the whole remembered history (the
-/// sync engine's full compare asks it).
-const WHOLE_HISTORY: u64 = 1;
 
 /// One message of a [`Snapshot`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,8 +58,6 @@ pub(crate) struct Snapshot {
     indexid: u32,
     log_position: (u32, u64),
     history: History,
-    /// `changes_since(WHOLE_HISTORY)`, taken from the view.
-    whole_history: Changes,
     /// Keyword names in index order.
     keywords: Vec<Vec<u8>>,
     /// The distinct keyword sets of the messages (indexes into `keywords`, in the view's
@@ -126,7 +118,6 @@ impl Snapshot {
             indexid: view.indexid(),
             log_position: view.log_position(),
             history,
-            whole_history: view.changes_since(ModSeq(WHOLE_HISTORY)),
             keywords,
             keyword_sets,
             messages,
@@ -151,17 +142,10 @@ impl Snapshot {
             .collect()
     }
 
-    /// `changes_since` when the snapshot alone knows the answer: for the whole history,
-    /// `Unknown` for a modseq the logs don't reach back to, and the answer of a view
-    /// without logs. None when the logs must be read.
+    /// `changes_since` when the snapshot alone knows the answer: `Unknown` for a modseq
+    /// the logs don't reach back to, and the answer of a view without logs. None when the
+    /// logs must be read.
     pub(crate) fn changes_known(&self, since: ModSeq) -> Option<Changes> {
-        if since.0 == WHOLE_HISTORY {
-            return Some(self.whole_history.clone());
-        }
-        self.changes_without_logs(since)
-    }
-
-    fn changes_without_logs(&self, since: ModSeq) -> Option<Changes> {
         let highest = self.counters.highest_modseq;
         match self.history {
             History::NoLogs if since.0 >= highest && highest > 0 => Some(Changes::Known {
@@ -255,14 +239,6 @@ mod tests {
             let got = snap
                 .changes_known(ModSeq(since))
                 .unwrap_or_else(|| view.changes_since(ModSeq(since)));
-            if since != WHOLE_HISTORY {
-                assert_eq!(
-                    snap.changes_without_logs(ModSeq(since))
-                        .unwrap_or_else(|| view.changes_since(ModSeq(since))),
-                    want,
-                    "{what}: since {since} without the kept answer"
-                );
-            }
             assert_eq!(got, want, "{what}: since {since}");
         }
     }
