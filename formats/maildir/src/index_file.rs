@@ -104,6 +104,7 @@ pub(crate) struct IndexInfo {
     pub highest_modseq: u64,
     /// Messages with a UID at or above this are `\Recent`.
     pub first_recent_uid: u32,
+    /// The modseqs of a simulated index (with `view` None); empty when `view` has them.
     modseqs: HashMap<u32, u64>,
     /// Flags and keywords the index has for messages with changes Dovecot logged but
     /// hasn't applied to the files yet.
@@ -128,10 +129,13 @@ impl IndexInfo {
     /// The MODSEQ of `uid` (the highest modseq for messages the index doesn't know yet, as
     /// mail_index_modseq_lookup answers for records without one).
     pub fn modseq(&self, uid: u32) -> u64 {
-        self.modseqs
-            .get(&uid)
-            .copied()
-            .unwrap_or(self.highest_modseq)
+        if let Some(&m) = self.modseqs.get(&uid) {
+            return m;
+        }
+        self.view
+            .as_ref()
+            .and_then(|v| v.message(uid))
+            .map_or(self.highest_modseq, |m| m.modseq())
     }
 
     /// The index's flags and keywords of `uid` when Dovecot has changed them in the log
@@ -154,8 +158,8 @@ impl IndexInfo {
             .unwrap_or_default()
     }
 
+    /// The info of an index on disk: modseqs are looked up in `view` (no copy of them).
     pub fn from_view(view: IndexView) -> IndexInfo {
-        let modseqs = view.messages().map(|m| (m.uid(), m.modseq())).collect();
         let pending = pending_uids(&view)
             .into_iter()
             .filter_map(|uid| {
@@ -167,7 +171,7 @@ impl IndexInfo {
         IndexInfo {
             highest_modseq: view.highest_modseq().max(1),
             first_recent_uid: view.header().first_recent_uid.max(1),
-            modseqs,
+            modseqs: HashMap::new(),
             pending,
             view: Some(view),
         }

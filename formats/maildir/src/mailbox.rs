@@ -726,9 +726,10 @@ pub struct MaildirMailbox {
     /// have changed unseen since ([`DiskStamp`]).
     stamp: Option<DiskStamp>,
     /// Opened by the quick check ([`MaildirMailbox::quick_counters`]): the counters, with
-    /// `view` not read yet. Everything but the counters and the index's history reads the
-    /// mailbox first ([`MaildirMailbox::load`]).
-    quick: Option<MailboxStatus>,
+    /// `view` not read yet, and the files as they were before the check (a sync finding
+    /// them unchanged keeps the answer). Everything but the counters and the index's
+    /// history reads the mailbox first ([`MaildirMailbox::load`]).
+    quick: Option<(MailboxStatus, DiskStamp)>,
 }
 
 /// The quick check of maildir-sync.c (maildir_sync_quick_check), within one process: the
@@ -821,8 +822,9 @@ impl MaildirMailbox {
 
     /// The quick check (for a handle whose view isn't read yet), else the full sync.
     fn sync_quick_or_full(&mut self) -> Result<()> {
+        let before = DiskStamp::take(&self.paths, self.index_dir.as_deref());
         if let Some(counters) = self.quick_counters()? {
-            self.quick = Some(counters);
+            self.quick = Some((counters, before));
             return Ok(());
         }
         self.sync_impl()
@@ -1718,7 +1720,11 @@ impl Mailbox for MaildirMailbox {
     }
 
     fn sync(&mut self) -> Result<()> {
-        if self.quick.is_some() {
+        if let Some((_, stamp)) = &self.quick {
+            // the quick check's answer holds while the files it was taken from are unchanged
+            if *stamp == DiskStamp::take(&self.paths, self.index_dir.as_deref()) {
+                return Ok(());
+            }
             self.quick = None;
             return self.sync_quick_or_full();
         }
@@ -1726,7 +1732,7 @@ impl Mailbox for MaildirMailbox {
     }
 
     fn counters(&mut self) -> Result<MailboxStatus> {
-        if let Some(q) = &self.quick {
+        if let Some((q, _)) = &self.quick {
             return Ok(q.clone());
         }
         Ok(self.counters_of_view(0, None))
