@@ -43,9 +43,13 @@ pub const ROTATE_MIN_SIZE: u64 = 32 * 1024;
 pub const ROTATE_MAX_SIZE: u64 = 1024 * 1024;
 /// mail_index_log_rotate_min_age.
 pub const ROTATE_MIN_AGE_SECS: u32 = 5 * 60;
-/// mail_index_rewrite_max_log_bytes: `P` is rewritten when the log has grown this much past
+/// mail_index_rewrite_min_log_bytes: `P` is rewritten when the log has grown this much past
 /// the position `P` was written at (mail-index-sync.c mail_index_sync_want_index_write).
-pub const INDEX_REWRITE_MAX_LOG_BYTES: u64 = 128 * 1024;
+/// Dovecot waits for 128 KiB (rewrite_max_log_bytes) unless a reader had to replay more
+/// than this (index_min_write, mail-index-sync-update.c); every mailsync run opens each
+/// index afresh and replays everything past `P`, so it is such a reader whenever the log is
+/// this far ahead, and housekeeping applies this limit directly.
+pub const INDEX_REWRITE_MIN_LOG_BYTES: u64 = 8 * 1024;
 
 /// What [`IndexWriter::sync_housekeeping`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -814,7 +818,8 @@ impl IndexWriter {
     /// `log_file_tail_offset` (every change in the log has reached the mail files), move the
     /// tail to the end of the log, then rotate the log when it is due (§2.4 of the index
     /// spec: over 1 MiB, or over 32 KiB and older than 5 minutes), or rewrite `P` when the log
-    /// has grown more than 128 KiB past it. With a request pending, nothing is done: the
+    /// has grown more than [`INDEX_REWRITE_MIN_LOG_BYTES`] past it. With a request pending,
+    /// nothing is done: the
     /// backend (or Dovecot) must carry it out first.
     pub fn sync_housekeeping(&self) -> Result<Housekeeping> {
         let Locked { lock, view } = self.lock_head()?;
@@ -875,7 +880,7 @@ impl IndexWriter {
             Some((seq, offset)) if seq == head.header.file_seq => end.saturating_sub(offset),
             _ => end,
         };
-        if grown > INDEX_REWRITE_MAX_LOG_BYTES {
+        if grown > INDEX_REWRITE_MIN_LOG_BYTES {
             let mode = lock
                 .file
                 .metadata()

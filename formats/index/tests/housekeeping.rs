@@ -72,7 +72,7 @@ fn the_index_snapshot_is_rewritten_when_the_log_outgrew_it() {
     let dir = tempfile::tempdir().unwrap();
     let w = IndexWriter::open(dir.path(), "dovecot.index");
     w.create(778).unwrap();
-    // ~200 KiB: past mail_index_rewrite_max_log_bytes, below the rotation size.
+    // ~200 KiB: past mail_index_rewrite_min_log_bytes, below the rotation size.
     backend_appends(&w, 1, 25_000);
     let done = w.sync_housekeeping().unwrap();
     assert!(
@@ -113,4 +113,30 @@ fn a_pending_client_request_blocks_housekeeping() {
         log_len,
         "nothing written"
     );
+}
+
+/// `P` is rewritten once the log is more than 8 KiB (rewrite_min_log_bytes) past it, and
+/// not before: a log just a few records ahead costs a reader little to replay.
+#[test]
+fn the_index_snapshot_is_rewritten_past_rewrite_min_log_bytes_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = IndexWriter::open(dir.path(), "dovecot.index");
+    w.create(780).unwrap();
+    // well past 32 KiB (housekeeping's own threshold) of log, then P rewritten
+    backend_appends(&w, 1, 5_000);
+    assert!(w.sync_housekeeping().unwrap().index_written);
+    let log_len = || {
+        std::fs::metadata(dir.path().join("dovecot.index.log"))
+            .unwrap()
+            .len()
+    };
+    let start = log_len();
+    // a few records more: below 8 KiB past P
+    backend_appends(&w, 5_001, 20);
+    assert!(log_len() - start < 8 * 1024);
+    assert!(!w.sync_housekeeping().unwrap().index_written);
+    // more than 8 KiB past P
+    backend_appends(&w, 5_021, 1_500);
+    assert!(log_len() - start > 8 * 1024);
+    assert!(w.sync_housekeeping().unwrap().index_written);
 }
