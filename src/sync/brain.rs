@@ -365,7 +365,8 @@ fn view_from_items(b: &MailboxItem, items: Vec<Item>, expunges_known: bool) -> S
         uid_validity: b.uid_validity,
         uid_validity_settable: b.uid_validity_settable,
         uid_next: b.uid_next,
-        mails: Vec::new(),
+        // sized once: a view is the biggest thing a run holds
+        mails: Vec::with_capacity(items.len()),
         expunged: if expunges_known {
             Some(Vec::new())
         } else {

@@ -728,6 +728,10 @@ pub fn plan_backup_in_place(p: &SideView, s: &SideView, filter: &MailFilter) -> 
     }
     let pm: BTreeMap<u32, &MailChange> = p.mails.iter().map(|m| (m.uid.0, m)).collect();
     let sm: BTreeMap<u32, &MailChange> = s.mails.iter().map(|m| (m.uid.0, m)).collect();
+    // the saves of the usual backup (the source's messages the destination lacks), sized
+    // once instead of doubling
+    side.saves
+        .reserve(p.mails.len().saturating_sub(s.mails.len()));
     for b in &s.mails {
         match pm.get(&b.uid.0) {
             None => side.expunge.push(b.uid),
