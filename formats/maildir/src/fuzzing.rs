@@ -3,9 +3,28 @@
 use crate::{filename, keywords::KeywordMap, uidlist};
 
 /// Parses a dovecot-uidlist and, when it parses, checks that writing it back and parsing
-/// again gives the same records.
+/// again gives the same records. The quick check's partial parse
+/// (`uidlist::parse_header_and_record`) must never panic either, and where both parse it
+/// must agree with the full parse on the header and on the record it finds.
 pub fn fuzz_uidlist(data: &[u8]) {
-    if let Ok(Some((list, _))) = uidlist::parse(data) {
+    let full = uidlist::parse(data);
+    let last = full
+        .as_ref()
+        .ok()
+        .and_then(|l| l.as_ref())
+        .and_then(|(l, _)| l.records.last().map(|r| r.uid));
+    for uid in [0, 1, 2, last.unwrap_or(3)] {
+        let partial = uidlist::parse_header_and_record(data, uid);
+        if let (Ok(Some((full, _))), Ok(Some((head, rec)))) = (&full, &partial) {
+            assert_eq!(head.uid_validity, full.uid_validity);
+            assert_eq!(head.guid, full.guid);
+            assert_eq!(head.next_uid, full.next_uid);
+            if let Some(i) = full.find_uid(uid) {
+                assert_eq!(rec.as_ref(), Some(&full.records[i]));
+            }
+        }
+    }
+    if let Ok(Some((list, _))) = full {
         let mut list = list;
         if list.guid.is_none() {
             list.guid = Some(mailstore::MailboxGuid::default());
