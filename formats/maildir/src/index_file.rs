@@ -69,6 +69,12 @@ pub(crate) fn header_differs(new: &MaildirHeader, old: &MaildirHeader) -> bool {
             != read_dirty(old.cur_check_time, old.cur_mtime)
 }
 
+/// Whether `stamp` should replace the `maildir` header of `view` (none there yet, or it
+/// differs by [`header_differs`]).
+pub(crate) fn header_needs_write(stamp: &MaildirHeader, view: &IndexView) -> bool {
+    maildir_header(view).is_none_or(|old| header_differs(stamp, &old))
+}
+
 /// maildir_sync_quick_check (maildir-sync.c) without `undirty`: true when `new/` and `cur/`
 /// (their (mtime, nsecs) now) are as the index last read them, and neither was read dirty
 /// more than MAILDIR_SYNC_SECS before `now` (such a read is repeated once, in case a change
@@ -404,13 +410,12 @@ pub(crate) fn write_changes(
         |view, t| -> std::result::Result<(), mailsync_index::Error> {
             let side = index_side(Some(view));
             let changes = compute(&side);
-            let old_stamp = maildir_header(view);
-            let stamp = stamp.filter(|s| old_stamp.is_none_or(|old| header_differs(s, &old)));
+            let stamp = stamp.filter(|s| header_needs_write(s, view));
             if changes.is_empty() && stamp.is_none() {
                 return Ok(());
             }
             if let Some(stamp) = stamp {
-                if old_stamp.is_none() {
+                if view.extension(ext::MAILDIR).is_none() {
                     t.ext_intro(ext::MAILDIR, MaildirHeader::SIZE as u32, 0, 0);
                 }
                 t.ext_hdr_update(ext::MAILDIR, 0, &stamp.encode());

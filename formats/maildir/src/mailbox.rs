@@ -1128,9 +1128,7 @@ impl MaildirMailbox {
         let side = index_file::index_side(view.as_ref());
         let cmp = FilesSide::of(st, list, recent).compare(&side, non_recent);
         // the uidlist as written (we hold its lock): what the header's stamp names
-        let stamp = fs::metadata(self.paths.uidlist())
-            .ok()
-            .and_then(|md| st.scan.dirs.header(&md));
+        let stamp = self.scan_stamp(st);
         if !cmp.reappeared.is_empty() {
             // maildir_handle_uid_insertion: the index already expunged these UIDs; the files
             // get new ones (as Dovecot does, keeping the records' fields).
@@ -1151,7 +1149,11 @@ impl MaildirMailbox {
             let live: HashSet<Vec<u8>> = st.scan.files.keys().cloned().collect();
             let count = list.records.len();
             write_uidlist(&self.paths, list, false, count, true, &live)?;
-        } else if cmp.changes.is_empty() && !Self::stamp_differs(stamp.as_ref(), view.as_ref()) {
+        } else if cmp.changes.is_empty()
+            && view
+                .as_ref()
+                .is_some_and(|v| stamp.is_none_or(|s| !index_file::header_needs_write(&s, v)))
+        {
             if let Some(v) = view {
                 return Ok(IndexInfo::from_view(v));
             }
@@ -1185,18 +1187,11 @@ impl MaildirMailbox {
         }
     }
 
-    /// Whether the index's `maildir` header should be replaced by `stamp`.
-    fn stamp_differs(
-        stamp: Option<&index_file::MaildirHeader>,
-        view: Option<&mailsync_index::View>,
-    ) -> bool {
-        let Some(stamp) = stamp else {
-            return false;
-        };
-        match view.and_then(index_file::maildir_header) {
-            Some(old) => index_file::header_differs(stamp, &old),
-            None => true,
-        }
+    /// The index's `maildir` header for the files of `st` and the uidlist as it is now.
+    fn scan_stamp(&self, st: &DiskState) -> Option<index_file::MaildirHeader> {
+        fs::metadata(self.paths.uidlist())
+            .ok()
+            .and_then(|md| st.scan.dirs.header(&md))
     }
 
     /// Whether the index's `maildir` header no longer describes the files just read (its
@@ -1206,10 +1201,8 @@ impl MaildirMailbox {
         let IndexBase::OnDisk(_, Some(view)) = base else {
             return false;
         };
-        let stamp = fs::metadata(self.paths.uidlist())
-            .ok()
-            .and_then(|md| st.scan.dirs.header(&md));
-        Self::stamp_differs(stamp.as_ref(), Some(view))
+        self.scan_stamp(st)
+            .is_some_and(|s| index_file::header_needs_write(&s, view))
     }
 
     /// Whether the index differs from the files (checked without locks; the change itself
