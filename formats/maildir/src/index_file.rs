@@ -150,11 +150,6 @@ impl IndexInfo {
         self.pending.get(&uid).map(|(f, k)| (*f, k.as_slice()))
     }
 
-    /// Whether Dovecot logged changes it hasn't applied to the files yet.
-    pub fn has_pending(&self) -> bool {
-        !self.pending.is_empty()
-    }
-
     /// The keywords the index has for `uid`.
     pub fn keywords_of(&self, uid: u32) -> Vec<Keyword> {
         self.view
@@ -304,6 +299,11 @@ pub(crate) fn index_side(view: Option<&IndexView>) -> IndexSide {
 /// UIDs with flag, keyword or expunge records Dovecot logged as requests (not EXTERNAL)
 /// after `log_file_tail_offset`: changes its maildir sync hasn't applied to the files yet
 /// (index-sync-changes.c reads exactly these).
+/// Whether `view` holds changes Dovecot logged but hasn't applied to the files yet.
+pub(crate) fn has_pending(view: &IndexView) -> bool {
+    !pending_uids(view).is_empty()
+}
+
 fn pending_uids(view: &IndexView) -> HashSet<u32> {
     let mut out = HashSet::new();
     let Some(head) = view.logs().last() else {

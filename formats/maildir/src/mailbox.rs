@@ -730,6 +730,9 @@ pub struct MaildirMailbox {
     /// them unchanged keeps the answer). Everything but the counters and the index's
     /// history reads the mailbox first ([`MaildirMailbox::load`]).
     quick: Option<(MailboxStatus, DiskStamp)>,
+    /// The index a quick check read without being able to answer, for the full sync's first
+    /// (unlocked) look at the index.
+    prefetched: Option<mailsync_index::View>,
 }
 
 /// The quick check of maildir-sync.c (maildir_sync_quick_check), within one process: the
@@ -815,6 +818,7 @@ impl MaildirMailbox {
             index: IndexInfo::default(),
             stamp: None,
             quick: None,
+            prefetched: None,
         };
         mb.sync_quick_or_full()?;
         Ok(mb)
@@ -866,7 +870,7 @@ impl MaildirMailbox {
             return Ok(None);
         };
         let Some(hdr) = index_file::maildir_header(&view) else {
-            return Ok(None);
+            return Ok(self.miss(view));
         };
         if !index_file::header_still_valid(
             &hdr,
@@ -875,23 +879,23 @@ impl MaildirMailbox {
             (cur.0, cur.1),
             uidlist,
         ) {
-            return Ok(None);
+            return Ok(self.miss(view));
         }
         let last_uid = view.messages().last().map(|m| m.uid());
         let data = match fs::read(self.paths.uidlist()) {
             Ok(d) => d,
-            Err(_) => return Ok(None),
+            Err(_) => return Ok(self.miss(view)),
         };
         let Ok(Some((list, last))) = uidlist::parse_header_and_record(&data, last_uid.unwrap_or(0))
         else {
-            return Ok(None);
+            return Ok(self.miss(view));
         };
         // the full sync rewrites an old or GUID-less uidlist
         if list.version != 3 || list.guid.is_none() || list.uid_validity != view.uid_validity() {
-            return Ok(None);
+            return Ok(self.miss(view));
         }
-        if last_uid.is_some() && last.is_none() {
-            return Ok(None);
+        if (last_uid.is_some() && last.is_none()) || index_file::has_pending(&view) {
+            return Ok(self.miss(view));
         }
         let first_recent_uid = view.header().first_recent_uid.max(1);
         let (mut recent, mut unseen) = (0u32, 0u32);
@@ -905,9 +909,6 @@ impl MaildirMailbox {
         }
         let messages = view.messages_count() as u32;
         let info = IndexInfo::from_view(view);
-        if info.has_pending() {
-            return Ok(None);
-        }
         let status = MailboxStatus {
             uid_validity: list.uid_validity,
             uid_next: list.next_uid,
@@ -922,6 +923,13 @@ impl MaildirMailbox {
         };
         self.index = info;
         Ok(Some(status))
+    }
+
+    /// A quick check that can't answer: the index it read is kept for the full sync that
+    /// follows, which would otherwise read it again.
+    fn miss(&mut self, view: mailsync_index::View) -> Option<MailboxStatus> {
+        self.prefetched = Some(view);
+        None
     }
 
     /// The Maildir directory of this mailbox.
@@ -1223,6 +1231,7 @@ impl MaildirMailbox {
     /// the index up to date with the files, as Dovecot's maildir sync does.
     fn sync_impl(&mut self) -> Result<()> {
         self.quick = None;
+        let prefetched = self.prefetched.take();
         let before = DiskStamp::take(&self.paths, self.index_dir.as_deref());
         if self.stamp.as_ref() == Some(&before) {
             return Ok(());
@@ -1235,7 +1244,11 @@ impl MaildirMailbox {
         }
         let scan_start = SystemTime::now();
         let mut st = read_disk(&self.paths)?;
-        let base = self.index_base();
+        // only a first look: what is written is decided again under the locks
+        let base = match (prefetched, &self.index_dir) {
+            (Some(v), Some(dir)) => IndexBase::OnDisk(dir.clone(), Some(v)),
+            _ => self.index_base(),
+        };
         let uidlist_outdated = Self::needs_write(&st);
         // The files as this sync's own write left them (uidlist, index), when new/ and cur/
         // were still as read: trusted like an unchanged stamp.
