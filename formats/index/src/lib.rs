@@ -11,6 +11,8 @@
 //!   mail_index_sync_map does, with modseqs ([`View::open`], [`View::messages`],
 //!   [`Message::modseq`], [`View::highest_modseq`], [`View::changes_since`] →
 //!   `mailstore::Changes`). Recovery rules: [`view`] module docs.
+//! - [`HeaderView`]: the header alone (counters, extension headers, the last message), read
+//!   without the records when nothing but header changes were logged past `P`.
 //! - [`IndexWriter`]/[`Transaction`]: appends under Dovecot's fcntl lock, in Dovecot's record
 //!   order; creates, rotates and snapshots ([`writer`] module docs).
 //! - [`dump`]: `doveadm dump`-style text for index, log and mailbox log files.
@@ -37,6 +39,7 @@ pub mod error;
 pub mod format;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod header_view;
 pub mod lock;
 pub mod locked_commit;
 pub mod mailbox_log;
@@ -46,6 +49,7 @@ pub mod view;
 pub mod writer;
 
 pub use error::{Error, Result};
+pub use header_view::HeaderView;
 pub use paths::IndexPaths;
 pub use view::{Message, Sources, View};
 pub use writer::{CommitInfo, Housekeeping, IndexWriter, Transaction};

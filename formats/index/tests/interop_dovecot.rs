@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::dovecot::{doveadm_dump, ok, Env};
 use mailsync_index::format::index::rec_flag;
-use mailsync_index::{IndexWriter, View};
+use mailsync_index::{HeaderView, IndexPaths, IndexWriter, View};
 
 const LOC: &str = "sdbox:~/sdbox";
 
@@ -354,4 +354,82 @@ fn our_new_index_rotation_and_snapshot_are_read_by_dovecot() {
         .unwrap();
         assert_eq!(got, want);
     }
+}
+
+/// An index Dovecot wrote: its header read alone answers as the full view; after a flag
+/// change Dovecot logged past `P`, it declines.
+#[test]
+fn the_header_of_a_dovecot_written_index_answers_as_the_full_view() {
+    let env = Env::new();
+    const MAILDIR: &str = "maildir:~/Maildir";
+    // Dovecot writes P once a sync read more than 8 KiB of log past it (the fetch after the
+    // status that indexed 1,500 deliveries)
+    let md = env.home.join("Maildir");
+    for sub in ["cur", "new", "tmp"] {
+        std::fs::create_dir_all(md.join(sub)).unwrap();
+    }
+    for i in 1..=1500 {
+        let name = format!("17000{i}.M{i}P1.host");
+        std::fs::write(
+            md.join("new").join(name),
+            format!("Subject: m{i}\n\nbody\n"),
+        )
+        .unwrap();
+    }
+    env.chown(&env.home);
+    ok(
+        "status",
+        env.doveadm(MAILDIR, &["mailbox", "status", "messages", "INBOX"]),
+    );
+    ok("fetch", env.doveadm(MAILDIR, &["fetch", "uid", "uid", "1"]));
+    let flags = |flag: &str, uid: &str| {
+        ok(
+            "flags",
+            env.doveadm(
+                MAILDIR,
+                &["flags", "add", flag, "mailbox", "INBOX", "uid", uid],
+            ),
+        )
+    };
+    assert!(md.join("dovecot.index").exists(), "Dovecot wrote P");
+    let paths = IndexPaths::new(&md, "dovecot.index");
+    let full = View::open(&md, "dovecot.index").unwrap();
+    let head = HeaderView::open(&paths)
+        .unwrap()
+        .expect("P is current after Dovecot wrote it");
+    let (a, b) = (full.header(), head.header());
+    assert_eq!(
+        (
+            a.uid_validity,
+            a.next_uid,
+            a.messages_count,
+            a.seen_messages_count
+        ),
+        (
+            b.uid_validity,
+            b.next_uid,
+            b.messages_count,
+            b.seen_messages_count
+        )
+    );
+    assert_eq!((b.messages_count, b.next_uid), (1500, 1501));
+    assert_eq!(head.highest_modseq(), full.highest_modseq());
+    assert_eq!(head.last_uid(), Some(1500));
+    for e in full.extensions().iter().filter(|e| e.name != "modseq") {
+        assert_eq!(
+            head.extension(&e.name).map(|x| &x.data),
+            Some(&e.data),
+            "{}",
+            e.name
+        );
+    }
+    // a record change logged past P: the header alone can't tell
+    flags("\\Seen", "3");
+    let on_disk = View::open(&md, "dovecot.index").unwrap();
+    assert_ne!(
+        on_disk.header_on_disk().unwrap().log_file_head_offset as u64,
+        on_disk.log_position().1,
+        "Dovecot logged the change past P"
+    );
+    assert!(HeaderView::open(&paths).unwrap().is_none());
 }

@@ -455,6 +455,25 @@ impl IndexFile {
     /// mail_index_map_parse_extensions, mail_index_map_parse_keywords). Dovecot treats every
     /// failure here as "rebuild the index"; this returns the reason as an error.
     pub fn decode(data: &[u8], path: &Path) -> Result<IndexFile> {
+        IndexFile::decode_with(data, data.len() as u64, Records::All, path)
+    }
+
+    /// The header and extension headers of an index file of `file_len` bytes, from its
+    /// first `header_size` bytes (`data`), holding only its last record (`last`, `None`
+    /// when `messages_count` is 0). Validated as [`IndexFile::decode`] validates the whole
+    /// file, except the order of the records it doesn't hold. `messages_count` stays the
+    /// file's, so [`IndexFile::records_count`] is 0 or 1 here: a header-only map is for
+    /// reading header fields, never for replaying record changes.
+    pub fn decode_header_only(
+        data: &[u8],
+        file_len: u64,
+        last: Option<&[u8]>,
+        path: &Path,
+    ) -> Result<IndexFile> {
+        IndexFile::decode_with(data, file_len, Records::LastOnly(last), path)
+    }
+
+    fn decode_with(data: &[u8], file_len: u64, want: Records, path: &Path) -> Result<IndexFile> {
         let bad = |off: usize, reason: String| Err(Error::corrupt(path, off as u64, reason));
         if data.is_empty() {
             return bad(0, "File too small (0)".into());
@@ -486,13 +505,12 @@ impl IndexFile {
                 ),
             );
         }
-        if hdr.header_size as usize > data.len() {
+        if hdr.header_size as u64 > file_len || hdr.header_size as usize > data.len() {
             return bad(
                 hdr_off::HEADER_SIZE,
                 format!(
                     "Header size is larger than file ({} > {})",
-                    hdr.header_size,
-                    data.len()
+                    hdr.header_size, file_len
                 ),
             );
         }
@@ -507,29 +525,54 @@ impl IndexFile {
         }
         let header_size = hdr.header_size as usize;
         let records_size = hdr.messages_count as u64 * hdr.record_size as u64;
-        if (data.len() - header_size) as u64 != records_size {
-            // Dovecot reads only messages_count records; a shorter file is corrupted
-            // ("messages_count too large"), trailing bytes are ignored.
-            if ((data.len() - header_size) as u64) < records_size {
-                return bad(
-                    hdr_off::MESSAGES_COUNT,
-                    format!(
-                        "messages_count too large ({} > {})",
-                        hdr.messages_count,
-                        (data.len() - header_size) as u64 / hdr.record_size as u64
-                    ),
-                );
-            }
+        // Dovecot reads only messages_count records; a shorter file is corrupted
+        // ("messages_count too large"), trailing bytes are ignored.
+        if file_len - (header_size as u64) < records_size {
+            return bad(
+                hdr_off::MESSAGES_COUNT,
+                format!(
+                    "messages_count too large ({} > {})",
+                    hdr.messages_count,
+                    (file_len - header_size as u64) / hdr.record_size as u64
+                ),
+            );
         }
         let base = data[..hdr.base_header_size as usize].to_vec();
-        let records = data[header_size..header_size + records_size as usize].to_vec();
+        let records = match want {
+            Records::All => data[header_size..header_size + records_size as usize].to_vec(),
+            Records::LastOnly(last) => {
+                let want_len = if hdr.messages_count == 0 {
+                    0
+                } else {
+                    hdr.record_size as usize
+                };
+                let last = last.unwrap_or_default();
+                if last.len() != want_len {
+                    return bad(
+                        header_size,
+                        format!("last record: {} bytes, not {want_len}", last.len()),
+                    );
+                }
+                last.to_vec()
+            }
+        };
         let mut file = IndexFile {
             base,
             extensions: Vec::new(),
             records,
         };
         file.upgrade_minor_version();
-        if let Err((off, reason)) = file.check_header() {
+        let checked = match want {
+            Records::All => file.check_header(),
+            Records::LastOnly(_) => file.check_header_fields().and_then(|()| {
+                file.check_last_uid(
+                    file.records_count()
+                        .checked_sub(1)
+                        .map(|i| file.record_uid(i)),
+                )
+            }),
+        };
+        if let Err((off, reason)) = checked {
             return bad(off, reason);
         }
         file.extensions = parse_extensions(data, &hdr, path)?;
@@ -566,16 +609,8 @@ impl IndexFile {
 
     /// mail_index_map_check_header's consistency checks; `Err((offset, reason))`.
     pub fn check_header(&self) -> std::result::Result<(), (usize, String)> {
+        self.check_header_fields()?;
         let h = self.header();
-        if h.uid_validity == 0 && h.next_uid != 1 {
-            return Err((
-                hdr_off::UID_VALIDITY,
-                format!("uidvalidity=0, but next_uid={}", h.next_uid),
-            ));
-        }
-        if h.next_uid == 0 {
-            return Err((hdr_off::NEXT_UID, "next_uid=0".into()));
-        }
         if h.messages_count as usize > self.records_count() {
             return Err((
                 hdr_off::MESSAGES_COUNT,
@@ -585,6 +620,50 @@ impl IndexFile {
                     self.records_count()
                 ),
             ));
+        }
+        // Records must be strictly ascending and below next_uid (the last-record check of
+        // mail_index_map_check_header, extended to every record: lookups bisect by UID).
+        let mut prev = 0u32;
+        for i in 0..h.messages_count as usize {
+            let uid = self.record_uid(i);
+            if uid <= prev {
+                return Err((
+                    h.header_size as usize + i * self.record_size(),
+                    format!("record uids not ascending ({uid} after {prev})"),
+                ));
+            }
+            prev = uid;
+        }
+        self.check_last_uid((prev != 0).then_some(prev))
+    }
+
+    /// The last record's UID must be below next_uid (and not 0).
+    fn check_last_uid(&self, last: Option<u32>) -> std::result::Result<(), (usize, String)> {
+        let h = self.header();
+        match last {
+            Some(0) => Err((
+                h.header_size as usize,
+                "record uids not ascending (0 after 0)".to_string(),
+            )),
+            Some(uid) if uid >= h.next_uid => Err((
+                hdr_off::NEXT_UID,
+                format!("last message uid {} >= next_uid {}", uid, h.next_uid),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The checks of [`IndexFile::check_header`] that read only the base header.
+    fn check_header_fields(&self) -> std::result::Result<(), (usize, String)> {
+        let h = self.header();
+        if h.uid_validity == 0 && h.next_uid != 1 {
+            return Err((
+                hdr_off::UID_VALIDITY,
+                format!("uidvalidity=0, but next_uid={}", h.next_uid),
+            ));
+        }
+        if h.next_uid == 0 {
+            return Err((hdr_off::NEXT_UID, "next_uid=0".into()));
         }
         if h.seen_messages_count > h.messages_count {
             return Err((
@@ -634,27 +713,16 @@ impl IndexFile {
                 ),
             ));
         }
-        // Records must be strictly ascending and below next_uid (the last-record check of
-        // mail_index_map_check_header, extended to every record: lookups bisect by UID).
-        let mut prev = 0u32;
-        for i in 0..h.messages_count as usize {
-            let uid = self.record_uid(i);
-            if uid <= prev {
-                return Err((
-                    h.header_size as usize + i * self.record_size(),
-                    format!("record uids not ascending ({uid} after {prev})"),
-                ));
-            }
-            prev = uid;
-        }
-        if prev != 0 && prev >= h.next_uid {
-            return Err((
-                hdr_off::NEXT_UID,
-                format!("last message uid {} >= next_uid {}", prev, h.next_uid),
-            ));
-        }
         Ok(())
     }
+}
+
+/// What [`IndexFile::decode_with`] keeps of the records.
+#[derive(Clone, Copy)]
+enum Records<'a> {
+    All,
+    /// Only the last record (`None`: the file has none).
+    LastOnly(Option<&'a [u8]>),
 }
 
 /// mail_index_map_parse_extensions + mail_index_map_ext_get_next.

@@ -1,0 +1,203 @@
+//! An index's header without its records: what Dovecot's mmap of `P` gives a caller that
+//! only looks at the header (counters, extension headers, the last message), at a cost that
+//! doesn't grow with the number of messages.
+//!
+//! [`HeaderView::open`] reads `P`'s header, its last record and the head log `P.log`, never
+//! `P.log.2` nor the other records. It answers only when the log past `P` holds nothing
+//! but header changes (HEADER_UPDATE, EXT_HDR_UPDATE, intros of existing extensions that
+//! keep their layout, BOUNDARY): then `P`'s records are the current ones and the header is
+//! `P`'s with those changes replayed exactly as [`crate::View`] replays them. In every other
+//! case (no `P`, the log rotated or replaced since `P` was written, a record change past
+//! `P`, anything the full view would have to repair) it returns `None`, and the caller opens
+//! the full [`crate::View`], which reports or repairs what it finds.
+
+use std::fs::File;
+use std::io::ErrorKind;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::format::ext::{self, ModseqHeader};
+use crate::format::index::{IndexFile, IndexHeader, BASE_HEADER_SIZE};
+use crate::format::log::{LogFile, LogRecord, LogStop, RecordBody, EXT_ID_BY_NAME};
+use crate::paths::IndexPaths;
+use crate::sync::Syncer;
+use crate::view::read_optional;
+
+/// The header of an index after replaying the header changes logged past `P`.
+#[derive(Clone, Debug)]
+pub struct HeaderView {
+    /// `P`'s header and extension headers after replay, holding only the last record.
+    map: IndexFile,
+    highest_modseq: u64,
+}
+
+impl HeaderView {
+    /// Reads the header of index `paths` (see the module docs); `Ok(None)` when the header
+    /// alone can't tell the current state. An `Err` is an I/O error other than a missing
+    /// file.
+    pub fn open(paths: &IndexPaths) -> Result<Option<HeaderView>> {
+        let _guard = crate::lock::read_guard(paths);
+        let Some(map) = read_header(&paths.index())? else {
+            return Ok(None);
+        };
+        let Some(data) = read_optional(&paths.log())? else {
+            return Ok(None);
+        };
+        let Ok(log) = LogFile::decode(&data, &paths.log()) else {
+            return Ok(None);
+        };
+        drop(data);
+        Ok(HeaderView::replay(map, log))
+    }
+
+    /// `P`'s header `map` with the header changes of `log` past `P` applied, or `None`.
+    fn replay(map: IndexFile, log: LogFile) -> Option<HeaderView> {
+        let logs = [log];
+        let log = &logs[0];
+        let h = map.header();
+        let start = h.log_file_head_offset as u64;
+        if log.header.indexid != h.indexid
+            || log.header.file_seq != h.log_file_seq
+            || matches!(log.stop, LogStop::Corrupt { .. })
+            || start < log.header.hdr_size as u64
+            || start > log.sync_offset
+        {
+            return None;
+        }
+        let tail: Vec<&LogRecord> = log.records.iter().filter(|r| r.offset >= start).collect();
+        if !tail.iter().all(|r| changes_header_only(r, &map)) {
+            return None;
+        }
+        // The modseq tracking would set record modseqs logged between its own position and
+        // `P`'s; with the records absent it must have nothing to do.
+        if let Some(m) = map
+            .ext(ext::MODSEQ)
+            .and_then(|e| ModseqHeader::decode(&e.data))
+        {
+            if (m.log_seq, m.log_offset as u64) != (h.log_file_seq, start) {
+                return None;
+            }
+        }
+        let seq = log.header.file_seq;
+        let mut syncer = Syncer::new(map, &logs, (seq, start), log.modseq_at(start));
+        for r in tail {
+            syncer.apply(r, (seq, r.offset));
+        }
+        syncer.finish_modseq((seq, log.sync_offset), log.end_modseq);
+        if syncer.errors || syncer.index_deleted {
+            return None;
+        }
+        let map = syncer.map;
+        // as View::refresh_derived (mail_index_map_modseq_get_highest)
+        let highest_modseq = match map
+            .ext(ext::MODSEQ)
+            .and_then(|e| ModseqHeader::decode(&e.data))
+        {
+            Some(m) if m.highest_modseq != 0 => m.highest_modseq,
+            _ => log.end_modseq,
+        };
+        Some(HeaderView {
+            map,
+            highest_modseq,
+        })
+    }
+
+    /// The base header (as [`crate::View::header`] shows it, but for the log position).
+    pub fn header(&self) -> IndexHeader {
+        self.map.header()
+    }
+
+    pub fn uid_validity(&self) -> u32 {
+        self.header().uid_validity
+    }
+
+    pub fn next_uid(&self) -> u32 {
+        self.header().next_uid
+    }
+
+    pub fn messages_count(&self) -> usize {
+        self.header().messages_count as usize
+    }
+
+    /// As [`crate::View::highest_modseq`].
+    pub fn highest_modseq(&self) -> u64 {
+        self.highest_modseq
+    }
+
+    pub fn extension(&self, name: &str) -> Option<&crate::format::index::Extension> {
+        self.map.ext(name)
+    }
+
+    /// The UID of the last message, `None` when there is none.
+    pub fn last_uid(&self) -> Option<u32> {
+        (self.map.records_count() == 1).then(|| self.map.record_uid(0))
+    }
+
+    /// The last message's record bytes of extension `name`.
+    pub fn last_ext(&self, name: &str) -> Option<&[u8]> {
+        if self.map.records_count() != 1 {
+            return None;
+        }
+        self.map.ext_record(0, self.map.ext_index(name)?)
+    }
+}
+
+/// True when `r` changes only header bytes of `map`, never its records or layout.
+fn changes_header_only(r: &LogRecord, map: &IndexFile) -> bool {
+    match &r.body {
+        RecordBody::HeaderUpdate(_)
+        | RecordBody::ExtHdrUpdate(_)
+        | RecordBody::ExtHdrUpdate32(_)
+        | RecordBody::Boundary(_) => true,
+        // an intro of an extension `P` has, with its layout and reset_id unchanged
+        RecordBody::ExtIntro(intros) => intros.iter().all(|i| {
+            let existing = if i.ext_id == EXT_ID_BY_NAME {
+                map.extensions.iter().find(|e| e.name.as_bytes() == i.name)
+            } else {
+                map.extensions.get(i.ext_id as usize)
+            };
+            existing.is_some_and(|e| {
+                e.reset_id == i.reset_id
+                    && e.record_size == i.record_size
+                    && e.record_align == i.record_align
+                    && e.data.len() == i.hdr_size as usize
+            })
+        }),
+        _ => false,
+    }
+}
+
+/// `P`'s header and last record, decoded as [`IndexFile::decode_header_only`]; `None` when
+/// `P` is missing, too short or fails a check.
+fn read_header(path: &Path) -> Result<Option<IndexFile>> {
+    let io = |e| Error::io("read", path, e);
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(e)),
+    };
+    let file_len = file.metadata().map_err(io)?.len();
+    if file_len < BASE_HEADER_SIZE as u64 {
+        return Ok(None);
+    }
+    let mut base = vec![0u8; BASE_HEADER_SIZE];
+    file.read_exact_at(&mut base, 0).map_err(io)?;
+    let h = IndexHeader::decode(&base);
+    let (header_size, record_size) = (h.header_size as u64, h.record_size as u64);
+    let records_end = header_size + h.messages_count as u64 * record_size;
+    if header_size < BASE_HEADER_SIZE as u64 || records_end > file_len || record_size == 0 {
+        return Ok(None);
+    }
+    let mut data = vec![0u8; header_size as usize];
+    file.read_exact_at(&mut data, 0).map_err(io)?;
+    let last = if h.messages_count == 0 {
+        None
+    } else {
+        let mut rec = vec![0u8; record_size as usize];
+        file.read_exact_at(&mut rec, records_end - record_size)
+            .map_err(io)?;
+        Some(rec)
+    };
+    Ok(IndexFile::decode_header_only(&data, file_len, last.as_deref(), path).ok())
+}

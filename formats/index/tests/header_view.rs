@@ -1,0 +1,190 @@
+//! `HeaderView`: the header of an index read without its records answers exactly as the
+//! full `View` does, and declines (`None`) whenever the log past `P` changed records.
+
+mod common;
+
+use std::path::Path;
+
+use mailsync_index::format::index::{hdr_off, rec_flag, IndexHeader};
+use mailsync_index::{HeaderView, IndexPaths, IndexWriter, View};
+
+/// What a header reader can ask: header fields, extension headers, HIGHESTMODSEQ and the
+/// last UID.
+type Answer = (Vec<u32>, Vec<(String, Vec<u8>)>, u64, Option<u32>);
+
+fn counters(h: &IndexHeader) -> Vec<u32> {
+    vec![
+        h.uid_validity,
+        h.next_uid,
+        h.messages_count,
+        h.seen_messages_count,
+        h.deleted_messages_count,
+        h.first_recent_uid,
+        h.first_unseen_uid_lowwater,
+        h.first_deleted_uid_lowwater,
+    ]
+}
+
+/// The answer of the full view.
+fn full(dir: &Path, prefix: &str) -> Answer {
+    let v = View::open(dir, prefix).unwrap();
+    let h = v.header();
+    let fields = counters(&h);
+    let exts = v
+        .extensions()
+        .iter()
+        .filter(|e| e.name != "modseq")
+        .map(|e| (e.name.clone(), e.data.clone()))
+        .collect();
+    (
+        fields,
+        exts,
+        v.highest_modseq(),
+        v.messages().last().map(|m| m.uid()),
+    )
+}
+
+/// The answer of the header alone (extension headers listed as the full view lists them).
+fn header_only(dir: &Path, prefix: &str) -> Option<Answer> {
+    let v = HeaderView::open(&IndexPaths::new(dir, prefix)).unwrap()?;
+    let h = v.header();
+    let fields = counters(&h);
+    let full = View::open(dir, prefix).unwrap();
+    let exts = full
+        .extensions()
+        .iter()
+        .filter(|e| e.name != "modseq")
+        .map(|e| {
+            let data = v.extension(&e.name).map(|x| x.data.clone());
+            (e.name.clone(), data.unwrap_or_default())
+        })
+        .collect();
+    Some((fields, exts, v.highest_modseq(), v.last_uid()))
+}
+
+/// An index with `n` messages, some seen, a keyword and an extension with a header and
+/// records, written to `P` (no log past it).
+fn indexed(dir: &Path, n: u32) -> IndexWriter {
+    let w = IndexWriter::open(dir, "dovecot.index");
+    w.create(4242).unwrap();
+    let mut t = w.begin().external(true);
+    t.ext_intro("test", 8, 4, 4);
+    for uid in 1..=n {
+        t.append(uid, if uid % 3 == 0 { rec_flag::SEEN } else { 0 });
+        t.ext_rec_update("test", uid, &uid.to_le_bytes());
+    }
+    t.ext_hdr_update("test", 0, b"abcdefgh");
+    t.commit().unwrap();
+    let mut t = w.begin();
+    t.keywords(true, b"$Label1", &[1, 2]);
+    t.flags(1, 1, rec_flag::DELETED, 0);
+    t.commit().unwrap();
+    w.write_index().unwrap();
+    w
+}
+
+#[test]
+fn the_header_alone_answers_as_the_full_view_after_header_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = indexed(dir.path(), 50);
+    let got = header_only(dir.path(), "dovecot.index").expect("P is current");
+    assert_eq!(got, full(dir.path(), "dovecot.index"));
+    assert_eq!(got.3, Some(50));
+
+    // header-only changes past P: an extension header and a base header field
+    let mut t = w.begin().external(true);
+    t.ext_intro("test", 8, 4, 4);
+    t.ext_hdr_update("test", 2, b"XY");
+    t.commit().unwrap();
+    let mut t = w.begin();
+    t.header_update(hdr_off::FIRST_RECENT_UID as u16, &40u32.to_le_bytes());
+    t.commit().unwrap();
+    let got = header_only(dir.path(), "dovecot.index").expect("only header changes");
+    assert_eq!(got, full(dir.path(), "dovecot.index"));
+    let v = HeaderView::open(&IndexPaths::new(dir.path(), "dovecot.index"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(v.extension("test").unwrap().data, b"abXYefgh");
+    assert_eq!(v.header().first_recent_uid, 40);
+    assert_eq!(v.last_ext("test"), Some(&50u32.to_le_bytes()[..]));
+}
+
+#[test]
+fn a_record_change_past_p_makes_the_header_decline() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = IndexPaths::new(dir.path(), "dovecot.index");
+    let w = indexed(dir.path(), 10);
+    assert!(HeaderView::open(&paths).unwrap().is_some());
+    type Change = Box<dyn Fn(&IndexWriter)>;
+    let changes: Vec<Change> = vec![
+        Box::new(|w| {
+            let mut t = w.begin();
+            t.flags(2, 2, rec_flag::SEEN, 0);
+            t.commit().unwrap();
+        }),
+        Box::new(|w| {
+            let mut t = w.begin().external(true);
+            t.append(11, 0);
+            t.commit().unwrap();
+        }),
+        Box::new(|w| {
+            let mut t = w.begin().external(true);
+            t.expunge_guid(3, [0; 16]);
+            t.commit().unwrap();
+        }),
+        Box::new(|w| {
+            let mut t = w.begin();
+            t.keywords(true, b"$Label2", &[4]);
+            t.commit().unwrap();
+        }),
+        Box::new(|w| {
+            // a new extension changes the record layout
+            let mut t = w.begin().external(true);
+            t.ext_intro("other", 0, 8, 8);
+            t.commit().unwrap();
+        }),
+    ];
+    for (i, change) in changes.iter().enumerate() {
+        change(&w);
+        assert!(
+            HeaderView::open(&paths).unwrap().is_none(),
+            "change {i} past P must make the header decline"
+        );
+        w.write_index().unwrap();
+        let got = header_only(dir.path(), "dovecot.index").expect("P written again");
+        assert_eq!(got, full(dir.path(), "dovecot.index"), "after change {i}");
+    }
+}
+
+#[test]
+fn no_index_file_a_rotated_log_or_a_corrupt_header_decline() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = IndexPaths::new(dir.path(), "dovecot.index");
+    // the log alone
+    let w = IndexWriter::open(dir.path(), "dovecot.index");
+    w.create(7).unwrap();
+    let mut t = w.begin().external(true);
+    t.append(1, 0);
+    t.commit().unwrap();
+    assert!(HeaderView::open(&paths).unwrap().is_none());
+    // P points into a log that was rotated away (P as it was before the rotation)
+    w.write_index().unwrap();
+    assert!(HeaderView::open(&paths).unwrap().is_some());
+    let before = std::fs::read(paths.index()).unwrap();
+    w.rotate().unwrap();
+    assert_eq!(
+        View::open(dir.path(), "dovecot.index")
+            .unwrap()
+            .log_position()
+            .0,
+        2
+    );
+    std::fs::write(paths.index(), &before).unwrap();
+    assert!(HeaderView::open(&paths).unwrap().is_none());
+    // a header the full view would have to repair
+    w.write_index().unwrap();
+    let mut p = std::fs::read(paths.index()).unwrap();
+    p[hdr_off::MESSAGES_COUNT..][..4].copy_from_slice(&1000u32.to_le_bytes());
+    std::fs::write(paths.index(), &p).unwrap();
+    assert!(HeaderView::open(&paths).unwrap().is_none());
+}
