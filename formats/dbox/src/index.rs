@@ -71,7 +71,15 @@ pub const HDR_MIN_SIZE: usize = 4;
 /// 20-byte one) read as zero (sdbox_read_header / mdbox_read_header: memcpy into a zeroed
 /// struct).
 pub fn dbox_header(view: &View, kind: DboxKind) -> Option<DboxHeader> {
-    let e = view.extension(hdr_ext_name(kind))?;
+    dbox_header_of(view.extension(hdr_ext_name(kind))?)
+}
+
+/// [`dbox_header`] from an index's header alone.
+pub fn dbox_header_in(head: &mailsync_index::HeaderView, kind: DboxKind) -> Option<DboxHeader> {
+    dbox_header_of(head.extension(hdr_ext_name(kind))?)
+}
+
+fn dbox_header_of(e: &mailsync_index::format::index::Extension) -> Option<DboxHeader> {
     if e.data.len() < HDR_MIN_SIZE {
         return None;
     }

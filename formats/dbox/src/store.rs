@@ -19,7 +19,7 @@ use mailsupport::subscriptions;
 use mailsync_index::format::mailbox_log::MailboxLogType;
 use mailsync_index::mailbox_log;
 
-use crate::index::{create_index, dbox_header, index_exists, IndexStamp};
+use crate::index::{create_index, dbox_header, dbox_header_in, index_exists, IndexStamp};
 use crate::layout::{mkdir_all, DboxKind, Layout, INDEX_PREFIX, TRASH_DIR};
 use crate::map_table::MapCache;
 use crate::sdbox::SdboxMailbox;
@@ -86,7 +86,8 @@ impl DboxStore {
         if !index_exists(&dir) {
             return None;
         }
-        let stamp = IndexStamp::of(&mailsync_index::IndexPaths::new(&dir, INDEX_PREFIX)).ok()?;
+        let paths = mailsync_index::IndexPaths::new(&dir, INDEX_PREFIX);
+        let stamp = IndexStamp::of(&paths).ok()?;
         let mut cache = self
             .listed_guids
             .lock()
@@ -96,9 +97,14 @@ impl DboxStore {
                 return *g;
             }
         }
-        let guid = mailsync_index::View::open(&dir, INDEX_PREFIX)
-            .ok()
-            .and_then(|view| dbox_header(&view, self.layout.kind))
+        // the header alone when it can tell (its cost doesn't grow with the messages)
+        let hdr = match mailsync_index::HeaderView::open(&paths) {
+            Ok(Some(head)) => dbox_header_in(&head, self.layout.kind),
+            _ => mailsync_index::View::open_paths(&paths)
+                .ok()
+                .and_then(|view| dbox_header(&view, self.layout.kind)),
+        };
+        let guid = hdr
             .map(|h| MailboxGuid(h.mailbox_guid))
             .filter(|g| !g.is_zero());
         cache.insert(dir, (stamp, guid));

@@ -5,7 +5,7 @@
 //! [`HeaderView::open`] reads `P`'s header, its last record and the head log `P.log`, never
 //! `P.log.2` nor the other records. It answers only when the log past `P` holds nothing
 //! but header changes (HEADER_UPDATE, EXT_HDR_UPDATE, intros of existing extensions that
-//! keep their layout, BOUNDARY): then `P`'s records are the current ones and the header is
+//! keep their layout, BOUNDARY, a MODSEQ_UPDATE of uid 0): then `P`'s records are the current ones and the header is
 //! `P`'s with those changes replayed exactly as [`crate::View`] replays them. In every other
 //! case (no `P`, the log rotated or replaced since `P` was written, a record change past
 //! `P`, anything the full view would have to repair) it returns `None`, and the caller opens
@@ -30,6 +30,12 @@ pub struct HeaderView {
     /// `P`'s header and extension headers after replay, holding only the last record.
     map: IndexFile,
     highest_modseq: u64,
+    /// The UID of the first message (`None` when there is none).
+    first_uid: Option<u32>,
+    /// A client's request past the log's tail offset (a flag, keyword or expunge change
+    /// that isn't external): the backend still has to apply it to its files (a flag change
+    /// an IMAP client made in a Maildir, say). The rule of `IndexWriter::sync_housekeeping`.
+    backend_pending: bool,
 }
 
 impl HeaderView {
@@ -38,7 +44,7 @@ impl HeaderView {
     /// file.
     pub fn open(paths: &IndexPaths) -> Result<Option<HeaderView>> {
         let _guard = crate::lock::read_guard(paths);
-        let Some(map) = read_header(&paths.index())? else {
+        let Some((map, first_uid)) = read_header(&paths.index())? else {
             return Ok(None);
         };
         let Some(data) = read_optional(&paths.log())? else {
@@ -48,7 +54,10 @@ impl HeaderView {
             return Ok(None);
         };
         drop(data);
-        Ok(HeaderView::replay(map, log))
+        Ok(HeaderView::replay(map, log).map(|mut v| {
+            v.first_uid = first_uid;
+            v
+        }))
     }
 
     /// `P`'s header `map` with the header changes of `log` past `P` applied, or `None`.
@@ -69,18 +78,14 @@ impl HeaderView {
         if !tail.iter().all(|r| changes_header_only(r, &map)) {
             return None;
         }
-        // The modseq tracking would set record modseqs logged between its own position and
-        // `P`'s; with the records absent it must have nothing to do.
-        if let Some(m) = map
-            .ext(ext::MODSEQ)
-            .and_then(|e| ModseqHeader::decode(&e.data))
-        {
-            if (m.log_seq, m.log_offset as u64) != (h.log_file_seq, start) {
-                return None;
-            }
-        }
+        let max_tail =
+            crate::view::max_tail_offset(log, Some(&h)).max(h.log_file_tail_offset as u64);
+        let backend_pending = log
+            .records
+            .iter()
+            .any(|r| r.offset >= max_tail && crate::writer::is_backend_request(r.type_raw));
         let seq = log.header.file_seq;
-        let mut syncer = Syncer::new(map, &logs, (seq, start), log.modseq_at(start));
+        let mut syncer = Syncer::for_header(map, &logs, (seq, start), log.modseq_at(start));
         for r in tail {
             syncer.apply(r, (seq, r.offset));
         }
@@ -100,6 +105,8 @@ impl HeaderView {
         Some(HeaderView {
             map,
             highest_modseq,
+            first_uid: None,
+            backend_pending,
         })
     }
 
@@ -129,6 +136,17 @@ impl HeaderView {
         self.map.ext(name)
     }
 
+    /// The UID of the first message, `None` when there is none.
+    pub fn first_uid(&self) -> Option<u32> {
+        self.first_uid
+    }
+
+    /// True when a client's request logged past the tail offset waits for the backend (a
+    /// Maildir's files) to apply it (Dovecot's tail offset rule).
+    pub fn backend_pending(&self) -> bool {
+        self.backend_pending
+    }
+
     /// The UID of the last message, `None` when there is none.
     pub fn last_uid(&self) -> Option<u32> {
         (self.map.records_count() == 1).then(|| self.map.record_uid(0))
@@ -150,6 +168,8 @@ fn changes_header_only(r: &LogRecord, map: &IndexFile) -> bool {
         | RecordBody::ExtHdrUpdate(_)
         | RecordBody::ExtHdrUpdate32(_)
         | RecordBody::Boundary(_) => true,
+        // uid 0 carries only the highest modseq (written at the start of a rotated log)
+        RecordBody::ModseqUpdate(v) => v.iter().all(|m| m.uid == 0),
         // an intro of an extension `P` has, with its layout and reset_id unchanged
         RecordBody::ExtIntro(intros) => intros.iter().all(|i| {
             let existing = if i.ext_id == EXT_ID_BY_NAME {
@@ -168,9 +188,9 @@ fn changes_header_only(r: &LogRecord, map: &IndexFile) -> bool {
     }
 }
 
-/// `P`'s header and last record, decoded as [`IndexFile::decode_header_only`]; `None` when
-/// `P` is missing, too short or fails a check.
-fn read_header(path: &Path) -> Result<Option<IndexFile>> {
+/// `P`'s header and last record, decoded as [`IndexFile::decode_header_only`], and the
+/// first record's UID; `None` when `P` is missing, too short or fails a check.
+fn read_header(path: &Path) -> Result<Option<(IndexFile, Option<u32>)>> {
     let io = |e| Error::io("read", path, e);
     let file = match File::open(path) {
         Ok(f) => f,
@@ -191,13 +211,19 @@ fn read_header(path: &Path) -> Result<Option<IndexFile>> {
     }
     let mut data = vec![0u8; header_size as usize];
     file.read_exact_at(&mut data, 0).map_err(io)?;
-    let last = if h.messages_count == 0 {
-        None
+    let (first_uid, last) = if h.messages_count == 0 {
+        (None, None)
     } else {
+        let mut uid = [0u8; 4];
+        file.read_exact_at(&mut uid, header_size).map_err(io)?;
         let mut rec = vec![0u8; record_size as usize];
         file.read_exact_at(&mut rec, records_end - record_size)
             .map_err(io)?;
-        Some(rec)
+        (Some(u32::from_le_bytes(uid)), Some(rec))
     };
-    Ok(IndexFile::decode_header_only(&data, file_len, last.as_deref(), path).ok())
+    Ok(
+        IndexFile::decode_header_only(&data, file_len, last.as_deref(), path)
+            .ok()
+            .map(|map| (map, first_uid)),
+    )
 }

@@ -75,6 +75,32 @@ impl<'a> Syncer<'a> {
         s
     }
 
+    /// A syncer for a header-only map ([`crate::HeaderView`]): the modseq tracking is
+    /// active as in [`Syncer::new`], but the record modseqs it would fill in first are
+    /// neither there nor asked for. Only header records may be applied to it.
+    pub fn for_header(
+        map: IndexFile,
+        logs: &'a [LogFile],
+        start: LogPos,
+        start_modseq: u64,
+    ) -> Self {
+        let modseq_active = map
+            .ext(ext::MODSEQ)
+            .and_then(|e| ModseqHeader::decode(&e.data))
+            .is_some();
+        Syncer {
+            map,
+            logs,
+            cur_ext: CurExt::None,
+            modseq_active,
+            cur_pos: start,
+            cur_modseq: start_modseq,
+            notes: Vec::new(),
+            errors: false,
+            index_deleted: false,
+        }
+    }
+
     fn corrupted(&mut self, reason: String) {
         self.errors = true;
         self.notes.push(format!(

@@ -550,7 +550,7 @@ fn plan_replay(logs: &[LogFile], start: LogPos) -> std::result::Result<Plan, Str
 
 /// The head log's max_tail_offset as the log code tracks it (log_file_track_sync): the
 /// index's tail offset, advanced over external transactions and external tail updates.
-fn max_tail_offset(head: &LogFile, index: Option<&IndexHeader>) -> u64 {
+pub(crate) fn max_tail_offset(head: &LogFile, index: Option<&IndexHeader>) -> u64 {
     use crate::format::log::RecordBody;
     let (mut max_tail, from) = match index {
         Some(h) if h.log_file_seq == head.header.file_seq => {

@@ -66,7 +66,7 @@ pub struct Housekeeping {
 /// mail_index_sync_have_more / log_get_sync_type): a flag, keyword or expunge change that is
 /// not EXTERNAL. Other non-external records (extension and header updates) need nothing from
 /// the backend.
-fn is_backend_request(type_raw: u32) -> bool {
+pub(crate) fn is_backend_request(type_raw: u32) -> bool {
     type_raw & rec_type::EXTERNAL == 0
         && type_raw
             & (rec_type::FLAG_UPDATE

@@ -107,6 +107,11 @@ fn the_header_alone_answers_as_the_full_view_after_header_changes() {
     assert_eq!(v.extension("test").unwrap().data, b"abXYefgh");
     assert_eq!(v.header().first_recent_uid, 40);
     assert_eq!(v.last_ext("test"), Some(&50u32.to_le_bytes()[..]));
+    assert_eq!(v.first_uid(), Some(1));
+    assert!(
+        v.backend_pending(),
+        "indexed()'s client changes wait for the backend"
+    );
 }
 
 #[test]
@@ -153,6 +158,11 @@ fn a_record_change_past_p_makes_the_header_decline() {
         w.write_index().unwrap();
         let got = header_only(dir.path(), "dovecot.index").expect("P written again");
         assert_eq!(got, full(dir.path(), "dovecot.index"), "after change {i}");
+        // the first change (a client's flag change) still waits for the backend: it lies
+        // past the tail offset, which only the backend's sync moves
+        let head = HeaderView::open(&paths).unwrap().unwrap();
+        assert!(head.backend_pending(), "after change {i}");
+        assert_eq!(head.first_uid(), Some(1));
     }
 }
 
@@ -169,7 +179,9 @@ fn no_index_file_a_rotated_log_or_a_corrupt_header_decline() {
     assert!(HeaderView::open(&paths).unwrap().is_none());
     // P points into a log that was rotated away (P as it was before the rotation)
     w.write_index().unwrap();
-    assert!(HeaderView::open(&paths).unwrap().is_some());
+    let head = HeaderView::open(&paths).unwrap().expect("P is current");
+    assert!(!head.backend_pending(), "external changes only");
+    assert_eq!((head.first_uid(), head.last_uid()), (Some(1), Some(1)));
     let before = std::fs::read(paths.index()).unwrap();
     w.rotate().unwrap();
     assert_eq!(
@@ -178,6 +190,12 @@ fn no_index_file_a_rotated_log_or_a_corrupt_header_decline() {
             .log_position()
             .0,
         2
+    );
+    // the rotation's own P (its modseq header at the old log's end, a MODSEQ_UPDATE of
+    // uid 0 opening the new log) answers as the full view
+    assert_eq!(
+        header_only(dir.path(), "dovecot.index").expect("P written by the rotation"),
+        full(dir.path(), "dovecot.index")
     );
     std::fs::write(paths.index(), &before).unwrap();
     assert!(HeaderView::open(&paths).unwrap().is_none());

@@ -17,7 +17,7 @@ use mailstore::{Changes, Error, FlagChange, Flags, Keyword, ModSeq, Result, Uid}
 use mailsync_index::format::ext::{self, ModseqHeader};
 use mailsync_index::format::index::hdr_off;
 use mailsync_index::format::log::RecordBody;
-use mailsync_index::{IndexWriter, View as IndexView};
+use mailsync_index::{HeaderView, IndexWriter, View as IndexView};
 
 use crate::index_sync::{ExternalChanges, IndexSide, IndexedMail};
 
@@ -38,6 +38,12 @@ pub(crate) use mailsync_index::format::ext::MaildirHeader;
 /// The `maildir` header of the index `view`, when it has the extension.
 pub(crate) fn maildir_header(view: &IndexView) -> Option<MaildirHeader> {
     view.extension(ext::MAILDIR)
+        .map(|e| MaildirHeader::decode(&e.data))
+}
+
+/// [`maildir_header`] from the index's header alone.
+pub(crate) fn maildir_header_in(head: &HeaderView) -> Option<MaildirHeader> {
+    head.extension(ext::MAILDIR)
         .map(|e| MaildirHeader::decode(&e.data))
 }
 
@@ -117,6 +123,9 @@ pub(crate) struct IndexInfo {
     pending: HashMap<u32, (Flags, Vec<Keyword>)>,
     /// The replayed index, when there is one on disk (for `changes_since`).
     view: Option<IndexView>,
+    /// The index directory whose view hasn't been read yet: the quick check answered from
+    /// the index's header alone ([`IndexInfo::from_header`]); read on first need.
+    unread: Option<PathBuf>,
 }
 
 impl Default for IndexInfo {
@@ -127,6 +136,7 @@ impl Default for IndexInfo {
             modseqs: HashMap::new(),
             pending: HashMap::new(),
             view: None,
+            unread: None,
         }
     }
 }
@@ -175,7 +185,29 @@ impl IndexInfo {
             modseqs: HashMap::new(),
             pending,
             view: Some(view),
+            unread: None,
         }
+    }
+
+    /// The info of an index whose header alone answered the quick check (so nothing is
+    /// pending): the view of `dir` is read when first needed ([`IndexInfo::read_view`]).
+    pub fn from_header(head: &HeaderView, dir: &Path) -> IndexInfo {
+        IndexInfo {
+            highest_modseq: head.highest_modseq().max(1),
+            first_recent_uid: head.header().first_recent_uid.max(1),
+            modseqs: HashMap::new(),
+            pending: HashMap::new(),
+            view: None,
+            unread: Some(dir.to_path_buf()),
+        }
+    }
+
+    /// Reads the view an info built by [`IndexInfo::from_header`] left unread.
+    pub fn read_view(&mut self) -> Result<()> {
+        if let Some(dir) = self.unread.take() {
+            self.view = read_view(&dir).map_err(index_error)?;
+        }
+        Ok(())
     }
 
     /// What Dovecot would show after writing `changes` into an index it keeps in memory
@@ -232,6 +264,7 @@ impl IndexInfo {
             modseqs,
             pending: HashMap::new(),
             view: None,
+            unread: None,
         }
     }
 

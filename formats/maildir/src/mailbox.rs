@@ -149,6 +149,18 @@ impl DirTimes {
     }
 }
 
+/// What the Maildir quick check takes from the index (its header alone, or the view).
+struct IndexFacts {
+    uid_validity: u32,
+    /// HIGHESTMODSEQ, at least 1.
+    highest_modseq: u64,
+    last_uid: Option<u32>,
+    messages: u32,
+    /// Messages at or above `first_recent_uid`.
+    recent: u32,
+    unseen: u32,
+}
+
 /// The on-disk state read at one moment.
 struct DiskState {
     list: Option<UidList>,
@@ -850,7 +862,7 @@ impl MaildirMailbox {
     /// last message's line, without reading the directories. `None`: a full sync is needed
     /// (no index, no header, anything changed, a pending change, an old uidlist format).
     fn quick_counters(&mut self) -> Result<Option<MailboxStatus>> {
-        let Some(dir) = &self.index_dir else {
+        let Some(dir) = self.index_dir.clone() else {
             return Ok(None);
         };
         let mtime = |p: &Path| {
@@ -865,36 +877,55 @@ impl MaildirMailbox {
         ) else {
             return Ok(None);
         };
+        let still_valid = |hdr: Option<index_file::MaildirHeader>| {
+            hdr.is_some_and(|hdr| {
+                index_file::header_still_valid(
+                    &hdr,
+                    unix_secs(SystemTime::now()),
+                    (new.0, new.1),
+                    (cur.0, cur.1),
+                    uidlist,
+                )
+            })
+        };
+        // The index's header alone, when nothing but header changes were logged past
+        // dovecot.index: what it costs doesn't grow with the messages.
+        let paths = mailsync_index::IndexPaths::new(&dir, index_file::INDEX_PREFIX);
+        if let Ok(Some(head)) = mailsync_index::HeaderView::open(&paths) {
+            if !still_valid(index_file::maildir_header_in(&head)) {
+                // changed: the full sync reads the index (once)
+                return Ok(None);
+            }
+            let h = head.header();
+            let first_recent = h.first_recent_uid.max(1);
+            let recent = match (head.first_uid(), head.last_uid()) {
+                (Some(first), Some(_)) if first_recent <= first => Some(h.messages_count),
+                (_, Some(last)) if first_recent > last => Some(0),
+                (None, None) => Some(0),
+                // some recent, some not: counted from the records below
+                _ => None,
+            };
+            if let (Some(recent), false) = (recent, head.backend_pending()) {
+                let facts = IndexFacts {
+                    uid_validity: h.uid_validity,
+                    highest_modseq: head.highest_modseq().max(1),
+                    last_uid: head.last_uid(),
+                    messages: h.messages_count,
+                    recent,
+                    unseen: h.messages_count.saturating_sub(h.seen_messages_count),
+                };
+                let status = self.quick_status(&facts);
+                if status.is_some() {
+                    self.index = IndexInfo::from_header(&head, &dir);
+                }
+                return Ok(status);
+            }
+        }
         // an index that can't be read is the full sync's to report
-        let Ok(Some(view)) = index_file::read_view(dir) else {
+        let Ok(Some(view)) = index_file::read_view(&dir) else {
             return Ok(None);
         };
-        let Some(hdr) = index_file::maildir_header(&view) else {
-            return Ok(self.miss(view));
-        };
-        if !index_file::header_still_valid(
-            &hdr,
-            unix_secs(SystemTime::now()),
-            (new.0, new.1),
-            (cur.0, cur.1),
-            uidlist,
-        ) {
-            return Ok(self.miss(view));
-        }
-        let last_uid = view.messages().last().map(|m| m.uid());
-        let data = match fs::read(self.paths.uidlist()) {
-            Ok(d) => d,
-            Err(_) => return Ok(self.miss(view)),
-        };
-        let Ok(Some((list, last))) = uidlist::parse_header_and_record(&data, last_uid.unwrap_or(0))
-        else {
-            return Ok(self.miss(view));
-        };
-        // the full sync rewrites an old or GUID-less uidlist
-        if list.version != 3 || list.guid.is_none() || list.uid_validity != view.uid_validity() {
-            return Ok(self.miss(view));
-        }
-        if (last_uid.is_some() && last.is_none()) || index_file::has_pending(&view) {
+        if !still_valid(index_file::maildir_header(&view)) || index_file::has_pending(&view) {
             return Ok(self.miss(view));
         }
         let first_recent_uid = view.header().first_recent_uid.max(1);
@@ -907,22 +938,48 @@ impl MaildirMailbox {
                 unseen += 1;
             }
         }
-        let messages = view.messages_count() as u32;
-        let info = IndexInfo::from_view(view);
+        let facts = IndexFacts {
+            uid_validity: view.uid_validity(),
+            highest_modseq: view.highest_modseq().max(1),
+            last_uid: view.messages().last().map(|m| m.uid()),
+            messages: view.messages_count() as u32,
+            recent,
+            unseen,
+        };
+        Ok(match self.quick_status(&facts) {
+            Some(status) => {
+                self.index = IndexInfo::from_view(view);
+                Some(status)
+            }
+            None => self.miss(view),
+        })
+    }
+
+    /// The quick check's answer from the index `facts`, when the uidlist agrees: its header
+    /// (v3, with a GUID and the index's UIDVALIDITY) and the last message's line.
+    fn quick_status(&self, facts: &IndexFacts) -> Option<MailboxStatus> {
+        let (list, last) =
+            uidlist::read_header_and_record(&self.paths.uidlist(), facts.last_uid.unwrap_or(0))?;
+        // the full sync rewrites an old or GUID-less uidlist
+        if list.version != 3 || list.guid.is_none() || list.uid_validity != facts.uid_validity {
+            return None;
+        }
+        if facts.last_uid.is_some() && last.is_none() {
+            return None;
+        }
         let status = MailboxStatus {
             uid_validity: list.uid_validity,
             uid_next: list.next_uid,
-            highest_modseq: info.highest_modseq,
-            messages,
-            recent,
-            unseen,
+            highest_modseq: facts.highest_modseq,
+            messages: facts.messages,
+            recent: facts.recent,
+            unseen: facts.unseen,
             vsize: 0,
             guid: list.guid.unwrap_or_default(),
             first_saved: None,
             last_guid: last.map(|r| Guid::from_bytes(r.guid())),
         };
-        self.index = info;
-        Ok(Some(status))
+        Some(status)
     }
 
     /// A quick check that can't answer: the index it read is kept for the full sync that
@@ -1836,6 +1893,7 @@ impl Mailbox for MaildirMailbox {
     /// Answered from the index's transaction logs as of the last sync (`Unknown` when the
     /// logs don't reach back that far, or for INDEX=MEMORY).
     fn changes_since(&mut self, since: ModSeq) -> Result<Changes> {
+        self.index.read_view()?;
         Ok(self.index.changes_since(since))
     }
 
@@ -1845,6 +1903,7 @@ impl Mailbox for MaildirMailbox {
         since: ModSeq,
         uids: &[Uid],
     ) -> Result<Vec<(Uid, FlagChange)>> {
+        self.index.read_view()?;
         Ok(self.index.flag_changes_since(since, uids))
     }
 

@@ -15,6 +15,8 @@
 //! (lower-case record keys, which it drops; a filename listed twice, where the later line
 //! wins) is a [`ParseWarning`].
 
+use std::path::Path;
+
 use mailstore::MailboxGuid;
 
 use crate::filename;
@@ -293,6 +295,50 @@ pub fn parse_header_and_record(
         .header_next_uid
         .max(last_uid.unwrap_or(0).saturating_add(1).max(1));
     Ok(Some((list, found)))
+}
+
+/// [`parse_header_and_record`] of the uidlist at `path`, reading its first line and only as
+/// much of its end as it needs: a uidlist of 100,000 messages is read in two chunks, not
+/// whole. `None` when the file can't be read or parsed (the full sync reports why).
+pub fn read_header_and_record(path: &Path, uid: u32) -> Option<(UidList, Option<UidRecord>)> {
+    /// Bytes read at each end of a bigger file: the header line and the last records.
+    const CHUNK: u64 = 16 * 1024;
+    let whole = || {
+        let data = std::fs::read(path).ok()?;
+        parse_header_and_record(&data, uid).ok().flatten()
+    };
+    let file = std::fs::File::open(path).ok()?;
+    let len = file.metadata().ok()?.len();
+    if len <= 4 * CHUNK {
+        return whole();
+    }
+    let read_at = |offset: u64| {
+        let mut buf = vec![0u8; CHUNK as usize];
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf, offset).ok()?;
+        Some(buf)
+    };
+    let head = read_at(0)?;
+    let tail = read_at(len - CHUNK)?;
+    let (Some(header_end), Some(first_full)) = (
+        head.iter().position(|&b| b == b'\n'),
+        tail.iter().position(|&b| b == b'\n'),
+    ) else {
+        return whole();
+    };
+    let lines = &tail[first_full + 1..];
+    // the record of `uid` may lie before the tail: then it is read whole
+    let first_uid = lines
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .try_fold(0u32, |n, &d| {
+            n.checked_mul(10)?.checked_add(u32::from(d - b'0'))
+        });
+    if !lines.first().is_some_and(u8::is_ascii_digit) || first_uid.is_none_or(|first| first > uid) {
+        return whole();
+    }
+    let mut data = head[..=header_end].to_vec();
+    data.extend_from_slice(lines);
+    parse_header_and_record(&data, uid).ok().flatten()
 }
 
 /// The header line (the uidlist without records).

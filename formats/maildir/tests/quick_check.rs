@@ -266,3 +266,86 @@ fn recently_modified_directories_are_scanned_every_time() {
     mb.sync().unwrap();
     assert_eq!(mb.counters().unwrap().messages, 2);
 }
+
+/// The counters of a handle, as a comparable tuple.
+fn counters_of(mb: &mut Box<dyn mailstore::Mailbox>) -> (u32, u32, u64, u32, u32, u32) {
+    let c = mb.counters().unwrap();
+    (
+        c.uid_validity,
+        c.uid_next,
+        c.highest_modseq,
+        c.messages,
+        c.recent,
+        c.unseen,
+    )
+}
+
+/// A mailbox with a `dovecot.index` and only header changes logged past it: the quick
+/// check answers from the index's header and last record alone, exactly as a full read;
+/// and `changes_since` on such a handle reads the index then.
+#[test]
+fn a_big_mailbox_is_answered_from_the_index_header_as_by_a_full_read() {
+    let home = tempfile::tempdir().unwrap();
+    let store = open_store("maildir:~/Maildir", home.path(), None);
+    store.create_mailbox("Big", None).unwrap();
+    let mut mb = store.open_mailbox("Big").unwrap();
+    let mut tx = mb.begin().unwrap();
+    for i in 0..1200 {
+        let flags = if i % 4 == 0 {
+            Flags::default()
+        } else {
+            Flags::SEEN
+        };
+        tx.save(
+            NewMail {
+                flags,
+                ..Default::default()
+            },
+            &mut format!("Subject: {i}\n\nbody {i}\n").as_bytes(),
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+    drop(mb);
+    let dir = home.path().join("Maildir/.Big");
+    let settle = || {
+        for sub in ["new", "cur"] {
+            backdate(&dir.join(sub), 60);
+        }
+    };
+    settle();
+    // dovecot.index as Dovecot (or our housekeeping, once the log passes 32 KiB) writes it
+    mailsync_index::IndexWriter::open(&dir, "dovecot.index")
+        .write_index()
+        .unwrap();
+    drop(store.open_mailbox("Big").unwrap()); // the scan that writes the header
+    let mut quick = store.open_mailbox("Big").unwrap();
+    let q = counters_of(&mut quick);
+    let changes = quick.changes_since(mailstore::ModSeq(1)).unwrap();
+    quick.mails().unwrap(); // read in full
+    assert_eq!(q, counters_of(&mut quick));
+    assert_eq!((q.3, q.5), (1200, 300));
+    assert_eq!(
+        format!("{changes:?}"),
+        format!("{:?}", quick.changes_since(mailstore::ModSeq(1)).unwrap()),
+        "changes_since of a handle the header answered"
+    );
+    let last = quick.counters().unwrap().last_guid;
+    drop(quick);
+    let mut again = store.open_mailbox("Big").unwrap();
+    assert_eq!(again.counters().unwrap().last_guid, last);
+
+    // a delivery: recent and not, the last message in new/
+    fs::write(dir.join("new/1700000000.M9P9.host"), "Subject: n\n\nx\n").unwrap();
+    settle();
+    drop(store.open_mailbox("Big").unwrap());
+    let mut quick = store.open_mailbox("Big").unwrap();
+    let q = counters_of(&mut quick);
+    quick.mails().unwrap();
+    assert_eq!(q, counters_of(&mut quick));
+    assert_eq!((q.3, q.5), (1201, 301));
+    assert_eq!(
+        quick.counters().unwrap().last_guid.unwrap().as_bytes(),
+        b"1700000000.M9P9.host"
+    );
+}
