@@ -14,7 +14,8 @@
 use std::fs::File;
 use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::format::ext::{self, ModseqHeader};
@@ -29,6 +30,10 @@ use crate::view::read_optional;
 pub struct HeaderView {
     /// `P`'s header and extension headers after replay, holding only the last record.
     map: IndexFile,
+    /// `P` as opened: [`HeaderView::record_of`] reads its records (the same inode, even
+    /// if `P` is replaced meanwhile).
+    file: Arc<File>,
+    path: PathBuf,
     highest_modseq: u64,
     /// The UID of the first message (`None` when there is none).
     first_uid: Option<u32>,
@@ -44,7 +49,7 @@ impl HeaderView {
     /// file.
     pub fn open(paths: &IndexPaths) -> Result<Option<HeaderView>> {
         let _guard = crate::lock::read_guard(paths);
-        let Some((map, first_uid)) = read_header(&paths.index())? else {
+        let Some((map, first_uid, file)) = read_header(&paths.index())? else {
             return Ok(None);
         };
         let Some(data) = read_optional(&paths.log())? else {
@@ -54,14 +59,15 @@ impl HeaderView {
             return Ok(None);
         };
         drop(data);
-        Ok(HeaderView::replay(map, log).map(|mut v| {
+        Ok(HeaderView::replay(map, log, Arc::new(file)).map(|mut v| {
             v.first_uid = first_uid;
+            v.path = paths.index();
             v
         }))
     }
 
     /// `P`'s header `map` with the header changes of `log` past `P` applied, or `None`.
-    fn replay(map: IndexFile, log: LogFile) -> Option<HeaderView> {
+    fn replay(map: IndexFile, log: LogFile, file: Arc<File>) -> Option<HeaderView> {
         let logs = [log];
         let log = &logs[0];
         let h = map.header();
@@ -104,6 +110,8 @@ impl HeaderView {
         };
         Some(HeaderView {
             map,
+            file,
+            path: PathBuf::new(),
             highest_modseq,
             first_uid: None,
             backend_pending,
@@ -134,6 +142,66 @@ impl HeaderView {
 
     pub fn extension(&self, name: &str) -> Option<&crate::format::index::Extension> {
         self.map.ext(name)
+    }
+
+    /// Messages not `\\Seen` (the header's counters, as Dovecot's STATUS UNSEEN).
+    pub fn unseen_count(&self) -> u32 {
+        let h = self.header();
+        h.messages_count.saturating_sub(h.seen_messages_count)
+    }
+
+    /// Messages at or above `first_recent_uid` (`\\Recent`), when the first and last UIDs
+    /// tell: all of them, or none. `None` when some are and some aren't (the records
+    /// between would have to be read).
+    pub fn recent_count(&self) -> Option<u32> {
+        let h = self.header();
+        let first_recent = h.first_recent_uid.max(1);
+        match (self.first_uid, self.last_uid()) {
+            (None, _) | (_, None) => Some(0),
+            (Some(first), Some(_)) if first_recent <= first => Some(h.messages_count),
+            (_, Some(last)) if first_recent > last => Some(0),
+            _ => None,
+        }
+    }
+
+    /// The record of `uid`, read from `P` by bisection (a few small reads, whatever the
+    /// number of messages): current, since nothing past `P` changed records. `None` when
+    /// `P` has no such record.
+    pub fn record_of(&self, uid: u32) -> Result<Option<Vec<u8>>> {
+        let h = self.header();
+        let (header_size, record_size) = (h.header_size as u64, h.record_size as u64);
+        let read = |pos: u64, buf: &mut [u8]| {
+            self.file
+                .read_exact_at(buf, header_size + pos * record_size)
+                .map_err(|e| Error::io("read", &self.path, e))
+        };
+        let (mut lo, mut hi) = (0u64, h.messages_count as u64);
+        let mut at = [0u8; 4];
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            read(mid, &mut at)?;
+            if u32::from_le_bytes(at) < uid {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        if lo >= h.messages_count as u64 {
+            return Ok(None);
+        }
+        let mut rec = vec![0u8; record_size as usize];
+        read(lo, &mut rec)?;
+        Ok((rec[..4] == uid.to_le_bytes()).then_some(rec))
+    }
+
+    /// The bytes of extension `name` in `record` (one [`HeaderView::record_of`] returned).
+    pub fn record_ext<'r>(&self, record: &'r [u8], name: &str) -> Option<&'r [u8]> {
+        let e = self.map.ext(name)?;
+        if e.record_size == 0 {
+            return None;
+        }
+        let at = e.record_offset as usize;
+        record.get(at..at + e.record_size as usize)
     }
 
     /// The UID of the first message, `None` when there is none.
@@ -190,7 +258,7 @@ fn changes_header_only(r: &LogRecord, map: &IndexFile) -> bool {
 
 /// `P`'s header and last record, decoded as [`IndexFile::decode_header_only`], and the
 /// first record's UID; `None` when `P` is missing, too short or fails a check.
-fn read_header(path: &Path) -> Result<Option<(IndexFile, Option<u32>)>> {
+fn read_header(path: &Path) -> Result<Option<(IndexFile, Option<u32>, File)>> {
     let io = |e| Error::io("read", path, e);
     let file = match File::open(path) {
         Ok(f) => f,
@@ -224,6 +292,6 @@ fn read_header(path: &Path) -> Result<Option<(IndexFile, Option<u32>)>> {
     Ok(
         IndexFile::decode_header_only(&data, file_len, last.as_deref(), path)
             .ok()
-            .map(|map| (map, first_uid)),
+            .map(|map| (map, first_uid, file)),
     )
 }

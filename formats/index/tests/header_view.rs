@@ -90,6 +90,26 @@ fn the_header_alone_answers_as_the_full_view_after_header_changes() {
     let got = header_only(dir.path(), "dovecot.index").expect("P is current");
     assert_eq!(got, full(dir.path(), "dovecot.index"));
     assert_eq!(got.3, Some(50));
+    let head = HeaderView::open(&IndexPaths::new(dir.path(), "dovecot.index"))
+        .unwrap()
+        .unwrap();
+    let view = View::open(dir.path(), "dovecot.index").unwrap();
+    // any record by bisection, as the full view has it
+    for uid in [1, 2, 25, 49, 50] {
+        let rec = head.record_of(uid).unwrap().expect("present");
+        let m = view.message(uid).unwrap();
+        assert_eq!(Some(rec.as_slice()), view.index_file().record(m.index));
+        assert_eq!(head.record_ext(&rec, "test"), Some(&uid.to_le_bytes()[..]));
+    }
+    for uid in [0, 51, 1000] {
+        assert_eq!(head.record_of(uid).unwrap(), None);
+    }
+    let unseen = view
+        .messages()
+        .filter(|m| m.flags() & rec_flag::SEEN == 0)
+        .count() as u32;
+    assert_eq!(head.unseen_count(), unseen);
+    assert_eq!(head.recent_count(), Some(50), "first_recent_uid 1: all");
 
     // header-only changes past P: an extension header and a base header field
     let mut t = w.begin().external(true);
@@ -106,6 +126,7 @@ fn the_header_alone_answers_as_the_full_view_after_header_changes() {
         .unwrap();
     assert_eq!(v.extension("test").unwrap().data, b"abXYefgh");
     assert_eq!(v.header().first_recent_uid, 40);
+    assert_eq!(v.recent_count(), None, "some recent, some not: the records would tell");
     assert_eq!(v.last_ext("test"), Some(&50u32.to_le_bytes()[..]));
     assert_eq!(v.first_uid(), Some(1));
     assert!(

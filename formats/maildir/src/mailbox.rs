@@ -897,14 +897,8 @@ impl MaildirMailbox {
                 return Ok(None);
             }
             let h = head.header();
-            let first_recent = h.first_recent_uid.max(1);
-            let recent = match (head.first_uid(), head.last_uid()) {
-                (Some(first), Some(_)) if first_recent <= first => Some(h.messages_count),
-                (_, Some(last)) if first_recent > last => Some(0),
-                (None, None) => Some(0),
-                // some recent, some not: counted from the records below
-                _ => None,
-            };
+            // some recent, some not: counted from the records below
+            let recent = head.recent_count();
             if let (Some(recent), false) = (recent, head.backend_pending()) {
                 let facts = IndexFacts {
                     uid_validity: h.uid_validity,
@@ -912,7 +906,7 @@ impl MaildirMailbox {
                     last_uid: head.last_uid(),
                     messages: h.messages_count,
                     recent,
-                    unseen: h.messages_count.saturating_sub(h.seen_messages_count),
+                    unseen: head.unseen_count(),
                 };
                 let status = self.quick_status(&facts);
                 if status.is_some() {
