@@ -44,16 +44,16 @@ use mailstore::{
 };
 use mailsync_index::format::ext::{self, MapHeader, MapRecord, MdboxRecord};
 use mailsync_index::locked_commit::{commit_locked, commit_locked_synced};
-use mailsync_index::{IndexPaths, IndexWriter, View};
+use mailsync_index::{HeaderView, IndexPaths, IndexWriter, View};
 
 use crate::file::{self, BodyReader, FileHeader};
-use crate::index::{dbox_header, index_exists, ix_err, CommitError, IndexStamp};
+use crate::index::{dbox_header, dbox_header_in, index_exists, ix_err, CommitError, IndexStamp};
 use crate::layout::{mkdir_all, DboxKind, Layout, INDEX_PREFIX};
 use crate::map_table::{MapCache, MapTable};
 use crate::pop3;
 use crate::sdbox::{
     add_flag_update, assign_uids, check_keywords, checked_guid, info_from, record_from,
-    status_from, temp_name, write_message, FileInfo, MessageMeta,
+    status_from, temp_name, write_message, FileInfo, IndexCounters, MessageMeta,
 };
 use crate::snapshot::{SnapMessage, Snapshot};
 
@@ -180,6 +180,9 @@ pub struct MdboxMailbox {
     /// The message with the highest UID, where it was, and its GUID (what `counters`
     /// asks at every sync).
     last: Option<(u32, MapRecord, Guid)>,
+    /// Opened from the index headers alone ([`MdboxMailbox::open_quick`]): the counters
+    /// and the state they are of. `snap` and `map` are empty until [`MdboxMailbox::load`].
+    quick: Option<(MailboxStatus, (u32, (u32, u64)))>,
 }
 
 /// Where a message's body is in its `m.N`.
@@ -294,39 +297,17 @@ impl MdboxMailbox {
         let dir = layout.mail_dir(vname);
         let writer = IndexWriter::open(&dir, INDEX_PREFIX);
         let view_stamp = IndexStamp::of(writer.paths())?;
-        let view = writer.view().map_err(ix_err)?;
-        let snap = Snapshot::of(&view);
-        let hdr = dbox_header(&view, DboxKind::Multi);
-        drop(view);
-        let hdr = hdr.ok_or_else(|| {
-            Error::corrupted(
-                dir.join(INDEX_PREFIX),
-                "mdbox: missing mdbox-hdr (needs force-resync)",
-            )
-        })?;
-        create_map_if_missing(layout)?;
-        let map = map_cache.table(&map_paths(layout))?;
-        if hdr.counter != map.uid_validity {
-            return Err(Error::corrupted(
-                dir.join(INDEX_PREFIX),
-                format!(
-                    "mdbox: map_uid_validity {} doesn't match the map's {} \
-                     (needs force-resync)",
-                    hdr.counter, map.uid_validity
-                ),
-            ));
-        }
         let mut mb = MdboxMailbox {
             name: vname.to_string(),
             layout: layout.clone(),
             dir,
             writer,
-            snap,
+            snap: Snapshot::empty(),
             view_stamp,
-            guid: MailboxGuid(hdr.mailbox_guid),
+            guid: MailboxGuid::default(),
             line_endings: layout.line_endings,
             map_cache,
-            map,
+            map: Arc::new(MapTable::default()),
             files: MailFiles {
                 storage: layout.storage_dir(),
                 open: None,
@@ -334,9 +315,138 @@ impl MdboxMailbox {
             },
             bodies: BTreeMap::new(),
             last: None,
+            quick: None,
         };
-        mb.check_locations();
+        if !mb.open_quick()? {
+            mb.read_full()?;
+        }
         Ok(mb)
+    }
+
+    /// Reads the mailbox index view into the snapshot and takes the map table (what an
+    /// open does unless [`MdboxMailbox::open_quick`] answered).
+    fn read_full(&mut self) -> Result<()> {
+        let view_stamp = IndexStamp::of(self.writer.paths())?;
+        let view = self.writer.view().map_err(ix_err)?;
+        let snap = Snapshot::of(&view);
+        let hdr = dbox_header(&view, DboxKind::Multi);
+        drop(view);
+        let hdr = hdr.ok_or_else(|| {
+            Error::corrupted(
+                self.dir.join(INDEX_PREFIX),
+                "mdbox: missing mdbox-hdr (needs force-resync)",
+            )
+        })?;
+        create_map_if_missing(&self.layout)?;
+        let map = self.map_cache.table(&map_paths(&self.layout))?;
+        if hdr.counter != map.uid_validity {
+            return Err(Error::corrupted(
+                self.dir.join(INDEX_PREFIX),
+                format!(
+                    "mdbox: map_uid_validity {} doesn't match the map's {} \
+                     (needs force-resync)",
+                    hdr.counter, map.uid_validity
+                ),
+            ));
+        }
+        self.snap = snap;
+        self.view_stamp = view_stamp;
+        self.guid = MailboxGuid(hdr.mailbox_guid);
+        self.map = map;
+        self.files.open = None;
+        self.quick = None;
+        self.check_locations();
+        Ok(())
+    }
+
+    /// Opens from the headers of the mailbox index and the map index alone, when nothing
+    /// but header changes were logged past either `dovecot.index`: the counters come from
+    /// the header, the last message's GUID from one map record (found by bisection) and
+    /// one metadata read. Nothing is read per message, so an unchanged mailbox costs the
+    /// same whatever it holds. False when the headers can't tell (the full read follows,
+    /// and reports what is wrong).
+    fn open_quick(&mut self) -> Result<bool> {
+        let Ok(Some(head)) = HeaderView::open(self.writer.paths()) else {
+            return Ok(false);
+        };
+        let (Some(hdr), Some(recent)) =
+            (dbox_header_in(&head, DboxKind::Multi), head.recent_count())
+        else {
+            return Ok(false);
+        };
+        let Ok(Some(map_head)) = HeaderView::open(&map_paths(&self.layout)) else {
+            return Ok(false);
+        };
+        if hdr.counter != map_head.uid_validity() {
+            return Ok(false);
+        }
+        let last_guid = match head.last_uid() {
+            None => None,
+            Some(uid) => {
+                let Some(rec) = head.last_ext(ext::MDBOX).map(MdboxRecord::decode) else {
+                    return Ok(false);
+                };
+                let Ok(Some(map_rec)) = map_head.record_of(rec.map_uid) else {
+                    return Ok(false);
+                };
+                let Some(loc) = map_head
+                    .record_ext(&map_rec, ext::MAP)
+                    .map(MapRecord::decode)
+                else {
+                    return Ok(false);
+                };
+                let mut found = None;
+                let todo = vec![(uid, loc, rec.save_date)];
+                let read = self
+                    .files
+                    .read_metadata(&mut self.bodies, todo, |_, _, info| {
+                        found = Some(Guid::from_bytes(info.guid));
+                    });
+                let (Ok(()), Some(guid)) = (read, found) else {
+                    return Ok(false);
+                };
+                self.last = Some((uid, loc, guid.clone()));
+                Some(guid)
+            }
+        };
+        let h = head.header();
+        let counters = IndexCounters {
+            uid_validity: h.uid_validity,
+            next_uid: h.next_uid,
+            highest_modseq: head.highest_modseq(),
+            first_recent_uid: h.first_recent_uid,
+        };
+        self.guid = MailboxGuid(hdr.mailbox_guid);
+        let mut status = status_from(
+            &counters,
+            std::iter::empty(),
+            self.guid,
+            std::iter::empty(),
+            last_guid,
+        );
+        status.messages = h.messages_count;
+        status.recent = recent;
+        status.unseen = head.unseen_count();
+        self.quick = Some((status, head.state()));
+        Ok(true)
+    }
+
+    /// Reads the snapshot and the map table of a mailbox opened by the quick check, before
+    /// anything but its counters is asked.
+    fn load(&mut self) -> Result<()> {
+        if self.quick.is_some() {
+            self.read_full()?;
+        }
+        Ok(())
+    }
+
+    /// Reads what a quick open left unread; true when the index then is no longer the
+    /// state the quick counters are of (the caller's history question can't be answered
+    /// for those counters).
+    fn load_moved(&mut self) -> Result<bool> {
+        let quick_state = self.quick.as_ref().map(|(_, state)| *state);
+        self.load()?;
+        Ok(quick_state.is_some_and(|state| state != self.snap.state()))
     }
 
     /// After the view or the map changed: warns about messages whose map record is gone
@@ -448,6 +558,9 @@ impl MdboxMailbox {
     /// Reads the view again if the mailbox index changed since it was read, and takes the
     /// map table as of now (read again only if the map changed).
     fn refresh(&mut self) -> Result<()> {
+        if self.quick.is_some() {
+            return self.read_full();
+        }
         let stamp = IndexStamp::of(self.writer.paths())?;
         let view_changed = stamp != self.view_stamp;
         if view_changed {
@@ -499,15 +612,24 @@ impl Mailbox for MdboxMailbox {
     }
 
     fn sync(&mut self) -> Result<()> {
+        // a quick open stays valid while the mailbox index is unchanged (the last message's
+        // GUID doesn't change when a purge moves it)
+        if self.quick.is_some() && IndexStamp::of(self.writer.paths())? == self.view_stamp {
+            return Ok(());
+        }
         self.refresh()
     }
 
     fn counters(&mut self) -> Result<MailboxStatus> {
+        if let Some((status, _)) = &self.quick {
+            return Ok(status.clone());
+        }
         let last = self.last_guid()?;
         Ok(self.status_with(std::iter::empty(), last))
     }
 
     fn status(&mut self) -> Result<MailboxStatus> {
+        self.load()?;
         let todo = self.all_located();
         // (uid, V, save date, body) by file order, then vsizes counted where V is missing
         let mut read: Vec<(u32, Option<u64>, i64, Body)> = Vec::with_capacity(todo.len());
@@ -534,12 +656,14 @@ impl Mailbox for MdboxMailbox {
     }
 
     fn mails(&mut self) -> Result<Vec<MailRecord>> {
+        self.load()?;
         let todo = self.all_located();
         self.records(todo)
     }
 
     /// Reads the metadata of only the messages asked for.
     fn mails_of(&mut self, uids: &[Uid]) -> Result<Vec<MailRecord>> {
+        self.load()?;
         let mut wanted: Vec<u32> = uids.iter().map(|u| u.0).collect();
         wanted.sort_unstable();
         wanted.dedup();
@@ -548,12 +672,14 @@ impl Mailbox for MdboxMailbox {
     }
 
     fn open_mail(&mut self, uid: Uid) -> Result<Box<dyn Read + Send>> {
+        self.load()?;
         let body = self.body(uid.0)?.ok_or(Error::MailNotFound(uid))?;
         let (f, _) = self.files.get(body.loc.file_id)?;
         Ok(Box::new(BodyReader::shared(f, body.offset, body.len)))
     }
 
     fn virtual_size(&mut self, uid: Uid) -> Result<u64> {
+        self.load()?;
         let todo = self.located(std::iter::once(uid.0));
         let mut found = None;
         self.files
@@ -575,6 +701,7 @@ impl Mailbox for MdboxMailbox {
     /// The `P` / `O` lines of the message, read only when the index says they can be
     /// there (mdbox-mail.c mdbox_mail_get_special; [`pop3::Pop3Gate`]).
     fn pop3_info(&mut self, uid: Uid) -> Result<Pop3Info> {
+        self.load()?;
         let (loc, _) = self.location(uid.0).ok_or(Error::MailNotFound(uid))?;
         let wanted = self.snap.pop3.wanted(uid.0);
         if !wanted.any() {
@@ -584,6 +711,7 @@ impl Mailbox for MdboxMailbox {
     }
 
     fn begin(&mut self) -> Result<Box<dyn Transaction + '_>> {
+        self.load()?;
         Ok(Box::new(MdboxTransaction {
             mb: self,
             saves: Vec::new(),
@@ -598,6 +726,9 @@ impl Mailbox for MdboxMailbox {
     }
 
     fn changes_since(&mut self, since: ModSeq) -> Result<Changes> {
+        if self.load_moved()? {
+            return Ok(Changes::Unknown);
+        }
         if let Some(known) = self.snap.changes_known(since) {
             return Ok(known);
         }
@@ -615,6 +746,9 @@ impl Mailbox for MdboxMailbox {
         since: ModSeq,
         uids: &[Uid],
     ) -> Result<Vec<(Uid, FlagChange)>> {
+        if self.load_moved()? {
+            return Ok(Vec::new());
+        }
         // The snapshot keeps no log records: read the logs again, answering only when
         // they are of the state the snapshot is of (else no history: whole flags win).
         let view = self.writer.view().map_err(ix_err)?;
@@ -625,12 +759,14 @@ impl Mailbox for MdboxMailbox {
     }
 
     fn set_mailbox_guid(&mut self, guid: MailboxGuid) -> Result<()> {
+        self.load()?;
         crate::index::set_mailbox_guid(&self.dir, DboxKind::Multi, guid)?;
         self.guid = guid;
         self.refresh()
     }
 
     fn enable_modseqs(&mut self) -> Result<()> {
+        self.load()?;
         // already tracked as of the last sync: nothing to lock or read
         if self.snap.modseqs_tracked {
             return Ok(());

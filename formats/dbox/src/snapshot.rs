@@ -124,6 +124,26 @@ impl Snapshot {
         }
     }
 
+    /// No message, no counters: what a mailbox holds until it reads its view.
+    pub(crate) fn empty() -> Snapshot {
+        Snapshot {
+            counters: IndexCounters::default(),
+            modseqs_tracked: false,
+            pop3: Pop3Gate::default(),
+            indexid: 0,
+            log_position: (0, 0),
+            history: History::NoLogs,
+            keywords: Vec::new(),
+            keyword_sets: vec![Box::new([])],
+            messages: Vec::new(),
+        }
+    }
+
+    /// indexid and where the view's replay ended: the state the snapshot is of.
+    pub(crate) fn state(&self) -> (u32, (u32, u64)) {
+        (self.indexid, self.log_position)
+    }
+
     /// The message with `uid`.
     pub(crate) fn message(&self, uid: u32) -> Option<&SnapMessage> {
         self.messages

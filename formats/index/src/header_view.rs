@@ -35,6 +35,8 @@ pub struct HeaderView {
     file: Arc<File>,
     path: PathBuf,
     highest_modseq: u64,
+    /// Where the replay ended: (head log file_seq, offset), as [`crate::View::log_position`].
+    log_position: (u32, u64),
     /// The UID of the first message (`None` when there is none).
     first_uid: Option<u32>,
     /// A client's request past the log's tail offset (a flag, keyword or expunge change
@@ -113,6 +115,7 @@ impl HeaderView {
             file,
             path: PathBuf::new(),
             highest_modseq,
+            log_position: (seq, log.sync_offset),
             first_uid: None,
             backend_pending,
         })
@@ -138,6 +141,12 @@ impl HeaderView {
     /// As [`crate::View::highest_modseq`].
     pub fn highest_modseq(&self) -> u64 {
         self.highest_modseq
+    }
+
+    /// indexid and where the replay ended: the state this header is of, as
+    /// ([`crate::View::indexid`], [`crate::View::log_position`]) of a full view of it.
+    pub fn state(&self) -> (u32, (u32, u64)) {
+        (self.header().indexid, self.log_position)
     }
 
     pub fn extension(&self, name: &str) -> Option<&crate::format::index::Extension> {

@@ -110,6 +110,7 @@ fn the_header_alone_answers_as_the_full_view_after_header_changes() {
         .count() as u32;
     assert_eq!(head.unseen_count(), unseen);
     assert_eq!(head.recent_count(), Some(50), "first_recent_uid 1: all");
+    assert_eq!(head.state(), (view.indexid(), view.log_position()));
 
     // header-only changes past P: an extension header and a base header field
     let mut t = w.begin().external(true);
@@ -126,7 +127,13 @@ fn the_header_alone_answers_as_the_full_view_after_header_changes() {
         .unwrap();
     assert_eq!(v.extension("test").unwrap().data, b"abXYefgh");
     assert_eq!(v.header().first_recent_uid, 40);
-    assert_eq!(v.recent_count(), None, "some recent, some not: the records would tell");
+    assert_eq!(
+        v.recent_count(),
+        None,
+        "some recent, some not: the records would tell"
+    );
+    let view = View::open(dir.path(), "dovecot.index").unwrap();
+    assert_eq!(v.state(), (view.indexid(), view.log_position()));
     assert_eq!(v.last_ext("test"), Some(&50u32.to_le_bytes()[..]));
     assert_eq!(v.first_uid(), Some(1));
     assert!(
