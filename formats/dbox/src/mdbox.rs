@@ -43,6 +43,7 @@ use mailstore::{
     MailboxStatus, ModSeq, NewMail, Pop3Info, Result, SaveLineEndings, SyncGuard, Transaction, Uid,
 };
 use mailsync_index::format::ext::{self, MapHeader, MapRecord, MdboxRecord};
+use mailsync_index::header_view::IndexState;
 use mailsync_index::locked_commit::{commit_locked, commit_locked_synced};
 use mailsync_index::{HeaderView, IndexPaths, IndexWriter, View};
 
@@ -182,7 +183,7 @@ pub struct MdboxMailbox {
     last: Option<(u32, MapRecord, Guid)>,
     /// Opened from the index headers alone ([`MdboxMailbox::open_quick`]): the counters
     /// and the state they are of. `snap` and `map` are empty until [`MdboxMailbox::load`].
-    quick: Option<(MailboxStatus, (u32, (u32, u64)))>,
+    quick: Option<(MailboxStatus, IndexState)>,
 }
 
 /// Where a message's body is in its `m.N`.

@@ -140,7 +140,7 @@ impl Snapshot {
     }
 
     /// indexid and where the view's replay ended: the state the snapshot is of.
-    pub(crate) fn state(&self) -> (u32, (u32, u64)) {
+    pub(crate) fn state(&self) -> mailsync_index::header_view::IndexState {
         (self.indexid, self.log_position)
     }
 

@@ -31,9 +31,12 @@ fn counters(mb: &mut dyn mailstore::Mailbox) -> Counters {
 /// Writes `dovecot.index` of the INBOX and of the map, as the housekeeping does once their
 /// logs have grown.
 fn write_indexes(home: &std::path::Path) {
-    IndexWriter::open(&home.join("mdbox/mailboxes/INBOX/dbox-Mails"), "dovecot.index")
-        .write_index()
-        .unwrap();
+    IndexWriter::open(
+        &home.join("mdbox/mailboxes/INBOX/dbox-Mails"),
+        "dovecot.index",
+    )
+    .write_index()
+    .unwrap();
     IndexWriter::open(&home.join("mdbox/storage"), "dovecot.map.index")
         .write_index()
         .unwrap();
@@ -46,7 +49,11 @@ fn a_current_index_answers_the_counters_from_its_header_as_a_full_read() {
     let mut mb = s.open_mailbox("INBOX").unwrap();
     let mut t = mb.begin().unwrap();
     for i in 0..40u32 {
-        let flags = if i % 3 == 0 { Flags::default() } else { Flags::SEEN };
+        let flags = if i % 3 == 0 {
+            Flags::default()
+        } else {
+            Flags::SEEN
+        };
         let mail = NewMail {
             guid: Some(Guid::from_bytes(format!("guid-{i}").as_bytes())),
             flags,

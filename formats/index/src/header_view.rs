@@ -25,6 +25,10 @@ use crate::paths::IndexPaths;
 use crate::sync::Syncer;
 use crate::view::read_optional;
 
+/// What identifies the state of an index: its indexid and where the replay of its logs
+/// ended, (file_seq, offset).
+pub type IndexState = (u32, (u32, u64));
+
 /// The header of an index after replaying the header changes logged past `P`.
 #[derive(Clone, Debug)]
 pub struct HeaderView {
@@ -145,7 +149,7 @@ impl HeaderView {
 
     /// indexid and where the replay ended: the state this header is of, as
     /// ([`crate::View::indexid`], [`crate::View::log_position`]) of a full view of it.
-    pub fn state(&self) -> (u32, (u32, u64)) {
+    pub fn state(&self) -> IndexState {
         (self.header().indexid, self.log_position)
     }
 
