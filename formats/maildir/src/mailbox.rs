@@ -1547,12 +1547,14 @@ impl MaildirMailbox {
                 st.keywords.claim_letter(c);
             }
         }
+        let (uid_validity, uid_next, guid) = (list.uid_validity, list.next_uid, list.guid);
         let mut mails = Vec::with_capacity(list.records.len());
-        for rec in &list.records {
-            let Some(found) = st.scan.files.get(&rec.base) else {
+        // The records and files move into the view (a base is listed once): no second
+        // copy of either is alive while the view is built.
+        for rec in list.records {
+            let Some(mut found) = st.scan.files.remove(&rec.base) else {
                 continue;
             };
-            let mut found = found.clone();
             let (mut flags, letters) = filename::flags_of(&found.fname);
             let mut keywords: Vec<Keyword> = letters
                 .iter()
@@ -1599,7 +1601,7 @@ impl MaildirMailbox {
             mails.push(MailFile {
                 uid: rec.uid,
                 found,
-                record: rec.clone(),
+                record: rec,
                 flags,
                 keywords,
                 physical_size,
@@ -1610,9 +1612,9 @@ impl MaildirMailbox {
         let alive: HashSet<u32> = mails.iter().map(|m| m.uid).collect();
         self.vsize_cache.retain(|uid, _| alive.contains(uid));
         self.view = View {
-            uid_validity: list.uid_validity,
-            uid_next: list.next_uid,
-            guid: list.guid.unwrap_or_default(),
+            uid_validity,
+            uid_next,
+            guid: guid.unwrap_or_default(),
             mails,
         };
         Ok(())
