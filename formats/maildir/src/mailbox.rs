@@ -1689,11 +1689,27 @@ impl MaildirMailbox {
     /// Stats the files of the view's messages at these positions (ascending) whose dates
     /// are not known yet; a message whose file is gone leaves the view.
     fn stat_mails(&mut self, positions: Vec<usize>) -> Result<()> {
+        // new/ and cur/ opened once: each stat then looks up one name, not the whole path
+        let open_dir = |in_new: bool| {
+            use rustix::fs::{Mode, OFlags};
+            let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+            rustix::fs::open(self.paths.sub(in_new), flags, Mode::empty()).ok()
+        };
+        let dirs = [open_dir(false), open_dir(true)];
         let mut gone = Vec::new();
         for i in positions {
-            if self.view.mails[i].times.is_some() {
+            let m = &self.view.mails[i];
+            if m.times.is_some() {
                 continue;
             }
+            let quick = dirs[usize::from(m.found.in_new)].as_ref().and_then(|dir| {
+                rustix::fs::statat(dir, os(&m.found.fname), rustix::fs::AtFlags::empty()).ok()
+            });
+            if let Some(st) = quick {
+                self.view.mails[i].times = Some((st.st_mtime, st.st_ctime));
+                continue;
+            }
+            // renamed meanwhile, or an error to report with its path: the slow way
             let mut found = self.view.mails[i].found.clone();
             let base = self.view.mails[i].record.base.clone();
             match self.stat_file(&mut found, &base)? {
