@@ -2,14 +2,15 @@
 //! only looks at the header (counters, extension headers, the last message), at a cost that
 //! doesn't grow with the number of messages.
 //!
-//! [`HeaderView::open`] reads `P`'s header, its last record and the head log `P.log`, never
-//! `P.log.2` nor the other records. It answers only when the log past `P` holds nothing
-//! but header changes (HEADER_UPDATE, EXT_HDR_UPDATE, intros of existing extensions that
-//! keep their layout, BOUNDARY, a MODSEQ_UPDATE of uid 0): then `P`'s records are the current ones and the header is
-//! `P`'s with those changes replayed exactly as [`crate::View`] replays them. In every other
-//! case (no `P`, the log rotated or replaced since `P` was written, a record change past
-//! `P`, anything the full view would have to repair) it returns `None`, and the caller opens
-//! the full [`crate::View`], which reports or repairs what it finds.
+//! [`HeaderView::open`] reads `P`'s header, its first UID and last record and the head log
+//! `P.log`, never `P.log.2` nor the other records. It answers only when the log past `P`
+//! holds nothing but header changes (HEADER_UPDATE, EXT_HDR_UPDATE, intros of existing
+//! extensions that keep their layout, BOUNDARY, a MODSEQ_UPDATE of uid 0): then `P`'s
+//! records are the current ones and the header is `P`'s with those changes replayed exactly
+//! as [`crate::View`] replays them. In every other case (no `P`, the log rotated or replaced
+//! since `P` was written, a record change past `P`, anything the full view would have to
+//! repair) it returns `None`, and the caller opens the full [`crate::View`], which reports
+//! or repairs what it finds.
 
 use std::fs::File;
 use std::io::ErrorKind;
@@ -65,15 +66,16 @@ impl HeaderView {
             return Ok(None);
         };
         drop(data);
-        Ok(HeaderView::replay(map, log, Arc::new(file)).map(|mut v| {
-            v.first_uid = first_uid;
-            v.path = paths.index();
-            v
-        }))
+        let opened = OpenedIndex {
+            file: Arc::new(file),
+            path: paths.index(),
+            first_uid,
+        };
+        Ok(HeaderView::replay(map, log, opened))
     }
 
     /// `P`'s header `map` with the header changes of `log` past `P` applied, or `None`.
-    fn replay(map: IndexFile, log: LogFile, file: Arc<File>) -> Option<HeaderView> {
+    fn replay(map: IndexFile, log: LogFile, opened: OpenedIndex) -> Option<HeaderView> {
         let logs = [log];
         let log = &logs[0];
         let h = map.header();
@@ -116,11 +118,11 @@ impl HeaderView {
         };
         Some(HeaderView {
             map,
-            file,
-            path: PathBuf::new(),
+            file: opened.file,
+            path: opened.path,
             highest_modseq,
             log_position: (seq, log.sync_offset),
-            first_uid: None,
+            first_uid: opened.first_uid,
             backend_pending,
         })
     }
@@ -240,6 +242,13 @@ impl HeaderView {
         }
         self.map.ext_record(0, self.map.ext_index(name)?)
     }
+}
+
+/// `P` as [`read_header`] opened it.
+struct OpenedIndex {
+    file: Arc<File>,
+    path: PathBuf,
+    first_uid: Option<u32>,
 }
 
 /// True when `r` changes only header bytes of `map`, never its records or layout.

@@ -931,7 +931,28 @@ impl IndexWriter {
     /// is the log's actual sync position for the backend, so pending (non-external)
     /// changes stay pending.
     pub fn write_index(&self) -> Result<()> {
+        self.write_index_locked(self.lock_head()?)
+    }
+
+    /// Writes `P` (as [`IndexWriter::write_index`]) when the log holds anything past it;
+    /// false when `P` was current. A writer that changed the index calls this when it is
+    /// done, so that the next reader can answer from `P`'s header alone
+    /// ([`crate::HeaderView`]) instead of reading every record.
+    pub fn write_index_if_behind(&self) -> Result<bool> {
         let locked = self.lock_head()?;
+        let end = locked.view.log_position();
+        let current = locked
+            .view
+            .header_on_disk()
+            .is_some_and(|h| (h.log_file_seq, h.log_file_head_offset as u64) == end);
+        if current {
+            return Ok(false);
+        }
+        self.write_index_locked(locked)?;
+        Ok(true)
+    }
+
+    fn write_index_locked(&self, locked: Locked) -> Result<()> {
         let mode = locked
             .lock
             .file

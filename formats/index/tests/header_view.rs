@@ -234,3 +234,23 @@ fn no_index_file_a_rotated_log_or_a_corrupt_header_decline() {
     std::fs::write(paths.index(), &p).unwrap();
     assert!(HeaderView::open(&paths).unwrap().is_none());
 }
+
+/// `write_index_if_behind`: writes `P` only when the log holds something past it, after
+/// which the header alone answers.
+#[test]
+fn write_index_if_behind_leaves_p_current() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = IndexPaths::new(dir.path(), "dovecot.index");
+    let w = indexed(dir.path(), 5);
+    assert!(!w.write_index_if_behind().unwrap(), "P was current");
+    let mut t = w.begin().external(true);
+    t.append(6, rec_flag::SEEN);
+    t.commit().unwrap();
+    assert!(HeaderView::open(&paths).unwrap().is_none());
+    assert!(w.write_index_if_behind().unwrap());
+    assert_eq!(
+        header_only(dir.path(), "dovecot.index").expect("P current"),
+        full(dir.path(), "dovecot.index")
+    );
+    assert!(!w.write_index_if_behind().unwrap());
+}
