@@ -17,6 +17,7 @@ use mailstore::{Changes, Error, FlagChange, Flags, Keyword, ModSeq, Result, Uid}
 use mailsync_index::format::ext::{self, ModseqHeader};
 use mailsync_index::format::index::hdr_off;
 use mailsync_index::format::log::RecordBody;
+use mailsync_index::header_view::IndexState;
 use mailsync_index::{HeaderView, IndexWriter, View as IndexView};
 
 use crate::index_sync::{ExternalChanges, IndexSide, IndexedMail};
@@ -123,9 +124,12 @@ pub(crate) struct IndexInfo {
     pending: HashMap<u32, (Flags, Vec<Keyword>)>,
     /// The replayed index, when there is one on disk (for `changes_since`).
     view: Option<IndexView>,
-    /// The index directory whose view hasn't been read yet: the quick check answered from
-    /// the index's header alone ([`IndexInfo::from_header`]); read on first need.
-    unread: Option<PathBuf>,
+    /// The index directory whose view hasn't been read yet, and the state of the header
+    /// the quick check answered from ([`IndexInfo::from_header`]); read on first need.
+    unread: Option<(PathBuf, IndexState)>,
+    /// The view read for a quick check's info is of a later state than the header it
+    /// answered from: the history can't be told for the counters given.
+    moved: bool,
 }
 
 impl Default for IndexInfo {
@@ -137,6 +141,7 @@ impl Default for IndexInfo {
             pending: HashMap::new(),
             view: None,
             unread: None,
+            moved: false,
         }
     }
 }
@@ -186,6 +191,7 @@ impl IndexInfo {
             pending,
             view: Some(view),
             unread: None,
+            moved: false,
         }
     }
 
@@ -198,14 +204,19 @@ impl IndexInfo {
             modseqs: HashMap::new(),
             pending: HashMap::new(),
             view: None,
-            unread: Some(dir.to_path_buf()),
+            unread: Some((dir.to_path_buf(), head.state())),
+            moved: false,
         }
     }
 
     /// Reads the view an info built by [`IndexInfo::from_header`] left unread.
     pub fn read_view(&mut self) -> Result<()> {
-        if let Some(dir) = self.unread.take() {
+        if let Some((dir, state)) = self.unread.take() {
             self.view = read_view(&dir).map_err(index_error)?;
+            self.moved = self
+                .view
+                .as_ref()
+                .is_none_or(|v| (v.indexid(), v.log_position()) != state);
         }
         Ok(())
     }
@@ -265,22 +276,23 @@ impl IndexInfo {
             pending: HashMap::new(),
             view: None,
             unread: None,
+            moved: false,
         }
     }
 
     /// `Mailbox::changes_since` from the logs of the view this info was built from.
     pub fn changes_since(&self, since: ModSeq) -> Changes {
         match &self.view {
-            Some(v) => v.changes_since(since),
-            None => Changes::Unknown,
+            Some(v) if !self.moved => v.changes_since(since),
+            _ => Changes::Unknown,
         }
     }
 
     /// `Mailbox::flag_changes_since` from the same logs.
     pub fn flag_changes_since(&self, since: ModSeq, uids: &[Uid]) -> Vec<(Uid, FlagChange)> {
         match &self.view {
-            Some(v) => v.flag_changes_since(since, uids),
-            None => Vec::new(),
+            Some(v) if !self.moved => v.flag_changes_since(since, uids),
+            _ => Vec::new(),
         }
     }
 }

@@ -745,6 +745,29 @@ pub struct MaildirMailbox {
     /// The index a quick check read without being able to answer, for the full sync's first
     /// (unlocked) look at the index.
     prefetched: Option<mailsync_index::View>,
+    /// This handle changed `dovecot.index*`: the index file is brought up to date when it
+    /// is dropped, so the next run can answer from its header
+    /// (`IndexWriter::write_index_if_behind`).
+    index_written: std::cell::Cell<bool>,
+}
+
+impl Drop for MaildirMailbox {
+    fn drop(&mut self) {
+        let Some(dir) = self
+            .index_dir
+            .as_deref()
+            .filter(|_| self.index_written.get())
+        else {
+            return;
+        };
+        let writer = mailsync_index::IndexWriter::open(dir, index_file::INDEX_PREFIX);
+        if let Err(e) = writer.write_index_if_behind() {
+            warn(&format!(
+                "{}: writing the index at close failed: {e}",
+                writer.paths().index().display()
+            ));
+        }
+    }
 }
 
 /// The quick check of maildir-sync.c (maildir_sync_quick_check), within one process: the
@@ -831,6 +854,7 @@ impl MaildirMailbox {
             stamp: None,
             quick: None,
             prefetched: None,
+            index_written: std::cell::Cell::new(false),
         };
         mb.sync_quick_or_full()?;
         Ok(mb)
@@ -1236,7 +1260,10 @@ impl MaildirMailbox {
             },
         );
         match written {
-            Ok(v) => Ok(IndexInfo::from_view(v)),
+            Ok(v) => {
+                self.index_written.set(true);
+                Ok(IndexInfo::from_view(v))
+            }
             Err(e) => {
                 // The files and the uidlist are right; the index is only a copy of them that
                 // the next sync (ours or Dovecot's) brings up to date.
@@ -1496,6 +1523,7 @@ impl MaildirMailbox {
         };
         let writer = mailsync_index::IndexWriter::open(dir, index_file::INDEX_PREFIX);
         mailsync_index::locked_commit::raise_highest_modseq(&writer, min)?;
+        self.index_written.set(true);
         Ok(())
     }
 
