@@ -63,6 +63,18 @@ impl MapTable {
 #[derive(Debug, Default)]
 pub struct MapCache {
     current: Mutex<Option<(IndexStamp, Arc<MapTable>)>>,
+    /// The map index, once a handle of the store changed it: written at the end
+    /// ([`crate::index::close_index`]) when the store and its mailboxes are done.
+    written: Mutex<Option<IndexPaths>>,
+}
+
+impl Drop for MapCache {
+    fn drop(&mut self) {
+        let written = self.written.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Some(paths) = written.take() {
+            crate::index::close_index(&mailsync_index::IndexWriter::from_paths(paths));
+        }
+    }
 }
 
 impl MapCache {
@@ -82,6 +94,12 @@ impl MapCache {
         let table = Arc::new(MapTable::from_view(&read_map_view(paths).map_err(ix_err)?));
         *current = Some((stamp, Arc::clone(&table)));
         Ok(table)
+    }
+
+    /// Notes that a handle changed the map index at `paths` (see `written`).
+    pub(crate) fn note_written(&self, paths: &IndexPaths) {
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        *written = Some(paths.clone());
     }
 
     /// Whether a table is cached (tests).

@@ -184,6 +184,17 @@ pub struct MdboxMailbox {
     /// Opened from the index headers alone ([`MdboxMailbox::open_quick`]): the counters
     /// and the state they are of. `snap` and `map` are empty until [`MdboxMailbox::load`].
     quick: Option<(MailboxStatus, IndexState)>,
+    /// This handle changed the mailbox index: `dovecot.index` is brought up to date when it
+    /// is dropped ([`crate::index::close_index`]).
+    index_written: bool,
+}
+
+impl Drop for MdboxMailbox {
+    fn drop(&mut self) {
+        if self.index_written {
+            crate::index::close_index(&self.writer);
+        }
+    }
 }
 
 /// Where a message's body is in its `m.N`.
@@ -317,6 +328,7 @@ impl MdboxMailbox {
             bodies: BTreeMap::new(),
             last: None,
             quick: None,
+            index_written: false,
         };
         if !mb.open_quick()? {
             mb.read_full()?;
@@ -761,6 +773,7 @@ impl Mailbox for MdboxMailbox {
 
     fn set_mailbox_guid(&mut self, guid: MailboxGuid) -> Result<()> {
         self.load()?;
+        self.index_written = true;
         crate::index::set_mailbox_guid(&self.dir, DboxKind::Multi, guid)?;
         self.guid = guid;
         self.refresh()
@@ -773,6 +786,7 @@ impl Mailbox for MdboxMailbox {
             return Ok(());
         }
         if crate::index::enable_modseqs(&self.dir)? {
+            self.index_written = true;
             self.refresh()?;
         }
         Ok(())
@@ -780,6 +794,7 @@ impl Mailbox for MdboxMailbox {
 
     fn update_mailbox(&mut self, update: &mailstore::MailboxUpdate) -> Result<()> {
         if crate::index::update_index(&self.dir, DboxKind::Multi, update)? {
+            self.index_written = true;
             self.refresh()?;
         }
         Ok(())
@@ -993,8 +1008,13 @@ impl Transaction for MdboxTransaction<'_> {
         if let Some((path, _, _)) = self.spool.take() {
             let _ = fs::remove_file(path);
         }
+        self.mb.index_written = true;
+        if !saves.is_empty() {
+            self.mb.map_cache.note_written(map_w.paths());
+        }
         let (saved, uid_validity, released) = result.map_err(|CommitError(e)| e)?;
         if !released.is_empty() {
+            self.mb.map_cache.note_written(map_w.paths());
             // the messages left this mailbox: their map refcounts drop (data stays until
             // purge; a crash before this leaves refcounts too high, a leak, not a loss)
             map_commit(&map_w, |t| {

@@ -60,6 +60,17 @@ pub struct SdboxMailbox {
     guid: MailboxGuid,
     line_endings: SaveLineEndings,
     files: HashMap<u32, FileInfo>,
+    /// This handle changed the mailbox index: `dovecot.index` is brought up to date when it
+    /// is dropped ([`crate::index::close_index`]).
+    index_written: bool,
+}
+
+impl Drop for SdboxMailbox {
+    fn drop(&mut self) {
+        if self.index_written {
+            crate::index::close_index(&self.writer);
+        }
+    }
 }
 
 /// `u.<uid>` (SDBOX_MAIL_FILE_FORMAT).
@@ -384,6 +395,7 @@ impl SdboxMailbox {
             guid,
             line_endings: layout.line_endings,
             files: HashMap::new(),
+            index_written: false,
         };
         mb.load_files()?;
         Ok(mb)
@@ -621,6 +633,7 @@ impl Mailbox for SdboxMailbox {
     }
 
     fn set_mailbox_guid(&mut self, guid: MailboxGuid) -> Result<()> {
+        self.index_written = true;
         crate::index::set_mailbox_guid(&self.dir, DboxKind::Single, guid)?;
         self.guid = guid;
         self.refresh()
@@ -632,6 +645,7 @@ impl Mailbox for SdboxMailbox {
             return Ok(());
         }
         if crate::index::enable_modseqs(&self.dir)? {
+            self.index_written = true;
             self.refresh()?;
         }
         Ok(())
@@ -639,6 +653,7 @@ impl Mailbox for SdboxMailbox {
 
     fn update_mailbox(&mut self, update: &mailstore::MailboxUpdate) -> Result<()> {
         if crate::index::update_index(&self.dir, DboxKind::Single, update)? {
+            self.index_written = true;
             self.refresh()?;
         }
         Ok(())
@@ -881,6 +896,7 @@ impl Transaction for SdboxTransaction<'_> {
         );
         let ((saved, uid_validity), _) = match result {
             Ok((r, info)) => {
+                self.mb.index_written = true;
                 crate::index::housekeeping(&self.mb.writer, info.log_offset);
                 (r, info)
             }

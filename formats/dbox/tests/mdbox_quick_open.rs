@@ -1,10 +1,11 @@
-//! An mdbox mailbox whose `dovecot.index` (and the map's) are current opens from their
-//! headers alone: the counters and the last message's GUID equal what a full read gives,
-//! and everything else reads the mailbox in full when first asked.
+//! A handle that changed an mdbox mailbox leaves its `dovecot.index` (and the map's)
+//! current when it is done; a mailbox whose indexes are current opens from their headers
+//! alone: the counters and the last message's GUID equal what a full read gives, and
+//! everything else reads the mailbox in full when first asked.
 
 use mailstore::{Changes, Flags, Guid, Location, ModSeq, NewMail, Store, StoreOptions};
 use mailsync_dbox::DboxStore;
-use mailsync_index::IndexWriter;
+use mailsync_index::{HeaderView, IndexPaths};
 
 fn store(dir: &std::path::Path) -> DboxStore {
     let loc = Location::parse("mdbox:~/mdbox", Some(dir)).unwrap();
@@ -28,18 +29,11 @@ fn counters(mb: &mut dyn mailstore::Mailbox) -> Counters {
     )
 }
 
-/// Writes `dovecot.index` of the INBOX and of the map, as the housekeeping does once their
-/// logs have grown.
-fn write_indexes(home: &std::path::Path) {
-    IndexWriter::open(
-        &home.join("mdbox/mailboxes/INBOX/dbox-Mails"),
-        "dovecot.index",
-    )
-    .write_index()
-    .unwrap();
-    IndexWriter::open(&home.join("mdbox/storage"), "dovecot.map.index")
-        .write_index()
-        .unwrap();
+/// True when `dovecot.index` at `dir` is current: its header alone tells the state.
+fn current(dir: &std::path::Path, prefix: &str) -> bool {
+    HeaderView::open(&IndexPaths::new(dir, prefix))
+        .unwrap()
+        .is_some()
 }
 
 #[test]
@@ -63,8 +57,15 @@ fn a_current_index_answers_the_counters_from_its_header_as_a_full_read() {
             .unwrap();
     }
     t.commit().unwrap();
+    let inbox = home.path().join("mdbox/mailboxes/INBOX/dbox-Mails");
+    let storage = home.path().join("mdbox/storage");
+    assert!(!current(&inbox, "dovecot.index"), "the commit is past P");
+    // the handle and the store that changed the indexes bring dovecot.index up to date
+    // when they are done
     drop(mb);
-    write_indexes(home.path());
+    drop(s);
+    assert!(current(&inbox, "dovecot.index"));
+    assert!(current(&storage, "dovecot.map.index"));
 
     let s = store(home.path());
     let mut quick = s.open_mailbox("INBOX").unwrap();
