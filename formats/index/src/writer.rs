@@ -881,13 +881,8 @@ impl IndexWriter {
             _ => end,
         };
         if grown > INDEX_REWRITE_MIN_LOG_BYTES {
-            let mode = lock
-                .file
-                .metadata()
-                .map(|m| m.permissions().mode() & 0o7777)
-                .unwrap_or(0o600);
             let (map, _) = after.into_parts();
-            self.write_index_file(&map, mode)?;
+            self.write_index_file(&map, &lock)?;
             done.index_written = true;
         }
         Ok(done)
@@ -924,7 +919,7 @@ impl IndexWriter {
         map.set_hdr_u32(hdr_off::LOG_FILE_HEAD_OFFSET, hdr.hdr_size as u32);
         map.set_hdr_u32(hdr_off::LOG_FILE_TAIL_OFFSET, hdr.hdr_size as u32);
         map.set_hdr_u32(hdr_off::LOG2_ROTATE_TIME, now);
-        self.write_index_file(&map, mode)
+        self.write_index_file(&map, lock)
     }
 
     /// Writes `P` from the current state (temp file, fsync, rename). The tail offset written
@@ -953,19 +948,22 @@ impl IndexWriter {
     }
 
     fn write_index_locked(&self, locked: Locked) -> Result<()> {
-        let mode = locked
-            .lock
-            .file
-            .metadata()
-            .map(|m| m.permissions().mode() & 0o7777)
-            .unwrap_or(0o600);
-        let (map, _) = locked.view.into_parts();
-        self.write_index_file(&map, mode)
+        let Locked { lock, view } = locked;
+        let (map, _) = view.into_parts();
+        self.write_index_file(&map, &lock)
     }
 
-    fn write_index_file(&self, map: &IndexFile, mode: u32) -> Result<()> {
+    /// Writes `P` (temp file, fdatasync, rename, directory fsync) with the permissions of
+    /// the log `lock` holds, and its owner where this process may give it (root writing
+    /// into a user's mailbox): the index is readable by whoever reads the log.
+    fn write_index_file(&self, map: &IndexFile, lock: &LogLock) -> Result<()> {
         let path = self.paths.index();
         let tmp = self.paths.dir.join(format!("{}.tmp", self.paths.prefix));
+        let like = lock.file.metadata().ok();
+        let mode = like
+            .as_ref()
+            .map(|m| m.permissions().mode() & 0o7777)
+            .unwrap_or(0o600);
         let data = map.encode();
         let result = (|| {
             let _ = std::fs::remove_file(&tmp);
@@ -975,6 +973,12 @@ impl IndexWriter {
                 .mode(mode)
                 .open(&tmp)
                 .map_err(|e| Error::io("open", &tmp, e))?;
+            if let (Some(like), Ok(mine)) = (&like, f.metadata()) {
+                if (like.uid(), like.gid()) != (mine.uid(), mine.gid()) {
+                    // only root may; anyone else keeps the file as created
+                    let _ = std::os::unix::fs::fchown(&f, Some(like.uid()), Some(like.gid()));
+                }
+            }
             f.write_all(&data)
                 .map_err(|e| Error::io("write", &tmp, e))?;
             f.sync_data().map_err(|e| Error::io("fdatasync", &tmp, e))?;
