@@ -292,6 +292,16 @@ fn export_changes(
     )))
 }
 
+/// A debug log line (`-D`), formatted only when debug logging is on: some lines show a
+/// whole plan.
+macro_rules! debug_log {
+    ($brain:expr, $($arg:tt)*) => {
+        if $brain.opts.debug {
+            $brain.log(format!($($arg)*))
+        }
+    };
+}
+
 /// This side's messages and counters. `need_vsize`: fill in virtual sizes the backend's
 /// records leave out (for `-I`, dsync's exporter asks for them the same way).
 fn export_view(
@@ -572,10 +582,11 @@ impl Brain {
         };
         let tree = plan::plan_tree(self.opts.kind, &pn, &sn, &pd, &sd);
         for name in &tree.name_conflicts {
-            self.log(format!(
+            debug_log!(
+                self,
                 "{}: the name is another mailbox's on the other side",
                 join_name(name, self.sep())
-            ));
+            );
             self.out.changes_during_sync = true;
         }
         let actions = if self.is_primary() {
@@ -771,7 +782,7 @@ impl Brain {
         match self.open_kept(name) {
             Ok(mb) => Ok(Some(mb)),
             Err(e @ (Error::MailboxNotFound(_) | Error::NotPossible(_))) => {
-                self.log(format!("{name}: not selectable, skipped: {e}"));
+                debug_log!(self, "{name}: not selectable, skipped: {e}");
                 Ok(None)
             }
             Err(e) => Err(e.into()),
@@ -806,7 +817,7 @@ impl Brain {
         let sep = self.sep();
         for action in actions {
             self.forget_mailboxes();
-            self.log(format!("tree: {action:?}"));
+            debug_log!(self, "tree: {action:?}");
             let result = match &action {
                 TreeAction::Delete { guid, at, .. } => {
                     let names = self.guid_names()?;
@@ -859,7 +870,7 @@ impl Brain {
                                     uid_validity: Some(*uid_validity),
                                     ..Default::default()
                                 }) {
-                                    self.log(format!("{n}: keeping UIDVALIDITY: {e}"));
+                                    debug_log!(self, "{n}: keeping UIDVALIDITY: {e}");
                                 }
                             }
                             Ok(())
@@ -933,11 +944,13 @@ impl Brain {
         }
         self.names = None;
         match mailbox.set_mailbox_guid(theirs.mailbox_guid) {
-            Ok(()) => self.log(format!(
+            Ok(()) => debug_log!(
+                self,
                 "{name}: mailbox GUID {} -> {}",
-                mine.mailbox_guid, theirs.mailbox_guid
-            )),
-            Err(e) => self.log(format!("{name}: keeps its mailbox GUID: {e}")),
+                mine.mailbox_guid,
+                theirs.mailbox_guid
+            ),
+            Err(e) => debug_log!(self, "{name}: keeps its mailbox GUID: {e}"),
         }
     }
 
@@ -994,7 +1007,7 @@ impl Brain {
                 && st.last_messages_count == m_b.messages_count
                 && m_b.messages_count == sl_b.messages_count;
             if unchanged {
-                self.log(format!("{name}: unchanged since the state, skipped"));
+                debug_log!(self, "{name}: unchanged since the state, skipped");
                 if self.master {
                     self.out.states.push(st.clone());
                 }
@@ -1017,7 +1030,7 @@ impl Brain {
             && p_b.mailbox_guid == s_b.mailbox_guid
             && p_b.last_guid == s_b.last_guid
         {
-            self.log(format!("{name}: unchanged, skipped"));
+            debug_log!(self, "{name}: unchanged, skipped");
             if self.master {
                 let (m_b, sl_b) = (&mine, &theirs);
                 self.out.states.push(MailboxStateItem {
@@ -1056,9 +1069,7 @@ impl Brain {
             let primary_wins =
                 (p_b.messages_count, p_b.uid_validity) > (s_b.messages_count, s_b.uid_validity);
             let i_win = primary_wins == primary;
-            self.log(format!(
-                "{name}: UIDVALIDITY differs, winner is me: {i_win}"
-            ));
+            debug_log!(self, "{name}: UIDVALIDITY differs, winner is me: {i_win}");
             vec![(MergeKind::OneWay, !i_win), (MergeKind::Backup, i_win)]
         } else {
             vec![(self.opts.kind, primary)]
@@ -1117,7 +1128,7 @@ impl Brain {
             if ps.last_uidvalidity != st.uid_validity {
                 // A backend that can't take the other side's UIDVALIDITY
                 // (Mailbox::update_mailbox): in sync otherwise, but not perfectly.
-                self.log(format!("{name}: UIDVALIDITY still differs"));
+                debug_log!(self, "{name}: UIDVALIDITY still differs");
                 self.out.changes_during_sync = true;
             }
             // Make the two replicas' modseqs comparable (dsync-mailbox-import.c raises
@@ -1131,7 +1142,7 @@ impl Brain {
                     min_highest_modseq: Some(ps.last_common_modseq),
                     ..Default::default()
                 }) {
-                    self.log(format!("{name}: can't raise HIGHESTMODSEQ: {e}"));
+                    debug_log!(self, "{name}: can't raise HIGHESTMODSEQ: {e}");
                 }
             }
         }
@@ -1174,7 +1185,7 @@ impl Brain {
                 None => export_view(mailbox, self.opts.filter.max_size.is_some())?,
             };
             if !b.changes_only {
-                self.log(format!("{name}: expunge history {:?}", view.expunged));
+                debug_log!(self, "{name}: expunge history {:?}", view.expunged);
             }
             let theirs = self.exchange_list(view_items(&view))?;
             let peer_b = match self.exchange_one(Item::Mailbox(b.clone()))? {
@@ -1199,12 +1210,13 @@ impl Brain {
             let mine = listed(&view);
             let asked: Vec<Uid> = listed(&peer_view).difference(&mine).copied().collect();
             let answers = mailbox.mails_of(&asked)?;
-            self.log(format!(
+            debug_log!(
+                self,
                 "{name}: changes since the state: {} here, {} there, {} looked up",
                 view.mails.len() + view.expunged.as_ref().map_or(0, Vec::len),
                 peer_view.mails.len() + peer_view.expunged.as_ref().map_or(0, Vec::len),
                 answers.len()
-            ));
+            );
             let answers: Vec<MailChange> = answers.into_iter().map(change_of).collect();
             let peer_answers =
                 self.exchange_list(answers.iter().cloned().map(Item::Change).collect())?;
@@ -1238,7 +1250,7 @@ impl Brain {
         // extension, no message changes; a backup's source needs none: nothing is merged).
         if kind != MergeKind::Backup || !primary {
             if let Err(e) = mailbox.enable_modseqs() {
-                self.log(format!("{name}: no per-message modseqs: {e}"));
+                debug_log!(self, "{name}: no per-message modseqs: {e}");
             }
         }
         let (mut view, mut peer_view, b) = self.exchange_views(name, mailbox.as_mut(), since)?;
@@ -1251,7 +1263,7 @@ impl Brain {
                 (&peer_view, &view)
             };
             if plan::backup_needs_recreate(pv, sv, &self.opts.filter) {
-                self.log(format!("{name}: the copy must be rebuilt: full lists"));
+                debug_log!(self, "{name}: the copy must be rebuilt: full lists");
                 return self.round(name, mailbox, kind, primary, lcu, None);
             }
         }
@@ -1272,11 +1284,21 @@ impl Brain {
         };
         let full = plan::plan_mailbox(kind, pv, sv, lcu, &filter, &links);
         let copies = self.verified_copies(name, mailbox.as_mut(), &full, pv, sv, primary)?;
-        let mut filtered_min_uid = full.filtered_min_uid;
+        let common_next = full.primary.min_uid_next.max(full.secondary.min_uid_next);
+        // this side's half of the plan is kept; the peer's goes now (per-message data,
+        // not held through the transfer)
+        let plan::MailboxPlan {
+            primary: primary_plan,
+            secondary: secondary_plan,
+            filtered_min_uid,
+        } = full;
+        let mut filtered_min_uid = filtered_min_uid;
         let mut mine: SidePlan = if primary {
-            full.primary.clone()
+            drop(secondary_plan);
+            primary_plan
         } else {
-            full.secondary.clone()
+            drop(primary_plan);
+            secondary_plan
         };
         if !self.writable(kind, primary) {
             mine = SidePlan::default();
@@ -1285,14 +1307,14 @@ impl Brain {
             // INBOX is never deleted, and this backend can't restart its UIDs: revert in
             // place; messages that can't get their UID back get new ones and the run
             // reports "not in sync" (exit 2).
-            self.log(format!("{name}: can't rebuild INBOX, reverting in place"));
+            debug_log!(self, "{name}: can't rebuild INBOX, reverting in place");
             let in_place = plan::plan_backup_in_place(pv, sv, &filter);
             filtered_min_uid = in_place.filtered_min_uid;
             mine = in_place.secondary;
             self.out.changes_during_sync = true;
         }
         if mine.recreate {
-            self.log(format!("{name}: rebuilding the copy"));
+            debug_log!(self, "{name}: rebuilding the copy");
             self.recreate(name, mailbox, pv.uid_validity)?;
             let (own, _) = export_view(mailbox.as_mut(), false)?;
             let rebuilt = plan::plan_backup(pv, &own, &filter);
@@ -1311,8 +1333,10 @@ impl Brain {
                 }
             }
         }
-        let common_next = full.primary.min_uid_next.max(full.secondary.min_uid_next);
-        self.log(format!("{name}: {kind:?} plan {mine:?}"));
+        // planned: the peer's list isn't needed any more (this side's serves the dates of
+        // the messages it sends)
+        drop(peer_view);
+        debug_log!(self, "{name}: {kind:?} plan {mine:?}");
         let requests: Vec<Item> = mine
             .saves
             .iter()
@@ -1363,11 +1387,12 @@ impl Brain {
             return Ok(());
         }
         let mine = mailbox.flag_changes_since(ModSeq(since.unwrap_or(0)), &conflicts)?;
-        self.log(format!(
+        debug_log!(
+            self,
             "{name}: {} messages with different flags, {} with logged changes here",
             conflicts.len(),
             mine.len()
-        ));
+        );
         let items = mine
             .iter()
             .map(|(uid, logged)| {
@@ -1461,9 +1486,10 @@ impl Brain {
             })
             .map(|(_, peer_uid, local_uid)| (peer_uid, local_uid))
             .collect();
-        self.log(format!(
+        debug_log!(
+            self,
             "{name}: local copies (peer UID -> own UID): {copies:?}"
-        ));
+        );
         Ok(copies)
     }
 
@@ -1503,7 +1529,7 @@ impl Brain {
                     .is_some_and(|d| peer_digests.get(&tu) == Some(d))
             })
             .collect();
-        self.log(format!("{name}: same message at different UIDs: {links:?}"));
+        debug_log!(self, "{name}: same message at different UIDs: {links:?}");
         Ok(links)
     }
 
@@ -1627,7 +1653,7 @@ impl Brain {
                         uid_validity: Some(uv),
                         ..Default::default()
                     }) {
-                        self.log(format!("{name}: can't restart UIDs: {e}"));
+                        debug_log!(self, "{name}: can't restart UIDs: {e}");
                         self.out.changes_during_sync = true;
                         break;
                     }
@@ -1643,7 +1669,7 @@ impl Brain {
                 uid_validity: Some(uid_validity),
                 ..Default::default()
             }) {
-                self.log(format!("{name}: can't set UIDVALIDITY: {e}"));
+                debug_log!(self, "{name}: can't set UIDVALIDITY: {e}");
                 self.out.changes_during_sync = true;
             }
         }
@@ -1665,7 +1691,7 @@ impl Brain {
                 uid_validity: Some(uv),
                 ..Default::default()
             }) {
-                self.log(format!("{name}: can't set UIDVALIDITY {uv}: {e}"));
+                debug_log!(self, "{name}: can't set UIDVALIDITY {uv}: {e}");
                 self.out.changes_during_sync = true;
             }
         }
@@ -1825,10 +1851,11 @@ impl Brain {
         if result.saved != wanted {
             // Someone else took the UIDs we wanted (a delivery during the sync): the next
             // run reconciles (dsync: "changes during sync").
-            self.log(format!(
+            debug_log!(
+                self,
                 "{name}: wanted UIDs {wanted:?}, got {:?}",
                 result.saved
-            ));
+            );
             self.out.changes_during_sync = true;
         }
         self.out.changes_during_sync |= changes;
@@ -1851,7 +1878,7 @@ impl Brain {
                     min_uid_next: Some(plan.min_uid_next),
                     ..Default::default()
                 }) {
-                    self.log(format!("{name}: can't raise UIDNEXT: {e}"));
+                    debug_log!(self, "{name}: can't raise UIDNEXT: {e}");
                 }
             }
         }
