@@ -267,17 +267,9 @@ fn recently_modified_directories_are_scanned_every_time() {
     assert_eq!(mb.counters().unwrap().messages, 2);
 }
 
-/// The counters of a handle, as a comparable tuple.
-fn counters_of(mb: &mut Box<dyn mailstore::Mailbox>) -> (u32, u32, u64, u32, u32, u32) {
-    let c = mb.counters().unwrap();
-    (
-        c.uid_validity,
-        c.uid_next,
-        c.highest_modseq,
-        c.messages,
-        c.recent,
-        c.unseen,
-    )
+/// The counters of a handle (the quick check's answer, or a full read's).
+fn counters_of(mb: &mut Box<dyn mailstore::Mailbox>) -> mailstore::MailboxStatus {
+    mb.counters().unwrap()
 }
 
 /// A handle that changed the index leaves `dovecot.index` current when dropped; a mailbox
@@ -323,7 +315,7 @@ fn a_big_mailbox_is_answered_from_the_index_header_as_by_a_full_read() {
     let changes = quick.changes_since(mailstore::ModSeq(1)).unwrap();
     quick.mails().unwrap(); // read in full
     assert_eq!(q, counters_of(&mut quick));
-    assert_eq!((q.3, q.5), (1200, 300));
+    assert_eq!((q.messages, q.unseen), (1200, 300));
     assert_eq!(
         format!("{changes:?}"),
         format!("{:?}", quick.changes_since(mailstore::ModSeq(1)).unwrap()),
@@ -357,7 +349,7 @@ fn a_big_mailbox_is_answered_from_the_index_header_as_by_a_full_read() {
     let q = counters_of(&mut quick);
     quick.mails().unwrap();
     assert_eq!(q, counters_of(&mut quick));
-    assert_eq!((q.3, q.5), (1200, 300));
+    assert_eq!((q.messages, q.unseen), (1200, 300));
     assert_eq!(
         quick.counters().unwrap().last_guid.unwrap().as_bytes(),
         b"1700000000.M9P9.host"
