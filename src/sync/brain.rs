@@ -1348,7 +1348,7 @@ impl Brain {
                 SaveSource::Own(_) | SaveSource::Copy(_) => None,
             })
             .collect();
-        let peer_requests: Vec<MailRequest> = self
+        let mut peer_requests: Vec<MailRequest> = self
             .exchange_list(requests)?
             .into_iter()
             .filter_map(|i| match i {
@@ -1356,6 +1356,9 @@ impl Brain {
                 _ => None,
             })
             .collect();
+        // collected in place, the requests would keep the received items' buffer (one
+        // `Item` each, several times a request's size) through the whole transfer
+        peer_requests.shrink_to_fit();
         if self.master {
             self.send_mails(mailbox.as_mut(), &view, &peer_requests, &BTreeMap::new())?;
             self.import(name, mailbox, &mine)?;
