@@ -19,7 +19,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::format::ext::{self, ModseqHeader};
 use crate::format::index::{IndexFile, IndexHeader, BASE_HEADER_SIZE};
 use crate::format::log::{LogFile, LogRecord, LogStop, RecordBody, EXT_ID_BY_NAME};
 use crate::paths::IndexPaths;
@@ -108,14 +107,7 @@ impl HeaderView {
             return None;
         }
         let map = syncer.map;
-        // as View::refresh_derived (mail_index_map_modseq_get_highest)
-        let highest_modseq = match map
-            .ext(ext::MODSEQ)
-            .and_then(|e| ModseqHeader::decode(&e.data))
-        {
-            Some(m) if m.highest_modseq != 0 => m.highest_modseq,
-            _ => log.end_modseq,
-        };
+        let highest_modseq = crate::view::derived_highest_modseq(&map, log.end_modseq);
         Some(HeaderView {
             map,
             file: opened.file,

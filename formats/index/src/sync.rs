@@ -56,27 +56,17 @@ pub(crate) struct Syncer<'a> {
 
 impl<'a> Syncer<'a> {
     pub fn new(map: IndexFile, logs: &'a [LogFile], start: LogPos, start_modseq: u64) -> Self {
-        let mut s = Syncer {
-            map,
-            logs,
-            cur_ext: CurExt::None,
-            modseq_active: false,
-            cur_pos: start,
-            cur_modseq: start_modseq,
-            notes: Vec::new(),
-            errors: false,
-            index_deleted: false,
-        };
+        let mut s = Syncer::for_header(map, logs, start, start_modseq);
         // mail_index_modseq_sync_begin
-        if s.modseq_header().is_some() {
-            s.modseq_active = true;
+        if s.modseq_active {
             s.modseq_sync_init(start);
         }
         s
     }
 
-    /// A syncer for a header-only map ([`crate::HeaderView`]): the modseq tracking is
-    /// active as in [`Syncer::new`], but the record modseqs it would fill in first are
+    /// A syncer whose modseq tracking is active when the map has the `modseq` header, but
+    /// without [`Syncer::new`]'s first step, filling in the record modseqs logged since
+    /// that header: for a header-only map ([`crate::HeaderView`]), whose records are
     /// neither there nor asked for. Only header records may be applied to it.
     pub fn for_header(
         map: IndexFile,

@@ -347,11 +347,7 @@ impl View {
             .and_then(|e| KeywordsHeader::decode(&e.data).ok())
             .map(|k| k.names)
             .unwrap_or_default();
-        // mail_index_map_modseq_get_highest
-        self.highest_modseq = match self.modseq_header() {
-            Some(h) if h.highest_modseq != 0 => h.highest_modseq,
-            _ => self.log_modseq,
-        };
+        self.highest_modseq = derived_highest_modseq(&self.map, self.log_modseq);
     }
 
     pub fn paths(&self) -> &IndexPaths {
@@ -457,6 +453,18 @@ impl View {
 
     pub(crate) fn into_parts(self) -> (IndexFile, Vec<LogFile>) {
         (self.map, self.logs)
+    }
+}
+
+/// HIGHESTMODSEQ of a replayed map (mail_index_map_modseq_get_highest): the `modseq`
+/// header's value, else the log's modseq counter at the end of the replay.
+pub(crate) fn derived_highest_modseq(map: &IndexFile, log_modseq: u64) -> u64 {
+    match map
+        .ext(ext::MODSEQ)
+        .and_then(|e| ModseqHeader::decode(&e.data))
+    {
+        Some(h) if h.highest_modseq != 0 => h.highest_modseq,
+        _ => log_modseq,
     }
 }
 
