@@ -259,11 +259,6 @@ fn update_mailbox_is_what_dovecot_reports() {
                     ..Default::default()
                 })
                 .unwrap();
-            let mine = full.status().unwrap();
-            assert_eq!((mine.uid_next, mine.highest_modseq), (40, 1000), "{driver}");
-            // the handles are dropped (a handle that changed its index writes
-            // dovecot.index then) before the tree goes to the mail user
-            drop((full, empty, s));
             let want = format!(
                 "uidvalidity={} uidnext=40 highestmodseq=1000 messages=2",
                 before.uid_validity
@@ -275,6 +270,8 @@ fn update_mailbox_is_what_dovecot_reports() {
                 "uidvalidity=1234567 uidnext=7 highestmodseq=1 messages=0",
                 "{driver}"
             );
+            let mine = full.status().unwrap();
+            assert_eq!((mine.uid_next, mine.highest_modseq), (40, 1000), "{driver}");
         }
         // Dovecot's next saves take the raised UIDs.
         save(&env, loc, "Full");
