@@ -535,14 +535,7 @@ fn rebuild_sdbox_mailbox(layout: &Layout, dir: &Path) -> Result<u32> {
     let mut pop3_flags = 0;
     for entry in fs::read_dir(dir).map_err(|e| Error::io("opendir", dir, e))? {
         let entry = entry.map_err(|e| Error::io("readdir", dir, e))?;
-        let name = entry.file_name();
-        let Some(uid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("u."))
-            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|n| n.parse::<u32>().ok())
-            .filter(|&u| u > 0)
-        else {
+        let Some(uid) = crate::sdbox::mail_file_uid(entry.file_name().as_encoded_bytes()) else {
             continue;
         };
         let path = entry.path();

@@ -16,6 +16,7 @@
 //! 36 h); a crash between rename and log write leaves `u.N` files above next_uid that the
 //! next save overwrites and `doveadm force-resync` would adopt.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -59,7 +60,15 @@ pub struct SdboxMailbox {
     view: View,
     guid: MailboxGuid,
     line_endings: SaveLineEndings,
+    /// The `u.N` files read so far, by UID: a file is read when its message is first asked
+    /// about ([`cached_info`]), never at open, so a handle that only saves (a backup's
+    /// destination) reads none and holds none.
     files: HashMap<u32, FileInfo>,
+    /// Every message up to this UID had its `u.N` file when last checked (at open by a
+    /// directory listing, at a refresh by a stat of each newer UID this handle didn't place
+    /// itself): the records of files a killed expunge unlinked are found
+    /// ([`Self::expunge_lost`]) without reading a file.
+    checked_uid: u32,
     /// This handle changed the mailbox index: `dovecot.index` is brought up to date when it
     /// is dropped ([`crate::index::close_index`]).
     index_written: bool,
@@ -368,10 +377,12 @@ pub(crate) fn status_from(
 
 impl SdboxMailbox {
     /// The GUID of the message with the highest UID (from its file's metadata).
-    fn last_guid(&self) -> Option<Guid> {
-        let m = self.view.messages().last()?;
-        let info = self.files.get(&m.uid())?;
-        Some(mail_record(&self.view, &m, info).guid)
+    fn last_guid(&mut self) -> Result<Option<Guid>> {
+        let Some(m) = self.view.messages().last() else {
+            return Ok(None);
+        };
+        Ok(cached_info(&mut self.files, &self.dir, m.uid())?
+            .map(|info| mail_record(&self.view, &m, info).guid))
     }
 
     pub fn open(layout: &Layout, vname: &str) -> Result<SdboxMailbox> {
@@ -395,35 +406,29 @@ impl SdboxMailbox {
             guid,
             line_endings: layout.line_endings,
             files: HashMap::new(),
+            checked_uid: 0,
             index_written: false,
         };
-        mb.load_files()?;
+        let present = mail_file_uids(&mb.dir)?;
+        let lost: Vec<u32> = mb
+            .view
+            .messages()
+            .map(|m| m.uid())
+            .filter(|uid| present.binary_search(uid).is_err())
+            .collect();
+        mb.note_checked(&lost);
         Ok(mb)
     }
 
-    /// Reads the `u.N` files of view messages not read yet. A file missing for a message
-    /// still in the index was expunged by someone whose index update we haven't seen yet
-    /// (the message is left out of this view), or by a run killed between the unlink and
-    /// the index update ([`Self::expunge_lost`]).
-    fn load_files(&mut self) -> Result<()> {
-        let uids: Vec<u32> = self.view.messages().map(|m| m.uid()).collect();
-        self.files.retain(|uid, _| uids.binary_search(uid).is_ok());
-        let mut lost = Vec::new();
-        for uid in uids {
-            if self.files.contains_key(&uid) {
-                continue;
-            }
-            match read_sdbox_file(&self.dir.join(mail_file_name(uid)))? {
-                Some(info) => {
-                    self.files.insert(uid, info);
-                }
-                None => lost.push(uid),
-            }
-        }
+    /// Every message of the view is now checked for its file; `lost` are those without
+    /// one. A file missing for a message still in the index was expunged by someone whose
+    /// index update we haven't seen yet (the message is left out when asked about), or by
+    /// a run killed between the unlink and the index update ([`Self::expunge_lost`]).
+    fn note_checked(&mut self, lost: &[u32]) {
+        self.checked_uid = self.view.messages().last().map_or(0, |m| m.uid());
         if !lost.is_empty() {
-            self.expunge_lost(&lost);
+            self.expunge_lost(lost);
         }
-        Ok(())
     }
 
     /// Expunges from the index the records of `uids` whose `u.N` file is still missing
@@ -472,9 +477,71 @@ impl SdboxMailbox {
         }
     }
 
-    fn refresh(&mut self) -> Result<()> {
+    /// Re-reads the index. The files of messages newer than the last check are stat'ed,
+    /// except those in `placed` (sorted): this handle has just linked them.
+    fn refresh(&mut self, placed: &[u32]) -> Result<()> {
         self.view = self.writer.view().map_err(ix_err)?;
-        self.load_files()
+        let view = &self.view;
+        self.files.retain(|&uid, _| view.message(uid).is_some());
+        let mut lost = Vec::new();
+        for m in self.view.messages().rev() {
+            let uid = m.uid();
+            if uid <= self.checked_uid {
+                break;
+            }
+            if placed.binary_search(&uid).is_ok() {
+                continue;
+            }
+            let path = self.dir.join(mail_file_name(uid));
+            match fs::symlink_metadata(&path) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => lost.push(uid),
+                Err(e) => return Err(Error::io("stat", &path, e)),
+            }
+        }
+        self.note_checked(&lost);
+        Ok(())
+    }
+}
+
+/// The UID named by an sdbox mail file name, `u.<uid>` (SDBOX_MAIL_FILE_PREFIX).
+pub(crate) fn mail_file_uid(name: &[u8]) -> Option<u32> {
+    let digits = name.strip_prefix(b"u.")?;
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits)
+        .ok()?
+        .parse::<u32>()
+        .ok()
+        .filter(|&uid| uid > 0)
+}
+
+/// The UIDs of the `u.N` files in `dir`, sorted (one directory listing).
+fn mail_file_uids(dir: &Path) -> Result<Vec<u32>> {
+    let mut uids = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| Error::io("opendir", dir, e))? {
+        let entry = entry.map_err(|e| Error::io("readdir", dir, e))?;
+        if let Some(uid) = mail_file_uid(entry.file_name().as_encoded_bytes()) {
+            uids.push(uid);
+        }
+    }
+    uids.sort_unstable();
+    Ok(uids)
+}
+
+/// The metadata of message `uid` from the cache `files`, its `u.N` file in `dir` read and
+/// cached on the first ask; None when the file is gone (expunged meanwhile).
+fn cached_info<'a>(
+    files: &'a mut HashMap<u32, FileInfo>,
+    dir: &Path,
+    uid: u32,
+) -> Result<Option<&'a FileInfo>> {
+    match files.entry(uid) {
+        Entry::Occupied(e) => Ok(Some(e.into_mut())),
+        Entry::Vacant(e) => {
+            Ok(read_sdbox_file(&dir.join(mail_file_name(uid)))?.map(|i| &*e.insert(i)))
+        }
     }
 }
 
@@ -538,40 +605,42 @@ impl Mailbox for SdboxMailbox {
     }
 
     fn sync(&mut self) -> Result<()> {
-        self.refresh()
+        self.refresh(&[])
     }
 
     fn counters(&mut self) -> Result<MailboxStatus> {
-        let last = self.last_guid();
+        let last = self.last_guid()?;
         Ok(status_of(&self.view, self.guid, std::iter::empty(), last))
     }
 
     fn status(&mut self) -> Result<MailboxStatus> {
         let mut sizes = Vec::new();
         for m in self.view.messages() {
-            if let Some(info) = self.files.get(&m.uid()) {
+            if let Some(info) = cached_info(&mut self.files, &self.dir, m.uid())? {
                 let vsize = stored_vsize(&self.dir.join(mail_file_name(m.uid())), info)?;
                 sizes.push((vsize, info.saved));
             }
         }
-        let last = self.last_guid();
+        let last = self.last_guid()?;
         Ok(status_of(&self.view, self.guid, sizes.into_iter(), last))
     }
 
     fn mails(&mut self) -> Result<Vec<MailRecord>> {
-        Ok(self
-            .view
-            .messages()
-            .filter_map(|m| {
-                self.files
-                    .get(&m.uid())
-                    .map(|info| mail_record(&self.view, &m, info))
-            })
-            .collect())
+        let mut mails = Vec::with_capacity(self.view.messages_count());
+        for m in self.view.messages() {
+            if let Some(info) = cached_info(&mut self.files, &self.dir, m.uid())? {
+                mails.push(mail_record(&self.view, &m, info));
+            }
+        }
+        Ok(mails)
     }
 
     fn open_mail(&mut self, uid: Uid) -> Result<Box<dyn Read + Send>> {
-        let info = self.files.get(&uid.0).ok_or(Error::MailNotFound(uid))?;
+        if self.view.message(uid.0).is_none() {
+            return Err(Error::MailNotFound(uid));
+        }
+        let info =
+            cached_info(&mut self.files, &self.dir, uid.0)?.ok_or(Error::MailNotFound(uid))?;
         let path = self.dir.join(mail_file_name(uid.0));
         let f = match File::open(&path) {
             Ok(f) => f,
@@ -590,7 +659,11 @@ impl Mailbox for SdboxMailbox {
     /// From the `P` / `O` lines read with the file, as far as the index header allows
     /// (sdbox-mail.c sdbox_mail_get_special; [`pop3::Pop3Gate`]): no file is read.
     fn pop3_info(&mut self, uid: Uid) -> Result<Pop3Info> {
-        let info = self.files.get(&uid.0).ok_or(Error::MailNotFound(uid))?;
+        if self.view.message(uid.0).is_none() {
+            return Err(Error::MailNotFound(uid));
+        }
+        let info =
+            cached_info(&mut self.files, &self.dir, uid.0)?.ok_or(Error::MailNotFound(uid))?;
         let Some(kept) = info.pop3.as_deref() else {
             return Ok(Pop3Info::default());
         };
@@ -636,7 +709,7 @@ impl Mailbox for SdboxMailbox {
         self.index_written = true;
         crate::index::set_mailbox_guid(&self.dir, DboxKind::Single, guid)?;
         self.guid = guid;
-        self.refresh()
+        self.refresh(&[])
     }
 
     fn enable_modseqs(&mut self) -> Result<()> {
@@ -646,7 +719,7 @@ impl Mailbox for SdboxMailbox {
         }
         if crate::index::enable_modseqs(&self.dir)? {
             self.index_written = true;
-            self.refresh()?;
+            self.refresh(&[])?;
         }
         Ok(())
     }
@@ -654,7 +727,7 @@ impl Mailbox for SdboxMailbox {
     fn update_mailbox(&mut self, update: &mailstore::MailboxUpdate) -> Result<()> {
         if crate::index::update_index(&self.dir, DboxKind::Single, update)? {
             self.index_written = true;
-            self.refresh()?;
+            self.refresh(&[])?;
         }
         Ok(())
     }
@@ -749,7 +822,7 @@ struct SdboxTransaction<'a> {
 
 impl SdboxTransaction<'_> {
     fn known(&self, uid: Uid) -> Result<()> {
-        if self.mb.view.message(uid.0).is_some() && self.mb.files.contains_key(&uid.0) {
+        if self.mb.view.message(uid.0).is_some() {
             Ok(())
         } else {
             Err(Error::MailNotFound(uid))
@@ -907,7 +980,9 @@ impl Transaction for SdboxTransaction<'_> {
                 return Err(e);
             }
         };
-        self.mb.refresh()?;
+        let mut placed: Vec<u32> = saved.iter().map(|u| u.0).collect();
+        placed.sort_unstable();
+        self.mb.refresh(&placed)?;
         Ok(CommitResult {
             saved,
             uid_validity,

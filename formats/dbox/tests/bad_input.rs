@@ -97,11 +97,13 @@ fn sdbox_with_one_message() -> (tempfile::TempDir, std::path::PathBuf) {
     (dir, file)
 }
 
-fn open_inbox_error(dir: &Path) -> mailstore::Error {
+fn read_inbox_error(dir: &Path) -> mailstore::Error {
     let loc = Location::parse("sdbox:~/sdbox", Some(dir)).unwrap();
     let store = DboxStore::open(&loc, &StoreOptions::default()).unwrap();
-    match store.open_mailbox("INBOX") {
-        Ok(_) => panic!("a broken u.1 must not open silently"),
+    // a broken index fails the open; a broken u.N is read when its message is first
+    // asked about
+    match store.open_mailbox("INBOX").and_then(|mut inbox| inbox.mails()) {
+        Ok(_) => panic!("a broken INBOX must not read silently"),
         Err(e) => e,
     }
 }
@@ -111,7 +113,7 @@ fn truncated_message_file_is_a_corruption_error_naming_it() {
     let (dir, file) = sdbox_with_one_message();
     let data = std::fs::read(&file).unwrap();
     std::fs::write(&file, &data[..data.len() - 10]).unwrap();
-    let e = open_inbox_error(dir.path());
+    let e = read_inbox_error(dir.path());
     assert_eq!(e.kind(), ErrorKind::InvalidData);
     assert!(e.to_string().contains("u.1"), "{e}");
 }
@@ -123,12 +125,12 @@ fn bad_magic_and_bad_version_are_corruption_errors_naming_the_file() {
     let hdr = FileHeader::parse(&data).unwrap();
     data[hdr.header_len as usize] = b'X';
     std::fs::write(&file, &data).unwrap();
-    let e = open_inbox_error(dir.path());
+    let e = read_inbox_error(dir.path());
     assert_eq!(e.kind(), ErrorKind::InvalidData);
     assert!(e.to_string().contains("bad magic"), "{e}");
     data[0] = b'1';
     std::fs::write(&file, &data).unwrap();
-    let e = open_inbox_error(dir.path());
+    let e = read_inbox_error(dir.path());
     assert!(e.to_string().contains("unsupported file version 1"), "{e}");
 }
 
@@ -172,7 +174,7 @@ fn lost_sdbox_index_is_refused_and_existing_files_are_never_overwritten() {
         let _ = std::fs::remove_file(mail_dir.join(f));
     }
     // a fresh index would start at UID 1 again: refused
-    let e = open_inbox_error(dir.path());
+    let e = read_inbox_error(dir.path());
     assert_eq!(e.kind(), ErrorKind::InvalidData);
     assert!(e.to_string().contains("force-resync"), "{e}");
     // a stray u.N above next_uid (crashed save) is kept; the save takes the next UID

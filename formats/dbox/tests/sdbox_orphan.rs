@@ -121,3 +121,60 @@ fn a_record_whose_file_a_killed_expunge_unlinked_is_expunged_on_the_next_open() 
     assert_eq!(indexed, [1, 3]);
     assert_eq!(st.uid_next, 4, "the UID is not given again");
 }
+
+fn save_numbered(mb: &mut Box<dyn mailstore::Mailbox>, uids: std::ops::RangeInclusive<u32>) {
+    let mut t = mb.begin().unwrap();
+    for i in uids {
+        let mut m = mail(&format!("g-{i}"));
+        m.uid = Some(Uid(i));
+        t.save(m, &mut format!("Subject: {i}\n\nbody {i}\n").as_bytes())
+            .unwrap();
+    }
+    t.commit().unwrap();
+}
+
+/// A handle reads a `u.N` only when its message is asked about: the files a commit has
+/// just linked are not read back (a backup's destination reads none of what it wrote),
+/// and a broken file is reported when its message is read, naming it.
+#[test]
+fn saved_files_are_not_read_back_and_a_file_is_read_when_asked_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    s.create_mailbox("Box", None).unwrap();
+    let mut mb = s.open_mailbox("Box").unwrap();
+    save_numbered(&mut mb, 1..=3);
+    // broken behind the handle's back, after its commit
+    std::fs::write(mail_dir(dir.path()).join("u.1"), b"garbage").unwrap();
+
+    let mut body = String::new();
+    std::io::Read::read_to_string(&mut mb.open_mail(Uid(3)).unwrap(), &mut body).unwrap();
+    assert_eq!(body, "Subject: 3\n\nbody 3\n");
+    let e = mb.mails().unwrap_err();
+    assert!(e.to_string().contains("u.1"), "{e}");
+    // a fresh handle opens all the same: one directory listing, no file read
+    let mut again = s.open_mailbox("Box").unwrap();
+    assert_eq!(again.counters().unwrap().messages, 3);
+    assert!(again.mails().is_err());
+}
+
+/// A message another handle added after this one opened, whose file a killed expunge
+/// unlinked, is found at this handle's next sync by a stat and expunged from the index.
+#[test]
+fn a_lost_file_of_a_message_added_by_another_handle_is_found_at_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    s.create_mailbox("Box", None).unwrap();
+    let mut mb = s.open_mailbox("Box").unwrap();
+    save_numbered(&mut mb, 1..=2);
+    let mut other = s.open_mailbox("Box").unwrap();
+    save_numbered(&mut other, 3..=4);
+    drop(other);
+    std::fs::remove_file(mail_dir(dir.path()).join("u.3")).unwrap();
+
+    mb.sync().unwrap();
+    let uids: Vec<u32> = mb.mails().unwrap().iter().map(|m| m.uid.0).collect();
+    assert_eq!(uids, [1, 2, 4]);
+    let view = mailsync_index::View::open(&mail_dir(dir.path()), "dovecot.index").unwrap();
+    let indexed: Vec<u32> = view.messages().map(|m| m.uid()).collect();
+    assert_eq!(indexed, [1, 2, 4], "the lost record is expunged from the index");
+}

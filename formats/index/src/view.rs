@@ -396,7 +396,7 @@ impl View {
     }
 
     /// Every message, ascending by UID.
-    pub fn messages(&self) -> impl Iterator<Item = Message<'_>> {
+    pub fn messages(&self) -> impl DoubleEndedIterator<Item = Message<'_>> + ExactSizeIterator {
         (0..self.messages_count()).map(move |index| Message { view: self, index })
     }
 
