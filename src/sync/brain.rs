@@ -479,7 +479,7 @@ impl Brain {
 
     pub fn run(&mut self) -> Result<(), SyncError> {
         let hs = Handshake {
-            hostname: mailstore::hostname(),
+            hostname: mailstore::hostname().to_string(),
             sync_type: if self.opts.full {
                 SyncType::Full
             } else if self.opts.state.is_some() {

@@ -935,6 +935,7 @@ impl Transaction for MdboxTransaction<'_> {
             f,
             temp,
             offset,
+            &[],
             &MessageMeta {
                 mail: &mail,
                 guid: &guid,

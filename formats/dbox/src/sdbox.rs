@@ -167,12 +167,21 @@ pub(crate) struct MessageMeta<'a> {
     pub orig_mailbox: Option<&'a str>,
 }
 
-/// Writes one message as a dbox message (header, converted body, metadata) to `out` at
-/// its current end, which is at `offset`. Returns (body size, virtual size, total size).
+/// Bytes gathered before a `write`: a message up to this size (with its metadata) is
+/// written by one call, a bigger one in chunks of this size.
+const WRITE_CHUNK: usize = 64 * 1024;
+
+/// Writes `prefix` (an sdbox file header, or nothing) and one message as a dbox message
+/// (header, converted body, metadata) to `out` at its current end; the message header
+/// lands at `offset`. Returns (body size, virtual size, total size without `prefix`).
+///
+/// The bytes go out in [`WRITE_CHUNK`]s: a message that fits is written by one call with
+/// its final header, a bigger one has its header's size patched in place at the end.
 pub(crate) fn write_message(
     out: &mut File,
     path: &Path,
     offset: u64,
+    prefix: &[u8],
     meta: &MessageMeta<'_>,
     line_endings: SaveLineEndings,
     body: &mut dyn Read,
@@ -183,21 +192,31 @@ pub(crate) fn write_message(
         orig_mailbox,
     } = *meta;
     let werr = |e| Error::io("write", path, e);
-    out.write_all(&file::encode_message_header(0))
-        .map_err(werr)?;
+    let header_at = prefix.len();
+    let header_end = header_at + file::MSG_HEADER_SIZE;
+    let mut pending = vec![0u8; WRITE_CHUNK.max(header_end)];
+    pending[..header_at].copy_from_slice(prefix);
+    pending[header_at..header_end].copy_from_slice(&file::encode_message_header(0));
+    let mut len = header_end;
+    // the message header went out with a first full chunk, still holding size 0
+    let mut header_written = false;
     let mut reader = LineEndingReader::new(body, line_endings);
-    let mut buf = vec![0u8; 64 * 1024];
     let mut size = 0u64;
     let mut vsize = VsizeCounter::default();
     loop {
-        let n = match reader.read(&mut buf) {
+        if len == pending.len() {
+            out.write_all(&pending).map_err(werr)?;
+            len = 0;
+            header_written = true;
+        }
+        let n = match reader.read(&mut pending[len..]) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(Error::io("read", "message input", e)),
         };
-        vsize.update(&buf[..n]);
-        out.write_all(&buf[..n]).map_err(werr)?;
+        vsize.update(&pending[len..len + n]);
+        len += n;
         size += n as u64;
     }
     let mut md = Metadata::default();
@@ -229,9 +248,16 @@ pub(crate) fn write_message(
             .push((key::OLDV1_SAVE_TIME, format!("{:x}", s.max(0)).into_bytes()));
     }
     let block = md.encode();
-    out.write_all(&block).map_err(werr)?;
-    out.write_all_at(&file::encode_message_header(size), offset)
-        .map_err(werr)?;
+    let header = file::encode_message_header(size);
+    if !header_written {
+        pending[header_at..header_end].copy_from_slice(&header);
+    }
+    pending.truncate(len);
+    pending.extend_from_slice(&block);
+    out.write_all(&pending).map_err(werr)?;
+    if header_written {
+        out.write_all_at(&header, offset).map_err(werr)?;
+    }
     Ok((
         size,
         vsize.total(),
@@ -849,12 +875,11 @@ impl Transaction for SdboxTransaction<'_> {
             .map_err(|e| Error::io("open", &temp, e))?;
         let result = (|| -> Result<()> {
             let header = FileHeader::encode(now().max(0) as u64);
-            f.write_all(&header)
-                .map_err(|e| Error::io("write", &temp, e))?;
             write_message(
                 &mut f,
                 &temp,
                 header.len() as u64,
+                &header,
                 &MessageMeta {
                     mail: &mail,
                     guid: &guid,
@@ -997,5 +1022,72 @@ impl Transaction for SdboxTransaction<'_> {
 impl Drop for SdboxTransaction<'_> {
     fn drop(&mut self) {
         self.remove_temps();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both ways `write_message` finishes: a message that fits one chunk goes out with its
+    /// final header, a bigger one has the header's size patched in place — at and around
+    /// the chunk boundary, after an sdbox file header and after an earlier message.
+    #[test]
+    fn write_message_reads_back_whole_at_every_size_around_the_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let header_len = FileHeader::encode(1).len();
+        let fits = WRITE_CHUNK - header_len - file::MSG_HEADER_SIZE;
+        for body_len in [0, 1, 4000, fits - 1, fits, fits + 1, 3 * WRITE_CHUNK + 7] {
+            let body: Vec<u8> = (0..body_len).map(|i| b'a' + (i % 26) as u8).collect();
+            let path = dir.path().join(format!("m{body_len}"));
+            let mut f = File::create_new(&path).unwrap();
+            let prefix = FileHeader::encode(1);
+            let mail = NewMail::default();
+            let meta = MessageMeta {
+                mail: &mail,
+                guid: b"guid-1",
+                orig_mailbox: None,
+            };
+            let first = write_message(
+                &mut f,
+                &path,
+                prefix.len() as u64,
+                &prefix,
+                &meta,
+                SaveLineEndings::Lf,
+                &mut &body[..],
+            )
+            .unwrap();
+            assert_eq!(first.0, body_len as u64);
+            // a second message appended without a prefix, as mdbox does
+            let second_at = prefix.len() as u64 + first.2;
+            write_message(
+                &mut f,
+                &path,
+                second_at,
+                &[],
+                &meta,
+                SaveLineEndings::Lf,
+                &mut &b"second\n"[..],
+            )
+            .unwrap();
+            drop(f);
+
+            let f = File::open(&path).unwrap();
+            let hdr = file::read_file_header(&f).unwrap();
+            let m = file::read_mail_at(&f, &hdr, hdr.header_len as u64).unwrap();
+            assert_eq!(m.body_size, body_len as u64, "{body_len}");
+            assert_eq!(m.total_size, first.2, "{body_len}");
+            assert_eq!(m.metadata.get(key::GUID), Some(&b"guid-1"[..]));
+            let mut read = vec![0u8; body_len];
+            f.read_exact_at(&mut read, m.body_offset).unwrap();
+            assert!(read == body, "{body_len}: body differs");
+            let m2 = file::read_mail_at(&f, &hdr, second_at).unwrap();
+            assert_eq!(m2.body_size, 7);
+            assert_eq!(
+                second_at + m2.total_size,
+                std::fs::metadata(&path).unwrap().len()
+            );
+        }
     }
 }

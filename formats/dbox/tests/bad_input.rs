@@ -102,7 +102,10 @@ fn read_inbox_error(dir: &Path) -> mailstore::Error {
     let store = DboxStore::open(&loc, &StoreOptions::default()).unwrap();
     // a broken index fails the open; a broken u.N is read when its message is first
     // asked about
-    match store.open_mailbox("INBOX").and_then(|mut inbox| inbox.mails()) {
+    match store
+        .open_mailbox("INBOX")
+        .and_then(|mut inbox| inbox.mails())
+    {
         Ok(_) => panic!("a broken INBOX must not read silently"),
         Err(e) => e,
     }

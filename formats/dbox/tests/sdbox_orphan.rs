@@ -176,5 +176,9 @@ fn a_lost_file_of_a_message_added_by_another_handle_is_found_at_sync() {
     assert_eq!(uids, [1, 2, 4]);
     let view = mailsync_index::View::open(&mail_dir(dir.path()), "dovecot.index").unwrap();
     let indexed: Vec<u32> = view.messages().map(|m| m.uid()).collect();
-    assert_eq!(indexed, [1, 2, 4], "the lost record is expunged from the index");
+    assert_eq!(
+        indexed,
+        [1, 2, 4],
+        "the lost record is expunged from the index"
+    );
 }

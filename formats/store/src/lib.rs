@@ -76,18 +76,9 @@ pub fn virtual_size_of(reader: &mut dyn std::io::Read) -> std::io::Result<u64> {
     Ok(vsize.total())
 }
 
-/// This host's name, for unique filenames, dotlocks and GUIDs.
-pub fn hostname() -> String {
-    for path in ["/proc/sys/kernel/hostname", "/etc/hostname"] {
-        if let Ok(s) = std::fs::read_to_string(path) {
-            let s = s.trim();
-            if !s.is_empty() {
-                return s.to_string();
-            }
-        }
-    }
-    "localhost".to_string()
-}
+/// This host's name, for unique filenames, dotlocks and GUIDs: Dovecot's my_hostname, read
+/// once per process ([`mailsupport::dotlock::hostname`]).
+pub use mailsupport::dotlock::hostname;
 
 #[cfg(test)]
 mod tests {
