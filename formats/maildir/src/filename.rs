@@ -277,7 +277,7 @@ pub fn generate() -> String {
         tv.0,
         tv.1,
         std::process::id(),
-        escaped_hostname(&mailstore::hostname())
+        escaped_hostname(mailstore::hostname())
     )
 }
 
