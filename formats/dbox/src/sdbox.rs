@@ -194,7 +194,9 @@ pub(crate) fn write_message(
     let werr = |e| Error::io("write", path, e);
     let header_at = prefix.len();
     let header_end = header_at + file::MSG_HEADER_SIZE;
-    let mut pending = vec![0u8; WRITE_CHUNK.max(header_end)];
+    // grown up to WRITE_CHUNK as the message turns out bigger: a small message costs no
+    // 64 KiB of zeroing
+    let mut pending = vec![0u8; (8 * 1024).max(header_end)];
     pending[..header_at].copy_from_slice(prefix);
     pending[header_at..header_end].copy_from_slice(&file::encode_message_header(0));
     let mut len = header_end;
@@ -204,7 +206,9 @@ pub(crate) fn write_message(
     let mut size = 0u64;
     let mut vsize = VsizeCounter::default();
     loop {
-        if len == pending.len() {
+        if len == pending.len() && len < WRITE_CHUNK {
+            pending.resize((len * 2).min(WRITE_CHUNK), 0);
+        } else if len == pending.len() {
             out.write_all(&pending).map_err(werr)?;
             len = 0;
             header_written = true;
@@ -1037,7 +1041,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let header_len = FileHeader::encode(1).len();
         let fits = WRITE_CHUNK - header_len - file::MSG_HEADER_SIZE;
-        for body_len in [0, 1, 4000, fits - 1, fits, fits + 1, 3 * WRITE_CHUNK + 7] {
+        for body_len in [0, 1, 4000, 8192, 20_000, fits - 1, fits, fits + 1, 3 * WRITE_CHUNK + 7] {
             let body: Vec<u8> = (0..body_len).map(|i| b'a' + (i % 26) as u8).collect();
             let path = dir.path().join(format!("m{body_len}"));
             let mut f = File::create_new(&path).unwrap();
