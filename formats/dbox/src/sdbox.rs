@@ -1041,7 +1041,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let header_len = FileHeader::encode(1).len();
         let fits = WRITE_CHUNK - header_len - file::MSG_HEADER_SIZE;
-        for body_len in [0, 1, 4000, 8192, 20_000, fits - 1, fits, fits + 1, 3 * WRITE_CHUNK + 7] {
+        for body_len in [
+            0,
+            1,
+            4000,
+            8192,
+            20_000,
+            fits - 1,
+            fits,
+            fits + 1,
+            3 * WRITE_CHUNK + 7,
+        ] {
             let body: Vec<u8> = (0..body_len).map(|i| b'a' + (i % 26) as u8).collect();
             let path = dir.path().join(format!("m{body_len}"));
             let mut f = File::create_new(&path).unwrap();

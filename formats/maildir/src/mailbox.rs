@@ -363,7 +363,7 @@ fn read_disk(paths: &Paths) -> Result<DiskState> {
 /// Gives UIDs to files the uidlist doesn't list, sorted as maildir_filename_sort_cmp
 /// (maildir_uidlist_assign_uids). Returns how many were added.
 fn assign_unlisted(list: &mut UidList, scan: &Scan, path: &Path) -> Result<usize> {
-    let listed: HashSet<&[u8]> = list.records.iter().map(|r| r.base.as_slice()).collect();
+    let listed: HashSet<&[u8]> = list.records.iter().map(|r| r.base()).collect();
     let mut new: Vec<&Vec<u8>> = scan
         .files
         .keys()
@@ -495,14 +495,14 @@ fn write_uidlist(
     state_appendable: bool,
     first_new: usize,
     recreate: bool,
-    live: &HashSet<Vec<u8>>,
+    live: &HashMap<Vec<u8>, Found>,
 ) -> Result<()> {
     let path = paths.uidlist();
     let new_count = list.records.len() - first_new;
     let live_count = list
         .records
         .iter()
-        .filter(|r| live.contains(&r.base))
+        .filter(|r| live.contains_key(r.base()))
         .count();
     // maildir_uidlist_want_compress: rewrite when at most 75% of the lines are still live.
     let compress = (list.lines_read + new_count) * 75 / 100 >= live_count && list.lines_read > 0;
@@ -514,22 +514,23 @@ fn write_uidlist(
             .append(true)
             .open(&path)
             .map_err(|e| Error::io("open", &path, e))?;
-        let mut out = Vec::new();
-        for rec in &list.records[first_new..] {
-            out.extend_from_slice(&uidlist::record_line(rec));
-        }
-        f.write_all(&out)
-            .and_then(|_| f.sync_data())
+        let mut out = io::BufWriter::with_capacity(64 * 1024, &mut f);
+        list.records[first_new..]
+            .iter()
+            .try_for_each(|rec| uidlist::write_record(&mut out, rec))
+            .and_then(|()| out.flush())
             .map_err(|e| Error::io("write", &path, e))?;
+        drop(out);
+        f.sync_data().map_err(|e| Error::io("write", &path, e))?;
         list.lines_read += new_count;
         return Ok(());
     }
     // Records of files that are gone are dropped only if a second scan agrees, so a file
     // being renamed by someone else at the moment of the first scan keeps its UID.
-    if list.records.iter().any(|r| !live.contains(&r.base)) {
+    if list.records.iter().any(|r| !live.contains_key(r.base())) {
         let again = scan_dirs(paths)?;
         list.records
-            .retain(|r| live.contains(&r.base) || again.files.contains_key(&r.base));
+            .retain(|r| live.contains_key(r.base()) || again.files.contains_key(r.base()));
     }
     list.version = 3;
     if list.guid.is_none() {
@@ -546,7 +547,6 @@ fn write_uidlist(
 pub(crate) fn replace_uidlist(paths: &Paths, list: &UidList, mode: u32) -> Result<()> {
     let path = paths.uidlist();
     let tmp = paths.control.join(format!("{UIDLIST_NAME}.tmp"));
-    let data = uidlist::serialize(list);
     let result = (|| -> io::Result<()> {
         let mut f = OpenOptions::new()
             .write(true)
@@ -554,7 +554,11 @@ pub(crate) fn replace_uidlist(paths: &Paths, list: &UidList, mode: u32) -> Resul
             .truncate(true)
             .mode(mode)
             .open(&tmp)?;
-        f.write_all(&data)?;
+        // a record at a time: the file is not built in memory
+        let mut out = io::BufWriter::with_capacity(64 * 1024, &mut f);
+        uidlist::write_list(&mut out, list)?;
+        out.flush()?;
+        drop(out);
         f.sync_data()?;
         fs::rename(&tmp, &path)
     })();
@@ -669,7 +673,7 @@ impl FilesSide {
             .records
             .iter()
             .filter_map(|rec| {
-                let found = st.scan.files.get(&rec.base)?;
+                let found = st.scan.files.get(rec.base())?;
                 let (flags, letters) = filename::flags_of(&found.fname);
                 Some(FileMail {
                     uid: rec.uid,
@@ -1067,7 +1071,7 @@ impl MaildirMailbox {
         if list.guid.is_none() || list.version != 3 || !st.scan.duplicates.is_empty() {
             return true;
         }
-        let listed: HashSet<&[u8]> = list.records.iter().map(|r| r.base.as_slice()).collect();
+        let listed: HashSet<&[u8]> = list.records.iter().map(|r| r.base()).collect();
         st.scan.files.keys().any(|b| !listed.contains(b.as_slice()))
     }
 
@@ -1224,14 +1228,13 @@ impl MaildirMailbox {
                 warn(&format!(
                     "Maildir {}: Expunged message reappeared, giving a new UID (old uid={uid}, file={})",
                     self.paths.dir.display(),
-                    show(&rec.base)
+                    show(rec.base())
                 ));
                 rec.uid = new_uid;
                 list.records.push(rec);
             }
-            let live: HashSet<Vec<u8>> = st.scan.files.keys().cloned().collect();
             let count = list.records.len();
-            write_uidlist(&self.paths, list, false, count, true, &live)?;
+            write_uidlist(&self.paths, list, false, count, true, &st.scan.files)?;
         } else if cmp.changes.is_empty()
             && view
                 .as_ref()
@@ -1550,14 +1553,13 @@ impl MaildirMailbox {
         let added = assign_unlisted(&mut list, &st.scan, &self.paths.uidlist())?;
         let given = list.records[first_new..].iter().map(|r| r.uid).collect();
         if recreate || added > 0 {
-            let live: HashSet<Vec<u8>> = st.scan.files.keys().cloned().collect();
             write_uidlist(
                 &self.paths,
                 &mut list,
                 st.appendable,
                 first_new,
                 recreate || !st.appendable,
-                &live,
+                &st.scan.files,
             )?;
         }
         st.list = Some(list);
@@ -1580,7 +1582,7 @@ impl MaildirMailbox {
         // The records and files move into the view (a base is listed once): no second
         // copy of either is alive while the view is built.
         for rec in list.records {
-            let Some(mut found) = st.scan.files.remove(&rec.base) else {
+            let Some(mut found) = st.scan.files.remove(rec.base()) else {
                 continue;
             };
             let (mut flags, letters) = filename::flags_of(&found.fname);
@@ -1616,7 +1618,7 @@ impl MaildirMailbox {
                 .or_else(|| ext_size(EXTRA_FILE_SIZE))
             {
                 Some(size) => size,
-                None => match self.stat_file(&mut found, &rec.base)? {
+                None => match self.stat_file(&mut found, rec.base())? {
                     Some(md) => {
                         times = Some((md.mtime(), md.ctime()));
                         md.len()
@@ -1664,7 +1666,7 @@ impl MaildirMailbox {
             }
             Err(_) => {}
         }
-        let base = self.view.mails[idx].record.base.clone();
+        let base = self.view.mails[idx].record.base().to_vec();
         for _ in 0..RESYNC_RETRY_COUNT {
             let Some(f) = find_file(&self.paths, &base)? else {
                 return Err(Error::MailNotFound(uid));
@@ -1739,7 +1741,7 @@ impl MaildirMailbox {
             }
             // renamed meanwhile, or an error to report with its path: the slow way
             let mut found = self.view.mails[i].found.clone();
-            let base = self.view.mails[i].record.base.clone();
+            let base = self.view.mails[i].record.base().to_vec();
             match self.stat_file(&mut found, &base)? {
                 Some(md) => {
                     let m = &mut self.view.mails[i];
@@ -2176,17 +2178,17 @@ impl MaildirTransaction<'_> {
         }
 
         // Every saved file durable before the first one becomes visible.
-        let temps: Vec<PathBuf> = self
-            .saves
-            .iter()
-            .map(|s| paths.tmp().join(&s.tmp_name))
-            .collect();
-        mailsupport::durable::sync_files(&temps).map_err(|(p, e)| Error::io("fsync", p, e))?;
+        {
+            let temps: Vec<PathBuf> = self
+                .saves
+                .iter()
+                .map(|s| paths.tmp().join(&s.tmp_name))
+                .collect();
+            mailsupport::durable::sync_files(&temps).map_err(|(p, e)| Error::io("fsync", p, e))?;
+        }
         // Saves: tmp/ → new/ (no flags) or cur/ (with `:2,<flags>`), as maildir_file_move.
-        let mut moved: Vec<PathBuf> = Vec::new();
         let mut saved = Vec::with_capacity(self.saves.len());
-        let mut used: HashSet<Vec<u8>> = HashSet::new();
-        let listed: HashSet<Vec<u8>> = list.records.iter().map(|r| r.base.clone()).collect();
+        let listed: HashSet<Vec<u8>> = list.records.iter().map(|r| r.base().to_vec()).collect();
         let (mut new_changed, mut cur_changed) = (false, false);
         // A save of the very bytes of a message this transaction expunges, under its GUID
         // (the sync engine renumbering a message: copy to the new UID, expunge the old):
@@ -2202,10 +2204,10 @@ impl MaildirTransaction<'_> {
             })
             .collect();
         let mut renumbered: HashSet<u32> = HashSet::new();
-        // (tmp file, its place in new/ or cur/)
-        let mut to_move: Vec<(PathBuf, PathBuf)> = Vec::new();
+        // (index of the save, in new/, its file name there): paths are made when moved
+        let mut to_move: Vec<(usize, bool, Vec<u8>)> = Vec::new();
         let result = (|| -> Result<()> {
-            for (s, letters) in self.saves.iter().zip(&save_letters) {
+            for (i, (s, letters)) in self.saves.iter().zip(&save_letters).enumerate() {
                 toucher.tick();
                 if let Some(old) =
                     self.same_file_expunged(s, &list, &st.scan, &expunging, &renumbered)
@@ -2226,7 +2228,7 @@ impl MaildirTransaction<'_> {
                     if kept != s.pop3 || bad_order.is_some() {
                         rec.set_pop3(&s.pop3.uidl, s.pop3.order);
                     }
-                    let base = rec.base.clone();
+                    let base = rec.base().to_vec();
                     list.records.push(rec);
                     recreate = true;
                     renumbered.insert(old);
@@ -2250,7 +2252,7 @@ impl MaildirTransaction<'_> {
                             && filename::size_field(g, EXTRA_FILE_SIZE) == Some(s.size)
                             && filename::size_field(g, EXTRA_VIRTUAL_SIZE) == Some(s.vsize)
                             && !listed.contains(g)
-                            && !used.contains(g)
+                            // every name this commit gave is in the scan too
                             && !st.scan.files.contains_key(g);
                         if fits {
                             (g.to_vec(), None)
@@ -2267,9 +2269,7 @@ impl MaildirTransaction<'_> {
                 } else {
                     filename::set_flags(&base, system, letters)
                 };
-                let src = paths.tmp().join(&s.tmp_name);
-                let dest = paths.sub(in_new).join(os(&fname));
-                to_move.push((src, dest));
+                to_move.push((i, in_new, fname.clone()));
                 if in_new {
                     new_changed = true;
                 } else {
@@ -2288,7 +2288,6 @@ impl MaildirTransaction<'_> {
                 rec.set_pop3(&s.pop3.uidl, s.pop3.order);
                 rec.set_ext(SAVE_DATE_KEY, Some(s.saved_date.to_string().into_bytes()));
                 list.records.push(rec);
-                used.insert(base.clone());
                 st.scan.files.insert(base, Found { in_new, fname });
                 saved.push(Uid(uid));
             }
@@ -2299,21 +2298,29 @@ impl MaildirTransaction<'_> {
         // `G`), then the files into place: a run killed in between leaves records whose
         // files never appeared (dropped later, as after any expunge), never a visible file
         // without its record — which would come back as a new message with a new GUID.
-        let live: HashSet<Vec<u8>> = st.scan.files.keys().cloned().collect();
         let given = list.records[first_new..].iter().map(|r| r.uid).collect();
         if recreate || list.records.len() > first_new {
-            write_uidlist(&paths, &mut list, st.appendable, first_new, recreate, &live)?;
+            write_uidlist(
+                &paths,
+                &mut list,
+                st.appendable,
+                first_new,
+                recreate,
+                &st.scan.files,
+            )?;
         }
-        for (src, dest) in &to_move {
-            if let Err(e) = fs::rename(src, dest) {
+        let place =
+            |(_, in_new, fname): &(usize, bool, Vec<u8>)| paths.sub(*in_new).join(os(fname));
+        for (done, m) in to_move.iter().enumerate() {
+            let src = paths.tmp().join(&self.saves[m.0].tmp_name);
+            if let Err(e) = fs::rename(&src, place(m)) {
                 // Nobody has seen these files (we hold the lock): take them back; their
                 // records name files that don't exist.
-                for p in &moved {
-                    let _ = fs::remove_file(p);
+                for moved in &to_move[..done] {
+                    let _ = fs::remove_file(place(moved));
                 }
-                return Err(Error::io("rename", src, e));
+                return Err(Error::io("rename", &src, e));
             }
-            moved.push(dest.clone());
         }
         self.saves.clear();
 
@@ -2338,7 +2345,7 @@ impl MaildirTransaction<'_> {
             let Some(idx) = list.find_uid(uid) else {
                 continue;
             };
-            let base = list.records[idx].base.clone();
+            let base = list.records[idx].base().to_vec();
             match op {
                 Op::Expunge(_) => {
                     let guid = mailsupport::sha1::guid_128(list.records[idx].guid());
@@ -2394,7 +2401,7 @@ impl MaildirTransaction<'_> {
         let rec = list.records.iter().find(|r| {
             expunging.contains(&r.uid) && !moved.contains(&r.uid) && r.guid() == guid.as_bytes()
         })?;
-        let found = scan.files.get(&rec.base)?;
+        let found = scan.files.get(rec.base())?;
         let old_path = paths.sub(found.in_new).join(os(&found.fname));
         let new_path = paths.tmp().join(&s.tmp_name);
         same_bytes(&old_path, &new_path).then_some(rec.uid)

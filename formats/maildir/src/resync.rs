@@ -219,19 +219,19 @@ fn resync_locked(
                 continue;
             }
         }
-        if listed.contains(&rec.base) {
+        if listed.contains(rec.base()) {
             report.fixes.push(format!(
                 "line {lineno}: Duplicate file entry: {} (uid {}): dropped",
-                show(&rec.base),
+                show(rec.base()),
                 rec.uid
             ));
             continue;
         }
-        if !present.contains(&rec.base) {
+        if !present.contains(rec.base()) {
             // The file is gone (expunged): the record is dropped as Dovecot's recreate does.
             continue;
         }
-        listed.insert(rec.base.clone());
+        listed.insert(rec.base().to_vec());
         records.push(rec);
     }
 
@@ -342,6 +342,6 @@ mod tests {
         assert_eq!(lenient_record(3, b"7 S5 :a.b").unwrap().uid, 7);
         assert!(lenient_record(3, b"junk :a").is_err());
         assert!(lenient_record(3, b"7 S5").is_err());
-        assert_eq!(lenient_record(1, b"4 x.y:2,S").unwrap().base, b"x.y");
+        assert_eq!(lenient_record(1, b"4 x.y:2,S").unwrap().base(), b"x.y");
     }
 }

@@ -38,38 +38,102 @@ pub fn pop3_uidl_storable(uidl: &[u8]) -> bool {
 }
 
 /// One record: a UID, its extension fields and the base filename (up to the first `:`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// A mailbox holds one per message, so the fields and the name share one allocation:
+/// `data` is each field as its key byte, its value's length (u32 LE) and its value, in file
+/// order, followed by the base filename from `base_at` on.
+#[derive(Clone, PartialEq, Eq)]
 pub struct UidRecord {
     pub uid: u32,
-    /// `(key, value)` extension fields in file order; keys are `A`-`Z`.
-    pub ext: Vec<(u8, Vec<u8>)>,
-    /// The base filename (everything before the first `:` of the real filename).
-    pub base: Vec<u8>,
+    base_at: u32,
+    data: Box<[u8]>,
 }
+
+impl std::fmt::Debug for UidRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UidRecord")
+            .field("uid", &self.uid)
+            .field(
+                "ext",
+                &self
+                    .ext_fields()
+                    .map(|(k, v)| (k as char, show(v)))
+                    .collect::<Vec<_>>(),
+            )
+            .field("base", &show(self.base()))
+            .finish()
+    }
+}
+
+/// Bytes before a field's value in [`UidRecord`]'s data: the key and the length.
+const FIELD_HEAD: usize = 5;
 
 impl UidRecord {
     pub fn new(uid: u32, base: Vec<u8>) -> UidRecord {
         UidRecord {
             uid,
-            ext: Vec::new(),
-            base,
+            base_at: 0,
+            data: base.into_boxed_slice(),
         }
+    }
+
+    /// A record from its fields, in order, and its base filename.
+    fn with_fields<'a>(
+        uid: u32,
+        fields: impl Iterator<Item = (u8, &'a [u8])> + Clone,
+        base: &[u8],
+    ) -> UidRecord {
+        let len: usize = fields.clone().map(|(_, v)| FIELD_HEAD + v.len()).sum();
+        let mut data = Vec::with_capacity(len + base.len());
+        for (k, v) in fields {
+            data.push(k);
+            // a value comes from one line of a file or a GUID / UIDL / number: far below 4 GiB
+            data.extend_from_slice(&u32::try_from(v.len()).unwrap_or(u32::MAX).to_le_bytes());
+            data.extend_from_slice(&v[..v.len().min(u32::MAX as usize)]);
+        }
+        let base_at = data.len() as u32;
+        data.extend_from_slice(base);
+        UidRecord {
+            uid,
+            base_at,
+            data: data.into_boxed_slice(),
+        }
+    }
+
+    /// The base filename (everything before the first `:` of the real filename).
+    pub fn base(&self) -> &[u8] {
+        &self.data[self.base_at as usize..]
+    }
+
+    /// The `(key, value)` extension fields in file order; keys are `A`-`Z`.
+    pub fn ext_fields(&self) -> impl Iterator<Item = (u8, &[u8])> + Clone + '_ {
+        let fields = &self.data[..self.base_at as usize];
+        let mut at = 0usize;
+        std::iter::from_fn(move || {
+            let head = fields.get(at..at + FIELD_HEAD)?;
+            let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
+            let value = fields.get(at + FIELD_HEAD..at + FIELD_HEAD + len)?;
+            at += FIELD_HEAD + len;
+            Some((head[0], value))
+        })
     }
 
     /// The value of extension field `key`.
     pub fn ext(&self, key: u8) -> Option<&[u8]> {
-        self.ext
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| v.as_slice())
+        self.ext_fields().find(|(k, _)| *k == key).map(|(_, v)| v)
     }
 
     /// Sets (or with `None` removes) extension field `key`, keeping the others' order.
     pub fn set_ext(&mut self, key: u8, value: Option<Vec<u8>>) {
-        self.ext.retain(|(k, _)| *k != key);
-        if let Some(v) = value {
-            self.ext.push((key, v));
-        }
+        let others = self.ext_fields().filter(|(k, _)| *k != key);
+        *self = match &value {
+            Some(v) => UidRecord::with_fields(
+                self.uid,
+                others.chain(std::iter::once((key, v.as_slice()))),
+                self.base(),
+            ),
+            None => UidRecord::with_fields(self.uid, others, self.base()),
+        };
     }
 
     /// The message GUID: the `G` field, or else the base filename (maildir-mail.c,
@@ -77,7 +141,7 @@ impl UidRecord {
     pub fn guid(&self) -> &[u8] {
         match self.ext(EXT_GUID) {
             Some(g) if !g.is_empty() => g,
-            _ => &self.base,
+            _ => self.base(),
         }
     }
 
@@ -86,7 +150,7 @@ impl UidRecord {
     /// `P`.
     pub fn pop3_uidl(&self) -> Option<&[u8]> {
         match self.ext(EXT_POP3_UIDL) {
-            Some([]) => Some(&self.base),
+            Some([]) => Some(self.base()),
             other => other,
         }
     }
@@ -150,7 +214,7 @@ impl UidList {
 
     /// The index of the record for `base`, if listed.
     pub fn find_base(&self, base: &[u8]) -> Option<usize> {
-        self.records.iter().position(|r| r.base == base)
+        self.records.iter().position(|r| r.base() == base)
     }
 
     /// The index of the record with `uid`, if listed.
@@ -224,23 +288,24 @@ pub fn parse(data: &[u8]) -> Result<Option<(UidList, Vec<ParseWarning>)>, ParseE
     let err = |line: usize, reason: String| Err(ParseError { line, reason });
     let mut list = parse_header(header)?;
     let mut warnings = Vec::new();
-    let mut seen: std::collections::HashMap<Vec<u8>, u32> = std::collections::HashMap::new();
+    // keyed by the names in `data`: no copy of each
+    let mut seen: std::collections::HashMap<&[u8], u32> = std::collections::HashMap::new();
     let mut prev_uid = 0u32;
     for (lineno, line) in lines {
         list.lines_read += 1;
-        let rec = parse_record(&list, lineno, line, &mut warnings)?;
+        let (rec, base) = parse_record(&list, lineno, line, &mut warnings)?;
         let uid = rec.uid;
         if uid <= prev_uid {
             return err(lineno, format!("UIDs not ordered ({uid} >= {prev_uid})"));
         }
         prev_uid = uid;
-        if let Some(old_uid) = seen.insert(rec.base.clone(), uid) {
+        if let Some(old_uid) = seen.insert(base, uid) {
             // maildir_uidlist_next: "Duplicate file entry": the later line wins.
             warnings.push(ParseWarning {
                 line: lineno,
                 message: format!(
                     "Duplicate file entry: {} (uid {old_uid} -> {uid})",
-                    show(&rec.base)
+                    show(base)
                 ),
             });
             if let Some(old) = list.find_uid(old_uid) {
@@ -278,7 +343,7 @@ pub fn parse_header_and_record(
         for line in records.rsplit(|&b| b == b'\n') {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             // line numbers are unknown from the end: 0
-            let rec = parse_record(&list, 0, line, &mut warnings)?;
+            let (rec, _) = parse_record(&list, 0, line, &mut warnings)?;
             let rec_uid = rec.uid;
             if last_uid.is_none() {
                 last_uid = Some(rec_uid);
@@ -411,12 +476,13 @@ fn parse_header(header: &[u8]) -> Result<UidList, ParseError> {
 }
 
 /// One record line of a uidlist whose header is `list` (line `lineno`, for errors).
-fn parse_record(
+/// A record line: the record and its base filename as a slice of `line`.
+fn parse_record<'a>(
     list: &UidList,
     lineno: usize,
-    line: &[u8],
+    line: &'a [u8],
     warnings: &mut Vec<ParseWarning>,
-) -> Result<UidRecord, ParseError> {
+) -> Result<(UidRecord, &'a [u8]), ParseError> {
     let err = |line: usize, reason: String| Err(ParseError { line, reason });
     let version = list.version;
     let digits = line.iter().take_while(|b| b.is_ascii_digit()).count();
@@ -444,19 +510,19 @@ fn parse_record(
     while p < line.len() && line[p] == b' ' {
         p += 1;
     }
-    let mut rec = UidRecord::new(uid, Vec::new());
+    // where the extension fields are (v3)
+    let mut fields: &[u8] = &[];
     match version {
         3 => {
             // Extension fields until one starts with ':' (maildir_uidlist_read_extended).
+            let fields_at = p;
             while p < line.len() && line[p] != b':' {
                 let start = p;
                 while p < line.len() && line[p] != b' ' {
                     p += 1;
                 }
                 let field = &line[start..p];
-                if field[0].is_ascii_uppercase() {
-                    rec.ext.push((field[0], field[1..].to_vec()));
-                } else {
+                if !field[0].is_ascii_uppercase() {
                     warnings.push(ParseWarning {
                         line: lineno,
                         message: format!("Invalid extension record, removing: {}", show(field)),
@@ -466,6 +532,7 @@ fn parse_record(
                     p += 1;
                 }
             }
+            fields = &line[fields_at..p];
             if p < line.len() && line[p] == b':' {
                 p += 1;
             }
@@ -494,51 +561,63 @@ fn parse_record(
     if fname.contains(&b'/') || fname.contains(&0) {
         return err(lineno, format!("Broken filename: {}", show(fname)));
     }
-    rec.base = filename::base(fname).to_vec();
-    if rec.base.is_empty() {
+    let base = filename::base(fname);
+    if base.is_empty() {
         return err(lineno, format!("Broken filename: {}", show(fname)));
     }
-    Ok(rec)
+    // the upper-case fields, in order (the others were warned about above)
+    let kept = fields
+        .split(|&b| b == b' ')
+        .filter(|f| f.first().is_some_and(u8::is_ascii_uppercase))
+        .map(|f| (f[0], &f[1..]));
+    Ok((UidRecord::with_fields(uid, kept, base), base))
 }
 
 /// One record line, as maildir_uidlist_write_fd writes it.
 pub fn record_line(rec: &UidRecord) -> Vec<u8> {
-    let mut out = Vec::with_capacity(rec.base.len() + 16);
-    out.extend_from_slice(rec.uid.to_string().as_bytes());
-    for (k, v) in &rec.ext {
-        out.push(b' ');
-        out.push(*k);
-        out.extend_from_slice(v);
-    }
-    out.extend_from_slice(b" :");
-    out.extend_from_slice(filename::base(&rec.base));
-    out.push(b'\n');
+    let mut out = Vec::with_capacity(rec.data.len() + 16);
+    write_record(&mut out, rec).unwrap_or_else(|_| unreachable!("a Vec takes every write"));
     out
+}
+
+/// Writes one record line to `out` (see [`record_line`]).
+pub fn write_record(out: &mut impl std::io::Write, rec: &UidRecord) -> std::io::Result<()> {
+    write!(out, "{}", rec.uid)?;
+    for (k, v) in rec.ext_fields() {
+        out.write_all(&[b' ', k])?;
+        out.write_all(v)?;
+    }
+    out.write_all(b" :")?;
+    out.write_all(filename::base(rec.base()))?;
+    out.write_all(b"\n")
 }
 
 /// The whole file in version 3: `3 V<uidvalidity> N<nextuid> G<guid>[ <other>...]` then the
 /// records. The caller must have set a GUID.
 pub fn serialize(list: &UidList) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + list.records.len() * 48);
-    out.extend_from_slice(
-        format!(
-            "3 V{} N{} G{}",
-            list.uid_validity,
-            list.next_uid.max(1),
-            list.guid.unwrap_or_default()
-        )
-        .as_bytes(),
-    );
-    for (k, v) in &list.header_ext {
-        out.push(b' ');
-        out.push(*k);
-        out.extend_from_slice(v);
-    }
-    out.push(b'\n');
-    for rec in &list.records {
-        out.extend_from_slice(&record_line(rec));
-    }
+    write_list(&mut out, list).unwrap_or_else(|_| unreachable!("a Vec takes every write"));
     out
+}
+
+/// Writes the whole file to `out` (see [`serialize`]), a record at a time.
+pub fn write_list(out: &mut impl std::io::Write, list: &UidList) -> std::io::Result<()> {
+    write!(
+        out,
+        "3 V{} N{} G{}",
+        list.uid_validity,
+        list.next_uid.max(1),
+        list.guid.unwrap_or_default()
+    )?;
+    for (k, v) in &list.header_ext {
+        out.write_all(&[b' ', *k])?;
+        out.write_all(v)?;
+    }
+    out.write_all(b"\n")?;
+    for rec in &list.records {
+        write_record(out, rec)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -575,7 +654,7 @@ mod tests {
         let (l, _) = parse(text).unwrap().unwrap();
         assert_eq!(l.header_ext, vec![(b'X', b"foo".to_vec())]);
         assert_eq!(l.records[0].ext(b'Q'), Some(&b"7"[..]));
-        assert_eq!(l.records[0].base, b"a.b");
+        assert_eq!(l.records[0].base(), b"a.b");
         let out = serialize(&l);
         assert_eq!(
             out,
@@ -608,6 +687,40 @@ mod tests {
         // records are written with the base filename.
         let again = String::from_utf8_lossy(text).replace(":2,S", "");
         assert_eq!(String::from_utf8_lossy(&serialize(&l)), again);
+    }
+
+    /// A record is a UID, an offset and one allocation holding the fields and the name
+    /// (a mailbox keeps one per message); fields keep their order and their bytes, an
+    /// empty value included.
+    #[test]
+    fn a_record_is_one_allocation_and_keeps_its_fields_in_order() {
+        assert!(std::mem::size_of::<UidRecord>() <= 24);
+        let (l, _) = parse(b"3 V1 N9\n4 S120 P W130 Gab :x.y:2,S\n")
+            .unwrap()
+            .unwrap();
+        let r = &l.records[0];
+        let fields: Vec<(u8, &[u8])> = r.ext_fields().collect();
+        assert_eq!(
+            fields,
+            [
+                (b'S', &b"120"[..]),
+                (b'P', b""),
+                (b'W', b"130"),
+                (b'G', b"ab")
+            ]
+        );
+        assert_eq!(
+            (r.base(), r.guid(), r.pop3_uidl()),
+            (&b"x.y"[..], &b"ab"[..], Some(&b"x.y"[..]))
+        );
+        let mut r = r.clone();
+        r.set_ext(b'S', Some(b"121".to_vec()));
+        r.set_ext(b'P', None);
+        assert_eq!(record_line(&r), b"4 W130 Gab S121 :x.y\n");
+        assert_eq!(
+            format!("{r:?}"),
+            r#"UidRecord { uid: 4, ext: [('W', "130"), ('G', "ab"), ('S', "121")], base: "x.y" }"#
+        );
     }
 
     #[test]
@@ -651,11 +764,14 @@ mod tests {
         let (l, _) = parse(b"1 77 5\n1 a.b.c:2,S\n4 d\n").unwrap().unwrap();
         assert_eq!(l.uid_validity, 77);
         assert_eq!(l.next_uid, 5);
-        assert_eq!(l.records[0].base, b"a.b.c");
+        assert_eq!(l.records[0].base(), b"a.b.c");
         assert!(l.guid.is_none());
         let (l, _) = parse(b"2 77 5\n1 0 a\n3 S b\n").unwrap().unwrap();
         assert_eq!(
-            l.records.iter().map(|r| r.base.clone()).collect::<Vec<_>>(),
+            l.records
+                .iter()
+                .map(|r| r.base().to_vec())
+                .collect::<Vec<_>>(),
             vec![b"a".to_vec(), b"b".to_vec()]
         );
         let e = parse(b"1 77 5\n5 a\n").unwrap_err();
