@@ -75,11 +75,83 @@ struct Found {
     fname: Vec<u8>,
 }
 
+/// A [`Found`] as an element of [`FileSet`]: hashed and compared by its base filename,
+/// which is a prefix of its file name, so the set needs no copy of the name as a key.
+#[derive(Clone, Debug)]
+struct ByBase(Found);
+
+impl ByBase {
+    fn base(&self) -> &[u8] {
+        filename::base(&self.0.fname)
+    }
+}
+
+impl PartialEq for ByBase {
+    fn eq(&self, other: &ByBase) -> bool {
+        self.base() == other.base()
+    }
+}
+
+impl Eq for ByBase {}
+
+impl std::hash::Hash for ByBase {
+    // as `[u8]` hashes, so a lookup by `&[u8]` finds it (`Borrow`)
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.base().hash(state)
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for ByBase {
+    fn borrow(&self) -> &[u8] {
+        self.base()
+    }
+}
+
+/// The message files of a scan by base filename: one per base.
+#[derive(Clone, Debug, Default)]
+struct FileSet(HashSet<ByBase>);
+
+impl FileSet {
+    fn get(&self, base: &[u8]) -> Option<&Found> {
+        self.0.get(base).map(|f| &f.0)
+    }
+
+    fn contains_key(&self, base: &[u8]) -> bool {
+        self.0.contains(base)
+    }
+
+    /// Puts `found` in, in place of the file with the same base if there is one.
+    fn insert(&mut self, found: Found) {
+        self.0.replace(ByBase(found));
+    }
+
+    fn remove(&mut self, base: &[u8]) -> Option<Found> {
+        self.0.take(base).map(|f| f.0)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Found> {
+        self.0.iter().map(|f| &f.0)
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &[u8]> {
+        self.0.iter().map(ByBase::base)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// One readdir pass over new/ and cur/.
 #[derive(Debug, Default)]
 struct Scan {
-    /// base → file.
-    files: HashMap<Vec<u8>, Found>,
+    /// The files, by base.
+    files: FileSet,
     /// Further files with a base already seen.
     duplicates: Vec<Found>,
     /// `new/` and `cur/` as they were when read.
@@ -280,15 +352,10 @@ fn scan_dirs(paths: &Paths) -> Result<Scan> {
                 in_new,
                 fname: name.to_vec(),
             };
-            let base = filename::base(name).to_vec();
-            match scan.files.get(&base) {
-                None => {
-                    scan.files.insert(base, found);
-                }
+            match scan.files.get(filename::base(name)) {
+                None => scan.files.insert(found),
                 // Seen in new/ and now in cur/: moved while we were scanning.
-                Some(prev) if prev.in_new && !in_new => {
-                    scan.files.insert(base, found);
-                }
+                Some(prev) if prev.in_new && !in_new => scan.files.insert(found),
                 Some(_) => scan.duplicates.push(found),
             }
         }
@@ -299,7 +366,7 @@ fn scan_dirs(paths: &Paths) -> Result<Scan> {
 /// The base filenames of the message files in new/ and cur/ (one per base; for
 /// force-resync, `crate::resync`).
 pub(crate) fn scanned_bases(paths: &Paths) -> Result<Vec<Vec<u8>>> {
-    Ok(scan_dirs(paths)?.files.into_keys().collect())
+    Ok(scan_dirs(paths)?.files.keys().map(<[u8]>::to_vec).collect())
 }
 
 /// Looks for the file with `base` again (it was renamed or expunged since the view was
@@ -364,16 +431,12 @@ fn read_disk(paths: &Paths) -> Result<DiskState> {
 /// (maildir_uidlist_assign_uids). Returns how many were added.
 fn assign_unlisted(list: &mut UidList, scan: &Scan, path: &Path) -> Result<usize> {
     let listed: HashSet<&[u8]> = list.records.iter().map(|r| r.base()).collect();
-    let mut new: Vec<&Vec<u8>> = scan
-        .files
-        .keys()
-        .filter(|b| !listed.contains(b.as_slice()))
-        .collect();
+    let mut new: Vec<&[u8]> = scan.files.keys().filter(|b| !listed.contains(b)).collect();
     new.sort_by(|a, b| filename::sort_cmp(a, b));
     let count = new.len();
     for base in new {
         let uid = take_uid(list, None, path)?;
-        list.records.push(UidRecord::new(uid, base.clone()));
+        list.records.push(UidRecord::new(uid, base.to_vec()));
     }
     Ok(count)
 }
@@ -495,7 +558,7 @@ fn write_uidlist(
     state_appendable: bool,
     first_new: usize,
     recreate: bool,
-    live: &HashMap<Vec<u8>, Found>,
+    live: &FileSet,
 ) -> Result<()> {
     let path = paths.uidlist();
     let new_count = list.records.len() - first_new;
@@ -1072,7 +1135,7 @@ impl MaildirMailbox {
             return true;
         }
         let listed: HashSet<&[u8]> = list.records.iter().map(|r| r.base()).collect();
-        st.scan.files.keys().any(|b| !listed.contains(b.as_slice()))
+        st.scan.files.keys().any(|b| !listed.contains(b))
     }
 
     /// A file whose base is already taken by another file is renamed to a new unique base in
@@ -1081,8 +1144,7 @@ impl MaildirMailbox {
     fn fix_duplicates(&self, st: &mut DiskState) -> Result<()> {
         let dups = std::mem::take(&mut st.scan.duplicates);
         for dup in dups {
-            let base = filename::base(&dup.fname).to_vec();
-            let Some(first) = st.scan.files.get(&base) else {
+            let Some(first) = st.scan.files.get(filename::base(&dup.fname)) else {
                 continue;
             };
             let p1 = self.paths.sub(first.in_new).join(os(&first.fname));
@@ -1106,13 +1168,10 @@ impl MaildirMailbox {
                         "Fixed a duplicate: {} -> {new_base}",
                         p2.display()
                     ));
-                    st.scan.files.insert(
-                        new_base.clone().into_bytes(),
-                        Found {
-                            in_new: true,
-                            fname: new_base.into_bytes(),
-                        },
-                    );
+                    st.scan.files.insert(Found {
+                        in_new: true,
+                        fname: new_base.into_bytes(),
+                    });
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(Error::io("rename", &p2, e)),
@@ -2288,7 +2347,7 @@ impl MaildirTransaction<'_> {
                 rec.set_pop3(&s.pop3.uidl, s.pop3.order);
                 rec.set_ext(SAVE_DATE_KEY, Some(s.saved_date.to_string().into_bytes()));
                 list.records.push(rec);
-                st.scan.files.insert(base, Found { in_new, fname });
+                st.scan.files.insert(Found { in_new, fname });
                 saved.push(Uid(uid));
             }
             Ok(())
@@ -2464,13 +2523,10 @@ impl MaildirTransaction<'_> {
             let (src, dest) = (dir.join(os(&f.fname)), dir.join(os(&new_name)));
             match fs::rename(&src, &dest) {
                 Ok(()) => {
-                    scan.files.insert(
-                        base.to_vec(),
-                        Found {
-                            in_new: f.in_new,
-                            fname: new_name,
-                        },
-                    );
+                    scan.files.insert(Found {
+                        in_new: f.in_new,
+                        fname: new_name,
+                    });
                     return Ok(true);
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -2728,7 +2784,10 @@ mod tests {
         };
         let scan = scan_dirs(&paths).unwrap();
         assert_eq!(scan.files.len(), 2);
-        assert!(!scan.files[&b"1.M1P1.h"[..]].in_new, "cur/ wins over new/");
+        assert!(
+            !scan.files.get(b"1.M1P1.h").unwrap().in_new,
+            "cur/ wins over new/"
+        );
         assert_eq!(scan.duplicates.len(), 1);
     }
 }
