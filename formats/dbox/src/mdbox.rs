@@ -987,6 +987,18 @@ impl Transaction for MdboxTransaction<'_> {
     }
 
     fn commit(mut self: Box<Self>) -> Result<CommitResult> {
+        if self.saves.is_empty() && self.ops.updates.is_empty() && self.ops.expunges.is_empty() {
+            // nothing to log: no lock, no index read, no housekeeping (a backup's source
+            // commits its empty side of the plan)
+            let uid_validity = match &self.mb.quick {
+                Some((status, _)) => status.uid_validity,
+                None => self.mb.snap.counters.uid_validity,
+            };
+            return Ok(CommitResult {
+                saved: Vec::new(),
+                uid_validity,
+            });
+        }
         let saves = std::mem::take(&mut self.saves);
         let ops = std::mem::take(&mut self.ops);
         let layout = self.mb.layout.clone();

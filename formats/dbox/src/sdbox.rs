@@ -925,6 +925,13 @@ impl Transaction for SdboxTransaction<'_> {
     }
 
     fn commit(mut self: Box<Self>) -> Result<CommitResult> {
+        if self.saves.is_empty() && self.updates.is_empty() && self.expunges.is_empty() {
+            // nothing to log: no lock, no index read, no housekeeping
+            return Ok(CommitResult {
+                saved: Vec::new(),
+                uid_validity: self.mb.view.uid_validity(),
+            });
+        }
         let by_sync = self.by_sync;
         let saves = std::mem::take(&mut self.saves);
         let updates = std::mem::take(&mut self.updates);
