@@ -812,6 +812,10 @@ pub struct MaildirMailbox {
     /// The index a quick check read without being able to answer, for the full sync's first
     /// (unlocked) look at the index.
     prefetched: Option<mailsync_index::View>,
+    /// `view` was dropped by a sync or a commit, to be rebuilt from what they read (the two
+    /// are never held at once), and they failed before it was: the next access reads the
+    /// mailbox again ([`MaildirMailbox::load`]).
+    view_lost: bool,
     /// This handle changed `dovecot.index*`: the index file is brought up to date when it
     /// is dropped, so the next run can answer from its header
     /// (`IndexWriter::write_index_if_behind`).
@@ -921,6 +925,7 @@ impl MaildirMailbox {
             stamp: None,
             quick: None,
             prefetched: None,
+            view_lost: false,
             index_written: std::cell::Cell::new(false),
         };
         mb.sync_quick_or_full()?;
@@ -939,7 +944,7 @@ impl MaildirMailbox {
 
     /// Reads the mailbox when it was opened by the quick check.
     fn load(&mut self) -> Result<()> {
-        if self.quick.is_some() {
+        if self.quick.is_some() || self.view_lost {
             self.sync_impl()?;
         }
         Ok(())
@@ -1377,6 +1382,9 @@ impl MaildirMailbox {
             return Ok(());
         }
         self.stamp = None;
+        // rebuilt below from what this sync reads
+        self.view.mails = Vec::new();
+        self.view_lost = true;
         self.ensure_dirs()?;
         if !self.tmp_checked {
             clean_tmp(&self.paths.tmp(), SystemTime::now());
@@ -1706,6 +1714,7 @@ impl MaildirMailbox {
             guid: guid.unwrap_or_default(),
             mails,
         };
+        self.view_lost = false;
         Ok(())
     }
 
@@ -2664,6 +2673,10 @@ impl Transaction for MaildirTransaction<'_> {
                 uid_validity: self.mbox.view.uid_validity,
             });
         }
+        // The view is rebuilt below from what is read under the lock: the old one goes
+        // first, so the two are never held at once (the peak of a big backup).
+        self.mbox.view.mails = Vec::new();
+        self.mbox.view_lost = true;
         let result = (|| -> Result<(CommitResult, DiskState)> {
             self.mbox.ensure_dirs()?;
             let lock = lock_uidlist(&self.mbox.paths)?;
@@ -2685,7 +2698,14 @@ impl Transaction for MaildirTransaction<'_> {
             Ok(r)
         })();
         self.remove_tmp_files();
-        let (r, st) = result?;
+        let (r, st) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                // the next access reads the view again, as the failed commit left the files
+                self.mbox.stamp = None;
+                return Err(e);
+            }
+        };
         // The files as read under the lock plus this commit's changes are the new view
         // (not read a second time); the next sync() reads the directories again, as a
         // delivery may have landed in new/ meanwhile.

@@ -268,8 +268,12 @@ fn a_27th_keyword_is_refused_without_changing_anything() {
     assert_eq!(err.kind(), ErrorKind::NotPossible);
     assert!(err.to_string().contains("26"), "{err}");
     assert_eq!(tree(&dir), before);
+    // the handle still lists the message (its view is read again after the failure)
+    let mails = mb.mails().unwrap();
+    assert_eq!((mails.len(), mails[0].uid), (1, uid));
     mb.sync().unwrap();
     assert!(!mb.mails().unwrap()[0].flags.contains(Flags::SEEN));
+    assert_eq!(tree(&dir), before);
 }
 
 #[test]
