@@ -508,7 +508,7 @@ impl SdboxMailbox {
     }
 
     /// Re-reads the index. The files of messages newer than the last check are stat'ed,
-    /// except those in `placed` (sorted): this handle has just linked them.
+    /// except those in `placed` (sorted): this handle has just renamed them into place.
     fn refresh(&mut self, placed: &[u32]) -> Result<()> {
         self.view = self.writer.view().map_err(ix_err)?;
         let view = &self.view;
@@ -799,10 +799,10 @@ fn same_message(a: &Path, b: &Path) -> bool {
 }
 
 /// Gives each saved temp file its `u.<uid>` name, UIDs as [`assign_uids`]. Dovecot
-/// renames over whatever is there; mailsync links instead (no-clobber) and, when a
-/// `u.<uid>` at or above next_uid already exists (a crashed save, or an index that lost
-/// track of messages), leaves it alone and takes the next UID: an existing file is
-/// never replaced.
+/// renames over whatever is there; mailsync renames without replacing
+/// ([`mailsupport::atomic::rename_noreplace`]) and, when a `u.<uid>` at or above next_uid
+/// already exists (a crashed save, or an index that lost track of messages), leaves it
+/// alone and takes the next UID: an existing file is never replaced.
 fn place_files(
     dir: &Path,
     mut next: u32,
@@ -814,13 +814,14 @@ fn place_files(
         let mut uid = assign_uids(next, std::slice::from_ref(wish))[0];
         loop {
             let target = dir.join(mail_file_name(uid));
-            match fs::hard_link(&s.temp, &target) {
+            match mailsupport::atomic::rename_noreplace(&s.temp, &target) {
                 Ok(()) => break,
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    // A save of this same message that was killed after the link and
+                    // A save of this same message that was killed after the rename and
                     // before the index commit (a rerun asks for the same UID): take the
                     // file that is there, byte for byte the same message.
                     if same_message(&s.temp, &target) {
+                        let _ = fs::remove_file(&s.temp);
                         break;
                     }
                     crate::warn(&format!(
@@ -831,10 +832,9 @@ fn place_files(
                         .checked_add(1)
                         .ok_or_else(|| Error::NotPossible("UIDs exhausted".into()))?;
                 }
-                Err(e) => return Err(Error::io("link", &s.temp, e)),
+                Err(e) => return Err(Error::io("rename", &s.temp, e)),
             }
         }
-        let _ = fs::remove_file(&s.temp);
         uids.push(uid);
         next = uid.saturating_add(1);
     }
