@@ -415,7 +415,11 @@ fn deliver_under_dotlock(path: &Path, n: usize) {
 #[test]
 fn delivery_while_mailsync_rewrites_loses_nothing() {
     let env = Env::new();
-    let loc = "mbox:~/mail:INBOX=~/mail/INBOX";
+    // INBOX outside the mail root, as /var/mail/%u usually is. Inside it, the dotlock temp
+    // files every dotlocker (Dovecot's file_dotlock too) creates beside `INBOX.lock` show
+    // up in the root for a moment, and a concurrent `doveadm save` lists one as a mailbox
+    // and fails to open it ("Mailbox .temp.<host>.<pid>...: open() failed").
+    let loc = "mbox:~/mail:INBOX=~/inbox";
     for i in 0..5 {
         clean(
             "seed",
@@ -426,7 +430,7 @@ fn delivery_while_mailsync_rewrites_loses_nothing() {
             ),
         );
     }
-    let inbox = env.home.join("mail/INBOX");
+    let inbox = env.home.join("inbox");
     const DELIVERIES: usize = 12;
     std::thread::scope(|s| {
         // an MTA appending under the dotlock
