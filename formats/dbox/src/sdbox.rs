@@ -64,11 +64,6 @@ pub struct SdboxMailbox {
     /// about ([`cached_info`]), never at open, so a handle that only saves (a backup's
     /// destination) reads none and holds none.
     files: HashMap<u32, FileInfo>,
-    /// Every message up to this UID had its `u.N` file when last checked (at open by a
-    /// directory listing, at a refresh by a stat of each newer UID this handle didn't place
-    /// itself): the records of files a killed expunge unlinked are found
-    /// ([`Self::expunge_lost`]) without reading a file.
-    checked_uid: u32,
     /// This handle changed the mailbox index: `dovecot.index` is brought up to date when it
     /// is dropped ([`crate::index::close_index`]).
     index_written: bool,
@@ -436,7 +431,6 @@ impl SdboxMailbox {
             guid,
             line_endings: layout.line_endings,
             files: HashMap::new(),
-            checked_uid: 0,
             index_written: false,
         };
         let present = mail_file_uids(&mb.dir)?;
@@ -446,19 +440,8 @@ impl SdboxMailbox {
             .map(|m| m.uid())
             .filter(|uid| present.binary_search(uid).is_err())
             .collect();
-        mb.note_checked(&lost);
+        mb.expunge_lost(&lost);
         Ok(mb)
-    }
-
-    /// Every message of the view is now checked for its file; `lost` are those without
-    /// one. A file missing for a message still in the index was expunged by someone whose
-    /// index update we haven't seen yet (the message is left out when asked about), or by
-    /// a run killed between the unlink and the index update ([`Self::expunge_lost`]).
-    fn note_checked(&mut self, lost: &[u32]) {
-        self.checked_uid = self.view.messages().last().map_or(0, |m| m.uid());
-        if !lost.is_empty() {
-            self.expunge_lost(lost);
-        }
     }
 
     /// Expunges from the index the records of `uids` whose `u.N` file is still missing
@@ -467,7 +450,12 @@ impl SdboxMailbox {
     /// left by a run killed in between; Dovecot's index rebuild drops such records too
     /// (sdbox-sync-rebuild.c). Without this the mailbox would count a message no one can
     /// read, forever. Best effort: when the index can't be written the record stays hidden.
+    /// (A file missing only until someone's expunge reaches the index is left alone: the
+    /// record is gone under the lock, and the message is left out when asked about.)
     fn expunge_lost(&mut self, uids: &[u32]) {
+        if uids.is_empty() {
+            return;
+        }
         let dir = self.dir.clone();
         let result = commit_locked(
             &self.writer,
@@ -507,16 +495,19 @@ impl SdboxMailbox {
         }
     }
 
-    /// Re-reads the index. The files of messages newer than the last check are stat'ed,
-    /// except those in `placed` (sorted): this handle has just renamed them into place.
+    /// Re-reads the index. Every message of the view before had its file checked (at open
+    /// by a directory listing, then here); of the newer ones, the files are stat'ed, except
+    /// those in `placed` (sorted): this handle has just renamed them into place. So the
+    /// records of files a killed expunge unlinked are found without reading a file.
     fn refresh(&mut self, placed: &[u32]) -> Result<()> {
+        let checked_uid = self.view.messages().last().map_or(0, |m| m.uid());
         self.view = self.writer.view().map_err(ix_err)?;
         let view = &self.view;
         self.files.retain(|&uid, _| view.message(uid).is_some());
         let mut lost = Vec::new();
         for m in self.view.messages().rev() {
             let uid = m.uid();
-            if uid <= self.checked_uid {
+            if uid <= checked_uid {
                 break;
             }
             if placed.binary_search(&uid).is_ok() {
@@ -529,7 +520,7 @@ impl SdboxMailbox {
                 Err(e) => return Err(Error::io("stat", &path, e)),
             }
         }
-        self.note_checked(&lost);
+        self.expunge_lost(&lost);
         Ok(())
     }
 }

@@ -29,7 +29,8 @@ pub fn fuzz_uidlist(data: &[u8]) {
         if list.guid.is_none() {
             list.guid = Some(mailstore::MailboxGuid::default());
         }
-        let out = uidlist::serialize(&list);
+        let mut out = Vec::new();
+        uidlist::write_list(&mut out, &list).expect("a Vec takes every write");
         let (again, _) = uidlist::parse(&out)
             .expect("serialized uidlist parses")
             .expect("serialized uidlist is not empty");

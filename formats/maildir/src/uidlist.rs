@@ -573,14 +573,7 @@ fn parse_record<'a>(
     Ok((UidRecord::with_fields(uid, kept, base), base))
 }
 
-/// One record line, as maildir_uidlist_write_fd writes it.
-pub fn record_line(rec: &UidRecord) -> Vec<u8> {
-    let mut out = Vec::with_capacity(rec.data.len() + 16);
-    write_record(&mut out, rec).unwrap_or_else(|_| unreachable!("a Vec takes every write"));
-    out
-}
-
-/// Writes one record line to `out` (see [`record_line`]).
+/// Writes one record line to `out`, as maildir_uidlist_write_fd writes it.
 pub fn write_record(out: &mut impl std::io::Write, rec: &UidRecord) -> std::io::Result<()> {
     write!(out, "{}", rec.uid)?;
     for (k, v) in rec.ext_fields() {
@@ -592,15 +585,8 @@ pub fn write_record(out: &mut impl std::io::Write, rec: &UidRecord) -> std::io::
     out.write_all(b"\n")
 }
 
-/// The whole file in version 3: `3 V<uidvalidity> N<nextuid> G<guid>[ <other>...]` then the
-/// records. The caller must have set a GUID.
-pub fn serialize(list: &UidList) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 + list.records.len() * 48);
-    write_list(&mut out, list).unwrap_or_else(|_| unreachable!("a Vec takes every write"));
-    out
-}
-
-/// Writes the whole file to `out` (see [`serialize`]), a record at a time.
+/// Writes the whole file in version 3 to `out`, a record at a time: `3 V<uidvalidity>
+/// N<nextuid> G<guid>[ <other>...]` then the records. The caller must have set a GUID.
 pub fn write_list(out: &mut impl std::io::Write, list: &UidList) -> std::io::Result<()> {
     write!(
         out,
@@ -623,6 +609,18 @@ pub fn write_list(out: &mut impl std::io::Write, list: &UidList) -> std::io::Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record_line(rec: &UidRecord) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_record(&mut out, rec).unwrap();
+        out
+    }
+
+    fn serialize(list: &UidList) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_list(&mut out, list).unwrap();
+        out
+    }
 
     const DOVECOT_V3: &[u8] = b"3 V1795979776 N1 G95dba02cff790c6b533c000083ecc375\n\
 1 G84edc1f91e8dc99649d2d27167a582c6 :1795979775.M747593P15443.vm,S=378,W=407\n\
