@@ -140,6 +140,9 @@ pub(crate) fn update_index(
                 ));
             }
             let hdr = dbox_header(&view, kind).unwrap_or_default();
+            // per-message modseqs, once enabled (dsync enables them before it sets the
+            // primary's UIDVALIDITY on a mailbox it created), stay enabled in the new index
+            let had_modseqs = view.modseq_header().is_some();
             let paths = w.paths();
             for p in [paths.log(), paths.log2(), paths.index(), paths.cache()] {
                 match std::fs::remove_file(&p) {
@@ -155,6 +158,9 @@ pub(crate) fn update_index(
                 hdr.counter,
                 MailboxGuid(hdr.mailbox_guid),
             )?;
+            if had_modseqs {
+                mailsync_index::locked_commit::enable_modseqs(&w).map_err(ix_err)?;
+            }
         }
     }
     let min_next = update.min_uid_next.unwrap_or(0);

@@ -58,3 +58,38 @@ fn counters_are_set_raised_and_kept() {
         assert_eq!(again.mails().unwrap()[0].uid, Uid(10));
     }
 }
+
+/// dsync sets the primary's UIDVALIDITY on a mailbox it just created, after enabling
+/// per-message modseqs on it: the new index keeps them (each save gets its own MODSEQ).
+/// Without that, the first stateful sync after a conversion enabled them, replaying every
+/// logged append.
+#[test]
+fn a_new_uidvalidity_keeps_per_message_modseqs() {
+    for driver in ["sdbox", "mdbox"] {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path(), driver);
+        s.create_mailbox("Box", None).unwrap();
+        let mut mb = s.open_mailbox("Box").unwrap();
+        mb.enable_modseqs().unwrap();
+        mb.update_mailbox(&MailboxUpdate {
+            uid_validity: Some(4242),
+            ..Default::default()
+        })
+        .unwrap();
+        for body in [&b"Subject: a\n\na\n"[..], &b"Subject: b\n\nb\n"[..]] {
+            let mut t = mb.begin().unwrap();
+            t.save(NewMail::default(), &mut &body[..]).unwrap();
+            t.commit().unwrap();
+        }
+        drop(mb);
+        let mut again = store(dir.path(), driver).open_mailbox("Box").unwrap();
+        assert_eq!(again.status().unwrap().uid_validity, 4242, "{driver}");
+        let mails = again.mails().unwrap();
+        assert!(
+            mails[0].modseq < mails[1].modseq,
+            "{driver}: {:?} / {:?}",
+            mails[0].modseq,
+            mails[1].modseq
+        );
+    }
+}
