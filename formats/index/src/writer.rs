@@ -824,11 +824,7 @@ impl IndexWriter {
     pub fn sync_housekeeping(&self) -> Result<Housekeeping> {
         let Locked { lock, view } = self.lock_head()?;
         let mut done = Housekeeping::default();
-        let head = view
-            .logs()
-            .last()
-            .expect("locked view has a head log")
-            .clone();
+        let head = view.logs().last().expect("locked view has a head log");
         // The tail is an offset in the log the header names; in a newer log everything is
         // past it.
         let tail = if view.header().log_file_seq == head.header.file_seq {
@@ -864,27 +860,28 @@ impl IndexWriter {
             end = new_end as u64;
             done.tail_moved = true;
         }
+        let rotate = want_rotate(end, &head.header);
+        // `P` as this view read it: only a holder of the log lock rewrites it
+        let grown = match view.header_on_disk() {
+            Some(h) if h.log_file_seq == head.header.file_seq => {
+                end.saturating_sub(h.log_file_head_offset as u64)
+            }
+            _ => end,
+        };
+        if !rotate && grown <= INDEX_REWRITE_MIN_LOG_BYTES {
+            return Ok(done);
+        }
+        // one view at a time: the one with the tail move replaces the one before it
+        drop(view);
         let after = self.view_locked(&lock)?;
-        if want_rotate(end, &head.header) {
+        if rotate {
             self.rotate_locked(&lock, after)?;
             done.rotated = true;
             return Ok(done);
         }
-        let on_disk = read_optional(&self.paths.index())?
-            .and_then(|data| IndexFile::decode(&data, &self.paths.index()).ok())
-            .map(|f| {
-                let h = f.header();
-                (h.log_file_seq, h.log_file_head_offset as u64)
-            });
-        let grown = match on_disk {
-            Some((seq, offset)) if seq == head.header.file_seq => end.saturating_sub(offset),
-            _ => end,
-        };
-        if grown > INDEX_REWRITE_MIN_LOG_BYTES {
-            let (map, _) = after.into_parts();
-            self.write_index_file(&map, &lock)?;
-            done.index_written = true;
-        }
+        let (map, _) = after.into_parts();
+        self.write_index_file(&map, &lock)?;
+        done.index_written = true;
         Ok(done)
     }
 
