@@ -490,12 +490,12 @@ impl<'a> Syncer<'a> {
         let rs = self.rs();
         let n = self.count();
         self.map.records.truncate(n * rs);
-        let mut rec = vec![0u8; rs];
+        self.map.records.resize((n + 1) * rs, 0);
+        let rec = &mut self.map.records[n * rs..];
         rec[0..4].copy_from_slice(&uid.to_le_bytes());
         rec[4] = flags;
         // the whole 8-byte struct is copied, padding included
         rec[5..RECORD_BASE_SIZE].copy_from_slice(&pad);
-        self.map.records.extend_from_slice(&rec);
         self.set_hdr(hdr_off::MESSAGES_COUNT, n as u32 + 1);
         self.set_hdr(hdr_off::NEXT_UID, uid.wrapping_add(1).max(1));
         if flags & rec_flag::DIRTY != 0 {

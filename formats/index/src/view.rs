@@ -27,7 +27,7 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::format::ext::{self, KeywordsHeader, ModseqHeader};
 use crate::format::index::{hdr_flag, hdr_off, rec_flag, Extension, IndexFile, IndexHeader};
-use crate::format::log::{LogFile, LogStop};
+use crate::format::log::{LogFile, LogStop, RecordBody};
 use crate::paths::IndexPaths;
 use crate::sync::{fsck, LogPos, Syncer};
 
@@ -273,6 +273,21 @@ impl View {
         let tail_file = &logs[plan.tail];
         let start_pos = (tail_file.header.file_seq, plan.offset);
         let start_modseq = tail_file.modseq_at(plan.offset);
+        // the appends to replay, reserved at once: doubling a large record array would
+        // hold up to twice its size
+        let appended: usize = logs[plan.tail..]
+            .iter()
+            .flat_map(|f| {
+                f.records
+                    .iter()
+                    .filter(move |r| f.header.file_seq != start_pos.0 || r.offset >= plan.offset)
+            })
+            .map(|r| match &r.body {
+                RecordBody::Append(v) => v.len(),
+                _ => 0,
+            })
+            .sum();
+        map.records.reserve_exact(appended * map.record_size());
         let mut syncer = Syncer::new(map, &logs, start_pos, start_modseq);
         for f in &logs[plan.tail..] {
             for r in &f.records {
