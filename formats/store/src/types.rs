@@ -4,6 +4,7 @@
 //! byte-for-byte; they are converted to text only for display.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// An IMAP UID. Real messages always have a UID > 0; UIDs ascend and are never reused
 /// within one UIDVALIDITY (src/lib-storage/mail-storage.h).
@@ -31,12 +32,15 @@ impl fmt::Display for ModSeq {
 /// Dovecot's dbox formats store 128-bit GUIDs printed as 32 lowercase hex digits; Maildir
 /// uses the uidlist `G` field or, without one, the base filename up to the first `:`
 /// (guids-uids-modseq.md). Both are kept exactly as found.
+///
+/// Shared, not copied, by a clone: a sync holds each side's view and a copy of the peer's,
+/// one GUID per message in each.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Guid(Box<[u8]>);
+pub struct Guid(Arc<[u8]>);
 
 impl Guid {
     pub fn from_bytes(bytes: impl Into<Vec<u8>>) -> Guid {
-        Guid(bytes.into().into_boxed_slice())
+        Guid(Arc::from(bytes.into()))
     }
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
@@ -211,13 +215,14 @@ impl fmt::Debug for Flags {
     }
 }
 
-/// An IMAP keyword (user flag), kept as the bytes the store holds.
+/// An IMAP keyword (user flag), kept as the bytes the store holds (shared by a clone,
+/// as [`Guid`]).
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Keyword(Box<[u8]>);
+pub struct Keyword(Arc<[u8]>);
 
 impl Keyword {
     pub fn new(bytes: impl Into<Vec<u8>>) -> Keyword {
-        Keyword(bytes.into().into_boxed_slice())
+        Keyword(Arc::from(bytes.into()))
     }
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
