@@ -358,44 +358,36 @@ fn mailbox_item(mailbox: &mut dyn Mailbox) -> Result<MailboxItem, SyncError> {
     })
 }
 
-fn view_items(view: &SideView) -> Vec<Item> {
-    let mut items: Vec<Item> = view.mails.iter().cloned().map(Item::Change).collect();
-    for (uid, guid) in view.expunged.iter().flatten() {
-        items.push(Item::Change(MailChange::bare(
-            ChangeType::Expunge,
-            *uid,
-            guid.clone(),
-        )));
-    }
-    items
+/// This side's `C` list of `view`: every message, then the expunges.
+fn view_changes(view: &SideView) -> Vec<MailChange> {
+    let expunged = view.expunged.as_deref().unwrap_or_default();
+    let mut changes = Vec::with_capacity(view.mails.len() + expunged.len());
+    changes.extend(view.mails.iter().cloned());
+    changes.extend(
+        expunged
+            .iter()
+            .map(|(uid, guid)| MailChange::bare(ChangeType::Expunge, *uid, guid.clone())),
+    );
+    changes
 }
 
-fn view_from_items(b: &MailboxItem, items: Vec<Item>, expunges_known: bool) -> SideView {
-    let mut view = SideView {
+/// The peer's view from its `B` item and `C` list (its messages keep the list's buffer).
+fn view_from_changes(
+    b: &MailboxItem,
+    mut changes: Vec<MailChange>,
+    expunges_known: bool,
+) -> SideView {
+    let expunges: Vec<_> = changes
+        .extract_if(.., |c| c.change_type == ChangeType::Expunge)
+        .map(|c| (c.uid, c.guid))
+        .collect();
+    SideView {
         uid_validity: b.uid_validity,
         uid_validity_settable: b.uid_validity_settable,
         uid_next: b.uid_next,
-        // sized once: a view is the biggest thing a run holds
-        mails: Vec::with_capacity(items.len()),
-        expunged: if expunges_known {
-            Some(Vec::new())
-        } else {
-            None
-        },
-    };
-    for item in items {
-        if let Item::Change(c) = item {
-            match c.change_type {
-                ChangeType::Expunge => {
-                    if let Some(list) = view.expunged.as_mut() {
-                        list.push((c.uid, c.guid));
-                    }
-                }
-                _ => view.mails.push(c),
-            }
-        }
+        mails: changes,
+        expunged: expunges_known.then_some(expunges),
     }
-    view
 }
 
 impl Brain {
@@ -435,6 +427,47 @@ impl Brain {
                 Item::Batch(b) => v.extend(b),
                 i => v.push(i),
             }
+        }
+    }
+
+    /// A `C` list: the changes in one item, then the list's end.
+    fn send_changes(&self, changes: Vec<MailChange>) -> Result<(), SyncError> {
+        self.send(Item::Changes(changes))?;
+        self.send(Item::EndOfList)
+    }
+
+    /// The peer's `C` list, keeping the buffer it came in when it came in one item.
+    fn recv_changes(&self) -> Result<Vec<MailChange>, SyncError> {
+        let mut v: Vec<MailChange> = Vec::new();
+        let not_a_change = || SyncError::Peer("expected a mail change".into());
+        loop {
+            match self.recv()? {
+                Item::EndOfList => return Ok(v),
+                Item::Changes(c) if v.is_empty() => v = c,
+                Item::Changes(c) => v.extend(c),
+                Item::Change(c) => v.push(c),
+                Item::Batch(b) => {
+                    for i in b {
+                        match i {
+                            Item::Change(c) => v.push(c),
+                            _ => return Err(not_a_change()),
+                        }
+                    }
+                }
+                _ => return Err(not_a_change()),
+            }
+        }
+    }
+
+    /// Master sends first, slave answers: returns the peer's `C` list.
+    fn exchange_changes(&self, mine: Vec<MailChange>) -> Result<Vec<MailChange>, SyncError> {
+        if self.master {
+            self.send_changes(mine)?;
+            self.recv_changes()
+        } else {
+            let theirs = self.recv_changes()?;
+            self.send_changes(mine)?;
+            Ok(theirs)
         }
     }
 
@@ -1187,14 +1220,14 @@ impl Brain {
             if !b.changes_only {
                 debug_log!(self, "{name}: expunge history {:?}", view.expunged);
             }
-            let theirs = self.exchange_list(view_items(&view))?;
+            let theirs = self.exchange_changes(view_changes(&view))?;
             let peer_b = match self.exchange_one(Item::Mailbox(b.clone()))? {
                 Item::Mailbox(pb) => pb,
                 _ => return Err(SyncError::Peer("expected mailbox".into())),
             };
             // An unknown expunge history sends no expunges: both mean "no evidence",
             // which only ever keeps a message.
-            let mut peer_view = view_from_items(&peer_b, theirs, true);
+            let mut peer_view = view_from_changes(&peer_b, theirs, true);
             match (b.changes_only, peer_b.changes_only) {
                 (false, false) => return Ok((view, peer_view, b)),
                 (true, true) => {}
@@ -1218,16 +1251,10 @@ impl Brain {
                 answers.len()
             );
             let answers: Vec<MailChange> = answers.into_iter().map(change_of).collect();
-            let peer_answers =
-                self.exchange_list(answers.iter().cloned().map(Item::Change).collect())?;
+            let peer_answers = self.exchange_changes(answers.clone())?;
             view.mails.extend(answers);
             view.mails.sort_by_key(|m| m.uid);
-            peer_view
-                .mails
-                .extend(peer_answers.into_iter().filter_map(|i| match i {
-                    Item::Change(c) => Some(c),
-                    _ => None,
-                }));
+            peer_view.mails.extend(peer_answers);
             peer_view.mails.sort_by_key(|m| m.uid);
             return Ok((view, peer_view, b));
         }
@@ -1924,6 +1951,53 @@ mod tests {
         let mut items: Vec<Item> = chunks(&[b"half"]);
         items.push(Item::EndOfList);
         assert!(read_stream(items).is_err());
+    }
+
+    /// A view crosses in one item and the receiver keeps the sender's copy as its view of
+    /// the peer: no list of items in between, no second copy of the messages.
+    #[test]
+    fn a_view_crosses_as_one_buffer_with_its_expunges_split_off() {
+        use super::{view_changes, view_from_changes, ChangeType, MailChange, SideView};
+        use crate::sync::items::MailboxItem;
+        use mailstore::{Guid, Uid};
+        let save = |uid: u32| MailChange {
+            guid: Some(Guid::from_bytes(format!("g{uid}"))),
+            ..MailChange::bare(ChangeType::Save, Uid(uid), None)
+        };
+        let view = SideView {
+            uid_validity: 7,
+            uid_validity_settable: true,
+            uid_next: 4,
+            mails: vec![save(1), save(3)],
+            expunged: Some(vec![(Uid(2), Some(Guid::from_bytes("g2")))]),
+        };
+        let changes = view_changes(&view);
+        assert_eq!(changes.len(), 3);
+        // as a channel moves it: the buffer itself
+        let (tx, rx) = std::sync::mpsc::sync_channel(2);
+        let sent = changes.as_ptr();
+        tx.send(Item::Changes(changes)).unwrap();
+        let Ok(Item::Changes(received)) = rx.recv() else {
+            panic!("expected the changes")
+        };
+        let b = MailboxItem {
+            uid_validity: 7,
+            uid_next: 4,
+            ..Default::default()
+        };
+        let peer = view_from_changes(&b, received, true);
+        assert_eq!(
+            peer.mails.as_ptr(),
+            sent,
+            "the peer's view is the sent buffer"
+        );
+        assert_eq!(peer.mails, view.mails);
+        assert_eq!(peer.expunged, view.expunged);
+        // the GUIDs are shared with the sender's view, not copied
+        let (a, b) = (view.mails[0].guid.as_ref(), peer.mails[0].guid.as_ref());
+        assert!(std::ptr::eq(a.unwrap().as_bytes(), b.unwrap().as_bytes()));
+        let unknown = view_from_changes(&MailboxItem::default(), view_changes(&view), false);
+        assert_eq!(unknown.expunged, None);
     }
 
     #[test]

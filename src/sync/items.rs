@@ -223,6 +223,11 @@ pub enum Item {
     /// of 28,000 `C` items would otherwise cost a thread wake-up per item. Never holds an
     /// `EndOfList` or another batch; a remote transport writes its items one by one.
     Batch(Vec<Item>),
+    /// Consecutive `C` items, sent at once. A mailbox's whole `C` list goes as one: between
+    /// brains in one process the receiver keeps the sender's copy as its view of the peer,
+    /// with no list of items in between (views are the biggest thing a run holds). A remote
+    /// transport writes them one by one.
+    Changes(Vec<MailChange>),
 }
 
 /// Items per [`Item::Batch`].
