@@ -245,11 +245,51 @@ struct DiskState {
     expunged_guids: HashMap<u32, [u8; 16]>,
 }
 
+/// What follows a message's base name in its file name (`:2,` and the flag letters in
+/// cur/, usually nothing in new/). A view keeps only this, since the base is its uidlist
+/// record's; short ones (nearly all) inline.
+#[derive(Clone, Debug)]
+enum NameSuffix {
+    Inline { len: u8, bytes: [u8; INLINE_SUFFIX] },
+    Heap(Box<[u8]>),
+}
+
+const INLINE_SUFFIX: usize = 22;
+
+impl NameSuffix {
+    fn new(suffix: &[u8]) -> NameSuffix {
+        if suffix.len() <= INLINE_SUFFIX {
+            let mut bytes = [0; INLINE_SUFFIX];
+            bytes[..suffix.len()].copy_from_slice(suffix);
+            NameSuffix::Inline {
+                len: suffix.len() as u8,
+                bytes,
+            }
+        } else {
+            NameSuffix::Heap(suffix.into())
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            NameSuffix::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            NameSuffix::Heap(b) => b,
+        }
+    }
+
+    /// The suffix of `fname` after its base name.
+    fn of(fname: &[u8]) -> NameSuffix {
+        NameSuffix::new(&fname[filename::base(fname).len()..])
+    }
+}
+
 /// A message in the current view.
 #[derive(Clone, Debug)]
 struct MailFile {
     uid: u32,
-    found: Found,
+    /// The file is in new/ (else cur/); its name is the record's base name and `suffix`.
+    in_new: bool,
+    suffix: NameSuffix,
     record: UidRecord,
     flags: Flags,
     keywords: Vec<Keyword>,
@@ -258,6 +298,25 @@ struct MailFile {
     /// (mtime = received date, ctime) from stat(), taken only when a caller needs the
     /// dates ([`MaildirMailbox::stat_view`]): counters and saves need none.
     times: Option<(i64, i64)>,
+}
+
+impl MailFile {
+    fn fname(&self) -> Vec<u8> {
+        [self.record.base(), self.suffix.as_bytes()].concat()
+    }
+
+    fn found(&self) -> Found {
+        Found {
+            in_new: self.in_new,
+            fname: self.fname(),
+        }
+    }
+
+    /// The file was found again under `f` (renamed since): same base name.
+    fn set_found(&mut self, f: &Found) {
+        self.in_new = f.in_new;
+        self.suffix = NameSuffix::of(&f.fname);
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -1697,7 +1756,8 @@ impl MaildirMailbox {
                 .or_else(|| ext_size(EXTRA_VIRTUAL_SIZE));
             mails.push(MailFile {
                 uid: rec.uid,
-                found,
+                in_new: found.in_new,
+                suffix: NameSuffix::of(&found.fname),
                 record: rec,
                 flags,
                 keywords,
@@ -1725,7 +1785,7 @@ impl MaildirMailbox {
     /// Opens the file of a message, finding it again if it was renamed since the view.
     fn open_file(&mut self, uid: Uid) -> Result<File> {
         let idx = self.mail_index(uid.0).ok_or(Error::MailNotFound(uid))?;
-        let found = self.view.mails[idx].found.clone();
+        let found = self.view.mails[idx].found();
         let path = self.paths.sub(found.in_new).join(os(&found.fname));
         match File::open(&path) {
             Ok(f) => return Ok(f),
@@ -1742,7 +1802,7 @@ impl MaildirMailbox {
             let path = self.paths.sub(f.in_new).join(os(&f.fname));
             match File::open(&path) {
                 Ok(file) => {
-                    self.view.mails[idx].found = f;
+                    self.view.mails[idx].set_found(&f);
                     return Ok(file);
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -1800,20 +1860,20 @@ impl MaildirMailbox {
             if m.times.is_some() {
                 continue;
             }
-            let quick = dirs[usize::from(m.found.in_new)].as_ref().and_then(|dir| {
-                rustix::fs::statat(dir, os(&m.found.fname), rustix::fs::AtFlags::empty()).ok()
+            let quick = dirs[usize::from(m.in_new)].as_ref().and_then(|dir| {
+                rustix::fs::statat(dir, os(&m.fname()), rustix::fs::AtFlags::empty()).ok()
             });
             if let Some(st) = quick {
                 self.view.mails[i].times = Some((st.st_mtime, st.st_ctime));
                 continue;
             }
             // renamed meanwhile, or an error to report with its path: the slow way
-            let mut found = self.view.mails[i].found.clone();
+            let mut found = self.view.mails[i].found();
             let base = self.view.mails[i].record.base().to_vec();
             match self.stat_file(&mut found, &base)? {
                 Some(md) => {
                     let m = &mut self.view.mails[i];
-                    m.found = found;
+                    m.set_found(&found);
                     m.times = Some((md.mtime(), md.ctime()));
                 }
                 None => gone.push(i),
