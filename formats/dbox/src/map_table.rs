@@ -30,10 +30,12 @@ pub struct MapTable {
 
 impl MapTable {
     pub fn from_view(view: &View) -> MapTable {
-        let records = view
-            .messages()
-            .filter_map(|m| Some((m.uid(), MapRecord::decode(m.ext(ext::MAP)?))))
-            .collect();
+        // sized once (a filtered iterator would grow it by doubling)
+        let mut records = Vec::with_capacity(view.messages().len());
+        records.extend(
+            view.messages()
+                .filter_map(|m| Some((m.uid(), MapRecord::decode(m.ext(ext::MAP)?)))),
+        );
         MapTable {
             uid_validity: view.uid_validity(),
             records,

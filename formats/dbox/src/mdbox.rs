@@ -45,7 +45,7 @@ use mailstore::{
 use mailsync_index::format::ext::{self, MapHeader, MapRecord, MdboxRecord};
 use mailsync_index::header_view::IndexState;
 use mailsync_index::locked_commit::{commit_locked, commit_locked_synced};
-use mailsync_index::{HeaderView, IndexPaths, IndexWriter, View};
+use mailsync_index::{HeaderView, IndexPaths, IndexWriter, LogHistory, View};
 
 use crate::file::{self, BodyReader, FileHeader};
 use crate::index::{dbox_header, dbox_header_in, index_exists, ix_err, CommitError, IndexStamp};
@@ -745,13 +745,17 @@ impl Mailbox for MdboxMailbox {
         if let Some(known) = self.snap.changes_known(since) {
             return Ok(known);
         }
-        // the history is in the logs, which the snapshot doesn't keep: read them again and
-        // answer only from the state the snapshot is of (else the caller compares in full)
-        let view = self.writer.view().map_err(ix_err)?;
-        if !self.snap.same_state(&view) {
+        // the history is in the logs, which the snapshot doesn't keep: read them again (not
+        // `P`: the snapshot has its messages) and answer only from the state the snapshot
+        // is of (else the caller compares in full)
+        let Some(history) = LogHistory::read(self.writer.paths()).map_err(ix_err)? else {
+            return Ok(Changes::Unknown);
+        };
+        if !self.snap.is_at(history.indexid(), history.log_position()) {
             return Ok(Changes::Unknown);
         }
-        Ok(view.changes_since(since))
+        let present = self.snap.messages.iter().map(|m| m.uid).collect();
+        Ok(history.changes_since(since, self.snap.counters.highest_modseq, present))
     }
 
     fn flag_changes_since(
@@ -762,13 +766,17 @@ impl Mailbox for MdboxMailbox {
         if self.load_moved()? {
             return Ok(Vec::new());
         }
-        // The snapshot keeps no log records: read the logs again, answering only when
-        // they are of the state the snapshot is of (else no history: whole flags win).
-        let view = self.writer.view().map_err(ix_err)?;
-        if !self.snap.same_state(&view) {
+        // The snapshot keeps no log records: read the logs again (not `P`: the snapshot
+        // has its messages), answering only when they end where the snapshot's state does
+        // (else no history: whole flags win).
+        let Some(history) = LogHistory::read(self.writer.paths()).map_err(ix_err)? else {
+            return Ok(Vec::new());
+        };
+        if !self.snap.is_at(history.indexid(), history.log_position()) {
             return Ok(Vec::new());
         }
-        Ok(view.flag_changes_since(since, uids))
+        let snap = &self.snap;
+        Ok(history.flag_changes_since(since, uids, |uid| snap.message(uid).is_some()))
     }
 
     fn set_mailbox_guid(&mut self, guid: MailboxGuid) -> Result<()> {

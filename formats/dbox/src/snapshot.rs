@@ -179,9 +179,10 @@ impl Snapshot {
         }
     }
 
-    /// True when `view` is the state this snapshot was taken from.
-    pub(crate) fn same_state(&self, view: &View) -> bool {
-        view.indexid() == self.indexid && view.log_position() == self.log_position
+    /// True when the snapshot was taken of the index `indexid` with its logs ending at
+    /// `log_position`.
+    pub(crate) fn is_at(&self, indexid: u32, log_position: (u32, u64)) -> bool {
+        indexid == self.indexid && log_position == self.log_position
     }
 }
 
@@ -213,7 +214,7 @@ mod tests {
     /// `changes_since` for every modseq up to past the highest.
     fn assert_same_as_view(view: &View, what: &str) {
         let snap = Snapshot::of(view);
-        assert!(snap.same_state(view), "{what}");
+        assert!(snap.is_at(view.indexid(), view.log_position()), "{what}");
         let info = FileInfo {
             guid: b"0123456789abcdef0123456789abcdef".to_vec(),
             received: 1,
@@ -330,7 +331,8 @@ mod tests {
         let mut t = mb.begin().unwrap();
         t.expunge(uids[3]).unwrap();
         t.commit().unwrap();
-        assert!(!snap.same_state(&view()));
+        let v = view();
+        assert!(!snap.is_at(v.indexid(), v.log_position()));
 
         // no log at all: P alone
         IndexWriter::open(&dir, INDEX_PREFIX).write_index().unwrap();

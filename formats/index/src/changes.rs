@@ -8,8 +8,8 @@ use mailstore::{Changes, FlagChange, Flags, Guid, Keyword, ModSeq, Uid};
 
 use crate::format::ext::hex;
 use crate::format::index::rec_flag::SYSTEM_MASK;
-use crate::format::log::RecordBody;
-use crate::view::View;
+use crate::format::log::{LogFile, RecordBody};
+use crate::view::{LogHistory, View};
 
 impl View {
     /// UIDs whose flags/keywords changed or that were appended after `since`, and UIDs
@@ -18,124 +18,8 @@ impl View {
     /// `since` (it is older than the oldest log's initial_modseq, or modseqs weren't
     /// tracked): the caller must do a full compare.
     pub fn changes_since(&self, since: ModSeq) -> Changes {
-        let since = since.0;
-        let Some(oldest) = self.logs().first() else {
-            return if since >= self.highest_modseq() && self.highest_modseq() > 0 {
-                Changes::Known {
-                    changed: Vec::new(),
-                    expunged: Vec::new(),
-                    highest_modseq: ModSeq(self.highest_modseq()),
-                }
-            } else {
-                Changes::Unknown
-            };
-        };
-        // the oldest usable history: after the last reset point
-        let start = self
-            .logs()
-            .iter()
-            .rposition(|l| l.header.prev_file_seq == 0)
-            .unwrap_or(0);
-        let first = &self.logs()[start];
-        let _ = oldest;
-        if first.header.initial_modseq == 0 || since < first.header.initial_modseq {
-            return Changes::Unknown;
-        }
-        let mut changed: BTreeSet<u32> = BTreeSet::new();
-        let mut expunged: BTreeMap<u32, Option<Guid>> = BTreeMap::new();
         let present: BTreeSet<u32> = self.messages().map(|m| m.uid()).collect();
-        let mut known: BTreeSet<u32> = present.clone();
-        // GUIDs of expunge requests (the non-external EXPUNGE_GUID that index_mail_expunge
-        // logs; the expunge itself follows as an external record, from Dovecot's maildir
-        // sync with a zero GUID).
-        let mut requested: BTreeMap<u32, [u8; 16]> = BTreeMap::new();
-        for l in &self.logs()[start..] {
-            for r in &l.records {
-                match &r.body {
-                    RecordBody::Append(v) => known.extend(v.iter().map(|a| a.uid)),
-                    RecordBody::ExpungeGuid(v) if !r.is_external() => {
-                        for e in v.iter().filter(|e| e.guid != [0; 16]) {
-                            requested.insert(e.uid, e.guid);
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-        let guid_of = |uid: u32, logged: [u8; 16]| -> Option<Guid> {
-            let g = if logged != [0; 16] {
-                Some(logged)
-            } else {
-                requested.get(&uid).copied()
-            };
-            g.map(|g| Guid::from_bytes(hex(&g).into_bytes()))
-        };
-        let add_range = |set: &mut BTreeSet<u32>, a: u32, b: u32| {
-            set.extend(present.range(a..=b).copied());
-        };
-        for l in &self.logs()[start..] {
-            let mut prev = l.header.initial_modseq;
-            for r in &l.records {
-                let increased = r.modseq > prev;
-                prev = r.modseq;
-                if r.modseq <= since || !increased && !matches!(r.body, RecordBody::ModseqUpdate(_))
-                {
-                    continue;
-                }
-                match &r.body {
-                    RecordBody::Append(v) => {
-                        for a in v {
-                            add_range(&mut changed, a.uid, a.uid);
-                        }
-                    }
-                    RecordBody::FlagUpdate(v) => {
-                        for u in v.iter().filter(|u| !u.is_internal()) {
-                            add_range(&mut changed, u.uid1, u.uid2);
-                        }
-                    }
-                    RecordBody::KeywordUpdate(k) => {
-                        for u in &k.uids {
-                            add_range(&mut changed, u.uid1, u.uid2);
-                        }
-                    }
-                    RecordBody::KeywordReset(v) => {
-                        for u in v {
-                            add_range(&mut changed, u.uid1, u.uid2);
-                        }
-                    }
-                    RecordBody::ModseqUpdate(v) => {
-                        for m in v.iter().filter(|m| m.uid != 0 && m.modseq > since) {
-                            add_range(&mut changed, m.uid, m.uid);
-                        }
-                    }
-                    RecordBody::ExpungeGuid(v) if r.is_external() => {
-                        for e in v {
-                            expunged.insert(e.uid, guid_of(e.uid, e.guid));
-                        }
-                    }
-                    RecordBody::Expunge(v) if r.is_external() => {
-                        for u in v {
-                            for uid in known.range(u.uid1..=u.uid2) {
-                                expunged
-                                    .entry(*uid)
-                                    .or_insert_with(|| guid_of(*uid, [0; 16]));
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-        for uid in expunged.keys() {
-            changed.remove(uid);
-        }
-        // an expunged UID that is present again can't be (UIDs aren't reused)
-        expunged.retain(|uid, _| !present.contains(uid));
-        Changes::Known {
-            changed: changed.into_iter().map(Uid).collect(),
-            expunged: expunged.into_iter().map(|(u, g)| (Uid(u), g)).collect(),
-            highest_modseq: ModSeq(self.highest_modseq()),
-        }
+        changes_in(self.logs(), since, self.highest_modseq(), present)
     }
 
     /// How the flags and keywords of `uids` were changed after `since`, from FLAG_UPDATE,
@@ -145,60 +29,212 @@ impl View {
     /// reset); UIDs no longer in the view and UIDs without changes are left out.
     pub fn flag_changes_since(&self, since: ModSeq, uids: &[Uid]) -> Vec<(Uid, FlagChange)> {
         let present: BTreeSet<u32> = self.messages().map(|m| m.uid()).collect();
-        let wanted: BTreeSet<u32> = uids
-            .iter()
-            .map(|u| u.0)
-            .filter(|u| present.contains(u))
-            .collect();
-        let mut out: BTreeMap<u32, FlagChange> = BTreeMap::new();
-        let start = self
-            .logs()
-            .iter()
-            .rposition(|l| l.header.prev_file_seq == 0)
-            .unwrap_or(0);
-        for l in self.logs().iter().skip(start) {
-            for r in l
-                .records
-                .iter()
-                .filter(|r| r.modseq > since.0 && !r.is_sync())
-            {
-                match &r.body {
-                    RecordBody::FlagUpdate(v) => {
-                        for u in v {
-                            let add = Flags(u.add_flags & SYSTEM_MASK);
-                            let remove = Flags(u.remove_flags & SYSTEM_MASK);
-                            if add.is_empty() && remove.is_empty() {
-                                continue;
-                            }
-                            for uid in wanted.range(u.uid1..=u.uid2.max(u.uid1)) {
-                                out.entry(*uid).or_default().record_flags(add, remove);
-                            }
-                        }
+        flag_changes_in(self.logs(), since, uids, |uid| present.contains(&uid))
+    }
+}
+
+impl LogHistory {
+    /// [`View::changes_since`] from these logs, for the caller's view at `highest_modseq`
+    /// holding the UIDs `present`.
+    pub fn changes_since(
+        &self,
+        since: ModSeq,
+        highest_modseq: u64,
+        present: BTreeSet<u32>,
+    ) -> Changes {
+        changes_in(self.logs(), since, highest_modseq, present)
+    }
+
+    /// [`View::flag_changes_since`] from these logs, for the UIDs `present` says the
+    /// caller's view holds.
+    pub fn flag_changes_since(
+        &self,
+        since: ModSeq,
+        uids: &[Uid],
+        present: impl Fn(u32) -> bool,
+    ) -> Vec<(Uid, FlagChange)> {
+        flag_changes_in(self.logs(), since, uids, present)
+    }
+}
+
+/// [`View::changes_since`] from `logs`, for a view at `highest_modseq` holding the UIDs
+/// `present`.
+fn changes_in(
+    logs: &[LogFile],
+    since: ModSeq,
+    highest_modseq: u64,
+    present: BTreeSet<u32>,
+) -> Changes {
+    let since = since.0;
+    if logs.is_empty() {
+        return if since >= highest_modseq && highest_modseq > 0 {
+            Changes::Known {
+                changed: Vec::new(),
+                expunged: Vec::new(),
+                highest_modseq: ModSeq(highest_modseq),
+            }
+        } else {
+            Changes::Unknown
+        };
+    }
+    // the oldest usable history: after the last reset point
+    let start = logs
+        .iter()
+        .rposition(|l| l.header.prev_file_seq == 0)
+        .unwrap_or(0);
+    let first = &logs[start];
+    if first.header.initial_modseq == 0 || since < first.header.initial_modseq {
+        return Changes::Unknown;
+    }
+    let mut changed: BTreeSet<u32> = BTreeSet::new();
+    let mut expunged: BTreeMap<u32, Option<Guid>> = BTreeMap::new();
+    let mut known: BTreeSet<u32> = present.clone();
+    // GUIDs of expunge requests (the non-external EXPUNGE_GUID that index_mail_expunge
+    // logs; the expunge itself follows as an external record, from Dovecot's maildir
+    // sync with a zero GUID).
+    let mut requested: BTreeMap<u32, [u8; 16]> = BTreeMap::new();
+    for l in &logs[start..] {
+        for r in &l.records {
+            match &r.body {
+                RecordBody::Append(v) => known.extend(v.iter().map(|a| a.uid)),
+                RecordBody::ExpungeGuid(v) if !r.is_external() => {
+                    for e in v.iter().filter(|e| e.guid != [0; 16]) {
+                        requested.insert(e.uid, e.guid);
                     }
-                    RecordBody::KeywordUpdate(k) => {
-                        let keyword = Keyword::new(k.name.clone());
-                        for u in &k.uids {
-                            for uid in wanted.range(u.uid1..=u.uid2.max(u.uid1)) {
-                                out.entry(*uid)
-                                    .or_default()
-                                    .record_keyword(&keyword, k.modify_type == 0);
-                            }
-                        }
-                    }
-                    RecordBody::KeywordReset(v) => {
-                        for u in v {
-                            for uid in wanted.range(u.uid1..=u.uid2.max(u.uid1)) {
-                                out.entry(*uid).or_default().reset_keywords();
-                            }
-                        }
-                    }
-                    _ => {}
                 }
+                _ => {}
             }
         }
-        out.into_iter()
-            .filter(|(_, c)| !c.is_empty())
-            .map(|(u, c)| (Uid(u), c))
-            .collect()
     }
+    let guid_of = |uid: u32, logged: [u8; 16]| -> Option<Guid> {
+        let g = if logged != [0; 16] {
+            Some(logged)
+        } else {
+            requested.get(&uid).copied()
+        };
+        g.map(|g| Guid::from_bytes(hex(&g).into_bytes()))
+    };
+    let add_range = |set: &mut BTreeSet<u32>, a: u32, b: u32| {
+        set.extend(present.range(a..=b).copied());
+    };
+    for l in &logs[start..] {
+        let mut prev = l.header.initial_modseq;
+        for r in &l.records {
+            let increased = r.modseq > prev;
+            prev = r.modseq;
+            if r.modseq <= since || !increased && !matches!(r.body, RecordBody::ModseqUpdate(_)) {
+                continue;
+            }
+            match &r.body {
+                RecordBody::Append(v) => {
+                    for a in v {
+                        add_range(&mut changed, a.uid, a.uid);
+                    }
+                }
+                RecordBody::FlagUpdate(v) => {
+                    for u in v.iter().filter(|u| !u.is_internal()) {
+                        add_range(&mut changed, u.uid1, u.uid2);
+                    }
+                }
+                RecordBody::KeywordUpdate(k) => {
+                    for u in &k.uids {
+                        add_range(&mut changed, u.uid1, u.uid2);
+                    }
+                }
+                RecordBody::KeywordReset(v) => {
+                    for u in v {
+                        add_range(&mut changed, u.uid1, u.uid2);
+                    }
+                }
+                RecordBody::ModseqUpdate(v) => {
+                    for m in v.iter().filter(|m| m.uid != 0 && m.modseq > since) {
+                        add_range(&mut changed, m.uid, m.uid);
+                    }
+                }
+                RecordBody::ExpungeGuid(v) if r.is_external() => {
+                    for e in v {
+                        expunged.insert(e.uid, guid_of(e.uid, e.guid));
+                    }
+                }
+                RecordBody::Expunge(v) if r.is_external() => {
+                    for u in v {
+                        for uid in known.range(u.uid1..=u.uid2) {
+                            expunged
+                                .entry(*uid)
+                                .or_insert_with(|| guid_of(*uid, [0; 16]));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    for uid in expunged.keys() {
+        changed.remove(uid);
+    }
+    // an expunged UID that is present again can't be (UIDs aren't reused)
+    expunged.retain(|uid, _| !present.contains(uid));
+    Changes::Known {
+        changed: changed.into_iter().map(Uid).collect(),
+        expunged: expunged.into_iter().map(|(u, g)| (Uid(u), g)).collect(),
+        highest_modseq: ModSeq(highest_modseq),
+    }
+}
+
+fn flag_changes_in(
+    logs: &[LogFile],
+    since: ModSeq,
+    uids: &[Uid],
+    present: impl Fn(u32) -> bool,
+) -> Vec<(Uid, FlagChange)> {
+    let wanted: BTreeSet<u32> = uids.iter().map(|u| u.0).filter(|&u| present(u)).collect();
+    let mut out: BTreeMap<u32, FlagChange> = BTreeMap::new();
+    let start = logs
+        .iter()
+        .rposition(|l| l.header.prev_file_seq == 0)
+        .unwrap_or(0);
+    for l in logs.iter().skip(start) {
+        for r in l
+            .records
+            .iter()
+            .filter(|r| r.modseq > since.0 && !r.is_sync())
+        {
+            match &r.body {
+                RecordBody::FlagUpdate(v) => {
+                    for u in v {
+                        let add = Flags(u.add_flags & SYSTEM_MASK);
+                        let remove = Flags(u.remove_flags & SYSTEM_MASK);
+                        if add.is_empty() && remove.is_empty() {
+                            continue;
+                        }
+                        for uid in wanted.range(u.uid1..=u.uid2.max(u.uid1)) {
+                            out.entry(*uid).or_default().record_flags(add, remove);
+                        }
+                    }
+                }
+                RecordBody::KeywordUpdate(k) => {
+                    let keyword = Keyword::new(k.name.clone());
+                    for u in &k.uids {
+                        for uid in wanted.range(u.uid1..=u.uid2.max(u.uid1)) {
+                            out.entry(*uid)
+                                .or_default()
+                                .record_keyword(&keyword, k.modify_type == 0);
+                        }
+                    }
+                }
+                RecordBody::KeywordReset(v) => {
+                    for u in v {
+                        for uid in wanted.range(u.uid1..=u.uid2.max(u.uid1)) {
+                            out.entry(*uid).or_default().reset_keywords();
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    out.into_iter()
+        .filter(|(_, c)| !c.is_empty())
+        .map(|(u, c)| (Uid(u), c))
+        .collect()
 }

@@ -51,5 +51,5 @@ pub mod writer;
 pub use error::{Error, Result};
 pub use header_view::HeaderView;
 pub use paths::IndexPaths;
-pub use view::{Message, Sources, View};
+pub use view::{LogHistory, Message, Sources, View};
 pub use writer::{CommitInfo, Housekeeping, IndexWriter, Transaction};

@@ -58,6 +58,102 @@ pub(crate) fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
     }
 }
 
+/// The logs of an index's history, oldest first: `P.log.2` (decoded from `log2`) when it
+/// is the file before `head` and ends where `head` says it does, then `head`. What was
+/// left out or is corrupted goes to `notes`.
+fn history_logs(
+    paths: &IndexPaths,
+    head: LogFile,
+    log2: Option<&[u8]>,
+    notes: &mut Vec<String>,
+) -> Vec<LogFile> {
+    let mut logs: Vec<LogFile> = Vec::new();
+    let corrupt_note = |l: &LogFile, p: &Path| match &l.stop {
+        LogStop::Corrupt { offset, reason } => Some(format!(
+            "Corrupted transaction log file {} seq {} at offset {offset}: {reason}; \
+             later records ignored",
+            p.display(),
+            l.header.file_seq
+        )),
+        _ => None,
+    };
+    if let Some(d) = log2 {
+        let p2 = paths.log2();
+        match LogFile::decode(d, &p2) {
+            Ok(l2) if l2.header.indexid != head.header.indexid => {
+                notes.push(format!("{}: foreign indexid; ignored", p2.display()))
+            }
+            Ok(l2) if l2.header.file_seq >= head.header.file_seq => {}
+            Ok(l2)
+                if head.header.prev_file_seq == l2.header.file_seq
+                    && head.header.prev_file_offset as u64 != l2.sync_offset =>
+            {
+                notes.push(format!(
+                    "{}: Invalid transaction log size ({} vs {}); ignored",
+                    p2.display(),
+                    l2.sync_offset,
+                    head.header.prev_file_offset
+                ))
+            }
+            Ok(l2) => {
+                notes.extend(corrupt_note(&l2, &p2));
+                logs.push(l2)
+            }
+            Err(e) => notes.push(format!("{e}; ignored")),
+        }
+    }
+    notes.extend(corrupt_note(&head, &paths.log()));
+    logs.push(head);
+    logs
+}
+
+/// An index's transaction logs without `P`: the history a caller that keeps the index
+/// state elsewhere (a dbox mailbox's snapshot) asks "what changed since" — the same logs a
+/// [`View`] keeps, without reading and decoding every record of `P`.
+#[derive(Clone, Debug)]
+pub struct LogHistory {
+    logs: Vec<LogFile>,
+}
+
+impl LogHistory {
+    /// Reads and decodes `P.log` and `P.log.2`; `None` without a usable `P.log`.
+    pub fn read(paths: &IndexPaths) -> Result<Option<LogHistory>> {
+        let _guard = crate::lock::read_guard(paths);
+        let Some(data) = read_optional(&paths.log())? else {
+            return Ok(None);
+        };
+        // a log a view would ignore: no history (as a view of it has none)
+        let Ok(head) = LogFile::decode(&data, &paths.log()) else {
+            return Ok(None);
+        };
+        drop(data);
+        let log2 = read_optional(&paths.log2())?;
+        let logs = history_logs(paths, head, log2.as_deref(), &mut Vec::new());
+        Ok(Some(LogHistory { logs }))
+    }
+
+    /// The logs, oldest first (never empty).
+    pub fn logs(&self) -> &[LogFile] {
+        &self.logs
+    }
+
+    /// The indexid of the logs.
+    pub fn indexid(&self) -> u32 {
+        self.head().header.indexid
+    }
+
+    /// Where the logs end: what [`View::log_position`] of a view of them says.
+    pub fn log_position(&self) -> (u32, u64) {
+        let head = self.head();
+        (head.header.file_seq, head.sync_offset)
+    }
+
+    fn head(&self) -> &LogFile {
+        // never empty: history_logs ends with the head log
+        &self.logs[self.logs.len() - 1]
+    }
+}
+
 /// The state of an index after replaying its logs: what Dovecot's view shows.
 #[derive(Clone, Debug)]
 pub struct View {
@@ -191,43 +287,7 @@ impl View {
                 })),
             };
         };
-        let mut logs: Vec<LogFile> = Vec::new();
-        let corrupt_note = |l: &LogFile, p: &Path| match &l.stop {
-            LogStop::Corrupt { offset, reason } => Some(format!(
-                "Corrupted transaction log file {} seq {} at offset {offset}: {reason}; \
-                 later records ignored",
-                p.display(),
-                l.header.file_seq
-            )),
-            _ => None,
-        };
-        if let Some(d) = &src.log2 {
-            let p2 = paths.log2();
-            match LogFile::decode(d, &p2) {
-                Ok(l2) if l2.header.indexid != head.header.indexid => {
-                    notes.push(format!("{}: foreign indexid; ignored", p2.display()))
-                }
-                Ok(l2) if l2.header.file_seq >= head.header.file_seq => {}
-                Ok(l2)
-                    if head.header.prev_file_seq == l2.header.file_seq
-                        && head.header.prev_file_offset as u64 != l2.sync_offset =>
-                {
-                    notes.push(format!(
-                        "{}: Invalid transaction log size ({} vs {}); ignored",
-                        p2.display(),
-                        l2.sync_offset,
-                        head.header.prev_file_offset
-                    ))
-                }
-                Ok(l2) => {
-                    notes.extend(corrupt_note(&l2, &p2));
-                    logs.push(l2)
-                }
-                Err(e) => notes.push(format!("{e}; ignored")),
-            }
-        }
-        notes.extend(corrupt_note(&head, &log_path));
-        logs.push(head);
+        let logs = history_logs(paths, head, src.log2.as_deref(), &mut notes);
 
         let indexid = logs.last().map(|l| l.header.indexid).unwrap_or(0);
         let start: LogPos = match &index {
