@@ -39,8 +39,8 @@ impl fmt::Display for ModSeq {
 pub struct Guid(Arc<[u8]>);
 
 impl Guid {
-    pub fn from_bytes(bytes: impl Into<Vec<u8>>) -> Guid {
-        Guid(Arc::from(bytes.into()))
+    pub fn from_bytes(bytes: impl AsRef<[u8]>) -> Guid {
+        Guid(Arc::from(bytes.as_ref()))
     }
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
@@ -221,8 +221,8 @@ impl fmt::Debug for Flags {
 pub struct Keyword(Arc<[u8]>);
 
 impl Keyword {
-    pub fn new(bytes: impl Into<Vec<u8>>) -> Keyword {
-        Keyword(Arc::from(bytes.into()))
+    pub fn new(bytes: impl AsRef<[u8]>) -> Keyword {
+        Keyword(Arc::from(bytes.as_ref()))
     }
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
