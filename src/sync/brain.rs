@@ -72,12 +72,52 @@ pub struct BrainOutcome {
 /// An opened mailbox with the name this side knows it by.
 type NamedMailbox = (String, Box<dyn Mailbox>);
 
+/// The receiving end of the channel from the peer. An `Item::Batch` comes out as its items,
+/// one by one: the sender may pack a list, or several small messages, into one.
+pub struct Inbox {
+    rx: Receiver<Item>,
+    unpacked: std::cell::RefCell<std::vec::IntoIter<Item>>,
+}
+
+impl Inbox {
+    pub fn new(rx: Receiver<Item>) -> Inbox {
+        Inbox {
+            rx,
+            unpacked: std::cell::RefCell::new(Vec::new().into_iter()),
+        }
+    }
+
+    pub fn recv(&self) -> Result<Item, std::sync::mpsc::RecvError> {
+        loop {
+            if let Some(item) = self.unpacked.borrow_mut().next() {
+                return Ok(item);
+            }
+            match self.rx.recv()? {
+                Item::Batch(items) => *self.unpacked.borrow_mut() = items.into_iter(),
+                item => return Ok(item),
+            }
+        }
+    }
+}
+
+/// Small messages packed into one `Item::Batch` while sending mails: between brains in one
+/// process a message is otherwise two items and a thread wake-up or two on each side.
+/// At most [`MAIL_BATCH_BYTES`] of bodies (plus one chunk) and [`BATCH_SIZE`] items.
+#[derive(Default)]
+struct MailBatch {
+    items: Vec<Item>,
+    bytes: usize,
+}
+
+/// Body bytes per [`MailBatch`]: with the channel's bound this caps the bytes in flight.
+const MAIL_BATCH_BYTES: usize = 2 * CHUNK_SIZE;
+
 pub struct Brain {
     pub store: Box<dyn Store>,
     pub master: bool,
     pub opts: SyncOptions,
     pub tx: SyncSender<Item>,
-    pub rx: Receiver<Item>,
+    pub rx: Inbox,
     pub out: BrainOutcome,
     /// Mailboxes opened while building the tree, kept for the mail sync (a reopen would
     /// read each mailbox again; `sync()` on a kept handle is cheap when nothing changed).
@@ -94,7 +134,7 @@ fn peer_gone() -> SyncError {
 
 /// Reads a body streamed as `MailChunk`s up to `MailEnd` (or a closing `MailLastChunk`).
 struct ChunkReader<'a> {
-    rx: &'a Receiver<Item>,
+    rx: &'a Inbox,
     buf: Vec<u8>,
     pos: usize,
     done: bool,
@@ -424,7 +464,6 @@ impl Brain {
         loop {
             match self.recv()? {
                 Item::EndOfList => return Ok(v),
-                Item::Batch(b) => v.extend(b),
                 i => v.push(i),
             }
         }
@@ -446,14 +485,6 @@ impl Brain {
                 Item::Changes(c) if v.is_empty() => v = c,
                 Item::Changes(c) => v.extend(c),
                 Item::Change(c) => v.push(c),
-                Item::Batch(b) => {
-                    for i in b {
-                        match i {
-                            Item::Change(c) => v.push(c),
-                            _ => return Err(not_a_change()),
-                        }
-                    }
-                }
                 _ => return Err(not_a_change()),
             }
         }
@@ -1570,6 +1601,7 @@ impl Brain {
         requests: &[MailRequest],
         moved: &BTreeMap<Uid, Uid>,
     ) -> Result<(), SyncError> {
+        let mut batch = MailBatch::default();
         for req in requests {
             let at = moved.get(&req.uid).copied().unwrap_or(req.uid);
             // A moved message must still be the one asked for: never stream other bytes
@@ -1607,7 +1639,7 @@ impl Brain {
             match opened {
                 Ok(mut body) => {
                     item.stream = true;
-                    self.send(Item::Mail(item))?;
+                    batch.items.push(Item::Mail(item));
                     let mut buf = vec![0u8; CHUNK_SIZE];
                     // One chunk read ahead: the last one goes out as `MailLastChunk`, so a
                     // message of up to CHUNK_SIZE bytes is two items, not three.
@@ -1628,26 +1660,44 @@ impl Brain {
                             }
                         };
                         if let Some(chunk) = ahead.replace(buf[..n].to_vec()) {
+                            // a message of more than one chunk streams: what waits goes first
+                            self.flush_mails(&mut batch)?;
                             self.send(Item::MailChunk(chunk))?;
                         }
                     }
                     if failed {
                         // The receiver sees a broken stream and drops this mail.
-                        self.send(Item::EndOfList)?;
+                        batch.items.push(Item::EndOfList);
                     } else if let Some(last) = ahead {
-                        self.send(Item::MailLastChunk(last))?;
+                        batch.bytes += last.len();
+                        batch.items.push(Item::MailLastChunk(last));
                     } else {
-                        self.send(Item::MailEnd)?;
+                        batch.items.push(Item::MailEnd);
                     }
                 }
                 Err(_) => {
                     // Expunged meanwhile: "M without a stream".
                     self.out.changes_during_sync = true;
-                    self.send(Item::Mail(item))?;
+                    batch.items.push(Item::Mail(item));
                 }
             }
+            if batch.bytes >= MAIL_BATCH_BYTES || batch.items.len() >= BATCH_SIZE {
+                self.flush_mails(&mut batch)?;
+            }
         }
+        self.flush_mails(&mut batch)?;
         self.send(Item::EndOfList)
+    }
+
+    /// Sends what `batch` holds: one item as itself, more as one `Item::Batch`.
+    fn flush_mails(&self, batch: &mut MailBatch) -> Result<(), SyncError> {
+        batch.bytes = 0;
+        let mut items = std::mem::take(&mut batch.items);
+        match items.len() {
+            0 => Ok(()),
+            1 => self.send(items.remove(0)),
+            _ => self.send(Item::Batch(items)),
+        }
     }
 
     /// Empties the copy for a backup rebuild: delete + recreate with the same GUID, or for
@@ -1927,7 +1977,7 @@ mod tests {
             tx.send(i).unwrap();
         }
         let mut reader = ChunkReader {
-            rx: &rx,
+            rx: &super::Inbox::new(rx),
             buf: Vec::new(),
             pos: 0,
             done: false,
@@ -1951,6 +2001,52 @@ mod tests {
         let mut items: Vec<Item> = chunks(&[b"half"]);
         items.push(Item::EndOfList);
         assert!(read_stream(items).is_err());
+    }
+
+    /// Small messages come packed in a batch: the inbox hands out its items one by one,
+    /// bodies included, then goes on with the channel.
+    #[test]
+    fn a_batch_of_small_messages_reads_as_its_items() {
+        use super::{Inbox, MailItem};
+        use mailstore::Uid;
+        let mail = |uid: u32| {
+            Item::Mail(MailItem {
+                guid: None,
+                uid: Uid(uid),
+                received_date: 0,
+                saved_date: 0,
+                pop3: Default::default(),
+                stream: true,
+            })
+        };
+        let (tx, rx) = std::sync::mpsc::sync_channel(4);
+        tx.send(Item::Batch(vec![
+            mail(1),
+            Item::MailLastChunk(b"one\n".to_vec()),
+            mail(2),
+            Item::MailEnd,
+        ]))
+        .unwrap();
+        tx.send(mail(3)).unwrap();
+        tx.send(Item::EndOfList).unwrap();
+        let inbox = Inbox::new(rx);
+        let body = |inbox: &Inbox| {
+            let mut out = Vec::new();
+            let mut reader = ChunkReader {
+                rx: inbox,
+                buf: Vec::new(),
+                pos: 0,
+                done: false,
+            };
+            reader.read_to_end(&mut out).unwrap();
+            out
+        };
+        for (uid, want) in [(1, &b"one\n"[..]), (2, b"")] {
+            assert!(matches!(inbox.recv(), Ok(Item::Mail(m)) if m.uid == Uid(uid)));
+            assert_eq!(body(&inbox), want);
+        }
+        assert!(matches!(inbox.recv(), Ok(Item::Mail(m)) if m.uid == Uid(3)));
+        assert!(matches!(inbox.recv(), Ok(Item::EndOfList)));
     }
 
     /// A view crosses in one item and the receiver keeps the sender's copy as its view of

@@ -139,7 +139,7 @@ pub fn run(local: Box<dyn Store>, remote: Box<dyn Store>, opts: &SyncOptions) ->
         master,
         opts: opts.clone(),
         tx,
-        rx,
+        rx: brain::Inbox::new(rx),
         out: Default::default(),
         opened: Default::default(),
         names: None,
