@@ -1159,7 +1159,7 @@ mod tests {
         Fake {
             rec: MailRecord {
                 uid: Uid(3),
-                guid: Guid::from_bytes(b"g3".to_vec()),
+                guid: Guid::from_bytes(b"g3"),
                 flags: Flags::SEEN | Flags::RECENT,
                 keywords: vec![Keyword::from("$Label1")],
                 modseq: ModSeq(7),
