@@ -237,6 +237,22 @@ struct Msg {
     bytes: String,
 }
 
+/// Every message of `mailbox` has the received date it was saved with ([`save_bytes`]):
+/// a message that crossed, was renumbered or was copied locally keeps it.
+fn assert_received_dates_kept(s: &dyn Store, mailbox: &str) {
+    let mut mb = s.open_mailbox(&nm(s, mailbox)).unwrap();
+    let dates: Vec<(u32, i64)> = mb
+        .mails()
+        .unwrap()
+        .iter()
+        .map(|r| (r.uid.0, r.received_date))
+        .collect();
+    assert!(
+        dates.iter().all(|(_, d)| *d == RECEIVED),
+        "received dates: {dates:?}"
+    );
+}
+
 fn contents(s: &dyn Store, mailbox: &str) -> Vec<Msg> {
     let mut mb = s.open_mailbox(&nm(s, mailbox)).unwrap();
     mb.mails()
@@ -618,6 +634,8 @@ fn row_same_uid_different_guid(a: &Side, b: &Side) {
     );
     assert_same(a, b);
     assert_eq!(status(&**a, "INBOX").1, 10);
+    assert_received_dates_kept(&**a, "INBOX");
+    assert_received_dates_kept(&**b, "INBOX");
     assert_second_run_changes_nothing(a, b, MergeKind::TwoWay);
 }
 
@@ -636,6 +654,7 @@ fn row_same_guid_copy_on_one_side(a: &Side, b: &Side) {
     assert_eq!(u.iter().filter(|m| m.1 == "g2").count(), 2, "{u:?}");
     assert_eq!(u.last().unwrap(), &(6, "g2".to_string()));
     assert_eq!(contents(&**b, "INBOX")[5].bytes, body("g2"));
+    assert_received_dates_kept(&**b, "INBOX");
     assert_same(a, b);
     assert_second_run_changes_nothing(a, b, MergeKind::TwoWay);
 }

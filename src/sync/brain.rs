@@ -327,6 +327,7 @@ fn export_changes(
             uid_next: item.uid_next,
             mails,
             expunged: Some(expunged),
+            dates_left_out: false,
         },
         item,
     )))
@@ -343,13 +344,20 @@ macro_rules! debug_log {
 }
 
 /// This side's messages and counters. `need_vsize`: fill in virtual sizes the backend's
-/// records leave out (for `-I`, dsync's exporter asks for them the same way).
+/// records leave out (for `-I`, dsync's exporter asks for them the same way). Without
+/// `need_dates` (the `-S`/`-E` filters) the backend may leave the dates out: dsync's `C`
+/// items carry none either (dsync-mailbox-export.c: received dates only for the filters).
 fn export_view(
     mailbox: &mut dyn Mailbox,
     need_vsize: bool,
+    need_dates: bool,
 ) -> Result<(SideView, MailboxItem), SyncError> {
     let item = mailbox_item(mailbox)?;
-    let mut records = mailbox.mails()?;
+    let (mut records, dates_left_out) = if need_dates {
+        (mailbox.mails()?, false)
+    } else {
+        mailbox.mails_without_dates()?
+    };
     if need_vsize {
         for r in records.iter_mut().filter(|r| r.virtual_size.is_none()) {
             r.virtual_size = Some(mailbox.virtual_size(r.uid)?);
@@ -373,6 +381,7 @@ fn export_view(
             uid_next: item.uid_next,
             mails,
             expunged,
+            dates_left_out,
         },
         item,
     ))
@@ -427,6 +436,7 @@ fn view_from_changes(
         uid_next: b.uid_next,
         mails: changes,
         expunged: expunges_known.then_some(expunges),
+        dates_left_out: false,
     }
 }
 
@@ -1246,7 +1256,11 @@ impl Brain {
         loop {
             let (mut view, b) = match changes.take() {
                 Some(x) => x,
-                None => export_view(mailbox, self.opts.filter.max_size.is_some())?,
+                None => export_view(
+                    mailbox,
+                    self.opts.filter.max_size.is_some(),
+                    self.opts.filter.needs_dates(),
+                )?,
             };
             if !b.changes_only {
                 debug_log!(self, "{name}: expunge history {:?}", view.expunged);
@@ -1374,7 +1388,7 @@ impl Brain {
         if mine.recreate {
             debug_log!(self, "{name}: rebuilding the copy");
             self.recreate(name, mailbox, pv.uid_validity)?;
-            let (own, _) = export_view(mailbox.as_mut(), false)?;
+            let (own, _) = export_view(mailbox.as_mut(), false, filter.needs_dates())?;
             let rebuilt = plan::plan_backup(pv, &own, &filter);
             filtered_min_uid = rebuilt.filtered_min_uid;
             mine = rebuilt.secondary;
@@ -1419,12 +1433,12 @@ impl Brain {
         peer_requests.shrink_to_fit();
         if self.master {
             self.send_mails(mailbox.as_mut(), &view, &peer_requests, &BTreeMap::new())?;
-            self.import(name, mailbox, &mine)?;
+            self.import(name, mailbox, &mine, &view)?;
         } else {
             // The slave imports first: a request for a UID it renumbered is served from
             // the UID the message really got (a delivery during the sync may have taken
             // the planned one).
-            let moved = self.import(name, mailbox, &mine)?;
+            let moved = self.import(name, mailbox, &mine, &view)?;
             mailbox.sync()?;
             self.send_mails(mailbox.as_mut(), &view, &peer_requests, &moved)?;
         }
@@ -1606,20 +1620,30 @@ impl Brain {
             let at = moved.get(&req.uid).copied().unwrap_or(req.uid);
             // A moved message must still be the one asked for: never stream other bytes
             // under the requested GUID (it is then "expunged meanwhile").
+            // its record as of now: for a moved message, and for the dates a view without
+            // them lacks
+            let now = if at != req.uid || view.dates_left_out {
+                mailbox
+                    .mails_of(&[at])
+                    .ok()
+                    .and_then(|r| r.into_iter().next())
+            } else {
+                None
+            };
             let same = at == req.uid
-                || mailbox.mails_of(&[at]).is_ok_and(|r| {
-                    r.first()
-                        .is_some_and(|m| req.guid.as_ref().is_none_or(|g| m.guid.same_as(g)))
+                || now.as_ref().is_some_and(|m| {
+                    m.uid == at && req.guid.as_ref().is_none_or(|g| m.guid.same_as(g))
                 });
-            // the view is in ascending UID order
-            let rec = view
-                .mails
-                .binary_search_by_key(&req.uid, |m| m.uid)
-                .ok()
-                .map(|i| &view.mails[i]);
-            let (received_date, saved_date) = rec
-                .map(|r| (r.received_date, r.saved_date))
-                .unwrap_or((0, 0));
+            let (received_date, saved_date) = match &now {
+                Some(r) if view.dates_left_out => (r.received_date, r.saved_date),
+                // the view is in ascending UID order
+                _ => view
+                    .mails
+                    .binary_search_by_key(&req.uid, |m| m.uid)
+                    .ok()
+                    .map(|i| (view.mails[i].received_date, view.mails[i].saved_date))
+                    .unwrap_or((0, 0)),
+            };
             let mut item = MailItem {
                 guid: req.guid.clone(),
                 uid: req.uid,
@@ -1760,11 +1784,15 @@ impl Brain {
     /// UID order, so the wanted UIDs are granted).
     /// Returns where the messages this side renumbered (`SaveSource::Own`) went: old UID →
     /// the UID the commit gave the copy.
+    /// `own`: this side's view, where a renumbered or locally copied message's dates come
+    /// from (as a copy in Dovecot keeps its source's), read from its record when the view
+    /// has none (`SideView::dates_left_out`).
     fn import(
         &mut self,
         name: &str,
         mailbox: &mut Box<dyn Mailbox>,
         plan: &SidePlan,
+        own: &SideView,
     ) -> Result<BTreeMap<Uid, Uid>, SyncError> {
         if let Some(uv) = plan.set_uid_validity {
             if let Err(e) = mailbox.update_mailbox(&MailboxUpdate {
@@ -1848,6 +1876,22 @@ impl Brain {
                             Err(e) => failure = failure.or(Some(e)),
                         }
                     }
+                    let dates = if own.dates_left_out {
+                        own_reader
+                            .as_mut()
+                            .and_then(|r| r.mails_of(&[uid]).ok())
+                            .and_then(|v| v.into_iter().next())
+                            .map(|r| (r.received_date, r.saved_date))
+                    } else {
+                        own.mails
+                            .binary_search_by_key(&uid, |m| m.uid)
+                            .ok()
+                            .map(|i| (own.mails[i].received_date, own.mails[i].saved_date))
+                    };
+                    if let Some((received, saved)) = dates {
+                        mail.received_date = Some(received);
+                        mail.saved_date = Some(saved);
+                    }
                     let reader = own_reader.as_mut().map(|r| r.open_mail(uid));
                     match reader {
                         Some(Ok(mut body)) if failure.is_none() => match tx.save(mail, &mut body) {
@@ -1872,6 +1916,10 @@ impl Brain {
                                 changes = true;
                                 continue;
                             }
+                            // the dates the sender read with the message (its view may
+                            // have had none)
+                            mail.received_date = Some(m.received_date);
+                            mail.saved_date = Some(m.saved_date);
                             mail.pop3 = m.pop3;
                             let mut body = ChunkReader {
                                 rx,
@@ -2066,6 +2114,7 @@ mod tests {
             uid_next: 4,
             mails: vec![save(1), save(3)],
             expunged: Some(vec![(Uid(2), Some(Guid::from_bytes("g2")))]),
+            dates_left_out: false,
         };
         let changes = view_changes(&view);
         assert_eq!(changes.len(), 3);

@@ -51,6 +51,11 @@ impl MailFilter {
         *self == MailFilter::default()
     }
 
+    /// The filter compares received dates (`-S`, `-E`).
+    pub fn needs_dates(&self) -> bool {
+        self.since.is_some() || self.until.is_some()
+    }
+
     /// True when a side missing `m` should save it. A message whose virtual size is unknown
     /// passes `-I` (the brains fill the sizes in before planning when `-I` is given).
     pub fn wants(&self, m: &MailChange) -> bool {
@@ -92,6 +97,9 @@ pub struct SideView {
     pub mails: Vec<MailChange>,
     /// Expunges this side's history remembers (UID, GUID); `None` = history unknown.
     pub expunged: Option<Vec<(Uid, Option<Guid>)>>,
+    /// The backend left the messages' dates out (`Mailbox::mails_without_dates`): they
+    /// are read per message when one is sent or copied.
+    pub dates_left_out: bool,
 }
 
 /// Where a saved message's body comes from.

@@ -319,3 +319,25 @@ fn flag_changes_rename_within_the_same_directory() {
     tx.commit().unwrap();
     assert!(names_in(&root.join("new")).is_empty());
 }
+
+/// A sync's view of a Maildir stats no file: the dates are left out (a `stat` each), and
+/// `mails_of` reads one message's when it is sent. A file's mtime is its received date.
+#[test]
+fn the_view_without_dates_stats_no_file_and_mails_of_reads_one() {
+    let home = tempfile::tempdir().unwrap();
+    let store = open_store("maildir:~/Maildir", home.path(), None);
+    let mut mb = store.open_mailbox("INBOX").unwrap();
+    let mail = NewMail {
+        received_date: Some(1_600_000_000),
+        ..Default::default()
+    };
+    let uid = save(&mut *mb, mail, b"Subject: d\n\nbody\n");
+    let mut fresh = open_store("maildir:~/Maildir", home.path(), None)
+        .open_mailbox("INBOX")
+        .unwrap();
+    let (records, left_out) = fresh.mails_without_dates().unwrap();
+    assert!(left_out);
+    assert_eq!((records[0].uid, records[0].received_date), (uid, 0));
+    let one = fresh.mails_of(&[uid]).unwrap();
+    assert_eq!(one[0].received_date, 1_600_000_000);
+}

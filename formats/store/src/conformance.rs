@@ -111,6 +111,7 @@ macro_rules! conformance_suite {
             counters_agree_with_status
             set_mailbox_guid_keeps_the_messages
             mails_of_matches_mails
+            mails_without_dates_match_mails
         );
     };
     (@tests $make:expr; $($name:ident)*) => {
@@ -2346,4 +2347,48 @@ pub fn mails_of_matches_mails(target: &dyn ConformanceTarget) {
         assert_eq!(got, want, "{what}");
         assert!(mb.mails_of(&[]).unwrap().is_empty(), "{what}");
     }
+}
+
+/// `Mailbox::mails_without_dates` gives the records `mails()` gives, with the dates left
+/// out (0) only where it says so; `mails_of` then gives a message's dates, on its own.
+pub fn mails_without_dates_match_mails(target: &dyn ConformanceTarget) {
+    let store = target.open();
+    store.create_mailbox("Dated", None).unwrap();
+    let mut mb = open(&*store, "Dated");
+    let mut t = mb.begin().unwrap();
+    for i in 0..3 {
+        let body = format!("Subject: d{i}\n\nbody {i}\n");
+        let mail = NewMail {
+            received_date: Some(1_600_000_000 + i),
+            saved_date: Some(1_650_000_000 + i),
+            ..Default::default()
+        };
+        t.save(mail, &mut body.as_bytes()).unwrap();
+    }
+    t.commit().unwrap();
+    let mut fresh = open(&*target.open(), "Dated");
+    let (undated, left_out) = fresh.mails_without_dates().unwrap();
+    let mut fresh = open(&*target.open(), "Dated");
+    let dated = fresh.mails().unwrap();
+    assert_eq!(undated.len(), 3);
+    let without_dates = |r: &MailRecord| MailRecord {
+        received_date: 0,
+        saved_date: 0,
+        ..r.clone()
+    };
+    for (u, d) in undated.iter().zip(&dated) {
+        if left_out {
+            assert_eq!(without_dates(u), without_dates(d));
+        } else {
+            assert_eq!(u, d);
+        }
+    }
+    let mut fresh = open(&*target.open(), "Dated");
+    let _ = fresh.mails_without_dates().unwrap();
+    let one = fresh.mails_of(&[dated[1].uid]).unwrap();
+    assert_eq!(one, vec![dated[1].clone()]);
+    assert_eq!(
+        (one[0].received_date, one[0].saved_date),
+        (1_600_000_001, 1_650_000_001)
+    );
 }

@@ -103,6 +103,15 @@ pub trait Mailbox: Send {
     /// Every message in the view, ascending by UID.
     fn mails(&mut self) -> Result<Vec<MailRecord>>;
 
+    /// As [`Mailbox::mails`], except that a backend which reads the dates with an I/O per
+    /// message (a Maildir: a `stat` of each file) may leave `received_date` and
+    /// `saved_date` 0: the bool says it did. Such a backend answers
+    /// [`Mailbox::mails_of`] for one message without reading the others. What a sync
+    /// compares needs no dates; the messages it sends get theirs one by one.
+    fn mails_without_dates(&mut self) -> Result<(Vec<MailRecord>, bool)> {
+        Ok((self.mails()?, false))
+    }
+
     /// The records of those of `uids` that are in the view, ascending by UID, the same as
     /// `mails()` gives for them. An incremental sync asks only for the messages changed
     /// since its state; a backend answers without reading the others where it can.
