@@ -500,39 +500,35 @@ impl Brain {
         }
     }
 
-    /// Master sends first, slave answers: returns the peer's `C` list.
-    fn exchange_changes(&self, mine: Vec<MailChange>) -> Result<Vec<MailChange>, SyncError> {
+    /// Master sends first, slave answers: returns what the peer sent.
+    fn exchange<T, U>(
+        &self,
+        mine: T,
+        send: fn(&Self, T) -> Result<(), SyncError>,
+        recv: fn(&Self) -> Result<U, SyncError>,
+    ) -> Result<U, SyncError> {
         if self.master {
-            self.send_changes(mine)?;
-            self.recv_changes()
+            send(self, mine)?;
+            recv(self)
         } else {
-            let theirs = self.recv_changes()?;
-            self.send_changes(mine)?;
+            let theirs = recv(self)?;
+            send(self, mine)?;
             Ok(theirs)
         }
     }
 
-    /// Master sends first, slave answers: returns the peer's list.
+    /// The peer's `C` list for this side's.
+    fn exchange_changes(&self, mine: Vec<MailChange>) -> Result<Vec<MailChange>, SyncError> {
+        self.exchange(mine, Self::send_changes, Self::recv_changes)
+    }
+
+    /// The peer's list for this side's.
     fn exchange_list(&self, mine: Vec<Item>) -> Result<Vec<Item>, SyncError> {
-        if self.master {
-            self.send_list(mine)?;
-            self.recv_list()
-        } else {
-            let theirs = self.recv_list()?;
-            self.send_list(mine)?;
-            Ok(theirs)
-        }
+        self.exchange(mine, Self::send_list, Self::recv_list)
     }
 
     fn exchange_one(&self, mine: Item) -> Result<Item, SyncError> {
-        if self.master {
-            self.send(mine)?;
-            self.recv()
-        } else {
-            let theirs = self.recv()?;
-            self.send(mine)?;
-            Ok(theirs)
-        }
+        self.exchange(mine, Self::send, Self::recv)
     }
 
     /// The side whose view wins ties: the source of one-way runs, else the master.
