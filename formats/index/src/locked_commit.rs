@@ -140,10 +140,7 @@ where
         }
     };
     let view = locked_view(writer, &lock)?;
-    let head = view
-        .logs()
-        .last()
-        .ok_or_else(|| Error::Invalid(format!("{}: log not usable", log_path.display())))?;
+    let head = writer.head_log(&view)?;
     if let LogStop::Corrupt { offset, reason } = &head.stop {
         return Err(Error::corrupt(&log_path, *offset, reason.clone()).into());
     }

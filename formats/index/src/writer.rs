@@ -506,7 +506,7 @@ impl<'w> Transaction<'w> {
         let w = self.writer;
         let locked = w.lock_head()?;
         let view = &locked.view;
-        let head = view.logs().last().expect("locked view has a head log");
+        let head = self.writer.head_log(view)?;
         let version = head.header.version();
         let start_modseq = head.end_modseq;
         let (bytes, new_modseq) = self.encode(view, start_modseq, version)?;
@@ -737,9 +737,7 @@ impl IndexWriter {
                 continue;
             }
             let view = self.view_locked(&lock)?;
-            let head = view.logs().last().ok_or_else(|| {
-                Error::Invalid(format!("{}: log not usable", self.paths.log().display()))
-            })?;
+            let head = self.head_log(&view)?;
             if let LogStop::Corrupt { offset, reason } = &head.stop {
                 return Err(Error::corrupt(&self.paths.log(), *offset, reason.clone()));
             }
@@ -752,6 +750,14 @@ impl IndexWriter {
             }
             return Ok(Locked { lock, view });
         }
+    }
+
+    /// The head log of a view built from the log file: an error naming the log when the
+    /// view has none (it was built from `P` alone).
+    pub(crate) fn head_log<'v>(&self, view: &'v View) -> Result<&'v LogFile> {
+        view.logs().last().ok_or_else(|| {
+            Error::Invalid(format!("{}: log not usable", self.paths.log().display()))
+        })
     }
 
     fn view_locked(&self, lock: &LogLock) -> Result<View> {
@@ -824,7 +830,7 @@ impl IndexWriter {
     pub fn sync_housekeeping(&self) -> Result<Housekeeping> {
         let Locked { lock, view } = self.lock_head()?;
         let mut done = Housekeeping::default();
-        let head = view.logs().last().expect("locked view has a head log");
+        let head = self.head_log(&view)?;
         // The tail is an offset in the log the header names; in a newer log everything is
         // past it.
         let tail = if view.header().log_file_seq == head.header.file_seq {
@@ -894,21 +900,19 @@ impl IndexWriter {
     }
 
     fn rotate_locked(&self, lock: &LogLock, view: View) -> Result<()> {
-        let head = view.logs().last().expect("head").clone();
+        let head = self.head_log(&view)?;
+        let (indexid, file_seq, sync_offset) =
+            (head.header.indexid, head.header.file_seq, head.sync_offset);
+        let initial_modseq = view.highest_modseq().max(head.end_modseq).max(1);
         let mode = lock
             .file
             .metadata()
             .map(|m| m.permissions().mode() & 0o7777)
             .unwrap_or(0o600);
         let now = now_secs();
-        let mut hdr = LogHeader::new(
-            head.header.indexid,
-            head.header.file_seq + 1,
-            view.highest_modseq().max(head.end_modseq).max(1),
-            now,
-        );
-        hdr.prev_file_seq = head.header.file_seq;
-        hdr.prev_file_offset = head.sync_offset as u32;
+        let mut hdr = LogHeader::new(indexid, file_seq + 1, initial_modseq, now);
+        hdr.prev_file_seq = file_seq;
+        hdr.prev_file_offset = sync_offset as u32;
         self.create_log_file(&hdr.encode(), Some(mode))?;
         // mail_index_write(want_rotate): the index points to the start of the new log
         let (mut map, _) = view.into_parts();
