@@ -15,8 +15,8 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -95,6 +95,21 @@ pub struct LogLock {
 }
 
 impl LogLock {
+    /// The whole log, read through the locked descriptor. Never reopen the file to read
+    /// it: closing another descriptor of it would drop this process's fcntl lock.
+    pub fn read_all(&self) -> Result<Vec<u8>> {
+        let len = self
+            .file
+            .metadata()
+            .map_err(|e| Error::io("fstat", &self.path, e))?
+            .len();
+        let mut data = vec![0u8; len as usize];
+        self.file
+            .read_exact_at(&mut data, 0)
+            .map_err(|e| Error::io("pread", &self.path, e))?;
+        Ok(data)
+    }
+
     /// Opens `path` and locks it, waiting up to `timeout`. Returns `Ok(None)` if the file
     /// doesn't exist.
     pub fn acquire(path: &Path, timeout: Duration) -> Result<Option<LogLock>> {

@@ -9,7 +9,7 @@
 //! and does not rotate (the next ordinary commit, or Dovecot, rotates).
 
 use std::io::Write;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 
 use crate::error::{Error, Result};
 use crate::format::index::hdr_off;
@@ -198,28 +198,19 @@ where
     Ok((value, info))
 }
 
-/// The view through the locked descriptor (the log read with it, never reopened: closing
-/// another descriptor of the file would drop our fcntl lock).
+/// The view through the locked descriptor ([`LogLock::read_all`]).
 fn locked_view(writer: &IndexWriter, lock: &LogLock) -> Result<View> {
-    let len = lock
-        .file
-        .metadata()
-        .map_err(|e| Error::io("fstat", &lock.path, e))?
-        .len();
-    let mut data = vec![0u8; len as usize];
-    lock.file
-        .read_exact_at(&mut data, 0)
-        .map_err(|e| Error::io("pread", &lock.path, e))?;
     let paths = writer.paths();
     let src = Sources {
         index: read_optional(&paths.index())?,
-        log: Some(data.clone()),
+        log: Some(lock.read_all()?),
         log2: read_optional(&paths.log2())?,
     };
     let view = View::build(paths, src)?;
     if view.logs().is_empty() {
-        // the log is unusable for this index (e.g. another indexid): say why
-        LogFile::decode(&data, &lock.path)?;
+        // the log is unusable for this index (e.g. another indexid): say why. Read again
+        // rather than kept: a second copy of the log would be held through every build.
+        LogFile::decode(&lock.read_all()?, &lock.path)?;
         return Err(Error::Invalid(format!(
             "{}: log not usable",
             lock.path.display()

@@ -19,7 +19,7 @@
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -761,28 +761,16 @@ impl IndexWriter {
     }
 
     fn view_locked(&self, lock: &LogLock) -> Result<View> {
-        let len = lock
-            .file
-            .metadata()
-            .map_err(|e| Error::io("fstat", &lock.path, e))?
-            .len();
-        let mut data = vec![0u8; len as usize];
-        lock.file
-            .read_exact_at(&mut data, 0)
-            .map_err(|e| Error::io("pread", &lock.path, e))?;
         let src = Sources {
             index: read_optional(&self.paths.index())?,
-            log: Some(data),
+            log: Some(lock.read_all()?),
             log2: read_optional(&self.paths.log2())?,
         };
         let view = View::build(&self.paths, src)?;
         let head = view.logs().last();
         match (head, view.header_on_disk()) {
             (None, Some(h)) => {
-                let log = LogFile::decode(
-                    &std::fs::read(&lock.path).map_err(|e| Error::io("read", &lock.path, e))?,
-                    &lock.path,
-                );
+                let log = LogFile::decode(&lock.read_all()?, &lock.path);
                 Err(match log {
                     Ok(l) if l.header.indexid != h.indexid => Error::IndexIdMismatch {
                         path: self.paths.index(),
