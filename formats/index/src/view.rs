@@ -194,13 +194,18 @@ impl<'a> Message<'a> {
     }
     /// Keyword names set on this message, in index order.
     pub fn keywords(&self) -> Vec<&'a [u8]> {
-        let Some(bits) = self.ext(ext::KEYWORDS) else {
-            return Vec::new();
-        };
-        ext::keyword_bits(bits)
+        self.keyword_indexes()
             .into_iter()
             .filter_map(|i| self.view.keywords.get(i).map(|k| k.as_slice()))
             .collect()
+    }
+    /// The positions in [`View::keywords`] of the keywords set on this message, ascending
+    /// (a bit may name a position past the list's end; the caller skips it, as
+    /// [`Message::keywords`] does).
+    pub fn keyword_indexes(&self) -> Vec<usize> {
+        self.ext(ext::KEYWORDS)
+            .map(ext::keyword_bits)
+            .unwrap_or_default()
     }
     /// The message's MODSEQ as Dovecot reports it (mail_index_modseq_lookup): the `modseq`
     /// record, or the highest modseq when it is 0 or the extension doesn't exist.

@@ -319,12 +319,22 @@ pub(crate) fn index_side(view: Option<&IndexView>) -> IndexSide {
         return IndexSide::default();
     };
     let hdr = view.header();
+    // one Keyword per name, shared by the messages that have it
+    let keyword_names: Vec<Keyword> = view
+        .keywords()
+        .iter()
+        .map(|k| Keyword::new(k.clone()))
+        .collect();
     let mails = view
         .messages()
         .map(|m| IndexedMail {
             uid: m.uid(),
             flags: m.flags(),
-            keywords: m.keywords().into_iter().map(Keyword::new).collect(),
+            keywords: m
+                .keyword_indexes()
+                .into_iter()
+                .filter_map(|i| keyword_names.get(i).cloned())
+                .collect(),
         })
         .collect();
     IndexSide {
@@ -332,11 +342,7 @@ pub(crate) fn index_side(view: Option<&IndexView>) -> IndexSide {
         next_uid: hdr.next_uid,
         first_recent_uid: hdr.first_recent_uid,
         mails,
-        keyword_names: view
-            .keywords()
-            .iter()
-            .map(|k| Keyword::new(k.clone()))
-            .collect(),
+        keyword_names,
         pending: pending_uids(view),
     }
 }

@@ -19,7 +19,7 @@ pub(crate) struct IndexedMail {
     pub uid: u32,
     /// Record flags (system flags plus DIRTY and backend bits).
     pub flags: u8,
-    pub keywords: Vec<Keyword>,
+    pub keywords: Box<[Keyword]>,
 }
 
 /// The index side of the comparison.
@@ -44,7 +44,7 @@ pub(crate) struct FileMail {
     pub uid: u32,
     /// System flags from the filename (no \Recent).
     pub flags: u8,
-    pub keywords: Vec<Keyword>,
+    pub keywords: Box<[Keyword]>,
     /// The uidlist would mark it recent for this sync (MAILDIR_UIDLIST_REC_FLAG_RECENT): the
     /// file is in new/ or got its UID in this sync/commit (maildir-sync.c, maildir-uidlist.c).
     pub recent: bool,
@@ -107,7 +107,7 @@ impl ExternalChanges {
         for uid in uids.iter().copied() {
             let Some(m) = old(uid) else { continue };
             // the keywords after this transaction's records, applied in their order
-            let mut after: Vec<Keyword> = m.keywords.clone();
+            let mut after: Vec<Keyword> = m.keywords.to_vec();
             for (name, add, list) in &self.keyword_updates {
                 if !list.contains(&uid) {
                     continue;
@@ -237,14 +237,18 @@ pub(crate) fn compare(
     if index.uid_validity == 0 && uidlist_validity != 0 {
         changes.uid_validity = Some(uidlist_validity);
     }
-    let by_uid: HashMap<u32, &IndexedMail> = index.mails.iter().map(|m| (m.uid, m)).collect();
     let mut hdr_next_uid = index.next_uid.max(1);
     let mut first_recent_uid = index.first_recent_uid.max(1);
     let mut keywords = KeywordChanges::default();
-    let mut present: HashSet<u32> = HashSet::with_capacity(files.len());
+    // which index records have a file: looked up by bisection (the records ascend by UID,
+    // an index invariant), no map or set of every UID
+    let mut present = vec![false; index.mails.len()];
     for f in files {
-        present.insert(f.uid);
-        match by_uid.get(&f.uid) {
+        let found = index.mails.binary_search_by_key(&f.uid, |m| m.uid).ok();
+        if let Some(i) = found {
+            present[i] = true;
+        }
+        match found.map(|i| &index.mails[i]) {
             None if f.uid < hdr_next_uid => cmp.reappeared.push(f.uid),
             None => {
                 // Trust the uidlist's recent flag only for newly added messages.
@@ -292,9 +296,9 @@ pub(crate) fn compare(
     changes.expunges = index
         .mails
         .iter()
-        .map(|m| m.uid)
-        .filter(|uid| !present.contains(uid))
-        .map(|uid| (uid, [0; 16]))
+        .zip(&present)
+        .filter(|(_, &present)| !present)
+        .map(|(m, _)| (m.uid, [0; 16]))
         .collect();
     if hdr_next_uid < uidlist_next_uid {
         changes.next_uid = Some(uidlist_next_uid);

@@ -72,7 +72,7 @@ impl Paths {
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Found {
     in_new: bool,
-    fname: Vec<u8>,
+    fname: Box<[u8]>,
 }
 
 /// A [`Found`] as an element of [`FileSet`]: hashed and compared by its base filename,
@@ -308,7 +308,7 @@ impl MailFile {
     fn found(&self) -> Found {
         Found {
             in_new: self.in_new,
-            fname: self.fname(),
+            fname: self.fname().into(),
         }
     }
 
@@ -360,8 +360,10 @@ fn show(bytes: &[u8]) -> String {
 /// Reads new/ and cur/ (new/ first, as maildir_sync does). Files starting with `.` are
 /// skipped; names starting with `:` (empty base) or holding CR/LF are skipped with a warning
 /// (Dovecot renames the first and ignores the second); directories are skipped.
-fn scan_dirs(paths: &Paths) -> Result<Scan> {
+/// `expected`: about how many files there are (the uidlist's records), to size the set once.
+fn scan_dirs(paths: &Paths, expected: usize) -> Result<Scan> {
     let mut scan = Scan::default();
+    scan.files.0.reserve(expected);
     scan.dirs.check_time = unix_secs(SystemTime::now());
     for in_new in [true, false] {
         let dir = paths.sub(in_new);
@@ -409,7 +411,7 @@ fn scan_dirs(paths: &Paths) -> Result<Scan> {
             }
             let found = Found {
                 in_new,
-                fname: name.to_vec(),
+                fname: Box::from(name),
             };
             match scan.files.get(filename::base(name)) {
                 None => scan.files.insert(found),
@@ -425,14 +427,18 @@ fn scan_dirs(paths: &Paths) -> Result<Scan> {
 /// The base filenames of the message files in new/ and cur/ (one per base; for
 /// force-resync, `crate::resync`).
 pub(crate) fn scanned_bases(paths: &Paths) -> Result<Vec<Vec<u8>>> {
-    Ok(scan_dirs(paths)?.files.keys().map(<[u8]>::to_vec).collect())
+    Ok(scan_dirs(paths, 0)?
+        .files
+        .keys()
+        .map(<[u8]>::to_vec)
+        .collect())
 }
 
 /// Looks for the file with `base` again (it was renamed or expunged since the view was
 /// taken), retrying as maildir_file_do does.
 fn find_file(paths: &Paths, base: &[u8]) -> Result<Option<Found>> {
     for _ in 0..RESYNC_RETRY_COUNT {
-        let scan = scan_dirs(paths)?;
+        let scan = scan_dirs(paths, 0)?;
         match scan.files.get(base) {
             Some(f) if paths.sub(f.in_new).join(os(&f.fname)).exists() => {
                 return Ok(Some(f.clone()))
@@ -476,7 +482,7 @@ fn read_disk(paths: &Paths) -> Result<DiskState> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => KeywordMap::default(),
         Err(e) => return Err(Error::io("open", &kw_path, e)),
     };
-    let scan = scan_dirs(paths)?;
+    let scan = scan_dirs(paths, list.as_ref().map_or(0, |l| l.records.len()))?;
     Ok(DiskState {
         list,
         appendable,
@@ -650,7 +656,7 @@ fn write_uidlist(
     // Records of files that are gone are dropped only if a second scan agrees, so a file
     // being renamed by someone else at the moment of the first scan keeps its UID.
     if list.records.iter().any(|r| !live.contains_key(r.base())) {
-        let again = scan_dirs(paths)?;
+        let again = scan_dirs(paths, 0)?;
         list.records
             .retain(|r| live.contains_key(r.base()) || again.files.contains_key(r.base()));
     }
@@ -791,23 +797,20 @@ impl FilesSide {
                 keywords.claim_letter(c);
             }
         }
-        let files = list
-            .records
-            .iter()
-            .filter_map(|rec| {
-                let found = st.scan.files.get(rec.base())?;
-                let (flags, letters) = filename::flags_of(&found.fname);
-                Some(FileMail {
-                    uid: rec.uid,
-                    flags: flags.0 & index_sync::REAL_FLAGS,
-                    keywords: letters
-                        .iter()
-                        .filter_map(|&l| keywords.keyword_for_letter(l))
-                        .collect(),
-                    recent: found.in_new || recent.contains(&rec.uid),
-                })
+        let mut files = Vec::with_capacity(list.records.len());
+        files.extend(list.records.iter().filter_map(|rec| {
+            let found = st.scan.files.get(rec.base())?;
+            let (flags, letters) = filename::flags_of(&found.fname);
+            Some(FileMail {
+                uid: rec.uid,
+                flags: flags.0 & index_sync::REAL_FLAGS,
+                keywords: letters
+                    .iter()
+                    .filter_map(|&l| keywords.keyword_for_letter(l))
+                    .collect(),
+                recent: found.in_new || recent.contains(&rec.uid),
             })
-            .collect();
+        }));
         FilesSide {
             files,
             keywords,
@@ -1234,7 +1237,7 @@ impl MaildirMailbox {
                     ));
                     st.scan.files.insert(Found {
                         in_new: true,
-                        fname: new_base.into_bytes(),
+                        fname: new_base.into_bytes().into(),
                     });
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -2423,7 +2426,10 @@ impl MaildirTransaction<'_> {
                 rec.set_pop3(&s.pop3.uidl, s.pop3.order);
                 rec.set_ext(SAVE_DATE_KEY, Some(s.saved_date.to_string().into_bytes()));
                 list.records.push(rec);
-                st.scan.files.insert(Found { in_new, fname });
+                st.scan.files.insert(Found {
+                    in_new,
+                    fname: fname.into(),
+                });
                 saved.push(Uid(uid));
             }
             Ok(())
@@ -2592,7 +2598,7 @@ impl MaildirTransaction<'_> {
                 .collect();
             let system = Flags(flags.0 & !Flags::RECENT.0);
             let new_name = filename::set_flags(&f.fname, system, &new_letters);
-            if new_name == f.fname {
+            if *new_name == *f.fname {
                 return Ok(false);
             }
             let dir = paths.sub(f.in_new);
@@ -2601,7 +2607,7 @@ impl MaildirTransaction<'_> {
                 Ok(()) => {
                     scan.files.insert(Found {
                         in_new: f.in_new,
-                        fname: new_name,
+                        fname: new_name.into(),
                     });
                     return Ok(true);
                 }
@@ -2869,7 +2875,7 @@ mod tests {
             dir: d.path().to_path_buf(),
             control: d.path().to_path_buf(),
         };
-        let scan = scan_dirs(&paths).unwrap();
+        let scan = scan_dirs(&paths, 0).unwrap();
         assert_eq!(scan.files.len(), 2);
         assert!(
             !scan.files.get(b"1.M1P1.h").unwrap().in_new,
