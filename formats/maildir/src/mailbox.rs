@@ -360,10 +360,8 @@ fn show(bytes: &[u8]) -> String {
 /// Reads new/ and cur/ (new/ first, as maildir_sync does). Files starting with `.` are
 /// skipped; names starting with `:` (empty base) or holding CR/LF are skipped with a warning
 /// (Dovecot renames the first and ignores the second); directories are skipped.
-/// `expected`: about how many files there are (the uidlist's records), to size the set once.
-fn scan_dirs(paths: &Paths, expected: usize) -> Result<Scan> {
+fn scan_dirs(paths: &Paths) -> Result<Scan> {
     let mut scan = Scan::default();
-    scan.files.0.reserve(expected);
     scan.dirs.check_time = unix_secs(SystemTime::now());
     for in_new in [true, false] {
         let dir = paths.sub(in_new);
@@ -427,18 +425,14 @@ fn scan_dirs(paths: &Paths, expected: usize) -> Result<Scan> {
 /// The base filenames of the message files in new/ and cur/ (one per base; for
 /// force-resync, `crate::resync`).
 pub(crate) fn scanned_bases(paths: &Paths) -> Result<Vec<Vec<u8>>> {
-    Ok(scan_dirs(paths, 0)?
-        .files
-        .keys()
-        .map(<[u8]>::to_vec)
-        .collect())
+    Ok(scan_dirs(paths)?.files.keys().map(<[u8]>::to_vec).collect())
 }
 
 /// Looks for the file with `base` again (it was renamed or expunged since the view was
 /// taken), retrying as maildir_file_do does.
 fn find_file(paths: &Paths, base: &[u8]) -> Result<Option<Found>> {
     for _ in 0..RESYNC_RETRY_COUNT {
-        let scan = scan_dirs(paths, 0)?;
+        let scan = scan_dirs(paths)?;
         match scan.files.get(base) {
             Some(f) if paths.sub(f.in_new).join(os(&f.fname)).exists() => {
                 return Ok(Some(f.clone()))
@@ -482,7 +476,7 @@ fn read_disk(paths: &Paths) -> Result<DiskState> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => KeywordMap::default(),
         Err(e) => return Err(Error::io("open", &kw_path, e)),
     };
-    let scan = scan_dirs(paths, list.as_ref().map_or(0, |l| l.records.len()))?;
+    let scan = scan_dirs(paths)?;
     Ok(DiskState {
         list,
         appendable,
@@ -656,7 +650,7 @@ fn write_uidlist(
     // Records of files that are gone are dropped only if a second scan agrees, so a file
     // being renamed by someone else at the moment of the first scan keeps its UID.
     if list.records.iter().any(|r| !live.contains_key(r.base())) {
-        let again = scan_dirs(paths, 0)?;
+        let again = scan_dirs(paths)?;
         list.records
             .retain(|r| live.contains_key(r.base()) || again.files.contains_key(r.base()));
     }
@@ -2875,7 +2869,7 @@ mod tests {
             dir: d.path().to_path_buf(),
             control: d.path().to_path_buf(),
         };
-        let scan = scan_dirs(&paths, 0).unwrap();
+        let scan = scan_dirs(&paths).unwrap();
         assert_eq!(scan.files.len(), 2);
         assert!(
             !scan.files.get(b"1.M1P1.h").unwrap().in_new,

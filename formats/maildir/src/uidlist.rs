@@ -288,13 +288,8 @@ pub fn parse(data: &[u8]) -> Result<Option<(UidList, Vec<ParseWarning>)>, ParseE
     let err = |line: usize, reason: String| Err(ParseError { line, reason });
     let mut list = parse_header(header)?;
     let mut warnings = Vec::new();
-    // sized once from the line count: growing by doubling would hold up to twice the
-    // records (and the old and new tables while rehashing)
-    let record_lines = data.iter().filter(|&&b| b == b'\n').count();
-    list.records.reserve_exact(record_lines);
     // keyed by the names in `data`: no copy of each
-    let mut seen: std::collections::HashMap<&[u8], u32> =
-        std::collections::HashMap::with_capacity(record_lines);
+    let mut seen: std::collections::HashMap<&[u8], u32> = std::collections::HashMap::new();
     let mut prev_uid = 0u32;
     for (lineno, line) in lines {
         list.lines_read += 1;
