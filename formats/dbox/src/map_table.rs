@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use mailstore::Result;
 use mailsync_index::format::ext::{self, MapRecord};
 use mailsync_index::format::{index, log};
-use mailsync_index::{IndexPaths, Sources, View};
+use mailsync_index::{HeaderView, IndexPaths, Sources, View};
 
 use crate::index::{ix_err, IndexStamp};
 
@@ -65,6 +65,9 @@ impl MapTable {
 #[derive(Debug, Default)]
 pub struct MapCache {
     current: Mutex<Option<(IndexStamp, Arc<MapTable>)>>,
+    /// The map's [`HeaderView`] for the quick open of each mailbox, by the same rule:
+    /// without it, every mailbox's quick open read and decoded the whole map log again.
+    header: Mutex<Option<(IndexStamp, Arc<HeaderView>)>>,
     /// The map index, once a handle of the store changed it: written at the end
     /// ([`crate::index::close_index`]) when the store and its mailboxes are done.
     written: Mutex<Option<IndexPaths>>,
@@ -98,10 +101,39 @@ impl MapCache {
         Ok(table)
     }
 
+    /// The map's [`HeaderView`] as of now (`None` when the header alone can't tell, see
+    /// [`HeaderView::open`]): the cached one while the map's files are unchanged.
+    pub fn header_view(&self, paths: &IndexPaths) -> Result<Option<Arc<HeaderView>>> {
+        let mut current = self.header.lock().unwrap_or_else(|p| p.into_inner());
+        // stamped before the read, as in `table`
+        let stamp = IndexStamp::of(paths)?;
+        if let Some((seen, head)) = current.as_ref() {
+            if *seen == stamp {
+                return Ok(Some(Arc::clone(head)));
+            }
+        }
+        *current = None;
+        let Some(head) = HeaderView::open(paths).map_err(ix_err)? else {
+            return Ok(None);
+        };
+        let head = Arc::new(head);
+        *current = Some((stamp, Arc::clone(&head)));
+        Ok(Some(head))
+    }
+
     /// Notes that a handle changed the map index at `paths` (see `written`).
     pub(crate) fn note_written(&self, paths: &IndexPaths) {
         let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
         *written = Some(paths.clone());
+    }
+
+    /// Whether a header view is cached (tests).
+    #[doc(hidden)]
+    pub fn is_header_cached(&self) -> bool {
+        self.header
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
     }
 
     /// Whether a table is cached (tests).

@@ -387,7 +387,7 @@ impl MdboxMailbox {
         else {
             return Ok(false);
         };
-        let Ok(Some(map_head)) = HeaderView::open(&map_paths(&self.layout)) else {
+        let Ok(Some(map_head)) = self.map_cache.header_view(&map_paths(&self.layout)) else {
             return Ok(false);
         };
         if hdr.counter != map_head.uid_validity() {
@@ -1323,6 +1323,40 @@ mod tests {
         assert!(!Arc::ptr_eq(&mb.map, &map));
         assert!(mb.snap.message(new[0].0).is_some());
         assert_eq!(mb.mails().unwrap().len(), 4);
+    }
+
+    #[test]
+    fn quick_opens_share_one_map_header_view_until_the_map_changes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = layout(tmp.path());
+        {
+            let store = crate::DboxStore::open(
+                &Location::parse("mdbox:~/mdbox", Some(tmp.path())).unwrap(),
+                &StoreOptions::default(),
+            )
+            .unwrap();
+            let mut mb = store.open_mailbox("INBOX").unwrap();
+            save(mb.as_mut(), 3);
+        }
+        let cache = Arc::new(MapCache::default());
+        let paths = map_paths(&layout);
+        let mb = MdboxMailbox::open_handle(&layout, "INBOX", Arc::clone(&cache)).unwrap();
+        assert!(mb.quick.is_some(), "opened from the headers");
+        assert!(
+            cache.is_header_cached(),
+            "the quick open kept the map's header view"
+        );
+        let first = cache.header_view(&paths).unwrap().unwrap();
+        let again = MdboxMailbox::open_handle(&layout, "INBOX", Arc::clone(&cache)).unwrap();
+        assert!(again.quick.is_some());
+        let second = cache.header_view(&paths).unwrap().unwrap();
+        assert!(Arc::ptr_eq(&first, &second), "unchanged map: read once");
+
+        // a change to the map: never the old view again
+        let mut other = MdboxMailbox::open_handle(&layout, "INBOX", Arc::clone(&cache)).unwrap();
+        save(&mut other, 1);
+        let after = cache.header_view(&paths).unwrap();
+        assert!(after.is_none_or(|h| !Arc::ptr_eq(&h, &first)));
     }
 
     #[test]
