@@ -60,14 +60,48 @@ impl MapTable {
     }
 }
 
+/// A value read from an index's files, kept while the files' stamp is unchanged.
+#[derive(Debug)]
+struct Stamped<T>(Mutex<Option<(IndexStamp, Arc<T>)>>);
+
+impl<T> Default for Stamped<T> {
+    fn default() -> Self {
+        Stamped(Mutex::new(None))
+    }
+}
+
+impl<T> Stamped<T> {
+    /// The kept value while the files of `paths` are unchanged, else `read()` (kept unless
+    /// it fails).
+    fn get_or_read(&self, paths: &IndexPaths, read: impl FnOnce() -> Result<T>) -> Result<Arc<T>> {
+        let mut current = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        // stamped before the read: a change after this point changes the stamp
+        let stamp = IndexStamp::of(paths)?;
+        if let Some((seen, value)) = current.as_ref() {
+            if *seen == stamp {
+                return Ok(Arc::clone(value));
+            }
+        }
+        // the old value goes before the new one is read, not after
+        *current = None;
+        let value = Arc::new(read()?);
+        *current = Some((stamp, Arc::clone(&value)));
+        Ok(value)
+    }
+
+    fn is_kept(&self) -> bool {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+}
+
 /// The map table of one store, shared by its mailboxes (and their clones of the store's
 /// layout): built on first use, rebuilt when the map's files changed since it was read.
 #[derive(Debug, Default)]
 pub struct MapCache {
-    current: Mutex<Option<(IndexStamp, Arc<MapTable>)>>,
+    table: Stamped<MapTable>,
     /// The map's [`HeaderView`] for the quick open of each mailbox, by the same rule:
     /// without it, every mailbox's quick open read and decoded the whole map log again.
-    header: Mutex<Option<(IndexStamp, Arc<HeaderView>)>>,
+    header: Stamped<Option<HeaderView>>,
     /// The map index, once a handle of the store changed it: written at the end
     /// ([`crate::index::close_index`]) when the store and its mailboxes are done.
     written: Mutex<Option<IndexPaths>>,
@@ -86,39 +120,16 @@ impl MapCache {
     /// The table as of now: the cached one while the map's files are unchanged, else read
     /// again. The map must exist (see `mdbox::create_map_if_missing`).
     pub fn table(&self, paths: &IndexPaths) -> Result<Arc<MapTable>> {
-        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        // stamped before the read: a change after this point changes the stamp
-        let stamp = IndexStamp::of(paths)?;
-        if let Some((seen, table)) = current.as_ref() {
-            if *seen == stamp {
-                return Ok(Arc::clone(table));
-            }
-        }
-        // the old table goes before the map view is built, not after
-        *current = None;
-        let table = Arc::new(MapTable::from_view(&read_map_view(paths).map_err(ix_err)?));
-        *current = Some((stamp, Arc::clone(&table)));
-        Ok(table)
+        self.table.get_or_read(paths, || {
+            Ok(MapTable::from_view(&read_map_view(paths).map_err(ix_err)?))
+        })
     }
 
     /// The map's [`HeaderView`] as of now (`None` when the header alone can't tell, see
     /// [`HeaderView::open`]): the cached one while the map's files are unchanged.
-    pub fn header_view(&self, paths: &IndexPaths) -> Result<Option<Arc<HeaderView>>> {
-        let mut current = self.header.lock().unwrap_or_else(|p| p.into_inner());
-        // stamped before the read, as in `table`
-        let stamp = IndexStamp::of(paths)?;
-        if let Some((seen, head)) = current.as_ref() {
-            if *seen == stamp {
-                return Ok(Some(Arc::clone(head)));
-            }
-        }
-        *current = None;
-        let Some(head) = HeaderView::open(paths).map_err(ix_err)? else {
-            return Ok(None);
-        };
-        let head = Arc::new(head);
-        *current = Some((stamp, Arc::clone(&head)));
-        Ok(Some(head))
+    pub fn header_view(&self, paths: &IndexPaths) -> Result<Arc<Option<HeaderView>>> {
+        self.header
+            .get_or_read(paths, || HeaderView::open(paths).map_err(ix_err))
     }
 
     /// Notes that a handle changed the map index at `paths` (see `written`).
@@ -130,19 +141,13 @@ impl MapCache {
     /// Whether a header view is cached (tests).
     #[doc(hidden)]
     pub fn is_header_cached(&self) -> bool {
-        self.header
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
+        self.header.is_kept()
     }
 
     /// Whether a table is cached (tests).
     #[doc(hidden)]
     pub fn is_cached(&self) -> bool {
-        self.current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
+        self.table.is_kept()
     }
 }
 
