@@ -485,6 +485,70 @@ impl Fresh<'_> {
 
 /// `plan_two_way`; `primary_writable` is false for `sync -1`, whose primary keeps its UIDs:
 /// a link is then resolved only by the secondary moving to the primary's UID.
+/// A view's mails by UID, ascending, one per UID (of two listed with one UID the later
+/// wins, as collecting the list into a map would keep): found by bisection. Instead of a
+/// B-tree of every mail of both views for each plan.
+struct ByUid<'a>(Vec<(u32, &'a MailChange)>);
+
+impl<'a> ByUid<'a> {
+    fn of(mails: &'a [MailChange]) -> ByUid<'a> {
+        let mut by_uid: Vec<(u32, &MailChange)> = mails.iter().map(|m| (m.uid.0, m)).collect();
+        // stable, and linear for a list already in UID order (a backend's view is)
+        by_uid.sort_by_key(|(uid, _)| *uid);
+        // of equal UIDs keep the last: dedup_by keeps the first, so move the later over it
+        by_uid.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                *kept = *later;
+            }
+            same
+        });
+        ByUid(by_uid)
+    }
+
+    fn get(&self, uid: &u32) -> Option<&'a MailChange> {
+        self.0
+            .binary_search_by_key(uid, |(u, _)| *u)
+            .ok()
+            .map(|i| self.0[i].1)
+    }
+
+    fn contains_key(&self, uid: &u32) -> bool {
+        self.get(uid).is_some()
+    }
+}
+
+/// The UIDs of both views, ascending, each once, with each view's mail at that UID.
+type UidPair<'a> = (u32, Option<&'a MailChange>, Option<&'a MailChange>);
+
+fn uid_pairs<'a>(p: &ByUid<'a>, s: &ByUid<'a>) -> Vec<UidPair<'a>> {
+    let (mut a, mut b) = (p.0.iter().peekable(), s.0.iter().peekable());
+    let mut out = Vec::with_capacity(p.0.len().max(s.0.len()));
+    loop {
+        let pair = match (a.peek(), b.peek()) {
+            (Some(&&(x, m)), Some(&&(y, n))) if x == y => {
+                a.next();
+                b.next();
+                (x, Some(m), Some(n))
+            }
+            (Some(&&(x, m)), Some(&&(y, _))) if x < y => {
+                a.next();
+                (x, Some(m), None)
+            }
+            (_, Some(&&(y, n))) => {
+                b.next();
+                (y, None, Some(n))
+            }
+            (Some(&&(x, m)), None) => {
+                a.next();
+                (x, Some(m), None)
+            }
+            (None, None) => return out,
+        };
+        out.push(pair);
+    }
+}
+
 fn merge_two_way(
     p: &SideView,
     s: &SideView,
@@ -504,15 +568,15 @@ fn merge_two_way(
     } else if p.uid_validity != s.uid_validity && p.mails.is_empty() && p.uid_validity_settable {
         plan.primary.set_uid_validity = Some(s.uid_validity);
     }
-    let pm: BTreeMap<u32, &MailChange> = p.mails.iter().map(|m| (m.uid.0, m)).collect();
-    let sm: BTreeMap<u32, &MailChange> = s.mails.iter().map(|m| (m.uid.0, m)).collect();
-    let uids: BTreeSet<u32> = pm.keys().chain(sm.keys()).copied().collect();
+    let pm = ByUid::of(&p.mails);
+    let sm = ByUid::of(&s.mails);
+    let pairs = uid_pairs(&pm, &sm);
     // The common prefix: up to the highest UID both hold with one GUID, stopping at the
     // first UID that names different messages.
     let mut common_max = 0;
-    for uid in &uids {
-        match (pm.get(uid), sm.get(uid)) {
-            (Some(a), Some(b)) if a.guid.is_some() && a.guid == b.guid => common_max = *uid,
+    for &(uid, a, b) in &pairs {
+        match (a, b) {
+            (Some(a), Some(b)) if a.guid.is_some() && a.guid == b.guid => common_max = uid,
             (Some(_), Some(_)) => break,
             _ => {}
         }
@@ -537,9 +601,9 @@ fn merge_two_way(
             }
         }
     }
-    for uid in uids {
-        let a = pm.get(&uid).filter(|_| !linked_p.contains(&uid));
-        let b = sm.get(&uid).filter(|_| !linked_s.contains(&uid));
+    for (uid, in_p, in_s) in pairs {
+        let a = in_p.filter(|_| !linked_p.contains(&uid));
+        let b = in_s.filter(|_| !linked_s.contains(&uid));
         match (a, b) {
             (Some(a), Some(b)) if a.guid.is_some() && a.guid == b.guid => {
                 if !same_flags(a, b) {
@@ -559,7 +623,7 @@ fn merge_two_way(
                 fresh.push(Fresh::one(uid, true, b));
             }
             (Some(a), None) => {
-                if sm.contains_key(&uid) {
+                if in_s.is_some() {
                     // The secondary's message at this UID is linked elsewhere.
                     fresh.push(Fresh::one(uid, false, a));
                 } else if expunged_on(s, a.uid, &a.guid, lcu, uid < common_max) {
@@ -571,7 +635,7 @@ fn merge_two_way(
                 }
             }
             (None, Some(b)) => {
-                if pm.contains_key(&uid) {
+                if in_p.is_some() {
                     fresh.push(Fresh::one(uid, true, b));
                 } else if expunged_on(p, b.uid, &b.guid, lcu, uid < common_max) {
                     plan.secondary.expunge.push(b.uid);
@@ -703,7 +767,7 @@ pub fn backup_needs_recreate(p: &SideView, s: &SideView, filter: &MailFilter) ->
         // the copy is emptied and takes the source's.
         return true;
     }
-    let sm: BTreeMap<u32, &MailChange> = s.mails.iter().map(|m| (m.uid.0, m)).collect();
+    let sm = ByUid::of(&s.mails);
     p.mails.iter().any(|a| match sm.get(&a.uid.0) {
         Some(b) => a.guid != b.guid,
         None => a.uid.0 < s.uid_next && filter.wants(a),
@@ -734,8 +798,8 @@ pub fn plan_backup_in_place(p: &SideView, s: &SideView, filter: &MailFilter) -> 
     if p.uid_validity != s.uid_validity && s.uid_validity_settable {
         side.set_uid_validity = Some(p.uid_validity);
     }
-    let pm: BTreeMap<u32, &MailChange> = p.mails.iter().map(|m| (m.uid.0, m)).collect();
-    let sm: BTreeMap<u32, &MailChange> = s.mails.iter().map(|m| (m.uid.0, m)).collect();
+    let pm = ByUid::of(&p.mails);
+    let sm = ByUid::of(&s.mails);
     // the saves of the usual backup (the source's messages the destination lacks), sized
     // once instead of doubling
     side.saves
@@ -1142,4 +1206,52 @@ pub fn plan_tree(
     }
     plan.pairs.sort_by(|a, b| a.name.cmp(&b.name));
     plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::items::ChangeType;
+
+    fn mail(uid: u32, guid: &str) -> MailChange {
+        MailChange::bare(ChangeType::Save, Uid(uid), Some(Guid::from_bytes(guid)))
+    }
+
+    fn guid_at(m: Option<&MailChange>) -> Option<&[u8]> {
+        m.and_then(|m| m.guid.as_ref()).map(|g| g.as_bytes())
+    }
+
+    #[test]
+    fn by_uid_sorts_and_keeps_the_last_of_one_uid_as_a_map_would() {
+        let mails = [mail(5, "a"), mail(2, "b"), mail(5, "c"), mail(9, "d")];
+        let by_uid = ByUid::of(&mails);
+        let uids: Vec<u32> = by_uid.0.iter().map(|(uid, _)| *uid).collect();
+        assert_eq!(uids, [2, 5, 9]);
+        assert_eq!(guid_at(by_uid.get(&5)), Some(&b"c"[..]));
+        assert!(by_uid.contains_key(&9));
+        assert!(!by_uid.contains_key(&3));
+    }
+
+    #[test]
+    fn uid_pairs_list_every_uid_of_both_views_once_in_order() {
+        let p = [mail(1, "a"), mail(3, "b"), mail(7, "c")];
+        let s = [mail(2, "x"), mail(3, "y"), mail(8, "z")];
+        let (pm, sm) = (ByUid::of(&p), ByUid::of(&s));
+        type Shown<'a> = (u32, Option<&'a [u8]>, Option<&'a [u8]>);
+        let pairs: Vec<Shown> = uid_pairs(&pm, &sm)
+            .into_iter()
+            .map(|(uid, a, b)| (uid, guid_at(a), guid_at(b)))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                (1, Some(&b"a"[..]), None),
+                (2, None, Some(&b"x"[..])),
+                (3, Some(&b"b"[..]), Some(&b"y"[..])),
+                (7, Some(&b"c"[..]), None),
+                (8, None, Some(&b"z"[..])),
+            ]
+        );
+        assert!(uid_pairs(&ByUid::of(&[]), &ByUid::of(&[])).is_empty());
+    }
 }
