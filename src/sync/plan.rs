@@ -349,14 +349,13 @@ fn expunged_on(
 pub fn link_candidates(p: &SideView, s: &SideView) -> Vec<(Uid, Uid)> {
     /// GUID → this side's UIDs of it that the other side doesn't hold at the same UID.
     fn uncommon<'a>(own: &'a SideView, other: &SideView) -> BTreeMap<&'a [u8], Vec<Uid>> {
-        let other_at: BTreeMap<u32, &Option<Guid>> =
-            other.mails.iter().map(|m| (m.uid.0, &m.guid)).collect();
+        let other_at = ByUid::of(&other.mails);
         let mut by_guid: BTreeMap<&[u8], Vec<Uid>> = BTreeMap::new();
         for m in &own.mails {
             let Some(g) = &m.guid else { continue };
             if other_at
                 .get(&m.uid.0)
-                .is_some_and(|og| og.as_ref() == Some(g))
+                .is_some_and(|o| o.guid.as_ref() == Some(g))
             {
                 continue;
             }
@@ -397,19 +396,24 @@ pub fn local_copy_candidates(
             return;
         }
         let expunged: BTreeSet<Uid> = side.expunge.iter().copied().collect();
-        let mut by_guid: BTreeMap<&[u8], Uid> = BTreeMap::new();
+        // keyed by the saves' GUIDs only (the usual round saves a few messages into a large
+        // mailbox): each gets the first local message that has it and stays
+        let mut by_guid: BTreeMap<&[u8], Option<Uid>> = side
+            .saves
+            .iter()
+            .filter(|s| matches!(s.source, SaveSource::Peer(_)))
+            .filter_map(|s| Some((s.guid.as_ref()?.as_bytes(), None)))
+            .collect();
         for m in own.mails.iter().filter(|m| !expunged.contains(&m.uid)) {
-            if let Some(g) = &m.guid {
-                by_guid.entry(g.as_bytes()).or_insert(m.uid);
+            if let Some(local @ None) = m.guid.as_ref().and_then(|g| by_guid.get_mut(g.as_bytes()))
+            {
+                *local = Some(m.uid);
             }
-        }
-        if by_guid.is_empty() {
-            return;
         }
         for save in &side.saves {
             if let (SaveSource::Peer(peer_uid), Some(g)) = (&save.source, &save.guid) {
-                if let Some(local) = by_guid.get(g.as_bytes()) {
-                    out.push((secondary, *peer_uid, *local));
+                if let Some(&Some(local)) = by_guid.get(g.as_bytes()) {
+                    out.push((secondary, *peer_uid, local));
                 }
             }
         }
@@ -1253,5 +1257,40 @@ mod tests {
             ]
         );
         assert!(uid_pairs(&ByUid::of(&[]), &ByUid::of(&[])).is_empty());
+    }
+
+    fn view(mails: Vec<MailChange>) -> SideView {
+        SideView {
+            uid_validity: 1,
+            uid_validity_settable: false,
+            uid_next: 100,
+            mails,
+            expunged: None,
+            dates_left_out: false,
+        }
+    }
+
+    #[test]
+    fn a_local_copy_is_the_first_local_message_with_the_guid_that_stays() {
+        // the secondary holds "g" at 3 (the plan expunges it) and at 5 and 6, "h" nowhere
+        let s = view(vec![mail(3, "g"), mail(5, "g"), mail(6, "g"), mail(7, "x")]);
+        let p = view(vec![mail(10, "g"), mail(11, "h")]);
+        let mut plan = MailboxPlan::default();
+        plan.secondary.expunge.push(Uid(3));
+        for m in &p.mails {
+            plan.secondary
+                .saves
+                .push(save_from(m, m.uid, SaveSource::Peer(m.uid)));
+        }
+        // a save of the secondary's own message is no peer save: no candidate of its own
+        plan.secondary
+            .saves
+            .push(save_from(&s.mails[3], Uid(12), SaveSource::Own(Uid(7))));
+        assert_eq!(
+            local_copy_candidates(&plan, &p, &s),
+            [(true, Uid(10), Uid(5))]
+        );
+        // nothing saved from the peer: nothing to copy locally
+        assert!(local_copy_candidates(&MailboxPlan::default(), &p, &s).is_empty());
     }
 }
