@@ -407,6 +407,11 @@ fn mailbox_item(mailbox: &mut dyn Mailbox) -> Result<MailboxItem, SyncError> {
     })
 }
 
+/// The record of `uid` as `mailbox` holds it now; `None` when it can't be read.
+fn record_now(mailbox: &mut dyn Mailbox, uid: Uid) -> Option<MailRecord> {
+    mailbox.mails_of(&[uid]).ok()?.into_iter().next()
+}
+
 /// This side's `C` list of `view`: every message, then the expunges.
 fn view_changes(view: &SideView) -> Vec<MailChange> {
     let expunged = view.expunged.as_deref().unwrap_or_default();
@@ -1476,8 +1481,8 @@ impl Brain {
         let theirs = self.exchange_list(items)?;
         let fill = |v: &mut SideView, changes: Vec<(Uid, Option<Box<FlagChange>>)>| {
             for (uid, logged) in changes {
-                if let Ok(i) = v.mails.binary_search_by_key(&uid, |m| m.uid) {
-                    v.mails[i].logged = logged;
+                if let Some(m) = v.mail_mut(uid) {
+                    m.logged = logged;
                 }
             }
         };
@@ -1619,10 +1624,7 @@ impl Brain {
             // its record as of now: for a moved message, and for the dates a view without
             // them lacks
             let now = if at != req.uid || view.dates_left_out {
-                mailbox
-                    .mails_of(&[at])
-                    .ok()
-                    .and_then(|r| r.into_iter().next())
+                record_now(mailbox, at)
             } else {
                 None
             };
@@ -1632,12 +1634,9 @@ impl Brain {
                 });
             let (received_date, saved_date) = match &now {
                 Some(r) if view.dates_left_out => (r.received_date, r.saved_date),
-                // the view is in ascending UID order
                 _ => view
-                    .mails
-                    .binary_search_by_key(&req.uid, |m| m.uid)
-                    .ok()
-                    .map(|i| (view.mails[i].received_date, view.mails[i].saved_date))
+                    .mail(req.uid)
+                    .map(|m| (m.received_date, m.saved_date))
                     .unwrap_or((0, 0)),
             };
             let mut item = MailItem {
@@ -1875,14 +1874,10 @@ impl Brain {
                     let dates = if own.dates_left_out {
                         own_reader
                             .as_mut()
-                            .and_then(|r| r.mails_of(&[uid]).ok())
-                            .and_then(|v| v.into_iter().next())
+                            .and_then(|r| record_now(r.as_mut(), uid))
                             .map(|r| (r.received_date, r.saved_date))
                     } else {
-                        own.mails
-                            .binary_search_by_key(&uid, |m| m.uid)
-                            .ok()
-                            .map(|i| (own.mails[i].received_date, own.mails[i].saved_date))
+                        own.mail(uid).map(|m| (m.received_date, m.saved_date))
                     };
                     if let Some((received, saved)) = dates {
                         mail.received_date = Some(received);

@@ -102,6 +102,19 @@ pub struct SideView {
     pub dates_left_out: bool,
 }
 
+impl SideView {
+    /// The message at `uid` (the mails ascend by UID).
+    pub fn mail(&self, uid: Uid) -> Option<&MailChange> {
+        let i = self.mails.binary_search_by_key(&uid, |m| m.uid).ok()?;
+        Some(&self.mails[i])
+    }
+
+    pub fn mail_mut(&mut self, uid: Uid) -> Option<&mut MailChange> {
+        let i = self.mails.binary_search_by_key(&uid, |m| m.uid).ok()?;
+        Some(&mut self.mails[i])
+    }
+}
+
 /// Where a saved message's body comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SaveSource {
