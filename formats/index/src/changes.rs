@@ -213,7 +213,7 @@ fn flag_changes_in(
                     }
                 }
                 RecordBody::KeywordUpdate(k) => {
-                    let keyword = Keyword::new(k.name.clone());
+                    let keyword = Keyword::new(&k.name);
                     for u in &k.uids {
                         for uid in wanted.range(u.uid1..=u.uid2.max(u.uid1)) {
                             out.entry(*uid)

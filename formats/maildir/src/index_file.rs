@@ -320,11 +320,7 @@ pub(crate) fn index_side(view: Option<&IndexView>) -> IndexSide {
     };
     let hdr = view.header();
     // one Keyword per name, shared by the messages that have it
-    let keyword_names: Vec<Keyword> = view
-        .keywords()
-        .iter()
-        .map(|k| Keyword::new(k.clone()))
-        .collect();
+    let keyword_names: Vec<Keyword> = view.keywords().iter().map(Keyword::new).collect();
     let mails = view
         .messages()
         .map(|m| IndexedMail {

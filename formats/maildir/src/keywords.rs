@@ -67,7 +67,7 @@ impl KeywordMap {
         }
         let idx = (letter - b'a') as usize;
         Some(match &self.slots[idx] {
-            Some(name) => Keyword::new(name.clone()),
+            Some(name) => Keyword::new(name),
             None => Keyword::new(format!("unknown-{idx}").into_bytes()),
         })
     }
