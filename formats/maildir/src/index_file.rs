@@ -8,7 +8,8 @@
 //! `next_uid` can't change between reading the view and committing (Dovecot takes the
 //! uidlist lock before the index lock, maildir-sync.c, and so do we).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use std::collections::BTreeSet;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};

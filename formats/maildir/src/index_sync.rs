@@ -4,7 +4,7 @@
 //! 2.3.19.1). Pure logic: the caller reads both sides and writes the result as one EXTERNAL
 //! transaction (FORMAT.md §6).
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashSet};
 
 use mailstore::Keyword;
 
@@ -314,6 +314,7 @@ pub(crate) fn compare(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use foldhash::HashSetExt;
 
     fn kw(s: &str) -> Keyword {
         Keyword::from(s)

@@ -8,7 +8,7 @@
 //! missing subdirectories recreated), maildir-storage.c (tmp/ cleanup), maildir-mail.c
 //! (sizes and dates), maildir-keywords.c.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::fs::{self, File, FileTimes, OpenOptions};
 use std::io::{self, Read, Seek, Write};
 use std::os::unix::ffi::OsStrExt;

@@ -15,7 +15,7 @@
 //! - files without a kept record get new UIDs at or above max(`N`, the index's next UID,
 //!   last kept UID + 1), in maildir_filename_sort_cmp order (maildir_uidlist_assign_uids).
 
-use std::collections::HashSet;
+use foldhash::{HashSet, HashSetExt};
 use std::fs;
 use std::io;
 

@@ -289,7 +289,7 @@ pub fn parse(data: &[u8]) -> Result<Option<(UidList, Vec<ParseWarning>)>, ParseE
     let mut list = parse_header(header)?;
     let mut warnings = Vec::new();
     // keyed by the names in `data`: no copy of each
-    let mut seen: std::collections::HashMap<&[u8], u32> = std::collections::HashMap::new();
+    let mut seen: foldhash::HashMap<&[u8], u32> = foldhash::HashMapExt::new();
     let mut prev_uid = 0u32;
     for (lineno, line) in lines {
         list.lines_read += 1;
