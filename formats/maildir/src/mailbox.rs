@@ -2802,6 +2802,17 @@ impl Drop for MaildirTransaction<'_> {
 mod tests {
     use super::*;
 
+    /// A view holds one `MailFile` per message (170,000 on the bench's large store):
+    /// dates that most views never take must not make each of them bigger.
+    #[test]
+    fn a_view_message_stays_compact() {
+        assert!(
+            std::mem::size_of::<MailFile>() <= 104,
+            "MailFile is {} bytes",
+            std::mem::size_of::<MailFile>()
+        );
+    }
+
     #[test]
     fn a_directory_counts_as_settled_only_well_after_its_last_possible_change() {
         let at = SystemTime::UNIX_EPOCH + Duration::new(1_000_000, 500_000_000);
