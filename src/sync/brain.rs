@@ -364,16 +364,14 @@ fn export_view(
         }
     }
     let mails = records.into_iter().map(change_of).collect();
-    // The whole remembered history: a log that starts at modseq 1 (Dovecot's first
-    // transaction log) can't answer "since 0" but can answer "since 1" — nothing is ever
-    // expunged at modseq 1, the first change of a mailbox.
-    let mut expunged = None;
-    for since in [0, 1] {
-        if let Changes::Known { expunged: e, .. } = mailbox.changes_since(ModSeq(since))? {
-            expunged = Some(e);
-            break;
-        }
-    }
+    // The whole remembered history, asked "since 1": a log that starts at modseq 1
+    // (Dovecot's first transaction log) can't answer "since 0", and the answer is the same
+    // whenever both are known — nothing is ever expunged at modseq 1, the first change of a
+    // mailbox. One question, not two: each reads the mailbox's logs.
+    let expunged = match mailbox.changes_since(ModSeq(1))? {
+        Changes::Known { expunged, .. } => Some(expunged),
+        _ => None,
+    };
     Ok((
         SideView {
             uid_validity: item.uid_validity,
