@@ -405,9 +405,15 @@ fn mailbox_item(mailbox: &mut dyn Mailbox) -> Result<MailboxItem, SyncError> {
     })
 }
 
-/// The record of `uid` as `mailbox` holds it now; `None` when it can't be read.
-fn record_now(mailbox: &mut dyn Mailbox, uid: Uid) -> Option<MailRecord> {
-    mailbox.mails_of(&[uid]).ok()?.into_iter().next()
+/// The record of `uid` as `mailbox` holds it now; `None` when the message is gone (its
+/// file too: expunged meanwhile). A record that can't be read is an error, never a record
+/// without dates: a message sent with dates 0 would arrive received in 1970.
+fn record_now(mailbox: &mut dyn Mailbox, uid: Uid) -> Result<Option<MailRecord>, Error> {
+    match mailbox.mails_of(&[uid]) {
+        Ok(records) => Ok(records.into_iter().next()),
+        Err(e) if e.kind() == mailstore::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// This side's `C` list of `view`: every message, then the expunges.
@@ -1622,7 +1628,7 @@ impl Brain {
             // its record as of now: for a moved message, and for the dates a view without
             // them lacks
             let now = if at != req.uid || view.dates_left_out {
-                record_now(mailbox, at)
+                record_now(mailbox, at)?
             } else {
                 None
             };
@@ -1870,10 +1876,14 @@ impl Brain {
                         }
                     }
                     let dates = if own.dates_left_out {
-                        own_reader
-                            .as_mut()
-                            .and_then(|r| record_now(r.as_mut(), uid))
-                            .map(|r| (r.received_date, r.saved_date))
+                        match own_reader.as_mut().map(|r| record_now(r.as_mut(), uid)) {
+                            Some(Ok(r)) => r.map(|r| (r.received_date, r.saved_date)),
+                            Some(Err(e)) => {
+                                failure = failure.or(Some(e));
+                                None
+                            }
+                            None => None,
+                        }
                     } else {
                         own.mail(uid).map(|m| (m.received_date, m.saved_date))
                     };
