@@ -500,8 +500,6 @@ impl Fresh<'_> {
     }
 }
 
-/// `plan_two_way`; `primary_writable` is false for `sync -1`, whose primary keeps its UIDs:
-/// a link is then resolved only by the secondary moving to the primary's UID.
 /// A view's mails by UID, ascending, one per UID (of two listed with one UID the later
 /// wins, as collecting the list into a map would keep): found by bisection. Instead of a
 /// B-tree of every mail of both views for each plan.
@@ -566,6 +564,8 @@ fn uid_pairs<'a>(p: &ByUid<'a>, s: &ByUid<'a>) -> Vec<UidPair<'a>> {
     }
 }
 
+/// `plan_two_way`; `primary_writable` is false for `sync -1`, whose primary keeps its UIDs:
+/// a link is then resolved only by the secondary moving to the primary's UID.
 fn merge_two_way(
     p: &SideView,
     s: &SideView,
