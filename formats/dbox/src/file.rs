@@ -382,7 +382,7 @@ pub fn read_mail_at(
     hdr: &FileHeader,
     offset: u64,
 ) -> Result<MailExtent, ReadError> {
-    let mut buf = Vec::new();
+    let mut buf = MetaBuf::default();
     let (span, metadata) = read_mail_in(file, hdr, offset, &mut buf)?;
     Ok(MailExtent {
         offset: span.offset,
@@ -393,32 +393,76 @@ pub fn read_mail_at(
     })
 }
 
-/// [`read_mail_at`] into `buf` (reused from message to message): the metadata is
-/// returned in place, in `buf`.
+/// The buffer [`read_mail_in`] reads a message's metadata block into, reused from message
+/// to message. It keeps every byte that read returned, and the read asks for more than a
+/// block's usual length: when messages of one file are read in offset order, the header of
+/// the next message (which starts where this block ends) is mostly among them, and is taken
+/// from here instead of costing a `pread` of its own.
+///
+/// The bytes are the file's as of the read. A caller moving to another file, or coming back
+/// to one after other work (an appender may have filled preallocated zeros since), calls
+/// [`MetaBuf::forget`] first.
+#[derive(Debug, Default)]
+pub struct MetaBuf {
+    bytes: Vec<u8>,
+    /// The file offset of `bytes[0]`.
+    start: u64,
+    /// How many leading bytes of `bytes` came from the file (the rest is fill).
+    valid: usize,
+}
+
+impl MetaBuf {
+    /// Drops what was read: the next [`read_mail_in`] reads everything from the file.
+    pub fn forget(&mut self) {
+        self.valid = 0;
+    }
+
+    /// The `len` bytes at file offset `offset`, if all of them were read last time.
+    fn holding(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        let from = usize::try_from(offset.checked_sub(self.start)?).ok()?;
+        let to = from.checked_add(len)?;
+        (to <= self.valid).then(|| &self.bytes[from..to])
+    }
+}
+
+/// How much [`read_mail_in`] reads at a metadata block first: a block Dovecot or mailsync
+/// writes is 100-200 bytes, so this mostly holds it and the next message's header.
+const METADATA_READ: usize = 512;
+
+/// [`read_mail_at`] into `buf` (see [`MetaBuf`]): the metadata is returned in place, in
+/// `buf`.
 pub fn read_mail_in<'b>(
     file: &(impl ReadAt + ?Sized),
     hdr: &FileHeader,
     offset: u64,
-    buf: &'b mut Vec<u8>,
+    buf: &'b mut MetaBuf,
 ) -> Result<(MailSpan, MetadataRef<'b>), ReadError> {
     // only the first 30 bytes mean something; a larger M just moves the body (and must
     // never size an allocation: M comes from the file)
     let mut h = [0u8; MSG_HEADER_SIZE];
-    let n = read_at_most(file, &mut h, offset)?;
+    let n = match buf.holding(offset, MSG_HEADER_SIZE) {
+        Some(held) => {
+            h.copy_from_slice(held);
+            MSG_HEADER_SIZE
+        }
+        None => read_at_most(file, &mut h, offset)?,
+    };
     let body_size = parse_message_header(&h[..n], offset)?;
     let body_offset = offset + hdr.msg_header_size as u64;
     let meta_offset = body_offset
         .checked_add(body_size)
         .ok_or_else(|| FormatError::new(offset, "message size overflows"))?;
-    buf.clear();
-    buf.resize(512, 0);
-    let mut have = 0usize;
+    buf.valid = 0;
+    buf.start = meta_offset;
+    buf.bytes.clear();
+    buf.bytes.resize(METADATA_READ, 0);
     let len = loop {
-        let n = read_at_most(file, &mut buf[have..], meta_offset + have as u64)?;
-        have += n;
-        match MetadataRef::parse(&buf[..have], meta_offset)? {
+        let have = buf.valid;
+        let n = read_at_most(file, &mut buf.bytes[have..], meta_offset + have as u64)?;
+        buf.valid += n;
+        match MetadataRef::parse(&buf.bytes[..buf.valid], meta_offset)? {
             Some((_, len)) => break len,
-            None if n == 0 || have >= MAX_METADATA_SIZE => {
+            None if n == 0 || buf.valid >= MAX_METADATA_SIZE => {
                 return Err(FormatError::new(
                     meta_offset,
                     if n == 0 {
@@ -430,8 +474,9 @@ pub fn read_mail_in<'b>(
                 .into())
             }
             None => {
-                if have == buf.len() {
-                    buf.resize((buf.len() * 2).min(MAX_METADATA_SIZE), 0);
+                if buf.valid == buf.bytes.len() {
+                    let grown = (buf.bytes.len() * 2).min(MAX_METADATA_SIZE);
+                    buf.bytes.resize(grown, 0);
                 }
             }
         }
@@ -443,7 +488,7 @@ pub fn read_mail_in<'b>(
         total_size: meta_offset + len as u64 - offset,
     };
     let metadata = MetadataRef {
-        lines: &buf[MAGIC_POST.len()..len],
+        lines: &buf.bytes[MAGIC_POST.len()..len],
     };
     Ok((span, metadata))
 }
@@ -571,5 +616,89 @@ mod tests {
         assert_eq!(r.hex(key::VIRTUAL_SIZE), Some(0x25));
         assert_eq!(r.get(b'X'), None);
         assert!(Metadata::parse(b"\n\x01\x04\n\n", 0).is_err());
+    }
+
+    /// A file's bytes, counting the reads made of them.
+    struct Counted<'a> {
+        bytes: &'a [u8],
+        reads: std::cell::Cell<usize>,
+    }
+
+    impl ReadAt for Counted<'_> {
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+            self.reads.set(self.reads.get() + 1);
+            self.bytes.read_at(buf, offset)
+        }
+        fn size(&self) -> io::Result<u64> {
+            self.bytes.size()
+        }
+    }
+
+    /// An mdbox file of messages with these bodies; their offsets.
+    fn file_of(bodies: &[&[u8]]) -> (Vec<u8>, Vec<u64>) {
+        let mut f = FileHeader::encode(0x6b0c9158);
+        let mut offsets = Vec::new();
+        for (i, body) in bodies.iter().enumerate() {
+            offsets.push(f.len() as u64);
+            f.extend_from_slice(&encode_message_header(body.len() as u64));
+            f.extend_from_slice(body);
+            f.extend_from_slice(MAGIC_POST);
+            f.extend_from_slice(format!("G{i:032x}\nR6b0c9158\n\n").as_bytes());
+        }
+        (f, offsets)
+    }
+
+    #[test]
+    fn messages_read_in_file_order_take_one_read_each() {
+        // the last message only keeps the reads of the others off the end of the file
+        let large = [b'x'; 2 * METADATA_READ];
+        let bodies: [&[u8]; 5] = [b"a\r\n", b"Subject: b\n\nbody\n", b"", b"c", &large];
+        let (bytes, mut offsets) = file_of(&bodies);
+        offsets.pop();
+        let file = Counted {
+            bytes: &bytes,
+            reads: Default::default(),
+        };
+        let hdr = read_file_header(&bytes[..]).unwrap();
+        let mut buf = MetaBuf::default();
+        for (i, &offset) in offsets.iter().enumerate() {
+            let (span, meta) = read_mail_in(&file, &hdr, offset, &mut buf).unwrap();
+            let alone = read_mail_at(&bytes[..], &hdr, offset).unwrap();
+            assert_eq!(meta.to_owned(), alone.metadata, "message {i}");
+            assert_eq!(span.body_size, bodies[i].len() as u64);
+            assert_eq!(span.total_size, alone.total_size);
+            let guid = format!("{i:032x}");
+            assert_eq!(meta.get(key::GUID), Some(guid.as_bytes()));
+        }
+        // a header and a metadata block for the first, a metadata block for each other
+        assert_eq!(file.reads.get(), offsets.len() + 1);
+
+        // after forget (another file, or later), a header is read from the file again
+        file.reads.set(0);
+        buf.forget();
+        read_mail_in(&file, &hdr, offsets[1], &mut buf).unwrap();
+        assert_eq!(file.reads.get(), 2);
+        // out of order: a header not among the held bytes is read
+        file.reads.set(0);
+        read_mail_in(&file, &hdr, offsets[0], &mut buf).unwrap();
+        assert_eq!(file.reads.get(), 2);
+    }
+
+    #[test]
+    fn held_bytes_answer_only_for_offsets_read() {
+        let (bytes, offsets) = file_of(&[b"one", b"two"]);
+        let hdr = read_file_header(&bytes[..]).unwrap();
+        let mut buf = MetaBuf::default();
+        read_mail_in(&bytes[..], &hdr, offsets[0], &mut buf).unwrap();
+        let next = offsets[1];
+        assert_eq!(
+            buf.holding(next, MSG_HEADER_SIZE),
+            Some(&bytes[next as usize..next as usize + MSG_HEADER_SIZE])
+        );
+        // the file ends within the read: nothing past its end, nothing before the block
+        assert_eq!(buf.holding(bytes.len() as u64 - 2, 4), None);
+        assert_eq!(buf.holding(offsets[0], MSG_HEADER_SIZE), None);
+        buf.forget();
+        assert_eq!(buf.holding(next, MSG_HEADER_SIZE), None);
     }
 }

@@ -214,7 +214,7 @@ struct MailFiles {
     storage: PathBuf,
     open: Option<(u32, Arc<File>, FileHeader)>,
     /// Where a message's metadata block is read into, message after message.
-    buf: Vec<u8>,
+    buf: file::MetaBuf,
 }
 
 impl MailFiles {
@@ -248,9 +248,14 @@ impl MailFiles {
         mut each: impl FnMut(u32, MapRecord, FileInfo),
     ) -> Result<()> {
         todo.sort_unstable_by_key(|(_, loc, _)| (loc.file_id, loc.offset));
+        let mut reading = None;
         for (uid, loc, save_date) in todo {
             let (f, h) = self.get(loc.file_id)?;
             let mut buf = std::mem::take(&mut self.buf);
+            // what the buffer holds is of the file read last, and only of this pass
+            if reading.replace(loc.file_id) != Some(loc.file_id) {
+                buf.forget();
+            }
             let read =
                 file::read_mail_in(&*f, &h, loc.offset as u64, &mut buf).map(|(span, meta)| {
                     info_from(|k| meta.get(k), span.body_size, span.body_offset, 0)
@@ -279,6 +284,7 @@ impl MailFiles {
     fn read_pop3(&mut self, loc: MapRecord, wanted: pop3::Wanted) -> Result<Pop3Info> {
         let (f, h) = self.get(loc.file_id)?;
         let mut buf = std::mem::take(&mut self.buf);
+        buf.forget();
         let read = file::read_mail_in(&*f, &h, loc.offset as u64, &mut buf)
             .map(|(_, meta)| pop3::from_metadata(|k| meta.get(k), wanted));
         self.buf = buf;
@@ -323,7 +329,7 @@ impl MdboxMailbox {
             files: MailFiles {
                 storage: layout.storage_dir(),
                 open: None,
-                buf: Vec::new(),
+                buf: Default::default(),
             },
             bodies: BTreeMap::new(),
             last: None,
