@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::format::index::hdr_off;
 use crate::format::log::{LogFile, LogStop};
 use crate::lock::{LogLock, LOG_LOCK_TIMEOUT};
-use crate::view::{read_optional, Sources, View};
+use crate::view::View;
 use crate::writer::{CommitInfo, IndexWriter, Transaction};
 
 /// Locks `writer`'s head log, builds the view through the locked descriptor, calls
@@ -200,13 +200,7 @@ where
 
 /// The view through the locked descriptor ([`LogLock::read_all`]).
 fn locked_view(writer: &IndexWriter, lock: &LogLock) -> Result<View> {
-    let paths = writer.paths();
-    let src = Sources {
-        index: read_optional(&paths.index())?,
-        log: Some(lock.read_all()?),
-        log2: read_optional(&paths.log2())?,
-    };
-    let view = View::build(paths, src)?;
+    let view = View::for_writer(writer.paths(), lock)?;
     if view.logs().is_empty() {
         // the log is unusable for this index (e.g. another indexid): say why. Read again
         // rather than kept: a second copy of the log would be held through every build.

@@ -28,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::format::ext::{self, KeywordsHeader, ModseqHeader};
 use crate::format::index::{hdr_flag, hdr_off, rec_flag, Extension, IndexFile, IndexHeader};
 use crate::format::log::{LogFile, LogStop, RecordBody};
+use crate::lock::LogLock;
 use crate::paths::IndexPaths;
 use crate::sync::{fsck, LogPos, Syncer};
 
@@ -45,6 +46,76 @@ impl Sources {
         Ok(Sources {
             index: read_optional(&paths.index())?,
             log: read_optional(&paths.log())?,
+            log2: read_optional(&paths.log2())?,
+        })
+    }
+}
+
+impl View {
+    /// The view a writer holding `lock` (on the head log) works on: `P`, the head log read
+    /// through the lock, and `P.log.2` only when the replay from `P` may need it.
+    ///
+    /// A writer's view replays and appends; the history before the head log serves only
+    /// [`View::changes_since`], which without it answers "unknown" (`changes_in`), never
+    /// something wrong. So when `P` was written in the head log's time (its log_file_seq is
+    /// the head's, the usual case after a rotation, which writes `P`; see
+    /// [`replay_needs_only_head`]), `P.log.2` is not read: it may be as large as `P`, and a commit builds a view several times. When the
+    /// view built so needs any repair, or can't be built, it is built again with
+    /// `P.log.2`, as before: a damaged index is rebuilt from every log there is.
+    pub(crate) fn for_writer(paths: &IndexPaths, lock: &LogLock) -> Result<View> {
+        let index = read_optional(&paths.index())?;
+        let log = lock.read_all()?;
+        let head_seq = (log.len() >= crate::format::log::HEADER_SIZE)
+            .then(|| crate::format::log::LogHeader::decode_raw(&log).file_seq);
+        let head_only = match (&index, head_seq) {
+            (Some(p), Some(seq)) => replay_needs_only_head(p, seq, &paths.index()),
+            _ => false,
+        };
+        if head_only {
+            let src = Sources {
+                index,
+                log: Some(log),
+                log2: None,
+            };
+            match View::build(paths, src) {
+                Ok(view) if view.recoveries.is_empty() && !view.logs.is_empty() => return Ok(view),
+                // something to repair, or nothing to build from: with every log
+                _ => return View::build(paths, Sources::locked(paths, lock)?),
+            }
+        }
+        let log2 = read_optional(&paths.log2())?;
+        View::build(
+            paths,
+            Sources {
+                index,
+                log: Some(log),
+                log2,
+            },
+        )
+    }
+}
+
+/// True when replaying `P` (`index`, the whole file) reads no log older than the head log
+/// (file_seq `head_seq`): `P` was written in the head log's time, and so was its modseq
+/// extension's header, from where a replay brings per-message modseqs up to date
+/// (`Syncer::modseq_sync_init`, mail_index_modseq_sync_begin in mail-index-modseq.c).
+fn replay_needs_only_head(index: &[u8], head_seq: u32, path: &Path) -> bool {
+    let Ok(map) = IndexFile::decode_header_of(index, path) else {
+        return false;
+    };
+    map.header().log_file_seq == head_seq
+        && map
+            .ext(ext::MODSEQ)
+            .and_then(|e| ModseqHeader::decode(&e.data))
+            .is_none_or(|m| m.log_seq == head_seq)
+}
+
+impl Sources {
+    /// `P`, the head log read through `lock`, and `P.log.2`.
+    fn locked(paths: &IndexPaths, lock: &LogLock) -> Result<Sources> {
+        Ok(Sources {
+            index: read_optional(&paths.index())?,
+            log: Some(lock.read_all()?),
             log2: read_optional(&paths.log2())?,
         })
     }

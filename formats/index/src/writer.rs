@@ -761,12 +761,7 @@ impl IndexWriter {
     }
 
     fn view_locked(&self, lock: &LogLock) -> Result<View> {
-        let src = Sources {
-            index: read_optional(&self.paths.index())?,
-            log: Some(lock.read_all()?),
-            log2: read_optional(&self.paths.log2())?,
-        };
-        let view = View::build(&self.paths, src)?;
+        let view = View::for_writer(&self.paths, lock)?;
         let head = view.logs().last();
         match (head, view.header_on_disk()) {
             (None, Some(h)) => {

@@ -473,6 +473,21 @@ impl IndexFile {
         IndexFile::decode_with(data, file_len, Records::LastOnly(last), path)
     }
 
+    /// [`IndexFile::decode_header_only`] of a whole file's bytes `data`.
+    pub fn decode_header_of(data: &[u8], path: &Path) -> Result<IndexFile> {
+        let h = IndexHeader::decode(data);
+        let header_size = (h.header_size as usize).min(data.len());
+        let record_size = h.record_size as usize;
+        let last = match (h.messages_count as usize).checked_mul(record_size) {
+            Some(0) => None,
+            Some(len) => header_size
+                .checked_add(len)
+                .and_then(|end| data.get(end - record_size..end)),
+            None => None,
+        };
+        IndexFile::decode_header_only(&data[..header_size], data.len() as u64, last, path)
+    }
+
     fn decode_with(data: &[u8], file_len: u64, want: Records, path: &Path) -> Result<IndexFile> {
         let bad = |off: usize, reason: String| Err(Error::corrupt(path, off as u64, reason));
         if data.is_empty() {
