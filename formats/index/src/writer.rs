@@ -19,7 +19,7 @@
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -27,11 +27,11 @@ use mailsupport::dotlock::{DotLock, DotLockOptions};
 
 use crate::error::{Error, Result};
 use crate::format::ext;
-use crate::format::index::{hdr_off, IndexFile};
+use crate::format::index::{hdr_off, IndexFile, IndexHeader, BASE_HEADER_SIZE};
 use crate::format::log::{
     encode_record, rec_type, update_modseq, AppendRecord, AtomicInc, ExpungeGuid, ExtIntro,
     ExtReset, FlagUpdate, HeaderPatch, KeywordUpdate, LogFile, LogHeader, LogStop, ModseqUpdate,
-    RecordBody, UidRange, EXT_ID_BY_NAME, EXT_INTRO_FLAG_NO_SHRINK,
+    RecordBody, UidRange, EXT_ID_BY_NAME, EXT_INTRO_FLAG_NO_SHRINK, HEADER_SIZE as LOG_HEADER_SIZE,
 };
 use crate::lock::{LogLock, LOG_LOCK_TIMEOUT};
 use crate::paths::IndexPaths;
@@ -717,6 +717,13 @@ impl IndexWriter {
     /// Locks the head log (creating one from `P` when only `P` exists) and builds the view
     /// through the locked descriptor, truncating an unfinished tail.
     fn lock_head(&self) -> Result<Locked> {
+        let lock = self.acquire_head()?;
+        self.view_of_head(lock)
+    }
+
+    /// The lock on the head log `P.log` (created from `P` when missing), held on the file
+    /// that is `P.log` now.
+    fn acquire_head(&self) -> Result<LogLock> {
         loop {
             let lock = match LogLock::acquire(&self.paths.log(), self.lock_timeout)? {
                 Some(l) => l,
@@ -733,23 +740,57 @@ impl IndexWriter {
                         .unwrap_or(false)
                 })
                 .unwrap_or(false);
-            if !same {
-                continue;
+            if same {
+                return Ok(lock);
             }
-            let view = self.view_locked(&lock)?;
-            let head = self.head_log(&view)?;
-            if let LogStop::Corrupt { offset, reason } = &head.stop {
-                return Err(Error::corrupt(&self.paths.log(), *offset, reason.clone()));
-            }
-            if head.file_size > head.sync_offset {
-                // mail_transaction_log_append_locked: drop garbage past the last complete
-                // transaction so readers don't stop at it
-                lock.file
-                    .set_len(head.sync_offset)
-                    .map_err(|e| Error::io("ftruncate", &self.paths.log(), e))?;
-            }
-            return Ok(Locked { lock, view });
         }
+    }
+
+    /// The view through the locked descriptor, the head log's unfinished tail truncated.
+    fn view_of_head(&self, lock: LogLock) -> Result<Locked> {
+        let view = self.view_locked(&lock)?;
+        let head = self.head_log(&view)?;
+        if let LogStop::Corrupt { offset, reason } = &head.stop {
+            return Err(Error::corrupt(&self.paths.log(), *offset, reason.clone()));
+        }
+        if head.file_size > head.sync_offset {
+            // mail_transaction_log_append_locked: drop garbage past the last complete
+            // transaction so readers don't stop at it
+            lock.file
+                .set_len(head.sync_offset)
+                .map_err(|e| Error::io("ftruncate", &self.paths.log(), e))?;
+        }
+        Ok(Locked { lock, view })
+    }
+
+    /// `P` holds everything the locked head log holds: `P` names the log (indexid and
+    /// file_seq) and its head offset is the log's length. Read from `P`'s base header, the
+    /// log's header and its size, so a writer with nothing to write decodes neither file.
+    /// `false` when anything is missing, short or unlike that (the full view decides).
+    fn index_is_current(&self, lock: &LogLock) -> Result<bool> {
+        let path = self.paths.index();
+        let file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(Error::io("open", &path, e)),
+        };
+        let log_len = lock
+            .file
+            .metadata()
+            .map_err(|e| Error::io("fstat", &lock.path, e))?
+            .len();
+        let mut base = [0u8; BASE_HEADER_SIZE];
+        let mut log_header = [0u8; LOG_HEADER_SIZE];
+        if file.read_exact_at(&mut base, 0).is_err()
+            || lock.file.read_exact_at(&mut log_header, 0).is_err()
+        {
+            return Ok(false);
+        }
+        let p = IndexHeader::decode(&base);
+        let log = LogHeader::decode_raw(&log_header);
+        Ok(p.indexid == log.indexid
+            && p.log_file_seq == log.file_seq
+            && u64::from(p.log_file_head_offset) == log_len)
     }
 
     /// The head log of a view built from the log file: an error naming the log when the
@@ -918,7 +959,11 @@ impl IndexWriter {
     /// done, so that the next reader can answer from `P`'s header alone
     /// ([`crate::HeaderView`]) instead of reading every record.
     pub fn write_index_if_behind(&self) -> Result<bool> {
-        let locked = self.lock_head()?;
+        let lock = self.acquire_head()?;
+        if self.index_is_current(&lock)? {
+            return Ok(false);
+        }
+        let locked = self.view_of_head(lock)?;
         let end = locked.view.log_position();
         let current = locked
             .view

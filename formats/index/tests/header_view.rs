@@ -254,3 +254,22 @@ fn write_index_if_behind_leaves_p_current() {
     );
     assert!(!w.write_index_if_behind().unwrap());
 }
+
+/// A current `P` is told from `P`'s base header and the log's header and length alone:
+/// the log's records are not decoded (here they can't be, yet `P` holds them all), nor
+/// are `P`'s.
+#[test]
+fn write_index_if_behind_reads_no_records_when_p_is_current() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = IndexPaths::new(dir.path(), "dovecot.index");
+    let w = indexed(dir.path(), 5);
+    assert!(!w.write_index_if_behind().unwrap(), "P was current");
+    let mut log = std::fs::read(paths.log()).unwrap();
+    let hdr_size = u16::from_le_bytes([log[2], log[3]]) as usize;
+    // the first record's size: past the end of the file
+    log[hdr_size + 4..hdr_size + 8].copy_from_slice(&u32::MAX.to_le_bytes());
+    std::fs::write(paths.log(), &log).unwrap();
+    assert!(!w.write_index_if_behind().unwrap(), "P is still current");
+    // a writer that has something to do reads the log, and finds it corrupt
+    assert!(w.write_index().is_err());
+}
