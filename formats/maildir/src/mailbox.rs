@@ -1451,9 +1451,9 @@ impl MaildirMailbox {
         let scan_start = SystemTime::now();
         let mut st = read_disk(&self.paths)?;
         // only a first look: what is written is decided again under the locks
-        let base = match (prefetched, &self.index_dir) {
-            (Some(v), Some(dir)) => IndexBase::OnDisk(dir.clone(), Some(v)),
-            _ => self.index_base(),
+        let (base, read_since_before) = match (prefetched, &self.index_dir) {
+            (Some(v), Some(dir)) => (IndexBase::OnDisk(dir.clone(), Some(v)), false),
+            _ => (self.index_base(), true),
         };
         let uidlist_outdated = Self::needs_write(&st);
         // The files as this sync's own write left them (uidlist, index), when new/ and cur/
@@ -1469,8 +1469,14 @@ impl MaildirMailbox {
                     // since (the stamp's rule): not read a second time.
                     let unchanged = before.settled(scan_start)
                         && DiskStamp::take(&self.paths, self.index_dir.as_deref()) == before;
+                    // The same goes for the index read after `before` (P and P.log are in
+                    // the stamp); a prefetched view may be older than `before`.
+                    let base = if unchanged && read_since_before {
+                        base
+                    } else {
+                        self.index_base()
+                    };
                     let result = (|| {
-                        let base = self.index_base();
                         let recent = if unchanged {
                             self.assign_uids_locked(&mut st, &base)?
                         } else {
