@@ -176,6 +176,13 @@ struct DirTimes {
 /// milliseconds).
 const RACY_MTIME: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// How long a scan made while `new/` or `cur/` had just changed stands for the files, as
+/// long as nothing visible changed since: Dovecot's delayed refresh (DIR_DELAYED_REFRESH
+/// with MAILDIR_SYNC_SECS in maildir-sync.c), which checks such a directory again only
+/// once this much time has passed. Without it every `sync()` of a run that starts just
+/// after a delivery reads the whole mailbox again.
+const DELAYED_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Whether a directory last modified at (`secs`, `nsecs`) had settled by `at`: modified at
 /// least [`RACY_MTIME`] before. An mtime with no nanoseconds may come from a file system
 /// that keeps whole seconds, where the real change can be up to a second later.
@@ -862,6 +869,12 @@ pub struct MaildirMailbox {
     /// What the files looked like before the scan the view comes from, when nothing can
     /// have changed unseen since ([`DiskStamp`]).
     stamp: Option<DiskStamp>,
+    /// As `stamp`, for a scan made while a directory had just changed, with the time that
+    /// scan started: it stands for [`DELAYED_REFRESH`] from then.
+    racy_stamp: Option<(DiskStamp, std::time::Instant)>,
+    /// How many times the files were read (`read_disk`), for tests.
+    #[cfg(test)]
+    scans: usize,
     /// Opened by the quick check ([`MaildirMailbox::quick_counters`]): the counters, with
     /// `view` not read yet, and the files as they were before the check (a sync finding
     /// them unchanged keeps the answer). Everything but the counters and the index's
@@ -981,6 +994,9 @@ impl MaildirMailbox {
             index_dir: layout.index_dir(vname),
             index: IndexInfo::default(),
             stamp: None,
+            racy_stamp: None,
+            #[cfg(test)]
+            scans: 0,
             quick: None,
             prefetched: None,
             view_lost: false,
@@ -1439,7 +1455,13 @@ impl MaildirMailbox {
         if self.stamp.as_ref() == Some(&before) {
             return Ok(());
         }
+        if let Some((stamp, at)) = &self.racy_stamp {
+            if *stamp == before && at.elapsed() < DELAYED_REFRESH {
+                return Ok(());
+            }
+        }
         self.stamp = None;
+        self.racy_stamp = None;
         // rebuilt below from what this sync reads
         self.view.mails = Vec::new();
         self.view_lost = true;
@@ -1449,6 +1471,11 @@ impl MaildirMailbox {
             self.tmp_checked = true;
         }
         let scan_start = SystemTime::now();
+        let scan_instant = std::time::Instant::now();
+        #[cfg(test)]
+        {
+            self.scans += 1;
+        }
         let mut st = read_disk(&self.paths)?;
         // only a first look: what is written is decided again under the locks
         let (base, read_since_before) = match (prefetched, &self.index_dir) {
@@ -1535,11 +1562,14 @@ impl MaildirMailbox {
         }
         self.build_view(st)?;
         // Trusted only when nothing but this sync changed the files since they were read
-        // (else the stamp is stale anyway) and the directories had settled before that.
-        if before.settled(scan_start) {
-            let now = DiskStamp::take(&self.paths, self.index_dir.as_deref());
-            if now == before || own_write.as_ref() == Some(&now) {
+        // (else the stamp is stale anyway); when the directories had not settled before
+        // that, only for DELAYED_REFRESH.
+        let now = DiskStamp::take(&self.paths, self.index_dir.as_deref());
+        if now == before || own_write.as_ref() == Some(&now) {
+            if before.settled(scan_start) {
                 self.stamp = Some(now);
+            } else {
+                self.racy_stamp = Some((now, scan_instant));
             }
         }
         Ok(())
@@ -2778,6 +2808,7 @@ impl Transaction for MaildirTransaction<'_> {
             Err(e) => {
                 // the next access reads the view again, as the failed commit left the files
                 self.mbox.stamp = None;
+                self.mbox.racy_stamp = None;
                 return Err(e);
             }
         };
@@ -2786,6 +2817,7 @@ impl Transaction for MaildirTransaction<'_> {
         // delivery may have landed in new/ meanwhile.
         self.mbox.quick = None;
         self.mbox.stamp = None;
+        self.mbox.racy_stamp = None;
         self.mbox.build_view(st)?;
         Ok(r)
     }
@@ -2849,6 +2881,53 @@ mod tests {
             mtime_settled(999_999, 0, at),
             "shown 1.5 s before: at least 500 ms ago"
         );
+    }
+
+    /// A mailbox read just after a delivery (the directories not settled): a `sync()`
+    /// within [`DELAYED_REFRESH`] that finds nothing visibly changed keeps that reading,
+    /// as Dovecot's delayed refresh does; the first one after it reads again, and a
+    /// change seen in the stamp is read at once.
+    #[test]
+    fn a_scan_just_after_a_delivery_stands_for_the_delayed_refresh() {
+        let d = tempfile::tempdir().unwrap();
+        let loc =
+            mailstore::Location::parse(&format!("maildir:{}", d.path().display()), Some(d.path()))
+                .unwrap();
+        let layout = Layout::from_location(&loc, &Default::default()).unwrap();
+        for sub in ["cur", "new", "tmp"] {
+            fs::create_dir_all(d.path().join(sub)).unwrap();
+        }
+        // into cur/, as a delivery agent may: a sync moves nothing then
+        let deliver = |name: &str| {
+            fs::write(d.path().join("cur").join(name), b"Subject: x\n\nbody\n").unwrap()
+        };
+        deliver("1.M1P1.host:2,");
+        let start = std::time::Instant::now();
+        let mut mb = MaildirMailbox::open(&layout, "INBOX").unwrap();
+        mb.load().unwrap();
+        // the first reading wrote the uidlist and the index, which a reading made before
+        // the directories settled can't vouch for: the next one reads again
+        mb.sync_impl().unwrap();
+        let first = mb.scans;
+        assert!(first >= 1);
+        let racy = mb.racy_stamp.is_some();
+        mb.sync_impl().unwrap();
+        mb.sync_impl().unwrap();
+        if start.elapsed() < DELAYED_REFRESH {
+            // the scan ran within RACY_MTIME of the delivery unless this machine stalled
+            // for that long; then it was trusted outright and read nothing again either
+            assert_eq!(mb.scans, first, "read again within the delayed refresh");
+        }
+        std::thread::sleep(DELAYED_REFRESH);
+        mb.sync_impl().unwrap();
+        let expected = if racy { first + 1 } else { first };
+        assert_eq!(mb.scans, expected, "read again once the second has passed");
+        mb.sync_impl().unwrap();
+        assert_eq!(mb.scans, expected, "settled now: trusted");
+        deliver("2.M2P1.host:2,S");
+        mb.sync_impl().unwrap();
+        assert_eq!(mb.scans, expected + 1, "a delivery changes the stamp");
+        assert_eq!(mb.view.mails.len(), 2);
     }
 
     #[test]
