@@ -59,9 +59,10 @@ impl View {
     /// [`View::changes_since`], which without it answers "unknown" (`changes_in`), never
     /// something wrong. So when `P` was written in the head log's time (its log_file_seq is
     /// the head's, the usual case after a rotation, which writes `P`; see
-    /// [`replay_needs_only_head`]), `P.log.2` is not read: it may be as large as `P`, and a commit builds a view several times. When the
-    /// view built so needs any repair, or can't be built, it is built again with
-    /// `P.log.2`, as before: a damaged index is rebuilt from every log there is.
+    /// [`replay_needs_only_head`]), `P.log.2` is not read: it may be as large as `P`, and
+    /// a commit builds a view several times. When the view built so needs any repair, or
+    /// can't be built, it is built again with `P.log.2`, as before: a damaged index is
+    /// rebuilt from every log there is.
     pub(crate) fn for_writer(paths: &IndexPaths, lock: &LogLock) -> Result<View> {
         let index = read_optional(&paths.index())?;
         let log = lock.read_all()?;
