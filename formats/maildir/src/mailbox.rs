@@ -867,11 +867,9 @@ pub struct MaildirMailbox {
     /// Modseqs and \Recent as of the last sync (FORMAT.md §6).
     index: IndexInfo,
     /// What the files looked like before the scan the view comes from, when nothing can
-    /// have changed unseen since ([`DiskStamp`]).
-    stamp: Option<DiskStamp>,
-    /// As `stamp`, for a scan made while a directory had just changed, with the time that
-    /// scan started: it stands for [`DELAYED_REFRESH`] from then.
-    racy_stamp: Option<(DiskStamp, std::time::Instant)>,
+    /// have changed unseen since ([`DiskStamp`]); with the time it stands until when the
+    /// scan was made while a directory had just changed ([`DELAYED_REFRESH`]).
+    stamp: Option<(DiskStamp, Option<std::time::Instant>)>,
     /// How many times the files were read (`read_disk`), for tests.
     #[cfg(test)]
     scans: usize,
@@ -994,7 +992,6 @@ impl MaildirMailbox {
             index_dir: layout.index_dir(vname),
             index: IndexInfo::default(),
             stamp: None,
-            racy_stamp: None,
             #[cfg(test)]
             scans: 0,
             quick: None,
@@ -1452,16 +1449,12 @@ impl MaildirMailbox {
         self.quick = None;
         let prefetched = self.prefetched.take();
         let before = DiskStamp::take(&self.paths, self.index_dir.as_deref());
-        if self.stamp.as_ref() == Some(&before) {
-            return Ok(());
-        }
-        if let Some((stamp, at)) = &self.racy_stamp {
-            if *stamp == before && at.elapsed() < DELAYED_REFRESH {
+        if let Some((stamp, until)) = &self.stamp {
+            if *stamp == before && until.is_none_or(|t| std::time::Instant::now() < t) {
                 return Ok(());
             }
         }
         self.stamp = None;
-        self.racy_stamp = None;
         // rebuilt below from what this sync reads
         self.view.mails = Vec::new();
         self.view_lost = true;
@@ -1567,9 +1560,9 @@ impl MaildirMailbox {
         let now = DiskStamp::take(&self.paths, self.index_dir.as_deref());
         if now == before || own_write.as_ref() == Some(&now) {
             if before.settled(scan_start) {
-                self.stamp = Some(now);
+                self.stamp = Some((now, None));
             } else {
-                self.racy_stamp = Some((now, scan_instant));
+                self.stamp = Some((now, Some(scan_instant + DELAYED_REFRESH)));
             }
         }
         Ok(())
@@ -2808,7 +2801,6 @@ impl Transaction for MaildirTransaction<'_> {
             Err(e) => {
                 // the next access reads the view again, as the failed commit left the files
                 self.mbox.stamp = None;
-                self.mbox.racy_stamp = None;
                 return Err(e);
             }
         };
@@ -2817,7 +2809,6 @@ impl Transaction for MaildirTransaction<'_> {
         // delivery may have landed in new/ meanwhile.
         self.mbox.quick = None;
         self.mbox.stamp = None;
-        self.mbox.racy_stamp = None;
         self.mbox.build_view(st)?;
         Ok(r)
     }
@@ -2910,7 +2901,7 @@ mod tests {
         mb.sync_impl().unwrap();
         let first = mb.scans;
         assert!(first >= 1);
-        let racy = mb.racy_stamp.is_some();
+        let racy = matches!(mb.stamp, Some((_, Some(_))));
         mb.sync_impl().unwrap();
         mb.sync_impl().unwrap();
         if start.elapsed() < DELAYED_REFRESH {
