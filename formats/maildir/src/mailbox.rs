@@ -176,11 +176,15 @@ struct DirTimes {
 /// milliseconds).
 const RACY_MTIME: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// How long a scan made while `new/` or `cur/` had just changed stands for the files, as
-/// long as nothing visible changed since: Dovecot's delayed refresh (DIR_DELAYED_REFRESH
-/// with MAILDIR_SYNC_SECS in maildir-sync.c), which checks such a directory again only
-/// once this much time has passed. Without it every `sync()` of a run that starts just
-/// after a delivery reads the whole mailbox again.
+/// How long a scan made while `new/` or `cur/` had just changed stands for the files
+/// within one handle, as long as nothing visible changed since: the delayed refresh of
+/// maildir-sync.c (DIR_DELAYED_REFRESH, MAILDIR_SYNC_SECS), which checks such a directory
+/// again only once this much time has passed. Deviation: Dovecot skips the delay for a
+/// MAILBOX_SYNC_FLAG_FULL_READ sync, which dsync asks for, and so reads a directory that
+/// changed in the last second at every sync of a run. A change hidden by the timestamp
+/// tick is then seen up to a second later, as if made then; across handles and runs the
+/// index records such a directory as unread, so the next open reads it. Without the delay
+/// every `sync()` of a run that starts just after a delivery reads the whole mailbox.
 const DELAYED_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Whether a directory last modified at (`secs`, `nsecs`) had settled by `at`: modified at
@@ -1477,7 +1481,8 @@ impl MaildirMailbox {
         };
         let uidlist_outdated = Self::needs_write(&st);
         // The files as this sync's own write left them (uidlist, index), when new/ and cur/
-        // were still as read: trusted like an unchanged stamp.
+        // still looked as before the first reading: trusted like an unchanged stamp (for
+        // DELAYED_REFRESH only when the directories had not settled).
         let mut own_write: Option<DiskStamp> = None;
         if uidlist_outdated
             || self.index_differs(&st, &base)
@@ -1510,8 +1515,11 @@ impl MaildirMailbox {
                             &OwnChanges::default(),
                         )
                     })();
-                    if unchanged && result.is_ok() {
-                        // taken under the uidlist lock, before others may write again
+                    if result.is_ok() {
+                        // Taken under the uidlist lock, before others may write again.
+                        // The files were read after `before` (or were as then): when the
+                        // directories still look as they did, the stamp stands for what
+                        // was read, with DELAYED_REFRESH if they hadn't settled then.
                         let after = DiskStamp::take(&self.paths, self.index_dir.as_deref());
                         if after.same_dirs(&before) {
                             own_write = Some(after);
@@ -2896,12 +2904,11 @@ mod tests {
         let start = std::time::Instant::now();
         let mut mb = MaildirMailbox::open(&layout, "INBOX").unwrap();
         mb.load().unwrap();
-        // the first reading wrote the uidlist and the index, which a reading made before
-        // the directories settled can't vouch for: the next one reads again
-        mb.sync_impl().unwrap();
         let first = mb.scans;
         assert!(first >= 1);
         let racy = matches!(mb.stamp, Some((_, Some(_))));
+        // the first reading gave a UID and wrote the uidlist and the index under the lock;
+        // its own write doesn't make the next sync read again
         mb.sync_impl().unwrap();
         mb.sync_impl().unwrap();
         if start.elapsed() < DELAYED_REFRESH {
