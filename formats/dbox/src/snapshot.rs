@@ -106,10 +106,10 @@ impl Snapshot {
         // the rule of View::changes_since (mailsync-index changes.rs) for when the logs
         // can't reach back to a modseq
         let logs = view.logs();
-        let history = match logs.iter().rposition(|l| l.header.prev_file_seq == 0) {
-            _ if logs.is_empty() => History::NoLogs,
-            Some(start) => History::Since(logs[start].header.initial_modseq),
-            None => History::Since(logs[0].header.initial_modseq),
+        let history = if logs.is_empty() {
+            History::NoLogs
+        } else {
+            History::Since(logs[mailsync_index::format::log::history_start(logs)].first_modseq)
         };
         Snapshot {
             counters: IndexCounters::of(view),

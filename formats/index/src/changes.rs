@@ -8,7 +8,7 @@ use mailstore::{Changes, FlagChange, Flags, Guid, Keyword, ModSeq, Uid};
 
 use crate::format::ext::hex;
 use crate::format::index::rec_flag::SYSTEM_MASK;
-use crate::format::log::{LogFile, RecordBody};
+use crate::format::log::{history_start, LogFile, RecordBody};
 use crate::view::{LogHistory, View};
 
 impl View {
@@ -78,12 +78,9 @@ fn changes_in(
         };
     }
     // the oldest usable history: after the last reset point
-    let start = logs
-        .iter()
-        .rposition(|l| l.header.prev_file_seq == 0)
-        .unwrap_or(0);
+    let start = history_start(logs);
     let first = &logs[start];
-    if first.header.initial_modseq == 0 || since < first.header.initial_modseq {
+    if first.header.initial_modseq == 0 || since < first.first_modseq {
         return Changes::Unknown;
     }
     let mut changed: BTreeSet<u32> = BTreeSet::new();
@@ -189,10 +186,7 @@ fn flag_changes_in(
 ) -> Vec<(Uid, FlagChange)> {
     let wanted: BTreeSet<u32> = uids.iter().map(|u| u.0).filter(|&u| present(u)).collect();
     let mut out: BTreeMap<u32, FlagChange> = BTreeMap::new();
-    let start = logs
-        .iter()
-        .rposition(|l| l.header.prev_file_seq == 0)
-        .unwrap_or(0);
+    let start = history_start(logs);
     for l in logs.iter().skip(start) {
         for r in l
             .records

@@ -3,7 +3,8 @@
 //! doesn't grow with the number of messages.
 //!
 //! [`HeaderView::open`] reads `P`'s header, its first UID and last record and the head log
-//! `P.log`, never `P.log.2` nor the other records. It answers only when the log past `P`
+//! `P.log` (from where `P`'s `modseq` header says Dovecot starts reading it, when it says
+//! so), never `P.log.2` nor the other records. It answers only when the log past `P`
 //! holds nothing but header changes (HEADER_UPDATE, EXT_HDR_UPDATE, intros of existing
 //! extensions that keep their layout, BOUNDARY, a MODSEQ_UPDATE of uid 0): then `P`'s
 //! records are the current ones and the header is `P`'s with those changes replayed exactly
@@ -23,7 +24,7 @@ use crate::format::index::{IndexFile, IndexHeader, BASE_HEADER_SIZE};
 use crate::format::log::{LogFile, LogRecord, LogStop, RecordBody, EXT_ID_BY_NAME};
 use crate::paths::IndexPaths;
 use crate::sync::Syncer;
-use crate::view::read_optional;
+use crate::view::{read_log_tail, read_optional};
 
 /// What identifies the state of an index: its indexid and where the replay of its logs
 /// ended, (file_seq, offset).
@@ -58,6 +59,27 @@ impl HeaderView {
         let Some((map, first_uid, file)) = read_header(&paths.index())? else {
             return Ok(None);
         };
+        let opened = OpenedIndex {
+            file: Arc::new(file),
+            path: paths.index(),
+            first_uid,
+        };
+        // the head log from where `P` says Dovecot starts reading it, when it says so
+        if let Some((from, from_modseq)) = crate::view::skip_to_head(&map) {
+            let log_path = paths.log();
+            let log_file = match File::open(&log_path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(Error::io("open", &log_path, e)),
+            };
+            if let Some(log) = read_log_tail(&log_file, &log_path, from, from_modseq)? {
+                match HeaderView::replay(map.clone(), log, opened.clone()) {
+                    Replayed::Header(v) => return Ok(Some(v)),
+                    Replayed::Unanswerable => return Ok(None),
+                    Replayed::NeedsEarlierRecords => {}
+                }
+            }
+        }
         let Some(data) = read_optional(&paths.log())? else {
             return Ok(None);
         };
@@ -65,16 +87,14 @@ impl HeaderView {
             return Ok(None);
         };
         drop(data);
-        let opened = OpenedIndex {
-            file: Arc::new(file),
-            path: paths.index(),
-            first_uid,
-        };
-        Ok(HeaderView::replay(map, log, opened))
+        match HeaderView::replay(map, log, opened) {
+            Replayed::Header(v) => Ok(Some(v)),
+            _ => Ok(None),
+        }
     }
 
-    /// `P`'s header `map` with the header changes of `log` past `P` applied, or `None`.
-    fn replay(map: IndexFile, log: LogFile, opened: OpenedIndex) -> Option<HeaderView> {
+    /// `P`'s header `map` with the header changes of `log` past `P` applied.
+    fn replay(map: IndexFile, log: LogFile, opened: OpenedIndex) -> Replayed {
         let logs = [log];
         let log = &logs[0];
         let h = map.header();
@@ -83,16 +103,21 @@ impl HeaderView {
             || log.header.file_seq != h.log_file_seq
             || matches!(log.stop, LogStop::Corrupt { .. })
             || start < log.header.hdr_size as u64
+            || start < log.first_offset
             || start > log.sync_offset
         {
-            return None;
+            return Replayed::Unanswerable;
         }
         let tail: Vec<&LogRecord> = log.records.iter().filter(|r| r.offset >= start).collect();
         if !tail.iter().all(|r| changes_header_only(r, &map)) {
-            return None;
+            return Replayed::Unanswerable;
         }
         let max_tail =
             crate::view::max_tail_offset(log, Some(&h)).max(h.log_file_tail_offset as u64);
+        if max_tail < log.first_offset && log.first_offset > log.header.hdr_size as u64 {
+            // requests may wait between the tail offset and the records read
+            return Replayed::NeedsEarlierRecords;
+        }
         let backend_pending = log
             .records
             .iter()
@@ -104,11 +129,11 @@ impl HeaderView {
         }
         syncer.finish_modseq((seq, log.sync_offset), log.end_modseq);
         if syncer.errors || syncer.index_deleted {
-            return None;
+            return Replayed::Unanswerable;
         }
         let map = syncer.map;
         let highest_modseq = crate::view::derived_highest_modseq(&map, log.end_modseq);
-        Some(HeaderView {
+        Replayed::Header(HeaderView {
             map,
             file: opened.file,
             path: opened.path,
@@ -236,7 +261,18 @@ impl HeaderView {
     }
 }
 
+/// What [`HeaderView::replay`] made of a log.
+enum Replayed {
+    Header(HeaderView),
+    /// The header alone can't tell the current state (see the module docs).
+    Unanswerable,
+    /// The log was read from a later offset than the tail offset: the records between
+    /// must be read to tell whether a request waits for the backend.
+    NeedsEarlierRecords,
+}
+
 /// `P` as [`read_header`] opened it.
+#[derive(Clone)]
 struct OpenedIndex {
     file: Arc<File>,
     path: PathBuf,

@@ -65,6 +65,11 @@ impl View {
     /// rebuilt from every log there is.
     pub(crate) fn for_writer(paths: &IndexPaths, lock: &LogLock) -> Result<View> {
         let index = read_optional(&paths.index())?;
+        if let Some(p) = &index {
+            if let Some(view) = View::from_head_tail(paths, p, lock)? {
+                return Ok(view);
+            }
+        }
         let log = lock.read_all()?;
         let head_seq = (log.len() >= crate::format::log::HEADER_SIZE)
             .then(|| crate::format::log::LogHeader::decode_raw(&log).file_seq);
@@ -94,6 +99,95 @@ impl View {
             },
         )
     }
+}
+
+impl View {
+    /// A writer's view from `P` (`index`, the whole file) and only the head log's records
+    /// from where `P` says modseq tracking stopped, as Dovecot opens the head log
+    /// (mail_transaction_log_file_skip_to_head, mail-transaction-log-file.c): when `P`'s
+    /// log_file_seq and its `modseq` header's log_seq are the head log's and the modseq
+    /// header's offset is no later than log_file_head_offset, the log is read from that
+    /// offset with the header's highest_modseq as the counter there. Records before it
+    /// are neither read nor decoded: after a large append (a conversion) the head log may
+    /// be as large as `P`, and a commit builds a view several times. Unlike Dovecot, which
+    /// reads earlier records when a view asks for them, this needs the offset to be no
+    /// later than the replayed log_file_tail_offset too (the backend's pending requests
+    /// start there), and the view answers changes only from there
+    /// (`LogFile::starts_history`).
+    ///
+    /// `None` when `P` doesn't say so, or the view built so needs any repair (a record
+    /// that doesn't decode at that offset, say): the caller reads every log.
+    fn from_head_tail(paths: &IndexPaths, index: &[u8], lock: &LogLock) -> Result<Option<View>> {
+        let Ok(map) = IndexFile::decode_header_of(index, &paths.index()) else {
+            return Ok(None);
+        };
+        let Some((from, from_modseq)) = skip_to_head(&map) else {
+            return Ok(None);
+        };
+        // through the locked descriptor: closing another one would drop the lock
+        let Some(log) = read_log_tail(&lock.file, &lock.path, from, from_modseq)? else {
+            return Ok(None);
+        };
+        if log.header.file_seq != map.header().log_file_seq {
+            return Ok(None);
+        }
+        // Writers also look at the records after log_file_tail_offset (changes the mail
+        // files may not have yet, `IndexWriter::sync_housekeeping`): those must have been
+        // read too. The replay sets the tail offset from records after `P`'s head offset,
+        // which were all read, so it is the one a full read gives.
+        match View::build_decoded(paths, Some(index), Some(Ok(log)), None) {
+            Ok(view)
+                if view.recoveries.is_empty()
+                    && !view.logs.is_empty()
+                    && view.header().log_file_tail_offset as u64 >= from =>
+            {
+                Ok(Some(view))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+/// Where Dovecot starts reading the head log for `P` (`map`: at least its header and
+/// extension headers), and the modseq counter there (mail_transaction_log_file_skip_to_head,
+/// mail-transaction-log-file.c): the `modseq` header's log_offset and highest_modseq, when
+/// its log_seq is `P`'s log_file_seq and the offset is no later than log_file_head_offset.
+/// `None`: the log is read from its start (no modseq header, or one from another log).
+/// The caller checks that the log it reads is the one `P` names.
+pub(crate) fn skip_to_head(map: &IndexFile) -> Option<(u64, u64)> {
+    let h = map.header();
+    let m = ModseqHeader::decode(&map.ext(ext::MODSEQ)?.data)?;
+    (m.log_seq == h.log_file_seq && m.log_offset <= h.log_file_head_offset && m.log_offset > 0)
+        .then_some((m.log_offset as u64, m.highest_modseq))
+}
+
+/// The log's records from `from` on, the modseq counter there being `from_modseq`, read
+/// from `file` with two `pread`s (its header, its bytes from `from`): see
+/// [`LogFile::decode_tail`]. `None` when the log is shorter than `from` or doesn't decode
+/// there; the caller then reads it whole.
+pub(crate) fn read_log_tail(
+    file: &std::fs::File,
+    path: &Path,
+    from: u64,
+    from_modseq: u64,
+) -> Result<Option<LogFile>> {
+    use std::os::unix::fs::FileExt;
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("fstat", path, e))?
+        .len();
+    if from > len {
+        return Ok(None);
+    }
+    let read = |start: u64, end: u64| -> Result<Vec<u8>> {
+        let mut data = vec![0u8; (end - start) as usize];
+        file.read_exact_at(&mut data, start)
+            .map_err(|e| Error::io("pread", path, e))?;
+        Ok(data)
+    };
+    let head = read(0, len.min(crate::format::log::HEADER_SIZE as u64))?;
+    let tail = read(from, len)?;
+    Ok(LogFile::decode_tail(&head, &tail, from, from_modseq, path).ok())
 }
 
 /// True when replaying `P` (`index`, the whole file) reads no log older than the head log
@@ -320,11 +414,22 @@ impl View {
 
     /// Builds the view from file contents (see the module docs for the recovery rules).
     pub fn build(paths: &IndexPaths, src: Sources) -> Result<View> {
+        let head = src.log.as_deref().map(|d| LogFile::decode(d, &paths.log()));
+        View::build_decoded(paths, src.index.as_deref(), head, src.log2.as_deref())
+    }
+
+    /// [`View::build`] with the head log decoded (or failing to) already.
+    fn build_decoded(
+        paths: &IndexPaths,
+        index: Option<&[u8]>,
+        head: Option<Result<LogFile>>,
+        log2: Option<&[u8]>,
+    ) -> Result<View> {
         let mut notes: Vec<String> = Vec::new();
         let index_path = paths.index();
         let log_path = paths.log();
         let mut index_err = None;
-        let index = match &src.index {
+        let index = match index {
             Some(d) => match IndexFile::decode(d, &index_path) {
                 Ok(f) => Some(f),
                 Err(e) => {
@@ -335,15 +440,13 @@ impl View {
             },
             None => None,
         };
-        let mut head = match &src.log {
-            Some(d) => match LogFile::decode(d, &log_path) {
-                Ok(l) => Some(l),
-                Err(e) if index.is_some() => {
-                    notes.push(format!("{e}; log ignored"));
-                    None
-                }
-                Err(e) => return Err(e),
-            },
+        let mut head = match head {
+            Some(Ok(l)) => Some(l),
+            Some(Err(e)) if index.is_some() => {
+                notes.push(format!("{e}; log ignored"));
+                None
+            }
+            Some(Err(e)) => return Err(e),
             None => None,
         };
         if let (Some(idx), Some(log)) = (&index, &head) {
@@ -364,7 +467,7 @@ impl View {
                 })),
             };
         };
-        let logs = history_logs(paths, head, src.log2.as_deref(), &mut notes);
+        let logs = history_logs(paths, head, log2, &mut notes);
 
         let indexid = logs.last().map(|l| l.header.indexid).unwrap_or(0);
         let start: LogPos = match &index {

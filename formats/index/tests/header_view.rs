@@ -273,3 +273,73 @@ fn write_index_if_behind_reads_no_records_when_p_is_current() {
     // a writer that has something to do reads the log, and finds it corrupt
     assert!(w.write_index().is_err());
 }
+
+/// An index with modseqs whose changes were all carried out (EXTERNAL, tail moved to
+/// the log's end) and written to `P`, then a header change past it.
+fn settled_with_modseqs(dir: &Path) -> IndexWriter {
+    let w = IndexWriter::open(dir, "dovecot.index");
+    w.create(4242).unwrap();
+    mailsync_index::locked_commit::enable_modseqs(&w).unwrap();
+    let mut t = w.begin().external(true);
+    for uid in 1..=20 {
+        t.append(uid, 0);
+    }
+    t.commit().unwrap();
+    let mut t = w.begin().external(true);
+    t.flags(3, 9, rec_flag::SEEN, 0);
+    t.commit().unwrap();
+    w.write_index().unwrap();
+    w.sync_housekeeping().unwrap();
+    let mut t = w.begin().external(true);
+    t.header_update(hdr_off::FIRST_RECENT_UID as u16, &21u32.to_le_bytes());
+    t.commit().unwrap();
+    w
+}
+
+/// The head log is read from `P`'s modseq header on (Dovecot's skip to head): a record
+/// before it that no longer decodes isn't read, and the header answers as the full view
+/// answered before the damage.
+#[test]
+fn the_header_reads_the_log_only_from_the_modseq_header_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let _w = settled_with_modseqs(dir.path());
+    let before = full(dir.path(), "dovecot.index");
+    let paths = IndexPaths::new(dir.path(), "dovecot.index");
+    let v = View::open(dir.path(), "dovecot.index").unwrap();
+    let first = v.logs()[0].records[0].offset as usize;
+    let mut log = std::fs::read(paths.log()).unwrap();
+    log[first + 4..first + 8]
+        .copy_from_slice(&mailsync_index::format::log::rec_type::EXPUNGE.to_le_bytes());
+    std::fs::write(paths.log(), &log).unwrap();
+    assert!(
+        View::open(dir.path(), "dovecot.index").is_err(),
+        "a full read stops there"
+    );
+    let head = HeaderView::open(&paths).unwrap().expect("answered");
+    let h = head.header();
+    assert_eq!(counters(&h), before.0);
+    assert_eq!(h.first_recent_uid, 21);
+    assert_eq!(head.highest_modseq(), before.2);
+    assert_eq!(head.last_uid(), before.3);
+    assert!(!head.backend_pending());
+}
+
+/// A request logged before `P` that no backend carried out (the tail offset behind it):
+/// the header reads the records from the tail offset too and reports it pending.
+#[test]
+fn a_request_before_the_modseq_header_is_still_seen_pending() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = settled_with_modseqs(dir.path());
+    let mut t = w.begin();
+    t.flags(1, 1, rec_flag::FLAGGED, 0);
+    t.commit().unwrap();
+    w.write_index().unwrap();
+    let head = HeaderView::open(&IndexPaths::new(dir.path(), "dovecot.index"))
+        .unwrap()
+        .expect("answered");
+    assert!(head.backend_pending());
+    assert_eq!(
+        header_only(dir.path(), "dovecot.index"),
+        Some(full(dir.path(), "dovecot.index"))
+    );
+}

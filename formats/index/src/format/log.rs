@@ -887,10 +887,16 @@ pub enum LogStop {
     Corrupt { offset: u64, reason: String },
 }
 
-/// A decoded log file: every complete, valid record up to `sync_offset`.
+/// A decoded log file: every complete, valid record from `first_offset` up to
+/// `sync_offset`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogFile {
     pub header: LogHeader,
+    /// Where `records` start: the header's end for a whole file; later for the tail a
+    /// writer reads ([`LogFile::decode_tail`]), whose earlier records were not read.
+    pub first_offset: u64,
+    /// The modseq counter at `first_offset`: the header's initial_modseq for a whole file.
+    pub first_modseq: u64,
     pub records: Vec<LogRecord>,
     /// End of the last accepted record (Dovecot's sync_offset).
     pub sync_offset: u64,
@@ -905,32 +911,67 @@ impl LogFile {
     /// records there and is reported in `stop` (see [`LogFile::check`]).
     pub fn decode(data: &[u8], path: &Path) -> Result<LogFile> {
         let header = LogHeader::decode(data, path)?;
+        let first = header.hdr_size as usize;
+        let tail = data.get(first..).unwrap_or_default();
+        let initial_modseq = header.initial_modseq;
+        let mut file = LogFile::decode_records(header, tail, first as u64, initial_modseq);
+        file.file_size = data.len() as u64;
+        Ok(file)
+    }
+
+    /// The records from `from` on of a log whose first bytes are `head` (at least its
+    /// header) and whose bytes from offset `from` to its end are `tail`; `from_modseq` is
+    /// the modseq counter at `from`, and `from` must be where a record starts. Dovecot reads
+    /// a log this way from the offset a view starts at (mail_transaction_log_file_read,
+    /// which moves sync_offset up to the buffer's start): records before `from` are
+    /// neither read nor checked. A wrong `from` shows as a record that doesn't decode.
+    pub fn decode_tail(
+        head: &[u8],
+        tail: &[u8],
+        from: u64,
+        from_modseq: u64,
+        path: &Path,
+    ) -> Result<LogFile> {
+        let header = LogHeader::decode(head, path)?;
+        if from < header.hdr_size as u64 {
+            return Err(Error::corrupt(
+                path,
+                from,
+                format!("records asked from inside the header ({})", header.hdr_size),
+            ));
+        }
+        Ok(LogFile::decode_records(header, tail, from, from_modseq))
+    }
+
+    /// The records in `data`, the file's bytes from offset `base` to its end.
+    fn decode_records(header: LogHeader, data: &[u8], base: u64, base_modseq: u64) -> LogFile {
         let version = header.version();
-        let mut pos = header.hdr_size as usize;
-        let mut modseq = header.initial_modseq;
+        let mut pos = 0usize;
+        let mut modseq = base_modseq;
         let mut records = Vec::new();
         let mut stop = LogStop::Eof;
+        let at = |pos: usize| base + pos as u64;
         while pos < data.len() {
             if pos + RECORD_HEADER_SIZE > data.len() {
-                stop = LogStop::Unfinished { offset: pos as u64 };
+                stop = LogStop::Unfinished { offset: at(pos) };
                 break;
             }
             let raw = [data[pos], data[pos + 1], data[pos + 2], data[pos + 3]];
             let size = offset_to_u32(raw) as usize;
             let type_raw = u32_at(data, pos + rec_off::TYPE).unwrap_or(0);
             if size == 0 {
-                stop = LogStop::Unfinished { offset: pos as u64 };
+                stop = LogStop::Unfinished { offset: at(pos) };
                 break;
             }
             if size < RECORD_HEADER_SIZE {
                 stop = LogStop::Corrupt {
-                    offset: pos as u64,
+                    offset: at(pos),
                     reason: format!("hdr.size too small ({size})"),
                 };
                 break;
             }
             if size > data.len() - pos {
-                stop = LogStop::Unfinished { offset: pos as u64 };
+                stop = LogStop::Unfinished { offset: at(pos) };
                 break;
             }
             let payload = &data[pos + RECORD_HEADER_SIZE..pos + size];
@@ -941,7 +982,7 @@ impl LogFile {
             {
                 let tsize = u32_at(payload, 0).unwrap_or(0) as usize;
                 if tsize > data.len() - pos {
-                    stop = LogStop::BoundaryPastEof { offset: pos as u64 };
+                    stop = LogStop::BoundaryPastEof { offset: at(pos) };
                     break;
                 }
             }
@@ -949,7 +990,7 @@ impl LogFile {
                 Ok(b) => b,
                 Err(reason) => {
                     stop = LogStop::Corrupt {
-                        offset: pos as u64,
+                        offset: at(pos),
                         reason,
                     };
                     break;
@@ -957,7 +998,7 @@ impl LogFile {
             };
             update_modseq(type_raw, &body, &mut modseq, version);
             records.push(LogRecord {
-                offset: pos as u64,
+                offset: at(pos),
                 size: size as u32,
                 type_raw,
                 body,
@@ -965,18 +1006,23 @@ impl LogFile {
             });
             pos += size;
         }
-        let sync_offset = records
-            .last()
-            .map(|r| r.end())
-            .unwrap_or(header.hdr_size as u64);
-        Ok(LogFile {
+        let sync_offset = records.last().map(|r| r.end()).unwrap_or(base);
+        LogFile {
             header,
+            first_offset: base,
+            first_modseq: base_modseq,
             records,
             sync_offset,
-            file_size: data.len() as u64,
+            file_size: base + data.len() as u64,
             stop,
             end_modseq: modseq,
-        })
+        }
+    }
+
+    /// True when no older log continues into this one's records: a log started afresh
+    /// (prev_file_seq 0, a reset), or one read only from a later offset.
+    pub fn starts_history(&self) -> bool {
+        self.header.prev_file_seq == 0 || self.first_offset > self.header.hdr_size as u64
     }
 
     /// `Err` naming the offset when a record was corrupted (Dovecot: "Corrupted transaction
@@ -990,9 +1036,10 @@ impl LogFile {
         }
     }
 
-    /// The modseq counter just before the record at `offset` (or at the end).
+    /// The modseq counter just before the record at `offset` (or at the end), for an
+    /// `offset` from `first_offset` on.
     pub fn modseq_at(&self, offset: u64) -> u64 {
-        let mut m = self.header.initial_modseq;
+        let mut m = self.first_modseq;
         for r in &self.records {
             if r.offset >= offset {
                 break;
@@ -1001,4 +1048,11 @@ impl LogFile {
         }
         m
     }
+}
+
+/// The oldest of `logs` (oldest first) from which every later change is held: the last
+/// that [starts a history](LogFile::starts_history), else the first. Its `first_modseq`
+/// is the oldest modseq the logs can answer changes after.
+pub fn history_start(logs: &[LogFile]) -> usize {
+    logs.iter().rposition(LogFile::starts_history).unwrap_or(0)
 }

@@ -1,0 +1,202 @@
+//! A writer's view reads the head log only from where `P`'s `modseq` header says modseq
+//! tracking stopped (Dovecot's mail_transaction_log_file_skip_to_head), and is then the
+//! same view as one built from the whole log; when `P` can't say so, every record is read.
+
+use std::path::Path;
+
+use mailsync_index::format::index::rec_flag;
+use mailsync_index::format::log::rec_type;
+use mailsync_index::locked_commit::{commit_locked, enable_modseqs};
+use mailsync_index::{Error, IndexPaths, IndexWriter, View};
+
+/// An index with modseqs whose head log holds 40 messages, flag and keyword changes and
+/// a HIGHESTMODSEQ raise, written to `P` (the tail offset then moved to the log's end),
+/// and then more changes past `P`, requests among them.
+fn written_then_changed(dir: &Path) -> IndexWriter {
+    let w = IndexWriter::open(dir, "dovecot.index");
+    w.create(4242).unwrap();
+    enable_modseqs(&w).unwrap();
+    let mut t = w.begin().external(true);
+    for uid in 1..=40 {
+        t.append(uid, 0);
+    }
+    t.commit().unwrap();
+    // as a backend logs the changes it made to its files: EXTERNAL, so nothing waits
+    // past the tail offset, which the housekeeping moves to the log's end
+    for uid in (2..=40).step_by(3) {
+        let mut t = w.begin().external(true);
+        t.flags(uid, uid, rec_flag::SEEN, 0);
+        t.commit().unwrap();
+    }
+    let mut t = w.begin().external(true);
+    t.keywords(true, b"$Label1", &[3, 7, 9]);
+    t.commit().unwrap();
+    let mut t = w.begin().external(true);
+    t.modseq_update(0, 500);
+    t.commit().unwrap();
+    w.write_index().unwrap();
+    w.sync_housekeeping().unwrap();
+    let mut t = w.begin();
+    t.flags(5, 6, rec_flag::FLAGGED, 0);
+    t.keywords(false, b"$Label1", &[7]);
+    t.commit().unwrap();
+    let mut t = w.begin().external(true);
+    t.append(41, rec_flag::SEEN);
+    t.commit().unwrap();
+    w
+}
+
+/// What a view says: `P` as replayed, HIGHESTMODSEQ, the log's modseq counter, the log
+/// position, and every message's (UID, modseq).
+type State = (Vec<u8>, u64, u64, (u32, u64), Vec<(u32, u64)>);
+
+fn state(v: &View) -> State {
+    (
+        v.index_file().encode(),
+        v.highest_modseq(),
+        v.log_modseq(),
+        v.log_position(),
+        v.messages()
+            .map(|m| m.uid())
+            .zip(v.messages().map(|m| m.modseq()))
+            .collect(),
+    )
+}
+
+/// The writer's view (inside a commit that writes nothing) and where its head log's
+/// records start.
+fn writer_view(w: &IndexWriter) -> (State, u64) {
+    let (seen, _) = commit_locked(w, true, |v, _| {
+        Ok::<_, Error>((state(v), v.logs().last().unwrap().first_offset))
+    })
+    .unwrap();
+    seen
+}
+
+#[test]
+fn a_writer_reads_the_head_log_from_the_modseq_header_and_sees_what_a_full_read_sees() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = written_then_changed(dir.path());
+    let full = View::open(dir.path(), "dovecot.index").unwrap();
+    assert_eq!(
+        full.logs()[0].first_offset,
+        full.logs()[0].header.hdr_size as u64
+    );
+    let (seen, first_offset) = writer_view(&w);
+    let modseq_offset = full.index_file().header().log_file_head_offset as u64;
+    // P as on disk (the full view replays past it) names where the writer started
+    let p = std::fs::read(IndexPaths::new(dir.path(), "dovecot.index").index()).unwrap();
+    let on_disk = mailsync_index::format::index::IndexFile::decode(&p, Path::new("P")).unwrap();
+    let m = on_disk
+        .ext(mailsync_index::format::ext::MODSEQ)
+        .and_then(|e| mailsync_index::format::ext::ModseqHeader::decode(&e.data))
+        .unwrap();
+    assert_eq!(
+        first_offset, m.log_offset as u64,
+        "read from the modseq header's offset"
+    );
+    assert!(first_offset > full.logs()[0].header.hdr_size as u64);
+    assert!(first_offset < modseq_offset, "changes past P were logged");
+    assert_eq!(seen, state(&full));
+    // and what the writer then commits is what a full read would have built on
+    let mut t = w.begin();
+    t.flags(41, 41, rec_flag::ANSWERED, 0);
+    t.commit().unwrap();
+    let after = View::open(dir.path(), "dovecot.index").unwrap();
+    let msg = after.message(41).unwrap();
+    assert_eq!(msg.flags() & rec_flag::ANSWERED, rec_flag::ANSWERED);
+    assert!(msg.modseq() > 500);
+}
+
+/// Records before the offset are not read: a record there that no longer decodes
+/// (written over after `P`) doesn't stop the writer, as it doesn't stop Dovecot. The view
+/// then answers changes only from that offset on.
+#[test]
+fn records_before_the_offset_are_not_read_and_answer_no_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = written_then_changed(dir.path());
+    let paths = IndexPaths::new(dir.path(), "dovecot.index");
+    let full = View::open(dir.path(), "dovecot.index").unwrap();
+    let head = &full.logs()[0];
+    // the first record after the header: an expunge without its protection mask
+    let first = head.records[0].offset as usize;
+    let mut log = std::fs::read(paths.log()).unwrap();
+    log[first + 4..first + 8].copy_from_slice(&rec_type::EXPUNGE.to_le_bytes());
+    std::fs::write(paths.log(), &log).unwrap();
+    // a full read stops at the damage, before P's offset: the log is lost to it
+    let damaged = View::open(dir.path(), "dovecot.index");
+    assert!(matches!(damaged, Err(Error::LogLost { .. })), "{damaged:?}");
+    let (seen, first_offset) = writer_view(&w);
+    assert!(first_offset > first as u64);
+    assert_eq!(seen, state(&full));
+    let (changes, _) = commit_locked(&w, true, |v, _| {
+        Ok::<_, Error>((
+            v.changes_since(mailstore::ModSeq(1)),
+            v.changes_since(mailstore::ModSeq(v.highest_modseq())),
+        ))
+    })
+    .unwrap();
+    assert!(
+        matches!(changes.0, mailstore::Changes::Unknown),
+        "{changes:?}"
+    );
+    assert!(
+        matches!(changes.1, mailstore::Changes::Known { .. }),
+        "{changes:?}"
+    );
+}
+
+/// Requests logged before `P` that no backend carried out (non-EXTERNAL changes, the
+/// tail offset left behind them): the writer must see them, so it reads every record.
+#[test]
+fn pending_requests_before_the_modseq_header_have_the_log_read_from_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = IndexWriter::open(dir.path(), "dovecot.index");
+    w.create(4242).unwrap();
+    enable_modseqs(&w).unwrap();
+    let mut t = w.begin().external(true);
+    t.append(1, 0).append(2, 0);
+    t.commit().unwrap();
+    let mut t = w.begin();
+    t.flags(2, 2, rec_flag::SEEN, 0);
+    t.commit().unwrap();
+    w.write_index().unwrap();
+    let (seen, first_offset) = writer_view(&w);
+    let full = View::open(dir.path(), "dovecot.index").unwrap();
+    assert_eq!(first_offset, full.logs()[0].header.hdr_size as u64);
+    assert_eq!(seen, state(&full));
+    assert!(
+        full.index_file().header().log_file_tail_offset < full.logs()[0].records[2].offset as u32
+    );
+}
+
+/// A modseq header pointing into the middle of a record (a damaged `P`): the tail
+/// doesn't decode there, and the writer's view is built from the whole log.
+#[test]
+fn a_modseq_header_pointing_inside_a_record_falls_back_to_the_whole_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = written_then_changed(dir.path());
+    let paths = IndexPaths::new(dir.path(), "dovecot.index");
+    let full = View::open(dir.path(), "dovecot.index").unwrap();
+    let p = std::fs::read(paths.index()).unwrap();
+    let on_disk = mailsync_index::format::index::IndexFile::decode(&p, Path::new("P")).unwrap();
+    let ext = on_disk.ext(mailsync_index::format::ext::MODSEQ).unwrap();
+    let m = mailsync_index::format::ext::ModseqHeader::decode(&ext.data).unwrap();
+    // the modseq header's log_offset (u32 after the u64 highest_modseq and u32 log_seq)
+    let at = find(&p, &ext.data) + 12;
+    let inside = m.log_offset - 4;
+    let mut damaged = p.clone();
+    damaged[at..at + 4].copy_from_slice(&inside.to_le_bytes());
+    std::fs::write(paths.index(), &damaged).unwrap();
+    let (seen, first_offset) = writer_view(&w);
+    assert_eq!(first_offset, full.logs()[0].header.hdr_size as u64);
+    // the full replay from the damaged header gives the same messages and flags
+    assert_eq!(seen.4.len(), state(&full).4.len());
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> usize {
+    haystack
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("modseq header in P")
+}
