@@ -346,7 +346,8 @@ impl MdboxMailbox {
     /// open does unless [`MdboxMailbox::open_quick`] answered).
     fn read_full(&mut self) -> Result<()> {
         let view_stamp = IndexStamp::of(self.writer.paths())?;
-        let view = self.writer.view().map_err(ix_err)?;
+        // the history before `P` is read when asked for (`changes_since`)
+        let view = View::open_recent(self.writer.paths()).map_err(ix_err)?;
         let snap = Snapshot::of(&view);
         let hdr = dbox_header(&view, DboxKind::Multi);
         drop(view);
@@ -586,7 +587,7 @@ impl MdboxMailbox {
         let stamp = IndexStamp::of(self.writer.paths())?;
         let view_changed = stamp != self.view_stamp;
         if view_changed {
-            self.snap = Snapshot::of(&self.writer.view().map_err(ix_err)?);
+            self.snap = Snapshot::of(&View::open_recent(self.writer.paths()).map_err(ix_err)?);
             self.view_stamp = stamp;
         }
         let map = self.map_cache.table(&map_paths(&self.layout))?;
@@ -757,7 +758,8 @@ impl Mailbox for MdboxMailbox {
         // the history is in the logs, which the snapshot doesn't keep: read them again (not
         // `P`: the snapshot has its messages) and answer only from the state the snapshot
         // is of (else the caller compares in full)
-        let Some(history) = LogHistory::read(self.writer.paths()).map_err(ix_err)? else {
+        let Some(history) = LogHistory::read_since(self.writer.paths(), since.0).map_err(ix_err)?
+        else {
             return Ok(Changes::Unknown);
         };
         if !self.snap.is_at(history.indexid(), history.log_position()) {
@@ -778,7 +780,8 @@ impl Mailbox for MdboxMailbox {
         // The snapshot keeps no log records: read the logs again (not `P`: the snapshot
         // has its messages), answering only when they end where the snapshot's state does
         // (else no history: whole flags win).
-        let Some(history) = LogHistory::read(self.writer.paths()).map_err(ix_err)? else {
+        let Some(history) = LogHistory::read_since(self.writer.paths(), since.0).map_err(ix_err)?
+        else {
             return Ok(Vec::new());
         };
         if !self.snap.is_at(history.indexid(), history.log_position()) {
@@ -1367,6 +1370,53 @@ mod tests {
         save(&mut other, 1);
         let after = cache.header_view(&paths).unwrap();
         assert!(!Arc::ptr_eq(&after, &first));
+    }
+
+    /// A state older than `P` (written when the last handle closed): the mailbox was read
+    /// without the history before `P`, so `changes_since` reads it, and answers.
+    #[test]
+    fn changes_since_a_state_older_than_the_index_file_reads_the_whole_history() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = crate::DboxStore::open(
+            &Location::parse("mdbox:~/mdbox", Some(tmp.path())).unwrap(),
+            &StoreOptions::default(),
+        )
+        .unwrap();
+        let mut mb = store.open_mailbox("INBOX").unwrap();
+        mb.enable_modseqs().unwrap();
+        // enough for the log to pass 32 KiB, where commits move its tail offset
+        let uids = save(mb.as_mut(), 1000);
+        let since = ModSeq(mb.counters().unwrap().highest_modseq);
+        let mut t = mb.begin().unwrap();
+        t.expunge(uids[0]).unwrap();
+        t.commit().unwrap();
+        drop(mb);
+        let dir = tmp.path().join("mdbox/mailboxes/INBOX/dbox-Mails");
+        let p = std::fs::read(dir.join(INDEX_PREFIX)).unwrap();
+        let p = mailsync_index::format::index::IndexFile::decode(&p, &dir).unwrap();
+        let m = p
+            .ext(ext::MODSEQ)
+            .and_then(|e| mailsync_index::format::ext::ModseqHeader::decode(&e.data))
+            .unwrap();
+        assert!(m.highest_modseq > since.0, "P written past the state");
+        // the mailbox is read with its head log from P's modseq header on
+        let paths = mailsync_index::IndexPaths::new(&dir, INDEX_PREFIX);
+        let recent = View::open_recent(&paths).unwrap();
+        assert_eq!(recent.logs()[0].first_offset, m.log_offset as u64);
+        let mut mb = store.open_mailbox("INBOX").unwrap();
+        let new = save(mb.as_mut(), 1);
+        match mb.changes_since(since).unwrap() {
+            Changes::Known {
+                changed, expunged, ..
+            } => {
+                assert_eq!(changed, new);
+                assert_eq!(
+                    expunged.iter().map(|(u, _)| *u).collect::<Vec<_>>(),
+                    [uids[0]]
+                );
+            }
+            Changes::Unknown => panic!("the log reaches back to {since:?}"),
+        }
     }
 
     #[test]

@@ -43,6 +43,9 @@ enum History {
     /// The initial modseq of the oldest usable log (the last one starting a history):
     /// anything older can't be answered (0: modseqs weren't tracked).
     Since(u64),
+    /// The view read the head log only from a later point (`View::open_recent`): the
+    /// history must be read again to tell how far back it goes.
+    Partial,
 }
 
 /// The state of a mailbox index view, compact.
@@ -109,7 +112,12 @@ impl Snapshot {
         let history = if logs.is_empty() {
             History::NoLogs
         } else {
-            History::Since(logs[mailsync_index::format::log::history_start(logs)].first_modseq)
+            let oldest = &logs[mailsync_index::format::log::history_start(logs)];
+            if oldest.first_offset > oldest.header.hdr_size as u64 {
+                History::Partial
+            } else {
+                History::Since(oldest.first_modseq)
+            }
         };
         Snapshot {
             counters: IndexCounters::of(view),
@@ -175,7 +183,7 @@ impl Snapshot {
             }),
             History::NoLogs => Some(Changes::Unknown),
             History::Since(first) if first == 0 || since.0 < first => Some(Changes::Unknown),
-            History::Since(_) => None,
+            History::Since(_) | History::Partial => None,
         }
     }
 

@@ -57,6 +57,18 @@ impl LogHistory {
     }
 }
 
+/// True when `log`'s records answer [`changes_in`] by themselves, as they would with the
+/// records before them (for a log read from a later offset): no expunge that takes its
+/// UIDs from earlier appends (a UID range, matched against the UIDs known) or its GUID
+/// from an earlier request (an all-zero GUID).
+pub(crate) fn answerable_alone(log: &LogFile) -> bool {
+    log.records.iter().all(|r| match &r.body {
+        RecordBody::Expunge(_) => !r.is_external(),
+        RecordBody::ExpungeGuid(v) => !r.is_external() || v.iter().all(|e| e.guid != [0; 16]),
+        _ => true,
+    })
+}
+
 /// [`View::changes_since`] from `logs`, for a view at `highest_modseq` holding the UIDs
 /// `present`.
 fn changes_in(
@@ -115,7 +127,7 @@ fn changes_in(
         set.extend(present.range(a..=b).copied());
     };
     for l in &logs[start..] {
-        let mut prev = l.header.initial_modseq;
+        let mut prev = l.first_modseq;
         for r in &l.records {
             let increased = r.modseq > prev;
             prev = r.modseq;

@@ -308,7 +308,7 @@ fn changes_header_only(r: &LogRecord, map: &IndexFile) -> bool {
 
 /// `P`'s header and last record, decoded as [`IndexFile::decode_header_only`], and the
 /// first record's UID; `None` when `P` is missing, too short or fails a check.
-fn read_header(path: &Path) -> Result<Option<(IndexFile, Option<u32>, File)>> {
+pub(crate) fn read_header(path: &Path) -> Result<Option<(IndexFile, Option<u32>, File)>> {
     let io = |e| Error::io("read", path, e);
     let file = match File::open(path) {
         Ok(f) => f,

@@ -66,7 +66,8 @@ impl View {
     pub(crate) fn for_writer(paths: &IndexPaths, lock: &LogLock) -> Result<View> {
         let index = read_optional(&paths.index())?;
         if let Some(p) = &index {
-            if let Some(view) = View::from_head_tail(paths, p, lock)? {
+            // through the locked descriptor: closing another one would drop the lock
+            if let Some(view) = View::from_head_tail(paths, p, &lock.file)? {
                 return Ok(view);
             }
         }
@@ -117,15 +118,18 @@ impl View {
     ///
     /// `None` when `P` doesn't say so, or the view built so needs any repair (a record
     /// that doesn't decode at that offset, say): the caller reads every log.
-    fn from_head_tail(paths: &IndexPaths, index: &[u8], lock: &LogLock) -> Result<Option<View>> {
+    fn from_head_tail(
+        paths: &IndexPaths,
+        index: &[u8],
+        log_file: &std::fs::File,
+    ) -> Result<Option<View>> {
         let Ok(map) = IndexFile::decode_header_of(index, &paths.index()) else {
             return Ok(None);
         };
         let Some((from, from_modseq)) = skip_to_head(&map) else {
             return Ok(None);
         };
-        // through the locked descriptor: closing another one would drop the lock
-        let Some(log) = read_log_tail(&lock.file, &lock.path, from, from_modseq)? else {
+        let Some(log) = read_log_tail(log_file, &paths.log(), from, from_modseq)? else {
             return Ok(None);
         };
         if log.header.file_seq != map.header().log_file_seq {
@@ -285,6 +289,52 @@ impl LogHistory {
     /// Reads and decodes `P.log` and `P.log.2`; `None` without a usable `P.log`.
     pub fn read(paths: &IndexPaths) -> Result<Option<LogHistory>> {
         let _guard = crate::lock::read_guard(paths);
+        LogHistory::read_all(paths)
+    }
+
+    /// [`LogHistory::read`] for a caller asking only what changed after `since`: when
+    /// `P`'s `modseq` header names a point of the head log whose modseq is `since` or
+    /// less (`skip_to_head`), only the head log's records from there are read (every
+    /// change after `since` is among them), unless one of them needs an earlier record
+    /// to be answered ([`crate::changes::answerable_alone`]); else every log is read.
+    pub fn read_since(paths: &IndexPaths, since: u64) -> Result<Option<LogHistory>> {
+        let _guard = crate::lock::read_guard(paths);
+        if let Some(log) = LogHistory::head_tail_since(paths, since)? {
+            return Ok(Some(LogHistory { logs: vec![log] }));
+        }
+        LogHistory::read_all(paths)
+    }
+
+    /// The head log's records from `P`'s modseq header on, when that point is at or
+    /// before `since` and they answer alone.
+    fn head_tail_since(paths: &IndexPaths, since: u64) -> Result<Option<LogFile>> {
+        let Some((map, _, _)) = crate::header_view::read_header(&paths.index())? else {
+            return Ok(None);
+        };
+        let Some((from, from_modseq)) = skip_to_head(&map) else {
+            return Ok(None);
+        };
+        if from_modseq > since {
+            return Ok(None);
+        }
+        let log_path = paths.log();
+        let file = match std::fs::File::open(&log_path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("open", &log_path, e)),
+        };
+        let Some(log) = read_log_tail(&file, &log_path, from, from_modseq)? else {
+            return Ok(None);
+        };
+        let h = map.header();
+        let usable = log.header.file_seq == h.log_file_seq
+            && log.header.indexid == h.indexid
+            && !matches!(log.stop, LogStop::Corrupt { .. })
+            && crate::changes::answerable_alone(&log);
+        Ok(usable.then_some(log))
+    }
+
+    fn read_all(paths: &IndexPaths) -> Result<Option<LogHistory>> {
         let Some(data) = read_optional(&paths.log())? else {
             return Ok(None);
         };
@@ -410,6 +460,34 @@ impl View {
         let _guard = crate::lock::read_guard(paths);
         let sources = Sources::read(paths)?;
         View::build(paths, sources)
+    }
+
+    /// [`View::open_paths`] for a caller that needs the messages but not the history
+    /// before `P`: the head log is read as a writer's view reads it, from where `P`'s
+    /// `modseq` header says Dovecot starts (`skip_to_head`), and `P.log.2` not at all. The
+    /// view's logs then start there ([`LogFile::starts_history`]): `changes_since` an
+    /// older modseq answers "unknown", and a caller wanting it reads [`LogHistory`].
+    /// Whenever that doesn't apply, or the view would need a repair, every log is read.
+    pub fn open_recent(paths: &IndexPaths) -> Result<View> {
+        let _guard = crate::lock::read_guard(paths);
+        let Some(index) = read_optional(&paths.index())? else {
+            return View::build(paths, Sources::read(paths)?);
+        };
+        match std::fs::File::open(paths.log()) {
+            Ok(f) => {
+                if let Some(view) = View::from_head_tail(paths, &index, &f)? {
+                    return Ok(view);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("open", &paths.log(), e)),
+        }
+        let src = Sources {
+            index: Some(index),
+            log: read_optional(&paths.log())?,
+            log2: read_optional(&paths.log2())?,
+        };
+        View::build(paths, src)
     }
 
     /// Builds the view from file contents (see the module docs for the recovery rules).

@@ -7,7 +7,7 @@ use std::path::Path;
 use mailsync_index::format::index::rec_flag;
 use mailsync_index::format::log::rec_type;
 use mailsync_index::locked_commit::{commit_locked, enable_modseqs};
-use mailsync_index::{Error, IndexPaths, IndexWriter, View};
+use mailsync_index::{Error, IndexPaths, IndexWriter, LogHistory, View};
 
 /// An index with modseqs whose head log holds 40 messages, flag and keyword changes and
 /// a HIGHESTMODSEQ raise, written to `P` (the tail offset then moved to the log's end),
@@ -199,4 +199,108 @@ fn find(haystack: &[u8], needle: &[u8]) -> usize {
         .windows(needle.len())
         .position(|w| w == needle)
         .expect("modseq header in P")
+}
+
+/// `P`'s modseq header: where the head log is read from, and the modseq there.
+fn modseq_header_of_p(dir: &Path) -> mailsync_index::format::ext::ModseqHeader {
+    let p = std::fs::read(IndexPaths::new(dir, "dovecot.index").index()).unwrap();
+    let on_disk = mailsync_index::format::index::IndexFile::decode(&p, Path::new("P")).unwrap();
+    on_disk
+        .ext(mailsync_index::format::ext::MODSEQ)
+        .and_then(|e| mailsync_index::format::ext::ModseqHeader::decode(&e.data))
+        .unwrap()
+}
+
+/// A reader that needs no history before `P` (`View::open_recent`) reads the head log as
+/// the writer does and sees what a full read sees; it answers changes only from there.
+#[test]
+fn a_recent_view_is_the_full_view_with_history_from_p_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let _w = written_then_changed(dir.path());
+    let paths = IndexPaths::new(dir.path(), "dovecot.index");
+    let full = View::open(dir.path(), "dovecot.index").unwrap();
+    let recent = View::open_recent(&paths).unwrap();
+    let m = modseq_header_of_p(dir.path());
+    assert_eq!(recent.logs().len(), 1);
+    assert_eq!(recent.logs()[0].first_offset, m.log_offset as u64);
+    assert_eq!(recent.logs()[0].first_modseq, m.highest_modseq);
+    assert_eq!(state(&recent), state(&full));
+    let since = mailstore::ModSeq(m.highest_modseq);
+    assert_eq!(recent.changes_since(since), full.changes_since(since));
+    assert!(matches!(
+        recent.changes_since(mailstore::ModSeq(1)),
+        mailstore::Changes::Unknown
+    ));
+    assert!(matches!(
+        full.changes_since(mailstore::ModSeq(1)),
+        mailstore::Changes::Known { .. }
+    ));
+}
+
+/// The history since a modseq at or after `P`'s modseq header is read from there on and
+/// answers as the whole history; an older modseq has every log read.
+#[test]
+fn history_since_a_recent_modseq_reads_only_the_head_logs_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let _w = written_then_changed(dir.path());
+    let paths = IndexPaths::new(dir.path(), "dovecot.index");
+    let full = View::open(dir.path(), "dovecot.index").unwrap();
+    let present = || full.messages().map(|m| m.uid()).collect();
+    let m = modseq_header_of_p(dir.path());
+    let whole = LogHistory::read(&paths).unwrap().unwrap();
+    for (since, from) in [
+        (m.highest_modseq, m.log_offset as u64),
+        (m.highest_modseq + 1, m.log_offset as u64),
+        (m.highest_modseq - 1, whole.logs()[0].header.hdr_size as u64),
+        (1, whole.logs()[0].header.hdr_size as u64),
+    ] {
+        let h = LogHistory::read_since(&paths, since).unwrap().unwrap();
+        assert_eq!(h.logs()[0].first_offset, from, "since {since}");
+        let s = mailstore::ModSeq(since);
+        assert_eq!(
+            h.changes_since(s, full.highest_modseq(), present()),
+            whole.changes_since(s, full.highest_modseq(), present()),
+            "since {since}"
+        );
+        assert_eq!(
+            h.flag_changes_since(s, &[mailstore::Uid(5), mailstore::Uid(7)], |_| true),
+            whole.flag_changes_since(s, &[mailstore::Uid(5), mailstore::Uid(7)], |_| true),
+        );
+    }
+}
+
+/// An expunge past `P` whose GUID only an earlier request tells (an all-zero GUID, the
+/// request logged before `P`): the tail can't answer alone, so every log is read, and
+/// the expunge keeps the request's GUID.
+#[test]
+fn an_expunge_needing_an_earlier_record_has_the_whole_history_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = written_then_changed(dir.path());
+    let paths = IndexPaths::new(dir.path(), "dovecot.index");
+    let guid = [0xab; 16];
+    let mut t = w.begin();
+    t.expunge_guid(2, guid);
+    t.commit().unwrap();
+    w.write_index().unwrap();
+    let m = modseq_header_of_p(dir.path());
+    let mut t = w.begin().external(true);
+    t.expunge_guid(2, [0; 16]);
+    t.commit().unwrap();
+    let h = LogHistory::read_since(&paths, m.highest_modseq)
+        .unwrap()
+        .unwrap();
+    assert_eq!(h.logs()[0].first_offset, h.logs()[0].header.hdr_size as u64);
+    let full = View::open(dir.path(), "dovecot.index").unwrap();
+    let present = full.messages().map(|m| m.uid()).collect();
+    match h.changes_since(
+        mailstore::ModSeq(m.highest_modseq),
+        full.highest_modseq(),
+        present,
+    ) {
+        mailstore::Changes::Known { expunged, .. } => {
+            let want = mailstore::Guid::from_bytes("ab".repeat(16).into_bytes());
+            assert_eq!(expunged, [(mailstore::Uid(2), Some(want))]);
+        }
+        other => panic!("{other:?}"),
+    }
 }
