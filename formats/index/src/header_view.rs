@@ -24,7 +24,7 @@ use crate::format::index::{IndexFile, IndexHeader, BASE_HEADER_SIZE};
 use crate::format::log::{LogFile, LogRecord, LogStop, RecordBody, EXT_ID_BY_NAME};
 use crate::paths::IndexPaths;
 use crate::sync::Syncer;
-use crate::view::{read_log_tail, read_optional};
+use crate::view::{read_log_from_head, read_optional};
 
 /// What identifies the state of an index: its indexid and where the replay of its logs
 /// ended, (file_seq, offset).
@@ -65,19 +65,17 @@ impl HeaderView {
             first_uid,
         };
         // the head log from where `P` says Dovecot starts reading it, when it says so
-        if let Some((from, from_modseq)) = crate::view::skip_to_head(&map) {
-            let log_path = paths.log();
-            let log_file = match File::open(&log_path) {
-                Ok(f) => f,
-                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(Error::io("open", &log_path, e)),
-            };
-            if let Some(log) = read_log_tail(&log_file, &log_path, from, from_modseq)? {
-                match HeaderView::replay(map.clone(), log, opened.clone()) {
-                    Replayed::Header(v) => return Ok(Some(v)),
-                    Replayed::Unanswerable => return Ok(None),
-                    Replayed::NeedsEarlierRecords => {}
-                }
+        let log_path = paths.log();
+        let log_file = match File::open(&log_path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("open", &log_path, e)),
+        };
+        if let Some(log) = read_log_from_head(&log_file, &log_path, &map, None)? {
+            match HeaderView::replay(map.clone(), log, opened.clone()) {
+                Replayed::Header(v) => return Ok(Some(v)),
+                Replayed::Unanswerable => return Ok(None),
+                Replayed::NeedsEarlierRecords => {}
             }
         }
         let Some(data) = read_optional(&paths.log())? else {

@@ -27,7 +27,7 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::format::ext::{self, KeywordsHeader, ModseqHeader};
 use crate::format::index::{hdr_flag, hdr_off, rec_flag, Extension, IndexFile, IndexHeader};
-use crate::format::log::{LogFile, LogStop, RecordBody};
+use crate::format::log::{LogFile, LogHeader, LogStop, RecordBody};
 use crate::lock::LogLock;
 use crate::paths::IndexPaths;
 use crate::sync::{fsck, LogPos, Syncer};
@@ -104,11 +104,8 @@ impl View {
 
 impl View {
     /// A writer's view from `P` (`index`, the whole file) and only the head log's records
-    /// from where `P` says modseq tracking stopped, as Dovecot opens the head log
-    /// (mail_transaction_log_file_skip_to_head, mail-transaction-log-file.c): when `P`'s
-    /// log_file_seq and its `modseq` header's log_seq are the head log's and the modseq
-    /// header's offset is no later than log_file_head_offset, the log is read from that
-    /// offset with the header's highest_modseq as the counter there. Records before it
+    /// from where `P` says Dovecot starts reading it ([`skip_to_head`]: where modseq
+    /// tracking stopped, or `P`'s head offset in a log without modseqs). Records before it
     /// are neither read nor decoded: after a large append (a conversion) the head log may
     /// be as large as `P`, and a commit builds a view several times. Unlike Dovecot, which
     /// reads earlier records when a view asks for them, this needs the offset to be no
@@ -126,15 +123,10 @@ impl View {
         let Ok(map) = IndexFile::decode_header_of(index, &paths.index()) else {
             return Ok(None);
         };
-        let Some((from, from_modseq)) = skip_to_head(&map) else {
+        let Some(log) = read_log_from_head(log_file, &paths.log(), &map, None)? else {
             return Ok(None);
         };
-        let Some(log) = read_log_tail(log_file, &paths.log(), from, from_modseq)? else {
-            return Ok(None);
-        };
-        if log.header.file_seq != map.header().log_file_seq {
-            return Ok(None);
-        }
+        let from = log.first_offset;
         // Writers also look at the records after log_file_tail_offset (changes the mail
         // files may not have yet, `IndexWriter::sync_housekeeping`): those must have been
         // read too. The replay sets the tail offset from records after `P`'s head offset,
@@ -152,44 +144,84 @@ impl View {
     }
 }
 
-/// Where Dovecot starts reading the head log for `P` (`map`: at least its header and
-/// extension headers), and the modseq counter there (mail_transaction_log_file_skip_to_head,
-/// mail-transaction-log-file.c): the `modseq` header's log_offset and highest_modseq, when
-/// its log_seq is `P`'s log_file_seq and the offset is no later than log_file_head_offset.
-/// `None`: the log is read from its start (no modseq header, or one from another log).
-/// The caller checks that the log it reads is the one `P` names.
-pub(crate) fn skip_to_head(map: &IndexFile) -> Option<(u64, u64)> {
+/// Where Dovecot starts reading the head log (header `log`) for `P` (`map`: at least its
+/// header and extension headers), and the modseq counter there
+/// (mail_transaction_log_file_skip_to_head, mail-transaction-log-file.c), when `P` names
+/// this log and a head offset in it: with a `modseq` header of this log, its log_offset
+/// (no later than the head offset) and highest_modseq; without a `modseq` extension (a
+/// map index), the head offset and, in a log that tracks no modseqs (initial_modseq 0),
+/// 0, else a counter to be counted (`None`). `None` overall: the log is read whole.
+fn skip_to_head(map: &IndexFile, log: &LogHeader) -> Option<(u64, Option<u64>)> {
     let h = map.header();
-    let m = ModseqHeader::decode(&map.ext(ext::MODSEQ)?.data)?;
-    (m.log_seq == h.log_file_seq && m.log_offset <= h.log_file_head_offset && m.log_offset > 0)
-        .then_some((m.log_offset as u64, m.highest_modseq))
+    let (head, hdr_size) = (h.log_file_head_offset as u64, log.hdr_size as u64);
+    if log.file_seq != h.log_file_seq || log.indexid != h.indexid || head < hdr_size {
+        return None;
+    }
+    match map.ext(ext::MODSEQ) {
+        None if log.initial_modseq == 0 => Some((head, Some(0))),
+        // Dovecot reads such a log from its start, for the modseq counter; mailsync
+        // counts it over the records before the head offset without keeping them
+        None => Some((head, None)),
+        Some(e) => {
+            let m = ModseqHeader::decode(&e.data)?;
+            let from = m.log_offset as u64;
+            (m.log_seq == log.file_seq && from <= head && from >= hdr_size)
+                .then_some((from, Some(m.highest_modseq)))
+        }
+    }
 }
 
-/// The log's records from `from` on, the modseq counter there being `from_modseq`, read
-/// from `file` with two `pread`s (its header, its bytes from `from`): see
-/// [`LogFile::decode_tail`]. `None` when the log is shorter than `from` or doesn't decode
-/// there; the caller then reads it whole.
-pub(crate) fn read_log_tail(
+/// The head log's records from where Dovecot starts reading it for `P` (`map`, see
+/// [`skip_to_head`]), read from `file` with two `pread`s (its header, its bytes from
+/// there; see [`LogFile::decode_tail`]). `None` when `P` doesn't name such a point, the
+/// modseq there is above `since` (when given: older changes are asked for), or the log
+/// doesn't decode there; the caller then reads it whole.
+pub(crate) fn read_log_from_head(
     file: &std::fs::File,
     path: &Path,
-    from: u64,
-    from_modseq: u64,
+    map: &IndexFile,
+    since: Option<u64>,
 ) -> Result<Option<LogFile>> {
     use std::os::unix::fs::FileExt;
     let len = file
         .metadata()
         .map_err(|e| Error::io("fstat", path, e))?
         .len();
-    if from > len {
-        return Ok(None);
-    }
     let read = |start: u64, end: u64| -> Result<Vec<u8>> {
-        let mut data = vec![0u8; (end - start) as usize];
+        let mut data = vec![0u8; end.saturating_sub(start) as usize];
         file.read_exact_at(&mut data, start)
             .map_err(|e| Error::io("pread", path, e))?;
         Ok(data)
     };
     let head = read(0, len.min(crate::format::log::HEADER_SIZE as u64))?;
+    let Ok(header) = LogHeader::decode(&head, path) else {
+        return Ok(None);
+    };
+    let Some((from, from_modseq)) = skip_to_head(map, &header) else {
+        return Ok(None);
+    };
+    if from > len {
+        return Ok(None);
+    }
+    let from_modseq = match from_modseq {
+        Some(m) => m,
+        None => {
+            use std::io::{Seek, SeekFrom};
+            let hdr_size = header.hdr_size as u64;
+            let mut records = std::io::BufReader::with_capacity(64 * 1024, file);
+            records
+                .seek(SeekFrom::Start(hdr_size))
+                .map_err(|e| Error::io("seek", path, e))?;
+            match LogFile::modseq_counter_after(records, &header, from - hdr_size) {
+                Ok(m) => m,
+                // the full read reports it
+                Err(_) => return Ok(None),
+            }
+        }
+    };
+    if since.is_some_and(|s| from_modseq > s) {
+        return Ok(None);
+    }
     let tail = read(from, len)?;
     Ok(LogFile::decode_tail(&head, &tail, from, from_modseq, path).ok())
 }
@@ -311,26 +343,17 @@ impl LogHistory {
         let Some((map, _, _)) = crate::header_view::read_header(&paths.index())? else {
             return Ok(None);
         };
-        let Some((from, from_modseq)) = skip_to_head(&map) else {
-            return Ok(None);
-        };
-        if from_modseq > since {
-            return Ok(None);
-        }
         let log_path = paths.log();
         let file = match std::fs::File::open(&log_path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io("open", &log_path, e)),
         };
-        let Some(log) = read_log_tail(&file, &log_path, from, from_modseq)? else {
+        let Some(log) = read_log_from_head(&file, &log_path, &map, Some(since))? else {
             return Ok(None);
         };
-        let h = map.header();
-        let usable = log.header.file_seq == h.log_file_seq
-            && log.header.indexid == h.indexid
-            && !matches!(log.stop, LogStop::Corrupt { .. })
-            && crate::changes::answerable_alone(&log);
+        let usable =
+            !matches!(log.stop, LogStop::Corrupt { .. }) && crate::changes::answerable_alone(&log);
         Ok(usable.then_some(log))
     }
 

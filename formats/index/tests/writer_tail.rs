@@ -304,3 +304,60 @@ fn an_expunge_needing_an_earlier_record_has_the_whole_history_read() {
         other => panic!("{other:?}"),
     }
 }
+
+/// An index without the `modseq` extension (as a map index): its log starts at modseq 1
+/// (as every log Dovecot and mailsync create), so the counter at `P`'s head offset is
+/// counted over the records before it, which are read but not kept, and the log is
+/// decoded from the head offset. A record there that doesn't decode has the log read
+/// whole (which reports it). A log that tracks no modseqs at all (initial_modseq 0, from
+/// an old Dovecot) is read from the head offset as it is, modseq 0.
+#[test]
+fn an_index_without_modseqs_is_decoded_from_ps_head_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = IndexPaths::new(dir.path(), "dovecot.index");
+    let w = IndexWriter::open(dir.path(), "dovecot.index");
+    w.create(4242).unwrap();
+    let mut t = w.begin().external(true);
+    for uid in 1..=30 {
+        t.append(uid, 0);
+    }
+    t.commit().unwrap();
+    let mut t = w.begin().external(true);
+    t.flags(4, 8, rec_flag::SEEN, 0);
+    t.commit().unwrap();
+    w.write_index().unwrap();
+    w.sync_housekeeping().unwrap();
+    let mut t = w.begin().external(true);
+    t.append(31, 0);
+    t.commit().unwrap();
+    let p = std::fs::read(paths.index()).unwrap();
+    let on_disk = mailsync_index::format::index::IndexFile::decode(&p, Path::new("P")).unwrap();
+    assert!(on_disk.ext(mailsync_index::format::ext::MODSEQ).is_none());
+    let head_offset = on_disk.header().log_file_head_offset as u64;
+    let full = View::open(dir.path(), "dovecot.index").unwrap();
+    let hdr_size = full.logs()[0].header.hdr_size as u64;
+    assert_eq!(full.logs()[0].header.initial_modseq, 1);
+    assert!(full.log_modseq() > 1);
+    let (seen, first_offset) = writer_view(&w);
+    assert_eq!(first_offset, head_offset);
+    assert!(first_offset > hdr_size);
+    assert_eq!(seen, state(&full));
+    let original = std::fs::read(paths.log()).unwrap();
+    // the same log from a Dovecot that tracked no modseqs
+    let at = mailsync_index::format::log::hdr_off::INITIAL_MODSEQ;
+    let mut log = original.clone();
+    log[at..at + 8].copy_from_slice(&0u64.to_le_bytes());
+    std::fs::write(paths.log(), &log).unwrap();
+    let full = View::open(dir.path(), "dovecot.index").unwrap();
+    assert_eq!(full.log_modseq(), 0);
+    let (seen, first_offset) = writer_view(&w);
+    assert_eq!(first_offset, head_offset);
+    assert_eq!(seen, state(&full));
+    // a record before the head offset that doesn't decode: the whole log is read
+    let first = full.logs()[0].records[1].offset as usize;
+    let mut log = original;
+    log[first + 4..first + 8].copy_from_slice(&rec_type::EXPUNGE.to_le_bytes());
+    std::fs::write(paths.log(), &log).unwrap();
+    let seen = commit_locked(&w, true, |v, _| Ok::<_, Error>(v.logs()[0].first_offset));
+    assert!(!matches!(seen, Ok((o, _)) if o == head_offset), "{seen:?}");
+}

@@ -1019,6 +1019,40 @@ impl LogFile {
         }
     }
 
+    /// The modseq counter after the first `len` bytes of records of a log whose header is
+    /// `header` (mail_transaction_update_modseq over each), read from `records` (the log
+    /// from the header's end) one record at a time, nothing kept. `Err` names why a
+    /// record there doesn't decode, or that the bytes end inside one.
+    pub fn modseq_counter_after(
+        mut records: impl std::io::Read,
+        header: &LogHeader,
+        len: u64,
+    ) -> std::result::Result<u64, String> {
+        let version = header.version();
+        let mut modseq = header.initial_modseq;
+        let mut pos = 0u64;
+        let mut payload = Vec::new();
+        while pos < len {
+            let mut rec = [0u8; RECORD_HEADER_SIZE];
+            records
+                .read_exact(&mut rec)
+                .map_err(|e| format!("record at +{pos}: {e}"))?;
+            let size = offset_to_u32([rec[0], rec[1], rec[2], rec[3]]) as u64;
+            let type_raw = u32_at(&rec, rec_off::TYPE).unwrap_or(0);
+            if size < RECORD_HEADER_SIZE as u64 || pos + size > len {
+                return Err(format!("record at +{pos}: size {size}"));
+            }
+            payload.resize((size - RECORD_HEADER_SIZE as u64) as usize, 0);
+            records
+                .read_exact(&mut payload)
+                .map_err(|e| format!("record at +{pos}: {e}"))?;
+            let body = RecordBody::decode(type_raw, &payload)?;
+            update_modseq(type_raw, &body, &mut modseq, version);
+            pos += size;
+        }
+        Ok(modseq)
+    }
+
     /// True when no older log continues into this one's records: a log started afresh
     /// (prev_file_seq 0, a reset), or one read only from a later offset.
     pub fn starts_history(&self) -> bool {
