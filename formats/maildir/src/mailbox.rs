@@ -457,7 +457,15 @@ fn find_file(paths: &Paths, base: &[u8]) -> Result<Option<Found>> {
     Ok(None)
 }
 
+#[cfg(test)]
+thread_local! {
+    /// How many times this thread read a mailbox's files (`read_disk`), for tests.
+    static READINGS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 fn read_disk(paths: &Paths) -> Result<DiskState> {
+    #[cfg(test)]
+    READINGS.with(|r| r.set(r.get() + 1));
     let path = paths.uidlist();
     let (list, appendable) = match fs::read(&path) {
         Ok(data) => match uidlist::parse(&data) {
@@ -874,17 +882,15 @@ pub struct MaildirMailbox {
     /// have changed unseen since ([`DiskStamp`]); with the time it stands until when the
     /// scan was made while a directory had just changed ([`DELAYED_REFRESH`]).
     stamp: Option<(DiskStamp, Option<std::time::Instant>)>,
-    /// How many times the files were read (`read_disk`), for tests.
-    #[cfg(test)]
-    scans: usize,
     /// Opened by the quick check ([`MaildirMailbox::quick_counters`]): the counters, with
     /// `view` not read yet, and the files as they were before the check (a sync finding
     /// them unchanged keeps the answer). Everything but the counters and the index's
     /// history reads the mailbox first ([`MaildirMailbox::load`]).
     quick: Option<(MailboxStatus, DiskStamp)>,
-    /// The index a quick check read without being able to answer, for the full sync's first
-    /// (unlocked) look at the index.
-    prefetched: Option<mailsync_index::View>,
+    /// The index a quick check read without being able to answer, with the files as they
+    /// were before it was read: the full sync that follows uses it when `P` and `P.log`
+    /// are still as they were then, instead of reading the index again.
+    prefetched: Option<(mailsync_index::View, DiskStamp)>,
     /// `view` was dropped by a sync or a commit, to be rebuilt from what they read (the two
     /// are never held at once), and they failed before it was: the next access reads the
     /// mailbox again ([`MaildirMailbox::load`]).
@@ -953,6 +959,11 @@ impl DiskStamp {
         self.0[..2] == other.0[..2]
     }
 
+    /// True when the index files (`P`, `P.log`) are as in `other`.
+    fn same_index(&self, other: &DiskStamp) -> bool {
+        self.0[4..] == other.0[4..]
+    }
+
     /// True when `new/` and `cur/` were last modified at least [`RACY_MTIME`] before
     /// `scan_start`, so that no later change can share their mtime.
     fn settled(&self, scan_start: SystemTime) -> bool {
@@ -996,8 +1007,6 @@ impl MaildirMailbox {
             index_dir: layout.index_dir(vname),
             index: IndexInfo::default(),
             stamp: None,
-            #[cfg(test)]
-            scans: 0,
             quick: None,
             prefetched: None,
             view_lost: false,
@@ -1010,7 +1019,7 @@ impl MaildirMailbox {
     /// The quick check (for a handle whose view isn't read yet), else the full sync.
     fn sync_quick_or_full(&mut self) -> Result<()> {
         let before = DiskStamp::take(&self.paths, self.index_dir.as_deref());
-        if let Some(counters) = self.quick_counters()? {
+        if let Some(counters) = self.quick_counters(&before)? {
             self.quick = Some((counters, before));
             return Ok(());
         }
@@ -1032,7 +1041,7 @@ impl MaildirMailbox {
     /// mailbox. The counters then come from it and from the uidlist's first line and the
     /// last message's line, without reading the directories. `None`: a full sync is needed
     /// (no index, no header, anything changed, a pending change, an old uidlist format).
-    fn quick_counters(&mut self) -> Result<Option<MailboxStatus>> {
+    fn quick_counters(&mut self, before: &DiskStamp) -> Result<Option<MailboxStatus>> {
         let Some(dir) = self.index_dir.clone() else {
             return Ok(None);
         };
@@ -1091,7 +1100,7 @@ impl MaildirMailbox {
             return Ok(None);
         };
         if !still_valid(index_file::maildir_header(&view)) || index_file::has_pending(&view) {
-            return Ok(self.miss(view));
+            return Ok(self.miss(view, before));
         }
         let first_recent_uid = view.header().first_recent_uid.max(1);
         let (mut recent, mut unseen) = (0u32, 0u32);
@@ -1116,7 +1125,7 @@ impl MaildirMailbox {
                 self.index = IndexInfo::from_view(view);
                 Some(status)
             }
-            None => self.miss(view),
+            None => self.miss(view, before),
         })
     }
 
@@ -1147,10 +1156,11 @@ impl MaildirMailbox {
         Some(status)
     }
 
-    /// A quick check that can't answer: the index it read is kept for the full sync that
-    /// follows, which would otherwise read it again.
-    fn miss(&mut self, view: mailsync_index::View) -> Option<MailboxStatus> {
-        self.prefetched = Some(view);
+    /// A quick check that can't answer: the index it read (after the files were as
+    /// `before`) is kept for the full sync that follows, which would otherwise read it
+    /// again.
+    fn miss(&mut self, view: mailsync_index::View, before: &DiskStamp) -> Option<MailboxStatus> {
+        self.prefetched = Some((view, before.clone()));
         None
     }
 
@@ -1452,9 +1462,9 @@ impl MaildirMailbox {
     fn sync_impl(&mut self) -> Result<()> {
         self.quick = None;
         let prefetched = self.prefetched.take();
-        let before = DiskStamp::take(&self.paths, self.index_dir.as_deref());
+        let unlocked = DiskStamp::take(&self.paths, self.index_dir.as_deref());
         if let Some((stamp, until)) = &self.stamp {
-            if *stamp == before && until.is_none_or(|t| std::time::Instant::now() < t) {
+            if *stamp == unlocked && until.is_none_or(|t| std::time::Instant::now() < t) {
                 return Ok(());
             }
         }
@@ -1467,100 +1477,32 @@ impl MaildirMailbox {
             clean_tmp(&self.paths.tmp(), SystemTime::now());
             self.tmp_checked = true;
         }
+        // As maildir_sync_context (maildir-sync.c): the uidlist is locked before the
+        // directories are read and kept until the index is written, so the files are read
+        // once, and a file another reader's rename hid from this readdir() can't be
+        // written out of the uidlist. A read-only mailbox is read without the lock, and
+        // new messages get UIDs for this session only.
+        let lock = match lock_uidlist(&self.paths) {
+            Ok(lock) => Some(lock),
+            Err(Error::Io { source, .. }) if is_readonly_error(&source) => None,
+            Err(e) => return Err(e),
+        };
+        let before = DiskStamp::take(&self.paths, self.index_dir.as_deref());
         let scan_start = SystemTime::now();
         let scan_instant = std::time::Instant::now();
-        #[cfg(test)]
-        {
-            self.scans += 1;
-        }
-        let mut st = read_disk(&self.paths)?;
-        // only a first look: what is written is decided again under the locks
-        let (base, read_since_before) = match (prefetched, &self.index_dir) {
-            (Some(v), Some(dir)) => (IndexBase::OnDisk(dir.clone(), Some(v)), false),
-            _ => (self.index_base(), true),
-        };
-        let uidlist_outdated = Self::needs_write(&st);
-        // The files as this sync's own write left them (uidlist, index), when new/ and cur/
-        // still looked as before the first reading: trusted like an unchanged stamp (for
-        // DELAYED_REFRESH only when the directories had not settled).
-        let mut own_write: Option<DiskStamp> = None;
-        if uidlist_outdated
-            || self.index_differs(&st, &base)
-            || self.index_stamp_outdated(&st, &base)
-        {
-            match lock_uidlist(&self.paths) {
-                Ok(lock) => {
-                    // What was read before the lock still holds when nothing changed
-                    // since (the stamp's rule): not read a second time.
-                    let unchanged = before.settled(scan_start)
-                        && DiskStamp::take(&self.paths, self.index_dir.as_deref()) == before;
-                    // The same goes for the index read after `before` (P and P.log are in
-                    // the stamp); a prefetched view may be older than `before`.
-                    let base = if unchanged && read_since_before {
-                        base
-                    } else {
-                        self.index_base()
-                    };
-                    let result = (|| {
-                        let recent = if unchanged {
-                            self.assign_uids_locked(&mut st, &base)?
-                        } else {
-                            self.update_locked(&mut st, &base)?
-                        };
-                        self.index_sync_locked(
-                            &mut st,
-                            base,
-                            &recent,
-                            &HashSet::new(),
-                            &OwnChanges::default(),
-                        )
-                    })();
-                    if result.is_ok() {
-                        // Taken under the uidlist lock, before others may write again.
-                        // The files were read after `before` (or were as then): when the
-                        // directories still look as they did, the stamp stands for what
-                        // was read, with DELAYED_REFRESH if they hadn't settled then.
-                        let after = DiskStamp::take(&self.paths, self.index_dir.as_deref());
-                        if after.same_dirs(&before) {
-                            own_write = Some(after);
-                        }
-                    }
-                    let released = lock.release();
-                    self.index = result?;
-                    released.map_err(|e| Error::io("unlink", self.paths.uidlist(), e))?;
-                }
-                Err(Error::Io { source, .. }) if is_readonly_error(&source) => {
-                    if uidlist_outdated {
-                        warn(&format!(
-                            "{}: read-only, new messages get UIDs only for this session",
-                            self.paths.dir.display()
-                        ));
-                    }
-                    let mut list = match st.list.take() {
-                        Some(l) => l,
-                        None => UidList::new(
-                            unix_secs(SystemTime::now()).max(1) as u32,
-                            MailboxGuid::generate(),
-                        ),
-                    };
-                    let first_new = list.records.len();
-                    assign_unlisted(&mut list, &st.scan, &self.paths.uidlist())?;
-                    let recent: HashSet<u32> =
-                        list.records[first_new..].iter().map(|r| r.uid).collect();
-                    self.index =
-                        FilesSide::of(&st, &list, &recent).simulate(base.view(), &HashSet::new());
-                    st.list = Some(list);
-                }
-                Err(e) => return Err(e),
+        // The index as read by the quick check, when `P` and `P.log` haven't changed since
+        // (they are in the stamp); else read now, under the lock.
+        let prefetched = prefetched.filter(|(_, at)| at.same_index(&before));
+        let (st, own_write) = match lock {
+            Some(lock) => {
+                let result = self.read_locked(prefetched.map(|(v, _)| v), &before);
+                let released = lock.release();
+                let read = result?;
+                released.map_err(|e| Error::io("unlink", self.paths.uidlist(), e))?;
+                read
             }
-        } else {
-            self.index = match (base, &st.list) {
-                (IndexBase::OnDisk(_, Some(v)), _) => IndexInfo::from_view(v),
-                (other, Some(list)) => FilesSide::of(&st, list, &HashSet::new())
-                    .simulate(other.view(), &HashSet::new()),
-                (_, None) => IndexInfo::default(),
-            };
-        }
+            None => (self.read_readonly(prefetched.map(|(v, _)| v))?, None),
+        };
         self.build_view(st)?;
         // Trusted only when nothing but this sync changed the files since they were read
         // (else the stamp is stale anyway); when the directories had not settled before
@@ -1574,6 +1516,91 @@ impl MaildirMailbox {
             }
         }
         Ok(())
+    }
+
+    /// The index as [`Self::index_base`] reads it, or `prefetched` when it is current.
+    fn base_or(&self, prefetched: Option<mailsync_index::View>) -> IndexBase {
+        match (prefetched, &self.index_dir) {
+            (Some(v), Some(dir)) => IndexBase::OnDisk(dir.clone(), Some(v)),
+            _ => self.index_base(),
+        }
+    }
+
+    /// [`Self::sync_impl`]'s reading under the uidlist lock, the files being as `before`:
+    /// the files, UIDs for new ones, the index brought up to date. With the stamp of the
+    /// files after this sync's own write, when it wrote and `new/` and `cur/` still look
+    /// as they did.
+    fn read_locked(
+        &mut self,
+        prefetched: Option<mailsync_index::View>,
+        before: &DiskStamp,
+    ) -> Result<(DiskState, Option<DiskStamp>)> {
+        let mut st = read_disk(&self.paths)?;
+        let base = self.base_or(prefetched);
+        if Self::needs_write(&st)
+            || self.index_differs(&st, &base)
+            || self.index_stamp_outdated(&st, &base)
+        {
+            let recent = self.assign_uids_locked(&mut st, &base)?;
+            self.index = self.index_sync_locked(
+                &mut st,
+                base,
+                &recent,
+                &HashSet::new(),
+                &OwnChanges::default(),
+            )?;
+            // taken under the uidlist lock, before others may write again
+            let after = DiskStamp::take(&self.paths, self.index_dir.as_deref());
+            let own_write = after.same_dirs(before).then_some(after);
+            return Ok((st, own_write));
+        }
+        self.index = Self::index_of(base, &st);
+        Ok((st, None))
+    }
+
+    /// [`Self::sync_impl`]'s reading of a mailbox it can't lock (read-only): new files get
+    /// UIDs for this session only, and Dovecot's index answers are simulated.
+    fn read_readonly(&mut self, prefetched: Option<mailsync_index::View>) -> Result<DiskState> {
+        let mut st = read_disk(&self.paths)?;
+        let base = self.base_or(prefetched);
+        let uidlist_outdated = Self::needs_write(&st);
+        if !(uidlist_outdated
+            || self.index_differs(&st, &base)
+            || self.index_stamp_outdated(&st, &base))
+        {
+            self.index = Self::index_of(base, &st);
+            return Ok(st);
+        }
+        if uidlist_outdated {
+            warn(&format!(
+                "{}: read-only, new messages get UIDs only for this session",
+                self.paths.dir.display()
+            ));
+        }
+        let mut list = match st.list.take() {
+            Some(l) => l,
+            None => UidList::new(
+                unix_secs(SystemTime::now()).max(1) as u32,
+                MailboxGuid::generate(),
+            ),
+        };
+        let first_new = list.records.len();
+        assign_unlisted(&mut list, &st.scan, &self.paths.uidlist())?;
+        let recent: HashSet<u32> = list.records[first_new..].iter().map(|r| r.uid).collect();
+        self.index = FilesSide::of(&st, &list, &recent).simulate(base.view(), &HashSet::new());
+        st.list = Some(list);
+        Ok(st)
+    }
+
+    /// The index's answers for files that need no write: the index's own, else simulated.
+    fn index_of(base: IndexBase, st: &DiskState) -> IndexInfo {
+        match (base, &st.list) {
+            (IndexBase::OnDisk(_, Some(v)), _) => IndexInfo::from_view(v),
+            (other, Some(list)) => {
+                FilesSide::of(st, list, &HashSet::new()).simulate(other.view(), &HashSet::new())
+            }
+            (_, None) => IndexInfo::default(),
+        }
     }
 
     /// `Mailbox::update_mailbox`, as maildir_mailbox_update (maildir-storage.c): under the
@@ -2839,6 +2866,11 @@ impl Drop for MaildirTransaction<'_> {
 mod tests {
     use super::*;
 
+    /// How many times this test's thread read a mailbox's files.
+    fn readings() -> usize {
+        READINGS.with(|r| r.get())
+    }
+
     /// A view holds one `MailFile` per message (170,000 on the bench's large store):
     /// dates that most views never take must not make each of them bigger.
     #[test]
@@ -2882,6 +2914,34 @@ mod tests {
         );
     }
 
+    /// As Dovecot's maildir_sync_context, a sync locks the uidlist before it reads the
+    /// files, and reads them once: also when they had just changed (a delivery within
+    /// RACY_MTIME, which a reading made before the lock couldn't vouch for) and it gives
+    /// UIDs.
+    #[test]
+    fn a_sync_reads_the_files_once_under_the_uidlist_lock() {
+        let d = tempfile::tempdir().unwrap();
+        let loc =
+            mailstore::Location::parse(&format!("maildir:{}", d.path().display()), Some(d.path()))
+                .unwrap();
+        let layout = Layout::from_location(&loc, &Default::default()).unwrap();
+        for sub in ["cur", "new", "tmp"] {
+            fs::create_dir_all(d.path().join(sub)).unwrap();
+        }
+        fs::write(
+            d.path().join("cur/1.M1P1.host:2,S"),
+            b"Subject: x\n\nbody\n",
+        )
+        .unwrap();
+        let start = readings();
+        let mb = MaildirMailbox::open(&layout, "INBOX").unwrap();
+        assert_eq!(readings() - start, 1);
+        assert_eq!(mb.view.mails.len(), 1);
+        let list = fs::read_to_string(d.path().join("dovecot-uidlist")).unwrap();
+        assert!(list.lines().any(|l| l.starts_with("1 ")), "{list}");
+        assert!(!d.path().join("dovecot-uidlist.lock").exists());
+    }
+
     /// A mailbox read just after a delivery (the directories not settled): a `sync()`
     /// within [`DELAYED_REFRESH`] that finds nothing visibly changed keeps that reading,
     /// as Dovecot's delayed refresh does; the first one after it reads again, and a
@@ -2904,7 +2964,7 @@ mod tests {
         let start = std::time::Instant::now();
         let mut mb = MaildirMailbox::open(&layout, "INBOX").unwrap();
         mb.load().unwrap();
-        let first = mb.scans;
+        let first = readings();
         assert!(first >= 1);
         let racy = matches!(mb.stamp, Some((_, Some(_))));
         // the first reading gave a UID and wrote the uidlist and the index under the lock;
@@ -2914,17 +2974,21 @@ mod tests {
         if start.elapsed() < DELAYED_REFRESH {
             // the scan ran within RACY_MTIME of the delivery unless this machine stalled
             // for that long; then it was trusted outright and read nothing again either
-            assert_eq!(mb.scans, first, "read again within the delayed refresh");
+            assert_eq!(readings(), first, "read again within the delayed refresh");
         }
         std::thread::sleep(DELAYED_REFRESH);
         mb.sync_impl().unwrap();
         let expected = if racy { first + 1 } else { first };
-        assert_eq!(mb.scans, expected, "read again once the second has passed");
+        assert_eq!(
+            readings(),
+            expected,
+            "read again once the second has passed"
+        );
         mb.sync_impl().unwrap();
-        assert_eq!(mb.scans, expected, "settled now: trusted");
+        assert_eq!(readings(), expected, "settled now: trusted");
         deliver("2.M2P1.host:2,S");
         mb.sync_impl().unwrap();
-        assert_eq!(mb.scans, expected + 1, "a delivery changes the stamp");
+        assert_eq!(readings(), expected + 1, "a delivery changes the stamp");
         assert_eq!(mb.view.mails.len(), 2);
     }
 
