@@ -13,8 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use mailstore::Result;
 use mailsync_index::format::ext::{self, MapRecord};
-use mailsync_index::format::{index, log};
-use mailsync_index::{HeaderView, IndexPaths, Sources, View};
+use mailsync_index::{HeaderView, IndexPaths, View};
 
 use crate::index::{ix_err, IndexStamp};
 
@@ -151,46 +150,15 @@ impl MapCache {
     }
 }
 
-/// The map view for reading locations, built without `P.log.2` when the replay starts in
-/// `P.log`: the state (records, extensions, header) is then the same, as the index's
-/// replay never reads the older file (mail-index-map-read.c mail_index_map_latest_file +
-/// mail_index_sync_map from the index's log_file_seq); only the history a
-/// `changes_since` would answer from is shorter, and nothing asks the map for that.
-/// Decoding the older log would double the view's transient memory. Should the view fail
-/// without it, it is built again from all three files.
+/// The map view for reading locations ([`View::open_recent`]): the head log from `P`'s
+/// head offset on (a map index tracks no per-message modseqs), `P.log.2` only when the
+/// replay from `P` needs it. The state (records, extensions, header) is the same as a full
+/// read's, as the replay never reads the records before `P`'s offset
+/// (mail-index-map-read.c mail_index_map_latest_file + mail_index_sync_map from the index's
+/// log_file_seq); only the history a `changes_since` would answer from is shorter, and
+/// nothing asks the map for that. Should the view need a repair, every log is read.
 pub fn read_map_view(paths: &IndexPaths) -> mailsync_index::Result<View> {
-    {
-        let _guard = mailsync_index::lock::read_guard(paths);
-        let mut sources = Sources::read(paths)?;
-        if !replay_starts_in_head(&sources) {
-            return View::build(paths, sources);
-        }
-        sources.log2 = None;
-        if let Ok(view) = View::build(paths, sources) {
-            return Ok(view);
-        }
-    }
-    View::open_paths(paths)
-}
-
-/// True when `P` and `P.log` have the same indexid and `P` was written at a position in
-/// `P.log` (its log_file_seq is the head log's file_seq): replaying `P` needs no older log.
-fn replay_starts_in_head(sources: &Sources) -> bool {
-    let u32_at = |d: &[u8], off: usize| -> Option<u32> {
-        Some(u32::from_le_bytes(d.get(off..off + 4)?.try_into().ok()?))
-    };
-    let (Some(idx), Some(head)) = (sources.index.as_deref(), sources.log.as_deref()) else {
-        return false;
-    };
-    let (Some(idx_id), Some(idx_seq), Some(log_id), Some(log_seq)) = (
-        u32_at(idx, index::hdr_off::INDEXID),
-        u32_at(idx, index::hdr_off::LOG_FILE_SEQ),
-        u32_at(head, log::hdr_off::INDEXID),
-        u32_at(head, log::hdr_off::FILE_SEQ),
-    ) else {
-        return false;
-    };
-    idx_id != 0 && idx_id == log_id && idx_seq == log_seq
+    View::open_recent(paths)
 }
 
 #[cfg(test)]
@@ -261,6 +229,30 @@ mod tests {
         let lean = read_map_view(&paths).unwrap();
         assert_eq!(lean.logs().len(), 2);
         assert_eq!(MapTable::from_view(&lean), table);
+    }
+
+    /// The map tracks no per-message modseqs: its head log is decoded from `P`'s head
+    /// offset (the counter there counted over the records before it), and the view is the
+    /// full read's.
+    #[test]
+    fn map_view_decodes_the_head_log_from_ps_head_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        save(&s, 3);
+        let paths = map_paths(dir.path());
+        IndexWriter::from_paths(paths.clone())
+            .write_index()
+            .unwrap();
+        save(&s, 2);
+        let full = View::open_paths(&paths).unwrap();
+        let lean = read_map_view(&paths).unwrap();
+        let p_head = full.header_on_disk().unwrap().log_file_head_offset as u64;
+        assert!(p_head > full.logs()[0].header.hdr_size as u64);
+        assert_eq!(lean.logs()[0].first_offset, p_head);
+        assert_eq!(lean.index_file().encode(), full.index_file().encode());
+        assert_eq!(lean.log_modseq(), full.log_modseq());
+        assert_eq!(MapTable::from_view(&lean), MapTable::from_view(&full));
+        assert_eq!(MapTable::from_view(&lean).len(), 5);
     }
 
     #[test]

@@ -72,33 +72,41 @@ impl View {
             }
         }
         let log = lock.read_all()?;
-        let head_seq = (log.len() >= crate::format::log::HEADER_SIZE)
-            .then(|| crate::format::log::LogHeader::decode_raw(&log).file_seq);
+        View::build_head_first(paths, index, Some(log), || Sources::locked(paths, lock))
+    }
+
+    /// The view of `P` (`index`) and the head log (`log`), without `P.log.2` when the
+    /// replay from `P` needs only the head log ([`replay_needs_only_head`]); with every log
+    /// otherwise, or when the view built so needs a repair or can't be built (`every_log`
+    /// reads the files again for that: a damaged index is rebuilt from every log there is).
+    fn build_head_first(
+        paths: &IndexPaths,
+        index: Option<Vec<u8>>,
+        log: Option<Vec<u8>>,
+        every_log: impl FnOnce() -> Result<Sources>,
+    ) -> Result<View> {
+        let head_seq = log
+            .as_deref()
+            .filter(|l| l.len() >= crate::format::log::HEADER_SIZE)
+            .map(|l| LogHeader::decode_raw(l).file_seq);
         let head_only = match (&index, head_seq) {
             (Some(p), Some(seq)) => replay_needs_only_head(p, seq, &paths.index()),
             _ => false,
         };
-        if head_only {
-            let src = Sources {
-                index,
-                log: Some(log),
-                log2: None,
-            };
-            match View::build(paths, src) {
-                Ok(view) if view.recoveries.is_empty() && !view.logs.is_empty() => return Ok(view),
-                // something to repair, or nothing to build from: with every log
-                _ => return View::build(paths, Sources::locked(paths, lock)?),
-            }
+        if !head_only {
+            let log2 = read_optional(&paths.log2())?;
+            return View::build(paths, Sources { index, log, log2 });
         }
-        let log2 = read_optional(&paths.log2())?;
-        View::build(
-            paths,
-            Sources {
-                index,
-                log: Some(log),
-                log2,
-            },
-        )
+        let src = Sources {
+            index,
+            log,
+            log2: None,
+        };
+        match View::build(paths, src) {
+            Ok(view) if view.recoveries.is_empty() && !view.logs.is_empty() => Ok(view),
+            // something to repair, or nothing to build from: with every log
+            _ => View::build(paths, every_log()?),
+        }
     }
 }
 
@@ -490,7 +498,8 @@ impl View {
     /// `modseq` header says Dovecot starts (`skip_to_head`), and `P.log.2` not at all. The
     /// view's logs then start there ([`LogFile::starts_history`]): `changes_since` an
     /// older modseq answers "unknown", and a caller wanting it reads [`LogHistory`].
-    /// Whenever that doesn't apply, or the view would need a repair, every log is read.
+    /// Whenever that doesn't apply, the whole head log is read, and `P.log.2` only when the
+    /// replay needs it or the view would need a repair (as a writer's view).
     pub fn open_recent(paths: &IndexPaths) -> Result<View> {
         let _guard = crate::lock::read_guard(paths);
         let Some(index) = read_optional(&paths.index())? else {
@@ -505,12 +514,8 @@ impl View {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io("open", &paths.log(), e)),
         }
-        let src = Sources {
-            index: Some(index),
-            log: read_optional(&paths.log())?,
-            log2: read_optional(&paths.log2())?,
-        };
-        View::build(paths, src)
+        let log = read_optional(&paths.log())?;
+        View::build_head_first(paths, Some(index), log, || Sources::read(paths))
     }
 
     /// Builds the view from file contents (see the module docs for the recovery rules).
