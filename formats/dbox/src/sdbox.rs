@@ -10,7 +10,7 @@
 //!    EXTERNAL transaction appends the records (flags, keywords), sets the `dbox-hdr`
 //!    POP3 flags and `hdr-pop3-uidl` when a save kept a POP3 UIDL or order
 //!    (`crate::pop3`), and applies the transaction's flag changes and expunges (whose
-//!    `u.N` files are unlinked first).
+//!    `u.N` files are unlinked after the log write, as sdbox_sync_finish does).
 //!
 //! A crash before step 2 leaves only temp files (Dovecot deletes `.temp.*` older than
 //! 36 h); a crash between rename and log write leaves `u.N` files above next_uid that the
@@ -445,9 +445,10 @@ impl SdboxMailbox {
     }
 
     /// Expunges from the index the records of `uids` whose `u.N` file is still missing
-    /// under the index log lock. An expunge unlinks the file and logs the expunge under that
-    /// lock (here and in Dovecot's sdbox sync), so a record that outlives its file there was
-    /// left by a run killed in between; Dovecot's index rebuild drops such records too
+    /// under the index log lock. An expunge unlinks the file only after its log write
+    /// (here and in Dovecot's sdbox sync), so a record that outlives its file was left by
+    /// someone deleting the file by hand (or by an older mailsync, which unlinked first,
+    /// killed in between); Dovecot's index rebuild drops such records too
     /// (sdbox-sync-rebuild.c). Without this the mailbox would count a message no one can
     /// read, forever. Best effort: when the index can't be written the record stays hidden.
     /// (A file missing only until someone's expunge reaches the index is left alone: the
@@ -498,7 +499,7 @@ impl SdboxMailbox {
     /// Re-reads the index. Every message of the view before had its file checked (at open
     /// by a directory listing, then here); of the newer ones, the files are stat'ed, except
     /// those in `placed` (sorted): this handle has just renamed them into place. So the
-    /// records of files a killed expunge unlinked are found without reading a file.
+    /// records of files gone behind the index's back are found without reading a file.
     fn refresh(&mut self, placed: &[u32]) -> Result<()> {
         let checked_uid = self.view.messages().last().map_or(0, |m| m.uid());
         self.view = self.writer.view().map_err(ix_err)?;
@@ -940,7 +941,7 @@ impl Transaction for SdboxTransaction<'_> {
         let result = commit_locked(
             &self.mb.writer,
             true,
-            |view, t| -> std::result::Result<(Vec<Uid>, u32), CommitError> {
+            |view, t| -> std::result::Result<(Vec<Uid>, u32, Vec<PathBuf>), CommitError> {
                 if by_sync {
                     t.mark_sync();
                 }
@@ -971,6 +972,7 @@ impl Transaction for SdboxTransaction<'_> {
                         add_flag_update(t, &m, update);
                     }
                 }
+                let mut expunged_files = Vec::new();
                 for &uid in &expunges {
                     if view.message(uid).is_none() {
                         continue;
@@ -984,21 +986,37 @@ impl Transaction for SdboxTransaction<'_> {
                         }
                         _ => [0; 16],
                     };
-                    match fs::remove_file(&path) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(Error::io("unlink", &path, e).into()),
-                    }
                     t.expunge_guid(uid, guid);
+                    expunged_files.push(path);
                 }
-                Ok((uids.into_iter().map(Uid).collect(), view.uid_validity()))
+                Ok((
+                    uids.into_iter().map(Uid).collect(),
+                    view.uid_validity(),
+                    expunged_files,
+                ))
             },
         );
         let ((saved, uid_validity), _) = match result {
-            Ok((r, info)) => {
+            Ok(((saved, uid_validity, expunged_files), info)) => {
                 self.mb.index_written = true;
+                // The expunged files go only now that the log no longer lists them
+                // (sdbox-sync.c sdbox_sync_finish: dbox_sync_expunge_files after
+                // mail_index_sync_commit). Unlinked before, a failed or killed log write
+                // would leave a renumbered message only in a `u.N` no index lists, and
+                // the next open would drop its old record, whose file is gone. A crash
+                // from here on leaves a file no index lists: disk space, not mail.
+                for path in &expunged_files {
+                    match fs::remove_file(path) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => crate::warn(&format!(
+                            "sdbox: can't unlink the expunged {}: {e}",
+                            path.display()
+                        )),
+                    }
+                }
                 crate::index::housekeeping(&self.mb.writer, info.log_offset);
-                (r, info)
+                ((saved, uid_validity), info)
             }
             Err(CommitError(e)) => {
                 for s in &saves {

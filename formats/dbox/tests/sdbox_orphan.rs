@@ -89,8 +89,8 @@ fn a_different_message_never_takes_the_orphans_place() {
     );
 }
 
-/// The opposite leftover: an index record whose `u.N` a killed expunge already unlinked
-/// (the kill landed between the unlink and the index update). The next open expunges the
+/// The opposite leftover: an index record whose `u.N` is gone (deleted by hand, or by an
+/// earlier mailsync's expunge, which unlinked before its log write, killed in between). The next open expunges the
 /// record, as Dovecot's index rebuild does, so the counters stop claiming a message that
 /// can't be read; the other messages are untouched.
 #[test]
@@ -157,8 +157,8 @@ fn saved_files_are_not_read_back_and_a_file_is_read_when_asked_about() {
     assert!(again.mails().is_err());
 }
 
-/// A message another handle added after this one opened, whose file a killed expunge
-/// unlinked, is found at this handle's next sync by a stat and expunged from the index.
+/// A message another handle added after this one opened, whose file is gone, is found at
+/// this handle's next sync by a stat and expunged from the index.
 #[test]
 fn a_lost_file_of_a_message_added_by_another_handle_is_found_at_sync() {
     let dir = tempfile::tempdir().unwrap();
