@@ -1287,6 +1287,11 @@ mod tests {
         Layout::from_location(&loc, &StoreOptions::default(), DboxKind::Multi).unwrap()
     }
 
+    fn store(dir: &Path) -> crate::DboxStore {
+        let loc = Location::parse("mdbox:~/mdbox", Some(dir)).unwrap();
+        crate::DboxStore::open(&loc, &StoreOptions::default()).unwrap()
+    }
+
     fn save(mb: &mut dyn Mailbox, n: usize) -> Vec<Uid> {
         let mut t = mb.begin().unwrap();
         for i in 0..n {
@@ -1302,13 +1307,7 @@ mod tests {
         let layout = layout(tmp.path());
         let cache = Arc::new(MapCache::default());
         // the store creates INBOX's index on first open
-        crate::DboxStore::open(
-            &Location::parse("mdbox:~/mdbox", Some(tmp.path())).unwrap(),
-            &StoreOptions::default(),
-        )
-        .unwrap()
-        .open_mailbox("INBOX")
-        .unwrap();
+        store(tmp.path()).open_mailbox("INBOX").unwrap();
         let mut mb = MdboxMailbox::open_handle(&layout, "INBOX", Arc::clone(&cache)).unwrap();
         save(&mut mb, 3);
         assert_eq!(mb.mails().unwrap().len(), 3);
@@ -1342,11 +1341,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let layout = layout(tmp.path());
         {
-            let store = crate::DboxStore::open(
-                &Location::parse("mdbox:~/mdbox", Some(tmp.path())).unwrap(),
-                &StoreOptions::default(),
-            )
-            .unwrap();
+            let store = store(tmp.path());
             let mut mb = store.open_mailbox("INBOX").unwrap();
             save(mb.as_mut(), 3);
         }
@@ -1377,11 +1372,7 @@ mod tests {
     #[test]
     fn changes_since_a_state_older_than_the_index_file_reads_the_whole_history() {
         let tmp = tempfile::tempdir().unwrap();
-        let store = crate::DboxStore::open(
-            &Location::parse("mdbox:~/mdbox", Some(tmp.path())).unwrap(),
-            &StoreOptions::default(),
-        )
-        .unwrap();
+        let store = store(tmp.path());
         let mut mb = store.open_mailbox("INBOX").unwrap();
         mb.enable_modseqs().unwrap();
         // enough for the log to pass 32 KiB, where commits move its tail offset
@@ -1422,11 +1413,7 @@ mod tests {
     #[test]
     fn changes_since_answers_from_the_state_of_the_last_sync_or_not_at_all() {
         let tmp = tempfile::tempdir().unwrap();
-        let store = crate::DboxStore::open(
-            &Location::parse("mdbox:~/mdbox", Some(tmp.path())).unwrap(),
-            &StoreOptions::default(),
-        )
-        .unwrap();
+        let store = store(tmp.path());
         let mut mb = store.open_mailbox("INBOX").unwrap();
         let uids = save(mb.as_mut(), 3);
         let status = mb.counters().unwrap();

@@ -2914,6 +2914,16 @@ mod tests {
         );
     }
 
+    /// The layout of an empty Maildir (`cur/`, `new/`, `tmp/`) made at `dir`.
+    fn empty_maildir(dir: &Path) -> Layout {
+        let loc =
+            mailstore::Location::parse(&format!("maildir:{}", dir.display()), Some(dir)).unwrap();
+        for sub in ["cur", "new", "tmp"] {
+            fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        Layout::from_location(&loc, &Default::default()).unwrap()
+    }
+
     /// As Dovecot's maildir_sync_context, a sync locks the uidlist before it reads the
     /// files, and reads them once: also when they had just changed (a delivery within
     /// RACY_MTIME, which a reading made before the lock couldn't vouch for) and it gives
@@ -2921,13 +2931,7 @@ mod tests {
     #[test]
     fn a_sync_reads_the_files_once_under_the_uidlist_lock() {
         let d = tempfile::tempdir().unwrap();
-        let loc =
-            mailstore::Location::parse(&format!("maildir:{}", d.path().display()), Some(d.path()))
-                .unwrap();
-        let layout = Layout::from_location(&loc, &Default::default()).unwrap();
-        for sub in ["cur", "new", "tmp"] {
-            fs::create_dir_all(d.path().join(sub)).unwrap();
-        }
+        let layout = empty_maildir(d.path());
         fs::write(
             d.path().join("cur/1.M1P1.host:2,S"),
             b"Subject: x\n\nbody\n",
@@ -2949,13 +2953,7 @@ mod tests {
     #[test]
     fn a_scan_just_after_a_delivery_stands_for_the_delayed_refresh() {
         let d = tempfile::tempdir().unwrap();
-        let loc =
-            mailstore::Location::parse(&format!("maildir:{}", d.path().display()), Some(d.path()))
-                .unwrap();
-        let layout = Layout::from_location(&loc, &Default::default()).unwrap();
-        for sub in ["cur", "new", "tmp"] {
-            fs::create_dir_all(d.path().join(sub)).unwrap();
-        }
+        let layout = empty_maildir(d.path());
         // into cur/, as a delivery agent may: a sync moves nothing then
         let deliver = |name: &str| {
             fs::write(d.path().join("cur").join(name), b"Subject: x\n\nbody\n").unwrap()
