@@ -181,3 +181,80 @@ fn a_message_whose_dates_cannot_be_read_is_not_sent_with_dates_zero() {
         "sent with dates 0: {arrived:?}"
     );
 }
+
+/// The import side of the same rule: `sync -1` renumbers a UID conflict in the secondary
+/// by saving its own message again under a new UID (brain.rs `import`, `SaveSource::Own`),
+/// with the dates of its record (the primary is never written, so the message is not sent
+/// anywhere). When the secondary lists without dates and its record can't be read, the
+/// transaction fails; the message is never saved again dated 1970.
+#[test]
+fn a_renumbered_message_whose_dates_cannot_be_read_is_not_saved_with_dates_zero() {
+    let save = |store: &MemoryStore, guid: &[u8], received: i64| {
+        let mut inbox = store.open_mailbox("INBOX").unwrap();
+        let mut tx = inbox.begin().unwrap();
+        tx.save(
+            NewMail {
+                guid: Some(Guid::from_bytes(guid)),
+                received_date: Some(received),
+                saved_date: Some(received + 100),
+                ..Default::default()
+            },
+            &mut &b"Subject: x\n\nbody\n"[..],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    };
+    let source = MemoryStore::new();
+    save(&source, b"common", 1_700_000_000);
+    let destination = MemoryStore::new();
+    let backup = SyncOptions {
+        kind: MergeKind::Backup,
+        ..Default::default()
+    };
+    let report = sync::run(
+        Box::new(source.clone()),
+        Box::new(destination.clone()),
+        &backup,
+    );
+    assert_eq!(report.exit_code, 0, "{:?}", report.errors);
+    // each side's own new message at UID 2: both are renumbered
+    save(&source, b"source-new", 1_700_001_000);
+    save(&destination, b"destination-new", 1_700_002_000);
+
+    let one_way = SyncOptions {
+        kind: MergeKind::OneWay,
+        ..Default::default()
+    };
+    let report = sync::run(
+        Box::new(source.clone()),
+        Box::new(RecordsFail(destination.clone())),
+        &one_way,
+    );
+    assert_eq!(report.exit_code, 75, "{:?}", report.errors);
+    assert!(
+        report
+            .errors
+            .iter()
+            .any(|e| e.contains("injected record read failure")),
+        "{:?}",
+        report.errors
+    );
+    let mails = destination.open_mailbox("INBOX").unwrap().mails().unwrap();
+    assert!(
+        mails
+            .iter()
+            .all(|m| m.received_date != 0 && m.saved_date != 0),
+        "saved with dates 0: {mails:?}"
+    );
+    assert!(
+        mails
+            .iter()
+            .any(|m| m.guid == Guid::from_bytes(b"destination-new")),
+        "the secondary's own new message is gone: {mails:?}"
+    );
+    assert_eq!(
+        source.open_mailbox("INBOX").unwrap().mails().unwrap().len(),
+        2,
+        "the primary is never written"
+    );
+}
