@@ -171,6 +171,10 @@ struct DirTimes {
     cur: Option<(i64, i64)>,
 }
 
+/// From this many files on, [`MaildirMailbox::stat_mails`] opens `new/` and `cur/` once and
+/// stats each name in them; fewer are stat'ed by path.
+const STAT_BY_DIR_MIN: usize = 8;
+
 /// A directory modified less than this before it was read (by this machine's clock) isn't
 /// trusted to show a later change in its mtime (a file-system timestamp tick is a few
 /// milliseconds).
@@ -1910,13 +1914,19 @@ impl MaildirMailbox {
     /// Stats the files of the view's messages at these positions (ascending) whose dates
     /// are not known yet; a message whose file is gone leaves the view.
     fn stat_mails(&mut self, positions: Vec<usize>) -> Result<()> {
-        // new/ and cur/ opened once: each stat then looks up one name, not the whole path
+        // For many files new/ and cur/ are opened once: each stat then looks up one name,
+        // not the whole path. A few (a sync's sender asks for one message's record at a
+        // time) are stat'ed by path: two opens and closes would cost more than the walk.
         let open_dir = |in_new: bool| {
             use rustix::fs::{Mode, OFlags};
             let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
             rustix::fs::open(self.paths.sub(in_new), flags, Mode::empty()).ok()
         };
-        let dirs = [open_dir(false), open_dir(true)];
+        let dirs = if positions.len() >= STAT_BY_DIR_MIN {
+            [open_dir(false), open_dir(true)]
+        } else {
+            [None, None]
+        };
         let mut gone = Vec::new();
         for i in positions {
             let m = &self.view.mails[i];
@@ -2163,6 +2173,7 @@ impl Mailbox for MaildirMailbox {
             ops: Vec::new(),
             finished: false,
             by_sync: false,
+            file_mode: None,
         }))
     }
 }
@@ -2242,6 +2253,9 @@ struct MaildirTransaction<'a> {
     finished: bool,
     /// `mark_as_sync`.
     by_sync: bool,
+    /// The mode of new message files, taken (and `tmp/` made when missing) at the first
+    /// save: a stat of the directory and of `tmp/` once per transaction, not per message.
+    file_mode: Option<u32>,
 }
 
 fn check_keywords(keywords: &[Keyword]) -> Result<()> {
@@ -2706,11 +2720,23 @@ impl Transaction for MaildirTransaction<'_> {
             pop3.uidl = Vec::new();
         }
         let tmp = self.mbox.paths.tmp();
-        if !tmp.is_dir() {
-            mkdir(&tmp, dir_mode(&self.mbox.paths.dir)).map_err(|e| Error::io("mkdir", &tmp, e))?;
-        }
-        let mode = file_mode(&self.mbox.paths.dir);
-        // maildir_create_tmp: a unique name, O_EXCL in case the clock went backwards.
+        let make_tmp = || -> Result<()> {
+            mkdir(&tmp, dir_mode(&self.mbox.paths.dir)).map_err(|e| Error::io("mkdir", &tmp, e))
+        };
+        let mode = match self.file_mode {
+            Some(mode) => mode,
+            None => {
+                if !tmp.is_dir() {
+                    make_tmp()?;
+                }
+                let mode = file_mode(&self.mbox.paths.dir);
+                self.file_mode = Some(mode);
+                mode
+            }
+        };
+        // maildir_create_tmp: a unique name, O_EXCL in case the clock went backwards; tmp/
+        // made again (once) when someone removed it since the first save.
+        let mut tmp_made = false;
         let (name, mut file) = loop {
             let name = filename::generate();
             match OpenOptions::new()
@@ -2721,6 +2747,10 @@ impl Transaction for MaildirTransaction<'_> {
             {
                 Ok(f) => break (name, f),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) if e.kind() == io::ErrorKind::NotFound && !tmp_made => {
+                    make_tmp()?;
+                    tmp_made = true;
+                }
                 Err(e) => return Err(Error::io("open", tmp.join(&name), e)),
             }
         };
@@ -2997,6 +3027,24 @@ mod tests {
         mb.sync_impl().unwrap();
         assert_eq!(readings(), expected + 1, "a delivery changes the stamp");
         assert_eq!(mb.view.mails.len(), 2);
+    }
+
+    /// A transaction looks at `tmp/` once, at its first save; when someone removes `tmp/`
+    /// after that, the next save makes it again (maildir_create_tmp) instead of failing.
+    #[test]
+    fn a_save_makes_tmp_again_when_it_was_removed_after_the_first_save() {
+        let d = tempfile::tempdir().unwrap();
+        let layout = empty_maildir(d.path());
+        let mut mb = MaildirMailbox::open(&layout, "INBOX").unwrap();
+        let mut t = mb.begin().unwrap();
+        t.save(NewMail::default(), &mut &b"Subject: 1\n\none\n"[..])
+            .unwrap();
+        fs::remove_dir_all(d.path().join("tmp")).unwrap();
+        t.save(NewMail::default(), &mut &b"Subject: 2\n\ntwo\n"[..])
+            .unwrap();
+        let in_tmp: Vec<_> = fs::read_dir(d.path().join("tmp")).unwrap().collect();
+        assert_eq!(in_tmp.len(), 1, "the second message waits in the new tmp/");
+        t.rollback();
     }
 
     #[test]
