@@ -132,24 +132,27 @@ impl Store for RecordsFail {
     }
 }
 
+/// Saves one message into `store`'s INBOX, received at `received`, saved 100 s later.
+fn save_dated(store: &MemoryStore, guid: &[u8], received: i64) {
+    let mut inbox = store.open_mailbox("INBOX").unwrap();
+    let mut tx = inbox.begin().unwrap();
+    tx.save(
+        NewMail {
+            guid: Some(Guid::from_bytes(guid)),
+            received_date: Some(received),
+            saved_date: Some(received + 100),
+            ..Default::default()
+        },
+        &mut &b"Subject: x\n\nbody\n"[..],
+    )
+    .unwrap();
+    tx.commit().unwrap();
+}
+
 #[test]
 fn a_message_whose_dates_cannot_be_read_is_not_sent_with_dates_zero() {
     let source = MemoryStore::new();
-    {
-        let mut inbox = source.open_mailbox("INBOX").unwrap();
-        let mut tx = inbox.begin().unwrap();
-        tx.save(
-            NewMail {
-                guid: Some(Guid::from_bytes(b"dated-message")),
-                received_date: Some(1_700_000_000),
-                saved_date: Some(1_700_000_100),
-                ..Default::default()
-            },
-            &mut &b"Subject: x\n\nbody\n"[..],
-        )
-        .unwrap();
-        tx.commit().unwrap();
-    }
+    save_dated(&source, b"dated-message", 1_700_000_000);
     let destination = MemoryStore::new();
     let opts = SyncOptions {
         kind: MergeKind::Backup,
@@ -189,23 +192,8 @@ fn a_message_whose_dates_cannot_be_read_is_not_sent_with_dates_zero() {
 /// transaction fails; the message is never saved again dated 1970.
 #[test]
 fn a_renumbered_message_whose_dates_cannot_be_read_is_not_saved_with_dates_zero() {
-    let save = |store: &MemoryStore, guid: &[u8], received: i64| {
-        let mut inbox = store.open_mailbox("INBOX").unwrap();
-        let mut tx = inbox.begin().unwrap();
-        tx.save(
-            NewMail {
-                guid: Some(Guid::from_bytes(guid)),
-                received_date: Some(received),
-                saved_date: Some(received + 100),
-                ..Default::default()
-            },
-            &mut &b"Subject: x\n\nbody\n"[..],
-        )
-        .unwrap();
-        tx.commit().unwrap();
-    };
     let source = MemoryStore::new();
-    save(&source, b"common", 1_700_000_000);
+    save_dated(&source, b"common", 1_700_000_000);
     let destination = MemoryStore::new();
     let backup = SyncOptions {
         kind: MergeKind::Backup,
@@ -218,8 +206,8 @@ fn a_renumbered_message_whose_dates_cannot_be_read_is_not_saved_with_dates_zero(
     );
     assert_eq!(report.exit_code, 0, "{:?}", report.errors);
     // each side's own new message at UID 2: both are renumbered
-    save(&source, b"source-new", 1_700_001_000);
-    save(&destination, b"destination-new", 1_700_002_000);
+    save_dated(&source, b"source-new", 1_700_001_000);
+    save_dated(&destination, b"destination-new", 1_700_002_000);
 
     let one_way = SyncOptions {
         kind: MergeKind::OneWay,
