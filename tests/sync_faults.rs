@@ -149,6 +149,19 @@ fn save_dated(store: &MemoryStore, guid: &[u8], received: i64) {
     tx.commit().unwrap();
 }
 
+/// The run failed with doveadm's exit 75 (try again), reporting the injected read error.
+fn assert_fails_with_the_injected_error(report: &sync::SyncReport) {
+    assert_eq!(report.exit_code, 75, "{:?}", report.errors);
+    assert!(
+        report
+            .errors
+            .iter()
+            .any(|e| e.contains("injected record read failure")),
+        "{:?}",
+        report.errors
+    );
+}
+
 #[test]
 fn a_message_whose_dates_cannot_be_read_is_not_sent_with_dates_zero() {
     let source = MemoryStore::new();
@@ -165,15 +178,7 @@ fn a_message_whose_dates_cannot_be_read_is_not_sent_with_dates_zero() {
     );
 
     // the failure is reported, as any read error is (doveadm's exit 75: try again) ...
-    assert_eq!(report.exit_code, 75, "{:?}", report.errors);
-    assert!(
-        report
-            .errors
-            .iter()
-            .any(|e| e.contains("injected record read failure")),
-        "{:?}",
-        report.errors
-    );
+    assert_fails_with_the_injected_error(&report);
     // ... and nothing arrived dated 1970
     let arrived = match destination.open_mailbox("INBOX") {
         Ok(mut inbox) => inbox.mails().unwrap(),
@@ -218,15 +223,7 @@ fn a_renumbered_message_whose_dates_cannot_be_read_is_not_saved_with_dates_zero(
         Box::new(RecordsFail(destination.clone())),
         &one_way,
     );
-    assert_eq!(report.exit_code, 75, "{:?}", report.errors);
-    assert!(
-        report
-            .errors
-            .iter()
-            .any(|e| e.contains("injected record read failure")),
-        "{:?}",
-        report.errors
-    );
+    assert_fails_with_the_injected_error(&report);
     let mails = destination.open_mailbox("INBOX").unwrap().mails().unwrap();
     assert!(
         mails

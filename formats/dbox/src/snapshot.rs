@@ -113,7 +113,7 @@ impl Snapshot {
             History::NoLogs
         } else {
             let oldest = &logs[mailsync_index::format::log::history_start(logs)];
-            if oldest.first_offset > oldest.header.hdr_size as u64 {
+            if oldest.read_from_later_offset() {
                 History::Partial
             } else {
                 History::Since(oldest.first_modseq)

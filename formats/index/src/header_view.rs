@@ -112,7 +112,7 @@ impl HeaderView {
         }
         let max_tail =
             crate::view::max_tail_offset(log, Some(&h)).max(h.log_file_tail_offset as u64);
-        if max_tail < log.first_offset && log.first_offset > log.header.hdr_size as u64 {
+        if max_tail < log.first_offset && log.read_from_later_offset() {
             // requests may wait between the tail offset and the records read
             return Replayed::NeedsEarlierRecords;
         }

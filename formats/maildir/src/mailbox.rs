@@ -1541,10 +1541,7 @@ impl MaildirMailbox {
     ) -> Result<(DiskState, Option<DiskStamp>)> {
         let mut st = read_disk(&self.paths)?;
         let base = self.base_or(prefetched);
-        if Self::needs_write(&st)
-            || self.index_differs(&st, &base)
-            || self.index_stamp_outdated(&st, &base)
-        {
+        if self.needs_index_work(&st, &base) {
             let recent = self.assign_uids_locked(&mut st, &base)?;
             self.index = self.index_sync_locked(
                 &mut st,
@@ -1567,15 +1564,11 @@ impl MaildirMailbox {
     fn read_readonly(&mut self, prefetched: Option<mailsync_index::View>) -> Result<DiskState> {
         let mut st = read_disk(&self.paths)?;
         let base = self.base_or(prefetched);
-        let uidlist_outdated = Self::needs_write(&st);
-        if !(uidlist_outdated
-            || self.index_differs(&st, &base)
-            || self.index_stamp_outdated(&st, &base))
-        {
+        if !self.needs_index_work(&st, &base) {
             self.index = Self::index_of(base, &st);
             return Ok(st);
         }
-        if uidlist_outdated {
+        if Self::needs_write(&st) {
             warn(&format!(
                 "{}: read-only, new messages get UIDs only for this session",
                 self.paths.dir.display()
@@ -1594,6 +1587,12 @@ impl MaildirMailbox {
         self.index = FilesSide::of(&st, &list, &recent).simulate(base.view(), &HashSet::new());
         st.list = Some(list);
         Ok(st)
+    }
+
+    /// True when the files as read (`st`) need UIDs or the uidlist rewritten, or the index
+    /// `base` doesn't match them or their stamp.
+    fn needs_index_work(&self, st: &DiskState, base: &IndexBase) -> bool {
+        Self::needs_write(st) || self.index_differs(st, base) || self.index_stamp_outdated(st, base)
     }
 
     /// The index's answers for files that need no write: the index's own, else simulated.
@@ -2253,8 +2252,8 @@ struct MaildirTransaction<'a> {
     finished: bool,
     /// `mark_as_sync`.
     by_sync: bool,
-    /// The mode of new message files, taken (and `tmp/` made when missing) at the first
-    /// save: a stat of the directory and of `tmp/` once per transaction, not per message.
+    /// The mode of new message files, taken at the first save: a stat of the directory
+    /// once per transaction, not per message.
     file_mode: Option<u32>,
 }
 
@@ -2720,22 +2719,11 @@ impl Transaction for MaildirTransaction<'_> {
             pop3.uidl = Vec::new();
         }
         let tmp = self.mbox.paths.tmp();
-        let make_tmp = || -> Result<()> {
-            mkdir(&tmp, dir_mode(&self.mbox.paths.dir)).map_err(|e| Error::io("mkdir", &tmp, e))
-        };
-        let mode = match self.file_mode {
-            Some(mode) => mode,
-            None => {
-                if !tmp.is_dir() {
-                    make_tmp()?;
-                }
-                let mode = file_mode(&self.mbox.paths.dir);
-                self.file_mode = Some(mode);
-                mode
-            }
-        };
+        let mode = *self
+            .file_mode
+            .get_or_insert_with(|| file_mode(&self.mbox.paths.dir));
         // maildir_create_tmp: a unique name, O_EXCL in case the clock went backwards; tmp/
-        // made again (once) when someone removed it since the first save.
+        // made (once) when it is missing.
         let mut tmp_made = false;
         let (name, mut file) = loop {
             let name = filename::generate();
@@ -2748,7 +2736,8 @@ impl Transaction for MaildirTransaction<'_> {
                 Ok(f) => break (name, f),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) if e.kind() == io::ErrorKind::NotFound && !tmp_made => {
-                    make_tmp()?;
+                    mkdir(&tmp, dir_mode(&self.mbox.paths.dir))
+                        .map_err(|e| Error::io("mkdir", &tmp, e))?;
                     tmp_made = true;
                 }
                 Err(e) => return Err(Error::io("open", tmp.join(&name), e)),

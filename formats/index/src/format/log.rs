@@ -1056,7 +1056,13 @@ impl LogFile {
     /// True when no older log continues into this one's records: a log started afresh
     /// (prev_file_seq 0, a reset), or one read only from a later offset.
     pub fn starts_history(&self) -> bool {
-        self.header.prev_file_seq == 0 || self.first_offset > self.header.hdr_size as u64
+        self.header.prev_file_seq == 0 || self.read_from_later_offset()
+    }
+
+    /// True when the records were read from a later offset than the header's end
+    /// ([`LogFile::decode_tail`]): the ones before `first_offset` were not read.
+    pub fn read_from_later_offset(&self) -> bool {
+        self.first_offset > self.header.hdr_size as u64
     }
 
     /// `Err` naming the offset when a record was corrupted (Dovecot: "Corrupted transaction
