@@ -1,8 +1,12 @@
-//! The engine when a store fails part-way: a backend that leaves dates out of its view (as
-//! the Maildir does) and then can't read a message's record must not make the sync send
-//! that message with dates 0.
+//! The engine when a store fails part-way, or is slow: a backend that leaves dates out of
+//! its view (as the Maildir does) and then can't read a message's record must not make the
+//! sync send that message with dates 0; a side that waits for a slow peer reads ahead
+//! (`Mailbox::prefetch_mails`), and a read-ahead that fails changes nothing.
 
 use std::io::Read;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use mailstore::memory::MemoryStore;
 use mailstore::{
@@ -12,12 +16,31 @@ use mailstore::{
 };
 use mailsync::sync::{self, MergeKind, SyncOptions};
 
-/// A memory store whose mailboxes list their messages without dates (`dates_left_out`)
-/// and fail every later read of a message's record, while the message itself still opens.
-#[derive(Clone)]
-struct RecordsFail(MemoryStore);
+/// What a wrapped memory store does besides passing every call on.
+#[derive(Clone, Default)]
+struct Faults {
+    /// Its mailboxes list their messages without dates (`dates_left_out`) and fail every
+    /// later read of a message's record, while the message itself still opens.
+    records_fail: bool,
+    /// Each mailbox `sync()` takes this long first: a side still reading its mailbox.
+    slow_sync: Duration,
+    /// Each `prefetch_mails` call is counted here, and fails when `read_ahead_fails`.
+    read_ahead_calls: Arc<AtomicUsize>,
+    read_ahead_fails: bool,
+}
 
-struct RecordsFailMailbox(Box<dyn Mailbox>);
+#[derive(Clone)]
+struct Wrapped(MemoryStore, Faults);
+
+struct WrappedMailbox(Box<dyn Mailbox>, Faults);
+
+fn records_fail(store: &MemoryStore) -> Wrapped {
+    let faults = Faults {
+        records_fail: true,
+        ..Default::default()
+    };
+    Wrapped(store.clone(), faults)
+}
 
 fn unreadable() -> mailstore::Error {
     mailstore::Error::io(
@@ -27,11 +50,12 @@ fn unreadable() -> mailstore::Error {
     )
 }
 
-impl Mailbox for RecordsFailMailbox {
+impl Mailbox for WrappedMailbox {
     fn name(&self) -> &str {
         self.0.name()
     }
     fn sync(&mut self) -> Result<()> {
+        std::thread::sleep(self.1.slow_sync);
         self.0.sync()
     }
     fn status(&mut self) -> Result<MailboxStatus> {
@@ -44,6 +68,9 @@ impl Mailbox for RecordsFailMailbox {
         self.0.mails()
     }
     fn mails_without_dates(&mut self) -> Result<(Vec<MailRecord>, bool)> {
+        if !self.1.records_fail {
+            return self.0.mails_without_dates();
+        }
         let mut records = self.0.mails()?;
         for r in &mut records {
             r.received_date = 0;
@@ -51,8 +78,19 @@ impl Mailbox for RecordsFailMailbox {
         }
         Ok((records, true))
     }
-    fn mails_of(&mut self, _uids: &[Uid]) -> Result<Vec<MailRecord>> {
-        Err(unreadable())
+    fn mails_of(&mut self, uids: &[Uid]) -> Result<Vec<MailRecord>> {
+        if self.1.records_fail {
+            return Err(unreadable());
+        }
+        self.0.mails_of(uids)
+    }
+    fn prefetch_mails(&mut self, _max: usize) -> Result<bool> {
+        self.1.read_ahead_calls.fetch_add(1, Ordering::SeqCst);
+        if self.1.read_ahead_fails {
+            return Err(unreadable());
+        }
+        // never done: the engine's own bound ends it
+        Ok(false)
     }
     fn pop3_info(&mut self, uid: Uid) -> Result<Pop3Info> {
         self.0.pop3_info(uid)
@@ -90,7 +128,7 @@ impl Mailbox for RecordsFailMailbox {
     }
 }
 
-impl Store for RecordsFail {
+impl Store for Wrapped {
     fn hierarchy_separator(&self) -> char {
         self.0.hierarchy_separator()
     }
@@ -113,7 +151,10 @@ impl Store for RecordsFail {
         self.0.set_subscribed(name, subscribed)
     }
     fn open_mailbox(&self, name: &str) -> Result<Box<dyn Mailbox>> {
-        Ok(Box::new(RecordsFailMailbox(self.0.open_mailbox(name)?)))
+        Ok(Box::new(WrappedMailbox(
+            self.0.open_mailbox(name)?,
+            self.1.clone(),
+        )))
     }
     fn set_change_time(&self, at: Option<i64>) {
         self.0.set_change_time(at)
@@ -172,7 +213,7 @@ fn a_message_whose_dates_cannot_be_read_is_not_sent_with_dates_zero() {
         ..Default::default()
     };
     let report = sync::run(
-        Box::new(RecordsFail(source.clone())),
+        Box::new(records_fail(&source)),
         Box::new(destination.clone()),
         &opts,
     );
@@ -220,7 +261,7 @@ fn a_renumbered_message_whose_dates_cannot_be_read_is_not_saved_with_dates_zero(
     };
     let report = sync::run(
         Box::new(source.clone()),
-        Box::new(RecordsFail(destination.clone())),
+        Box::new(records_fail(&destination)),
         &one_way,
     );
     assert_fails_with_the_injected_error(&report);
@@ -241,5 +282,104 @@ fn a_renumbered_message_whose_dates_cannot_be_read_is_not_saved_with_dates_zero(
         source.open_mailbox("INBOX").unwrap().mails().unwrap().len(),
         2,
         "the primary is never written"
+    );
+}
+
+/// Three messages in `store`'s INBOX.
+fn save_three(store: &MemoryStore) {
+    for (i, guid) in [b"first", b"other", b"third"].iter().enumerate() {
+        save_dated(store, *guid, 1_700_000_000 + i as i64);
+    }
+}
+
+fn guids_of(store: &MemoryStore) -> Vec<Guid> {
+    let mut guids: Vec<Guid> = store
+        .open_mailbox("INBOX")
+        .unwrap()
+        .mails()
+        .unwrap()
+        .into_iter()
+        .map(|m| m.guid)
+        .collect();
+    guids.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    guids
+}
+
+/// A side whose peer is slow to answer (still reading a changed mailbox) reads ahead what
+/// its full view will need, master or slave; a read-ahead that fails only ends the
+/// read-ahead, and the sync comes out the same.
+#[test]
+fn a_side_waiting_for_a_slow_peer_reads_ahead_and_a_failed_read_ahead_changes_nothing() {
+    for (slow_is_master, read_ahead_fails) in
+        [(true, false), (false, false), (true, true), (false, true)]
+    {
+        let what = format!("slow side is master: {slow_is_master}, fails: {read_ahead_fails}");
+        let slow = MemoryStore::new();
+        save_three(&slow);
+        let waiting = MemoryStore::new();
+        save_dated(&waiting, b"waiting-side's own", 1_600_000_000);
+        let slow_faults = Faults {
+            slow_sync: Duration::from_millis(20),
+            ..Default::default()
+        };
+        let waiting_faults = Faults {
+            read_ahead_fails,
+            ..Default::default()
+        };
+        let calls = Arc::clone(&waiting_faults.read_ahead_calls);
+        let slow_side = Box::new(Wrapped(slow.clone(), slow_faults));
+        let waiting_side = Box::new(Wrapped(waiting.clone(), waiting_faults));
+        let opts = SyncOptions::default();
+        let report = if slow_is_master {
+            sync::run(slow_side, waiting_side, &opts)
+        } else {
+            sync::run(waiting_side, slow_side, &opts)
+        };
+        assert_eq!(report.exit_code, 0, "{what}: {:?}", report.errors);
+        assert!(calls.load(Ordering::SeqCst) > 0, "{what}: no read-ahead");
+        assert_eq!(guids_of(&slow).len(), 4, "{what}");
+        assert_eq!(guids_of(&slow), guids_of(&waiting), "{what}");
+    }
+}
+
+/// A stateful run compares only what changed since its state: nothing is read ahead for
+/// a mailbox the state knows, however slow the peer.
+#[test]
+fn a_stateful_run_reads_nothing_ahead_for_a_mailbox_its_state_knows() {
+    let slow = MemoryStore::new();
+    save_three(&slow);
+    let waiting = MemoryStore::new();
+    let first = sync::run(
+        Box::new(slow.clone()),
+        Box::new(waiting.clone()),
+        &SyncOptions {
+            state: Some(Vec::new()),
+            ..Default::default()
+        },
+    );
+    assert_eq!(first.exit_code, 0, "{:?}", first.errors);
+    assert!(!first.state.is_empty());
+    save_dated(&slow, b"new since the state", 1_700_000_100);
+
+    let waiting_faults = Faults::default();
+    let calls = Arc::clone(&waiting_faults.read_ahead_calls);
+    let slow_faults = Faults {
+        slow_sync: Duration::from_millis(20),
+        ..Default::default()
+    };
+    let report = sync::run(
+        Box::new(Wrapped(slow.clone(), slow_faults)),
+        Box::new(Wrapped(waiting.clone(), waiting_faults)),
+        &SyncOptions {
+            state: Some(first.state.clone()),
+            ..Default::default()
+        },
+    );
+    assert_eq!(report.exit_code, 0, "{:?}", report.errors);
+    assert_eq!(guids_of(&waiting).len(), 4);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        0,
+        "read ahead in a stateful run"
     );
 }

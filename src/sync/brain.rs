@@ -87,6 +87,26 @@ impl Inbox {
         }
     }
 
+    /// Waits up to `timeout` for an item from the peer; true when one is there to
+    /// [`Inbox::recv`] (or the peer is gone, which `recv` then reports).
+    pub fn wait(&self, timeout: std::time::Duration) -> bool {
+        use std::sync::mpsc::RecvTimeoutError;
+        let mut unpacked = self.unpacked.borrow_mut();
+        if unpacked.as_slice().is_empty() {
+            match self.rx.recv_timeout(timeout) {
+                Ok(Item::Batch(items)) => *unpacked = items.into_iter(),
+                Ok(item) => *unpacked = vec![item].into_iter(),
+                Err(RecvTimeoutError::Timeout) => return false,
+                Err(RecvTimeoutError::Disconnected) => return true,
+            }
+        }
+        // an empty batch: wait again for what follows it
+        !unpacked.as_slice().is_empty() || {
+            drop(unpacked);
+            self.wait(timeout)
+        }
+    }
+
     pub fn recv(&self) -> Result<Item, std::sync::mpsc::RecvError> {
         loop {
             if let Some(item) = self.unpacked.borrow_mut().next() {
@@ -107,6 +127,45 @@ impl Inbox {
 struct MailBatch {
     items: Vec<Item>,
     bytes: usize,
+}
+
+/// How long a brain waits for the peer before it reads ahead ([`read_ahead_until_peer`]):
+/// a side whose mailboxes didn't change answers well within it.
+const READ_AHEAD_AFTER: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Messages read ahead between two looks for the peer's item: about 0.1 ms of reading.
+const READ_AHEAD_SLICE: usize = 128;
+
+/// Messages read ahead in one wait at most: what is read ahead is held until its mailbox
+/// is synced (about 100 bytes a message for an mdbox), so this bounds that memory.
+const READ_AHEAD_MAX: usize = 64 * 1024;
+
+/// While the peer's next item is slow to come — the peer is reading a changed mailbox —
+/// reads what full views of `mailboxes` will need ([`Mailbox::prefetch_mails`]), one
+/// mailbox after the other, a slice at a time, until the item is there: the two brains
+/// run side by side, so this reading then costs no wall time. A peer that answers at once
+/// (nothing changed there) costs no read-ahead. A read-ahead error only ends the
+/// read-ahead of that mailbox: the view's own read reports it.
+fn read_ahead_until_peer<'a, I>(rx: &Inbox, mailboxes: impl FnOnce() -> I)
+where
+    I: Iterator<Item = &'a mut Box<dyn Mailbox>>,
+{
+    if rx.wait(READ_AHEAD_AFTER) {
+        return;
+    }
+    let mut budget = READ_AHEAD_MAX;
+    for mailbox in mailboxes() {
+        while budget > 0 {
+            let slice = READ_AHEAD_SLICE.min(budget);
+            budget -= slice;
+            if !matches!(mailbox.prefetch_mails(slice), Ok(false)) {
+                break;
+            }
+            if rx.wait(std::time::Duration::ZERO) {
+                return;
+            }
+        }
+    }
 }
 
 /// Body bytes per [`MailBatch`]: with the channel's bound this caps the bytes in flight.
@@ -531,6 +590,28 @@ impl Brain {
         self.exchange(mine, Self::send_changes, Self::recv_changes)
     }
 
+    /// [`Brain::exchange_one`], reading ahead in `mailboxes` while the peer's item is
+    /// slow to come ([`read_ahead_until_peer`]).
+    fn exchange_reading_ahead<'a, I>(
+        &self,
+        mine: Item,
+        mailboxes: impl FnOnce() -> I,
+    ) -> Result<Item, SyncError>
+    where
+        I: Iterator<Item = &'a mut Box<dyn Mailbox>>,
+    {
+        if self.master {
+            self.send(mine)?;
+            read_ahead_until_peer(&self.rx, mailboxes);
+            self.recv()
+        } else {
+            read_ahead_until_peer(&self.rx, mailboxes);
+            let theirs = self.recv()?;
+            self.send(mine)?;
+            Ok(theirs)
+        }
+    }
+
     /// The peer's list for this side's.
     fn exchange_list(&self, mine: Vec<Item>) -> Result<Vec<Item>, SyncError> {
         self.exchange(mine, Self::send_list, Self::recv_list)
@@ -628,7 +709,26 @@ impl Brain {
             since_state: d.since_state.iter().copied().collect(),
         };
         let mine_del = to_deletes(&mine_item);
-        let peer_del = match self.exchange_one(Item::MailboxDelete(mine_item))? {
+        // The first wait for the peer after it opened its mailboxes, which takes long when
+        // one changed (a Maildir's directories are read then): meanwhile this side reads
+        // ahead in its own, the largest first — unless a state says which changed (a
+        // stateful run compares the others' changes only).
+        let read_ahead = states.is_empty() || self.opts.full;
+        let mut opened = std::mem::take(&mut self.opened);
+        let opened_ref = &mut opened;
+        let largest_first = move || {
+            let opened_ref = opened_ref;
+            let mut by_size: Vec<_> = opened_ref
+                .values_mut()
+                .filter(|_| read_ahead)
+                .map(|mb| (mb.counters().map_or(0, |st| st.messages), mb))
+                .collect();
+            by_size.sort_by_key(|(messages, _)| std::cmp::Reverse(*messages));
+            by_size.into_iter().map(|(_, mb)| mb)
+        };
+        let peer_del = self.exchange_reading_ahead(Item::MailboxDelete(mine_item), largest_first);
+        self.opened = opened;
+        let peer_del = match peer_del? {
             Item::MailboxDelete(d) => to_deletes(&d),
             _ => return Err(SyncError::Peer("expected mailbox_delete".into())),
         };
@@ -1053,7 +1153,13 @@ impl Brain {
             }
         };
         let mine = mailbox_item(mailbox.as_mut())?;
-        let theirs = match self.exchange_one(Item::Mailbox(mine.clone()))? {
+        // Without a state entry a changed mailbox is compared in full: read ahead for that
+        // while the peer reads its side.
+        let read_ahead = state.is_none() || self.opts.full;
+        let ahead = read_ahead.then_some(&mut mailbox);
+        let theirs =
+            self.exchange_reading_ahead(Item::Mailbox(mine.clone()), || ahead.into_iter())?;
+        let theirs = match theirs {
             Item::Mailbox(b) => b,
             _ => return Err(SyncError::Peer("expected mailbox".into())),
         };
@@ -2052,6 +2158,46 @@ mod tests {
 
     /// Small messages come packed in a batch: the inbox hands out its items one by one,
     /// bodies included, then goes on with the channel.
+    /// `wait` finds the peer's next item (a batch's items, an empty batch skipped) and
+    /// leaves it for `recv`; a gone peer counts as found, for `recv` to report.
+    #[test]
+    fn wait_leaves_the_item_it_found_for_recv() {
+        use super::Inbox;
+        use std::time::Duration;
+        let (tx, rx) = std::sync::mpsc::sync_channel(4);
+        let inbox = Inbox::new(rx);
+        assert!(!inbox.wait(Duration::from_millis(1)), "nothing sent");
+        tx.send(Item::Batch(Vec::new())).unwrap();
+        tx.send(Item::Batch(vec![Item::EndOfList, Item::MailEnd]))
+            .unwrap();
+        tx.send(Item::MailEnd).unwrap();
+        assert!(inbox.wait(Duration::ZERO));
+        assert!(inbox.wait(Duration::ZERO), "found twice, kept once");
+        assert!(matches!(inbox.recv(), Ok(Item::EndOfList)));
+        assert!(inbox.wait(Duration::ZERO));
+        assert!(matches!(inbox.recv(), Ok(Item::MailEnd)));
+        assert!(matches!(inbox.recv(), Ok(Item::MailEnd)));
+        assert!(!inbox.wait(Duration::ZERO));
+        drop(tx);
+        assert!(inbox.wait(Duration::from_secs(60)), "the peer is gone");
+        assert!(inbox.recv().is_err());
+    }
+
+    /// A peer whose item is there at once (nothing changed on its side) costs no
+    /// read-ahead: the mailboxes aren't even asked for.
+    #[test]
+    fn no_read_ahead_when_the_peers_item_is_already_there() {
+        use super::{read_ahead_until_peer, Inbox};
+        use mailstore::Mailbox;
+        let (tx, rx) = std::sync::mpsc::sync_channel(4);
+        let inbox = Inbox::new(rx);
+        tx.send(Item::EndOfList).unwrap();
+        read_ahead_until_peer(&inbox, || -> std::iter::Empty<&mut Box<dyn Mailbox>> {
+            panic!("read ahead although the peer's item was there")
+        });
+        assert!(matches!(inbox.recv(), Ok(Item::EndOfList)));
+    }
+
     #[test]
     fn a_batch_of_small_messages_reads_as_its_items() {
         use super::{Inbox, MailItem};

@@ -54,7 +54,7 @@ use crate::map_table::{MapCache, MapTable};
 use crate::pop3;
 use crate::sdbox::{
     add_flag_update, assign_uids, check_keywords, checked_guid, info_from, record_from,
-    status_from, temp_name, write_message, FileInfo, IndexCounters, MessageMeta,
+    status_from, temp_name, write_message, FileInfo, IndexCounters, MessageMeta, RecordInfo,
 };
 use crate::snapshot::{SnapMessage, Snapshot};
 
@@ -178,6 +178,14 @@ pub struct MdboxMailbox {
     /// metadata isn't kept: `mails()` hands it out in its records and reads it again
     /// when asked again (the caller keeps the records; a copy here would double them).
     bodies: BTreeMap<u32, Body>,
+    /// Metadata read ahead for the next `mails()` ([`Mailbox::prefetch_mails`]), in the
+    /// order read. An entry is used only while the message is still at the location it
+    /// was read at (the bytes there never change: a purge writes the message elsewhere),
+    /// and its GUID is moved into the record, so nothing is held twice.
+    prefetched: Vec<ReadAhead>,
+    /// What is left to read ahead, the highest location first (taken from the end);
+    /// `None`: not listed yet, or listed before the view or the map changed.
+    prefetch_todo: Option<Vec<(u32, MapRecord, u32)>>,
     /// The message with the highest UID, where it was, and its GUID (what `counters`
     /// asks at every sync).
     last: Option<(u32, MapRecord, Guid)>,
@@ -195,6 +203,14 @@ impl Drop for MdboxMailbox {
             crate::index::close_index(&self.writer);
         }
     }
+}
+
+/// A message's metadata read ahead ([`MdboxMailbox::prefetched`]); `info` is taken when
+/// used.
+struct ReadAhead {
+    uid: u32,
+    loc: MapRecord,
+    info: Option<RecordInfo>,
 }
 
 /// Where a message's body is in its `m.N`.
@@ -332,6 +348,8 @@ impl MdboxMailbox {
                 buf: Default::default(),
             },
             bodies: BTreeMap::new(),
+            prefetched: Vec::new(),
+            prefetch_todo: None,
             last: None,
             quick: None,
             index_written: false,
@@ -497,6 +515,8 @@ impl MdboxMailbox {
                 .is_some_and(|(l, _)| l == *loc)
         };
         self.bodies.retain(|&uid, body| still_at(uid, &body.loc));
+        self.prefetched.retain(|a| still_at(a.uid, &a.loc));
+        self.prefetch_todo = None;
         self.last = self.last.take().filter(|(uid, loc, _)| still_at(*uid, loc));
     }
 
@@ -528,13 +548,44 @@ impl MdboxMailbox {
 
     /// The records of the located messages of `todo`, ascending by UID: their metadata
     /// read in file order.
+    /// Metadata read ahead ([`MdboxMailbox::prefetched`]) is used, and given up, for the
+    /// messages still at the location it was read at.
     fn records(&mut self, todo: Vec<(u32, MapRecord, u32)>) -> Result<Vec<MailRecord>> {
         let mut out = Vec::with_capacity(todo.len());
         let snap = &self.snap;
+        let unread = if self.prefetched.is_empty() {
+            todo
+        } else {
+            let ahead = &mut self.prefetched;
+            ahead.sort_unstable_by_key(|a| a.uid);
+            let mut unread = Vec::new();
+            for (uid, loc, save_date) in todo {
+                let taken = match ahead.binary_search_by_key(&uid, |a| a.uid) {
+                    Ok(i) if ahead[i].loc == loc => ahead[i].info.take(),
+                    _ => None,
+                };
+                match (taken, snap.message(uid)) {
+                    (Some(info), Some(m)) => {
+                        // the save date is the index's, as read_metadata gives it
+                        let saved = save_date as i64;
+                        out.push(record_of(snap, m, RecordInfo { saved, ..info }));
+                    }
+                    (Some(_), None) => {}
+                    (None, _) => unread.push((uid, loc, save_date)),
+                }
+            }
+            ahead.retain(|a| a.info.is_some());
+            if ahead.is_empty() {
+                *ahead = Vec::new();
+            }
+            // a later read-ahead lists what is left again
+            self.prefetch_todo = None;
+            unread
+        };
         self.files
-            .read_metadata(&mut self.bodies, todo, |uid, _, info| {
+            .read_metadata(&mut self.bodies, unread, |uid, _, info| {
                 if let Some(m) = snap.message(uid) {
-                    out.push(record_of(snap, m, info));
+                    out.push(record_of(snap, m, info.into()));
                 }
             })?;
         out.sort_unstable_by_key(|r| r.uid);
@@ -618,7 +669,7 @@ impl MdboxMailbox {
 }
 
 /// The `MailRecord` of a snapshot message whose dbox metadata is `info`.
-fn record_of(snap: &Snapshot, m: &SnapMessage, info: FileInfo) -> MailRecord {
+fn record_of(snap: &Snapshot, m: &SnapMessage, info: RecordInfo) -> MailRecord {
     record_from(
         snap.counters.first_recent_uid,
         m.uid,
@@ -682,6 +733,41 @@ impl Mailbox for MdboxMailbox {
         self.load()?;
         let todo = self.all_located();
         self.records(todo)
+    }
+
+    /// Reads the metadata of up to `max` more messages, in file order, for the next
+    /// `mails()`; the mailbox is loaded first if a quick open left it unread.
+    fn prefetch_mails(&mut self, max: usize) -> Result<bool> {
+        self.load()?;
+        let todo = match &mut self.prefetch_todo {
+            Some(todo) => todo,
+            None => {
+                self.prefetched.sort_unstable_by_key(|a| a.uid);
+                let located = self.all_located();
+                let read = &self.prefetched;
+                let is_read = |uid: &u32, loc: &MapRecord| {
+                    read.binary_search_by_key(uid, |a| a.uid)
+                        .is_ok_and(|i| read[i].loc == *loc)
+                };
+                let mut todo: Vec<_> = located
+                    .into_iter()
+                    .filter(|(uid, loc, _)| !is_read(uid, loc))
+                    .collect();
+                todo.sort_unstable_by_key(|(_, loc, _)| {
+                    std::cmp::Reverse((loc.file_id, loc.offset))
+                });
+                self.prefetch_todo.insert(todo)
+            }
+        };
+        let slice = todo.split_off(todo.len().saturating_sub(max.max(1)));
+        let done = todo.is_empty();
+        let prefetched = &mut self.prefetched;
+        self.files
+            .read_metadata(&mut self.bodies, slice, |uid, loc, info| {
+                let info = Some(info.into());
+                prefetched.push(ReadAhead { uid, loc, info });
+            })?;
+        Ok(done)
     }
 
     /// Reads the metadata of only the messages asked for.
@@ -1408,6 +1494,104 @@ mod tests {
             }
             Changes::Unknown => panic!("the log reaches back to {since:?}"),
         }
+    }
+
+    /// Reads ahead until nothing is left, `max` messages a call; returns the calls.
+    fn read_ahead_all(mb: &mut MdboxMailbox, max: usize) -> usize {
+        let mut calls = 1;
+        while !mb.prefetch_mails(max).unwrap() {
+            calls += 1;
+            assert!(calls < 100, "the read-ahead never ends");
+        }
+        calls
+    }
+
+    /// Moves the store's `m.N` files away (and closes the one kept open): any metadata
+    /// read after this fails.
+    fn hide_mail_files(layout: &Layout, mb: &mut MdboxMailbox) {
+        mb.files.open = None;
+        let storage = layout.storage_dir();
+        let hidden = storage.with_file_name("hidden");
+        fs::create_dir_all(&hidden).unwrap();
+        for e in fs::read_dir(&storage).unwrap() {
+            let name = e.unwrap().file_name();
+            if name.to_string_lossy().starts_with("m.") {
+                fs::rename(storage.join(&name), hidden.join(&name)).unwrap();
+            }
+        }
+    }
+
+    /// What a read-ahead read is what `mails()` gives, without reading again, and only
+    /// once: the records take it.
+    #[test]
+    fn mails_after_a_read_ahead_are_the_same_and_read_no_metadata() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = layout(tmp.path());
+        {
+            let store = store(tmp.path());
+            let mut mb = store.open_mailbox("INBOX").unwrap();
+            save(mb.as_mut(), 5);
+        }
+        let cache = Arc::new(MapCache::default());
+        let expected = MdboxMailbox::open_handle(&layout, "INBOX", Arc::clone(&cache))
+            .unwrap()
+            .mails()
+            .unwrap();
+        assert_eq!(expected.len(), 5);
+        let mut mb = MdboxMailbox::open_handle(&layout, "INBOX", Arc::clone(&cache)).unwrap();
+        assert!(mb.quick.is_some(), "opened from the headers");
+        assert_eq!(read_ahead_all(&mut mb, 2), 3, "five messages, two a call");
+        assert!(mb.prefetch_mails(2).unwrap(), "nothing left");
+        hide_mail_files(&layout, &mut mb);
+        assert_eq!(mb.mails().unwrap(), expected);
+        assert!(mb.prefetched.is_empty(), "what was read ahead is given up");
+        let again = mb.mails();
+        assert!(
+            matches!(again, Err(Error::Io { .. })),
+            "a second listing reads the files again: {again:?}"
+        );
+    }
+
+    /// Flags, keywords and modseqs come from the view as of the listing, never from the
+    /// time of the read-ahead; a message expunged meanwhile is not listed.
+    #[test]
+    fn mails_after_a_read_ahead_show_the_changes_made_since() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = layout(tmp.path());
+        let cache = Arc::new(MapCache::default());
+        store(tmp.path()).open_mailbox("INBOX").unwrap();
+        let mut mb = MdboxMailbox::open_handle(&layout, "INBOX", Arc::clone(&cache)).unwrap();
+        let uids = save(&mut mb, 3);
+        read_ahead_all(&mut mb, 128);
+
+        let mut other = MdboxMailbox::open_handle(&layout, "INBOX", Arc::clone(&cache)).unwrap();
+        let mut t = other.begin().unwrap();
+        t.update_flags(
+            uids[0],
+            &FlagUpdate {
+                op: mailstore::FlagOp::Add,
+                flags: mailstore::Flags::FLAGGED,
+                keywords: Vec::new(),
+            },
+        )
+        .unwrap();
+        t.expunge(uids[1]).unwrap();
+        t.commit().unwrap();
+        let expected = other.mails().unwrap();
+
+        mb.sync().unwrap();
+        assert_eq!(
+            mb.prefetched.len(),
+            2,
+            "the expunged message's entry is dropped"
+        );
+        let mails = mb.mails().unwrap();
+        assert_eq!(mails, expected);
+        assert_eq!(
+            mails.iter().map(|m| m.uid).collect::<Vec<_>>(),
+            [uids[0], uids[2]]
+        );
+        assert!(mails[0].flags.contains(mailstore::Flags::FLAGGED));
     }
 
     #[test]

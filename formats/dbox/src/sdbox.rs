@@ -579,8 +579,31 @@ pub(crate) fn mail_record(
         m.system_flags(),
         m.keywords().into_iter().map(Keyword::new).collect(),
         m.modseq(),
-        info.clone(),
+        info.clone().into(),
     )
+}
+
+/// What a `MailRecord` takes of a message's dbox metadata ([`FileInfo`] without what only
+/// reading the message needs), its GUID already in the record's form.
+#[derive(Clone, Debug)]
+pub(crate) struct RecordInfo {
+    pub guid: Guid,
+    pub received: i64,
+    pub saved: i64,
+    pub physical: u64,
+    pub vsize: Option<u64>,
+}
+
+impl From<FileInfo> for RecordInfo {
+    fn from(info: FileInfo) -> RecordInfo {
+        RecordInfo {
+            guid: Guid::from_bytes(info.guid),
+            received: info.received,
+            saved: info.saved,
+            physical: info.physical,
+            vsize: info.vsize,
+        }
+    }
 }
 
 /// The `MailRecord` of a message (sdbox and mdbox): flags, keywords and modseq from the
@@ -591,7 +614,7 @@ pub(crate) fn record_from(
     system_flags: Flags,
     keywords: Vec<Keyword>,
     modseq: u64,
-    info: FileInfo,
+    info: RecordInfo,
 ) -> MailRecord {
     let mut flags = system_flags;
     if uid >= first_recent_uid {
@@ -599,7 +622,7 @@ pub(crate) fn record_from(
     }
     MailRecord {
         uid: Uid(uid),
-        guid: Guid::from_bytes(info.guid),
+        guid: info.guid,
         flags,
         keywords,
         modseq: ModSeq(modseq),

@@ -240,7 +240,7 @@ mod tests {
                 s.flags,
                 snap.keywords_of(s),
                 s.modseq,
-                info.clone(),
+                info.clone().into(),
             );
             assert_eq!(from_snap, mail_record(view, &m, &info), "{what}");
             assert_eq!(

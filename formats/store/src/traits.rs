@@ -122,6 +122,19 @@ pub trait Mailbox: Send {
         Ok(records)
     }
 
+    /// Does a slice — about `max` messages — of the per-message reading that a later
+    /// [`Mailbox::mails`] (or [`Mailbox::mails_without_dates`]) of the whole mailbox will
+    /// need, and keeps it for that call; true when nothing is left to read. A sync calls
+    /// this while it waits for the other side to read its mailbox (the two sides run side
+    /// by side), so that reading is done then instead of after. What is kept must never
+    /// change an answer: only what can't change while it is kept (the metadata of a
+    /// message at one place in a file), never flags or anything else the view reads.
+    /// Default: nothing to read ahead.
+    fn prefetch_mails(&mut self, max: usize) -> Result<bool> {
+        let _ = max;
+        Ok(true)
+    }
+
     /// The message's kept POP3 UIDL and order (`NewMail::pop3`). Default: none kept.
     fn pop3_info(&mut self, uid: Uid) -> Result<Pop3Info> {
         let _ = uid;
