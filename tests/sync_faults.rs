@@ -27,6 +27,8 @@ struct Faults {
     /// Each `prefetch_mails` call is counted here, and fails when `read_ahead_fails`.
     read_ahead_calls: Arc<AtomicUsize>,
     read_ahead_fails: bool,
+    /// Each `list_mailboxes` call is counted here.
+    listings: Arc<AtomicUsize>,
 }
 
 #[derive(Clone)]
@@ -133,6 +135,7 @@ impl Store for Wrapped {
         self.0.hierarchy_separator()
     }
     fn list_mailboxes(&self) -> Result<Vec<MailboxInfo>> {
+        self.1.listings.fetch_add(1, Ordering::SeqCst);
         self.0.list_mailboxes()
     }
     fn subscriptions(&self) -> Result<Vec<String>> {
@@ -381,5 +384,40 @@ fn a_stateful_run_reads_nothing_ahead_for_a_mailbox_its_state_knows() {
         calls.load(Ordering::SeqCst),
         0,
         "read ahead in a stateful run"
+    );
+}
+
+/// Each side lists its mailboxes once a run when the tree doesn't change: the names the
+/// mail sync looks mailboxes up by are the tree's.
+#[test]
+fn each_side_lists_its_mailboxes_once_when_the_tree_is_unchanged() {
+    let source = MemoryStore::new();
+    save_three(&source);
+    let destination = MemoryStore::new();
+    let first = sync::run(
+        Box::new(source.clone()),
+        Box::new(destination.clone()),
+        &SyncOptions::default(),
+    );
+    assert_eq!(first.exit_code, 0, "{:?}", first.errors);
+    save_dated(&source, b"new", 1_700_000_100);
+
+    let (source_faults, destination_faults) = (Faults::default(), Faults::default());
+    let (source_listings, destination_listings) = (
+        Arc::clone(&source_faults.listings),
+        Arc::clone(&destination_faults.listings),
+    );
+    let report = sync::run(
+        Box::new(Wrapped(source.clone(), source_faults)),
+        Box::new(Wrapped(destination.clone(), destination_faults)),
+        &SyncOptions::default(),
+    );
+    assert_eq!(report.exit_code, 0, "{:?}", report.errors);
+    assert_eq!(guids_of(&destination).len(), 4);
+    assert_eq!(source_listings.load(Ordering::SeqCst), 1, "source");
+    assert_eq!(
+        destination_listings.load(Ordering::SeqCst),
+        1,
+        "destination"
     );
 }

@@ -872,17 +872,23 @@ impl Brain {
         // The store's name of each node, for its change times.
         let mut store_names = Vec::new();
         let mut seen = BTreeSet::new();
+        // GUID → name, as guid_names finds them: the listing is not read again for that
+        let mut names = BTreeMap::new();
         for info in self.store.list_mailboxes()? {
             let parts = split_name(&info.name, sep);
             if info.attrs.nonexistent || info.attrs.noselect {
                 continue;
             }
             let Some(mut mb) = self.open_listed(&info.name)? else {
+                if let Some(guid) = info.guid {
+                    names.insert(guid, info.name.clone());
+                }
                 continue;
             };
             let st = mb.counters()?;
             self.opened.insert(info.name.clone(), mb);
             let guid = info.guid.unwrap_or(st.guid);
+            names.insert(guid, info.name.clone());
             // filled in once the peer's deletes are known, for the GUIDs they name
             let newest_saved_date = 0;
             seen.insert(parts.clone());
@@ -924,9 +930,12 @@ impl Brain {
             node.last_renamed_or_created = t.renamed;
             node.last_subscription_change = t.subscription_changed;
         }
+        self.names = Some(names);
         Ok(nodes)
     }
 
+    /// GUID → name of this side's mailboxes (listed and opened as [`Brain::build_tree`]
+    /// does, which leaves them here until the tree changes).
     fn guid_names(&mut self) -> Result<BTreeMap<MailboxGuid, String>, SyncError> {
         if let Some(names) = &self.names {
             return Ok(names.clone());

@@ -376,8 +376,12 @@ fn show(bytes: &[u8]) -> String {
 /// Reads new/ and cur/ (new/ first, as maildir_sync does). Files starting with `.` are
 /// skipped; names starting with `:` (empty base) or holding CR/LF are skipped with a warning
 /// (Dovecot renames the first and ignores the second); directories are skipped.
-fn scan_dirs(paths: &Paths) -> Result<Scan> {
-    let mut scan = Scan::default();
+fn scan_dirs(paths: &Paths, expected: usize) -> Result<Scan> {
+    let mut scan = Scan {
+        // sized once: growing a set of every file rehashes it into fresh pages ~log2(n) times
+        files: FileSet(HashSet::with_capacity(expected)),
+        ..Scan::default()
+    };
     scan.dirs.check_time = unix_secs(SystemTime::now());
     for in_new in [true, false] {
         let dir = paths.sub(in_new);
@@ -442,14 +446,18 @@ fn scan_dirs(paths: &Paths) -> Result<Scan> {
 /// The base filenames of the message files in new/ and cur/ (one per base; for
 /// force-resync, `crate::resync`).
 pub(crate) fn scanned_bases(paths: &Paths) -> Result<Vec<Vec<u8>>> {
-    Ok(scan_dirs(paths)?.files.keys().map(<[u8]>::to_vec).collect())
+    Ok(scan_dirs(paths, 0)?
+        .files
+        .keys()
+        .map(<[u8]>::to_vec)
+        .collect())
 }
 
 /// Looks for the file with `base` again (it was renamed or expunged since the view was
 /// taken), retrying as maildir_file_do does.
 fn find_file(paths: &Paths, base: &[u8]) -> Result<Option<Found>> {
     for _ in 0..RESYNC_RETRY_COUNT {
-        let scan = scan_dirs(paths)?;
+        let scan = scan_dirs(paths, 0)?;
         match scan.files.get(base) {
             Some(f) if paths.sub(f.in_new).join(os(&f.fname)).exists() => {
                 return Ok(Some(f.clone()))
@@ -501,7 +509,9 @@ fn read_disk(paths: &Paths) -> Result<DiskState> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => KeywordMap::default(),
         Err(e) => return Err(Error::io("open", &kw_path, e)),
     };
-    let scan = scan_dirs(paths)?;
+    // the files are mostly those the uidlist lists, plus a few new ones
+    let listed = list.as_ref().map_or(0, |l| l.records.len());
+    let scan = scan_dirs(paths, listed + listed / 16 + 16)?;
     Ok(DiskState {
         list,
         appendable,
@@ -514,7 +524,8 @@ fn read_disk(paths: &Paths) -> Result<DiskState> {
 /// Gives UIDs to files the uidlist doesn't list, sorted as maildir_filename_sort_cmp
 /// (maildir_uidlist_assign_uids). Returns how many were added.
 fn assign_unlisted(list: &mut UidList, scan: &Scan, path: &Path) -> Result<usize> {
-    let listed: HashSet<&[u8]> = list.records.iter().map(|r| r.base()).collect();
+    let mut listed: HashSet<&[u8]> = HashSet::with_capacity(list.records.len());
+    listed.extend(list.records.iter().map(|r| r.base()));
     let mut new: Vec<&[u8]> = scan.files.keys().filter(|b| !listed.contains(b)).collect();
     new.sort_by(|a, b| filename::sort_cmp(a, b));
     let count = new.len();
@@ -675,7 +686,7 @@ fn write_uidlist(
     // Records of files that are gone are dropped only if a second scan agrees, so a file
     // being renamed by someone else at the moment of the first scan keeps its UID.
     if list.records.iter().any(|r| !live.contains_key(r.base())) {
-        let again = scan_dirs(paths)?;
+        let again = scan_dirs(paths, 0)?;
         list.records
             .retain(|r| live.contains_key(r.base()) || again.files.contains_key(r.base()));
     }
@@ -3073,7 +3084,7 @@ mod tests {
             dir: d.path().to_path_buf(),
             control: d.path().to_path_buf(),
         };
-        let scan = scan_dirs(&paths).unwrap();
+        let scan = scan_dirs(&paths, 0).unwrap();
         assert_eq!(scan.files.len(), 2);
         assert!(
             !scan.files.get(b"1.M1P1.h").unwrap().in_new,
