@@ -24,8 +24,10 @@ struct Faults {
     records_fail: bool,
     /// Each mailbox `sync()` takes this long first: a side still reading its mailbox.
     slow_sync: Duration,
-    /// Each `prefetch_mails` call is counted here, and fails when `read_ahead_fails`.
+    /// Each `prefetch_mails` call is counted here, the most messages one asked for in
+    /// `read_ahead_most`; each fails when `read_ahead_fails`.
     read_ahead_calls: Arc<AtomicUsize>,
+    read_ahead_most: Arc<AtomicUsize>,
     read_ahead_fails: bool,
     /// Each `list_mailboxes` call is counted here.
     listings: Arc<AtomicUsize>,
@@ -86,8 +88,9 @@ impl Mailbox for WrappedMailbox {
         }
         self.0.mails_of(uids)
     }
-    fn prefetch_mails(&mut self, _max: usize) -> Result<bool> {
+    fn prefetch_mails(&mut self, max: usize) -> Result<bool> {
         self.1.read_ahead_calls.fetch_add(1, Ordering::SeqCst);
+        self.1.read_ahead_most.fetch_max(max, Ordering::SeqCst);
         if self.1.read_ahead_fails {
             return Err(unreadable());
         }
@@ -322,7 +325,7 @@ fn a_side_waiting_for_a_slow_peer_reads_ahead_and_a_failed_read_ahead_changes_no
         let waiting = MemoryStore::new();
         save_dated(&waiting, b"waiting-side's own", 1_600_000_000);
         let slow_faults = Faults {
-            slow_sync: Duration::from_millis(20),
+            slow_sync: Duration::from_millis(100),
             ..Default::default()
         };
         let waiting_faults = Faults {
@@ -330,6 +333,7 @@ fn a_side_waiting_for_a_slow_peer_reads_ahead_and_a_failed_read_ahead_changes_no
             ..Default::default()
         };
         let calls = Arc::clone(&waiting_faults.read_ahead_calls);
+        let most = Arc::clone(&waiting_faults.read_ahead_most);
         let slow_side = Box::new(Wrapped(slow.clone(), slow_faults));
         let waiting_side = Box::new(Wrapped(waiting.clone(), waiting_faults));
         let opts = SyncOptions::default();
@@ -340,6 +344,8 @@ fn a_side_waiting_for_a_slow_peer_reads_ahead_and_a_failed_read_ahead_changes_no
         };
         assert_eq!(report.exit_code, 0, "{what}: {:?}", report.errors);
         assert!(calls.load(Ordering::SeqCst) > 0, "{what}: no read-ahead");
+        let most = most.load(Ordering::SeqCst);
+        assert!(most > 0, "{what}: no message read ahead");
         assert_eq!(guids_of(&slow).len(), 4, "{what}");
         assert_eq!(guids_of(&slow), guids_of(&waiting), "{what}");
     }
@@ -367,7 +373,7 @@ fn a_stateful_run_reads_nothing_ahead_for_a_mailbox_its_state_knows() {
     let waiting_faults = Faults::default();
     let calls = Arc::clone(&waiting_faults.read_ahead_calls);
     let slow_faults = Faults {
-        slow_sync: Duration::from_millis(20),
+        slow_sync: Duration::from_millis(100),
         ..Default::default()
     };
     let report = sync::run(

@@ -120,6 +120,10 @@ impl FileSet {
         self.0.contains(base)
     }
 
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
     /// Puts `found` in, in place of the file with the same base if there is one.
     fn insert(&mut self, found: Found) {
         self.0.replace(ByBase(found));
@@ -135,11 +139,6 @@ impl FileSet {
 
     fn keys(&self) -> impl Iterator<Item = &[u8]> {
         self.0.iter().map(ByBase::base)
-    }
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.0.len()
     }
 
     fn is_empty(&self) -> bool {
@@ -376,12 +375,8 @@ fn show(bytes: &[u8]) -> String {
 /// Reads new/ and cur/ (new/ first, as maildir_sync does). Files starting with `.` are
 /// skipped; names starting with `:` (empty base) or holding CR/LF are skipped with a warning
 /// (Dovecot renames the first and ignores the second); directories are skipped.
-fn scan_dirs(paths: &Paths, expected: usize) -> Result<Scan> {
-    let mut scan = Scan {
-        // sized once: growing a set of every file rehashes it into fresh pages ~log2(n) times
-        files: FileSet(HashSet::with_capacity(expected)),
-        ..Scan::default()
-    };
+fn scan_dirs(paths: &Paths) -> Result<Scan> {
+    let mut scan = Scan::default();
     scan.dirs.check_time = unix_secs(SystemTime::now());
     for in_new in [true, false] {
         let dir = paths.sub(in_new);
@@ -446,18 +441,14 @@ fn scan_dirs(paths: &Paths, expected: usize) -> Result<Scan> {
 /// The base filenames of the message files in new/ and cur/ (one per base; for
 /// force-resync, `crate::resync`).
 pub(crate) fn scanned_bases(paths: &Paths) -> Result<Vec<Vec<u8>>> {
-    Ok(scan_dirs(paths, 0)?
-        .files
-        .keys()
-        .map(<[u8]>::to_vec)
-        .collect())
+    Ok(scan_dirs(paths)?.files.keys().map(<[u8]>::to_vec).collect())
 }
 
 /// Looks for the file with `base` again (it was renamed or expunged since the view was
 /// taken), retrying as maildir_file_do does.
 fn find_file(paths: &Paths, base: &[u8]) -> Result<Option<Found>> {
     for _ in 0..RESYNC_RETRY_COUNT {
-        let scan = scan_dirs(paths, 0)?;
+        let scan = scan_dirs(paths)?;
         match scan.files.get(base) {
             Some(f) if paths.sub(f.in_new).join(os(&f.fname)).exists() => {
                 return Ok(Some(f.clone()))
@@ -509,9 +500,7 @@ fn read_disk(paths: &Paths) -> Result<DiskState> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => KeywordMap::default(),
         Err(e) => return Err(Error::io("open", &kw_path, e)),
     };
-    // the files are mostly those the uidlist lists, plus a few new ones
-    let listed = list.as_ref().map_or(0, |l| l.records.len());
-    let scan = scan_dirs(paths, listed + listed / 16 + 16)?;
+    let scan = scan_dirs(paths)?;
     Ok(DiskState {
         list,
         appendable,
@@ -524,8 +513,7 @@ fn read_disk(paths: &Paths) -> Result<DiskState> {
 /// Gives UIDs to files the uidlist doesn't list, sorted as maildir_filename_sort_cmp
 /// (maildir_uidlist_assign_uids). Returns how many were added.
 fn assign_unlisted(list: &mut UidList, scan: &Scan, path: &Path) -> Result<usize> {
-    let mut listed: HashSet<&[u8]> = HashSet::with_capacity(list.records.len());
-    listed.extend(list.records.iter().map(|r| r.base()));
+    let listed: HashSet<&[u8]> = list.records.iter().map(|r| r.base()).collect();
     let mut new: Vec<&[u8]> = scan.files.keys().filter(|b| !listed.contains(b)).collect();
     new.sort_by(|a, b| filename::sort_cmp(a, b));
     let count = new.len();
@@ -686,7 +674,7 @@ fn write_uidlist(
     // Records of files that are gone are dropped only if a second scan agrees, so a file
     // being renamed by someone else at the moment of the first scan keeps its UID.
     if list.records.iter().any(|r| !live.contains_key(r.base())) {
-        let again = scan_dirs(paths, 0)?;
+        let again = scan_dirs(paths)?;
         list.records
             .retain(|r| live.contains_key(r.base()) || again.files.contains_key(r.base()));
     }
@@ -1239,8 +1227,14 @@ impl MaildirMailbox {
         if list.guid.is_none() || list.version != 3 || !st.scan.duplicates.is_empty() {
             return true;
         }
-        let listed: HashSet<&[u8]> = list.records.iter().map(|r| r.base()).collect();
-        st.scan.files.keys().any(|b| !listed.contains(b))
+        // a file the uidlist doesn't list: fewer records found than files (the bases of
+        // both are unique), counted without a set of the records
+        let listed_found = list
+            .records
+            .iter()
+            .filter(|r| st.scan.files.contains_key(r.base()))
+            .count();
+        listed_found < st.scan.files.len()
     }
 
     /// A file whose base is already taken by another file is renamed to a new unique base in
@@ -1843,8 +1837,10 @@ impl MaildirMailbox {
                 times,
             });
         }
-        let alive: HashSet<u32> = mails.iter().map(|m| m.uid).collect();
-        self.vsize_cache.retain(|uid, _| alive.contains(uid));
+        if !self.vsize_cache.is_empty() {
+            let alive: HashSet<u32> = mails.iter().map(|m| m.uid).collect();
+            self.vsize_cache.retain(|uid, _| alive.contains(uid));
+        }
         self.view = View {
             uid_validity,
             uid_next,
@@ -3084,7 +3080,7 @@ mod tests {
             dir: d.path().to_path_buf(),
             control: d.path().to_path_buf(),
         };
-        let scan = scan_dirs(&paths, 0).unwrap();
+        let scan = scan_dirs(&paths).unwrap();
         assert_eq!(scan.files.len(), 2);
         assert!(
             !scan.files.get(b"1.M1P1.h").unwrap().in_new,

@@ -268,17 +268,15 @@ fn parse_u32(v: &[u8]) -> Option<u32> {
 /// Splits into complete lines. A last line without `\n` is ignored: it is being written by
 /// someone else (Dovecot's i_stream_read_next_line does the same). A `\r` before `\n` is
 /// dropped.
-fn lines(data: &[u8]) -> impl ExactSizeIterator<Item = &[u8]> {
+fn lines(data: &[u8]) -> impl Iterator<Item = &[u8]> {
     let complete = match data.iter().rposition(|&b| b == b'\n') {
         Some(p) => &data[..p + 1],
         None => &data[..0],
     };
-    let count = complete.iter().filter(|&&b| b == b'\n').count();
-    let mut split = complete.split(|&b| b == b'\n');
-    (0..count).map(move |_| {
-        let l = split.next().unwrap_or_default();
-        l.strip_suffix(b"\r").unwrap_or(l)
-    })
+    complete
+        .split(|&b| b == b'\n')
+        .take(complete.iter().filter(|&&b| b == b'\n').count())
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
 }
 
 /// Parses a `dovecot-uidlist`. `Ok(None)` for an empty file (Dovecot treats it as missing).
@@ -287,13 +285,11 @@ pub fn parse(data: &[u8]) -> Result<Option<(UidList, Vec<ParseWarning>)>, ParseE
     let Some((_, header)) = lines.next() else {
         return Ok(None);
     };
-    let records = lines.len();
     let err = |line: usize, reason: String| Err(ParseError { line, reason });
     let mut list = parse_header(header)?;
     let mut warnings = Vec::new();
     // keyed by the names in `data`: no copy of each
-    // sized once: growing it rehashes into fresh pages ~log2(n) times
-    let mut seen: foldhash::HashMap<&[u8], u32> = foldhash::HashMapExt::with_capacity(records);
+    let mut seen: foldhash::HashMap<&[u8], u32> = foldhash::HashMapExt::new();
     let mut prev_uid = 0u32;
     for (lineno, line) in lines {
         list.lines_read += 1;
