@@ -176,7 +176,8 @@ const STAT_BY_DIR_MIN: usize = 8;
 
 /// A directory modified less than this before it was read (by this machine's clock) isn't
 /// trusted to show a later change in its mtime (a file-system timestamp tick is a few
-/// milliseconds).
+/// milliseconds) — unless the file system's own clock shows it has moved on
+/// ([`fs_clock_passed`]).
 const RACY_MTIME: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// How long a scan made while `new/` or `cur/` had just changed stands for the files
@@ -207,12 +208,49 @@ fn mtime_settled(secs: i64, nsecs: i64, at: SystemTime) -> bool {
         .is_ok_and(|age| age >= RACY_MTIME)
 }
 
+/// Whether the clock of the file system holding `tmp` has passed `mtime` (secs, nsecs): a
+/// file created now in `tmp` gets a later mtime. A directory on that file system changed
+/// after this then gets a later mtime than `mtime` too, so a directory last modified at
+/// `mtime` and read after this call can't change unseen: the test of racy-git, with the
+/// file system's own clock (no skew between machines, whatever its tick). The file is
+/// removed at once; false when it can't be made (a read-only mailbox) or its mtime is not
+/// later.
+fn fs_clock_passed(tmp: &Path, mtime: (i64, i64)) -> bool {
+    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    #[cfg(test)]
+    if NO_CLOCK_PROBE.with(|n| n.get()) {
+        return false;
+    }
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = tmp.join(format!(".mailsync-clock.{}.{n}", std::process::id()));
+    let Ok(f) = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    else {
+        return false;
+    };
+    let md = f.metadata();
+    drop(f);
+    let _ = fs::remove_file(&probe);
+    md.is_ok_and(|m| (m.mtime(), m.mtime_nsec()) > mtime)
+}
+
 impl DirTimes {
-    /// The (mtime, nsecs) of `dir` now, unless it was modified within [`RACY_MTIME`].
-    fn settled_mtime(dir: &Path) -> Option<(i64, i64)> {
+    /// The (mtime, nsecs) of `dir` now, unless it was modified so shortly before that a
+    /// change in the same timestamp tick could keep it: within [`RACY_MTIME`] by this
+    /// machine's clock and not before the file system's clock's present tick
+    /// ([`fs_clock_passed`], a file made in `tmp`). Called before `dir` is read.
+    fn settled_mtime(dir: &Path, tmp: &Path) -> Option<(i64, i64)> {
         let md = fs::metadata(dir).ok()?;
-        mtime_settled(md.mtime(), md.mtime_nsec(), SystemTime::now())
-            .then(|| (md.mtime(), md.mtime_nsec()))
+        let mtime = (md.mtime(), md.mtime_nsec());
+        (mtime_settled(mtime.0, mtime.1, SystemTime::now()) || fs_clock_passed(tmp, mtime))
+            .then_some(mtime)
+    }
+
+    /// Both `new/` and `cur/` were read settled (see [`DirTimes::settled_mtime`]).
+    fn settled(&self) -> bool {
+        self.new.is_some() && self.cur.is_some()
     }
 
     /// The index's `maildir` header for this scan and the uidlist `uidlist` (its metadata
@@ -380,7 +418,7 @@ fn scan_dirs(paths: &Paths) -> Result<Scan> {
     scan.dirs.check_time = unix_secs(SystemTime::now());
     for in_new in [true, false] {
         let dir = paths.sub(in_new);
-        let mtime = DirTimes::settled_mtime(&dir);
+        let mtime = DirTimes::settled_mtime(&dir, &paths.tmp());
         if in_new {
             scan.dirs.new = mtime;
         } else {
@@ -464,6 +502,8 @@ fn find_file(paths: &Paths, base: &[u8]) -> Result<Option<Found>> {
 thread_local! {
     /// How many times this thread read a mailbox's files (`read_disk`), for tests.
     static READINGS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// Tests of a racy reading: [`fs_clock_passed`] answers false, as within one tick.
+    static NO_CLOCK_PROBE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 fn read_disk(paths: &Paths) -> Result<DiskState> {
@@ -927,9 +967,10 @@ impl Drop for MaildirMailbox {
 /// (inode, size, mtime) of `new/`, `cur/`, `dovecot-uidlist`, `dovecot-keywords` and the
 /// index files. Any delivery, flag change (rename), expunge, UID assignment or index
 /// change by anyone alters at least one of them, so an equal stamp means the last scan
-/// still holds — unless a directory changed within [`RACY_MTIME`] of that scan, where a
-/// change in the same clock tick could leave its mtime as it was (Dovecot's "dirty" rule,
-/// at the nanosecond mtimes Linux file systems keep): then the next sync scans again.
+/// still holds — unless a directory changed so shortly before that scan that a change in
+/// the same clock tick could leave its mtime as it was ([`DirTimes::settled_mtime`];
+/// Dovecot's "dirty" rule, at the nanosecond mtimes Linux file systems keep): then the
+/// next sync scans again.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct DiskStamp(Vec<Option<(u64, u64, i64, i64)>>);
 
@@ -965,14 +1006,6 @@ impl DiskStamp {
     /// True when the index files (`P`, `P.log`) are as in `other`.
     fn same_index(&self, other: &DiskStamp) -> bool {
         self.0[4..] == other.0[4..]
-    }
-
-    /// True when `new/` and `cur/` were last modified at least [`RACY_MTIME`] before
-    /// `scan_start`, so that no later change can share their mtime.
-    fn settled(&self, scan_start: SystemTime) -> bool {
-        self.0[..2]
-            .iter()
-            .all(|m| m.is_some_and(|(_, _, secs, nsecs)| mtime_settled(secs, nsecs, scan_start)))
     }
 }
 
@@ -1497,7 +1530,6 @@ impl MaildirMailbox {
             Err(e) => return Err(e),
         };
         let before = DiskStamp::take(&self.paths, self.index_dir.as_deref());
-        let scan_start = SystemTime::now();
         let scan_instant = std::time::Instant::now();
         // The index as read by the quick check, when `P` and `P.log` haven't changed since
         // (they are in the stamp); else read now, under the lock.
@@ -1512,13 +1544,14 @@ impl MaildirMailbox {
             }
             None => (self.read_readonly(prefetched.map(|(v, _)| v))?, None),
         };
+        let settled = st.scan.dirs.settled();
         self.build_view(st)?;
         // Trusted only when nothing but this sync changed the files since they were read
         // (else the stamp is stale anyway); when the directories had not settled before
         // that, only for DELAYED_REFRESH.
         let now = DiskStamp::take(&self.paths, self.index_dir.as_deref());
         if now == before || own_write.as_ref() == Some(&now) {
-            if before.settled(scan_start) {
+            if settled {
                 self.stamp = Some((now, None));
             } else {
                 self.stamp = Some((now, Some(scan_instant + DELAYED_REFRESH)));
@@ -2940,6 +2973,54 @@ mod tests {
         );
     }
 
+    /// The file system's clock, read by a file made in `tmp/` and removed at once: past a
+    /// time before the file's creation, not past one after it; no answer without `tmp/`.
+    #[test]
+    fn the_file_system_clock_is_read_by_a_file_made_in_tmp() {
+        let d = tempfile::tempdir().unwrap();
+        let tmp = d.path().join("tmp");
+        fs::create_dir(&tmp).unwrap();
+        fs::write(d.path().join("marker"), b"").unwrap();
+        let md = fs::metadata(d.path().join("marker")).unwrap();
+        let (secs, nsecs) = (md.mtime(), md.mtime_nsec());
+        assert!(fs_clock_passed(&tmp, (secs - 1, nsecs)));
+        assert!(!fs_clock_passed(&tmp, (secs + 10, nsecs)), "a time to come");
+        assert_eq!(
+            fs::read_dir(&tmp).unwrap().count(),
+            0,
+            "the probe is removed"
+        );
+        fs::remove_dir(&tmp).unwrap();
+        assert!(!fs_clock_passed(&tmp, (secs - 1, nsecs)), "no tmp/");
+    }
+
+    /// A mailbox read soon after a change — within RACY_MTIME by this machine's clock,
+    /// but after the file system's clock has moved past the change — is trusted: the index
+    /// records the reading, and the next open doesn't read the files again. Within one
+    /// tick of that clock it is not.
+    #[test]
+    fn a_reading_soon_after_a_change_is_trusted_once_the_file_system_clock_moved_on() {
+        for same_tick in [false, true] {
+            NO_CLOCK_PROBE.with(|n| n.set(same_tick));
+            let d = tempfile::tempdir().unwrap();
+            let layout = empty_maildir(d.path());
+            fs::write(
+                d.path().join("cur/1.M1P1.host:2,S"),
+                b"Subject: x\n\nbody\n",
+            )
+            .unwrap();
+            // longer than a tick of any file system clock, shorter than RACY_MTIME
+            std::thread::sleep(Duration::from_millis(30));
+            let start = readings();
+            drop(MaildirMailbox::open(&layout, "INBOX").unwrap());
+            let mut mb = MaildirMailbox::open(&layout, "INBOX").unwrap();
+            assert_eq!(mb.counters().unwrap().messages, 1);
+            let expected = if same_tick { 2 } else { 1 };
+            assert_eq!(readings() - start, expected, "same tick: {same_tick}");
+        }
+        NO_CLOCK_PROBE.with(|n| n.set(false));
+    }
+
     /// The layout of an empty Maildir (`cur/`, `new/`, `tmp/`) made at `dir`.
     fn empty_maildir(dir: &Path) -> Layout {
         let loc =
@@ -2978,6 +3059,8 @@ mod tests {
     /// change seen in the stamp is read at once.
     #[test]
     fn a_scan_just_after_a_delivery_stands_for_the_delayed_refresh() {
+        // as when the delivery and the scan fall within one tick of the file system clock
+        NO_CLOCK_PROBE.with(|n| n.set(true));
         let d = tempfile::tempdir().unwrap();
         let layout = empty_maildir(d.path());
         // into cur/, as a delivery agent may: a sync moves nothing then

@@ -58,6 +58,15 @@ fn index_view(dir: &Path) -> View {
 }
 
 /// Every record of the head log as (type name, external?).
+/// The records of the head log that change messages (not a `maildir` header update: a
+/// reading made once the directories settled records that they were read).
+fn message_changes_logged(dir: &Path) -> usize {
+    log_records(dir)
+        .iter()
+        .filter(|(name, _)| !matches!(name.as_str(), "boundary" | "ext-intro" | "ext-hdr"))
+        .count()
+}
+
 fn log_records(dir: &Path) -> Vec<(String, bool)> {
     let v = index_view(dir);
     v.logs()
@@ -203,12 +212,12 @@ fn a_rename_by_another_mua_is_logged_at_the_next_sync() {
     let v = index_view(&dir);
     assert_eq!(v.message(1).unwrap().system_flags(), Flags::SEEN);
     assert!(v.message(2).is_none(), "expunged in the index too");
-    // Nothing left to write: another sync adds no transaction.
-    let n = log_records(&dir).len();
+    // Nothing left to write: another sync changes no message.
+    let n = message_changes_logged(&dir);
     inbox.sync().unwrap();
     drop(inbox);
     store.open_mailbox("INBOX").unwrap();
-    assert_eq!(log_records(&dir).len(), n);
+    assert_eq!(message_changes_logged(&dir), n);
 }
 
 #[test]
@@ -360,7 +369,7 @@ fn a_change_dovecot_logged_but_did_not_apply_yet_is_neither_reverted_nor_hidden(
     t.flags(1, 1, Flags::SEEN.0, 0);
     t.keywords(true, b"Later", &[1]);
     t.commit().unwrap();
-    let n = log_records(&dir).len();
+    let n = message_changes_logged(&dir);
     inbox.sync().unwrap();
     let m = &inbox.mails().unwrap()[0];
     assert!(
@@ -371,7 +380,7 @@ fn a_change_dovecot_logged_but_did_not_apply_yet_is_neither_reverted_nor_hidden(
     assert_eq!(inbox.status().unwrap().unseen, 1);
     // Not reverted: no EXTERNAL update was written, the index still says \Seen, and the
     // file is left for Dovecot's sync to rename.
-    assert_eq!(log_records(&dir).len(), n);
+    assert_eq!(message_changes_logged(&dir), n);
     assert_eq!(
         index_view(&dir).message(1).unwrap().system_flags(),
         Flags::SEEN
@@ -399,10 +408,10 @@ fn a_27th_keyword_dovecot_keeps_in_the_index_only_survives() {
     let mut t = w.begin().external(true);
     t.keywords(true, b"extra", &[1]);
     t.commit().unwrap();
-    let n = log_records(&dir).len();
+    let n = message_changes_logged(&dir);
     inbox.sync().unwrap();
     assert_eq!(
-        log_records(&dir).len(),
+        message_changes_logged(&dir),
         n,
         "the index-only keyword was removed"
     );

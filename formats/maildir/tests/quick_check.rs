@@ -213,13 +213,15 @@ fn a_fresh_handle_sees_every_change_made_between_runs() {
 fn a_directory_read_right_after_a_change_is_not_recorded() {
     let (_home, store, dir) = setup();
     let cur = dir.join("cur");
+    // an mtime the file system's clock hasn't passed yet: changed in its present tick
+    let in_this_tick = SystemTime::now() + std::time::Duration::from_millis(50);
     fs::File::open(&cur)
         .unwrap()
-        .set_times(fs::FileTimes::new().set_modified(SystemTime::now()))
+        .set_times(fs::FileTimes::new().set_modified(in_this_tick))
         .unwrap();
     drop(store.open_mailbox("Box").unwrap());
-    // cur/ changed within the last moments before the scan: its mtime is recorded as 0
-    // ("not read"), so a removal that keeps its mtime is still found by the next open
+    // cur/ changed within the clock tick of the scan: its mtime is recorded as 0 ("not
+    // read"), so a removal that keeps its mtime is still found by the next open
     let h = maildir_header(&dir);
     assert_eq!((h[4], h[5]), (0, 0), "{h:?}");
     remove_behind_the_stamps_back(&dir);
@@ -250,18 +252,20 @@ fn any_change_is_seen() {
     assert_eq!(mb.counters().unwrap().messages, 4);
 }
 
-/// cur/ modified just now: a scan then isn't trusted to show a later change that keeps
-/// cur/'s mtime (a removal in the same timestamp tick). The handle keeps that reading only
-/// for the delayed refresh (a second); the next sync after it reads again. Its own write
-/// (the index's new `maildir` header) doesn't make the reading trusted for longer.
+/// cur/ modified within the file system clock's present tick (here: an mtime the clock
+/// hasn't reached yet): a scan then isn't trusted to show a later change that keeps cur/'s
+/// mtime (a removal in the same tick). The handle keeps that reading only for the delayed
+/// refresh (a second); the next sync after it reads again. Its own write (the index's new
+/// `maildir` header) doesn't make the reading trusted for longer.
 #[test]
 fn recently_modified_directories_are_scanned_again_after_the_delayed_refresh() {
     let (_home, store, dir) = setup();
     let cur = dir.join("cur");
     let mut mb = store.open_mailbox("Box").unwrap();
+    let in_this_tick = SystemTime::now() + std::time::Duration::from_millis(50);
     fs::File::open(&cur)
         .unwrap()
-        .set_times(fs::FileTimes::new().set_modified(SystemTime::now()))
+        .set_times(fs::FileTimes::new().set_modified(in_this_tick))
         .unwrap();
     mb.sync().unwrap();
     remove_behind_the_stamps_back(&dir);
