@@ -1387,6 +1387,17 @@ mod tests {
         t.commit().unwrap().saved
     }
 
+    /// A new store whose INBOX holds `n` messages saved and committed by a handle since
+    /// dropped (its index written), and its layout.
+    fn inbox_with(n: usize) -> (tempfile::TempDir, Layout) {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = layout(tmp.path());
+        let store = store(tmp.path());
+        let mut mb = store.open_mailbox("INBOX").unwrap();
+        save(mb.as_mut(), n);
+        (tmp, layout)
+    }
+
     #[test]
     fn a_sync_with_nothing_changed_keeps_the_snapshot_and_the_map_table() {
         let tmp = tempfile::tempdir().unwrap();
@@ -1424,13 +1435,7 @@ mod tests {
 
     #[test]
     fn quick_opens_share_one_map_header_view_until_the_map_changes() {
-        let tmp = tempfile::tempdir().unwrap();
-        let layout = layout(tmp.path());
-        {
-            let store = store(tmp.path());
-            let mut mb = store.open_mailbox("INBOX").unwrap();
-            save(mb.as_mut(), 3);
-        }
+        let (_tmp, layout) = inbox_with(3);
         let cache = Arc::new(MapCache::default());
         let paths = map_paths(&layout);
         let mb = MdboxMailbox::open_handle(&layout, "INBOX", Arc::clone(&cache)).unwrap();
@@ -1525,13 +1530,7 @@ mod tests {
     /// once: the records take it.
     #[test]
     fn mails_after_a_read_ahead_are_the_same_and_read_no_metadata() {
-        let tmp = tempfile::tempdir().unwrap();
-        let layout = layout(tmp.path());
-        {
-            let store = store(tmp.path());
-            let mut mb = store.open_mailbox("INBOX").unwrap();
-            save(mb.as_mut(), 5);
-        }
+        let (_tmp, layout) = inbox_with(5);
         let cache = Arc::new(MapCache::default());
         let expected = MdboxMailbox::open_handle(&layout, "INBOX", Arc::clone(&cache))
             .unwrap()

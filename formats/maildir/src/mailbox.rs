@@ -3002,13 +3002,7 @@ mod tests {
     fn a_reading_soon_after_a_change_is_trusted_once_the_file_system_clock_moved_on() {
         for same_tick in [false, true] {
             NO_CLOCK_PROBE.with(|n| n.set(same_tick));
-            let d = tempfile::tempdir().unwrap();
-            let layout = empty_maildir(d.path());
-            fs::write(
-                d.path().join("cur/1.M1P1.host:2,S"),
-                b"Subject: x\n\nbody\n",
-            )
-            .unwrap();
+            let (_d, layout) = maildir_with_one_message();
             // longer than a tick of any file system clock, shorter than RACY_MTIME
             std::thread::sleep(Duration::from_millis(30));
             let start = readings();
@@ -3031,12 +3025,9 @@ mod tests {
         Layout::from_location(&loc, &Default::default()).unwrap()
     }
 
-    /// As Dovecot's maildir_sync_context, a sync locks the uidlist before it reads the
-    /// files, and reads them once: also when they had just changed (a delivery within
-    /// RACY_MTIME, which a reading made before the lock couldn't vouch for) and it gives
-    /// UIDs.
-    #[test]
-    fn a_sync_reads_the_files_once_under_the_uidlist_lock() {
+    /// An empty Maildir in a new temporary directory, then one message put into its
+    /// `cur/` (as a delivery agent may).
+    fn maildir_with_one_message() -> (tempfile::TempDir, Layout) {
         let d = tempfile::tempdir().unwrap();
         let layout = empty_maildir(d.path());
         fs::write(
@@ -3044,6 +3035,16 @@ mod tests {
             b"Subject: x\n\nbody\n",
         )
         .unwrap();
+        (d, layout)
+    }
+
+    /// As Dovecot's maildir_sync_context, a sync locks the uidlist before it reads the
+    /// files, and reads them once: also when they had just changed (a delivery within
+    /// RACY_MTIME, which a reading made before the lock couldn't vouch for) and it gives
+    /// UIDs.
+    #[test]
+    fn a_sync_reads_the_files_once_under_the_uidlist_lock() {
+        let (d, layout) = maildir_with_one_message();
         let start = readings();
         let mb = MaildirMailbox::open(&layout, "INBOX").unwrap();
         assert_eq!(readings() - start, 1);
