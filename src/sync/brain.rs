@@ -717,6 +717,7 @@ impl Brain {
         let mut opened = std::mem::take(&mut self.opened);
         let opened_ref = &mut opened;
         let largest_first = move || {
+            // moved in whole: the closure runs once and hands the handles out
             let opened_ref = opened_ref;
             let mut by_size: Vec<_> = opened_ref
                 .values_mut()
@@ -2165,8 +2166,6 @@ mod tests {
         assert!(read_stream(items).is_err());
     }
 
-    /// Small messages come packed in a batch: the inbox hands out its items one by one,
-    /// bodies included, then goes on with the channel.
     /// `wait` finds the peer's next item (a batch's items, an empty batch skipped) and
     /// leaves it for `recv`; a gone peer counts as found, for `recv` to report.
     #[test]
@@ -2207,6 +2206,8 @@ mod tests {
         assert!(matches!(inbox.recv(), Ok(Item::EndOfList)));
     }
 
+    /// Small messages come packed in a batch: the inbox hands out its items one by one,
+    /// bodies included, then goes on with the channel.
     #[test]
     fn a_batch_of_small_messages_reads_as_its_items() {
         use super::{Inbox, MailItem};
