@@ -64,6 +64,9 @@ pub struct SdboxMailbox {
     /// about ([`cached_info`]), never at open, so a handle that only saves (a backup's
     /// destination) reads none and holds none.
     files: HashMap<u32, FileInfo>,
+    /// Where the read-ahead ([`Mailbox::prefetch_mails`]) goes on: the position in the
+    /// view of the next message to look at (0 again when the view is read again).
+    read_ahead_at: usize,
     /// This handle changed the mailbox index: `dovecot.index` is brought up to date when it
     /// is dropped ([`crate::index::close_index`]).
     index_written: bool,
@@ -431,6 +434,7 @@ impl SdboxMailbox {
             guid,
             line_endings: layout.line_endings,
             files: HashMap::new(),
+            read_ahead_at: 0,
             index_written: false,
         };
         let present = mail_file_uids(&mb.dir)?;
@@ -503,6 +507,7 @@ impl SdboxMailbox {
     fn refresh(&mut self, placed: &[u32]) -> Result<()> {
         let checked_uid = self.view.messages().last().map_or(0, |m| m.uid());
         self.view = self.writer.view().map_err(ix_err)?;
+        self.read_ahead_at = 0;
         let view = &self.view;
         self.files.retain(|&uid, _| view.message(uid).is_some());
         let mut lost = Vec::new();
@@ -678,6 +683,23 @@ impl Mailbox for SdboxMailbox {
             }
         }
         Ok(mails)
+    }
+
+    /// Reads the `u.N` files of up to `max` more messages, by UID, into the cache
+    /// `mails()` reads from (what it would read and keep itself).
+    fn prefetch_mails(&mut self, max: usize) -> Result<bool> {
+        let mut read = 0;
+        for m in self.view.messages().skip(self.read_ahead_at) {
+            if read >= max.max(1) {
+                return Ok(false);
+            }
+            self.read_ahead_at += 1;
+            if !self.files.contains_key(&m.uid()) {
+                cached_info(&mut self.files, &self.dir, m.uid())?;
+                read += 1;
+            }
+        }
+        Ok(true)
     }
 
     fn open_mail(&mut self, uid: Uid) -> Result<Box<dyn Read + Send>> {
@@ -1071,6 +1093,40 @@ impl Drop for SdboxTransaction<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mailstore::{Location, Store, StoreOptions};
+
+    /// A read-ahead reads every message's file, a slice at a time, into the cache that
+    /// `mails()` then answers from without reading a file.
+    #[test]
+    fn mails_after_a_read_ahead_read_no_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let loc = Location::parse("sdbox:~/sdbox", Some(tmp.path())).unwrap();
+        let store = crate::DboxStore::open(&loc, &StoreOptions::default()).unwrap();
+        let mut inbox = store.open_mailbox("INBOX").unwrap();
+        let mut t = inbox.begin().unwrap();
+        for i in 0..5 {
+            let body = format!("Subject: m{i}\n\nbody {i}\n");
+            t.save(NewMail::default(), &mut body.as_bytes()).unwrap();
+        }
+        t.commit().unwrap();
+        let expected = inbox.mails().unwrap();
+        let layout =
+            Layout::from_location(&loc, &StoreOptions::default(), DboxKind::Single).unwrap();
+        let mut mb = SdboxMailbox::open(&layout, "INBOX").unwrap();
+        assert!(mb.files.is_empty(), "nothing read at open");
+        assert!(!mb.prefetch_mails(2).unwrap());
+        assert!(!mb.prefetch_mails(2).unwrap());
+        assert!(mb.prefetch_mails(2).unwrap(), "five messages, two a call");
+        assert_eq!(mb.files.len(), 5);
+        for uid in expected.iter().map(|m| m.uid.0) {
+            fs::remove_file(mb.dir.join(mail_file_name(uid))).unwrap();
+        }
+        assert_eq!(
+            mb.mails().unwrap(),
+            expected,
+            "answered from what was read ahead"
+        );
+    }
 
     /// Both ways `write_message` finishes: a message that fits one chunk goes out with its
     /// final header, a bigger one has the header's size patched in place — at and around
