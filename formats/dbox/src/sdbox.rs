@@ -689,7 +689,7 @@ impl Mailbox for SdboxMailbox {
     /// `mails()` reads from (what it would read and keep itself).
     fn prefetch_mails(&mut self, max: usize) -> Result<bool> {
         let mut read = 0;
-        for m in self.view.messages().skip(self.read_ahead_at) {
+        for m in self.view.messages_from(self.read_ahead_at) {
             if read >= max.max(1) {
                 return Ok(false);
             }

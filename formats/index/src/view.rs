@@ -758,7 +758,17 @@ impl View {
 
     /// Every message, ascending by UID.
     pub fn messages(&self) -> impl DoubleEndedIterator<Item = Message<'_>> + ExactSizeIterator {
-        (0..self.messages_count()).map(move |index| Message { view: self, index })
+        self.messages_from(0)
+    }
+
+    /// The messages from the `start`-th on (0-based, ascending by UID), without walking
+    /// those before it.
+    pub fn messages_from(
+        &self,
+        start: usize,
+    ) -> impl DoubleEndedIterator<Item = Message<'_>> + ExactSizeIterator {
+        let count = self.messages_count();
+        (start.min(count)..count).map(move |index| Message { view: self, index })
     }
 
     /// The message with `uid`.

@@ -177,7 +177,7 @@ const STAT_BY_DIR_MIN: usize = 8;
 /// A directory modified less than this before it was read (by this machine's clock) isn't
 /// trusted to show a later change in its mtime (a file-system timestamp tick is a few
 /// milliseconds) — unless the file system's own clock shows it has moved on
-/// ([`fs_clock_passed`]).
+/// ([`fs_clock_now`]).
 const RACY_MTIME: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// How long a scan made while `new/` or `cur/` had just changed stands for the files
@@ -208,44 +208,49 @@ fn mtime_settled(secs: i64, nsecs: i64, at: SystemTime) -> bool {
         .is_ok_and(|age| age >= RACY_MTIME)
 }
 
-/// Whether the clock of the file system holding `tmp` has passed `mtime` (secs, nsecs): a
-/// file created now in `tmp` gets a later mtime. A directory on that file system changed
-/// after this then gets a later mtime than `mtime` too, so a directory last modified at
-/// `mtime` and read after this call can't change unseen: the test of racy-git, with the
-/// file system's own clock (no skew between machines, whatever its tick). The file is
-/// removed at once; false when it can't be made (a read-only mailbox) or its mtime is not
-/// later.
-fn fs_clock_passed(tmp: &Path, mtime: (i64, i64)) -> bool {
+/// The present time of the clock of the file system holding `tmp` (secs, nsecs): the
+/// mtime of a file created now in `tmp` and removed at once; `None` when it can't be made
+/// (a read-only mailbox). A directory on that file system changed after this gets a later
+/// mtime than any time this clock had passed, so a directory last modified before the
+/// answer and read after this call can't change unseen: the test of racy-git, with the
+/// file system's own clock (no skew between machines, whatever its tick).
+fn fs_clock_now(tmp: &Path) -> Option<(i64, i64)> {
     static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     #[cfg(test)]
     if NO_CLOCK_PROBE.with(|n| n.get()) {
-        return false;
+        return None;
     }
     let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let probe = tmp.join(format!(".mailsync-clock.{}.{n}", std::process::id()));
-    let Ok(f) = fs::OpenOptions::new()
+    let f = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&probe)
-    else {
-        return false;
-    };
+        .ok()?;
     let md = f.metadata();
     drop(f);
     let _ = fs::remove_file(&probe);
-    md.is_ok_and(|m| (m.mtime(), m.mtime_nsec()) > mtime)
+    md.ok().map(|m| (m.mtime(), m.mtime_nsec()))
 }
 
 impl DirTimes {
     /// The (mtime, nsecs) of `dir` now, unless it was modified so shortly before that a
     /// change in the same timestamp tick could keep it: within [`RACY_MTIME`] by this
-    /// machine's clock and not before the file system's clock's present tick
-    /// ([`fs_clock_passed`], a file made in `tmp`). Called before `dir` is read.
-    fn settled_mtime(dir: &Path, tmp: &Path) -> Option<(i64, i64)> {
+    /// machine's clock and not before the file system's clock's present tick. That clock
+    /// ([`fs_clock_now`], a file made in `tmp`) is read at most once per scan, in `probe`:
+    /// a reading taken before this `stat` serves as well. Called before `dir` is read.
+    fn settled_mtime(
+        dir: &Path,
+        tmp: &Path,
+        probe: &mut Option<Option<(i64, i64)>>,
+    ) -> Option<(i64, i64)> {
         let md = fs::metadata(dir).ok()?;
         let mtime = (md.mtime(), md.mtime_nsec());
-        (mtime_settled(mtime.0, mtime.1, SystemTime::now()) || fs_clock_passed(tmp, mtime))
-            .then_some(mtime)
+        let settled = mtime_settled(mtime.0, mtime.1, SystemTime::now())
+            || probe
+                .get_or_insert_with(|| fs_clock_now(tmp))
+                .is_some_and(|now| now > mtime);
+        settled.then_some(mtime)
     }
 
     /// Both `new/` and `cur/` were read settled (see [`DirTimes::settled_mtime`]).
@@ -416,9 +421,10 @@ fn show(bytes: &[u8]) -> String {
 fn scan_dirs(paths: &Paths) -> Result<Scan> {
     let mut scan = Scan::default();
     scan.dirs.check_time = unix_secs(SystemTime::now());
+    let mut probe = None;
     for in_new in [true, false] {
         let dir = paths.sub(in_new);
-        let mtime = DirTimes::settled_mtime(&dir, &paths.tmp());
+        let mtime = DirTimes::settled_mtime(&dir, &paths.tmp(), &mut probe);
         if in_new {
             scan.dirs.new = mtime;
         } else {
@@ -502,7 +508,7 @@ fn find_file(paths: &Paths, base: &[u8]) -> Result<Option<Found>> {
 thread_local! {
     /// How many times this thread read a mailbox's files (`read_disk`), for tests.
     static READINGS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-    /// Tests of a racy reading: [`fs_clock_passed`] answers false, as within one tick.
+    /// Tests of a racy reading: [`fs_clock_now`] has no answer, as within one tick.
     static NO_CLOCK_PROBE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
@@ -2983,15 +2989,16 @@ mod tests {
         fs::write(d.path().join("marker"), b"").unwrap();
         let md = fs::metadata(d.path().join("marker")).unwrap();
         let (secs, nsecs) = (md.mtime(), md.mtime_nsec());
-        assert!(fs_clock_passed(&tmp, (secs - 1, nsecs)));
-        assert!(!fs_clock_passed(&tmp, (secs + 10, nsecs)), "a time to come");
+        let now = fs_clock_now(&tmp).unwrap();
+        assert!(now > (secs - 1, nsecs));
+        assert!(now < (secs + 10, nsecs), "a time to come");
         assert_eq!(
             fs::read_dir(&tmp).unwrap().count(),
             0,
             "the probe is removed"
         );
         fs::remove_dir(&tmp).unwrap();
-        assert!(!fs_clock_passed(&tmp, (secs - 1, nsecs)), "no tmp/");
+        assert_eq!(fs_clock_now(&tmp), None, "no tmp/");
     }
 
     /// A mailbox read soon after a change — within RACY_MTIME by this machine's clock,
