@@ -556,9 +556,24 @@ fn read_disk(paths: &Paths) -> Result<DiskState> {
     })
 }
 
+/// True when the uidlist lists every file of the scan: as many of its records are found
+/// among the files as there are files (the bases of both are unique), counted without a
+/// set of the records.
+fn every_file_listed(list: &UidList, scan: &Scan) -> bool {
+    let listed_found = list
+        .records
+        .iter()
+        .filter(|r| scan.files.contains_key(r.base()))
+        .count();
+    listed_found == scan.files.len()
+}
+
 /// Gives UIDs to files the uidlist doesn't list, sorted as maildir_filename_sort_cmp
 /// (maildir_uidlist_assign_uids). Returns how many were added.
 fn assign_unlisted(list: &mut UidList, scan: &Scan, path: &Path) -> Result<usize> {
+    if every_file_listed(list, scan) {
+        return Ok(0);
+    }
     let listed: HashSet<&[u8]> = list.records.iter().map(|r| r.base()).collect();
     let mut new: Vec<&[u8]> = scan.files.keys().filter(|b| !listed.contains(b)).collect();
     new.sort_by(|a, b| filename::sort_cmp(a, b));
@@ -1266,14 +1281,7 @@ impl MaildirMailbox {
         if list.guid.is_none() || list.version != 3 || !st.scan.duplicates.is_empty() {
             return true;
         }
-        // a file the uidlist doesn't list: fewer records found than files (the bases of
-        // both are unique), counted without a set of the records
-        let listed_found = list
-            .records
-            .iter()
-            .filter(|r| st.scan.files.contains_key(r.base()))
-            .count();
-        listed_found < st.scan.files.len()
+        !every_file_listed(list, &st.scan)
     }
 
     /// A file whose base is already taken by another file is renamed to a new unique base in
