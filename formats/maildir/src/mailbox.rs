@@ -69,10 +69,31 @@ impl Paths {
 }
 
 /// A message file found in new/ or cur/.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 struct Found {
     in_new: bool,
+    /// Length of the base name within `fname` (what [`filename::base`] gives), found once:
+    /// the scan's set hashes and compares bases at every lookup.
+    base_len: u32,
+    /// Whether the uidlist last given to [`mark_listed`] lists it.
+    listed: std::cell::Cell<bool>,
     fname: Box<[u8]>,
+}
+
+impl Found {
+    fn new(in_new: bool, fname: Box<[u8]>) -> Found {
+        let base_len = filename::base(&fname).len() as u32;
+        Found {
+            in_new,
+            base_len,
+            listed: std::cell::Cell::new(false),
+            fname,
+        }
+    }
+
+    fn base(&self) -> &[u8] {
+        &self.fname[..self.base_len as usize]
+    }
 }
 
 /// A [`Found`] as an element of [`FileSet`]: hashed and compared by its base filename,
@@ -82,7 +103,7 @@ struct ByBase(Found);
 
 impl ByBase {
     fn base(&self) -> &[u8] {
-        filename::base(&self.0.fname)
+        self.0.base()
     }
 }
 
@@ -334,9 +355,9 @@ impl NameSuffix {
         }
     }
 
-    /// The suffix of `fname` after its base name.
-    fn of(fname: &[u8]) -> NameSuffix {
-        NameSuffix::new(&fname[filename::base(fname).len()..])
+    /// The suffix of a found file's name after its base name.
+    fn of(found: &Found) -> NameSuffix {
+        NameSuffix::new(&found.fname[found.base().len()..])
     }
 }
 
@@ -364,16 +385,13 @@ impl MailFile {
     }
 
     fn found(&self) -> Found {
-        Found {
-            in_new: self.in_new,
-            fname: self.fname().into(),
-        }
+        Found::new(self.in_new, self.fname().into())
     }
 
     /// The file was found again under `f` (renamed since): same base name.
     fn set_found(&mut self, f: &Found) {
         self.in_new = f.in_new;
-        self.suffix = NameSuffix::of(&f.fname);
+        self.suffix = NameSuffix::of(f);
     }
 }
 
@@ -467,11 +485,8 @@ fn scan_dirs(paths: &Paths) -> Result<Scan> {
                 continue;
             }
             // the name std allocated for the entry becomes the found one (exact size: no copy)
-            let found = Found {
-                in_new,
-                fname: file_name.into_vec().into_boxed_slice(),
-            };
-            match scan.files.get(filename::base(&found.fname)) {
+            let found = Found::new(in_new, file_name.into_vec().into_boxed_slice());
+            match scan.files.get(found.base()) {
                 None => scan.files.insert(found),
                 // Seen in new/ and now in cur/: moved while we were scanning.
                 Some(prev) if prev.in_new && !in_new => scan.files.insert(found),
@@ -556,16 +571,22 @@ fn read_disk(paths: &Paths) -> Result<DiskState> {
     })
 }
 
-/// True when the uidlist lists every file of the scan: as many of its records are found
-/// among the files as there are files (the bases of both are unique), counted without a
-/// set of the records.
-fn every_file_listed(list: &UidList, scan: &Scan) -> bool {
-    let listed_found = list
-        .records
+/// Marks the files of the scan that `list` lists ([`Found::listed`]) and returns how many
+/// there are (the bases of both are unique): one lookup a record, no set of the records.
+fn mark_listed(list: &UidList, scan: &Scan) -> usize {
+    for f in scan.files.values() {
+        f.listed.set(false);
+    }
+    list.records
         .iter()
-        .filter(|r| scan.files.contains_key(r.base()))
-        .count();
-    listed_found == scan.files.len()
+        .filter_map(|r| scan.files.get(r.base()))
+        .inspect(|f| f.listed.set(true))
+        .count()
+}
+
+/// True when the uidlist lists every file of the scan.
+fn every_file_listed(list: &UidList, scan: &Scan) -> bool {
+    mark_listed(list, scan) == scan.files.len()
 }
 
 /// Gives UIDs to files the uidlist doesn't list, sorted as maildir_filename_sort_cmp
@@ -574,8 +595,12 @@ fn assign_unlisted(list: &mut UidList, scan: &Scan, path: &Path) -> Result<usize
     if every_file_listed(list, scan) {
         return Ok(0);
     }
-    let listed: HashSet<&[u8]> = list.records.iter().map(|r| r.base()).collect();
-    let mut new: Vec<&[u8]> = scan.files.keys().filter(|b| !listed.contains(b)).collect();
+    let mut new: Vec<&[u8]> = scan
+        .files
+        .values()
+        .filter(|f| !f.listed.get())
+        .map(Found::base)
+        .collect();
     new.sort_by(|a, b| filename::sort_cmp(a, b));
     let count = new.len();
     for base in new {
@@ -1290,7 +1315,7 @@ impl MaildirMailbox {
     fn fix_duplicates(&self, st: &mut DiskState) -> Result<()> {
         let dups = std::mem::take(&mut st.scan.duplicates);
         for dup in dups {
-            let Some(first) = st.scan.files.get(filename::base(&dup.fname)) else {
+            let Some(first) = st.scan.files.get(dup.base()) else {
                 continue;
             };
             let p1 = self.paths.sub(first.in_new).join(os(&first.fname));
@@ -1314,10 +1339,9 @@ impl MaildirMailbox {
                         "Fixed a duplicate: {} -> {new_base}",
                         p2.display()
                     ));
-                    st.scan.files.insert(Found {
-                        in_new: true,
-                        fname: new_base.into_bytes().into(),
-                    });
+                    st.scan
+                        .files
+                        .insert(Found::new(true, new_base.into_bytes().into()));
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(Error::io("rename", &p2, e)),
@@ -1418,7 +1442,8 @@ impl MaildirMailbox {
             }
         }
         let side = index_file::index_side(view.as_ref());
-        let cmp = FilesSide::of(st, list, recent).compare(&side, non_recent);
+        let mut files = FilesSide::of(st, list, recent);
+        let cmp = files.compare(&side, non_recent);
         // the uidlist as written (we hold its lock): what the header's stamp names
         let stamp = self.scan_stamp(st);
         if !cmp.reappeared.is_empty() {
@@ -1440,6 +1465,8 @@ impl MaildirMailbox {
             }
             let count = list.records.len();
             write_uidlist(&self.paths, list, false, count, true, &st.scan.files)?;
+            // the records moved to new UIDs
+            files = FilesSide::of(st, list, recent);
         } else if cmp.changes.is_empty()
             && view
                 .as_ref()
@@ -1449,7 +1476,6 @@ impl MaildirMailbox {
                 return Ok(IndexInfo::from_view(v));
             }
         }
-        let files = FilesSide::of(st, list, recent);
         let written = index_file::write_changes(
             &dir,
             dir_mode(&self.paths.dir),
@@ -1875,7 +1901,7 @@ impl MaildirMailbox {
             mails.push(MailFile {
                 uid: rec.uid,
                 in_new: found.in_new,
-                suffix: NameSuffix::of(&found.fname),
+                suffix: NameSuffix::of(&found),
                 record: rec,
                 flags,
                 keywords: keywords.into_boxed_slice(),
@@ -2553,10 +2579,7 @@ impl MaildirTransaction<'_> {
                 rec.set_pop3(&s.pop3.uidl, s.pop3.order);
                 rec.set_ext(SAVE_DATE_KEY, Some(s.saved_date.to_string().into_bytes()));
                 list.records.push(rec);
-                st.scan.files.insert(Found {
-                    in_new,
-                    fname: fname.into(),
-                });
+                st.scan.files.insert(Found::new(in_new, fname.into()));
                 saved.push(Uid(uid));
             }
             Ok(())
@@ -2732,10 +2755,7 @@ impl MaildirTransaction<'_> {
             let (src, dest) = (dir.join(os(&f.fname)), dir.join(os(&new_name)));
             match fs::rename(&src, &dest) {
                 Ok(()) => {
-                    scan.files.insert(Found {
-                        in_new: f.in_new,
-                        fname: new_name.into(),
-                    });
+                    scan.files.insert(Found::new(f.in_new, new_name.into()));
                     return Ok(true);
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -3186,5 +3206,47 @@ mod tests {
             "cur/ wins over new/"
         );
         assert_eq!(scan.duplicates.len(), 1);
+    }
+
+    #[test]
+    fn a_found_file_keeps_its_base_and_suffix_apart() {
+        let f = Found::new(false, (*b"1.M1P1.h,S=10:2,FS").into());
+        assert_eq!(f.base(), b"1.M1P1.h,S=10");
+        assert_eq!(NameSuffix::of(&f).as_bytes(), b":2,FS");
+        let f = Found::new(true, (*b"2.M1P1.h").into());
+        assert_eq!(f.base(), b"2.M1P1.h");
+        assert_eq!(NameSuffix::of(&f).as_bytes(), b"");
+    }
+
+    #[test]
+    fn unlisted_files_are_those_the_last_marked_uidlist_lacks() {
+        let mut scan = Scan::default();
+        for name in ["1.a.h:2,S", "2.b.h", "3.c.h:2,"] {
+            scan.files
+                .insert(Found::new(!name.contains(':'), name.as_bytes().into()));
+        }
+        let mut list = UidList::new(1, MailboxGuid::generate());
+        list.records.push(UidRecord::new(1, b"1.a.h".to_vec()));
+        list.records.push(UidRecord::new(2, b"3.c.h".to_vec()));
+        list.records.push(UidRecord::new(3, b"9.gone.h".to_vec()));
+        list.next_uid = 4;
+        assert_eq!(mark_listed(&list, &scan), 2);
+        assert!(!every_file_listed(&list, &scan));
+        // marks follow the list they were last given
+        let mut other = UidList::new(1, MailboxGuid::generate());
+        other.records.push(UidRecord::new(1, b"2.b.h".to_vec()));
+        assert_eq!(mark_listed(&other, &scan), 1);
+        assert!(!scan.files.get(b"1.a.h").unwrap().listed.get());
+        assert_eq!(
+            assign_unlisted(&mut list, &scan, Path::new("dovecot-uidlist")).unwrap(),
+            1
+        );
+        let last = list.records.last().unwrap();
+        assert_eq!((last.uid, last.base()), (4, &b"2.b.h"[..]));
+        assert!(every_file_listed(&list, &scan));
+        assert_eq!(
+            assign_unlisted(&mut list, &scan, Path::new("x")).unwrap(),
+            0
+        );
     }
 }
