@@ -34,7 +34,7 @@ pub const EXTRA_VIRTUAL_SIZE: u8 = b'W';
 
 /// The base of a filename: everything before the first `:`.
 pub fn base(fname: &[u8]) -> &[u8] {
-    match fname.iter().position(|&b| b == INFO_SEP) {
+    match memchr::memchr(INFO_SEP, fname) {
         Some(p) => &fname[..p],
         None => fname,
     }

@@ -150,6 +150,11 @@ impl FileSet {
         self.0.replace(ByBase(found));
     }
 
+    /// [`Self::insert`], returning the file it replaced.
+    fn replace(&mut self, found: Found) -> Option<Found> {
+        self.0.replace(ByBase(found)).map(|f| f.0)
+    }
+
     fn remove(&mut self, base: &[u8]) -> Option<Found> {
         self.0.take(base).map(|f| f.0)
     }
@@ -470,7 +475,7 @@ fn scan_dirs(paths: &Paths) -> Result<Scan> {
                 ));
                 continue;
             }
-            if name.iter().any(|&b| b == b'\r' || b == b'\n') {
+            if memchr::memchr2(b'\r', b'\n', name).is_some() {
                 warn(&format!(
                     "ignoring a file with CR/LF in its name: {}",
                     entry.path().display()
@@ -486,11 +491,17 @@ fn scan_dirs(paths: &Paths) -> Result<Scan> {
             }
             // the name std allocated for the entry becomes the found one (exact size: no copy)
             let found = Found::new(in_new, file_name.into_vec().into_boxed_slice());
-            match scan.files.get(found.base()) {
-                None => scan.files.insert(found),
+            // one lookup for the usual case, a new base
+            match scan.files.replace(found) {
+                None => {}
                 // Seen in new/ and now in cur/: moved while we were scanning.
-                Some(prev) if prev.in_new && !in_new => scan.files.insert(found),
-                Some(_) => scan.duplicates.push(found),
+                Some(prev) if prev.in_new && !in_new => {}
+                // the first one found stays
+                Some(prev) => {
+                    if let Some(dup) = scan.files.replace(prev) {
+                        scan.duplicates.push(dup);
+                    }
+                }
             }
         }
     }

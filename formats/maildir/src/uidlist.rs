@@ -269,14 +269,12 @@ fn parse_u32(v: &[u8]) -> Option<u32> {
 /// someone else (Dovecot's i_stream_read_next_line does the same). A `\r` before `\n` is
 /// dropped.
 fn lines(data: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let complete = match data.iter().rposition(|&b| b == b'\n') {
-        Some(p) => &data[..p + 1],
-        None => &data[..0],
-    };
-    complete
-        .split(|&b| b == b'\n')
-        .take(complete.iter().filter(|&&b| b == b'\n').count())
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+    let mut start = 0;
+    memchr::memchr_iter(b'\n', data).map(move |end| {
+        let line = &data[start..end];
+        start = end + 1;
+        line.strip_suffix(b"\r").unwrap_or(line)
+    })
 }
 
 /// Parses a `dovecot-uidlist`. `Ok(None)` for an empty file (Dovecot treats it as missing).
@@ -288,8 +286,10 @@ pub fn parse(data: &[u8]) -> Result<Option<(UidList, Vec<ParseWarning>)>, ParseE
     let err = |line: usize, reason: String| Err(ParseError { line, reason });
     let mut list = parse_header(header)?;
     let mut warnings = Vec::new();
-    // keyed by the names in `data`: no copy of each
-    let mut seen: foldhash::HashMap<&[u8], u32> = foldhash::HashMapExt::new();
+    // keyed by the names in `data`: no copy of each; sized once (it lives only while the
+    // records are read: no second table while it grows)
+    let records = memchr::memchr_iter(b'\n', data).count().saturating_sub(1);
+    let mut seen: foldhash::HashMap<&[u8], u32> = foldhash::HashMapExt::with_capacity(records);
     let mut prev_uid = 0u32;
     for (lineno, line) in lines {
         list.lines_read += 1;
@@ -558,7 +558,7 @@ fn parse_record<'a>(
     if fname.is_empty() {
         return err(lineno, "Missing filename".into());
     }
-    if fname.contains(&b'/') || fname.contains(&0) {
+    if memchr::memchr2(b'/', 0, fname).is_some() {
         return err(lineno, format!("Broken filename: {}", show(fname)));
     }
     let base = filename::base(fname);
