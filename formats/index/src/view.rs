@@ -190,11 +190,9 @@ pub(crate) fn read_log_from_head(
     map: &IndexFile,
     since: Option<u64>,
 ) -> Result<Option<LogFile>> {
-    use std::os::unix::fs::FileExt;
-    let len = file
-        .metadata()
-        .map_err(|e| Error::io("fstat", path, e))?
-        .len();
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let md = file.metadata().map_err(|e| Error::io("fstat", path, e))?;
+    let len = md.len();
     let read = |start: u64, end: u64| -> Result<Vec<u8>> {
         let mut data = vec![0u8; end.saturating_sub(start) as usize];
         file.read_exact_at(&mut data, start)
@@ -215,13 +213,22 @@ pub(crate) fn read_log_from_head(
         Some(m) => m,
         None => {
             use std::io::{Seek, SeekFrom};
-            let hdr_size = header.hdr_size as u64;
+            let log_id = LogIdentity {
+                dev: md.dev(),
+                ino: md.ino(),
+                header: head.clone(),
+            };
+            let (start, start_modseq) = counted::before(&log_id, from)
+                .unwrap_or((header.hdr_size as u64, header.initial_modseq));
             let mut records = std::io::BufReader::with_capacity(64 * 1024, file);
             records
-                .seek(SeekFrom::Start(hdr_size))
+                .seek(SeekFrom::Start(start))
                 .map_err(|e| Error::io("seek", path, e))?;
-            match LogFile::modseq_counter_after(records, &header, from - hdr_size) {
-                Ok(m) => m,
+            match LogFile::modseq_counter_from(records, &header, start_modseq, from - start) {
+                Ok(m) => {
+                    counted::note(log_id, from, m);
+                    m
+                }
                 // the full read reports it
                 Err(_) => return Ok(None),
             }
@@ -232,6 +239,56 @@ pub(crate) fn read_log_from_head(
     }
     let tail = read(from, len)?;
     Ok(LogFile::decode_tail(&head, &tail, from, from_modseq, path).ok())
+}
+
+/// A log file as [`counted`] knows it: its inode and its header's bytes (indexid,
+/// file_seq, prev_file_seq/offset, create_stamp, initial_modseq).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct LogIdentity {
+    dev: u64,
+    ino: u64,
+    header: Vec<u8>,
+}
+
+/// The modseq counters this process counted over the records of logs without per-message
+/// modseqs (the mdbox map) up to a head offset `P` named ([`read_log_from_head`]), so the
+/// next view of the same log counts only the records after it. A log is only appended
+/// to (a torn tail past the last complete transaction is cut, never a record before a head
+/// offset `P` names, mail-transaction-log-file.c), and a rotation or a reset writes a new
+/// file with a new header: the records before a counted offset of the same file and
+/// header are the ones counted. A commit builds a view several times, and the map log
+/// can be as large as `P` after a conversion.
+mod counted {
+    use super::LogIdentity;
+    use std::sync::Mutex;
+
+    /// The last few counters: (log, offset, modseq counter after the records before it).
+    static COUNTERS: Mutex<Vec<(LogIdentity, u64, u64)>> = Mutex::new(Vec::new());
+    const KEPT: usize = 8;
+
+    /// The latest counted (offset, counter) of `log` at or before `offset`.
+    pub(super) fn before(log: &LogIdentity, offset: u64) -> Option<(u64, u64)> {
+        let counters = COUNTERS.lock().unwrap_or_else(|e| e.into_inner());
+        counters
+            .iter()
+            .filter(|(id, at, _)| id == log && *at <= offset)
+            .map(|&(_, at, modseq)| (at, modseq))
+            .max_by_key(|&(at, _)| at)
+    }
+
+    pub(super) fn note(log: LogIdentity, offset: u64, modseq: u64) {
+        let mut counters = COUNTERS.lock().unwrap_or_else(|e| e.into_inner());
+        if counters
+            .iter()
+            .any(|(id, at, _)| *id == log && *at == offset)
+        {
+            return;
+        }
+        if counters.len() >= KEPT {
+            counters.remove(0);
+        }
+        counters.push((log, offset, modseq));
+    }
 }
 
 /// True when replaying `P` (`index`, the whole file) reads no log older than the head log
@@ -961,4 +1018,82 @@ pub(crate) fn max_tail_offset(head: &LogFile, index: Option<&IndexHeader>) -> u6
         }
     }
     max_tail
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::writer::IndexWriter;
+
+    fn appended(w: &IndexWriter, uids: std::ops::RangeInclusive<u32>) {
+        let mut t = w.begin().external(true);
+        for uid in uids {
+            t.append(uid, 0);
+        }
+        t.commit().unwrap();
+    }
+
+    /// `P`'s head offset and what [`read_log_from_head`] counts there.
+    fn counted_at_head(w: &IndexWriter) -> (u64, u64, LogIdentity) {
+        let paths = w.paths();
+        let index = std::fs::read(paths.index()).unwrap();
+        let map = IndexFile::decode_header_of(&index, &paths.index()).unwrap();
+        assert!(
+            map.ext(ext::MODSEQ).is_none(),
+            "a log counted over, as the map's"
+        );
+        let file = std::fs::File::open(paths.log()).unwrap();
+        let log = read_log_from_head(&file, &paths.log(), &map, None)
+            .unwrap()
+            .unwrap();
+        let head = map.header().log_file_head_offset as u64;
+        assert_eq!(log.first_offset, head);
+        use std::os::unix::fs::MetadataExt;
+        let md = file.metadata().unwrap();
+        let bytes = std::fs::read(paths.log()).unwrap();
+        let id = LogIdentity {
+            dev: md.dev(),
+            ino: md.ino(),
+            header: bytes[..crate::format::log::HEADER_SIZE].to_vec(),
+        };
+        // the counter read from the log's start, as Dovecot counts it
+        let header = LogHeader::decode(&bytes, &paths.log()).unwrap();
+        let hdr = header.hdr_size as usize;
+        let full =
+            LogFile::modseq_counter_after(&bytes[hdr..], &header, head - hdr as u64).unwrap();
+        (head, full, id)
+    }
+
+    #[test]
+    fn a_log_counted_once_is_counted_on_from_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = IndexWriter::open(dir.path(), "dovecot.map.index");
+        w.create(7).unwrap();
+        appended(&w, 1..=30);
+        appended(&w, 31..=35);
+        w.write_index().unwrap();
+        let (head, full, id) = counted_at_head(&w);
+        assert!(full > 1);
+        assert_eq!(
+            counted::before(&id, head),
+            Some((head, full)),
+            "the counter is kept for the next view of this log"
+        );
+        appended(&w, 36..=50);
+        w.write_index().unwrap();
+        let (later, full_later, same) = counted_at_head(&w);
+        assert_eq!(same, id);
+        assert!(later > head && full_later > full);
+        // counted on from the first offset, and the same as counted from the start
+        assert_eq!(counted::before(&id, later), Some((later, full_later)));
+        let view = View::open_paths(w.paths()).unwrap();
+        let whole = View::build(w.paths(), Sources::read(w.paths()).unwrap()).unwrap();
+        assert_eq!(view.log_modseq(), whole.log_modseq());
+        // another log (another header) starts from its own beginning
+        let other = LogIdentity {
+            header: vec![0; id.header.len()],
+            ..id
+        };
+        assert_eq!(counted::before(&other, later), None);
+    }
 }

@@ -1024,12 +1024,23 @@ impl LogFile {
     /// from the header's end) one record at a time, nothing kept. `Err` names why a
     /// record there doesn't decode, or that the bytes end inside one.
     pub fn modseq_counter_after(
-        mut records: impl std::io::Read,
+        records: impl std::io::Read,
         header: &LogHeader,
         len: u64,
     ) -> std::result::Result<u64, String> {
+        Self::modseq_counter_from(records, header, header.initial_modseq, len)
+    }
+
+    /// [`LogFile::modseq_counter_after`] from a record boundary inside the log where the
+    /// counter was `modseq`: `records` starts there, `len` bytes of records are counted.
+    pub fn modseq_counter_from(
+        mut records: impl std::io::Read,
+        header: &LogHeader,
+        modseq: u64,
+        len: u64,
+    ) -> std::result::Result<u64, String> {
         let version = header.version();
-        let mut modseq = header.initial_modseq;
+        let mut modseq = modseq;
         let mut pos = 0u64;
         let mut payload = Vec::new();
         while pos < len {
