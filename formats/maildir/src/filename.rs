@@ -44,16 +44,9 @@ pub fn base(fname: &[u8]) -> &[u8] {
 /// first `,<key>=` in the name, then decimal digits that must be followed by `:`, `,` or
 /// the end. A value that doesn't fit in u64 is treated as absent.
 pub fn size_field(fname: &[u8], key: u8) -> Option<u64> {
-    let mut i = 0;
-    let start = loop {
-        if i + 2 >= fname.len() {
-            return None;
-        }
-        if fname[i] == EXTRA_SEP && fname[i + 1] == key && fname[i + 2] == b'=' {
-            break i + 3;
-        }
-        i += 1;
-    };
+    let start = memchr::memchr_iter(EXTRA_SEP, fname)
+        .find(|&i| fname.get(i + 1) == Some(&key) && fname.get(i + 2) == Some(&b'='))?
+        + 3;
     let mut size: u64 = 0;
     let mut j = start;
     while j < fname.len() && fname[j].is_ascii_digit() {

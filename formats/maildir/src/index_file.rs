@@ -420,7 +420,7 @@ pub(crate) fn remove_index(dir: &Path) -> Result<()> {
 }
 
 /// Makes sure the index in `dir` exists (a new one gets `uid_validity`), then, under the log
-/// lock, compares with the view read through the locked log (`compute`) and appends the
+/// lock, compares with the view read through the locked log (`compute`, given that view) and appends the
 /// resulting EXTERNAL transaction. `stamp`: the `maildir` header for the files the changes
 /// were computed from, written when it differs from the index's (as
 /// maildir_sync_index_update_ext_header does). Returns the view after the write. Must be
@@ -431,7 +431,7 @@ pub(crate) fn write_changes(
     uid_validity: u32,
     by_sync: bool,
     stamp: Option<MaildirHeader>,
-    compute: impl FnOnce(&IndexSide) -> ExternalChanges,
+    compute: impl FnOnce(&IndexView) -> ExternalChanges,
 ) -> Result<IndexView> {
     if !dir.is_dir() {
         crate::mailbox::mkdir_all(dir, dir_mode).map_err(|e| Error::io("mkdir", dir, e))?;
@@ -456,8 +456,7 @@ pub(crate) fn write_changes(
         &writer,
         true,
         |view, t| -> std::result::Result<(), mailsync_index::Error> {
-            let side = index_side(Some(view));
-            let changes = compute(&side);
+            let changes = compute(view);
             let stamp = stamp.filter(|s| header_needs_write(s, view));
             if changes.is_empty() && stamp.is_none() {
                 return Ok(());

@@ -534,6 +534,8 @@ fn find_file(paths: &Paths, base: &[u8]) -> Result<Option<Found>> {
 thread_local! {
     /// How many times this thread read a mailbox's files (`read_disk`), for tests.
     static READINGS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// How many times this thread compared a mailbox's files with an index, for tests.
+    static COMPARISONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
     /// Tests of a racy reading: [`fs_clock_now`] has no answer, as within one tick.
     static NO_CLOCK_PROBE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
@@ -941,6 +943,8 @@ impl FilesSide {
     }
 
     fn compare(&self, side: &index_sync::IndexSide, non_recent: &HashSet<u32>) -> Comparison {
+        #[cfg(test)]
+        COMPARISONS.with(|c| c.set(c.get() + 1));
         index_sync::compare(
             side,
             self.uid_validity,
@@ -1457,6 +1461,10 @@ impl MaildirMailbox {
         let cmp = files.compare(&side, non_recent);
         // the uidlist as written (we hold its lock): what the header's stamp names
         let stamp = self.scan_stamp(st);
+        // What the comparison found holds under the log lock when nothing was logged since
+        // the view was read (the same log position of the same index).
+        let read_at = view.as_ref().map(|v| (v.indexid(), v.log_position()));
+        let mut compared = None;
         if !cmp.reappeared.is_empty() {
             // maildir_handle_uid_insertion: the index already expunged these UIDs; the files
             // get new ones (as Dovecot does, keeping the records' fields).
@@ -1486,6 +1494,8 @@ impl MaildirMailbox {
             if let Some(v) = view {
                 return Ok(IndexInfo::from_view(v));
             }
+        } else {
+            compared = Some((side, cmp.changes));
         }
         let written = index_file::write_changes(
             &dir,
@@ -1493,14 +1503,21 @@ impl MaildirMailbox {
             list.uid_validity,
             own.by_sync,
             stamp,
-            |side| {
-                let mut changes = files.compare(side, non_recent).changes;
+            |locked| {
+                let current = compared
+                    .take()
+                    .filter(|_| read_at == Some((locked.indexid(), locked.log_position())));
+                let (side, mut changes) = current.unwrap_or_else(|| {
+                    let side = index_file::index_side(Some(locked));
+                    let changes = files.compare(&side, non_recent).changes;
+                    (side, changes)
+                });
                 for (uid, guid) in &mut changes.expunges {
                     if let Some(g) = st.expunged_guids.get(uid) {
                         *guid = *g;
                     }
                 }
-                changes.log_exactly(side, &own.flag_uids);
+                changes.log_exactly(&side, &own.flag_uids);
                 changes
             },
         );
@@ -1859,6 +1876,7 @@ impl MaildirMailbox {
             }
         }
         let (uid_validity, uid_next, guid) = (list.uid_validity, list.next_uid, list.guid);
+        let every_letter_taken = st.keywords.len() >= MAX_KEYWORDS;
         let mut mails = Vec::with_capacity(list.records.len());
         // The records and files move into the view (a base is listed once): no second
         // copy of either is alive while the view is built.
@@ -1876,7 +1894,7 @@ impl MaildirMailbox {
             if let Some((f, k)) = self.index.pending(rec.uid) {
                 flags = f;
                 keywords = k.to_vec();
-            } else if st.keywords.len() >= MAX_KEYWORDS {
+            } else if every_letter_taken {
                 // Keywords without a letter (all 26 taken) live in the index only.
                 for k in self.index.keywords_of(rec.uid) {
                     if st.keywords.letter_for(k.as_bytes()).is_none() && !keywords.contains(&k) {
@@ -3082,6 +3100,34 @@ mod tests {
         )
         .unwrap();
         (d, layout)
+    }
+
+    /// A sync that writes the index compares the files with it once: the comparison made
+    /// before the log lock stands under it when nothing was logged in between.
+    #[test]
+    fn an_index_sync_compares_the_files_once_when_nothing_was_logged_meanwhile() {
+        let (d, layout) = maildir_with_one_message();
+        let mut mb = MaildirMailbox::open(&layout, "INBOX").unwrap();
+        fs::write(d.path().join("new/2.M2P1.host"), b"Subject: y\n\nbody\n").unwrap();
+        fs::rename(
+            d.path().join("cur/1.M1P1.host:2,S"),
+            d.path().join("cur/1.M1P1.host:2,FS"),
+        )
+        .unwrap();
+        let start = COMPARISONS.with(|c| c.get());
+        mb.sync_impl().unwrap();
+        assert_eq!(COMPARISONS.with(|c| c.get()) - start, 1);
+        let flags: Vec<_> = mb.view.mails.iter().map(|m| (m.uid, m.flags)).collect();
+        assert_eq!(flags.len(), 2);
+        assert!(flags[0].1.contains(Flags::FLAGGED), "{flags:?}");
+        // what the index logged is what a fresh reading of it shows
+        let view = mailsync_index::View::open(d.path(), index_file::INDEX_PREFIX).unwrap();
+        let logged: Vec<_> = view
+            .messages()
+            .map(|m| (m.uid(), m.system_flags()))
+            .collect();
+        assert_eq!(logged.len(), 2);
+        assert!(logged[0].1.contains(Flags::FLAGGED), "{logged:?}");
     }
 
     /// As Dovecot's maildir_sync_context, a sync locks the uidlist before it reads the
