@@ -171,10 +171,19 @@ fn parse_dec(s: &[u8]) -> Option<u32> {
 
 /// Lowercase or uppercase hex, at most 16 digits (str_to_uintmax_hex).
 pub fn parse_hex(s: &[u8]) -> Option<u64> {
-    if s.is_empty() || s.len() > 16 || !s.iter().all(u8::is_ascii_hexdigit) {
+    if s.is_empty() || s.len() > 16 {
         return None;
     }
-    u64::from_str_radix(std::str::from_utf8(s).ok()?, 16).ok()
+    // at most 16 digits: no overflow
+    s.iter().try_fold(0u64, |n, &b| {
+        let digit = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' => b - b'A' + 10,
+            _ => return None,
+        };
+        Some(n << 4 | u64::from(digit))
+    })
 }
 
 /// The 30-byte message header: magic, type `N`, 8 spaces (old v1 uid), 16 uppercase hex
@@ -573,6 +582,22 @@ impl Read for BodyReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_numbers_read_as_str_to_uintmax_hex() {
+        assert_eq!(parse_hex(b"0"), Some(0));
+        assert_eq!(parse_hex(b"1aF"), Some(0x1af));
+        assert_eq!(parse_hex(b"ffffffffffffffff"), Some(u64::MAX));
+        assert_eq!(parse_hex(b"00000000000000001"), None, "more than 16 digits");
+        assert_eq!(parse_hex(b""), None);
+        assert_eq!(parse_hex(b"12g"), None);
+        assert_eq!(parse_hex(b"-1"), None);
+        assert_eq!(
+            parse_hex(b"+1"),
+            None,
+            "from_str_radix's sign is no hex digit"
+        );
+    }
 
     #[test]
     fn message_header_is_uppercase_hex_as_dovecot_writes() {

@@ -18,7 +18,7 @@ impl View {
     /// `since` (it is older than the oldest log's initial_modseq, or modseqs weren't
     /// tracked): the caller must do a full compare.
     pub fn changes_since(&self, since: ModSeq) -> Changes {
-        let present: BTreeSet<u32> = self.messages().map(|m| m.uid()).collect();
+        let present: Vec<u32> = self.messages().map(|m| m.uid()).collect();
         changes_in(self.logs(), since, self.highest_modseq(), present)
     }
 
@@ -35,13 +35,8 @@ impl View {
 
 impl LogHistory {
     /// [`View::changes_since`] from these logs, for the caller's view at `highest_modseq`
-    /// holding the UIDs `present`.
-    pub fn changes_since(
-        &self,
-        since: ModSeq,
-        highest_modseq: u64,
-        present: BTreeSet<u32>,
-    ) -> Changes {
+    /// holding the UIDs `present` (in any order).
+    pub fn changes_since(&self, since: ModSeq, highest_modseq: u64, present: Vec<u32>) -> Changes {
         changes_in(self.logs(), since, highest_modseq, present)
     }
 
@@ -70,13 +65,25 @@ pub(crate) fn answerable_alone(log: &LogFile) -> bool {
 }
 
 /// [`View::changes_since`] from `logs`, for a view at `highest_modseq` holding the UIDs
-/// `present`.
+/// `present`. The UIDs are kept in sorted vectors, not trees: a full view asks for the
+/// changes since its first modseq, and then every message is in the answer.
 fn changes_in(
     logs: &[LogFile],
     since: ModSeq,
     highest_modseq: u64,
-    present: BTreeSet<u32>,
+    mut present: Vec<u32>,
 ) -> Changes {
+    if !present.is_sorted() {
+        present.sort_unstable();
+    }
+    present.dedup();
+    let present = present;
+    // the UIDs of `present` from `a` to `b`
+    let range = |a: u32, b: u32| -> &[u32] {
+        let lo = present.partition_point(|&u| u < a);
+        let hi = present.partition_point(|&u| u <= b);
+        &present[lo..hi.max(lo)]
+    };
     let since = since.0;
     if logs.is_empty() {
         return if since >= highest_modseq && highest_modseq > 0 {
@@ -95,9 +102,10 @@ fn changes_in(
     if first.header.initial_modseq == 0 || since < first.first_modseq {
         return Changes::Unknown;
     }
-    let mut changed: BTreeSet<u32> = BTreeSet::new();
+    let mut changed: Vec<u32> = Vec::new();
     let mut expunged: BTreeMap<u32, Option<Guid>> = BTreeMap::new();
-    let mut known: BTreeSet<u32> = present.clone();
+    // the UIDs known besides `present`: appended, not in the view any more
+    let mut appended_gone: BTreeSet<u32> = BTreeSet::new();
     // GUIDs of expunge requests (the non-external EXPUNGE_GUID that index_mail_expunge
     // logs; the expunge itself follows as an external record, from Dovecot's maildir
     // sync with a zero GUID).
@@ -105,7 +113,11 @@ fn changes_in(
     for l in &logs[start..] {
         for r in &l.records {
             match &r.body {
-                RecordBody::Append(v) => known.extend(v.iter().map(|a| a.uid)),
+                RecordBody::Append(v) => appended_gone.extend(
+                    v.iter()
+                        .map(|a| a.uid)
+                        .filter(|u| present.binary_search(u).is_err()),
+                ),
                 RecordBody::ExpungeGuid(v) if !r.is_external() => {
                     for e in v.iter().filter(|e| e.guid != [0; 16]) {
                         requested.insert(e.uid, e.guid);
@@ -123,8 +135,8 @@ fn changes_in(
         };
         g.map(|g| Guid::from_bytes(hex(&g).into_bytes()))
     };
-    let add_range = |set: &mut BTreeSet<u32>, a: u32, b: u32| {
-        set.extend(present.range(a..=b).copied());
+    let add_range = |set: &mut Vec<u32>, a: u32, b: u32| {
+        set.extend_from_slice(range(a, b));
     };
     for l in &logs[start..] {
         let mut prev = l.first_modseq;
@@ -167,7 +179,8 @@ fn changes_in(
                 }
                 RecordBody::Expunge(v) if r.is_external() => {
                     for u in v {
-                        for uid in known.range(u.uid1..=u.uid2) {
+                        let gone = appended_gone.range(u.uid1..=u.uid2.max(u.uid1));
+                        for uid in range(u.uid1, u.uid2).iter().chain(gone) {
                             expunged
                                 .entry(*uid)
                                 .or_insert_with(|| guid_of(*uid, [0; 16]));
@@ -178,11 +191,11 @@ fn changes_in(
             }
         }
     }
-    for uid in expunged.keys() {
-        changed.remove(uid);
-    }
+    changed.sort_unstable();
+    changed.dedup();
+    changed.retain(|uid| !expunged.contains_key(uid));
     // an expunged UID that is present again can't be (UIDs aren't reused)
-    expunged.retain(|uid, _| !present.contains(uid));
+    expunged.retain(|uid, _| present.binary_search(uid).is_err());
     Changes::Known {
         changed: changed.into_iter().map(Uid).collect(),
         expunged: expunged.into_iter().map(|(u, g)| (Uid(u), g)).collect(),

@@ -1,8 +1,6 @@
 //! `LogHistory`: the logs of an index read without `P` answer "what changed since" exactly
 //! as the full `View` does, across a rotation (history in `P.log.2` and `P.log`).
 
-use std::collections::BTreeSet;
-
 use mailstore::{Changes, ModSeq, Uid};
 use mailsync_index::format::index::rec_flag;
 use mailsync_index::{IndexPaths, IndexWriter, LogHistory, View};
@@ -13,7 +11,7 @@ fn same_answers(w: &IndexWriter, what: &str) {
     let history = LogHistory::read(w.paths()).unwrap().expect("a log");
     assert_eq!(history.indexid(), view.indexid(), "{what}");
     assert_eq!(history.log_position(), view.log_position(), "{what}");
-    let present: BTreeSet<u32> = view.messages().map(|m| m.uid()).collect();
+    let present: Vec<u32> = view.messages().map(|m| m.uid()).collect();
     let all: Vec<Uid> = (1..=view.next_uid()).map(Uid).collect();
     // the comparison covers real answers, not only "unknown" and "nothing"
     assert!(matches!(
