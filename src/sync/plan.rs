@@ -190,7 +190,8 @@ fn keyword_set(k: &[Keyword]) -> BTreeSet<&Keyword> {
 
 fn same_flags(a: &MailChange, b: &MailChange) -> bool {
     without_recent(a.final_flags) == without_recent(b.final_flags)
-        && keyword_set(&a.keywords) == keyword_set(&b.keywords)
+        // the same list (most often none) is the same set, without building two
+        && (a.keywords == b.keywords || keyword_set(&a.keywords) == keyword_set(&b.keywords))
 }
 
 /// One flag or keyword of dsync-mailbox-import.c merge_flags, `p` the primary's (dsync's
@@ -364,10 +365,11 @@ pub fn link_candidates(p: &SideView, s: &SideView) -> Vec<(Uid, Uid)> {
     fn uncommon<'a>(own: &'a SideView, other: &SideView) -> BTreeMap<&'a [u8], Vec<Uid>> {
         let other_at = ByUid::of(&other.mails);
         let mut by_guid: BTreeMap<&[u8], Vec<Uid>> = BTreeMap::new();
+        let mut cursor = 0;
         for m in &own.mails {
             let Some(g) = &m.guid else { continue };
             if other_at
-                .get(&m.uid.0)
+                .seek(&mut cursor, m.uid.0)
                 .is_some_and(|o| o.guid.as_ref() == Some(g))
             {
                 continue;
@@ -526,6 +528,24 @@ impl<'a> ByUid<'a> {
             .binary_search_by_key(uid, |(u, _)| *u)
             .ok()
             .map(|i| self.0[i].1)
+    }
+
+    /// [`Self::get`] for UIDs asked in ascending order (a view's): from `cursor`, where
+    /// the last one was looked for, stepping on; a UID lower than the last is searched
+    /// for again.
+    fn seek(&self, cursor: &mut usize, uid: u32) -> Option<&'a MailChange> {
+        if *cursor > 0 && self.0.get(*cursor - 1).is_some_and(|(u, _)| *u >= uid) {
+            *cursor = self.0.partition_point(|(u, _)| *u < uid);
+        }
+        while self.0.get(*cursor).is_some_and(|(u, _)| *u < uid) {
+            *cursor += 1;
+        }
+        let (u, m) = self.0.get(*cursor)?;
+        if *u != uid {
+            return None;
+        }
+        *cursor += 1;
+        Some(*m)
     }
 
     fn contains_key(&self, uid: &u32) -> bool {
@@ -1247,6 +1267,31 @@ mod tests {
         assert_eq!(guid_at(by_uid.get(&5)), Some(&b"c"[..]));
         assert!(by_uid.contains_key(&9));
         assert!(!by_uid.contains_key(&3));
+    }
+
+    #[test]
+    fn a_cursor_finds_what_a_search_finds_in_any_order_asked() {
+        let mails = [mail(2, "b"), mail(5, "c"), mail(9, "d"), mail(12, "e")];
+        let by_uid = ByUid::of(&mails);
+        let mut cursor = 0;
+        for uid in [1, 2, 3, 5, 5, 4, 9, 13, 12, 2, 20] {
+            assert_eq!(
+                guid_at(by_uid.seek(&mut cursor, uid)),
+                guid_at(by_uid.get(&uid)),
+                "uid {uid}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_same_keywords_in_another_order_are_the_same_flags() {
+        let mut a = mail(1, "a");
+        let mut b = mail(1, "a");
+        a.keywords = vec![Keyword::new("$Label1"), Keyword::new("work")];
+        b.keywords = vec![Keyword::new("work"), Keyword::new("$Label1")];
+        assert!(same_flags(&a, &b));
+        b.keywords = vec![Keyword::new("work")];
+        assert!(!same_flags(&a, &b));
     }
 
     #[test]
