@@ -1238,8 +1238,36 @@ fn append_to_storage(
     mt.ext_intro(ext::MAP, 8, 12, 4);
     mt.ext_intro(ext::REF, 0, 2, 2);
     let mut current: Option<(u32, File, PathBuf, u64)> = None;
+    // Messages lie one after the other in the spool and go one after the other into a
+    // file: copied together, a run of them at a time (spool offset, file offset, length),
+    // not a read and a write each.
+    let mut run: Option<(u64, u64, u64)> = None;
+    let copy = |run: &mut Option<(u64, u64, u64)>, f: &File, path: &Path, buf: &mut [u8]| {
+        let Some((from, to, len)) = run.take() else {
+            return Ok(());
+        };
+        let mut done = 0u64;
+        while done < len {
+            let want = (len - done).min(buf.len() as u64) as usize;
+            let n = spool
+                .read_at(&mut buf[..want], from + done)
+                .map_err(|e| Error::io("read", spool_path, e))?;
+            if n == 0 {
+                return Err(Error::io(
+                    "read",
+                    spool_path,
+                    io::Error::new(io::ErrorKind::UnexpectedEof, "spool shorter than saved"),
+                ));
+            }
+            f.write_all_at(&buf[..n], to + done)
+                .map_err(|e| Error::io("write", path, e))?;
+            done += n as u64;
+        }
+        Ok(())
+    };
     for (map_uid, s) in (map_view.next_uid()..).zip(saves) {
         if let Some((_, f, path, _)) = current.take_if(|(_, _, _, len)| *len >= rotate_size) {
+            copy(&mut run, &f, &path, &mut buf)?;
             f.sync_all().map_err(|e| Error::io("fsync", &path, e))?;
         }
         let (file_id, f, path, offset) = match &mut current {
@@ -1255,23 +1283,16 @@ fn append_to_storage(
                 current.insert((file_id, f, path, len))
             }
         };
-        let mut written = 0u64;
-        while written < s.size {
-            let want = (s.size - written).min(buf.len() as u64) as usize;
-            let n = spool
-                .read_at(&mut buf[..want], s.offset + written)
-                .map_err(|e| Error::io("read", spool_path, e))?;
-            if n == 0 {
-                return Err(Error::io(
-                    "read",
-                    spool_path,
-                    io::Error::new(io::ErrorKind::UnexpectedEof, "spool shorter than saved"),
-                ));
+        let written = s.size;
+        run = match run {
+            Some((from, to, len)) if from + len == s.offset && to + len == *offset => {
+                Some((from, to, len + written))
             }
-            f.write_all_at(&buf[..n], *offset + written)
-                .map_err(|e| Error::io("write", path.as_path(), e))?;
-            written += n as u64;
-        }
+            mut other => {
+                copy(&mut other, f, path, &mut buf)?;
+                Some((s.offset, *offset, written))
+            }
+        };
         let size = u32::try_from(written)
             .map_err(|_| Error::NotPossible("message too large for mdbox".into()))?;
         let off = u32::try_from(*offset)
@@ -1287,6 +1308,7 @@ fn append_to_storage(
         *offset += written;
     }
     if let Some((_, f, path, _)) = current.take() {
+        copy(&mut run, &f, &path, &mut buf)?;
         f.sync_all().map_err(|e| Error::io("fsync", &path, e))?;
     }
     if highest > hdr.highest_file_id {

@@ -65,6 +65,39 @@ fn one_transaction_rotates_across_files() {
     }
 }
 
+/// The messages of a transaction go from the spool into `m.N` a run at a time, in
+/// chunks that end inside messages as often as between them.
+#[test]
+fn messages_copied_as_one_run_read_back_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path(), 10 << 20);
+    let mut mb = s.open_mailbox("INBOX").unwrap();
+    let sizes = [100_000, 300_000, 5, 200_000, 70_000, 1];
+    let body = |i: usize, n: usize| -> Vec<u8> {
+        let mut b = format!("Subject: m{i}\n\n").into_bytes();
+        b.extend((0..n).map(|j| b'a' + ((i * 7 + j) % 23) as u8));
+        b.push(b'\n');
+        b
+    };
+    let mut t = mb.begin().unwrap();
+    for (i, n) in sizes.iter().enumerate() {
+        t.save(NewMail::default(), &mut &body(i, *n)[..]).unwrap();
+    }
+    assert_eq!(t.commit().unwrap().saved.len(), sizes.len());
+    assert_eq!(storage_files(dir.path()), ["m.1"]);
+    let mut again = store(dir.path(), 10 << 20).open_mailbox("INBOX").unwrap();
+    let mails = again.mails().unwrap();
+    for (i, m) in mails.iter().enumerate() {
+        let mut read = Vec::new();
+        again
+            .open_mail(m.uid)
+            .unwrap()
+            .read_to_end(&mut read)
+            .unwrap();
+        assert!(read == body(i, sizes[i]), "message {i}");
+    }
+}
+
 struct FailingReader(usize);
 
 impl Read for FailingReader {
