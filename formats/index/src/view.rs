@@ -469,6 +469,10 @@ pub struct View {
     /// [`View::changes_since`]).
     logs: Vec<LogFile>,
     keywords: Vec<Vec<u8>>,
+    /// Where the `keywords` and `modseq` extensions are among the map's, found once:
+    /// every message asks for its keywords and modseq.
+    keywords_ext: Option<usize>,
+    modseq_ext: Option<usize>,
     highest_modseq: u64,
     /// The modseq counter at the end of the head log (sync_highest_modseq), 0 without log.
     log_modseq: u64,
@@ -507,14 +511,20 @@ impl<'a> Message<'a> {
     /// (a bit may name a position past the list's end; the caller skips it, as
     /// [`Message::keywords`] does).
     pub fn keyword_indexes(&self) -> Vec<usize> {
-        self.ext(ext::KEYWORDS)
+        self.view
+            .keywords_ext
+            .and_then(|i| self.view.map.ext_record(self.index, i))
             .map(ext::keyword_bits)
             .unwrap_or_default()
     }
     /// The message's MODSEQ as Dovecot reports it (mail_index_modseq_lookup): the `modseq`
     /// record, or the highest modseq when it is 0 or the extension doesn't exist.
     pub fn modseq(&self) -> u64 {
-        match self.ext(ext::MODSEQ) {
+        let record = self
+            .view
+            .modseq_ext
+            .and_then(|i| self.view.map.ext_record(self.index, i));
+        match record {
             Some(d) if d.len() >= 8 => {
                 let v = u64::from_le_bytes(d[..8].try_into().unwrap_or([0; 8]));
                 if v == 0 {
@@ -732,6 +742,8 @@ impl View {
             on_disk,
             logs,
             keywords: Vec::new(),
+            keywords_ext: None,
+            modseq_ext: None,
             highest_modseq: 0,
             log_modseq,
             recoveries: notes,
@@ -749,6 +761,8 @@ impl View {
             on_disk,
             logs: Vec::new(),
             keywords: Vec::new(),
+            keywords_ext: None,
+            modseq_ext: None,
             highest_modseq: 0,
             log_modseq: 0,
             recoveries: notes,
@@ -765,6 +779,8 @@ impl View {
             .and_then(|e| KeywordsHeader::decode(&e.data).ok())
             .map(|k| k.names)
             .unwrap_or_default();
+        self.keywords_ext = self.map.ext_index(ext::KEYWORDS);
+        self.modseq_ext = self.map.ext_index(ext::MODSEQ);
         self.highest_modseq = derived_highest_modseq(&self.map, self.log_modseq);
     }
 

@@ -118,11 +118,12 @@ impl KeywordsHeader {
 /// Indexes of the keywords set in a record bitmap.
 pub fn keyword_bits(record: &[u8]) -> Vec<usize> {
     let mut out = Vec::new();
-    for (i, b) in record.iter().enumerate() {
-        for bit in 0..8 {
-            if b & (1 << bit) != 0 {
-                out.push(i * 8 + bit);
-            }
+    for (i, &b) in record.iter().enumerate() {
+        // the set bits only, lowest first
+        let mut rest = b;
+        while rest != 0 {
+            out.push(i * 8 + rest.trailing_zeros() as usize);
+            rest &= rest - 1;
         }
     }
     out
@@ -404,4 +405,19 @@ pub fn list_header_names(d: &[u8]) -> (u8, Vec<(u32, Vec<u8>)>) {
         i += end + 1;
     }
     (refresh, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keyword_bits;
+
+    #[test]
+    fn keyword_bits_are_the_set_bits_lowest_first() {
+        assert_eq!(keyword_bits(&[]), Vec::<usize>::new());
+        assert_eq!(keyword_bits(&[0, 0, 0, 0]), Vec::<usize>::new());
+        assert_eq!(
+            keyword_bits(&[0b1000_0101, 0, 0b0100_0000, 0xff]),
+            [0, 2, 7, 22, 24, 25, 26, 27, 28, 29, 30, 31]
+        );
+    }
 }
