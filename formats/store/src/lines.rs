@@ -31,6 +31,11 @@ impl SaveLineEndings {
     }
 }
 
+/// The chunk a [`LineEndingReader`] reads into: from this size, doubled whenever a read
+/// fills it, up to [`MAX_CHUNK`].
+const MIN_CHUNK: usize = 8 * 1024;
+const MAX_CHUNK: usize = 64 * 1024;
+
 /// A streaming reader applying a [`SaveLineEndings`] policy; holds at most one chunk.
 pub struct LineEndingReader<R> {
     inner: R,
@@ -51,7 +56,8 @@ impl<R: Read> LineEndingReader<R> {
             mode,
             pending_cr: false,
             last_cr: false,
-            chunk: vec![0u8; 64 * 1024],
+            // grown to MAX_CHUNK as reads fill it: a small message costs no 64 KiB of zeroing
+            chunk: vec![0u8; MIN_CHUNK],
             out: Vec::new(),
             out_pos: 0,
         }
@@ -68,6 +74,7 @@ impl<R: Read> LineEndingReader<R> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
+            let filled = n == self.chunk.len();
             let data = &self.chunk[..n];
             // Runs without the byte a mode cares about are copied whole.
             match self.mode {
@@ -129,6 +136,9 @@ impl<R: Read> LineEndingReader<R> {
                         }
                     }
                 }
+            }
+            if filled && self.chunk.len() < MAX_CHUNK {
+                self.chunk.resize(self.chunk.len() * 2, 0);
             }
             if !self.out.is_empty() {
                 return Ok(true);
@@ -201,5 +211,30 @@ mod tests {
             .unwrap();
             assert_eq!(out, mode.convert(input), "{mode:?}");
         }
+    }
+
+    #[test]
+    fn the_chunk_grows_with_full_reads_and_converts_the_same() {
+        // CR, LF and CRLF at every position relative to 8, 16, 32 and 64 KiB
+        let input: Vec<u8> = (0..300_000u32)
+            .map(|i| match i % 7919 {
+                0 => b'\r',
+                1 | 5 => b'\n',
+                4 => b'\r',
+                _ => b'a' + (i % 26) as u8,
+            })
+            .collect();
+        for mode in [AsIs, Lf, Crlf] {
+            let mut reader = super::LineEndingReader::new(&input[..], mode);
+            assert_eq!(reader.chunk.len(), super::MIN_CHUNK);
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(&mut reader, &mut out).unwrap();
+            assert!(out == mode.convert(&input), "{mode:?}");
+            assert_eq!(reader.chunk.len(), super::MAX_CHUNK, "{mode:?}");
+        }
+        // a small message never grows it
+        let mut reader = super::LineEndingReader::new(&b"Subject: x\r\n\r\nbody\r\n"[..], Lf);
+        std::io::Read::read_to_end(&mut reader, &mut Vec::new()).unwrap();
+        assert_eq!(reader.chunk.len(), super::MIN_CHUNK);
     }
 }
