@@ -29,6 +29,8 @@ struct Faults {
     read_ahead_calls: Arc<AtomicUsize>,
     read_ahead_most: Arc<AtomicUsize>,
     read_ahead_fails: bool,
+    /// Each `prefetch_index` call is counted here.
+    index_loads: Arc<AtomicUsize>,
     /// Each `list_mailboxes` call is counted here.
     listings: Arc<AtomicUsize>,
 }
@@ -96,6 +98,10 @@ impl Mailbox for WrappedMailbox {
         }
         // never done: the engine's own bound ends it
         Ok(false)
+    }
+    fn prefetch_index(&mut self) -> Result<()> {
+        self.1.index_loads.fetch_add(1, Ordering::SeqCst);
+        self.0.prefetch_index()
     }
     fn pop3_info(&mut self, uid: Uid) -> Result<Pop3Info> {
         self.0.pop3_info(uid)
@@ -351,8 +357,9 @@ fn a_side_waiting_for_a_slow_peer_reads_ahead_and_a_failed_read_ahead_changes_no
     }
 }
 
-/// A stateful run compares only what changed since its state: nothing is read ahead for
-/// a mailbox the state knows, however slow the peer.
+/// A stateful run compares only what changed since its state: no message is read ahead
+/// for a mailbox the state knows, however slow the peer; its index is, while a slow peer
+/// reads its changed side, and not when the peer answers at once.
 #[test]
 fn a_stateful_run_reads_nothing_ahead_for_a_mailbox_its_state_knows() {
     let slow = MemoryStore::new();
@@ -372,6 +379,7 @@ fn a_stateful_run_reads_nothing_ahead_for_a_mailbox_its_state_knows() {
 
     let waiting_faults = Faults::default();
     let calls = Arc::clone(&waiting_faults.read_ahead_calls);
+    let loads = Arc::clone(&waiting_faults.index_loads);
     let slow_faults = Faults {
         slow_sync: Duration::from_millis(100),
         ..Default::default()
@@ -391,6 +399,21 @@ fn a_stateful_run_reads_nothing_ahead_for_a_mailbox_its_state_knows() {
         0,
         "read ahead in a stateful run"
     );
+    assert!(loads.load(Ordering::SeqCst) > 0, "no index read ahead");
+
+    // a peer that answers at once: nothing read ahead
+    let waiting_faults = Faults::default();
+    let loads = Arc::clone(&waiting_faults.index_loads);
+    let again = sync::run(
+        Box::new(slow.clone()),
+        Box::new(Wrapped(waiting.clone(), waiting_faults)),
+        &SyncOptions {
+            state: Some(report.state.clone()),
+            ..Default::default()
+        },
+    );
+    assert_eq!(again.exit_code, 0, "{:?}", again.errors);
+    assert_eq!(loads.load(Ordering::SeqCst), 0, "index read ahead");
 }
 
 /// Each side lists its mailboxes once a run when the tree doesn't change: the names the

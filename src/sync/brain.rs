@@ -168,6 +168,20 @@ where
     }
 }
 
+/// How long a brain in a stateful round waits for the peer's mailbox item before it reads
+/// its mailbox's index ahead ([`load_index_until_peer`]): a peer whose side didn't change
+/// answers well within it, and then nothing is read that the round won't need.
+const LOAD_INDEX_AFTER: std::time::Duration = std::time::Duration::from_millis(3);
+
+/// While the peer's mailbox item is slow to come — the peer is reading a changed mailbox,
+/// so this side will sync it — reads what the round reads first of this side
+/// ([`Mailbox::prefetch_index`]). An error is left to the round's own read to report.
+fn load_index_until_peer(rx: &Inbox, mailbox: &mut dyn Mailbox) {
+    if !rx.wait(LOAD_INDEX_AFTER) {
+        let _ = mailbox.prefetch_index();
+    }
+}
+
 /// Body bytes per [`MailBatch`]: with the channel's bound this caps the bytes in flight.
 const MAIL_BATCH_BYTES: usize = 2 * CHUNK_SIZE;
 
@@ -600,12 +614,18 @@ impl Brain {
     where
         I: Iterator<Item = &'a mut Box<dyn Mailbox>>,
     {
+        self.exchange_while(mine, |rx| read_ahead_until_peer(rx, mailboxes))
+    }
+
+    /// [`Brain::exchange_one`], doing `work` (given the inbox to look at) before the
+    /// peer's item is taken.
+    fn exchange_while(&self, mine: Item, work: impl FnOnce(&Inbox)) -> Result<Item, SyncError> {
         if self.master {
             self.send(mine)?;
-            read_ahead_until_peer(&self.rx, mailboxes);
+            work(&self.rx);
             self.recv()
         } else {
-            read_ahead_until_peer(&self.rx, mailboxes);
+            work(&self.rx);
             let theirs = self.recv()?;
             self.send(mine)?;
             Ok(theirs)
@@ -1166,9 +1186,17 @@ impl Brain {
         // Without a state entry a changed mailbox is compared in full: read ahead for that
         // while the peer reads its side.
         let read_ahead = state.is_none() || self.opts.full;
-        let ahead = read_ahead.then_some(&mut mailbox);
-        let theirs =
-            self.exchange_reading_ahead(Item::Mailbox(mine.clone()), || ahead.into_iter())?;
+        let theirs = if read_ahead {
+            self.exchange_reading_ahead(Item::Mailbox(mine.clone()), || {
+                std::iter::once(&mut mailbox)
+            })?
+        } else {
+            // a stateful round reads the index first (its changes): read it while a slow
+            // peer reads its changed side
+            self.exchange_while(Item::Mailbox(mine.clone()), |rx| {
+                load_index_until_peer(rx, mailbox.as_mut())
+            })?
+        };
         let theirs = match theirs {
             Item::Mailbox(b) => b,
             _ => return Err(SyncError::Peer("expected mailbox".into())),

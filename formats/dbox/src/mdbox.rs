@@ -192,6 +192,10 @@ pub struct MdboxMailbox {
     /// Opened from the index headers alone ([`MdboxMailbox::open_quick`]): the counters
     /// and the state they are of. `snap` and `map` are empty until [`MdboxMailbox::load`].
     quick: Option<(MailboxStatus, IndexState)>,
+    /// A read ahead of the index ([`Mailbox::prefetch_index`]) ended a quick open and found
+    /// the index moved on from the state the quick counters were of: what
+    /// [`MdboxMailbox::load_moved`] would have found, kept for it.
+    moved_ahead: bool,
     /// This handle changed the mailbox index: `dovecot.index` is brought up to date when it
     /// is dropped ([`crate::index::close_index`]).
     index_written: bool,
@@ -352,6 +356,7 @@ impl MdboxMailbox {
             prefetch_todo: None,
             last: None,
             quick: None,
+            moved_ahead: false,
             index_written: false,
         };
         if !mb.open_quick()? {
@@ -487,7 +492,8 @@ impl MdboxMailbox {
     fn load_moved(&mut self) -> Result<bool> {
         let quick_state = self.quick.as_ref().map(|(_, state)| *state);
         self.load()?;
-        Ok(quick_state.is_some_and(|state| state != self.snap.state()))
+        let moved = quick_state.is_some_and(|state| state != self.snap.state());
+        Ok(moved || std::mem::take(&mut self.moved_ahead))
     }
 
     /// After the view or the map changed: warns about messages whose map record is gone
@@ -733,6 +739,15 @@ impl Mailbox for MdboxMailbox {
         self.load()?;
         let todo = self.all_located();
         self.records(todo)
+    }
+
+    /// The snapshot and the map table a quick open left unread (what every change and
+    /// history question loads first).
+    fn prefetch_index(&mut self) -> Result<()> {
+        if self.quick.is_some() {
+            self.moved_ahead = self.load_moved()?;
+        }
+        Ok(())
     }
 
     /// Reads the metadata of up to `max` more messages, in file order, for the next
@@ -1613,6 +1628,33 @@ mod tests {
             [uids[0], uids[2]]
         );
         assert!(mails[0].flags.contains(mailstore::Flags::FLAGGED));
+    }
+
+    /// An index read ahead ends a quick open as the first history question would, and
+    /// still tells that question when the index had moved on from the quick counters.
+    #[test]
+    fn an_index_read_ahead_keeps_what_a_quick_open_was_of() {
+        for moved in [false, true] {
+            let (_tmp, layout) = inbox_with(3);
+            let cache = Arc::new(MapCache::default());
+            let mut mb = MdboxMailbox::open_handle(&layout, "INBOX", Arc::clone(&cache)).unwrap();
+            assert!(mb.quick.is_some(), "opened from the headers");
+            let since = ModSeq(mb.counters().unwrap().highest_modseq);
+            if moved {
+                let mut other =
+                    MdboxMailbox::open_handle(&layout, "INBOX", Arc::clone(&cache)).unwrap();
+                save(&mut other, 1);
+            }
+            mb.prefetch_index().unwrap();
+            assert!(mb.quick.is_none(), "moved: {moved}");
+            match mb.changes_since(since).unwrap() {
+                Changes::Unknown => assert!(moved, "the quick state was the index's"),
+                Changes::Known { changed, .. } => {
+                    assert!(!moved, "the index moved on from the quick counters");
+                    assert!(changed.is_empty());
+                }
+            }
+        }
     }
 
     #[test]

@@ -135,6 +135,15 @@ pub trait Mailbox: Send {
         Ok(true)
     }
 
+    /// Reads what any change of this mailbox will need first (its index, for a backend
+    /// whose open answered from headers alone), as [`Mailbox::prefetch_mails`] does for a
+    /// full view: a stateful sync calls this while it waits for the other side to read a
+    /// changed mailbox. What it reads must be exactly what the next access would read.
+    /// Default: nothing to read ahead.
+    fn prefetch_index(&mut self) -> Result<()> {
+        Ok(())
+    }
+
     /// The message's kept POP3 UIDL and order (`NewMail::pop3`). Default: none kept.
     fn pop3_info(&mut self, uid: Uid) -> Result<Pop3Info> {
         let _ = uid;
