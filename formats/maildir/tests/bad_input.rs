@@ -116,11 +116,17 @@ fn a_file_renamed_or_removed_after_the_scan_is_found_again_or_gone() {
     let mut mb = store.open_mailbox("Box").unwrap();
     let mails = mb.mails().unwrap();
     // Someone else changes the flags of message 1 (rename) and expunges message 2.
-    let mut names: Vec<String> = fs::read_dir(&new)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
+    // the files of the two messages, as the uidlist names them (a sort of the names can
+    // put the second first: the microseconds in them have no leading zeros)
+    let list = fs::read_to_string(box_dir(home.path()).join("dovecot-uidlist")).unwrap();
+    let base_of = |uid: Uid| -> String {
+        let line = list
+            .lines()
+            .find(|l| l.split(' ').next() == Some(uid.0.to_string().as_str()))
+            .unwrap();
+        line.split_once(" :").unwrap().1.to_string()
+    };
+    let names = [base_of(mails[0].uid), base_of(mails[1].uid)];
     fs::rename(new.join(&names[0]), new.join(format!("{}:2,S", names[0]))).unwrap();
     fs::remove_file(new.join(&names[1])).unwrap();
     let mut body = String::new();

@@ -191,12 +191,20 @@ fn a_rename_by_another_mua_is_logged_at_the_next_sync() {
     let before = modseqs(&mut *inbox);
     let h = highest(&mut *inbox);
     // An MUA without Dovecot marks message 1 seen (renaming it into cur/) and deletes 2.
-    let new: Vec<_> = fs::read_dir(dir.join("new"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    let mut new = new;
-    new.sort();
+    // the files of UIDs 1 and 2, as the uidlist names them (a sort of the names can put
+    // 2 first: the microseconds in them have no leading zeros)
+    let list = fs::read_to_string(dir.join("dovecot-uidlist")).unwrap();
+    let base_of = |uid: &str| -> String {
+        let line = list
+            .lines()
+            .find(|l| l.split(' ').next() == Some(uid))
+            .unwrap();
+        line.split_once(" :").unwrap().1.to_string()
+    };
+    let new = [base_of("1"), base_of("2")];
+    for name in &new {
+        assert!(dir.join("new").join(name).exists(), "{name}");
+    }
     fs::rename(
         dir.join("new").join(&new[0]),
         dir.join("cur").join(format!("{}:2,S", new[0])),
