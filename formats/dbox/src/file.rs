@@ -278,7 +278,7 @@ impl<'a> MetadataRef<'a> {
         }
         let mut pos = MAGIC_POST.len();
         loop {
-            let Some(nl) = data[pos..].iter().position(|&b| b == b'\n') else {
+            let Some(nl) = memchr::memchr(b'\n', &data[pos..]) else {
                 return Ok(None);
             };
             pos += nl + 1;
@@ -291,8 +291,15 @@ impl<'a> MetadataRef<'a> {
 
     /// `KEY value` lines in file order.
     pub fn lines(&self) -> impl Iterator<Item = (u8, &'a [u8])> {
-        self.lines
-            .split(|&b| b == b'\n')
+        let lines = self.lines;
+        let mut start = 0;
+        // each line up to its LF (the block ends with one); the empty line ends the list
+        memchr::memchr_iter(b'\n', lines)
+            .map(move |end| {
+                let line = &lines[start..end];
+                start = end + 1;
+                line
+            })
             .map_while(|line| line.split_first().map(|(&k, v)| (k, v)))
     }
 
