@@ -793,6 +793,21 @@ impl IndexWriter {
             && u64::from(p.log_file_head_offset) == log_len)
     }
 
+    /// [`Self::index_is_current`], and `P`'s tail offset at the log's end too.
+    fn index_is_current_with_tail(&self, lock: &LogLock) -> Result<bool> {
+        if !self.index_is_current(lock)? {
+            return Ok(false);
+        }
+        let mut base = [0u8; BASE_HEADER_SIZE];
+        let path = self.paths.index();
+        let file = std::fs::File::open(&path).map_err(|e| Error::io("open", &path, e))?;
+        if file.read_exact_at(&mut base, 0).is_err() {
+            return Ok(false);
+        }
+        let p = IndexHeader::decode(&base);
+        Ok(p.log_file_tail_offset == p.log_file_head_offset)
+    }
+
     /// The head log of a view built from the log file: an error naming the log when the
     /// view has none (it was built from `P` alone).
     pub(crate) fn head_log<'v>(&self, view: &'v View) -> Result<&'v LogFile> {
@@ -958,6 +973,25 @@ impl IndexWriter {
     /// false when `P` was current. A writer that changed the index calls this when it is
     /// done, so that the next reader can answer from `P`'s header alone
     /// ([`crate::HeaderView`]) instead of reading every record.
+    /// The close of a backend handle that wrote this index and applies every change to
+    /// its mail files as it logs it (Maildir): when `P`'s tail offset lags the log's end,
+    /// the housekeeping moves it there first ([`IndexWriter::sync_housekeeping`], as the
+    /// end of Dovecot's index sync does), so the next reader of the header needn't read the
+    /// records before it (a non-EXTERNAL record such as a modseq raise keeps the tail
+    /// where it was); then `P` is written when behind. Read from `P`'s base header and the
+    /// log's size first: nothing is decoded when `P` is current with its tail at the end.
+    pub fn close_synced(&self) -> Result<()> {
+        let lags = {
+            let lock = self.acquire_head()?;
+            !self.index_is_current_with_tail(&lock)?
+        };
+        if lags {
+            self.sync_housekeeping()?;
+        }
+        self.write_index_if_behind()?;
+        Ok(())
+    }
+
     pub fn write_index_if_behind(&self) -> Result<bool> {
         let lock = self.acquire_head()?;
         if self.index_is_current(&lock)? {

@@ -365,3 +365,54 @@ fn an_index_without_modseqs_is_decoded_from_ps_head_offset() {
     let seen = commit_locked(&w, true, |v, _| Ok::<_, Error>(v.logs()[0].first_offset));
     assert!(!matches!(seen, Ok((o, _)) if o == head_offset), "{seen:?}");
 }
+
+/// `P`'s header: (tail offset, head offset).
+fn p_offsets(dir: &Path) -> (u32, u32) {
+    let p = std::fs::read(dir.join("dovecot.index")).unwrap();
+    let h = mailsync_index::format::index::IndexFile::decode(&p, Path::new("P"))
+        .unwrap()
+        .header();
+    (h.log_file_tail_offset, h.log_file_head_offset)
+}
+
+/// A Maildir handle's close: a non-EXTERNAL record (a HIGHESTMODSEQ raise) leaves the tail
+/// offset behind, and a header view would then read the log from its start for requests
+/// that may wait there; the close moves the tail to the end and writes `P`, and a close
+/// with nothing behind writes nothing.
+#[test]
+fn a_close_moves_the_tail_to_the_end_and_writes_p() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = IndexWriter::open(dir.path(), "dovecot.index");
+    w.create(4242).unwrap();
+    let mut t = w.begin().external(true);
+    for uid in 1..=40 {
+        t.append(uid, 0);
+    }
+    t.commit().unwrap();
+    w.write_index().unwrap();
+    w.sync_housekeeping().unwrap();
+    w.write_index().unwrap();
+    mailsync_index::locked_commit::raise_highest_modseq(&w, 900).unwrap();
+    w.write_index().unwrap();
+    let (tail, head) = p_offsets(dir.path());
+    assert!(
+        tail < head,
+        "the raise is a request: the tail stays ({tail} < {head})"
+    );
+    w.close_synced().unwrap();
+    let (tail, head) = p_offsets(dir.path());
+    let log_len = std::fs::metadata(dir.path().join("dovecot.index.log"))
+        .unwrap()
+        .len();
+    assert_eq!((tail as u64, head as u64), (log_len, log_len));
+    let view = View::open(dir.path(), "dovecot.index").unwrap();
+    assert_eq!(view.highest_modseq(), 900);
+    // nothing behind: nothing written
+    w.close_synced().unwrap();
+    assert_eq!(
+        std::fs::metadata(dir.path().join("dovecot.index.log"))
+            .unwrap()
+            .len(),
+        log_len
+    );
+}

@@ -1015,7 +1015,7 @@ impl Drop for MaildirMailbox {
             return;
         };
         let writer = mailsync_index::IndexWriter::open(dir, index_file::INDEX_PREFIX);
-        if let Err(e) = writer.write_index_if_behind() {
+        if let Err(e) = writer.close_synced() {
             warn(&format!(
                 "{}: writing the index at close failed: {e}",
                 writer.paths().index().display()
