@@ -1448,6 +1448,15 @@ mod tests {
 
     /// A new store whose INBOX holds `n` messages saved and committed by a handle since
     /// dropped (its index written), and its layout.
+    /// `\Flagged` added.
+    fn add_flagged() -> FlagUpdate {
+        FlagUpdate {
+            op: mailstore::FlagOp::Add,
+            flags: mailstore::Flags::FLAGGED,
+            keywords: Vec::new(),
+        }
+    }
+
     fn inbox_with(n: usize) -> (tempfile::TempDir, Layout) {
         let tmp = tempfile::tempdir().unwrap();
         let layout = layout(tmp.path());
@@ -1624,15 +1633,7 @@ mod tests {
 
         let mut other = MdboxMailbox::open_handle(&layout, "INBOX", Arc::clone(&cache)).unwrap();
         let mut t = other.begin().unwrap();
-        t.update_flags(
-            uids[0],
-            &FlagUpdate {
-                op: mailstore::FlagOp::Add,
-                flags: mailstore::Flags::FLAGGED,
-                keywords: Vec::new(),
-            },
-        )
-        .unwrap();
+        t.update_flags(uids[0], &add_flagged()).unwrap();
         t.expunge(uids[1]).unwrap();
         t.commit().unwrap();
         let expected = other.mails().unwrap();
@@ -1668,15 +1669,7 @@ mod tests {
                 let body = format!("Subject: n{i}\n\nbody {i}\n");
                 t.save(NewMail::default(), &mut body.as_bytes()).unwrap();
             }
-            t.update_flags(
-                uids[0],
-                &FlagUpdate {
-                    op: mailstore::FlagOp::Add,
-                    flags: mailstore::Flags::FLAGGED,
-                    keywords: Vec::new(),
-                },
-            )
-            .unwrap();
+            t.update_flags(uids[0], &add_flagged()).unwrap();
             t.commit().unwrap();
             assert_eq!(mb.quick.is_some(), from_headers, "{before} + {saved}");
             let counters = mb.counters().unwrap();
