@@ -775,7 +775,8 @@ impl Mailbox for MdboxMailbox {
     /// Reads the metadata of up to `max` more messages, in file order, for the next
     /// `mails()`; the mailbox is loaded first if a quick open left it unread.
     fn prefetch_mails(&mut self, max: usize) -> Result<bool> {
-        self.load()?;
+        // as the index read ahead: whether the index moved on from the quick counters is kept
+        self.prefetch_index()?;
         let todo = match &mut self.prefetch_todo {
             Some(todo) => todo,
             None => {
@@ -1685,11 +1686,12 @@ mod tests {
         }
     }
 
-    /// An index read ahead ends a quick open as the first history question would, and
-    /// still tells that question when the index had moved on from the quick counters.
+    /// An index or message read ahead ends a quick open as the first history question
+    /// would, and still tells that question when the index had moved on from the quick
+    /// counters.
     #[test]
     fn an_index_read_ahead_keeps_what_a_quick_open_was_of() {
-        for moved in [false, true] {
+        for (moved, read_mails) in [(false, false), (true, false), (false, true), (true, true)] {
             let (_tmp, layout) = inbox_with(3);
             let cache = Arc::new(MapCache::default());
             let mut mb = MdboxMailbox::open_handle(&layout, "INBOX", Arc::clone(&cache)).unwrap();
@@ -1700,7 +1702,11 @@ mod tests {
                     MdboxMailbox::open_handle(&layout, "INBOX", Arc::clone(&cache)).unwrap();
                 save(&mut other, 1);
             }
-            mb.prefetch_index().unwrap();
+            if read_mails {
+                mb.prefetch_mails(1).unwrap();
+            } else {
+                mb.prefetch_index().unwrap();
+            }
             assert!(mb.quick.is_none(), "moved: {moved}");
             match mb.changes_since(since).unwrap() {
                 Changes::Unknown => assert!(moved, "the quick state was the index's"),
