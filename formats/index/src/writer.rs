@@ -768,10 +768,22 @@ impl IndexWriter {
     /// log's header and its size, so a writer with nothing to write decodes neither file.
     /// `false` when anything is missing, short or unlike that (the full view decides).
     fn index_is_current(&self, lock: &LogLock) -> Result<bool> {
+        Ok(self.current_index_header(lock)?.is_some())
+    }
+
+    /// [`Self::index_is_current`], and `P`'s tail offset at the log's end too.
+    fn index_is_current_with_tail(&self, lock: &LogLock) -> Result<bool> {
+        Ok(self
+            .current_index_header(lock)?
+            .is_some_and(|p| p.log_file_tail_offset == p.log_file_head_offset))
+    }
+
+    /// `P`'s base header when `P` is current ([`Self::index_is_current`]).
+    fn current_index_header(&self, lock: &LogLock) -> Result<Option<IndexHeader>> {
         let path = self.paths.index();
         let file = match std::fs::File::open(&path) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io("open", &path, e)),
         };
         let log_len = lock
@@ -784,28 +796,14 @@ impl IndexWriter {
         if file.read_exact_at(&mut base, 0).is_err()
             || lock.file.read_exact_at(&mut log_header, 0).is_err()
         {
-            return Ok(false);
+            return Ok(None);
         }
         let p = IndexHeader::decode(&base);
         let log = LogHeader::decode_raw(&log_header);
-        Ok(p.indexid == log.indexid
+        let current = p.indexid == log.indexid
             && p.log_file_seq == log.file_seq
-            && u64::from(p.log_file_head_offset) == log_len)
-    }
-
-    /// [`Self::index_is_current`], and `P`'s tail offset at the log's end too.
-    fn index_is_current_with_tail(&self, lock: &LogLock) -> Result<bool> {
-        if !self.index_is_current(lock)? {
-            return Ok(false);
-        }
-        let mut base = [0u8; BASE_HEADER_SIZE];
-        let path = self.paths.index();
-        let file = std::fs::File::open(&path).map_err(|e| Error::io("open", &path, e))?;
-        if file.read_exact_at(&mut base, 0).is_err() {
-            return Ok(false);
-        }
-        let p = IndexHeader::decode(&base);
-        Ok(p.log_file_tail_offset == p.log_file_head_offset)
+            && u64::from(p.log_file_head_offset) == log_len;
+        Ok(current.then_some(p))
     }
 
     /// The head log of a view built from the log file: an error naming the log when the
