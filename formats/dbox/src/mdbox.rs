@@ -192,10 +192,10 @@ pub struct MdboxMailbox {
     /// Opened from the index headers alone ([`MdboxMailbox::open_quick`]): the counters
     /// and the state they are of. `snap` and `map` are empty until [`MdboxMailbox::load`].
     quick: Option<(MailboxStatus, IndexState)>,
-    /// A read ahead of the index ([`Mailbox::prefetch_index`]) ended a quick open and found
-    /// the index moved on from the state the quick counters were of: what
-    /// [`MdboxMailbox::load_moved`] would have found, kept for it.
-    moved_ahead: bool,
+    /// A [`MdboxMailbox::load`] ended a quick open and found the index moved on from the
+    /// state the quick counters were of; taken by the next history question
+    /// ([`MdboxMailbox::load_moved`]), whatever asked for the load (a read ahead, say).
+    moved_since_quick: bool,
     /// This handle changed the mailbox index: `dovecot.index` is brought up to date when it
     /// is dropped ([`crate::index::close_index`]).
     index_written: bool,
@@ -356,7 +356,7 @@ impl MdboxMailbox {
             prefetch_todo: None,
             last: None,
             quick: None,
-            moved_ahead: false,
+            moved_since_quick: false,
             index_written: false,
         };
         if !mb.open_quick()? {
@@ -485,7 +485,7 @@ impl MdboxMailbox {
     fn after_commit(&mut self) -> Result<()> {
         // taken first: a change made after it makes the next sync() read again
         let stamp = IndexStamp::of(self.writer.paths())?;
-        self.moved_ahead = false;
+        self.moved_since_quick = false;
         if self.open_quick()? {
             self.view_stamp = stamp;
             self.snap = Snapshot::empty();
@@ -502,8 +502,9 @@ impl MdboxMailbox {
     /// Reads the snapshot and the map table of a mailbox opened by the quick check, before
     /// anything but its counters is asked.
     fn load(&mut self) -> Result<()> {
-        if self.quick.is_some() {
+        if let Some(state) = self.quick.as_ref().map(|(_, state)| *state) {
             self.read_full()?;
+            self.moved_since_quick |= state != self.snap.state();
         }
         Ok(())
     }
@@ -512,10 +513,8 @@ impl MdboxMailbox {
     /// state the quick counters are of (the caller's history question can't be answered
     /// for those counters).
     fn load_moved(&mut self) -> Result<bool> {
-        let quick_state = self.quick.as_ref().map(|(_, state)| *state);
         self.load()?;
-        let moved = quick_state.is_some_and(|state| state != self.snap.state());
-        Ok(moved || std::mem::take(&mut self.moved_ahead))
+        Ok(std::mem::take(&mut self.moved_since_quick))
     }
 
     /// After the view or the map changed: warns about messages whose map record is gone
@@ -766,17 +765,13 @@ impl Mailbox for MdboxMailbox {
     /// The snapshot and the map table a quick open left unread (what every change and
     /// history question loads first).
     fn prefetch_index(&mut self) -> Result<()> {
-        if self.quick.is_some() {
-            self.moved_ahead = self.load_moved()?;
-        }
-        Ok(())
+        self.load()
     }
 
     /// Reads the metadata of up to `max` more messages, in file order, for the next
     /// `mails()`; the mailbox is loaded first if a quick open left it unread.
     fn prefetch_mails(&mut self, max: usize) -> Result<bool> {
-        // as the index read ahead: whether the index moved on from the quick counters is kept
-        self.prefetch_index()?;
+        self.load()?;
         let todo = match &mut self.prefetch_todo {
             Some(todo) => todo,
             None => {
@@ -1447,8 +1442,6 @@ mod tests {
         t.commit().unwrap().saved
     }
 
-    /// A new store whose INBOX holds `n` messages saved and committed by a handle since
-    /// dropped (its index written), and its layout.
     /// `\Flagged` added.
     fn add_flagged() -> FlagUpdate {
         FlagUpdate {
@@ -1458,6 +1451,8 @@ mod tests {
         }
     }
 
+    /// A new store whose INBOX holds `n` messages saved and committed by a handle since
+    /// dropped (its index written), and its layout.
     fn inbox_with(n: usize) -> (tempfile::TempDir, Layout) {
         let tmp = tempfile::tempdir().unwrap();
         let layout = layout(tmp.path());

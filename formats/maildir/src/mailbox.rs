@@ -147,7 +147,7 @@ impl FileSet {
 
     /// Puts `found` in, in place of the file with the same base if there is one.
     fn insert(&mut self, found: Found) {
-        self.0.replace(ByBase(found));
+        self.replace(found);
     }
 
     /// [`Self::insert`], returning the file it replaced.
