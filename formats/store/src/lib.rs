@@ -37,21 +37,17 @@ impl VsizeCounter {
         };
         // every byte, plus a CR for each LF not preceded by one
         self.total += bytes.len() as u64;
-        let mut prev_cr = self.prev_cr;
         let mut bare_lf = 0u64;
-        for (i, &b) in bytes.iter().enumerate() {
-            if b == b'\n' {
-                let cr = if i == 0 {
-                    prev_cr
-                } else {
-                    bytes[i - 1] == b'\r'
-                };
-                bare_lf += u64::from(!cr);
-            }
+        for i in memchr::memchr_iter(b'\n', bytes) {
+            let cr = if i == 0 {
+                self.prev_cr
+            } else {
+                bytes[i - 1] == b'\r'
+            };
+            bare_lf += u64::from(!cr);
         }
-        prev_cr = last == b'\r';
         self.total += bare_lf;
-        self.prev_cr = prev_cr;
+        self.prev_cr = last == b'\r';
     }
 
     /// The virtual size of the bytes counted so far.

@@ -57,7 +57,12 @@ impl<R: Read> LineEndingReader<R> {
             pending_cr: false,
             last_cr: false,
             // grown to MAX_CHUNK as reads fill it: a small message costs no 64 KiB of zeroing
-            chunk: vec![0u8; MIN_CHUNK],
+            // AsIs reads straight through (no chunk, no copy)
+            chunk: if mode == SaveLineEndings::AsIs {
+                Vec::new()
+            } else {
+                vec![0u8; MIN_CHUNK]
+            },
             out: Vec::new(),
             out_pos: 0,
         }
@@ -96,7 +101,7 @@ impl<R: Read> LineEndingReader<R> {
                             }
                             self.pending_cr = false;
                         }
-                        match data[i..].iter().position(|&c| c == b'\r') {
+                        match memchr::memchr(b'\r', &data[i..]) {
                             Some(p) => {
                                 self.out.extend_from_slice(&data[i..i + p]);
                                 self.pending_cr = true;
@@ -113,7 +118,7 @@ impl<R: Read> LineEndingReader<R> {
                     // i_stream_crlf_read_crlf: add the CR missing before an LF.
                     let mut i = 0;
                     while i < n {
-                        match data[i..].iter().position(|&c| c == b'\n') {
+                        match memchr::memchr(b'\n', &data[i..]) {
                             Some(p) => {
                                 let before_cr = if p > 0 {
                                     data[i + p - 1] == b'\r'
@@ -149,6 +154,9 @@ impl<R: Read> LineEndingReader<R> {
 
 impl<R: Read> Read for LineEndingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.mode == SaveLineEndings::AsIs {
+            return self.inner.read(buf);
+        }
         if self.out_pos == self.out.len() && !self.fill()? {
             return Ok(0);
         }
@@ -224,7 +232,13 @@ mod tests {
                 _ => b'a' + (i % 26) as u8,
             })
             .collect();
-        for mode in [AsIs, Lf, Crlf] {
+        // AsIs reads straight through: no chunk at all
+        let mut reader = super::LineEndingReader::new(&input[..], AsIs);
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut reader, &mut out).unwrap();
+        assert!(out == input);
+        assert_eq!(reader.chunk.capacity(), 0);
+        for mode in [Lf, Crlf] {
             let mut reader = super::LineEndingReader::new(&input[..], mode);
             assert_eq!(reader.chunk.len(), super::MIN_CHUNK);
             let mut out = Vec::new();
