@@ -328,6 +328,18 @@ struct DiskState {
     expunged_guids: HashMap<u32, [u8; 16]>,
 }
 
+impl DiskState {
+    fn new(list: Option<UidList>, appendable: bool, keywords: KeywordMap, scan: Scan) -> Self {
+        DiskState {
+            list,
+            appendable,
+            keywords,
+            scan,
+            expunged_guids: HashMap::new(),
+        }
+    }
+}
+
 /// What follows a message's base name in its file name (`:2,` and the flag letters in
 /// cur/, usually nothing in new/). A view keeps only this, since the base is its uidlist
 /// record's; short ones (nearly all) inline.
@@ -536,52 +548,111 @@ thread_local! {
     static READINGS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
     /// How many times this thread compared a mailbox's files with an index, for tests.
     static COMPARISONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// How many readings of this thread read the directories in a second thread, for tests.
+    static CONCURRENT_SCANS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
     /// Tests of a racy reading: [`fs_clock_now`] has no answer, as within one tick.
     static NO_CLOCK_PROBE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-fn read_disk(paths: &Paths) -> Result<DiskState> {
+/// From this uidlist size on (about 2,000 messages), a reading under the uidlist lock reads
+/// `new/` and `cur/` in a second thread while it parses the uidlist ([`read_disk`]): the
+/// two take about as long, and the peer's brain is usually waiting meanwhile. Below it a
+/// thread costs more than it saves.
+const CONCURRENT_SCAN_MIN_UIDLIST: u64 = 64 * 1024;
+
+/// Reads the uidlist, the keywords file and `new/` + `cur/`. `locked`: the caller holds the
+/// uidlist lock, so the uidlist can't change while the directories are read, and a large
+/// one is parsed while a second thread reads them ([`CONCURRENT_SCAN_MIN_UIDLIST`]).
+/// Without the lock the uidlist is read first and the directories after it, as
+/// maildir_sync does: a file delivered in between is then unlisted (a new message), never
+/// a listed one missing from the scan (an expunge).
+fn read_disk(paths: &Paths, locked: bool) -> Result<DiskState> {
     #[cfg(test)]
     READINGS.with(|r| r.set(r.get() + 1));
     let path = paths.uidlist();
-    let (list, appendable) = match fs::read(&path) {
-        Ok(data) => match uidlist::parse(&data) {
-            Ok(Some((list, warnings))) => {
-                for w in warnings {
-                    warn(&format!(
-                        "{}: line {}: {}",
-                        path.display(),
-                        w.line,
-                        w.message
-                    ));
-                }
-                (Some(list), data.ends_with(b"\n"))
-            }
-            Ok(None) => (None, false),
-            Err(e) => {
-                return Err(Error::corrupted(
-                    &path,
-                    format!("Broken file: line {}: {}", e.line, e.reason),
-                ))
-            }
-        },
-        Err(e) if e.kind() == io::ErrorKind::NotFound => (None, false),
+    let uidlist = match File::open(&path) {
+        Ok(f) => Some(f),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(Error::io("open", &path, e)),
     };
-    let kw_path = paths.keywords();
-    let keywords = match fs::read(&kw_path) {
-        Ok(data) => KeywordMap::parse(&data),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => KeywordMap::default(),
-        Err(e) => return Err(Error::io("open", &kw_path, e)),
+    let size = match &uidlist {
+        Some(f) => f
+            .metadata()
+            .map_err(|e| Error::io("fstat", &path, e))?
+            .len(),
+        None => 0,
     };
-    let scan = scan_dirs(paths)?;
-    Ok(DiskState {
-        list,
-        appendable,
-        keywords,
-        scan,
-        expunged_guids: HashMap::new(),
+    if !(locked && size >= CONCURRENT_SCAN_MIN_UIDLIST) {
+        let (list, appendable) = read_uidlist(&path, uidlist, size)?;
+        let keywords = read_keywords(paths)?;
+        let scan = scan_dirs(paths)?;
+        return Ok(DiskState::new(list, appendable, keywords, scan));
+    }
+    #[cfg(test)]
+    let no_clock_probe = NO_CLOCK_PROBE.with(|n| n.get());
+    std::thread::scope(|s| {
+        let scanner = std::thread::Builder::new()
+            .name("maildir-scan".into())
+            .spawn_scoped(s, || {
+                #[cfg(test)]
+                NO_CLOCK_PROBE.with(|n| n.set(no_clock_probe));
+                scan_dirs(paths)
+            });
+        let read = read_uidlist(&path, uidlist, size)
+            .and_then(|(list, appendable)| Ok((list, appendable, read_keywords(paths)?)));
+        #[cfg(test)]
+        if scanner.is_ok() {
+            CONCURRENT_SCANS.with(|c| c.set(c.get() + 1));
+        }
+        let scan = match scanner {
+            Ok(handle) => match handle.join() {
+                Ok(scan) => scan,
+                Err(panic) => std::panic::resume_unwind(panic),
+            },
+            // no thread to be had: read them here
+            Err(_) => scan_dirs(paths),
+        };
+        let (list, appendable, keywords) = read?;
+        Ok(DiskState::new(list, appendable, keywords, scan?))
     })
+}
+
+/// The uidlist from its open file (`size` bytes by fstat), with whether it ends with a
+/// newline (records may be appended); `None` when there is none or it holds no header.
+fn read_uidlist(path: &Path, file: Option<File>, size: u64) -> Result<(Option<UidList>, bool)> {
+    let Some(mut file) = file else {
+        return Ok((None, false));
+    };
+    let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0).saturating_add(1));
+    file.read_to_end(&mut data)
+        .map_err(|e| Error::io("read", path, e))?;
+    match uidlist::parse(&data) {
+        Ok(Some((list, warnings))) => {
+            for w in warnings {
+                warn(&format!(
+                    "{}: line {}: {}",
+                    path.display(),
+                    w.line,
+                    w.message
+                ));
+            }
+            Ok((Some(list), data.ends_with(b"\n")))
+        }
+        Ok(None) => Ok((None, false)),
+        Err(e) => Err(Error::corrupted(
+            path,
+            format!("Broken file: line {}: {}", e.line, e.reason),
+        )),
+    }
+}
+
+fn read_keywords(paths: &Paths) -> Result<KeywordMap> {
+    let kw_path = paths.keywords();
+    match fs::read(&kw_path) {
+        Ok(data) => Ok(KeywordMap::parse(&data)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(KeywordMap::default()),
+        Err(e) => Err(Error::io("open", &kw_path, e)),
+    }
 }
 
 /// Marks the files of the scan that `list` lists ([`Found::listed`]) and returns how many
@@ -1645,7 +1716,7 @@ impl MaildirMailbox {
         prefetched: Option<mailsync_index::View>,
         before: &DiskStamp,
     ) -> Result<(DiskState, Option<DiskStamp>)> {
-        let mut st = read_disk(&self.paths)?;
+        let mut st = read_disk(&self.paths, true)?;
         let base = self.base_or(prefetched);
         if self.needs_index_work(&st, &base) {
             let recent = self.assign_uids_locked(&mut st, &base)?;
@@ -1668,7 +1739,7 @@ impl MaildirMailbox {
     /// [`Self::sync_impl`]'s reading of a mailbox it can't lock (read-only): new files get
     /// UIDs for this session only, and Dovecot's index answers are simulated.
     fn read_readonly(&mut self, prefetched: Option<mailsync_index::View>) -> Result<DiskState> {
-        let mut st = read_disk(&self.paths)?;
+        let mut st = read_disk(&self.paths, false)?;
         let base = self.base_or(prefetched);
         if !self.needs_index_work(&st, &base) {
             self.index = Self::index_of(base, &st);
@@ -1751,7 +1822,7 @@ impl MaildirMailbox {
         update: &MailboxUpdate,
         guid: Option<MailboxGuid>,
     ) -> Result<()> {
-        let mut st = read_disk(&self.paths)?;
+        let mut st = read_disk(&self.paths, true)?;
         let base = self.index_base();
         let recent = self.update_locked(&mut st, &base)?;
         let uidlist_path = self.paths.uidlist();
@@ -1831,7 +1902,7 @@ impl MaildirMailbox {
     /// Under the uidlist lock: re-reads everything and gives UIDs to unlisted files.
     /// Returns the UIDs given.
     fn update_locked(&self, st: &mut DiskState, base: &IndexBase) -> Result<HashSet<u32>> {
-        *st = read_disk(&self.paths)?;
+        *st = read_disk(&self.paths, true)?;
         self.assign_uids_locked(st, base)
     }
 
@@ -2454,7 +2525,7 @@ impl MaildirTransaction<'_> {
     fn commit_locked(&mut self, lock: &DotLock) -> Result<Committed> {
         let mut toucher = LockToucher::new(lock);
         let paths = self.mbox.paths.clone();
-        let mut st = read_disk(&paths)?;
+        let mut st = read_disk(&paths, true)?;
         self.mbox.fix_duplicates(&mut st)?;
         let base = self.mbox.index_base();
         let (mut list, mut recreate) = match st.list.take() {
@@ -3128,6 +3199,63 @@ mod tests {
             .collect();
         assert_eq!(logged.len(), 2);
         assert!(logged[0].1.contains(Flags::FLAGGED), "{logged:?}");
+    }
+
+    /// A large mailbox read under the uidlist lock has its directories read by a second
+    /// thread while the uidlist is parsed, and reads the same as one thread does; without
+    /// the lock (a read-only mailbox) the uidlist is read before the directories, in one
+    /// thread, so a delivery in between can't look like an expunge.
+    #[test]
+    fn a_large_locked_reading_scans_the_directories_while_it_parses_the_uidlist() {
+        let d = tempfile::tempdir().unwrap();
+        let layout = empty_maildir(d.path());
+        let count = 2_500;
+        for i in 0..count {
+            let name = format!("cur/1700000000.M{i}P4242.bench.example,S=17:2,S");
+            fs::write(d.path().join(name), b"Subject: x\n\nbody\n").unwrap();
+        }
+        // two unlisted: one in new/, one in cur/
+        drop(MaildirMailbox::open(&layout, "INBOX").unwrap());
+        fs::write(d.path().join("new/1800000000.M1P1.host"), b"x\n").unwrap();
+        fs::write(d.path().join("cur/1800000000.M2P1.host:2,"), b"x\n").unwrap();
+        let paths = MaildirMailbox::open(&layout, "INBOX")
+            .unwrap()
+            .paths
+            .clone();
+        assert!(fs::metadata(paths.uidlist()).unwrap().len() >= CONCURRENT_SCAN_MIN_UIDLIST);
+        let start = CONCURRENT_SCANS.with(|c| c.get());
+        let alone = read_disk(&paths, false).unwrap();
+        assert_eq!(
+            CONCURRENT_SCANS.with(|c| c.get()),
+            start,
+            "unlocked: one thread"
+        );
+        let _lock = lock_uidlist(&paths).unwrap();
+        let both = read_disk(&paths, true).unwrap();
+        assert_eq!(CONCURRENT_SCANS.with(|c| c.get()), start + 1, "locked: two");
+        let records = |st: &DiskState| -> Vec<(u32, Vec<u8>)> {
+            let list = st.list.as_ref().unwrap();
+            list.records
+                .iter()
+                .map(|r| (r.uid, r.base().to_vec()))
+                .collect()
+        };
+        let files = |st: &DiskState| -> Vec<(bool, Vec<u8>)> {
+            let mut v: Vec<_> = st
+                .scan
+                .files
+                .values()
+                .map(|f| (f.in_new, f.fname.to_vec()))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(records(&both).len(), count + 2);
+        assert_eq!(records(&both), records(&alone));
+        assert_eq!(files(&both).len(), count + 2);
+        assert_eq!(files(&both), files(&alone));
+        assert!(files(&both).contains(&(true, b"1800000000.M1P1.host".to_vec())));
+        assert_eq!(both.appendable, alone.appendable);
     }
 
     /// As Dovecot's maildir_sync_context, a sync locks the uidlist before it reads the
