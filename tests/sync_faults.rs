@@ -24,6 +24,9 @@ struct Faults {
     records_fail: bool,
     /// Each mailbox `sync()` takes this long first: a side still reading its mailbox.
     slow_sync: Duration,
+    /// Each `open_mailbox` takes this long first: a side reading a changed mailbox as it
+    /// opens it for the tree (a Maildir reads its directories then).
+    slow_open: Duration,
     /// Each `prefetch_mails` call is counted here, the most messages one asked for in
     /// `read_ahead_most`; each fails when `read_ahead_fails`.
     read_ahead_calls: Arc<AtomicUsize>,
@@ -163,6 +166,7 @@ impl Store for Wrapped {
         self.0.set_subscribed(name, subscribed)
     }
     fn open_mailbox(&self, name: &str) -> Result<Box<dyn Mailbox>> {
+        std::thread::sleep(self.1.slow_open);
         Ok(Box::new(WrappedMailbox(
             self.0.open_mailbox(name)?,
             self.1.clone(),
@@ -414,6 +418,55 @@ fn a_stateful_run_reads_nothing_ahead_for_a_mailbox_its_state_knows() {
     );
     assert_eq!(again.exit_code, 0, "{:?}", again.errors);
     assert_eq!(loads.load(Ordering::SeqCst), 0, "index read ahead");
+}
+
+/// A stateful run whose peer is slow to open its mailboxes (it is reading a changed one
+/// for the tree) reads this side's indexes meanwhile, not only once the mailbox's round
+/// has begun (where this peer, its mailbox open, answers at once); no message is read
+/// ahead.
+#[test]
+fn a_stateful_run_reads_its_indexes_while_the_peer_opens_its_mailboxes() {
+    let slow = MemoryStore::new();
+    save_three(&slow);
+    let waiting = MemoryStore::new();
+    let first = sync::run(
+        Box::new(slow.clone()),
+        Box::new(waiting.clone()),
+        &SyncOptions {
+            state: Some(Vec::new()),
+            ..Default::default()
+        },
+    );
+    assert_eq!(first.exit_code, 0, "{:?}", first.errors);
+    save_dated(&slow, b"new since the state", 1_700_000_100);
+    for slow_is_master in [true, false] {
+        let waiting = waiting.clone();
+        let waiting_faults = Faults::default();
+        let calls = Arc::clone(&waiting_faults.read_ahead_calls);
+        let loads = Arc::clone(&waiting_faults.index_loads);
+        let slow_faults = Faults {
+            slow_open: Duration::from_millis(100),
+            ..Default::default()
+        };
+        let slow_side = Box::new(Wrapped(slow.clone(), slow_faults));
+        let waiting_side = Box::new(Wrapped(waiting.clone(), waiting_faults));
+        let opts = SyncOptions {
+            state: Some(first.state.clone()),
+            ..Default::default()
+        };
+        let report = if slow_is_master {
+            sync::run(slow_side, waiting_side, &opts)
+        } else {
+            sync::run(waiting_side, slow_side, &opts)
+        };
+        assert_eq!(report.exit_code, 0, "{:?}", report.errors);
+        assert_eq!(guids_of(&waiting).len(), 4);
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "messages read ahead");
+        assert!(
+            loads.load(Ordering::SeqCst) > 0,
+            "no index read while the peer opened (slow is master: {slow_is_master})"
+        );
+    }
 }
 
 /// Each side lists its mailboxes once a run when the tree doesn't change: the names the

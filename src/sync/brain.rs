@@ -182,6 +182,26 @@ fn load_index_until_peer(rx: &Inbox, mailbox: &mut dyn Mailbox) {
     }
 }
 
+/// A stateful run's [`read_ahead_until_peer`]: while the peer is slow to answer after it
+/// opened its mailboxes (it is reading a changed one, which this side will then sync),
+/// reads the indexes of `mailboxes` ([`Mailbox::prefetch_index`]), one after the other,
+/// until the peer's item is there. The messages are not read ahead: a stateful round
+/// asks only for those changed since the state.
+fn load_indexes_until_peer<'a, I>(rx: &Inbox, mailboxes: impl FnOnce() -> I)
+where
+    I: Iterator<Item = &'a mut Box<dyn Mailbox>>,
+{
+    if rx.wait(LOAD_INDEX_AFTER) {
+        return;
+    }
+    for mailbox in mailboxes() {
+        let _ = mailbox.prefetch_index();
+        if rx.wait(std::time::Duration::ZERO) {
+            return;
+        }
+    }
+}
+
 /// Body bytes per [`MailBatch`]: with the channel's bound this caps the bytes in flight.
 const MAIL_BATCH_BYTES: usize = 2 * CHUNK_SIZE;
 
@@ -731,8 +751,8 @@ impl Brain {
         let mine_del = to_deletes(&mine_item);
         // The first wait for the peer after it opened its mailboxes, which takes long when
         // one changed (a Maildir's directories are read then): meanwhile this side reads
-        // ahead in its own, the largest first — unless a state says which changed (a
-        // stateful run compares the others' changes only).
+        // ahead in its own, the largest first — the messages, or only the indexes when a
+        // state says which changed (a stateful run compares the changes only).
         let read_ahead = states.is_empty() || self.opts.full;
         let mut opened = std::mem::take(&mut self.opened);
         let opened_ref = &mut opened;
@@ -741,13 +761,18 @@ impl Brain {
             let opened_ref = opened_ref;
             let mut by_size: Vec<_> = opened_ref
                 .values_mut()
-                .filter(|_| read_ahead)
                 .map(|mb| (mb.counters().map_or(0, |st| st.messages), mb))
                 .collect();
             by_size.sort_by_key(|(messages, _)| std::cmp::Reverse(*messages));
             by_size.into_iter().map(|(_, mb)| mb)
         };
-        let peer_del = self.exchange_reading_ahead(Item::MailboxDelete(mine_item), largest_first);
+        let peer_del = if read_ahead {
+            self.exchange_reading_ahead(Item::MailboxDelete(mine_item), largest_first)
+        } else {
+            self.exchange_while(Item::MailboxDelete(mine_item), |rx| {
+                load_indexes_until_peer(rx, largest_first)
+            })
+        };
         self.opened = opened;
         let peer_del = match peer_del? {
             Item::MailboxDelete(d) => to_deletes(&d),
