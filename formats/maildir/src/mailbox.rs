@@ -11,7 +11,7 @@
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::fs::{self, File, FileTimes, OpenOptions};
 use std::io::{self, Read, Seek, Write};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -130,19 +130,33 @@ impl std::borrow::Borrow<[u8]> for ByBase {
 
 /// The message files of a scan by base filename: one per base.
 #[derive(Clone, Debug, Default)]
-struct FileSet(HashSet<ByBase>);
+struct FileSet {
+    files: HashSet<ByBase>,
+    /// How many times each keyword letter `a`..=`z` appears in the flags of the files'
+    /// names, kept as files come and go: the letters in use without a walk over every
+    /// name ([`FileSet::keyword_letters`]).
+    letters: [u32; 26],
+}
 
 impl FileSet {
+    /// An empty set with room for `capacity` files (no growing while a scan fills it).
+    fn with_capacity(capacity: usize) -> FileSet {
+        FileSet {
+            files: HashSet::with_capacity(capacity),
+            letters: [0; 26],
+        }
+    }
+
     fn get(&self, base: &[u8]) -> Option<&Found> {
-        self.0.get(base).map(|f| &f.0)
+        self.files.get(base).map(|f| &f.0)
     }
 
     fn contains_key(&self, base: &[u8]) -> bool {
-        self.0.contains(base)
+        self.files.contains(base)
     }
 
     fn len(&self) -> usize {
-        self.0.len()
+        self.files.len()
     }
 
     /// Puts `found` in, in place of the file with the same base if there is one.
@@ -152,23 +166,46 @@ impl FileSet {
 
     /// [`Self::insert`], returning the file it replaced.
     fn replace(&mut self, found: Found) -> Option<Found> {
-        self.0.replace(ByBase(found)).map(|f| f.0)
+        self.count_letters(&found, true);
+        let old = self.files.replace(ByBase(found)).map(|f| f.0);
+        if let Some(old) = &old {
+            self.count_letters(old, false);
+        }
+        old
     }
 
     fn remove(&mut self, base: &[u8]) -> Option<Found> {
-        self.0.take(base).map(|f| f.0)
+        let old = self.files.take(base).map(|f| f.0);
+        if let Some(old) = &old {
+            self.count_letters(old, false);
+        }
+        old
+    }
+
+    fn count_letters(&mut self, found: &Found, added: bool) {
+        for &c in filename::flag_chars(&found.fname) {
+            if c.is_ascii_lowercase() {
+                let n = &mut self.letters[usize::from(c - b'a')];
+                *n = if added { *n + 1 } else { n.saturating_sub(1) };
+            }
+        }
+    }
+
+    /// The keyword letters in the flags of the files' names, each once.
+    fn keyword_letters(&self) -> impl Iterator<Item = u8> + '_ {
+        (b'a'..=b'z').filter(|&c| self.letters[usize::from(c - b'a')] > 0)
     }
 
     fn values(&self) -> impl Iterator<Item = &Found> {
-        self.0.iter().map(|f| &f.0)
+        self.files.iter().map(|f| &f.0)
     }
 
     fn keys(&self) -> impl Iterator<Item = &[u8]> {
-        self.0.iter().map(ByBase::base)
+        self.files.iter().map(ByBase::base)
     }
 
     fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.files.is_empty()
     }
 }
 
@@ -454,9 +491,25 @@ fn show(bytes: &[u8]) -> String {
 /// skipped; names starting with `:` (empty base) or holding CR/LF are skipped with a warning
 /// (Dovecot renames the first and ignores the second); directories are skipped.
 fn scan_dirs(paths: &Paths) -> Result<Scan> {
-    let mut scan = Scan::default();
+    scan_dirs_sized(paths, 0)
+}
+
+/// Bytes of directory entries one `getdents64` may return ([`scan_dirs_sized`]): about
+/// 1,000 Maildir names.
+const READDIR_BUFFER: usize = 64 * 1024;
+
+/// [`scan_dirs`] expecting about `expected` files: the set is made that big at once, so
+/// a large mailbox's files are not hashed again each time it grows. The directories are
+/// read with `getdents64` into one buffer: a name is copied once, into its [`Found`].
+fn scan_dirs_sized(paths: &Paths, expected: usize) -> Result<Scan> {
+    use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir};
+    let mut scan = Scan {
+        files: FileSet::with_capacity(expected),
+        ..Scan::default()
+    };
     scan.dirs.check_time = unix_secs(SystemTime::now());
     let mut probe = None;
+    let mut buf = Vec::with_capacity(READDIR_BUFFER);
     for in_new in [true, false] {
         let dir = paths.sub(in_new);
         let mtime = DirTimes::settled_mtime(&dir, &paths.tmp(), &mut probe);
@@ -465,44 +518,51 @@ fn scan_dirs(paths: &Paths) -> Result<Scan> {
         } else {
             scan.dirs.cur = mtime;
         }
-        let rd = match fs::read_dir(&dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Error::io("opendir", &dir, e)),
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let fd = match rustix::fs::open(&dir, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT) => continue,
+            Err(e) => return Err(Error::io("opendir", &dir, e.into())),
         };
-        for entry in rd {
-            let entry = match entry {
-                Ok(e) => e,
-                Err(e) => return Err(Error::io("readdir", &dir, e)),
-            };
-            let file_name = entry.file_name();
-            let name = file_name.as_bytes();
+        let mut entries = RawDir::new(&fd, buf.spare_capacity_mut());
+        while let Some(entry) = entries.next() {
+            let entry = entry.map_err(|e| Error::io("readdir", &dir, e.into()))?;
+            let name = entry.file_name().to_bytes();
             if name.first() == Some(&b'.') {
                 continue;
             }
+            let path = || dir.join(os(name));
             if name.first() == Some(&filename::INFO_SEP) {
                 warn(&format!(
                     "ignoring a file with an empty base name: {}",
-                    entry.path().display()
+                    path().display()
                 ));
                 continue;
             }
             if memchr::memchr2(b'\r', b'\n', name).is_some() {
                 warn(&format!(
                     "ignoring a file with CR/LF in its name: {}",
-                    entry.path().display()
+                    path().display()
                 ));
                 continue;
             }
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let is_dir = match entry.file_type() {
+                FileType::Directory => true,
+                // a file system that doesn't say: lstat, as std's DirEntry::file_type
+                FileType::Unknown => {
+                    rustix::fs::statat(&fd, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW)
+                        .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory)
+                }
+                _ => false,
+            };
+            if is_dir {
                 warn(&format!(
                     "ignoring an unexpected directory: {}",
-                    entry.path().display()
+                    path().display()
                 ));
                 continue;
             }
-            // the name std allocated for the entry becomes the found one (exact size: no copy)
-            let found = Found::new(in_new, file_name.into_vec().into_boxed_slice());
+            let found = Found::new(in_new, name.into());
             // one lookup for the usual case, a new base
             match scan.files.replace(found) {
                 None => {}
@@ -560,6 +620,10 @@ thread_local! {
 /// thread costs more than it saves.
 const CONCURRENT_SCAN_MIN_UIDLIST: u64 = 64 * 1024;
 
+/// Bytes of a uidlist line, about (`12345 :1700000000.M123P4567.host,S=4567`): the
+/// uidlist's size over this is how many files a scan expects.
+const UIDLIST_LINE_GUESS: u64 = 40;
+
 /// Reads the uidlist, the keywords file and `new/` + `cur/`. `locked`: the caller holds the
 /// uidlist lock, so the uidlist can't change while the directories are read, and a large
 /// one is parsed while a second thread reads them ([`CONCURRENT_SCAN_MIN_UIDLIST`]).
@@ -582,10 +646,12 @@ fn read_disk(paths: &Paths, locked: bool) -> Result<DiskState> {
             .len(),
         None => 0,
     };
+    // about one file per line of the uidlist
+    let expected = usize::try_from(size / UIDLIST_LINE_GUESS).unwrap_or(0);
     if !(locked && size >= CONCURRENT_SCAN_MIN_UIDLIST) {
         let (list, appendable) = read_uidlist(&path, uidlist, size)?;
         let keywords = read_keywords(paths)?;
-        let scan = scan_dirs(paths)?;
+        let scan = scan_dirs_sized(paths, expected)?;
         return Ok(DiskState::new(list, appendable, keywords, scan));
     }
     #[cfg(test)]
@@ -596,7 +662,7 @@ fn read_disk(paths: &Paths, locked: bool) -> Result<DiskState> {
             .spawn_scoped(s, || {
                 #[cfg(test)]
                 NO_CLOCK_PROBE.with(|n| n.set(no_clock_probe));
-                scan_dirs(paths)
+                scan_dirs_sized(paths, expected)
             });
         let read = read_uidlist(&path, uidlist, size)
             .and_then(|(list, appendable)| Ok((list, appendable, read_keywords(paths)?)));
@@ -610,7 +676,7 @@ fn read_disk(paths: &Paths, locked: bool) -> Result<DiskState> {
                 Err(panic) => std::panic::resume_unwind(panic),
             },
             // no thread to be had: read them here
-            Err(_) => scan_dirs(paths),
+            Err(_) => scan_dirs_sized(paths, expected),
         };
         let (list, appendable, keywords) = read?;
         Ok(DiskState::new(list, appendable, keywords, scan?))
@@ -980,10 +1046,8 @@ impl FilesSide {
     /// in maildir_uidlist_sync_next); files in new/ are \Recent too.
     fn of(st: &DiskState, list: &UidList, recent: &HashSet<u32>) -> FilesSide {
         let mut keywords = st.keywords.clone();
-        for f in st.scan.files.values() {
-            for &c in filename::flag_chars(&f.fname) {
-                keywords.claim_letter(c);
-            }
+        for c in st.scan.files.keyword_letters() {
+            keywords.claim_letter(c);
         }
         let mut files = Vec::with_capacity(list.records.len());
         files.extend(list.records.iter().filter_map(|rec| {
@@ -1941,10 +2005,8 @@ impl MaildirMailbox {
             .take()
             .unwrap_or_else(|| UidList::new(1, MailboxGuid::default()));
         // Letters seen in filenames keep their slot even without a dovecot-keywords entry.
-        for f in st.scan.files.values() {
-            for &c in filename::flag_chars(&f.fname) {
-                st.keywords.claim_letter(c);
-            }
+        for c in st.scan.files.keyword_letters() {
+            st.keywords.claim_letter(c);
         }
         let (uid_validity, uid_next, guid) = (list.uid_validity, list.next_uid, list.guid);
         let every_letter_taken = st.keywords.len() >= MAX_KEYWORDS;
@@ -2547,10 +2609,8 @@ impl MaildirTransaction<'_> {
         // Keyword letters for everything this commit adds, before touching any file, so a
         // 27th keyword fails the commit without a partial change.
         let mut kwmap = st.keywords.clone();
-        for f in st.scan.files.values() {
-            for &c in filename::flag_chars(&f.fname) {
-                kwmap.claim_letter(c);
-            }
+        for c in st.scan.files.keyword_letters() {
+            kwmap.claim_letter(c);
         }
         let kw_path = paths.keywords();
         let mut save_letters = Vec::with_capacity(self.saves.len());
@@ -3391,6 +3451,66 @@ mod tests {
             "cur/ wins over new/"
         );
         assert_eq!(scan.duplicates.len(), 1);
+    }
+
+    /// A directory bigger than one `getdents64` buffer is read whole, every name once and
+    /// byte for byte (non-UTF-8 too), whatever the expected count.
+    #[test]
+    fn scan_reads_a_directory_larger_than_its_buffer() {
+        let d = tempfile::tempdir().unwrap();
+        for s in ["cur", "new", "tmp"] {
+            fs::create_dir(d.path().join(s)).unwrap();
+        }
+        let names: Vec<Vec<u8>> = (0..3_000)
+            .map(|i| format!("1700000000.M{i}P4242.a-rather-long-host-name,S=1:2,S").into_bytes())
+            .chain([b"1.M1P1.h\xff\xfe:2,".to_vec()])
+            .collect();
+        for n in &names {
+            fs::write(d.path().join("cur").join(os(n)), b"").unwrap();
+        }
+        let paths = Paths {
+            dir: d.path().to_path_buf(),
+            control: d.path().to_path_buf(),
+        };
+        for expected in [0, 10, 100_000] {
+            let scan = scan_dirs_sized(&paths, expected).unwrap();
+            let mut found: Vec<Vec<u8>> = scan.files.values().map(|f| f.fname.to_vec()).collect();
+            found.sort();
+            let mut want = names.clone();
+            want.sort();
+            assert!(found == want, "expected {expected}: {} names", found.len());
+        }
+    }
+
+    /// The set counts the keyword letters of its files' names as they come and go.
+    #[test]
+    fn a_file_set_knows_the_keyword_letters_in_use() {
+        let mut set = FileSet::default();
+        let letters = |set: &FileSet| set.keyword_letters().collect::<Vec<u8>>();
+        set.insert(Found::new(false, (*b"1.a.h:2,Sac").into()));
+        set.insert(Found::new(false, (*b"2.b.h:2,Fc").into()));
+        set.insert(Found::new(true, (*b"3.c.h").into()));
+        assert_eq!(letters(&set), b"ac");
+        // renamed: the old name's letters go, the new one's come
+        set.insert(Found::new(false, (*b"1.a.h:2,Sd").into()));
+        assert_eq!(letters(&set), b"cd");
+        set.remove(b"2.b.h");
+        assert_eq!(letters(&set), b"d");
+        set.remove(b"9.none.h");
+        set.remove(b"1.a.h");
+        assert!(letters(&set).is_empty());
+        // what a walk over the names finds
+        for name in ["4.d.h:2,Fxy", "5.e.h:2,y,extra", "6.f.h:3,z"] {
+            set.insert(Found::new(false, name.as_bytes().into()));
+        }
+        let mut walked: Vec<u8> = set
+            .values()
+            .flat_map(|f| filename::flag_chars(&f.fname).to_vec())
+            .filter(u8::is_ascii_lowercase)
+            .collect();
+        walked.sort();
+        walked.dedup();
+        assert_eq!(letters(&set), walked);
     }
 
     #[test]
