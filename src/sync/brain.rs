@@ -460,11 +460,9 @@ fn export_view(
     // The whole remembered history, asked "since 1": a log that starts at modseq 1
     // (Dovecot's first transaction log) can't answer "since 0", and the answer is the same
     // whenever both are known — nothing is ever expunged at modseq 1, the first change of a
-    // mailbox. One question, not two: each reads the mailbox's logs.
-    let expunged = match mailbox.changes_since(ModSeq(1))? {
-        Changes::Known { expunged, .. } => Some(expunged),
-        _ => None,
-    };
+    // mailbox. One question, not two: each reads the mailbox's logs. Only the expunges
+    // are wanted: every message of the view is in `mails`.
+    let expunged = mailbox.expunged_since(ModSeq(1))?;
     Ok((
         SideView {
             uid_validity: item.uid_validity,

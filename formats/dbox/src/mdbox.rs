@@ -656,6 +656,33 @@ impl MdboxMailbox {
         Ok(found)
     }
 
+    /// What a history question since `since` is answered from: the logs from there
+    /// with the UIDs of the snapshot (which they must be of), or the answer itself when
+    /// the snapshot gives it or the logs can't (`Unknown`: the caller compares in full).
+    fn history_since(
+        &mut self,
+        since: ModSeq,
+    ) -> Result<std::result::Result<(LogHistory, Vec<u32>), Changes>> {
+        if self.load_moved()? {
+            return Ok(Err(Changes::Unknown));
+        }
+        if let Some(known) = self.snap.changes_known(since) {
+            return Ok(Err(known));
+        }
+        // the history is in the logs, which the snapshot doesn't keep: read them again (not
+        // `P`: the snapshot has its messages) and answer only from the state the snapshot
+        // is of
+        let Some(history) = LogHistory::read_since(self.writer.paths(), since.0).map_err(ix_err)?
+        else {
+            return Ok(Err(Changes::Unknown));
+        };
+        if !self.snap.is_at(history.indexid(), history.log_position()) {
+            return Ok(Err(Changes::Unknown));
+        }
+        let present = self.snap.messages.iter().map(|m| m.uid).collect();
+        Ok(Ok((history, present)))
+    }
+
     /// Reads the view again if the mailbox index changed since it was read, and takes the
     /// map table as of now (read again only if the map changed).
     fn refresh(&mut self) -> Result<()> {
@@ -868,24 +895,23 @@ impl Mailbox for MdboxMailbox {
     }
 
     fn changes_since(&mut self, since: ModSeq) -> Result<Changes> {
-        if self.load_moved()? {
-            return Ok(Changes::Unknown);
-        }
-        if let Some(known) = self.snap.changes_known(since) {
-            return Ok(known);
-        }
-        // the history is in the logs, which the snapshot doesn't keep: read them again (not
-        // `P`: the snapshot has its messages) and answer only from the state the snapshot
-        // is of (else the caller compares in full)
-        let Some(history) = LogHistory::read_since(self.writer.paths(), since.0).map_err(ix_err)?
-        else {
-            return Ok(Changes::Unknown);
-        };
-        if !self.snap.is_at(history.indexid(), history.log_position()) {
-            return Ok(Changes::Unknown);
-        }
-        let present = self.snap.messages.iter().map(|m| m.uid).collect();
-        Ok(history.changes_since(since, self.snap.counters.highest_modseq, present))
+        Ok(match self.history_since(since)? {
+            Ok((history, present)) => {
+                history.changes_since(since, self.snap.counters.highest_modseq, present)
+            }
+            Err(answer) => answer,
+        })
+    }
+
+    /// As `changes_since`, the expunges alone.
+    fn expunged_since(&mut self, since: ModSeq) -> Result<Option<mailstore::Expunges>> {
+        Ok(match self.history_since(since)? {
+            Ok((history, present)) => {
+                history.expunged_since(since, self.snap.counters.highest_modseq, present)
+            }
+            Err(Changes::Known { expunged, .. }) => Some(expunged),
+            Err(_) => None,
+        })
     }
 
     fn flag_changes_since(

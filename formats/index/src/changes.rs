@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use mailstore::{Changes, FlagChange, Flags, Guid, Keyword, ModSeq, Uid};
+use mailstore::{Changes, Expunges, FlagChange, Flags, Guid, Keyword, ModSeq, Uid};
 
 use crate::format::ext::hex;
 use crate::format::index::rec_flag::SYSTEM_MASK;
@@ -19,7 +19,20 @@ impl View {
     /// tracked): the caller must do a full compare.
     pub fn changes_since(&self, since: ModSeq) -> Changes {
         let present: Vec<u32> = self.messages().map(|m| m.uid()).collect();
-        changes_in(self.logs(), since, self.highest_modseq(), present)
+        changes_in(self.logs(), since, self.highest_modseq(), present, true)
+    }
+
+    /// The `expunged` of [`View::changes_since`] (`None` for `Unknown`), without working
+    /// out which present messages changed.
+    pub fn expunged_since(&self, since: ModSeq) -> Option<Expunges> {
+        let present: Vec<u32> = self.messages().map(|m| m.uid()).collect();
+        expunged_of(changes_in(
+            self.logs(),
+            since,
+            self.highest_modseq(),
+            present,
+            false,
+        ))
     }
 
     /// How the flags and keywords of `uids` were changed after `since`, from FLAG_UPDATE,
@@ -37,7 +50,23 @@ impl LogHistory {
     /// [`View::changes_since`] from these logs, for the caller's view at `highest_modseq`
     /// holding the UIDs `present` (in any order).
     pub fn changes_since(&self, since: ModSeq, highest_modseq: u64, present: Vec<u32>) -> Changes {
-        changes_in(self.logs(), since, highest_modseq, present)
+        changes_in(self.logs(), since, highest_modseq, present, true)
+    }
+
+    /// [`View::expunged_since`] from these logs (see [`LogHistory::changes_since`]).
+    pub fn expunged_since(
+        &self,
+        since: ModSeq,
+        highest_modseq: u64,
+        present: Vec<u32>,
+    ) -> Option<Expunges> {
+        expunged_of(changes_in(
+            self.logs(),
+            since,
+            highest_modseq,
+            present,
+            false,
+        ))
     }
 
     /// [`View::flag_changes_since`] from these logs, for the UIDs `present` says the
@@ -64,14 +93,23 @@ pub(crate) fn answerable_alone(log: &LogFile) -> bool {
     })
 }
 
+fn expunged_of(changes: Changes) -> Option<Expunges> {
+    match changes {
+        Changes::Known { expunged, .. } => Some(expunged),
+        _ => None,
+    }
+}
+
 /// [`View::changes_since`] from `logs`, for a view at `highest_modseq` holding the UIDs
 /// `present`. The UIDs are kept in sorted vectors, not trees: a full view asks for the
-/// changes since its first modseq, and then every message is in the answer.
+/// changes since its first modseq, and then every message is in the answer. Without
+/// `changed_too` the answer's `changed` is left empty (only the expunges are wanted).
 fn changes_in(
     logs: &[LogFile],
     since: ModSeq,
     highest_modseq: u64,
     mut present: Vec<u32>,
+    changed_too: bool,
 ) -> Changes {
     if !present.is_sorted() {
         present.sort_unstable();
@@ -136,7 +174,9 @@ fn changes_in(
         g.map(|g| Guid::from_bytes(hex(&g).into_bytes()))
     };
     let add_range = |set: &mut Vec<u32>, a: u32, b: u32| {
-        set.extend_from_slice(range(a, b));
+        if changed_too {
+            set.extend_from_slice(range(a, b));
+        }
     };
     for l in &logs[start..] {
         let mut prev = l.first_modseq;

@@ -14,7 +14,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use mailstore::{Changes, Error, FlagChange, Flags, Keyword, ModSeq, Result, Uid};
+use mailstore::{Changes, Error, Expunges, FlagChange, Flags, Keyword, ModSeq, Result, Uid};
 use mailsync_index::format::ext::{self, ModseqHeader};
 use mailsync_index::format::index::hdr_off;
 use mailsync_index::format::log::RecordBody;
@@ -286,6 +286,14 @@ impl IndexInfo {
         match &self.view {
             Some(v) if !self.moved => v.changes_since(since),
             _ => Changes::Unknown,
+        }
+    }
+
+    /// `Mailbox::expunged_since` from the same logs.
+    pub fn expunged_since(&self, since: ModSeq) -> Option<Expunges> {
+        match &self.view {
+            Some(v) if !self.moved => v.expunged_since(since),
+            _ => None,
         }
     }
 

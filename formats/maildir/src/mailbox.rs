@@ -2388,6 +2388,11 @@ impl Mailbox for MaildirMailbox {
         Ok(self.index.changes_since(since))
     }
 
+    fn expunged_since(&mut self, since: ModSeq) -> Result<Option<mailstore::Expunges>> {
+        self.index.read_view()?;
+        Ok(self.index.expunged_since(since))
+    }
+
     /// From the index's transaction logs as of the last sync (nothing for INDEX=MEMORY).
     fn flag_changes_since(
         &mut self,

@@ -1882,7 +1882,27 @@ fn check_changes(
     expunged: &[(u32, &Guid)],
 ) {
     let current = mailbox.status().unwrap().highest_modseq;
-    match mailbox.changes_since(ModSeq(since)).expect("changes_since") {
+    let changes = mailbox.changes_since(ModSeq(since)).expect("changes_since");
+    // the expunges alone are those of the whole answer
+    let alone = mailbox
+        .expunged_since(ModSeq(since))
+        .expect("expunged_since");
+    let sorted = |mut v: Vec<(Uid, Option<Guid>)>| {
+        v.sort();
+        v
+    };
+    match &changes {
+        Changes::Known { expunged, .. } => assert_eq!(
+            alone.map(sorted),
+            Some(sorted(expunged.clone())),
+            "expunged_since({since}) against changes_since"
+        ),
+        _ => assert_eq!(
+            alone, None,
+            "expunged_since({since}) where changes are unknown"
+        ),
+    }
+    match changes {
         Changes::Unknown => {}
         Changes::Known {
             changed: got_changed,

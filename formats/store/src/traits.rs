@@ -5,7 +5,7 @@ use std::io::Read;
 
 use crate::error::Result;
 use crate::types::{
-    Changes, CommitResult, FlagChange, FlagUpdate, MailRecord, MailboxGuid, MailboxInfo,
+    Changes, CommitResult, Expunges, FlagChange, FlagUpdate, MailRecord, MailboxGuid, MailboxInfo,
     MailboxStatus, MailboxUpdate, ModSeq, NameChangeTimes, NewMail, Pop3Info, SyncGuard, Uid,
 };
 
@@ -180,6 +180,17 @@ pub trait Mailbox: Send {
     fn changes_since(&mut self, since: ModSeq) -> Result<Changes> {
         let _ = since;
         Ok(Changes::Unknown)
+    }
+
+    /// The UIDs expunged after `since`, with their GUIDs, as `changes_since` gives them
+    /// (`Changes::Known::expunged`); `None` where it answers `Unknown`. A backend answers
+    /// without working out which present messages changed: a full sync asks for the
+    /// expunges of the whole history, where every message has changed.
+    fn expunged_since(&mut self, since: ModSeq) -> Result<Option<Expunges>> {
+        Ok(match self.changes_since(since)? {
+            Changes::Known { expunged, .. } => Some(expunged),
+            _ => None,
+        })
     }
 
     /// How the flags and keywords of those of `uids` that are in the view were changed

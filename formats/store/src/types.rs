@@ -423,6 +423,9 @@ pub struct CommitResult {
 }
 
 /// What changed in a mailbox since a modseq (`Mailbox::changes_since`).
+/// UIDs expunged after a modseq with their GUIDs where known (`Changes::Known::expunged`).
+pub type Expunges = Vec<(Uid, Option<Guid>)>;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Changes {
     /// The backend can tell exactly.
