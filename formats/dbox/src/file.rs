@@ -261,6 +261,65 @@ impl Metadata {
 pub struct MetadataRef<'a> {
     /// The lines after the magic, each with its LF, up to and including the empty line.
     lines: &'a [u8],
+    /// Where the lines are, found by [`MetadataRef::parse`] as it looks for the block's
+    /// end: [`MetadataRef::get`] then looks through this instead of the bytes.
+    index: LineIndex,
+}
+
+/// Lines a [`LineIndex`] holds: a block Dovecot or mailsync writes has up to 8.
+const INDEXED_LINES: usize = 12;
+
+/// The key and value of one line of a metadata block, as offsets within its `lines`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct LineSpan {
+    key: u8,
+    start: u16,
+    end: u16,
+}
+
+/// Where each line of a metadata block is: `count` spans, or `None` when there are more
+/// than [`INDEXED_LINES`] or one ends beyond `u16` (then looked up in the bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct LineIndex {
+    count: Option<u8>,
+    spans: [LineSpan; INDEXED_LINES],
+}
+
+impl LineIndex {
+    /// The index of `lines` (each ending with its LF, the empty line last).
+    fn of(lines: &[u8]) -> LineIndex {
+        let mut index = LineIndex {
+            count: None,
+            spans: [LineSpan::default(); INDEXED_LINES],
+        };
+        let mut n = 0;
+        let mut start = 0;
+        for end in memchr::memchr_iter(b'\n', lines) {
+            let Some((&key, _)) = lines[start..end].split_first() else {
+                break;
+            };
+            let (Ok(s), Ok(e)) = (u16::try_from(start + 1), u16::try_from(end)) else {
+                return index;
+            };
+            if n == INDEXED_LINES {
+                return index;
+            }
+            index.spans[n] = LineSpan {
+                key,
+                start: s,
+                end: e,
+            };
+            n += 1;
+            start = end + 1;
+        }
+        index.count = Some(n as u8);
+        index
+    }
+
+    /// The spans found, `None` when the block wasn't indexed.
+    fn spans(&self) -> Option<&[LineSpan]> {
+        self.count.map(|n| &self.spans[..usize::from(n)])
+    }
 }
 
 impl<'a> MetadataRef<'a> {
@@ -284,7 +343,8 @@ impl<'a> MetadataRef<'a> {
             pos += nl + 1;
             if nl == 0 {
                 let lines = &data[MAGIC_POST.len()..pos];
-                return Ok(Some((MetadataRef { lines }, pos)));
+                let index = LineIndex::of(lines);
+                return Ok(Some((MetadataRef { lines, index }, pos)));
             }
         }
     }
@@ -305,7 +365,13 @@ impl<'a> MetadataRef<'a> {
 
     /// The value of the first line with `key`.
     pub fn get(&self, key: u8) -> Option<&'a [u8]> {
-        self.lines().find(|(k, _)| *k == key).map(|(_, v)| v)
+        match self.index.spans() {
+            Some(spans) => spans
+                .iter()
+                .find(|span| span.key == key)
+                .map(|span| &self.lines[usize::from(span.start)..usize::from(span.end)]),
+            None => self.lines().find(|(k, _)| *k == key).map(|(_, v)| v),
+        }
     }
 
     pub fn hex(&self, key: u8) -> Option<u64> {
@@ -472,12 +538,12 @@ pub fn read_mail_in<'b>(
     buf.start = meta_offset;
     buf.bytes.clear();
     buf.bytes.resize(METADATA_READ, 0);
-    let len = loop {
+    let (len, index) = loop {
         let have = buf.valid;
         let n = read_at_most(file, &mut buf.bytes[have..], meta_offset + have as u64)?;
         buf.valid += n;
         match MetadataRef::parse(&buf.bytes[..buf.valid], meta_offset)? {
-            Some((_, len)) => break len,
+            Some((m, len)) => break (len, m.index),
             None if n == 0 || buf.valid >= MAX_METADATA_SIZE => {
                 return Err(FormatError::new(
                     meta_offset,
@@ -505,6 +571,7 @@ pub fn read_mail_in<'b>(
     };
     let metadata = MetadataRef {
         lines: &buf.bytes[MAGIC_POST.len()..len],
+        index,
     };
     Ok((span, metadata))
 }
@@ -648,6 +715,35 @@ mod tests {
         assert_eq!(r.hex(key::VIRTUAL_SIZE), Some(0x25));
         assert_eq!(r.get(b'X'), None);
         assert!(Metadata::parse(b"\n\x01\x04\n\n", 0).is_err());
+    }
+
+    /// A block's lines are found once, as its end is looked for: every lookup answers as
+    /// a walk over the lines does (the first line with the key), also for a block with
+    /// more lines than the index holds, duplicate keys, empty values and a value after
+    /// the empty line.
+    #[test]
+    fn a_metadata_lookup_answers_as_a_walk_over_the_lines() {
+        let mut many = b"\n\x01\x03\n".to_vec();
+        for i in 0..(INDEXED_LINES + 3) {
+            many.extend_from_slice(format!("{}v{i}\n", (b'a' + i as u8) as char).as_bytes());
+        }
+        many.extend_from_slice(b"\nZafter\n");
+        let blocks: [&[u8]; 3] = [
+            b"\n\x01\x03\nR6b0c9158\nV25\nG\nGsecond\nQxyz\n\nZafter\n",
+            b"\n\x01\x03\n\n",
+            &many,
+        ];
+        for (i, block) in blocks.into_iter().enumerate() {
+            let (r, _) = MetadataRef::parse(block, 0).unwrap().unwrap();
+            assert_eq!(r.index.spans().is_none(), i == 2, "block {i}: indexed");
+            for key in 0..=255u8 {
+                let walked = r.lines().find(|(k, _)| *k == key).map(|(_, v)| v);
+                assert_eq!(r.get(key), walked, "block {i}, key {key}");
+            }
+            assert_eq!(r.get(b'Z'), None, "after the empty line");
+        }
+        let (r, _) = MetadataRef::parse(blocks[0], 0).unwrap().unwrap();
+        assert_eq!(r.get(b'G'), Some(&b""[..]), "the first G");
     }
 
     /// A file's bytes, counting the reads made of them.
