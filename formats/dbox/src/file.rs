@@ -286,36 +286,6 @@ struct LineIndex {
 }
 
 impl LineIndex {
-    /// The index of `lines` (each ending with its LF, the empty line last).
-    fn of(lines: &[u8]) -> LineIndex {
-        let mut index = LineIndex {
-            count: None,
-            spans: [LineSpan::default(); INDEXED_LINES],
-        };
-        let mut n = 0;
-        let mut start = 0;
-        for end in memchr::memchr_iter(b'\n', lines) {
-            let Some((&key, _)) = lines[start..end].split_first() else {
-                break;
-            };
-            let (Ok(s), Ok(e)) = (u16::try_from(start + 1), u16::try_from(end)) else {
-                return index;
-            };
-            if n == INDEXED_LINES {
-                return index;
-            }
-            index.spans[n] = LineSpan {
-                key,
-                start: s,
-                end: e,
-            };
-            n += 1;
-            start = end + 1;
-        }
-        index.count = Some(n as u8);
-        index
-    }
-
     /// The spans found, `None` when the block wasn't indexed.
     fn spans(&self) -> Option<&[LineSpan]> {
         self.count.map(|n| &self.spans[..usize::from(n)])
@@ -336,14 +306,33 @@ impl<'a> MetadataRef<'a> {
             return Err(FormatError::new(offset, "metadata block has bad magic"));
         }
         let mut pos = MAGIC_POST.len();
+        // each line's place as its end is found (until the index is full)
+        let mut index = LineIndex {
+            count: Some(0),
+            spans: [LineSpan::default(); INDEXED_LINES],
+        };
         loop {
             let Some(nl) = memchr::memchr(b'\n', &data[pos..]) else {
                 return Ok(None);
             };
+            if let Some(n) = index.count.filter(|_| nl > 0) {
+                let start = pos - MAGIC_POST.len();
+                let span = (u16::try_from(start + 1), u16::try_from(start + nl));
+                match span {
+                    (Ok(start), Ok(end)) if usize::from(n) < INDEXED_LINES => {
+                        index.spans[usize::from(n)] = LineSpan {
+                            key: data[pos],
+                            start,
+                            end,
+                        };
+                        index.count = Some(n + 1);
+                    }
+                    _ => index.count = None,
+                }
+            }
             pos += nl + 1;
             if nl == 0 {
                 let lines = &data[MAGIC_POST.len()..pos];
-                let index = LineIndex::of(lines);
                 return Ok(Some((MetadataRef { lines, index }, pos)));
             }
         }
