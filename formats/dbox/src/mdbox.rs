@@ -31,7 +31,7 @@
 //! Expunge: EXTERNAL expunge in the mailbox index, then refcount −1 in the map
 //! (EXT_ATOMIC_INC). Data stays until a purge (`crate::purge`).
 
-use std::collections::BTreeMap;
+use foldhash::{HashMap, HashMapExt};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -177,7 +177,7 @@ pub struct MdboxMailbox {
     /// uid → where the body of a message whose metadata was read lies. The rest of the
     /// metadata isn't kept: `mails()` hands it out in its records and reads it again
     /// when asked again (the caller keeps the records; a copy here would double them).
-    bodies: BTreeMap<u32, Body>,
+    bodies: HashMap<u32, Body>,
     /// Metadata read ahead for the next `mails()` ([`Mailbox::prefetch_mails`]), in the
     /// order read. An entry is used only while the message is still at the location it
     /// was read at (the bytes there never change: a purge writes the message elsewhere),
@@ -263,7 +263,7 @@ impl MailFiles {
     /// order, handing it to `each` and noting where the body is in `bodies`.
     fn read_metadata(
         &mut self,
-        bodies: &mut BTreeMap<u32, Body>,
+        bodies: &mut HashMap<u32, Body>,
         mut todo: Vec<(u32, MapRecord, u32)>,
         mut each: impl FnMut(u32, MapRecord, FileInfo),
     ) -> Result<()> {
@@ -351,7 +351,7 @@ impl MdboxMailbox {
                 open: None,
                 buf: Default::default(),
             },
-            bodies: BTreeMap::new(),
+            bodies: HashMap::new(),
             prefetched: Vec::new(),
             prefetch_todo: None,
             last: None,
