@@ -638,18 +638,23 @@ impl IndexFile {
         }
         // Records must be strictly ascending and below next_uid (the last-record check of
         // mail_index_map_check_header, extended to every record: lookups bisect by UID).
-        let mut prev = 0u32;
-        for i in 0..h.messages_count as usize {
-            let uid = self.record_uid(i);
-            if uid <= prev {
-                return Err((
-                    h.header_size as usize + i * self.record_size(),
-                    format!("record uids not ascending ({uid} after {prev})"),
-                ));
-            }
-            prev = uid;
-        }
-        self.check_last_uid((prev != 0).then_some(prev))
+        let count = h.messages_count as usize;
+        let rs = self.record_size();
+        let at = |i: usize| h.header_size as usize + i * rs;
+        // each record's UID, its first 4 bytes, read in one pass over whole records (a
+        // record too short for a UID reads as record_uid does: past the end is 0)
+        let last = if rs >= 4 {
+            ascending_uids(
+                self.records
+                    .chunks_exact(rs)
+                    .take(count)
+                    .map(|r| u32::from_le_bytes([r[0], r[1], r[2], r[3]])),
+                at,
+            )?
+        } else {
+            ascending_uids((0..count).map(|i| self.record_uid(i)), at)?
+        };
+        self.check_last_uid(last)
     }
 
     /// The last record's UID must be below next_uid (and not 0).
@@ -832,4 +837,23 @@ pub(crate) fn partition_point(n: usize, pred: impl Fn(usize) -> bool) -> usize {
         }
     }
     lo
+}
+
+/// The last of `uids` when they are strictly ascending from 1 up (`None` for none), else
+/// where (`at(i)` of the i-th) and why not.
+fn ascending_uids(
+    uids: impl Iterator<Item = u32>,
+    at: impl Fn(usize) -> usize,
+) -> std::result::Result<Option<u32>, (usize, String)> {
+    let mut prev = 0u32;
+    for (i, uid) in uids.enumerate() {
+        if uid <= prev {
+            return Err((
+                at(i),
+                format!("record uids not ascending ({uid} after {prev})"),
+            ));
+        }
+        prev = uid;
+    }
+    Ok((prev != 0).then_some(prev))
 }
