@@ -363,6 +363,18 @@ struct DiskState {
     /// UID → 128-bit GUID of the messages a transaction expunged, for the index's
     /// EXPUNGE_GUID records (others' expunges are logged with a zero GUID).
     expunged_guids: HashMap<u32, [u8; 16]>,
+    /// The marks [`MaildirMailbox::needs_write`] left on the scan's files for `list`
+    /// ([`mark_listed`]): how many files it lists, and the sizes of the list and the set
+    /// they were made for. [`DiskState::listed_marks`] hands them on while those still
+    /// match, so giving UIDs doesn't look every record up again.
+    marks: std::cell::Cell<Option<ListedMarks>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ListedMarks {
+    records: usize,
+    files: usize,
+    listed: usize,
 }
 
 impl DiskState {
@@ -373,7 +385,29 @@ impl DiskState {
             keywords,
             scan,
             expunged_guids: HashMap::new(),
+            marks: std::cell::Cell::new(None),
         }
+    }
+
+    /// Marks the files `list` lists and keeps the count for [`Self::listed_marks`].
+    fn mark_listed(&self, list: &UidList) -> usize {
+        let listed = mark_listed(list, &self.scan);
+        self.marks.set(Some(ListedMarks {
+            records: list.records.len(),
+            files: self.scan.files.len(),
+            listed,
+        }));
+        listed
+    }
+
+    /// How many of the scan's files `list` lists, when the files' marks were made for it
+    /// (by [`Self::mark_listed`], the list and the set unchanged in size since, and no
+    /// file added by [`MaildirMailbox::fix_duplicates`]).
+    fn listed_marks(&self, list: &UidList) -> Option<usize> {
+        self.marks
+            .get()
+            .filter(|m| m.records == list.records.len() && m.files == self.scan.files.len())
+            .map(|m| m.listed)
     }
 }
 
@@ -608,6 +642,8 @@ thread_local! {
     static READINGS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
     /// How many times this thread compared a mailbox's files with an index, for tests.
     static COMPARISONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// How many times this thread marked the files a uidlist lists, for tests.
+    static MARKINGS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
     /// How many readings of this thread read the directories in a second thread, for tests.
     static CONCURRENT_SCANS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
     /// Tests of a racy reading: [`fs_clock_now`] has no answer, as within one tick.
@@ -724,6 +760,8 @@ fn read_keywords(paths: &Paths) -> Result<KeywordMap> {
 /// Marks the files of the scan that `list` lists ([`Found::listed`]) and returns how many
 /// there are (the bases of both are unique): one lookup a record, no set of the records.
 fn mark_listed(list: &UidList, scan: &Scan) -> usize {
+    #[cfg(test)]
+    MARKINGS.with(|m| m.set(m.get() + 1));
     for f in scan.files.values() {
         f.listed.set(false);
     }
@@ -735,6 +773,7 @@ fn mark_listed(list: &UidList, scan: &Scan) -> usize {
 }
 
 /// True when the uidlist lists every file of the scan.
+#[cfg(test)]
 fn every_file_listed(list: &UidList, scan: &Scan) -> bool {
     mark_listed(list, scan) == scan.files.len()
 }
@@ -742,7 +781,22 @@ fn every_file_listed(list: &UidList, scan: &Scan) -> bool {
 /// Gives UIDs to files the uidlist doesn't list, sorted as maildir_filename_sort_cmp
 /// (maildir_uidlist_assign_uids). Returns how many were added.
 fn assign_unlisted(list: &mut UidList, scan: &Scan, path: &Path) -> Result<usize> {
-    if every_file_listed(list, scan) {
+    assign_unlisted_marked(list, scan, path, None)
+}
+
+/// [`assign_unlisted`], the files already marked for `list` when `listed` (their count)
+/// is given ([`DiskState::listed_marks`]).
+fn assign_unlisted_marked(
+    list: &mut UidList,
+    scan: &Scan,
+    path: &Path,
+    listed: Option<usize>,
+) -> Result<usize> {
+    let listed = match listed {
+        Some(n) => n,
+        None => mark_listed(list, scan),
+    };
+    if listed == scan.files.len() {
         return Ok(0);
     }
     let mut new: Vec<&[u8]> = scan
@@ -879,16 +933,41 @@ fn write_uidlist(
     recreate: bool,
     live: &FileSet,
 ) -> Result<()> {
+    write_uidlist_counted(
+        paths,
+        list,
+        state_appendable,
+        first_new,
+        recreate,
+        live,
+        None,
+    )
+}
+
+/// [`write_uidlist`], with how many records have a file in `live` when the caller knows.
+fn write_uidlist_counted(
+    paths: &Paths,
+    list: &mut UidList,
+    state_appendable: bool,
+    first_new: usize,
+    recreate: bool,
+    live: &FileSet,
+    live_count: Option<usize>,
+) -> Result<()> {
     let path = paths.uidlist();
     let new_count = list.records.len() - first_new;
-    let live_count = list
-        .records
-        .iter()
-        .filter(|r| live.contains_key(r.base()))
-        .count();
+    let may_append = !recreate && state_appendable && list.version == 3 && list.guid.is_some();
     // maildir_uidlist_want_compress: rewrite when at most 75% of the lines are still live.
-    let compress = (list.lines_read + new_count) * 75 / 100 >= live_count && list.lines_read > 0;
-    if !recreate && !compress && state_appendable && list.version == 3 && list.guid.is_some() {
+    let compress = may_append && list.lines_read > 0 && {
+        let live_count = live_count.unwrap_or_else(|| {
+            list.records
+                .iter()
+                .filter(|r| live.contains_key(r.base()))
+                .count()
+        });
+        (list.lines_read + new_count) * 75 / 100 >= live_count
+    };
+    if may_append && !compress {
         if new_count == 0 {
             return Ok(());
         }
@@ -1456,7 +1535,7 @@ impl MaildirMailbox {
         if list.guid.is_none() || list.version != 3 || !st.scan.duplicates.is_empty() {
             return true;
         }
-        !every_file_listed(list, &st.scan)
+        st.mark_listed(list) != st.scan.files.len()
     }
 
     /// A file whose base is already taken by another file is renamed to a new unique base in
@@ -1492,6 +1571,7 @@ impl MaildirMailbox {
                     st.scan
                         .files
                         .insert(Found::new(true, new_base.into_bytes().into()));
+                    st.marks.set(None);
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(Error::io("rename", &p2, e)),
@@ -1983,16 +2063,20 @@ impl MaildirMailbox {
         };
         Self::raise_next_uid(&mut list, base);
         let first_new = list.records.len();
-        let added = assign_unlisted(&mut list, &st.scan, &self.paths.uidlist())?;
+        let marked = st.listed_marks(&list);
+        let added = assign_unlisted_marked(&mut list, &st.scan, &self.paths.uidlist(), marked)?;
         let given = list.records[first_new..].iter().map(|r| r.uid).collect();
         if recreate || added > 0 {
-            write_uidlist(
+            // every file now has its record (bases are unique in the list and the scan):
+            // as many records have a file as there are files
+            write_uidlist_counted(
                 &self.paths,
                 &mut list,
                 st.appendable,
                 first_new,
                 recreate || !st.appendable,
                 &st.scan.files,
+                Some(st.scan.files.len()),
             )?;
         }
         st.list = Some(list);
@@ -3321,6 +3405,34 @@ mod tests {
         assert_eq!(files(&both), files(&alone));
         assert!(files(&both).contains(&(true, b"1800000000.M1P1.host".to_vec())));
         assert_eq!(both.appendable, alone.appendable);
+    }
+
+    /// A sync that gives UIDs marks the listed files once: the marks made to see whether
+    /// the uidlist must be written serve to find the unlisted files, and the count of
+    /// live records for the append-or-rewrite choice comes from them too.
+    #[test]
+    fn a_sync_giving_uids_marks_the_listed_files_once() {
+        let (d, layout) = maildir_with_one_message();
+        drop(MaildirMailbox::open(&layout, "INBOX").unwrap());
+        for i in 2..=4 {
+            let name = format!("new/{i}.M{i}P1.host");
+            fs::write(d.path().join(name), b"Subject: y\n\nbody\n").unwrap();
+        }
+        let before = fs::read_to_string(d.path().join("dovecot-uidlist")).unwrap();
+        let start = MARKINGS.with(|m| m.get());
+        let mb = MaildirMailbox::open(&layout, "INBOX").unwrap();
+        assert_eq!(
+            MARKINGS.with(|m| m.get()) - start,
+            1,
+            "marked more than once"
+        );
+        assert_eq!(mb.view.mails.len(), 4);
+        let after = fs::read_to_string(d.path().join("dovecot-uidlist")).unwrap();
+        assert!(
+            after.starts_with(&before),
+            "appended: {before:?} then {after:?}"
+        );
+        assert_eq!(after.lines().count(), 5, "{after}");
     }
 
     /// As Dovecot's maildir_sync_context, a sync locks the uidlist before it reads the
