@@ -967,10 +967,6 @@ impl IndexWriter {
         self.write_index_locked(self.lock_head()?)
     }
 
-    /// Writes `P` (as [`IndexWriter::write_index`]) when the log holds anything past it;
-    /// false when `P` was current. A writer that changed the index calls this when it is
-    /// done, so that the next reader can answer from `P`'s header alone
-    /// ([`crate::HeaderView`]) instead of reading every record.
     /// The close of a backend handle that wrote this index and applies every change to
     /// its mail files as it logs it (Maildir): when `P`'s tail offset lags the log's end,
     /// the housekeeping moves it there first ([`IndexWriter::sync_housekeeping`], as the
@@ -979,17 +975,22 @@ impl IndexWriter {
     /// where it was); then `P` is written when behind. Read from `P`'s base header and the
     /// log's size first: nothing is decoded when `P` is current with its tail at the end.
     pub fn close_synced(&self) -> Result<()> {
-        let lags = {
+        let settled = {
             let lock = self.acquire_head()?;
-            !self.index_is_current_with_tail(&lock)?
+            self.index_is_current_with_tail(&lock)?
         };
-        if lags {
+        // `P` current: nothing to write (no second look at its header)
+        if !settled {
             self.sync_housekeeping()?;
+            self.write_index_if_behind()?;
         }
-        self.write_index_if_behind()?;
         Ok(())
     }
 
+    /// Writes `P` (as [`IndexWriter::write_index`]) when the log holds anything past it;
+    /// false when `P` was current. A writer that changed the index calls this when it is
+    /// done, so that the next reader can answer from `P`'s header alone
+    /// ([`crate::HeaderView`]) instead of reading every record.
     pub fn write_index_if_behind(&self) -> Result<bool> {
         let lock = self.acquire_head()?;
         if self.index_is_current(&lock)? {
