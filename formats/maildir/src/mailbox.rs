@@ -365,7 +365,7 @@ struct DiskState {
     expunged_guids: HashMap<u32, [u8; 16]>,
     /// The marks [`MaildirMailbox::needs_write`] left on the scan's files for `list`
     /// ([`mark_listed`]): how many files it lists, and the sizes of the list and the set
-    /// they were made for. [`DiskState::listed_marks`] hands them on while those still
+    /// they were made for. [`DiskState::listed_marks`] hands them on once, while those still
     /// match, so giving UIDs doesn't look every record up again.
     marks: std::cell::Cell<Option<ListedMarks>>,
 }
@@ -403,9 +403,10 @@ impl DiskState {
     /// How many of the scan's files `list` lists, when the files' marks were made for it
     /// (by [`Self::mark_listed`], the list and the set unchanged in size since, and no
     /// file added by [`MaildirMailbox::fix_duplicates`]).
+    /// The marks are handed on once.
     fn listed_marks(&self, list: &UidList) -> Option<usize> {
         self.marks
-            .get()
+            .take()
             .filter(|m| m.records == list.records.len() && m.files == self.scan.files.len())
             .map(|m| m.listed)
     }
@@ -779,14 +780,10 @@ fn every_file_listed(list: &UidList, scan: &Scan) -> bool {
 }
 
 /// Gives UIDs to files the uidlist doesn't list, sorted as maildir_filename_sort_cmp
-/// (maildir_uidlist_assign_uids). Returns how many were added.
-fn assign_unlisted(list: &mut UidList, scan: &Scan, path: &Path) -> Result<usize> {
-    assign_unlisted_marked(list, scan, path, None)
-}
-
-/// [`assign_unlisted`], the files already marked for `list` when `listed` (their count)
-/// is given ([`DiskState::listed_marks`]).
-fn assign_unlisted_marked(
+/// (maildir_uidlist_assign_uids). Returns how many were added. `listed`: the files are
+/// already marked for `list` and this many are listed ([`DiskState::listed_marks`]); else
+/// they are marked here.
+fn assign_unlisted(
     list: &mut UidList,
     scan: &Scan,
     path: &Path,
@@ -925,27 +922,9 @@ fn fsync_dir(dir: &Path) -> Result<()> {
 /// Writes the uidlist: appends records `[first_new..]` in place when that is what Dovecot
 /// would do, else rewrites it as `dovecot-uidlist.tmp` + rename (maildir_uidlist_recreate),
 /// dropping records whose files are gone. Must be called with the uidlist locked.
+/// `live_count`: how many records have a file in `live`, when the caller knows (else it is
+/// counted, and only if an append is possible at all).
 fn write_uidlist(
-    paths: &Paths,
-    list: &mut UidList,
-    state_appendable: bool,
-    first_new: usize,
-    recreate: bool,
-    live: &FileSet,
-) -> Result<()> {
-    write_uidlist_counted(
-        paths,
-        list,
-        state_appendable,
-        first_new,
-        recreate,
-        live,
-        None,
-    )
-}
-
-/// [`write_uidlist`], with how many records have a file in `live` when the caller knows.
-fn write_uidlist_counted(
     paths: &Paths,
     list: &mut UidList,
     state_appendable: bool,
@@ -1698,7 +1677,7 @@ impl MaildirMailbox {
                 list.records.push(rec);
             }
             let count = list.records.len();
-            write_uidlist(&self.paths, list, false, count, true, &st.scan.files)?;
+            write_uidlist(&self.paths, list, false, count, true, &st.scan.files, None)?;
             // the records moved to new UIDs
             files = FilesSide::of(st, list, recent);
         } else if cmp.changes.is_empty()
@@ -1903,7 +1882,7 @@ impl MaildirMailbox {
             ),
         };
         let first_new = list.records.len();
-        assign_unlisted(&mut list, &st.scan, &self.paths.uidlist())?;
+        assign_unlisted(&mut list, &st.scan, &self.paths.uidlist(), None)?;
         let recent: HashSet<u32> = list.records[first_new..].iter().map(|r| r.uid).collect();
         self.index = FilesSide::of(&st, &list, &recent).simulate(base.view(), &HashSet::new());
         st.list = Some(list);
@@ -2064,12 +2043,12 @@ impl MaildirMailbox {
         Self::raise_next_uid(&mut list, base);
         let first_new = list.records.len();
         let marked = st.listed_marks(&list);
-        let added = assign_unlisted_marked(&mut list, &st.scan, &self.paths.uidlist(), marked)?;
+        let added = assign_unlisted(&mut list, &st.scan, &self.paths.uidlist(), marked)?;
         let given = list.records[first_new..].iter().map(|r| r.uid).collect();
         if recreate || added > 0 {
             // every file now has its record (bases are unique in the list and the scan):
             // as many records have a file as there are files
-            write_uidlist_counted(
+            write_uidlist(
                 &self.paths,
                 &mut list,
                 st.appendable,
@@ -2693,7 +2672,7 @@ impl MaildirTransaction<'_> {
         }
         let first_new = list.records.len();
         // Files delivered by others since the last sync get their UIDs first.
-        assign_unlisted(&mut list, &st.scan, &paths.uidlist())?;
+        assign_unlisted(&mut list, &st.scan, &paths.uidlist(), None)?;
 
         // Keyword letters for everything this commit adds, before touching any file, so a
         // 27th keyword fails the commit without a partial change.
@@ -2847,6 +2826,7 @@ impl MaildirTransaction<'_> {
                 first_new,
                 recreate,
                 &st.scan.files,
+                None,
             )?;
         }
         let place =
@@ -3660,14 +3640,14 @@ mod tests {
         assert_eq!(mark_listed(&other, &scan), 1);
         assert!(!scan.files.get(b"1.a.h").unwrap().listed.get());
         assert_eq!(
-            assign_unlisted(&mut list, &scan, Path::new("dovecot-uidlist")).unwrap(),
+            assign_unlisted(&mut list, &scan, Path::new("dovecot-uidlist"), None).unwrap(),
             1
         );
         let last = list.records.last().unwrap();
         assert_eq!((last.uid, last.base()), (4, &b"2.b.h"[..]));
         assert!(every_file_listed(&list, &scan));
         assert_eq!(
-            assign_unlisted(&mut list, &scan, Path::new("x")).unwrap(),
+            assign_unlisted(&mut list, &scan, Path::new("x"), None).unwrap(),
             0
         );
     }
