@@ -168,25 +168,17 @@ where
     }
 }
 
-/// How long a brain in a stateful round waits for the peer's mailbox item before it reads
-/// its mailbox's index ahead ([`load_index_until_peer`]): a peer whose side didn't change
-/// answers well within it, and then nothing is read that the round won't need.
+/// How long a brain in a stateful run waits for the peer before it reads its indexes
+/// ahead ([`load_indexes_until_peer`]): a peer whose side didn't change answers well
+/// within it, and then nothing is read that the run won't need.
 const LOAD_INDEX_AFTER: std::time::Duration = std::time::Duration::from_millis(3);
 
-/// While the peer's mailbox item is slow to come — the peer is reading a changed mailbox,
-/// so this side will sync it — reads what the round reads first of this side
-/// ([`Mailbox::prefetch_index`]). An error is left to the round's own read to report.
-fn load_index_until_peer(rx: &Inbox, mailbox: &mut dyn Mailbox) {
-    if !rx.wait(LOAD_INDEX_AFTER) {
-        let _ = mailbox.prefetch_index();
-    }
-}
-
-/// A stateful run's [`read_ahead_until_peer`]: while the peer is slow to answer after it
-/// opened its mailboxes (it is reading a changed one, which this side will then sync),
-/// reads the indexes of `mailboxes` ([`Mailbox::prefetch_index`]), one after the other,
-/// until the peer's item is there. The messages are not read ahead: a stateful round
-/// asks only for those changed since the state.
+/// A stateful run's [`read_ahead_until_peer`]: while the peer is slow to answer — it is
+/// reading a changed mailbox, which this side will then sync — reads what a round reads
+/// first of this side, the indexes of `mailboxes` ([`Mailbox::prefetch_index`]), one after
+/// the other, until the peer's item is there. The messages are not read ahead: a stateful
+/// round asks only for those changed since the state. An error is left to the round's own
+/// read to report.
 fn load_indexes_until_peer<'a, I>(rx: &Inbox, mailboxes: impl FnOnce() -> I)
 where
     I: Iterator<Item = &'a mut Box<dyn Mailbox>>,
@@ -1217,7 +1209,7 @@ impl Brain {
             // a stateful round reads the index first (its changes): read it while a slow
             // peer reads its changed side
             self.exchange_while(Item::Mailbox(mine.clone()), |rx| {
-                load_index_until_peer(rx, mailbox.as_mut())
+                load_indexes_until_peer(rx, || std::iter::once(&mut mailbox))
             })?
         };
         let theirs = match theirs {
