@@ -361,11 +361,9 @@ fn a_side_waiting_for_a_slow_peer_reads_ahead_and_a_failed_read_ahead_changes_no
     }
 }
 
-/// A stateful run compares only what changed since its state: no message is read ahead
-/// for a mailbox the state knows, however slow the peer; its index is, while a slow peer
-/// reads its changed side, and not when the peer answers at once.
-#[test]
-fn a_stateful_run_reads_nothing_ahead_for_a_mailbox_its_state_knows() {
+/// Two stores after a first stateful run (its report, with the state), then one message
+/// saved on the first (the side that will be slow) since.
+fn synced_then_changed() -> (MemoryStore, MemoryStore, sync::SyncReport) {
     let slow = MemoryStore::new();
     save_three(&slow);
     let waiting = MemoryStore::new();
@@ -380,6 +378,15 @@ fn a_stateful_run_reads_nothing_ahead_for_a_mailbox_its_state_knows() {
     assert_eq!(first.exit_code, 0, "{:?}", first.errors);
     assert!(!first.state.is_empty());
     save_dated(&slow, b"new since the state", 1_700_000_100);
+    (slow, waiting, first)
+}
+
+/// A stateful run compares only what changed since its state: no message is read ahead
+/// for a mailbox the state knows, however slow the peer; its index is, while a slow peer
+/// reads its changed side, and not when the peer answers at once.
+#[test]
+fn a_stateful_run_reads_nothing_ahead_for_a_mailbox_its_state_knows() {
+    let (slow, waiting, first) = synced_then_changed();
 
     let waiting_faults = Faults::default();
     let calls = Arc::clone(&waiting_faults.read_ahead_calls);
@@ -426,19 +433,7 @@ fn a_stateful_run_reads_nothing_ahead_for_a_mailbox_its_state_knows() {
 /// ahead.
 #[test]
 fn a_stateful_run_reads_its_indexes_while_the_peer_opens_its_mailboxes() {
-    let slow = MemoryStore::new();
-    save_three(&slow);
-    let waiting = MemoryStore::new();
-    let first = sync::run(
-        Box::new(slow.clone()),
-        Box::new(waiting.clone()),
-        &SyncOptions {
-            state: Some(Vec::new()),
-            ..Default::default()
-        },
-    );
-    assert_eq!(first.exit_code, 0, "{:?}", first.errors);
-    save_dated(&slow, b"new since the state", 1_700_000_100);
+    let (slow, waiting, first) = synced_then_changed();
     for slow_is_master in [true, false] {
         let waiting = waiting.clone();
         let waiting_faults = Faults::default();
