@@ -75,10 +75,14 @@ struct Found {
     /// Length of the base name within `fname` (what [`filename::base`] gives), found once:
     /// the scan's set hashes and compares bases at every lookup.
     base_len: u32,
-    /// Whether the uidlist last given to [`mark_listed`] lists it.
-    listed: std::cell::Cell<bool>,
+    /// Where the uidlist last given to [`mark_listed`] lists it: the index of its record,
+    /// or [`NOT_LISTED`].
+    record: std::cell::Cell<u32>,
     fname: Box<[u8]>,
 }
+
+/// [`Found::record`] of a file the uidlist doesn't list.
+const NOT_LISTED: u32 = u32::MAX;
 
 impl Found {
     fn new(in_new: bool, fname: Box<[u8]>) -> Found {
@@ -86,13 +90,17 @@ impl Found {
         Found {
             in_new,
             base_len,
-            listed: std::cell::Cell::new(false),
+            record: std::cell::Cell::new(NOT_LISTED),
             fname,
         }
     }
 
     fn base(&self) -> &[u8] {
         &self.fname[..self.base_len as usize]
+    }
+
+    fn listed(&self) -> bool {
+        self.record.get() != NOT_LISTED
     }
 }
 
@@ -136,6 +144,9 @@ struct FileSet {
     /// names, kept as files come and go: the letters in use without a walk over every
     /// name ([`FileSet::keyword_letters`]).
     letters: [u32; 26],
+    /// Counts the changes of the set: marks made on its files ([`SlotStamp`]) stand for
+    /// the set as it was.
+    generation: u64,
 }
 
 impl FileSet {
@@ -144,6 +155,7 @@ impl FileSet {
         FileSet {
             files: HashSet::with_capacity(capacity),
             letters: [0; 26],
+            generation: 0,
         }
     }
 
@@ -166,6 +178,7 @@ impl FileSet {
 
     /// [`Self::insert`], returning the file it replaced.
     fn replace(&mut self, found: Found) -> Option<Found> {
+        self.generation += 1;
         self.count_letters(&found, true);
         let old = self.files.replace(ByBase(found)).map(|f| f.0);
         if let Some(old) = &old {
@@ -175,6 +188,7 @@ impl FileSet {
     }
 
     fn remove(&mut self, base: &[u8]) -> Option<Found> {
+        self.generation += 1;
         let old = self.files.take(base).map(|f| f.0);
         if let Some(old) = &old {
             self.count_letters(old, false);
@@ -368,6 +382,32 @@ struct DiskState {
     /// they were made for. [`DiskState::listed_marks`] hands them on once, while those still
     /// match, so giving UIDs doesn't look every record up again.
     marks: std::cell::Cell<Option<ListedMarks>>,
+    /// The list and the set of files the files' [`Found::record`] marks were made for:
+    /// while both are as they were, each listed file's mark is the index of its record,
+    /// and a walk over the set pairs records with files without looking a name up
+    /// ([`DiskState::files_by_record`]).
+    slots: std::cell::Cell<Option<SlotStamp>>,
+}
+
+/// What [`DiskState::slots`] were made for: the records (their UIDs and base lengths, in
+/// order) and the set of files (its generation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct SlotStamp {
+    records: u64,
+    files: u64,
+}
+
+impl SlotStamp {
+    fn of(list: &UidList, files: &FileSet) -> SlotStamp {
+        let records = list.records.iter().fold(list.records.len() as u64, |h, r| {
+            (h ^ (u64::from(r.uid) << 32 | r.base().len() as u64))
+                .wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        SlotStamp {
+            records,
+            files: files.generation,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -386,12 +426,52 @@ impl DiskState {
             scan,
             expunged_guids: HashMap::new(),
             marks: std::cell::Cell::new(None),
+            slots: std::cell::Cell::new(None),
         }
+    }
+
+    /// Notes that every file's [`Found::record`] is right for `list` as it is now.
+    fn stamp_slots(&self, list: &UidList) {
+        self.slots.set(Some(SlotStamp::of(list, &self.scan.files)));
+    }
+
+    /// Whether the files' [`Found::record`] marks were made for `list` as it is now (and
+    /// for the set as it is).
+    fn slots_valid(&self, list: &UidList) -> bool {
+        self.slots
+            .get()
+            .is_some_and(|s| s == SlotStamp::of(list, &self.scan.files))
+    }
+
+    /// The file of each record of `list` (`None`: no file), by index: from the files'
+    /// marks when they were made for `list` (one walk over the set, no name looked up),
+    /// else by looking each base up.
+    fn files_by_record(&self, list: &UidList) -> Vec<Option<&Found>> {
+        let mut out = vec![None; list.records.len()];
+        if self.slots_valid(list) {
+            #[cfg(test)]
+            SLOT_WALKS.with(|w| w.set(w.get() + 1));
+            for f in self.scan.files.values() {
+                if let Some(slot) = out.get_mut(f.record.get() as usize) {
+                    *slot = Some(f);
+                }
+            }
+            debug_assert!(out
+                .iter()
+                .zip(&list.records)
+                .all(|(f, r)| f.is_none_or(|f| f.base() == r.base())));
+        } else {
+            for (slot, rec) in out.iter_mut().zip(&list.records) {
+                *slot = self.scan.files.get(rec.base());
+            }
+        }
+        out
     }
 
     /// Marks the files `list` lists and keeps the count for [`Self::listed_marks`].
     fn mark_listed(&self, list: &UidList) -> usize {
         let listed = mark_listed(list, &self.scan);
+        self.stamp_slots(list);
         self.marks.set(Some(ListedMarks {
             records: list.records.len(),
             files: self.scan.files.len(),
@@ -645,6 +725,8 @@ thread_local! {
     static COMPARISONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
     /// How many times this thread marked the files a uidlist lists, for tests.
     static MARKINGS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// How many times this thread paired records with files by their marks, for tests.
+    static SLOT_WALKS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
     /// How many readings of this thread read the directories in a second thread, for tests.
     static CONCURRENT_SCANS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
     /// Tests of a racy reading: [`fs_clock_now`] has no answer, as within one tick.
@@ -764,13 +846,16 @@ fn mark_listed(list: &UidList, scan: &Scan) -> usize {
     #[cfg(test)]
     MARKINGS.with(|m| m.set(m.get() + 1));
     for f in scan.files.values() {
-        f.listed.set(false);
+        f.record.set(NOT_LISTED);
     }
-    list.records
-        .iter()
-        .filter_map(|r| scan.files.get(r.base()))
-        .inspect(|f| f.listed.set(true))
-        .count()
+    let mut listed = 0;
+    for (i, r) in list.records.iter().enumerate() {
+        if let Some(f) = scan.files.get(r.base()) {
+            f.record.set(i as u32);
+            listed += 1;
+        }
+    }
+    listed
 }
 
 /// True when the uidlist lists every file of the scan.
@@ -796,17 +881,15 @@ fn assign_unlisted(
     if listed == scan.files.len() {
         return Ok(0);
     }
-    let mut new: Vec<&[u8]> = scan
-        .files
-        .values()
-        .filter(|f| !f.listed.get())
-        .map(Found::base)
-        .collect();
-    new.sort_by(|a, b| filename::sort_cmp(a, b));
+    let mut new: Vec<&Found> = scan.files.values().filter(|f| !f.listed()).collect();
+    new.sort_by(|a, b| filename::sort_cmp(a.base(), b.base()));
     let count = new.len();
-    for base in new {
+    for found in new {
         let uid = take_uid(list, None, path)?;
-        list.records.push(UidRecord::new(uid, base.to_vec()));
+        // the marks stay those of the list, which now lists this file too
+        found.record.set(list.records.len() as u32);
+        list.records
+            .push(UidRecord::new(uid, found.base().to_vec()));
     }
     Ok(count)
 }
@@ -1108,19 +1191,25 @@ impl FilesSide {
             keywords.claim_letter(c);
         }
         let mut files = Vec::with_capacity(list.records.len());
-        files.extend(list.records.iter().filter_map(|rec| {
-            let found = st.scan.files.get(rec.base())?;
-            let (flags, letters) = filename::flags_of(&found.fname);
-            Some(FileMail {
-                uid: rec.uid,
-                flags: flags.0 & index_sync::REAL_FLAGS,
-                keywords: letters
-                    .iter()
-                    .filter_map(|&l| keywords.keyword_for_letter(l))
-                    .collect(),
-                recent: found.in_new || recent.contains(&rec.uid),
-            })
-        }));
+        let by_record = st.files_by_record(list);
+        files.extend(
+            list.records
+                .iter()
+                .zip(by_record)
+                .filter_map(|(rec, found)| {
+                    let found = found?;
+                    let (flags, letters) = filename::flags_of(&found.fname);
+                    Some(FileMail {
+                        uid: rec.uid,
+                        flags: flags.0 & index_sync::REAL_FLAGS,
+                        keywords: letters
+                            .iter()
+                            .filter_map(|&l| keywords.keyword_for_letter(l))
+                            .collect(),
+                        recent: found.in_new || recent.contains(&rec.uid),
+                    })
+                }),
+        );
         FilesSide {
             files,
             keywords,
@@ -1883,6 +1972,7 @@ impl MaildirMailbox {
         };
         let first_new = list.records.len();
         assign_unlisted(&mut list, &st.scan, &self.paths.uidlist(), None)?;
+        st.stamp_slots(&list);
         let recent: HashSet<u32> = list.records[first_new..].iter().map(|r| r.uid).collect();
         self.index = FilesSide::of(&st, &list, &recent).simulate(base.view(), &HashSet::new());
         st.list = Some(list);
@@ -2043,7 +2133,14 @@ impl MaildirMailbox {
         Self::raise_next_uid(&mut list, base);
         let first_new = list.records.len();
         let marked = st.listed_marks(&list);
+        // the marks assign_unlisted leaves are the list's when it made them or they were
+        let slots = marked.is_none() || st.slots_valid(&list);
         let added = assign_unlisted(&mut list, &st.scan, &self.paths.uidlist(), marked)?;
+        if slots {
+            st.stamp_slots(&list);
+        } else {
+            st.slots.set(None);
+        }
         let given = list.records[first_new..].iter().map(|r| r.uid).collect();
         if recreate || added > 0 {
             // every file now has its record (bases are unique in the list and the scan):
@@ -2075,11 +2172,30 @@ impl MaildirMailbox {
         let every_letter_taken = st.keywords.len() >= MAX_KEYWORDS;
         let mut mails = Vec::with_capacity(list.records.len());
         // The records and files move into the view (a base is listed once): no second
-        // copy of either is alive while the view is built.
-        for rec in list.records {
-            let Some(mut found) = st.scan.files.remove(rec.base()) else {
+        // copy of either is alive while the view is built. With marks made for the list,
+        // the files are paired with their records by one walk over the set (no name
+        // looked up); else each is looked up by its base.
+        let mut by_record: Vec<Option<Found>> = Vec::new();
+        if st.slots_valid(&list) {
+            #[cfg(test)]
+            SLOT_WALKS.with(|w| w.set(w.get() + 1));
+            by_record.resize_with(list.records.len(), || None);
+            for f in st.scan.files.files.drain() {
+                let f = f.0;
+                if let Some(slot) = by_record.get_mut(f.record.get() as usize) {
+                    *slot = Some(f);
+                }
+            }
+        }
+        for (i, rec) in list.records.into_iter().enumerate() {
+            let found = match by_record.get_mut(i) {
+                Some(slot) => slot.take(),
+                None => st.scan.files.remove(rec.base()),
+            };
+            let Some(mut found) = found else {
                 continue;
             };
+            debug_assert_eq!(found.base(), rec.base());
             let (mut flags, letters) = filename::flags_of(&found.fname);
             let mut keywords: Vec<Keyword> = letters
                 .iter()
@@ -3415,6 +3531,95 @@ mod tests {
         assert_eq!(after.lines().count(), 5, "{after}");
     }
 
+    /// A sync that gives UIDs and writes the index pairs records with files by the marks
+    /// the needs-write check made, in the comparison with the index and in the view: no
+    /// base is looked up again. The view is the one a lookup per record gives.
+    #[test]
+    fn a_sync_pairs_records_with_files_by_their_marks() {
+        let (d, layout) = maildir_with_one_message();
+        drop(MaildirMailbox::open(&layout, "INBOX").unwrap());
+        for i in 2..=4 {
+            let name = format!("cur/{i}.M{i}P1.host:2,S");
+            fs::write(d.path().join(name), b"Subject: y\n\nbody\n").unwrap();
+        }
+        let start = SLOT_WALKS.with(|w| w.get());
+        let mb = MaildirMailbox::open(&layout, "INBOX").unwrap();
+        // the index comparison and the view
+        assert_eq!(SLOT_WALKS.with(|w| w.get()) - start, 2);
+        let view: Vec<_> = mb
+            .view
+            .mails
+            .iter()
+            .map(|m| (m.uid, m.record.base().to_vec(), m.flags))
+            .collect();
+        assert_eq!(view.len(), 4);
+        assert!(
+            view[1..].iter().all(|m| m.2.contains(Flags::SEEN)),
+            "{view:?}"
+        );
+
+        // the same files read again, paired by lookups: the same view
+        let paths = mb.paths.clone();
+        drop(mb);
+        let st = read_disk(&paths, false).unwrap();
+        let list = st.list.as_ref().unwrap();
+        assert!(!st.slots_valid(list));
+        let looked_up: Vec<_> = st
+            .files_by_record(list)
+            .iter()
+            .map(|f| f.map(|f| f.fname.to_vec()))
+            .collect();
+        st.mark_listed(list);
+        assert!(st.slots_valid(list));
+        let walked: Vec<_> = st
+            .files_by_record(list)
+            .iter()
+            .map(|f| f.map(|f| f.fname.to_vec()))
+            .collect();
+        assert_eq!(walked, looked_up);
+        assert_eq!(walked.iter().flatten().count(), 4);
+    }
+
+    /// Marks stand only for the list and the set they were made for: a record given
+    /// another UID, a record dropped, or a file taken out or put in makes them stale,
+    /// and the files are then looked up by base.
+    #[test]
+    fn marks_made_for_another_list_or_set_are_not_used() {
+        let mut list = UidList::new(1, MailboxGuid::default());
+        list.records.push(UidRecord::new(1, b"1.a.h".to_vec()));
+        list.records.push(UidRecord::new(2, b"2.b.h".to_vec()));
+        let mut scan = Scan::default();
+        scan.files
+            .insert(Found::new(false, b"1.a.h:2,S".to_vec().into()));
+        scan.files
+            .insert(Found::new(true, b"2.b.h".to_vec().into()));
+        let mut st = DiskState::new(Some(list.clone()), true, KeywordMap::default(), scan);
+        st.mark_listed(&list);
+        assert!(st.slots_valid(&list));
+
+        let mut moved = list.clone();
+        let rec = moved.records.remove(0);
+        moved.records.push(UidRecord::new(3, rec.base().to_vec()));
+        assert!(!st.slots_valid(&moved));
+        let names: Vec<_> = st
+            .files_by_record(&moved)
+            .iter()
+            .map(|f| f.map(|f| f.fname.to_vec()))
+            .collect();
+        assert_eq!(
+            names,
+            [Some(b"2.b.h".to_vec()), Some(b"1.a.h:2,S".to_vec())]
+        );
+
+        let mut fewer = list.clone();
+        fewer.records.truncate(1);
+        assert!(!st.slots_valid(&fewer));
+
+        st.scan.files.remove(b"2.b.h");
+        assert!(!st.slots_valid(&list));
+        assert_eq!(st.files_by_record(&list)[1].map(|f| f.base()), None);
+    }
+
     /// As Dovecot's maildir_sync_context, a sync locks the uidlist before it reads the
     /// files, and reads them once: also when they had just changed (a delivery within
     /// RACY_MTIME, which a reading made before the lock couldn't vouch for) and it gives
@@ -3638,7 +3843,7 @@ mod tests {
         let mut other = UidList::new(1, MailboxGuid::generate());
         other.records.push(UidRecord::new(1, b"2.b.h".to_vec()));
         assert_eq!(mark_listed(&other, &scan), 1);
-        assert!(!scan.files.get(b"1.a.h").unwrap().listed.get());
+        assert!(!scan.files.get(b"1.a.h").unwrap().listed());
         assert_eq!(
             assign_unlisted(&mut list, &scan, Path::new("dovecot-uidlist"), None).unwrap(),
             1
