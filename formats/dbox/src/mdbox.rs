@@ -173,6 +173,12 @@ pub struct MdboxMailbox {
     /// in `map` ([`location_of`]): the mailbox keeps no location table of its own.
     map_cache: Arc<MapCache>,
     map: Arc<MapTable>,
+    /// A `sync()` found the mailbox index unchanged and left the map table as it was: the
+    /// map may have changed meanwhile (another mailbox's commit, a purge), so `map` is
+    /// checked against the map's files again before anything is located in it
+    /// ([`MdboxMailbox::load`]). A sync of an unchanged mailbox that asks only for its
+    /// counters then reads no map table.
+    map_unchecked: bool,
     files: MailFiles,
     /// uid → where the body of a message whose metadata was read lies. The rest of the
     /// metadata isn't kept: `mails()` hands it out in its records and reads it again
@@ -346,6 +352,7 @@ impl MdboxMailbox {
             line_endings: layout.line_endings,
             map_cache,
             map: Arc::new(MapTable::default()),
+            map_unchecked: false,
             files: MailFiles {
                 storage: layout.storage_dir(),
                 open: None,
@@ -396,6 +403,7 @@ impl MdboxMailbox {
         self.view_stamp = view_stamp;
         self.guid = MailboxGuid(hdr.mailbox_guid);
         self.map = map;
+        self.map_unchecked = false;
         self.files.open = None;
         self.quick = None;
         self.check_locations();
@@ -446,7 +454,7 @@ impl MdboxMailbox {
                 let read = self
                     .files
                     .read_metadata(&mut self.bodies, todo, |_, _, info| {
-                        found = Some(Guid::from_bytes(info.guid));
+                        found = Some(info.guid);
                     });
                 let (Ok(()), Some(guid)) = (read, found) else {
                     return Ok(false);
@@ -490,6 +498,7 @@ impl MdboxMailbox {
             self.view_stamp = stamp;
             self.snap = Snapshot::empty();
             self.map = Arc::new(MapTable::default());
+            self.map_unchecked = false;
             self.files.open = None;
             self.prefetched.clear();
             self.prefetch_todo = None;
@@ -505,6 +514,24 @@ impl MdboxMailbox {
         if let Some(state) = self.quick.as_ref().map(|(_, state)| *state) {
             self.read_full()?;
             self.moved_since_quick |= state != self.snap.state();
+        } else if self.map_unchecked {
+            self.check_map(false)?;
+        }
+        Ok(())
+    }
+
+    /// Takes the map table as of now (the cached one while the map's files are unchanged)
+    /// and, when it changed or `view_changed`, checks the messages' locations in it.
+    fn check_map(&mut self, view_changed: bool) -> Result<()> {
+        let map = self.map_cache.table(&map_paths(&self.layout))?;
+        let map_changed = !Arc::ptr_eq(&map, &self.map);
+        if map_changed {
+            self.map = map;
+            self.files.open = None;
+        }
+        self.map_unchecked = false;
+        if view_changed || map_changed {
+            self.check_locations();
         }
         Ok(())
     }
@@ -636,20 +663,25 @@ impl MdboxMailbox {
         let Some(uid) = self.snap.messages.last().map(|m| m.uid) else {
             return Ok(None);
         };
-        let Some((loc, save_date)) = self.location(uid) else {
-            return Ok(None);
-        };
-        if let Some((u, l, guid)) = &self.last {
-            if *u == uid && *l == loc {
+        // A message's GUID never changes, wherever a purge moves it; `last` is of this
+        // snapshot (check_locations keeps it only for a message still where it was).
+        if let Some((u, _, guid)) = &self.last {
+            if *u == uid {
                 return Ok(Some(guid.clone()));
             }
         }
+        if self.map_unchecked {
+            self.check_map(false)?;
+        }
+        let Some((loc, save_date)) = self.location(uid) else {
+            return Ok(None);
+        };
         let mut found = None;
         self.files.read_metadata(
             &mut self.bodies,
             vec![(uid, loc, save_date)],
             |_, _, info| {
-                found = Some(Guid::from_bytes(info.guid));
+                found = Some(info.guid);
             },
         )?;
         self.last = found.clone().map(|g| (uid, loc, g));
@@ -690,21 +722,14 @@ impl MdboxMailbox {
             return self.read_full();
         }
         let stamp = IndexStamp::of(self.writer.paths())?;
-        let view_changed = stamp != self.view_stamp;
-        if view_changed {
-            self.snap = Snapshot::of(&View::open_recent(self.writer.paths()).map_err(ix_err)?);
-            self.view_stamp = stamp;
+        if stamp == self.view_stamp {
+            // the same messages: their locations are checked when first needed
+            self.map_unchecked = true;
+            return Ok(());
         }
-        let map = self.map_cache.table(&map_paths(&self.layout))?;
-        let map_changed = !Arc::ptr_eq(&map, &self.map);
-        if map_changed {
-            self.map = map;
-            self.files.open = None;
-        }
-        if view_changed || map_changed {
-            self.check_locations();
-        }
-        Ok(())
+        self.snap = Snapshot::of(&View::open_recent(self.writer.paths()).map_err(ix_err)?);
+        self.view_stamp = stamp;
+        self.check_map(true)
     }
 
     fn status_with(
@@ -1486,6 +1511,56 @@ mod tests {
         let mut mb = store.open_mailbox("INBOX").unwrap();
         save(mb.as_mut(), n);
         (tmp, layout)
+    }
+
+    /// A sync of a mailbox whose index is unchanged leaves its map table as it was, while
+    /// another mailbox's commit and a purge change the map: its counters are answered
+    /// without reading the map, and the first thing that locates a message reads the map
+    /// as it is then (a message the purge moved is read from its new file).
+    #[test]
+    fn an_unchanged_mailbox_reads_a_changed_map_only_to_locate_a_message() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = layout(tmp.path());
+        let cache = Arc::new(MapCache::default());
+        let st = store(tmp.path());
+        st.open_mailbox("INBOX").unwrap();
+        st.create_mailbox("Other", None).unwrap();
+        let mut mb = MdboxMailbox::open_handle(&layout, "INBOX", Arc::clone(&cache)).unwrap();
+        let uids = save(&mut mb, 3);
+        let before = mb.mails().unwrap();
+        let counters = mb.counters().unwrap();
+        let map = Arc::clone(&mb.map);
+
+        // Other's messages go into the same m.1; one expunged, then purged: m.1 is
+        // rewritten elsewhere, INBOX's messages with it
+        let mut other = MdboxMailbox::open_handle(&layout, "Other", Arc::clone(&cache)).unwrap();
+        let theirs = save(&mut other, 2);
+        let mut t = other.begin().unwrap();
+        t.expunge(theirs[0]).unwrap();
+        t.commit().unwrap();
+        drop(other);
+        let stats = crate::purge::purge(&layout).unwrap();
+        assert!(stats.messages_moved >= 3, "{stats:?}");
+
+        mb.sync().unwrap();
+        assert!(
+            Arc::ptr_eq(&mb.map, &map),
+            "the map table isn't read at the sync"
+        );
+        assert_eq!(mb.counters().unwrap(), counters);
+        assert!(Arc::ptr_eq(&mb.map, &map), "nor for the counters");
+
+        let mut body = String::new();
+        mb.open_mail(uids[1])
+            .unwrap()
+            .read_to_string(&mut body)
+            .unwrap();
+        assert!(body.contains("body 1"), "{body}");
+        assert!(
+            !Arc::ptr_eq(&mb.map, &map),
+            "read again to locate the message"
+        );
+        assert_eq!(mb.mails().unwrap(), before);
     }
 
     #[test]

@@ -40,7 +40,8 @@ use crate::pop3;
 /// What a `u.N` file tells about its message (immutable once written).
 #[derive(Clone, Debug)]
 pub(crate) struct FileInfo {
-    pub guid: Vec<u8>,
+    /// `G`, allocated once (the record it ends in shares it).
+    pub guid: Guid,
     pub received: i64,
     pub saved: i64,
     pub physical: u64,
@@ -146,7 +147,7 @@ pub(crate) fn info_from<'a>(
 ) -> FileInfo {
     let hex = |k| get(k).and_then(file::parse_hex);
     FileInfo {
-        guid: get(key::GUID).map(<[u8]>::to_vec).unwrap_or_default(),
+        guid: Guid::from_bytes(get(key::GUID).unwrap_or_default()),
         received: hex(key::RECEIVED_TIME).unwrap_or(0) as i64,
         saved: hex(key::OLDV1_SAVE_TIME).map(|v| v as i64).unwrap_or(ctime),
         // MailExtent::physical_size
@@ -602,7 +603,7 @@ pub(crate) struct RecordInfo {
 impl From<FileInfo> for RecordInfo {
     fn from(info: FileInfo) -> RecordInfo {
         RecordInfo {
-            guid: Guid::from_bytes(info.guid),
+            guid: info.guid,
             received: info.received,
             saved: info.saved,
             physical: info.physical,
@@ -1027,7 +1028,7 @@ impl Transaction for SdboxTransaction<'_> {
                     // then tell this expunge from a new message at the same UID.
                     let guid = match read_sdbox_file(&path) {
                         Ok(Some(info)) if !info.guid.is_empty() => {
-                            mailsupport::sha1::guid_128(&info.guid)
+                            mailsupport::sha1::guid_128(info.guid.as_bytes())
                         }
                         _ => [0; 16],
                     };

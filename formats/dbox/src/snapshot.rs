@@ -224,7 +224,7 @@ mod tests {
         let snap = Snapshot::of(view);
         assert!(snap.is_at(view.indexid(), view.log_position()), "{what}");
         let info = FileInfo {
-            guid: b"0123456789abcdef0123456789abcdef".to_vec(),
+            guid: mailstore::Guid::from_bytes(b"0123456789abcdef0123456789abcdef"),
             received: 1,
             saved: 2,
             physical: 3,
