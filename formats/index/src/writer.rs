@@ -815,6 +815,8 @@ impl IndexWriter {
     }
 
     fn view_locked(&self, lock: &LogLock) -> Result<View> {
+        #[cfg(test)]
+        VIEWS_READ.with(|v| v.set(v.get() + 1));
         let view = View::for_writer(&self.paths, lock)?;
         let head = view.logs().last();
         match (head, view.header_on_disk()) {
@@ -914,9 +916,14 @@ impl IndexWriter {
         if !rotate && grown <= INDEX_REWRITE_MIN_LOG_BYTES {
             return Ok(done);
         }
-        // one view at a time: the one with the tail move replaces the one before it
-        drop(view);
-        let after = self.view_locked(&lock)?;
+        // The view read under the lock is the log as it is, unless the tail move above
+        // appended to it: then it is read again (one view at a time).
+        let after = if done.tail_moved {
+            drop(view);
+            self.view_locked(&lock)?
+        } else {
+            view
+        };
         if rotate {
             self.rotate_locked(&lock, after)?;
             done.rotated = true;
@@ -1058,4 +1065,41 @@ fn sync_dir(dir: &Path) -> Result<()> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io("fsync", dir, e))
+}
+
+#[cfg(test)]
+thread_local! {
+    /// How many views this thread's writers read under their lock, for tests.
+    static VIEWS_READ: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::index::rec_flag;
+    use crate::locked_commit::commit_locked_synced;
+
+    /// A housekeeping that finds the tail at the log's end (the commit moved it) and `P`
+    /// far behind writes `P` from the view it read under its lock: one view, not two.
+    #[test]
+    fn housekeeping_with_no_tail_to_move_reads_one_view() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = IndexWriter::open(dir.path(), "dovecot.index");
+        w.create(781).unwrap();
+        commit_locked_synced(&w, true, |_, t| -> Result<()> {
+            for uid in 1..=5_000 {
+                t.append(uid, rec_flag::SEEN);
+            }
+            Ok(())
+        })
+        .unwrap();
+        let start = VIEWS_READ.with(|v| v.get());
+        let done = w.sync_housekeeping().unwrap();
+        assert!(!done.tail_moved, "{done:?}");
+        assert!(done.index_written || done.rotated, "{done:?}");
+        assert_eq!(VIEWS_READ.with(|v| v.get()) - start, 1);
+        let after = View::open(dir.path(), "dovecot.index").unwrap();
+        assert_eq!(after.messages().count(), 5_000);
+        assert_eq!(after.uid_validity(), 781);
+    }
 }
