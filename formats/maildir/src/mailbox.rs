@@ -377,20 +377,24 @@ struct DiskState {
     /// UID → 128-bit GUID of the messages a transaction expunged, for the index's
     /// EXPUNGE_GUID records (others' expunges are logged with a zero GUID).
     expunged_guids: HashMap<u32, [u8; 16]>,
-    /// The marks [`MaildirMailbox::needs_write`] left on the scan's files for `list`
-    /// ([`mark_listed`]): how many files it lists, and the sizes of the list and the set
-    /// they were made for. [`DiskState::listed_marks`] hands them on once, while those still
-    /// match, so giving UIDs doesn't look every record up again.
-    marks: std::cell::Cell<Option<ListedMarks>>,
-    /// The list and the set of files the files' [`Found::record`] marks were made for:
-    /// while both are as they were, each listed file's mark is the index of its record,
-    /// and a walk over the set pairs records with files without looking a name up
-    /// ([`DiskState::files_by_record`]).
-    slots: std::cell::Cell<Option<SlotStamp>>,
+    /// What the files' [`Found::record`] marks were made for ([`mark_listed`], then kept
+    /// right by [`assign_unlisted`]): while the list and the set are as they were, each
+    /// listed file's mark is the index of its record, so giving UIDs needn't look every
+    /// record up again ([`DiskState::listed_marks`]) and a walk over the set pairs records
+    /// with files ([`DiskState::files_by_record`]).
+    marks: std::cell::Cell<Option<Marks>>,
 }
 
-/// What [`DiskState::slots`] were made for: the records (their UIDs and base lengths, in
-/// order) and the set of files (its generation).
+/// [`DiskState::marks`]: the stamp of the list and the set they were made for, and how
+/// many files the list lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Marks {
+    stamp: SlotStamp,
+    listed: usize,
+}
+
+/// A list and a set of files as marks were made for them: the records (their UIDs and
+/// base lengths, in order) and the set (its generation).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct SlotStamp {
     records: u64,
@@ -410,13 +414,6 @@ impl SlotStamp {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct ListedMarks {
-    records: usize,
-    files: usize,
-    listed: usize,
-}
-
 impl DiskState {
     fn new(list: Option<UidList>, appendable: bool, keywords: KeywordMap, scan: Scan) -> Self {
         DiskState {
@@ -426,21 +423,28 @@ impl DiskState {
             scan,
             expunged_guids: HashMap::new(),
             marks: std::cell::Cell::new(None),
-            slots: std::cell::Cell::new(None),
         }
     }
 
-    /// Notes that every file's [`Found::record`] is right for `list` as it is now.
-    fn stamp_slots(&self, list: &UidList) {
-        self.slots.set(Some(SlotStamp::of(list, &self.scan.files)));
+    /// Notes that every file's [`Found::record`] is right for `list` as it is now, and
+    /// that it lists `listed` files.
+    fn note_marks(&self, list: &UidList, listed: usize) {
+        let stamp = SlotStamp::of(list, &self.scan.files);
+        self.marks.set(Some(Marks { stamp, listed }));
     }
 
-    /// Whether the files' [`Found::record`] marks were made for `list` as it is now (and
-    /// for the set as it is).
-    fn slots_valid(&self, list: &UidList) -> bool {
-        self.slots
+    /// How many of the scan's files `list` lists, when the files' marks were made for
+    /// `list` as it is now (and for the set as it is).
+    fn listed_marks(&self, list: &UidList) -> Option<usize> {
+        self.marks
             .get()
-            .is_some_and(|s| s == SlotStamp::of(list, &self.scan.files))
+            .filter(|m| m.stamp == SlotStamp::of(list, &self.scan.files))
+            .map(|m| m.listed)
+    }
+
+    /// Whether the files' [`Found::record`] marks were made for `list` as it is now.
+    fn slots_valid(&self, list: &UidList) -> bool {
+        self.listed_marks(list).is_some()
     }
 
     /// The file of each record of `list` (`None`: no file), by index: from the files'
@@ -471,24 +475,8 @@ impl DiskState {
     /// Marks the files `list` lists and keeps the count for [`Self::listed_marks`].
     fn mark_listed(&self, list: &UidList) -> usize {
         let listed = mark_listed(list, &self.scan);
-        self.stamp_slots(list);
-        self.marks.set(Some(ListedMarks {
-            records: list.records.len(),
-            files: self.scan.files.len(),
-            listed,
-        }));
+        self.note_marks(list, listed);
         listed
-    }
-
-    /// How many of the scan's files `list` lists, when the files' marks were made for it
-    /// (by [`Self::mark_listed`], the list and the set unchanged in size since, and no
-    /// file added by [`MaildirMailbox::fix_duplicates`]).
-    /// The marks are handed on once.
-    fn listed_marks(&self, list: &UidList) -> Option<usize> {
-        self.marks
-            .take()
-            .filter(|m| m.records == list.records.len() && m.files == self.scan.files.len())
-            .map(|m| m.listed)
     }
 }
 
@@ -1639,7 +1627,6 @@ impl MaildirMailbox {
                     st.scan
                         .files
                         .insert(Found::new(true, new_base.into_bytes().into()));
-                    st.marks.set(None);
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(Error::io("rename", &p2, e)),
@@ -1972,7 +1959,8 @@ impl MaildirMailbox {
         };
         let first_new = list.records.len();
         assign_unlisted(&mut list, &st.scan, &self.paths.uidlist(), None)?;
-        st.stamp_slots(&list);
+        // every file is listed now, its mark right
+        st.note_marks(&list, st.scan.files.len());
         let recent: HashSet<u32> = list.records[first_new..].iter().map(|r| r.uid).collect();
         self.index = FilesSide::of(&st, &list, &recent).simulate(base.view(), &HashSet::new());
         st.list = Some(list);
@@ -2133,14 +2121,9 @@ impl MaildirMailbox {
         Self::raise_next_uid(&mut list, base);
         let first_new = list.records.len();
         let marked = st.listed_marks(&list);
-        // the marks assign_unlisted leaves are the list's when it made them or they were
-        let slots = marked.is_none() || st.slots_valid(&list);
         let added = assign_unlisted(&mut list, &st.scan, &self.paths.uidlist(), marked)?;
-        if slots {
-            st.stamp_slots(&list);
-        } else {
-            st.slots.set(None);
-        }
+        // every file is listed now, its mark right (made here or kept by assign_unlisted)
+        st.note_marks(&list, st.scan.files.len());
         let given = list.records[first_new..].iter().map(|r| r.uid).collect();
         if recreate || added > 0 {
             // every file now has its record (bases are unique in the list and the scan):
