@@ -670,9 +670,8 @@ impl MdboxMailbox {
                 return Ok(Some(guid.clone()));
             }
         }
-        if self.map_unchecked {
-            self.check_map(false)?;
-        }
+        // locations are asked of the map as `load()` leaves it
+        self.load()?;
         let Some((loc, save_date)) = self.location(uid) else {
             return Ok(None);
         };
