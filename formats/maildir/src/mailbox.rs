@@ -3390,6 +3390,17 @@ mod tests {
 
     /// An empty Maildir in a new temporary directory, then one message put into its
     /// `cur/` (as a delivery agent may).
+    /// [`maildir_with_one_message`], opened once (it has its UID), then files 2 to 4
+    /// added under the names `name` gives (relative to the Maildir).
+    fn synced_then_three_more(name: impl Fn(u32) -> String) -> (tempfile::TempDir, Layout) {
+        let (d, layout) = maildir_with_one_message();
+        drop(MaildirMailbox::open(&layout, "INBOX").unwrap());
+        for i in 2..=4 {
+            fs::write(d.path().join(name(i)), b"Subject: y\n\nbody\n").unwrap();
+        }
+        (d, layout)
+    }
+
     fn maildir_with_one_message() -> (tempfile::TempDir, Layout) {
         let d = tempfile::tempdir().unwrap();
         let layout = empty_maildir(d.path());
@@ -3491,12 +3502,7 @@ mod tests {
     /// live records for the append-or-rewrite choice comes from them too.
     #[test]
     fn a_sync_giving_uids_marks_the_listed_files_once() {
-        let (d, layout) = maildir_with_one_message();
-        drop(MaildirMailbox::open(&layout, "INBOX").unwrap());
-        for i in 2..=4 {
-            let name = format!("new/{i}.M{i}P1.host");
-            fs::write(d.path().join(name), b"Subject: y\n\nbody\n").unwrap();
-        }
+        let (d, layout) = synced_then_three_more(|i| format!("new/{i}.M{i}P1.host"));
         let before = fs::read_to_string(d.path().join("dovecot-uidlist")).unwrap();
         let start = MARKINGS.with(|m| m.get());
         let mb = MaildirMailbox::open(&layout, "INBOX").unwrap();
@@ -3519,12 +3525,7 @@ mod tests {
     /// base is looked up again. The view is the one a lookup per record gives.
     #[test]
     fn a_sync_pairs_records_with_files_by_their_marks() {
-        let (d, layout) = maildir_with_one_message();
-        drop(MaildirMailbox::open(&layout, "INBOX").unwrap());
-        for i in 2..=4 {
-            let name = format!("cur/{i}.M{i}P1.host:2,S");
-            fs::write(d.path().join(name), b"Subject: y\n\nbody\n").unwrap();
-        }
+        let (_d, layout) = synced_then_three_more(|i| format!("cur/{i}.M{i}P1.host:2,S"));
         let start = SLOT_WALKS.with(|w| w.get());
         let mb = MaildirMailbox::open(&layout, "INBOX").unwrap();
         // the index comparison and the view
