@@ -597,29 +597,80 @@ fn scan_dirs(paths: &Paths) -> Result<Scan> {
     scan_dirs_sized(paths, 0)
 }
 
-/// Bytes of directory entries one `getdents64` may return ([`scan_dirs_sized`]): about
-/// 1,000 Maildir names.
+/// Bytes of directory entries one `getdents64` may return ([`read_dirs`]): about 1,000
+/// Maildir names. Also about the bytes of names a [`NameBatch`] holds.
 const READDIR_BUFFER: usize = 64 * 1024;
 
 /// [`scan_dirs`] expecting about `expected` files: the set is made that big at once, so
-/// a large mailbox's files are not hashed again each time it grows. The directories are
-/// read with `getdents64` into one buffer: a name is copied once, into its [`Found`].
+/// a large mailbox's files are not hashed again each time it grows.
 fn scan_dirs_sized(paths: &Paths, expected: usize) -> Result<Scan> {
+    let mut files = ScanFiles::with_capacity(expected);
+    let dirs = read_dirs(paths, |in_new, name| files.add(in_new, name))?;
+    Ok(files.into_scan(dirs))
+}
+
+/// The files of a scan as [`read_dirs`] hands them on, one base each (the first found
+/// stays, but a file seen in `new/` and then in `cur/` was moved while the directories were
+/// read: the one in `cur/`), and the further files with a base already seen.
+struct ScanFiles {
+    files: FileSet,
+    duplicates: Vec<Found>,
+}
+
+impl ScanFiles {
+    fn with_capacity(expected: usize) -> ScanFiles {
+        ScanFiles {
+            files: FileSet::with_capacity(expected),
+            duplicates: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, in_new: bool, name: &[u8]) {
+        #[cfg(test)]
+        FILES_ADDED.with(|n| n.set(n.get() + 1));
+        let found = Found::new(in_new, name.into());
+        // one lookup for the usual case, a new base
+        match self.files.replace(found) {
+            None => {}
+            // Seen in new/ and now in cur/: moved while we were scanning.
+            Some(prev) if prev.in_new && !in_new => {}
+            // the first one found stays
+            Some(prev) => {
+                if let Some(dup) = self.files.replace(prev) {
+                    self.duplicates.push(dup);
+                }
+            }
+        }
+    }
+
+    fn into_scan(self, dirs: DirTimes) -> Scan {
+        Scan {
+            files: self.files,
+            duplicates: self.duplicates,
+            dirs,
+        }
+    }
+}
+
+/// Reads `new/` and then `cur/` with `getdents64` into one buffer and hands each message
+/// file's name to `on_file` (with whether it is in `new/`) as the kernel returned it;
+/// returns when and how the directories were read. What [`scan_dirs`] skips is skipped
+/// here, with its warnings.
+fn read_dirs(paths: &Paths, mut on_file: impl FnMut(bool, &[u8])) -> Result<DirTimes> {
     use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir};
-    let mut scan = Scan {
-        files: FileSet::with_capacity(expected),
-        ..Scan::default()
+    let mut dirs = DirTimes {
+        check_time: unix_secs(SystemTime::now()),
+        ..DirTimes::default()
     };
-    scan.dirs.check_time = unix_secs(SystemTime::now());
     let mut probe = None;
     let mut buf = Vec::with_capacity(READDIR_BUFFER);
     for in_new in [true, false] {
         let dir = paths.sub(in_new);
         let mtime = DirTimes::settled_mtime(&dir, &paths.tmp(), &mut probe);
         if in_new {
-            scan.dirs.new = mtime;
+            dirs.new = mtime;
         } else {
-            scan.dirs.cur = mtime;
+            dirs.cur = mtime;
         }
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
         let fd = match rustix::fs::open(&dir, flags, Mode::empty()) {
@@ -665,22 +716,46 @@ fn scan_dirs_sized(paths: &Paths, expected: usize) -> Result<Scan> {
                 ));
                 continue;
             }
-            let found = Found::new(in_new, name.into());
-            // one lookup for the usual case, a new base
-            match scan.files.replace(found) {
-                None => {}
-                // Seen in new/ and now in cur/: moved while we were scanning.
-                Some(prev) if prev.in_new && !in_new => {}
-                // the first one found stays
-                Some(prev) => {
-                    if let Some(dup) = scan.files.replace(prev) {
-                        scan.duplicates.push(dup);
-                    }
-                }
-            }
+            on_file(in_new, name);
         }
     }
-    Ok(scan)
+    Ok(dirs)
+}
+
+/// Names of message files of one directory, as a scanning thread hands them to the thread
+/// that builds the set ([`read_disk`]): one buffer for about [`READDIR_BUFFER`] bytes of
+/// names instead of an allocation per name in the scanning thread.
+struct NameBatch {
+    in_new: bool,
+    names: Vec<u8>,
+    /// Where each name ends in `names`.
+    ends: Vec<usize>,
+}
+
+impl NameBatch {
+    fn new(in_new: bool) -> NameBatch {
+        NameBatch {
+            in_new,
+            names: Vec::with_capacity(READDIR_BUFFER),
+            ends: Vec::new(),
+        }
+    }
+
+    /// Room left for `name` (a batch holds at least one name, however long).
+    fn fits(&self, in_new: bool, name: &[u8]) -> bool {
+        self.in_new == in_new
+            && (self.ends.is_empty() || self.names.len() + name.len() <= READDIR_BUFFER)
+    }
+
+    fn push(&mut self, name: &[u8]) {
+        self.names.extend_from_slice(name);
+        self.ends.push(self.names.len());
+    }
+
+    fn names(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(&self.ends).map(|(a, &b)| &self.names[a..b])
+    }
 }
 
 /// The base filenames of the message files in new/ and cur/ (one per base; for
@@ -715,6 +790,8 @@ thread_local! {
     static MARKINGS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
     /// How many times this thread paired records with files by their marks, for tests.
     static SLOT_WALKS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// How many files this thread put in a scan's set ([`ScanFiles::add`]), for tests.
+    static FILES_ADDED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
     /// How many readings of this thread read the directories in a second thread, for tests.
     static CONCURRENT_SCANS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
     /// Tests of a racy reading: [`fs_clock_now`] has no answer, as within one tick.
@@ -763,13 +840,28 @@ fn read_disk(paths: &Paths, locked: bool) -> Result<DiskState> {
     }
     #[cfg(test)]
     let no_clock_probe = NO_CLOCK_PROBE.with(|n| n.get());
+    // The second thread only reads the directories and passes the names on in batches;
+    // this one builds the set from them once it has parsed the uidlist, while the kernel is
+    // still reading the rest (the allocations then come from this thread's warm heap, not
+    // a new thread's growing one).
     std::thread::scope(|s| {
+        let (batches, received) = std::sync::mpsc::channel::<NameBatch>();
         let scanner = std::thread::Builder::new()
             .name("maildir-scan".into())
-            .spawn_scoped(s, || {
+            .spawn_scoped(s, move || {
                 #[cfg(test)]
                 NO_CLOCK_PROBE.with(|n| n.set(no_clock_probe));
-                scan_dirs_sized(paths, expected)
+                let mut batch = NameBatch::new(true);
+                let dirs = read_dirs(paths, |in_new, name| {
+                    if !batch.fits(in_new, name) {
+                        let full = std::mem::replace(&mut batch, NameBatch::new(in_new));
+                        // the receiver lives until this thread is joined
+                        let _ = batches.send(full);
+                    }
+                    batch.push(name);
+                });
+                let _ = batches.send(batch);
+                dirs
             });
         let read = read_uidlist(&path, uidlist, size)
             .and_then(|(list, appendable)| Ok((list, appendable, read_keywords(paths)?)));
@@ -778,10 +870,19 @@ fn read_disk(paths: &Paths, locked: bool) -> Result<DiskState> {
             CONCURRENT_SCANS.with(|c| c.set(c.get() + 1));
         }
         let scan = match scanner {
-            Ok(handle) => match handle.join() {
-                Ok(scan) => scan,
-                Err(panic) => std::panic::resume_unwind(panic),
-            },
+            Ok(handle) => {
+                let mut files = ScanFiles::with_capacity(expected);
+                // ends when the scanning thread is done (its sender dropped)
+                for batch in received.iter() {
+                    for name in batch.names() {
+                        files.add(batch.in_new, name);
+                    }
+                }
+                match handle.join() {
+                    Ok(dirs) => dirs.map(|dirs| files.into_scan(dirs)),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
             // no thread to be had: read them here
             Err(_) => scan_dirs_sized(paths, expected),
         };
@@ -3441,7 +3542,8 @@ mod tests {
     }
 
     /// A large mailbox read under the uidlist lock has its directories read by a second
-    /// thread while the uidlist is parsed, and reads the same as one thread does; without
+    /// thread while the uidlist is parsed (the names passed back in batches, the set built
+    /// by the reading thread), and reads the same as one thread does; without
     /// the lock (a read-only mailbox) the uidlist is read before the directories, in one
     /// thread, so a delivery in between can't look like an expunge.
     #[test]
@@ -3470,8 +3572,13 @@ mod tests {
             "unlocked: one thread"
         );
         let _lock = lock_uidlist(&paths).unwrap();
+        let added = FILES_ADDED.with(|n| n.get());
         let both = read_disk(&paths, true).unwrap();
         assert_eq!(CONCURRENT_SCANS.with(|c| c.get()), start + 1, "locked: two");
+        // the second thread only read the names (in more than one batch): this thread
+        // built the set
+        assert!(count * 40 > READDIR_BUFFER);
+        assert_eq!(FILES_ADDED.with(|n| n.get()), added + count + 2);
         let records = |st: &DiskState| -> Vec<(u32, Vec<u8>)> {
             let list = st.list.as_ref().unwrap();
             list.records
