@@ -604,27 +604,23 @@ const READDIR_BUFFER: usize = 64 * 1024;
 /// [`scan_dirs`] expecting about `expected` files: the set is made that big at once, so
 /// a large mailbox's files are not hashed again each time it grows.
 fn scan_dirs_sized(paths: &Paths, expected: usize) -> Result<Scan> {
-    let mut files = ScanFiles::with_capacity(expected);
-    let dirs = read_dirs(paths, |in_new, name| files.add(in_new, name))?;
-    Ok(files.into_scan(dirs))
+    let mut scan = Scan::with_capacity(expected);
+    scan.dirs = read_dirs(paths, |in_new, name| scan.add(in_new, name))?;
+    Ok(scan)
 }
 
-/// The files of a scan as [`read_dirs`] hands them on, one base each (the first found
-/// stays, but a file seen in `new/` and then in `cur/` was moved while the directories were
-/// read: the one in `cur/`), and the further files with a base already seen.
-struct ScanFiles {
-    files: FileSet,
-    duplicates: Vec<Found>,
-}
-
-impl ScanFiles {
-    fn with_capacity(expected: usize) -> ScanFiles {
-        ScanFiles {
+impl Scan {
+    /// An empty scan with room for `expected` files in its set.
+    fn with_capacity(expected: usize) -> Scan {
+        Scan {
             files: FileSet::with_capacity(expected),
-            duplicates: Vec::new(),
+            ..Scan::default()
         }
     }
 
+    /// A file as [`read_dirs`] hands it on: one per base (the first found stays, but a file
+    /// seen in `new/` and then in `cur/` was moved while the directories were read: the one
+    /// in `cur/`), further ones with a base already seen go to the duplicates.
     fn add(&mut self, in_new: bool, name: &[u8]) {
         #[cfg(test)]
         FILES_ADDED.with(|n| n.set(n.get() + 1));
@@ -640,14 +636,6 @@ impl ScanFiles {
                     self.duplicates.push(dup);
                 }
             }
-        }
-    }
-
-    fn into_scan(self, dirs: DirTimes) -> Scan {
-        Scan {
-            files: self.files,
-            duplicates: self.duplicates,
-            dirs,
         }
     }
 }
@@ -790,7 +778,7 @@ thread_local! {
     static MARKINGS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
     /// How many times this thread paired records with files by their marks, for tests.
     static SLOT_WALKS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-    /// How many files this thread put in a scan's set ([`ScanFiles::add`]), for tests.
+    /// How many files this thread put in a scan's set ([`Scan::add`]), for tests.
     static FILES_ADDED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
     /// How many readings of this thread read the directories in a second thread, for tests.
     static CONCURRENT_SCANS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
@@ -871,15 +859,15 @@ fn read_disk(paths: &Paths, locked: bool) -> Result<DiskState> {
         }
         let scan = match scanner {
             Ok(handle) => {
-                let mut files = ScanFiles::with_capacity(expected);
+                let mut scan = Scan::with_capacity(expected);
                 // ends when the scanning thread is done (its sender dropped)
                 for batch in received.iter() {
                     for name in batch.names() {
-                        files.add(batch.in_new, name);
+                        scan.add(batch.in_new, name);
                     }
                 }
                 match handle.join() {
-                    Ok(dirs) => dirs.map(|dirs| files.into_scan(dirs)),
+                    Ok(dirs) => dirs.map(|dirs| Scan { dirs, ..scan }),
                     Err(panic) => std::panic::resume_unwind(panic),
                 }
             }
