@@ -15,3 +15,17 @@ pub fn fuzz_dbox_file(data: &[u8]) {
         }
     }
 }
+
+/// Parses `data` as a `mailsync.meta-cache` file (of the map UIDVALIDITY its header names,
+/// so that the entries are reached), as a read of the cache does.
+pub fn fuzz_meta_cache(data: &[u8]) {
+    let uid_validity = data
+        .get(8..12)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_le_bytes)
+        .unwrap_or(0);
+    let scan = crate::meta_cache::scan_from(&mut &data[..], uid_validity, |e| {
+        let _ = e.info();
+    });
+    let _ = scan.upkeep(scan.entries / 2, 1, true);
+}

@@ -24,7 +24,8 @@
 //! header), [`map_table`] (the mdbox map's locations as readers keep them), [`purge`]
 //! (mdbox purge), [`rebuild`] (mdbox and sdbox force-resync), [`pop3`] (a message's POP3
 //! UIDL and order: metadata lines, header flags, `hdr-pop3-uidl`); an open mdbox mailbox keeps
-//! a compact snapshot of its index view (`snapshot`).
+//! a compact snapshot of its index view (`snapshot`); `meta_cache` keeps mailsync's own cache
+//! of mdbox message metadata (`mailsync.meta-cache`, FORMAT.md §4.8).
 //! Not implemented here: alt storage, external attachments, `dovecot.index.cache`.
 
 pub mod file;
@@ -34,6 +35,7 @@ pub mod index;
 pub mod layout;
 pub mod map_table;
 pub mod mdbox;
+mod meta_cache;
 pub mod pop3;
 pub mod purge;
 pub mod rebuild;

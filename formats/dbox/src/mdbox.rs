@@ -51,6 +51,7 @@ use crate::file::{self, BodyReader, FileHeader};
 use crate::index::{dbox_header, dbox_header_in, index_exists, ix_err, CommitError, IndexStamp};
 use crate::layout::{mkdir_all, DboxKind, Layout, INDEX_PREFIX};
 use crate::map_table::{MapCache, MapTable};
+use crate::meta_cache::{self, Upkeep};
 use crate::pop3;
 use crate::sdbox::{
     add_flag_update, assign_uids, check_keywords, checked_guid, info_from, record_from,
@@ -63,6 +64,10 @@ pub const MAP_PREFIX: &str = "dovecot.map.index";
 /// mdbox_rotate_size default (mdbox-settings.c: 10M): a file at least this big gets no
 /// more messages.
 pub const DEFAULT_ROTATE_SIZE: u64 = 10 * 1024 * 1024;
+
+/// A listing or read-ahead of fewer messages than this reads their metadata from the
+/// `m.N` files, not the metadata cache: reading the whole cache would cost more.
+const META_CACHE_MIN: usize = 64;
 
 /// `m.<file_id>` (MDBOX_MAIL_FILE_FORMAT).
 pub fn map_file_name(file_id: u32) -> String {
@@ -600,13 +605,44 @@ impl MdboxMailbox {
             .collect()
     }
 
-    /// The records of the located messages of `todo`, ascending by UID: their metadata
-    /// read in file order.
-    /// Metadata read ahead ([`MdboxMailbox::prefetched`]) is used, and given up, for the
-    /// messages still at the location it was read at.
-    fn records(&mut self, todo: Vec<(u32, MapRecord, u32)>) -> Result<Vec<MailRecord>> {
+    /// The records of the located messages of `todo`, ascending by UID: from the metadata
+    /// cache when `todo` is long enough to read it ([`META_CACHE_MIN`]), else from what
+    /// was read ahead ([`MdboxMailbox::prefetched`], used and given up for the messages
+    /// still at the location it was read at), else from their metadata read in file
+    /// order. `whole`: `todo` is every located message. The cache is then brought up to
+    /// date ([`meta_cache::Scan::upkeep`]).
+    fn records(
+        &mut self,
+        todo: Vec<(u32, MapRecord, u32)>,
+        whole: bool,
+    ) -> Result<Vec<MailRecord>> {
         let mut out = Vec::with_capacity(todo.len());
         let snap = &self.snap;
+        let cache_path = meta_cache::path(&self.writer.paths().dir);
+        let (todo, upkeep) = if todo.len() < META_CACHE_MIN {
+            (todo, Upkeep::Nothing)
+        } else {
+            let (cached, scan) = cached_entries(snap, &self.map, &cache_path, &todo, |i, e| {
+                let (uid, _, save_date) = todo[i];
+                if let Some(m) = snap.message(uid) {
+                    let saved = save_date as i64;
+                    out.push(record_of(snap, m, RecordInfo { saved, ..e.info() }));
+                }
+            });
+            let used = cached.iter().filter(|&&c| c).count();
+            let rest: Vec<_> = todo
+                .into_iter()
+                .zip(cached)
+                .filter_map(|(t, c)| (!c).then_some(t))
+                .collect();
+            let upkeep = scan.upkeep(used, rest.len(), whole);
+            (rest, upkeep)
+        };
+        // the UIDs whose entries an append adds
+        let missed: Vec<u32> = match upkeep {
+            Upkeep::Append => todo.iter().map(|&(uid, ..)| uid).collect(),
+            _ => Vec::new(),
+        };
         let unread = if self.prefetched.is_empty() {
             todo
         } else {
@@ -643,6 +679,29 @@ impl MdboxMailbox {
                 }
             })?;
         out.sort_unstable_by_key(|r| r.uid);
+        let map = &*self.map;
+        // a cache that can't be written costs the next read its metadata, nothing else
+        let uv = self.map.uid_validity;
+        let _ = match upkeep {
+            Upkeep::Nothing => Ok(()),
+            Upkeep::Append => {
+                let new: Vec<_> = missed
+                    .iter()
+                    .filter_map(|&uid| {
+                        let i = out.binary_search_by_key(&Uid(uid), |r| r.uid).ok()?;
+                        cache_entry_of(snap, map, &out[i])
+                    })
+                    .collect();
+                meta_cache::append(&cache_path, uv, &new)
+            }
+            Upkeep::Rewrite => {
+                let all: Vec<_> = out
+                    .iter()
+                    .filter_map(|r| cache_entry_of(snap, map, r))
+                    .collect();
+                meta_cache::rewrite(&cache_path, uv, &all)
+            }
+        };
         Ok(out)
     }
 
@@ -746,6 +805,55 @@ impl MdboxMailbox {
     }
 }
 
+/// Reads the mailbox's metadata cache at `path` for the messages of `todo`: for each
+/// entry of one of them (its map UID, and the size of its map record) `each` gets the
+/// message's index in `todo` and the entry. Returns which of `todo` the cache had, and
+/// what the scan found of the file.
+fn cached_entries(
+    snap: &Snapshot,
+    map: &MapTable,
+    path: &Path,
+    todo: &[(u32, MapRecord, u32)],
+    mut each: impl FnMut(usize, &meta_cache::Entry<'_>),
+) -> (Vec<bool>, meta_cache::Scan) {
+    let mut by_map_uid: Vec<(u32, usize)> = todo
+        .iter()
+        .enumerate()
+        .filter_map(|(i, &(uid, ..))| Some((snap.message(uid)?.mdbox?.map_uid, i)))
+        .collect();
+    by_map_uid.sort_unstable();
+    let mut cached = vec![false; todo.len()];
+    let scan = meta_cache::scan(path, map.uid_validity, |e| {
+        let Ok(at) = by_map_uid.binary_search_by_key(&e.map_uid, |&(m, _)| m) else {
+            return;
+        };
+        let i = by_map_uid[at].1;
+        if !cached[i] && todo[i].1.size == e.map_size {
+            cached[i] = true;
+            each(i, &e);
+        }
+    });
+    (cached, scan)
+}
+
+/// The metadata cache entry of the message listed as `r`: keyed by its map UID, with its
+/// map record's size.
+fn cache_entry_of<'a>(
+    snap: &Snapshot,
+    map: &MapTable,
+    r: &'a MailRecord,
+) -> Option<meta_cache::Entry<'a>> {
+    let map_uid = snap.message(r.uid.0)?.mdbox?.map_uid;
+    Some(meta_cache::Entry {
+        map_uid,
+        map_size: map.get(map_uid)?.size,
+        received: r.received_date,
+        physical: r.physical_size,
+        vsize: r.virtual_size,
+        guid: r.guid.as_bytes(),
+    })
+}
+
 /// The `MailRecord` of a snapshot message whose dbox metadata is `info`.
 fn record_of(snap: &Snapshot, m: &SnapMessage, info: RecordInfo) -> MailRecord {
     record_from(
@@ -810,7 +918,7 @@ impl Mailbox for MdboxMailbox {
     fn mails(&mut self) -> Result<Vec<MailRecord>> {
         self.load()?;
         let todo = self.all_located();
-        self.records(todo)
+        self.records(todo, true)
     }
 
     /// The snapshot and the map table a quick open left unread (what every change and
@@ -828,6 +936,13 @@ impl Mailbox for MdboxMailbox {
             None => {
                 self.prefetched.sort_unstable_by_key(|a| a.uid);
                 let located = self.all_located();
+                // what the metadata cache has is left to the listing, which takes it there
+                let cached = if located.len() >= META_CACHE_MIN {
+                    let path = meta_cache::path(&self.writer.paths().dir);
+                    cached_entries(&self.snap, &self.map, &path, &located, |_, _| {}).0
+                } else {
+                    vec![false; located.len()]
+                };
                 let read = &self.prefetched;
                 let is_read = |uid: &u32, loc: &MapRecord| {
                     read.binary_search_by_key(uid, |a| a.uid)
@@ -835,7 +950,9 @@ impl Mailbox for MdboxMailbox {
                 };
                 let mut todo: Vec<_> = located
                     .into_iter()
-                    .filter(|(uid, loc, _)| !is_read(uid, loc))
+                    .zip(cached)
+                    .filter(|((uid, loc, _), cached)| !cached && !is_read(uid, loc))
+                    .map(|(t, _)| t)
                     .collect();
                 todo.sort_unstable_by_key(|(_, loc, _)| {
                     std::cmp::Reverse((loc.file_id, loc.offset))
@@ -861,7 +978,7 @@ impl Mailbox for MdboxMailbox {
         wanted.sort_unstable();
         wanted.dedup();
         let todo = self.located(wanted.into_iter());
-        self.records(todo)
+        self.records(todo, false)
     }
 
     fn open_mail(&mut self, uid: Uid) -> Result<Box<dyn Read + Send>> {
@@ -995,6 +1112,10 @@ struct PendingSave {
     offset: u64,
     size: u64,
     guid128: [u8; 16],
+    /// The body's size and virtual size, as the metadata gives them to a reader.
+    physical: u64,
+    vsize: u64,
+    /// Its `received_date` is set: the one written.
     mail: NewMail,
 }
 
@@ -1116,6 +1237,9 @@ impl Transaction for MdboxTransaction<'_> {
     fn save(&mut self, mail: NewMail, body: &mut dyn Read) -> Result<()> {
         check_keywords(&mail.keywords)?;
         let guid = checked_guid(&mail)?;
+        let mut mail = mail;
+        // the date written is the one the metadata cache gets
+        mail.received_date.get_or_insert_with(now);
         let name = self.mb.name.clone();
         let line_endings = self.mb.line_endings;
         let (temp, f, len) = self.spool()?;
@@ -1133,8 +1257,8 @@ impl Transaction for MdboxTransaction<'_> {
             line_endings,
             body,
         );
-        let size = match written {
-            Ok((_, _, total)) => total,
+        let (physical, vsize, size) = match written {
+            Ok(sizes) => sizes,
             Err(e) => {
                 // drop the partial message; the spool stays usable for the next save
                 f.set_len(offset)
@@ -1145,12 +1269,13 @@ impl Transaction for MdboxTransaction<'_> {
         };
         *len = offset + size;
         let guid128 = mailsupport::sha1::guid_128(&guid);
-        let mut mail = mail;
         mail.guid = Some(Guid::from_bytes(guid));
         self.saves.push(PendingSave {
             offset,
             size,
             guid128,
+            physical,
+            vsize,
             mail,
         });
         Ok(())
@@ -1266,18 +1391,13 @@ fn commit_with_saves(
     ops: &MailboxOps,
 ) -> std::result::Result<Committed, CommitError> {
     let storage = layout.storage_dir();
-    let (map_uids, map_info) = commit_locked_synced(
+    let ((map_uids, map_uid_validity), map_info) = commit_locked_synced(
         map_w,
         false,
-        |map_view, mt| -> std::result::Result<Vec<u32>, CommitError> {
-            Ok(append_to_storage(
-                &storage,
-                layout.rotate_size,
-                map_view,
-                mt,
-                spool,
-                saves,
-            )?)
+        |map_view, mt| -> std::result::Result<(Vec<u32>, u32), CommitError> {
+            let map_uids =
+                append_to_storage(&storage, layout.rotate_size, map_view, mt, spool, saves)?;
+            Ok((map_uids, map_view.uid_validity()))
         },
     )?;
     let r = commit_locked(mb_writer, true, |view, t| {
@@ -1287,6 +1407,7 @@ fn commit_with_saves(
         Ok((c, info)) => {
             crate::index::housekeeping(map_w, map_info.log_offset);
             crate::index::housekeeping(mb_writer, info.log_offset);
+            add_saved_to_meta_cache(mb_writer, map_uid_validity, saves, &map_uids);
             Ok(c)
         }
         Err(e) => {
@@ -1398,6 +1519,34 @@ fn append_to_storage(
         mt.ext_hdr_update(ext::MAP, 0, &highest.to_le_bytes());
     }
     Ok(map_uids)
+}
+
+/// Adds the messages just saved (and committed) to the mailbox's metadata cache, as a
+/// metadata read would give them: the next listing reads none of their metadata. A
+/// cache that can't be written costs that listing the reads, nothing else.
+fn add_saved_to_meta_cache(
+    mb_writer: &IndexWriter,
+    map_uid_validity: u32,
+    saves: &[PendingSave],
+    map_uids: &[u32],
+) {
+    let entries: Vec<meta_cache::Entry<'_>> = saves
+        .iter()
+        .zip(map_uids)
+        .filter_map(|(s, &map_uid)| {
+            Some(meta_cache::Entry {
+                map_uid,
+                map_size: u32::try_from(s.size).ok()?,
+                // as read_metadata gives it: the hex written (`received.max(0)`), parsed
+                received: s.mail.received_date.unwrap_or(0).max(0),
+                physical: s.physical,
+                vsize: Some(s.vsize),
+                guid: s.mail.guid.as_ref()?.as_bytes(),
+            })
+        })
+        .collect();
+    let path = meta_cache::path(&mb_writer.paths().dir);
+    let _ = meta_cache::append(&path, map_uid_validity, &entries);
 }
 
 /// The mailbox side of a commit: appends (with `mdbox` and `guid` records), flag
@@ -1688,6 +1837,196 @@ mod tests {
                 fs::rename(storage.join(&name), hidden.join(&name)).unwrap();
             }
         }
+    }
+
+    /// (map UID, map size, received, physical, vsize, GUID) of a cache entry.
+    type CacheEntry = (u32, u32, i64, u64, Option<u64>, Vec<u8>);
+
+    /// The entries of `mailsync.meta-cache` in INBOX's index directory, by map UID.
+    fn meta_cache_entries(layout: &Layout) -> Vec<CacheEntry> {
+        let path = meta_cache::path(&layout.mail_dir("INBOX"));
+        let mut all = Vec::new();
+        meta_cache::scan(&path, map_validity(layout), |e| {
+            all.push((
+                e.map_uid,
+                e.map_size,
+                e.received,
+                e.physical,
+                e.vsize,
+                e.guid.to_vec(),
+            ))
+        });
+        all.sort();
+        all
+    }
+
+    fn map_validity(layout: &Layout) -> u32 {
+        map_uid_validity(layout, &MapCache::default()).unwrap()
+    }
+
+    /// Saves add their messages to the metadata cache as a metadata read would give them,
+    /// and a listing then reads no metadata of what the cache has: it answers with the
+    /// `m.N` files gone, and fails without the cache.
+    #[test]
+    fn saves_fill_the_meta_cache_and_a_listing_reads_no_metadata_it_has() {
+        let n = META_CACHE_MIN + 36;
+        let (_tmp, layout) = inbox_with(n);
+        let cache_path = meta_cache::path(&layout.mail_dir("INBOX"));
+        let saved = meta_cache_entries(&layout);
+        assert_eq!(saved.len(), n);
+        // read from the m.N files (the cache gone), the listing writes the cache anew
+        fs::remove_file(&cache_path).unwrap();
+        let cache = Arc::new(MapCache::default());
+        let expected = MdboxMailbox::open_handle(&layout, "INBOX", Arc::clone(&cache))
+            .unwrap()
+            .mails()
+            .unwrap();
+        assert_eq!(expected.len(), n);
+        assert_eq!(
+            meta_cache_entries(&layout),
+            saved,
+            "saves wrote what a read gives"
+        );
+
+        let mut mb = MdboxMailbox::open_handle(&layout, "INBOX", Arc::clone(&cache)).unwrap();
+        hide_mail_files(&layout, &mut mb);
+        assert_eq!(mb.mails().unwrap(), expected);
+        fs::remove_file(&cache_path).unwrap();
+        let without = mb.mails();
+        assert!(
+            matches!(without, Err(Error::Io { .. })),
+            "without the cache the metadata is read: {without:?}"
+        );
+    }
+
+    /// A read-ahead leaves what the cache has to the listing (it reads nothing then);
+    /// a listing of fewer than META_CACHE_MIN messages doesn't read the cache.
+    #[test]
+    fn a_read_ahead_leaves_what_the_cache_has_and_a_short_listing_ignores_it() {
+        let (_tmp, layout) = inbox_with(META_CACHE_MIN);
+        let cache = Arc::new(MapCache::default());
+        let expected = MdboxMailbox::open_handle(&layout, "INBOX", Arc::clone(&cache))
+            .unwrap()
+            .mails()
+            .unwrap();
+        let mut mb = MdboxMailbox::open_handle(&layout, "INBOX", Arc::clone(&cache)).unwrap();
+        hide_mail_files(&layout, &mut mb);
+        assert!(
+            mb.prefetch_mails(128).unwrap(),
+            "nothing left to read ahead"
+        );
+        assert!(mb.prefetched.is_empty());
+        assert_eq!(mb.mails().unwrap(), expected);
+        let few: Vec<Uid> = expected[..3].iter().map(|m| m.uid).collect();
+        let short = mb.mails_of(&few);
+        assert!(
+            matches!(short, Err(Error::Io { .. })),
+            "three messages are read from their files: {short:?}"
+        );
+    }
+
+    /// A cache whose entries don't check (a flipped byte, zeros after a crash), or of
+    /// another map, is not believed: the listing reads the metadata and writes the cache
+    /// anew; entries of a purge's moved messages stay good, those of expunged messages go
+    /// once they outnumber the rest.
+    #[test]
+    fn a_broken_or_foreign_meta_cache_is_read_around_and_written_anew() {
+        let (n, kept) = (3 * META_CACHE_MIN, META_CACHE_MIN + 10);
+        let (_tmp, layout) = inbox_with(n);
+        let cache_path = meta_cache::path(&layout.mail_dir("INBOX"));
+        let cache = Arc::new(MapCache::default());
+        let listing = || {
+            MdboxMailbox::open_handle(&layout, "INBOX", Arc::new(MapCache::default()))
+                .unwrap()
+                .mails()
+                .unwrap()
+        };
+        let expected = listing();
+        let good = fs::read(&cache_path).unwrap();
+        let mut broken = good.clone();
+        let mid = broken.len() / 2;
+        broken[mid] ^= 0x55;
+        let mut foreign = good.clone();
+        foreign[meta_cache::HEADER_SIZE - 8] ^= 1;
+        let mut zeros = good.clone();
+        zeros.extend_from_slice(&[0; 100]);
+        for bad in [broken, foreign, zeros, b"junk".to_vec()] {
+            fs::write(&cache_path, &bad).unwrap();
+            assert_eq!(listing(), expected);
+            assert_eq!(
+                fs::read(&cache_path).unwrap().len(),
+                good.len(),
+                "written anew"
+            );
+            assert_eq!(meta_cache_entries(&layout).len(), n);
+        }
+
+        // expunge most, purge (the rest move to a new m.N): the entries of those left are
+        // still good, the cache is cut down to them
+        let mut mb = MdboxMailbox::open_handle(&layout, "INBOX", Arc::clone(&cache)).unwrap();
+        let mut t = mb.begin().unwrap();
+        for m in &expected[kept..] {
+            t.expunge(m.uid).unwrap();
+        }
+        t.commit().unwrap();
+        drop(mb);
+        crate::purge::purge(&layout).unwrap();
+        // more stale entries than STALE_MAX (1,024) and than entries in use
+        let vals = map_validity(&layout);
+        let stale_guids: Vec<String> = (0..1100).map(|i| format!("gone{i}")).collect();
+        let stale: Vec<meta_cache::Entry<'_>> = stale_guids
+            .iter()
+            .enumerate()
+            .map(|(i, g)| meta_cache::Entry {
+                map_uid: 1_000_000 + i as u32,
+                map_size: 1,
+                received: 0,
+                physical: 1,
+                vsize: None,
+                guid: g.as_bytes(),
+            })
+            .collect();
+        meta_cache::append(&cache_path, vals, &stale).unwrap();
+        assert_eq!(meta_cache_entries(&layout).len(), n + 1100);
+        let mut mb = MdboxMailbox::open_handle(&layout, "INBOX", Arc::clone(&cache)).unwrap();
+        // what the metadata gives (the expunges raised the modseqs)
+        let meta = |r: &[MailRecord]| -> Vec<(Uid, Guid, i64, i64, u64, Option<u64>)> {
+            r.iter()
+                .map(|m| {
+                    let (g, s) = (m.guid.clone(), m.saved_date);
+                    (
+                        m.uid,
+                        g,
+                        m.received_date,
+                        s,
+                        m.physical_size,
+                        m.virtual_size,
+                    )
+                })
+                .collect()
+        };
+        let some: Vec<Uid> = expected[..kept - 1].iter().map(|m| m.uid).collect();
+        assert_eq!(
+            meta(&mb.mails_of(&some).unwrap()),
+            meta(&expected[..kept - 1])
+        );
+        assert_eq!(
+            meta_cache_entries(&layout).len(),
+            n + 1100,
+            "a listing of some messages can't tell which entries are stale"
+        );
+        hide_mail_files(&layout, &mut mb);
+        let left = mb.mails().unwrap();
+        assert_eq!(
+            meta(&left),
+            meta(&expected[..kept]),
+            "answered from the cache alone"
+        );
+        let entries = meta_cache_entries(&layout);
+        assert_eq!(entries.len(), kept, "cut down to the messages left");
+        assert!(entries
+            .iter()
+            .all(|e| left.iter().any(|m| m.guid.as_bytes() == e.5)));
     }
 
     /// What a read-ahead read is what `mails()` gives, without reading again, and only

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use mailstore::{ErrorKind, Location, NewMail, Store, StoreOptions};
 use mailsync_dbox::file::{self, FileHeader};
-use mailsync_dbox::fuzzing::fuzz_dbox_file;
+use mailsync_dbox::fuzzing::{fuzz_dbox_file, fuzz_meta_cache};
 use mailsync_dbox::DboxStore;
 
 fn seeds() -> Vec<Vec<u8>> {
@@ -64,6 +64,25 @@ fn fuzz_entry_never_panics_on_seeds_and_mutations() {
         assert!(!mails.is_empty());
         for m in mutations(seed) {
             fuzz_dbox_file(&m);
+        }
+    }
+}
+
+/// The `mailsync.meta-cache` seeds (written by `mailsync backup` of
+/// testdata/dovecot-generated/maildir to mdbox) and their mutations: parsed and looked up
+/// without a panic.
+#[test]
+fn meta_cache_fuzz_entry_never_panics_on_seeds_and_mutations() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/meta_cache");
+    let seeds: Vec<Vec<u8>> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(seeds.len() >= 2);
+    for seed in &seeds {
+        assert!(seed.starts_with(b"MSYNCMC\x01"), "a cache file");
+        for m in mutations(seed) {
+            fuzz_meta_cache(&m);
         }
     }
 }
