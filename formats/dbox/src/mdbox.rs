@@ -685,21 +685,15 @@ impl MdboxMailbox {
         let _ = match upkeep {
             Upkeep::Nothing => Ok(()),
             Upkeep::Append => {
-                let new: Vec<_> = missed
-                    .iter()
-                    .filter_map(|&uid| {
-                        let i = out.binary_search_by_key(&Uid(uid), |r| r.uid).ok()?;
-                        cache_entry_of(snap, map, &out[i])
-                    })
-                    .collect();
-                meta_cache::append(&cache_path, uv, &new)
+                let new = missed.iter().filter_map(|&uid| {
+                    let i = out.binary_search_by_key(&Uid(uid), |r| r.uid).ok()?;
+                    cache_entry_of(snap, map, &out[i])
+                });
+                meta_cache::append(&cache_path, uv, new)
             }
             Upkeep::Rewrite => {
-                let all: Vec<_> = out
-                    .iter()
-                    .filter_map(|r| cache_entry_of(snap, map, r))
-                    .collect();
-                meta_cache::rewrite(&cache_path, uv, &all)
+                let all = out.iter().filter_map(|r| cache_entry_of(snap, map, r));
+                meta_cache::rewrite(&cache_path, uv, all)
             }
         };
         Ok(out)
@@ -1530,23 +1524,19 @@ fn add_saved_to_meta_cache(
     saves: &[PendingSave],
     map_uids: &[u32],
 ) {
-    let entries: Vec<meta_cache::Entry<'_>> = saves
-        .iter()
-        .zip(map_uids)
-        .filter_map(|(s, &map_uid)| {
-            Some(meta_cache::Entry {
-                map_uid,
-                map_size: u32::try_from(s.size).ok()?,
-                // as read_metadata gives it: the hex written (`received.max(0)`), parsed
-                received: s.mail.received_date.unwrap_or(0).max(0),
-                physical: s.physical,
-                vsize: Some(s.vsize),
-                guid: s.mail.guid.as_ref()?.as_bytes(),
-            })
+    let entries = saves.iter().zip(map_uids).filter_map(|(s, &map_uid)| {
+        Some(meta_cache::Entry {
+            map_uid,
+            map_size: u32::try_from(s.size).ok()?,
+            // as read_metadata gives it: the hex written (`received.max(0)`), parsed
+            received: s.mail.received_date.unwrap_or(0).max(0),
+            physical: s.physical,
+            vsize: Some(s.vsize),
+            guid: s.mail.guid.as_ref()?.as_bytes(),
         })
-        .collect();
+    });
     let path = meta_cache::path(&mb_writer.paths().dir);
-    let _ = meta_cache::append(&path, map_uid_validity, &entries);
+    let _ = meta_cache::append(&path, map_uid_validity, entries);
 }
 
 /// The mailbox side of a commit: appends (with `mdbox` and `guid` records), flag
@@ -1986,7 +1976,7 @@ mod tests {
                 guid: g.as_bytes(),
             })
             .collect();
-        meta_cache::append(&cache_path, vals, &stale).unwrap();
+        meta_cache::append(&cache_path, vals, stale).unwrap();
         assert_eq!(meta_cache_entries(&layout).len(), n + 1100);
         let mut mb = MdboxMailbox::open_handle(&layout, "INBOX", Arc::clone(&cache)).unwrap();
         // what the metadata gives (the expunges raised the modseqs)

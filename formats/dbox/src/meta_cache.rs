@@ -273,18 +273,41 @@ fn fill(f: &mut impl Read, buf: &mut [u8], from: usize) -> io::Result<(usize, bo
     Ok((len, false))
 }
 
-fn encode_all(out: &mut Vec<u8>, entries: &[Entry<'_>]) {
+/// Bytes gathered before a `write`: a long list of entries goes out in writes of whole
+/// entries of about this size, so the list is never encoded whole in memory.
+const WRITE_CHUNK: usize = 64 * 1024;
+
+/// Encodes `entries` and writes them to `f` in [`WRITE_CHUNK`]s of whole entries (each
+/// write of an O_APPEND file lands whole at its end: concurrent appenders interleave only
+/// between entries).
+fn write_entries<'a>(
+    f: &mut File,
+    mut out: Vec<u8>,
+    entries: impl Iterator<Item = Entry<'a>>,
+) -> io::Result<()> {
     for e in entries {
-        e.encode(out);
+        e.encode(&mut out);
+        if out.len() >= WRITE_CHUNK {
+            f.write_all(&out)?;
+            out.clear();
+        }
     }
+    if !out.is_empty() {
+        f.write_all(&out)?;
+    }
+    Ok(())
 }
 
-/// Appends `new` to the cache at `path` by one `write` (O_APPEND: appends of concurrent
-/// writers don't interleave on a local file system) when its header is of this map; a
-/// missing file, or one of another map, is written anew with `new` alone. Nothing is
-/// fsynced (see the module documentation).
-pub(crate) fn append(path: &Path, map_uid_validity: u32, new: &[Entry<'_>]) -> io::Result<()> {
-    if new.is_empty() {
+/// Appends `new` to the cache at `path` (O_APPEND, whole entries a write) when its header
+/// is of this map; a missing file, or one of another map, is written anew with `new`
+/// alone. Nothing is fsynced (see the module documentation); no entries, no write.
+pub(crate) fn append<'a>(
+    path: &Path,
+    map_uid_validity: u32,
+    new: impl IntoIterator<Item = Entry<'a>>,
+) -> io::Result<()> {
+    let mut new = new.into_iter().peekable();
+    if new.peek().is_none() {
         return Ok(());
     }
     let mut header = [0u8; HEADER_SIZE];
@@ -299,9 +322,7 @@ pub(crate) fn append(path: &Path, map_uid_validity: u32, new: &[Entry<'_>]) -> i
     };
     match opened {
         Ok(mut f) if ours(&header) => {
-            let mut out = Vec::with_capacity(new.len() * 80);
-            encode_all(&mut out, new);
-            f.write_all(&out)
+            write_entries(&mut f, Vec::with_capacity(WRITE_CHUNK + 128), new)
         }
         _ => rewrite(path, map_uid_validity, new),
     }
@@ -309,12 +330,15 @@ pub(crate) fn append(path: &Path, map_uid_validity: u32, new: &[Entry<'_>]) -> i
 
 /// Writes a whole cache (header and `entries`) to a temp file beside `path` and renames
 /// it over `path`. Nothing is fsynced (see the module documentation).
-pub(crate) fn rewrite(path: &Path, map_uid_validity: u32, entries: &[Entry<'_>]) -> io::Result<()> {
-    let mut out = Vec::with_capacity(HEADER_SIZE + entries.len() * 80);
+pub(crate) fn rewrite<'a>(
+    path: &Path,
+    map_uid_validity: u32,
+    entries: impl IntoIterator<Item = Entry<'a>>,
+) -> io::Result<()> {
+    let mut out = Vec::with_capacity(WRITE_CHUNK + 128);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&map_uid_validity.to_le_bytes());
     out.extend_from_slice(&[0; 4]);
-    encode_all(&mut out, entries);
     let dir = path.parent().unwrap_or(Path::new("."));
     let temp = dir.join(format!(
         "{FILE_NAME}.{}.{}.tmp",
@@ -327,7 +351,7 @@ pub(crate) fn rewrite(path: &Path, map_uid_validity: u32, entries: &[Entry<'_>])
         .truncate(true)
         .mode(0o600)
         .open(&temp)
-        .and_then(|mut f| f.write_all(&out))
+        .and_then(|mut f| write_entries(&mut f, out, entries.into_iter()))
         .and_then(|()| fs::rename(&temp, path));
     if written.is_err() {
         let _ = fs::remove_file(&temp);
@@ -365,7 +389,9 @@ mod tests {
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&1u32.to_le_bytes());
         out.extend_from_slice(&[0; 4]);
-        encode_all(&mut out, entries);
+        for e in entries {
+            e.encode(&mut out);
+        }
         out
     }
 
@@ -376,8 +402,8 @@ mod tests {
         let (got, s) = read(&path, 7);
         assert!(got.is_empty());
         assert_eq!(s, Scan::default(), "no file: nothing to rewrite");
-        rewrite(&path, 7, &[entry(1, b"g1"), entry(2, b"g2")]).unwrap();
-        append(&path, 7, &[entry(5, b"\x00weird\xffguid")]).unwrap();
+        rewrite(&path, 7, [entry(1, b"g1"), entry(2, b"g2")]).unwrap();
+        append(&path, 7, [entry(5, b"\x00weird\xffguid")]).unwrap();
         let (got, s) = read(&path, 7);
         assert_eq!(
             got,
@@ -399,7 +425,7 @@ mod tests {
         // writes the file anew
         let (got, s) = read(&path, 8);
         assert!(got.is_empty() && s.needs_rewrite && !s.exists);
-        append(&path, 8, &[entry(9, b"g9")]).unwrap();
+        append(&path, 8, [entry(9, b"g9")]).unwrap();
         assert_eq!(read(&path, 8).0, [(9, b"g9".to_vec())]);
         assert!(!dir.path().read_dir().unwrap().any(|e| e
             .unwrap()
@@ -422,7 +448,7 @@ mod tests {
         all.insert(2500, entry(100_000, &long));
         let too_long = vec![b'y'; 65_536];
         all.push(entry(100_001, &too_long));
-        rewrite(&path, 3, &all).unwrap();
+        rewrite(&path, 3, all.iter().cloned()).unwrap();
         assert!(fs::metadata(&path).unwrap().len() > 2 * READ_CHUNK as u64);
         let (got, s) = read(&path, 3);
         assert_eq!((s.entries, s.needs_rewrite), (5001, false));
