@@ -810,10 +810,11 @@ fn cached_entries(
     todo: &[(u32, MapRecord, u32)],
     mut each: impl FnMut(usize, &meta_cache::Entry<'_>),
 ) -> (Vec<bool>, meta_cache::Scan) {
-    let mut by_map_uid: Vec<(u32, usize)> = todo
+    // (map UID, index in todo): 8 bytes a message
+    let mut by_map_uid: Vec<(u32, u32)> = todo
         .iter()
-        .enumerate()
-        .filter_map(|(i, &(uid, ..))| Some((snap.message(uid)?.mdbox?.map_uid, i)))
+        .zip(0u32..)
+        .filter_map(|(&(uid, ..), i)| Some((snap.message(uid)?.mdbox?.map_uid, i)))
         .collect();
     by_map_uid.sort_unstable();
     let mut cached = vec![false; todo.len()];
@@ -821,7 +822,7 @@ fn cached_entries(
         let Ok(at) = by_map_uid.binary_search_by_key(&e.map_uid, |&(m, _)| m) else {
             return;
         };
-        let i = by_map_uid[at].1;
+        let i = by_map_uid[at].1 as usize;
         if !cached[i] && todo[i].1.size == e.map_size {
             cached[i] = true;
             each(i, &e);
