@@ -65,9 +65,12 @@ pub const MAP_PREFIX: &str = "dovecot.map.index";
 /// more messages.
 pub const DEFAULT_ROTATE_SIZE: u64 = 10 * 1024 * 1024;
 
-/// A listing or read-ahead of fewer messages than this reads their metadata from the
-/// `m.N` files, not the metadata cache: reading the whole cache would cost more.
+/// A listing or read-ahead of fewer messages than this, or of fewer than one in
+/// [`META_CACHE_SHARE`] of the mailbox's, reads their metadata from the `m.N` files, not
+/// the metadata cache: reading the whole cache would cost more (a `pread` of a block costs
+/// about as much as scanning 30 entries).
 const META_CACHE_MIN: usize = 64;
+const META_CACHE_SHARE: usize = 16;
 
 /// `m.<file_id>` (MDBOX_MAIL_FILE_FORMAT).
 pub fn map_file_name(file_id: u32) -> String {
@@ -605,8 +608,14 @@ impl MdboxMailbox {
             .collect()
     }
 
+    /// Whether reading `n` messages' metadata from the cache costs less than reading
+    /// their blocks ([`META_CACHE_MIN`], [`META_CACHE_SHARE`]).
+    fn worth_the_meta_cache(&self, n: usize) -> bool {
+        n >= META_CACHE_MIN && n.saturating_mul(META_CACHE_SHARE) >= self.snap.messages.len()
+    }
+
     /// The records of the located messages of `todo`, ascending by UID: from the metadata
-    /// cache when `todo` is long enough to read it ([`META_CACHE_MIN`]), else from what
+    /// cache when `todo` is long enough to read it ([`Self::worth_the_meta_cache`]), else from what
     /// was read ahead ([`MdboxMailbox::prefetched`], used and given up for the messages
     /// still at the location it was read at), else from their metadata read in file
     /// order. `whole`: `todo` is every located message. The cache is then brought up to
@@ -619,7 +628,7 @@ impl MdboxMailbox {
         let mut out = Vec::with_capacity(todo.len());
         let snap = &self.snap;
         let cache_path = meta_cache::path(&self.writer.paths().dir);
-        let (todo, upkeep) = if todo.len() < META_CACHE_MIN {
+        let (todo, upkeep) = if !self.worth_the_meta_cache(todo.len()) {
             (todo, Upkeep::Nothing)
         } else {
             let (cached, scan) = cached_entries(snap, &self.map, &cache_path, &todo, |i, e| {
@@ -932,7 +941,7 @@ impl Mailbox for MdboxMailbox {
                 self.prefetched.sort_unstable_by_key(|a| a.uid);
                 let located = self.all_located();
                 // what the metadata cache has is left to the listing, which takes it there
-                let cached = if located.len() >= META_CACHE_MIN {
+                let cached = if self.worth_the_meta_cache(located.len()) {
                     let path = meta_cache::path(&self.writer.paths().dir);
                     cached_entries(&self.snap, &self.map, &path, &located, |_, _| {}).0
                 } else {
@@ -1891,10 +1900,12 @@ mod tests {
     }
 
     /// A read-ahead leaves what the cache has to the listing (it reads nothing then);
-    /// a listing of fewer than META_CACHE_MIN messages doesn't read the cache.
+    /// a listing of fewer than META_CACHE_MIN messages, or of fewer than one in
+    /// META_CACHE_SHARE of the mailbox's, doesn't read the cache.
     #[test]
     fn a_read_ahead_leaves_what_the_cache_has_and_a_short_listing_ignores_it() {
-        let (_tmp, layout) = inbox_with(META_CACHE_MIN);
+        let n = META_CACHE_MIN * META_CACHE_SHARE + 1;
+        let (_tmp, layout) = inbox_with(n);
         let cache = Arc::new(MapCache::default());
         let expected = MdboxMailbox::open_handle(&layout, "INBOX", Arc::clone(&cache))
             .unwrap()
@@ -1908,12 +1919,16 @@ mod tests {
         );
         assert!(mb.prefetched.is_empty());
         assert_eq!(mb.mails().unwrap(), expected);
-        let few: Vec<Uid> = expected[..3].iter().map(|m| m.uid).collect();
-        let short = mb.mails_of(&few);
-        assert!(
-            matches!(short, Err(Error::Io { .. })),
-            "three messages are read from their files: {short:?}"
-        );
+        let uids: Vec<Uid> = expected.iter().map(|m| m.uid).collect();
+        for few in [3, META_CACHE_MIN] {
+            let short = mb.mails_of(&uids[..few]);
+            assert!(
+                matches!(short, Err(Error::Io { .. })),
+                "{few} of {n} messages are read from their files: {short:?}"
+            );
+        }
+        let enough = META_CACHE_MIN + 1;
+        assert_eq!(mb.mails_of(&uids[..enough]).unwrap(), expected[..enough]);
     }
 
     /// A cache whose entries don't check (a flipped byte, zeros after a crash), or of
