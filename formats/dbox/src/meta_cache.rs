@@ -150,8 +150,6 @@ pub(crate) fn path(index_dir: &Path) -> PathBuf {
 /// What a [`scan`] found of the file.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Scan {
-    /// The file exists with a header of this map.
-    pub exists: bool,
     /// Entries read (each handed to the caller).
     pub entries: usize,
     /// The file can't be appended to as it is: unreadable, another map's, an unknown
@@ -216,16 +214,10 @@ pub(crate) fn scan_from(
     let Ok((mut len, mut eof)) = fill(f, &mut buf, 0) else {
         return broken;
     };
-    let header_ok = len >= HEADER_SIZE
-        && buf[..MAGIC.len()] == MAGIC[..]
-        && buf[HDR_MAP_UID_VALIDITY..HDR_MAP_UID_VALIDITY + 4] == map_uid_validity.to_le_bytes();
-    if !header_ok {
+    if !is_header_of(&buf[..len], map_uid_validity) {
         return broken;
     }
-    let mut scan = Scan {
-        exists: true,
-        ..Scan::default()
-    };
+    let mut scan = Scan::default();
     let mut at = HEADER_SIZE;
     loop {
         match Entry::decode(&buf[at..len]) {
@@ -257,6 +249,13 @@ pub(crate) fn scan_from(
         }
     }
     scan
+}
+
+/// Whether `data` starts with a cache header of the map of UIDVALIDITY `map_uid_validity`.
+fn is_header_of(data: &[u8], map_uid_validity: u32) -> bool {
+    data.len() >= HEADER_SIZE
+        && data[..MAGIC.len()] == MAGIC[..]
+        && data[HDR_MAP_UID_VALIDITY..HDR_MAP_UID_VALIDITY + 4] == map_uid_validity.to_le_bytes()
 }
 
 /// Reads into `buf[from..]` until it is full or the file ends: (bytes in `buf`, ended).
@@ -316,12 +315,8 @@ pub(crate) fn append<'a>(
         .append(true)
         .open(path)
         .and_then(|mut f| f.read_exact(&mut header).map(|()| f));
-    let ours = |h: &[u8; HEADER_SIZE]| {
-        h[..MAGIC.len()] == MAGIC[..]
-            && h[HDR_MAP_UID_VALIDITY..HDR_MAP_UID_VALIDITY + 4] == map_uid_validity.to_le_bytes()
-    };
     match opened {
-        Ok(mut f) if ours(&header) => {
+        Ok(mut f) if is_header_of(&header, map_uid_validity) => {
             write_entries(&mut f, Vec::with_capacity(WRITE_CHUNK + 128), new)
         }
         _ => rewrite(path, map_uid_validity, new),
@@ -413,7 +408,7 @@ mod tests {
                 (5, b"\x00weird\xffguid".to_vec())
             ]
         );
-        assert_eq!((s.exists, s.entries, s.needs_rewrite), (true, 3, false));
+        assert_eq!((s.entries, s.needs_rewrite), (3, false));
         let info = entry(2, b"g2").info();
         assert_eq!(info.guid.as_bytes(), b"g2");
         assert_eq!(
@@ -424,7 +419,7 @@ mod tests {
         // another map (rebuilt: a new UIDVALIDITY): nothing is read, and an append
         // writes the file anew
         let (got, s) = read(&path, 8);
-        assert!(got.is_empty() && s.needs_rewrite && !s.exists);
+        assert!(got.is_empty() && s.needs_rewrite);
         append(&path, 8, [entry(9, b"g9")]).unwrap();
         assert_eq!(read(&path, 8).0, [(9, b"g9".to_vec())]);
         assert!(!dir.path().read_dir().unwrap().any(|e| e
@@ -490,14 +485,13 @@ mod tests {
         for junk in [&b"MSYNCMC"[..], b"junk", &whole[..HEADER_SIZE - 1]] {
             fs::write(&path, junk).unwrap();
             let (got, s) = read(&path, 1);
-            assert!(got.is_empty() && s.needs_rewrite && !s.exists);
+            assert!(got.is_empty() && s.needs_rewrite);
         }
     }
 
     #[test]
     fn a_whole_read_rewrites_once_stale_entries_outnumber_the_rest() {
         let scan = |entries| Scan {
-            exists: true,
             entries,
             needs_rewrite: false,
         };
