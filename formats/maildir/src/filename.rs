@@ -86,27 +86,67 @@ pub fn has_standard_info(fname: &[u8]) -> bool {
     }
 }
 
+/// The system flag a letter of the info stands for (`DFRST`), if any.
+fn system_flag(c: u8) -> Option<Flags> {
+    match c {
+        b'R' => Some(Flags::ANSWERED),
+        b'S' => Some(Flags::SEEN),
+        b'T' => Some(Flags::DELETED),
+        b'D' => Some(Flags::DRAFT),
+        b'F' => Some(Flags::FLAGGED),
+        _ => None,
+    }
+}
+
 /// System flags and keyword letters of a filename (maildir_filename_flags_get). Letters other
 /// than `DFRST` and `a`-`z` are ignored here (and kept by [`set_flags`]).
 pub fn flags_of(fname: &[u8]) -> (Flags, Vec<u8>) {
     let mut flags = Flags::EMPTY;
     let mut letters = Vec::new();
     for &c in flag_chars(fname) {
-        match c {
-            b'R' => flags.insert(Flags::ANSWERED),
-            b'S' => flags.insert(Flags::SEEN),
-            b'T' => flags.insert(Flags::DELETED),
-            b'D' => flags.insert(Flags::DRAFT),
-            b'F' => flags.insert(Flags::FLAGGED),
-            KEYWORD_FIRST..=KEYWORD_LAST if !letters.contains(&c) => letters.push(c),
-            _ => {}
+        match system_flag(c) {
+            Some(f) => flags.insert(f),
+            None if (KEYWORD_FIRST..=KEYWORD_LAST).contains(&c) && !letters.contains(&c) => {
+                letters.push(c)
+            }
+            None => {}
         }
     }
     (flags, letters)
 }
 
+/// [`flags_of`] with the keyword letters as a set of bits: bit `n` for letter `a` + `n`
+/// (see [`letters_of_bits`]). No allocation: a scan keeps this for every file it finds.
+pub fn flag_bits(fname: &[u8]) -> (Flags, u32) {
+    let mut flags = Flags::EMPTY;
+    let mut letters = 0u32;
+    for &c in flag_chars(fname) {
+        match system_flag(c) {
+            Some(f) => flags.insert(f),
+            None if (KEYWORD_FIRST..=KEYWORD_LAST).contains(&c) => {
+                letters |= 1 << (c - KEYWORD_FIRST)
+            }
+            None => {}
+        }
+    }
+    (flags, letters)
+}
+
+/// The keyword letters of [`flag_bits`]'s set, in ASCII order.
+pub fn letters_of_bits(bits: u32) -> impl Iterator<Item = u8> + Clone {
+    // one step per letter set, none for the letters not set (most names have none)
+    let mut rest = bits;
+    std::iter::from_fn(move || {
+        let n = rest.trailing_zeros();
+        (n < 32).then(|| {
+            rest &= rest - 1;
+            KEYWORD_FIRST + n as u8
+        })
+    })
+}
+
 fn is_known_flag_char(c: u8) -> bool {
-    matches!(c, b'D' | b'F' | b'R' | b'S' | b'T') || (KEYWORD_FIRST..=KEYWORD_LAST).contains(&c)
+    system_flag(c).is_some() || (KEYWORD_FIRST..=KEYWORD_LAST).contains(&c)
 }
 
 /// Rewrites a filename's info to `:2,<flags>`, as maildir_filename_flags_full_set does:
@@ -317,6 +357,28 @@ mod tests {
         assert_eq!(flags_of(b"x;2,S").0, Flags::EMPTY);
         assert_eq!(flags_of(b"x:1,S").0, Flags::EMPTY);
         assert_eq!(flags_of(b"x:2,P").0, Flags::EMPTY);
+    }
+
+    #[test]
+    fn flag_bits_are_flags_of_as_a_set() {
+        for name in [
+            &b"x,S=1:2,FRSab"[..],
+            b"x:2,zbaTDb,ca",
+            b"x:2,",
+            b"x",
+            b"x;2,S",
+            b"x:1,Sa",
+            b"x:2,P",
+            b"a:b:2,z",
+        ] {
+            let (flags, letters) = flags_of(name);
+            let (bits_flags, bits) = flag_bits(name);
+            assert_eq!(bits_flags, flags, "{}", String::from_utf8_lossy(name));
+            let mut sorted = letters.clone();
+            sorted.sort_unstable();
+            assert_eq!(letters_of_bits(bits).collect::<Vec<u8>>(), sorted);
+        }
+        assert_eq!(flag_bits(b"x:2,zba").1, 1 | 2 | 1 << 25);
     }
 
     #[test]

@@ -47,6 +47,12 @@ pub fn fuzz_filename(data: &[u8]) {
     let _ = filename::size_field(data, b'S');
     let _ = filename::size_field(data, b'W');
     let (flags, letters) = filename::flags_of(data);
+    let (bits_flags, bits) = filename::flag_bits(data);
+    assert_eq!(bits_flags, flags);
+    assert!(filename::letters_of_bits(bits).eq(letters
+        .iter()
+        .copied()
+        .collect::<std::collections::BTreeSet<u8>>()));
     let renamed = filename::set_flags(data, flags, &letters);
     let (flags2, mut letters2) = filename::flags_of(&renamed);
     assert_eq!(flags, flags2);

@@ -72,9 +72,14 @@ impl Paths {
 #[derive(Clone, Debug)]
 struct Found {
     in_new: bool,
+    /// The system flags of the name's info ([`filename::flag_bits`]), read when the name is
+    /// found: a walk over a large set later reads no name to learn them.
+    flags: u8,
     /// Length of the base name within `fname` (what [`filename::base`] gives), found once:
     /// the scan's set hashes and compares bases at every lookup.
     base_len: u32,
+    /// The keyword letters of the name's info as bits ([`filename::flag_bits`]).
+    letter_bits: u32,
     /// Where the uidlist last given to [`mark_listed`] lists it: the index of its record,
     /// or [`NOT_LISTED`].
     record: std::cell::Cell<u32>,
@@ -87,9 +92,12 @@ const NOT_LISTED: u32 = u32::MAX;
 impl Found {
     fn new(in_new: bool, fname: Box<[u8]>) -> Found {
         let base_len = filename::base(&fname).len() as u32;
+        let (flags, letter_bits) = filename::flag_bits(&fname);
         Found {
             in_new,
+            flags: flags.0,
             base_len,
+            letter_bits,
             record: std::cell::Cell::new(NOT_LISTED),
             fname,
         }
@@ -101,6 +109,16 @@ impl Found {
 
     fn listed(&self) -> bool {
         self.record.get() != NOT_LISTED
+    }
+
+    /// The system flags of the name ([`filename::flags_of`]).
+    fn flags(&self) -> Flags {
+        Flags(self.flags)
+    }
+
+    /// The keyword letters of the name, in ASCII order.
+    fn letters(&self) -> impl Iterator<Item = u8> + Clone {
+        filename::letters_of_bits(self.letter_bits)
     }
 }
 
@@ -197,11 +215,9 @@ impl FileSet {
     }
 
     fn count_letters(&mut self, found: &Found, added: bool) {
-        for &c in filename::flag_chars(&found.fname) {
-            if c.is_ascii_lowercase() {
-                let n = &mut self.letters[usize::from(c - b'a')];
-                *n = if added { *n + 1 } else { n.saturating_sub(1) };
-            }
+        for c in found.letters() {
+            let n = &mut self.letters[usize::from(c - b'a')];
+            *n = if added { *n + 1 } else { n.saturating_sub(1) };
         }
     }
 
@@ -1275,13 +1291,12 @@ impl FilesSide {
                 .zip(by_record)
                 .filter_map(|(rec, found)| {
                     let found = found?;
-                    let (flags, letters) = filename::flags_of(&found.fname);
                     Some(FileMail {
                         uid: rec.uid,
-                        flags: flags.0 & index_sync::REAL_FLAGS,
-                        keywords: letters
-                            .iter()
-                            .filter_map(|&l| keywords.keyword_for_letter(l))
+                        flags: found.flags & index_sync::REAL_FLAGS,
+                        keywords: found
+                            .letters()
+                            .filter_map(|l| keywords.keyword_for_letter(l))
                             .collect(),
                         recent: found.in_new || recent.contains(&rec.uid),
                     })
@@ -2268,10 +2283,10 @@ impl MaildirMailbox {
                 continue;
             };
             debug_assert_eq!(found.base(), rec.base());
-            let (mut flags, letters) = filename::flags_of(&found.fname);
-            let mut keywords: Vec<Keyword> = letters
-                .iter()
-                .filter_map(|&l| st.keywords.keyword_for_letter(l))
+            let mut flags = found.flags();
+            let mut keywords: Vec<Keyword> = found
+                .letters()
+                .filter_map(|l| st.keywords.keyword_for_letter(l))
                 .collect();
             // A change Dovecot logged but hasn't applied to the file yet: its own sync
             // applies it before answering, so report it as the index has it.
