@@ -61,8 +61,9 @@ pub(crate) struct Snapshot {
     indexid: u32,
     log_position: (u32, u64),
     history: History,
-    /// Keyword names in index order.
-    keywords: Vec<Vec<u8>>,
+    /// Keyword names in index order, each shared by the records that have it (a clone,
+    /// no copy of the name).
+    keywords: Vec<Keyword>,
     /// The distinct keyword sets of the messages (indexes into `keywords`, in the view's
     /// order), the empty set first: messages share a few sets, so a message holds no
     /// allocation of its own.
@@ -73,7 +74,7 @@ pub(crate) struct Snapshot {
 
 impl Snapshot {
     pub(crate) fn of(view: &View) -> Snapshot {
-        let keywords: Vec<Vec<u8>> = view.keywords().to_vec();
+        let keywords: Vec<Keyword> = view.keywords().iter().map(Keyword::new).collect();
         let mut keyword_sets: Vec<Box<[u32]>> = vec![Box::new([])];
         let mut set_ids: HashMap<Box<[u32]>, u32> = HashMap::new();
         let mut set: Vec<u32> = Vec::new();
@@ -81,10 +82,12 @@ impl Snapshot {
             .messages()
             .map(|m| {
                 set.clear();
+                // positions in the view's list, as Message::keywords reads them (one past
+                // its end names nothing)
                 set.extend(
-                    m.keywords()
+                    m.keyword_indexes()
                         .into_iter()
-                        .filter_map(|name| keywords.iter().position(|k| k.as_slice() == name))
+                        .filter(|&i| i < keywords.len())
                         .map(|i| i as u32),
                 );
                 let keyword_set = if set.is_empty() {
@@ -166,7 +169,7 @@ impl Snapshot {
         set.into_iter()
             .flat_map(|s| s.iter())
             .filter_map(|&i| self.keywords.get(i as usize))
-            .map(|k| Keyword::new(k.as_slice()))
+            .cloned()
             .collect()
     }
 

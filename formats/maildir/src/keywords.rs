@@ -15,7 +15,9 @@ pub const MAX_KEYWORDS: usize = 26;
 /// The letter map of one mailbox.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KeywordMap {
-    slots: [Option<Vec<u8>>; MAX_KEYWORDS],
+    /// The keyword of each letter, shared by every message that has it (a clone, no copy
+    /// of the name).
+    slots: [Option<Keyword>; MAX_KEYWORDS],
     /// True when a slot was filled that the file doesn't have yet.
     pub changed: bool,
 }
@@ -35,7 +37,7 @@ impl KeywordMap {
             if idx >= MAX_KEYWORDS || name.is_empty() || map.index_of(name).is_some() {
                 continue;
             }
-            map.slots[idx] = Some(name.to_vec());
+            map.slots[idx] = Some(Keyword::new(name));
         }
         map
     }
@@ -46,7 +48,7 @@ impl KeywordMap {
         for (i, slot) in self.slots.iter().enumerate() {
             if let Some(name) = slot {
                 out.extend_from_slice(format!("{i} ").as_bytes());
-                out.extend_from_slice(name);
+                out.extend_from_slice(name.as_bytes());
                 out.push(b'\n');
             }
         }
@@ -55,9 +57,10 @@ impl KeywordMap {
 
     /// The slot of a keyword name (case-insensitive, as Dovecot's strcase hash).
     pub fn index_of(&self, name: &[u8]) -> Option<usize> {
-        self.slots
-            .iter()
-            .position(|s| s.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(name)))
+        self.slots.iter().position(|s| {
+            s.as_ref()
+                .is_some_and(|n| n.as_bytes().eq_ignore_ascii_case(name))
+        })
     }
 
     /// The keyword for a filename letter; a letter with no entry is `unknown-<idx>`.
@@ -67,7 +70,7 @@ impl KeywordMap {
         }
         let idx = (letter - b'a') as usize;
         Some(match &self.slots[idx] {
-            Some(name) => Keyword::new(name),
+            Some(keyword) => keyword.clone(),
             None => Keyword::new(format!("unknown-{idx}").into_bytes()),
         })
     }
@@ -89,7 +92,7 @@ impl KeywordMap {
             return Some(l);
         }
         let free = self.slots.iter().position(Option::is_none)?;
-        self.slots[free] = Some(name.to_vec());
+        self.slots[free] = Some(Keyword::new(name));
         self.changed = true;
         Some(b'a' + free as u8)
     }
@@ -109,7 +112,7 @@ impl KeywordMap {
         while self.index_of(&name).is_some() {
             name.push(b'?');
         }
-        self.slots[idx] = Some(name);
+        self.slots[idx] = Some(Keyword::new(name));
         self.changed = true;
     }
 
