@@ -136,8 +136,9 @@ const READ_AHEAD_AFTER: std::time::Duration = std::time::Duration::from_millis(1
 /// Messages read ahead between two looks for the peer's item: about 0.1 ms of reading.
 const READ_AHEAD_SLICE: usize = 128;
 
-/// Messages read ahead in one wait at most: what is read ahead is held until its mailbox
-/// is synced (about 100 bytes a message for an mdbox), so this bounds that memory.
+/// Messages read ahead in one wait at most, metadata and listings together: what is read
+/// ahead is held until its mailbox is synced (about 100 bytes a message for an mdbox's
+/// metadata, 200 for a listed record), so this bounds that memory.
 const READ_AHEAD_MAX: usize = 64 * 1024;
 
 /// While the peer's next item is slow to come — the peer is reading a changed mailbox —
@@ -146,6 +147,9 @@ const READ_AHEAD_MAX: usize = 64 * 1024;
 /// run side by side, so this reading then costs no wall time. A peer that answers at once
 /// (nothing changed there) costs no read-ahead. A read-ahead error only ends the
 /// read-ahead of that mailbox: the view's own read reports it.
+/// Once a mailbox has nothing left to read ahead and the peer still isn't there, its
+/// listing is made too ([`Mailbox::list_ahead`]), within the same budget (a listing holds
+/// a record a message until its mailbox is synced).
 fn read_ahead_until_peer<'a, I>(rx: &Inbox, mailboxes: impl FnOnce() -> I)
 where
     I: Iterator<Item = &'a mut Box<dyn Mailbox>>,
@@ -155,12 +159,32 @@ where
     }
     let mut budget = READ_AHEAD_MAX;
     for mailbox in mailboxes() {
+        let mut all_read = false;
         while budget > 0 {
             let slice = READ_AHEAD_SLICE.min(budget);
             budget -= slice;
-            if !matches!(mailbox.prefetch_mails(slice), Ok(false)) {
-                break;
+            match mailbox.prefetch_mails(slice) {
+                Ok(false) => {}
+                Ok(true) => {
+                    all_read = true;
+                    break;
+                }
+                Err(_) => break,
             }
+            if rx.wait(std::time::Duration::ZERO) {
+                return;
+            }
+        }
+        if !all_read || rx.wait(std::time::Duration::ZERO) {
+            continue;
+        }
+        let messages = mailbox
+            .counters()
+            .map_or(usize::MAX, |st| st.messages as usize);
+        if messages <= budget {
+            budget -= messages;
+            // an error is left to the view's own read to report
+            let _ = mailbox.list_ahead();
             if rx.wait(std::time::Duration::ZERO) {
                 return;
             }

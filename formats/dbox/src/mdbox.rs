@@ -200,6 +200,11 @@ pub struct MdboxMailbox {
     /// What is left to read ahead, the highest location first (taken from the end);
     /// `None`: not listed yet, or listed before the view or the map changed.
     prefetch_todo: Option<Vec<(u32, MapRecord, u32)>>,
+    /// The listing a read-ahead made for the next `mails()` ([`Mailbox::list_ahead`]),
+    /// with the index and the map table it is of: given out only while both are the
+    /// same; dropped whenever the view or the map changes ([`MdboxMailbox::check_locations`],
+    /// [`MdboxMailbox::after_commit`]).
+    listed_ahead: Option<ListedAhead>,
     /// The message with the highest UID, where it was, and its GUID (what `counters`
     /// asks at every sync).
     last: Option<(u32, MapRecord, Guid)>,
@@ -221,6 +226,13 @@ impl Drop for MdboxMailbox {
             crate::index::close_index(&self.writer);
         }
     }
+}
+
+/// A listing made ahead ([`MdboxMailbox::listed_ahead`]).
+struct ListedAhead {
+    view_stamp: IndexStamp,
+    map: Arc<MapTable>,
+    records: Vec<MailRecord>,
 }
 
 /// A message's metadata read ahead ([`MdboxMailbox::prefetched`]); `info` is taken when
@@ -369,6 +381,7 @@ impl MdboxMailbox {
             bodies: HashMap::new(),
             prefetched: Vec::new(),
             prefetch_todo: None,
+            listed_ahead: None,
             last: None,
             quick: None,
             moved_since_quick: false,
@@ -510,9 +523,11 @@ impl MdboxMailbox {
             self.files.open = None;
             self.prefetched.clear();
             self.prefetch_todo = None;
+            self.listed_ahead = None;
             return Ok(());
         }
         self.quick = None;
+        self.listed_ahead = None;
         self.refresh()
     }
 
@@ -579,6 +594,7 @@ impl MdboxMailbox {
         self.bodies.retain(|&uid, body| still_at(uid, &body.loc));
         self.prefetched.retain(|a| still_at(a.uid, &a.loc));
         self.prefetch_todo = None;
+        self.listed_ahead = None;
         self.last = self.last.take().filter(|(uid, loc, _)| still_at(*uid, loc));
     }
 
@@ -921,8 +937,27 @@ impl Mailbox for MdboxMailbox {
 
     fn mails(&mut self) -> Result<Vec<MailRecord>> {
         self.load()?;
+        if let Some(ahead) = self.listed_ahead.take() {
+            if ahead.view_stamp == self.view_stamp && Arc::ptr_eq(&ahead.map, &self.map) {
+                return Ok(ahead.records);
+            }
+        }
         let todo = self.all_located();
         self.records(todo, true)
+    }
+
+    fn list_ahead(&mut self) -> Result<()> {
+        self.load()?;
+        if self.listed_ahead.is_none() {
+            let todo = self.all_located();
+            let records = self.records(todo, true)?;
+            self.listed_ahead = Some(ListedAhead {
+                view_stamp: self.view_stamp,
+                map: Arc::clone(&self.map),
+                records,
+            });
+        }
+        Ok(())
     }
 
     /// The snapshot and the map table a quick open left unread (what every change and
@@ -1896,6 +1931,41 @@ mod tests {
         assert!(
             matches!(without, Err(Error::Io { .. })),
             "without the cache the metadata is read: {without:?}"
+        );
+    }
+
+    /// A listing made ahead is what the next `mails()` gives, read from nothing (the
+    /// cache and the `m.N` files gone by then); given out once, and dropped when the view
+    /// or the map changes (what `check_locations` follows): then the listing is made again
+    /// (and fails here, its files gone).
+    #[test]
+    fn a_listing_made_ahead_answers_the_next_listing_once() {
+        let n = META_CACHE_MIN + 5;
+        let (_tmp, layout) = inbox_with(n);
+        let cache_path = meta_cache::path(&layout.mail_dir("INBOX"));
+        let cache = Arc::new(MapCache::default());
+        let expected = MdboxMailbox::open_handle(&layout, "INBOX", Arc::clone(&cache))
+            .unwrap()
+            .mails()
+            .unwrap();
+        let mut changed = MdboxMailbox::open_handle(&layout, "INBOX", Arc::clone(&cache)).unwrap();
+        changed.list_ahead().unwrap();
+        changed.check_locations();
+        let mut mb = MdboxMailbox::open_handle(&layout, "INBOX", Arc::clone(&cache)).unwrap();
+        mb.list_ahead().unwrap();
+        hide_mail_files(&layout, &mut mb);
+        changed.files.open = None;
+        fs::remove_file(&cache_path).unwrap();
+        assert_eq!(mb.mails().unwrap(), expected);
+        let again = mb.mails();
+        assert!(
+            matches!(again, Err(Error::Io { .. })),
+            "the listing is given out once: {again:?}"
+        );
+        let after_change = changed.mails();
+        assert!(
+            matches!(after_change, Err(Error::Io { .. })),
+            "a listing made before a change is not given out: {after_change:?}"
         );
     }
 

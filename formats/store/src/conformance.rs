@@ -112,6 +112,7 @@ macro_rules! conformance_suite {
             set_mailbox_guid_keeps_the_messages
             mails_of_matches_mails
             mails_without_dates_match_mails
+            a_listing_made_ahead_never_outlives_a_change
         );
     };
     (@tests $make:expr; $($name:ident)*) => {
@@ -2411,4 +2412,60 @@ pub fn mails_without_dates_match_mails(target: &dyn ConformanceTarget) {
         (one[0].received_date, one[0].saved_date),
         (1_600_000_001, 1_650_000_001)
     );
+}
+
+/// `Mailbox::list_ahead` never changes an answer: the next `mails()` is the listing of the
+/// mailbox as it is then, after a change by another handle (and `sync()`) or by this one.
+pub fn a_listing_made_ahead_never_outlives_a_change(target: &dyn ConformanceTarget) {
+    let store = target.open();
+    store.create_mailbox("Ahead", None).unwrap();
+    let mut writer = open(&*store, "Ahead");
+    save_n(&mut *writer, 3);
+    let other_store = target.open();
+    let mut reader = open(&*other_store, "Ahead");
+    let fresh = |what: &str| {
+        let mut m = open(&*target.open(), "Ahead");
+        let mut records = m.mails().unwrap();
+        for r in &mut records {
+            r.flags = Flags(r.flags.0 & !Flags::RECENT.0);
+        }
+        assert!(!records.is_empty(), "{what}");
+        records
+    };
+    let without_recent = |mut records: Vec<MailRecord>| {
+        for r in &mut records {
+            r.flags = Flags(r.flags.0 & !Flags::RECENT.0);
+        }
+        records
+    };
+    reader.list_ahead().unwrap();
+    assert_eq!(without_recent(reader.mails().unwrap()), fresh("unchanged"));
+
+    // another handle's changes, then this handle's sync
+    reader.list_ahead().unwrap();
+    update(
+        &mut *writer,
+        Uid(1),
+        FlagOp::Add,
+        Flags::FLAGGED,
+        &["Ahead-Kw"],
+    );
+    expunge(&mut *writer, &[Uid(2)]);
+    save_one(&mut *writer, b"Subject: later\r\n\r\nlater\r\n");
+    reader.sync().unwrap();
+    let now = without_recent(reader.mails().unwrap());
+    assert_eq!(now, fresh("changed elsewhere"));
+    assert_eq!(
+        now.iter().map(|r| r.uid).collect::<Vec<_>>(),
+        [Uid(1), Uid(3), Uid(4)]
+    );
+    assert_eq!(flags_of(&now[0]), Flags::FLAGGED);
+    assert_eq!(now[0].keywords, kw(&["Ahead-Kw"]));
+
+    // this handle's own change
+    reader.list_ahead().unwrap();
+    update(&mut *reader, Uid(3), FlagOp::Add, Flags::SEEN, &[]);
+    let own = without_recent(reader.mails().unwrap());
+    assert_eq!(own, fresh("changed here"));
+    assert_eq!(flags_of(&own[1]), Flags::SEEN);
 }

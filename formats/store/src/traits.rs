@@ -135,6 +135,19 @@ pub trait Mailbox: Send {
         Ok(true)
     }
 
+    /// Makes the listing the next [`Mailbox::mails`] (or [`Mailbox::mails_without_dates`])
+    /// of the whole mailbox returns, and keeps it for that call, where the backend can
+    /// answer that call from what it keeps: a sync calls this after
+    /// [`Mailbox::prefetch_mails`] had nothing left to read, while the other side is still
+    /// reading its mailbox, to take the listing itself off the run's critical path. The
+    /// listing kept is of the view as it is, flags included: it must be given out only
+    /// while the view and every place it was read from are unchanged, and dropped at any
+    /// change (a sync that reads a changed index, this handle's own commit). Default:
+    /// nothing kept.
+    fn list_ahead(&mut self) -> Result<()> {
+        Ok(())
+    }
+
     /// Reads what any change of this mailbox will need first (its index, for a backend
     /// whose open answered from headers alone), as [`Mailbox::prefetch_mails`] does for a
     /// full view: a stateful sync calls this while it waits for the other side to read a
