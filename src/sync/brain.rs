@@ -147,9 +147,11 @@ const READ_AHEAD_MAX: usize = 64 * 1024;
 /// run side by side, so this reading then costs no wall time. A peer that answers at once
 /// (nothing changed there) costs no read-ahead. A read-ahead error only ends the
 /// read-ahead of that mailbox: the view's own read reports it.
-/// Once a mailbox has nothing left to read ahead and the peer still isn't there, its
-/// listing is made too ([`Mailbox::list_ahead`]), within the same budget (a listing holds
-/// a record a message until its mailbox is synced).
+/// Once the first mailbox (the largest, or the one synced next) has nothing left to read
+/// ahead and the peer still isn't there, its listing is made too ([`Mailbox::list_ahead`]),
+/// within the same budget (a listing holds a record a message until its mailbox is
+/// synced). Only the first: a mailbox unchanged on both sides is never listed, and the
+/// largest is the one whose listing costs the most time after the wait.
 fn read_ahead_until_peer<'a, I>(rx: &Inbox, mailboxes: impl FnOnce() -> I)
 where
     I: Iterator<Item = &'a mut Box<dyn Mailbox>>,
@@ -158,7 +160,7 @@ where
         return;
     }
     let mut budget = READ_AHEAD_MAX;
-    for mailbox in mailboxes() {
+    for (nth, mailbox) in mailboxes().enumerate() {
         let mut all_read = false;
         while budget > 0 {
             let slice = READ_AHEAD_SLICE.min(budget);
@@ -175,7 +177,7 @@ where
                 return;
             }
         }
-        if !all_read || rx.wait(std::time::Duration::ZERO) {
+        if nth > 0 || !all_read || rx.wait(std::time::Duration::ZERO) {
             continue;
         }
         let messages = mailbox
