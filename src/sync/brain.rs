@@ -147,6 +147,7 @@ const READ_AHEAD_MAX: usize = 64 * 1024;
 /// run side by side, so this reading then costs no wall time. A peer that answers at once
 /// (nothing changed there) costs no read-ahead. A read-ahead error only ends the
 /// read-ahead of that mailbox: the view's own read reports it.
+///
 /// Once the first mailbox (the largest, or the one synced next) has nothing left to read
 /// ahead and the peer still isn't there, its listing is made too ([`Mailbox::list_ahead`]),
 /// within the same budget (a listing holds a record a message until its mailbox is
