@@ -1895,6 +1895,14 @@ mod tests {
         all
     }
 
+    /// The INBOX listing a new handle gives (through the map tables of `cache`).
+    fn inbox_listing(layout: &Layout, cache: &Arc<MapCache>) -> Vec<MailRecord> {
+        MdboxMailbox::open_handle(layout, "INBOX", Arc::clone(cache))
+            .unwrap()
+            .mails()
+            .unwrap()
+    }
+
     fn map_validity(layout: &Layout) -> u32 {
         map_uid_validity(layout, &MapCache::default()).unwrap()
     }
@@ -1912,10 +1920,7 @@ mod tests {
         // read from the m.N files (the cache gone), the listing writes the cache anew
         fs::remove_file(&cache_path).unwrap();
         let cache = Arc::new(MapCache::default());
-        let expected = MdboxMailbox::open_handle(&layout, "INBOX", Arc::clone(&cache))
-            .unwrap()
-            .mails()
-            .unwrap();
+        let expected = inbox_listing(&layout, &cache);
         assert_eq!(expected.len(), n);
         assert_eq!(
             meta_cache_entries(&layout),
@@ -1944,10 +1949,7 @@ mod tests {
         let (_tmp, layout) = inbox_with(n);
         let cache_path = meta_cache::path(&layout.mail_dir("INBOX"));
         let cache = Arc::new(MapCache::default());
-        let expected = MdboxMailbox::open_handle(&layout, "INBOX", Arc::clone(&cache))
-            .unwrap()
-            .mails()
-            .unwrap();
+        let expected = inbox_listing(&layout, &cache);
         let mut changed = MdboxMailbox::open_handle(&layout, "INBOX", Arc::clone(&cache)).unwrap();
         changed.list_ahead().unwrap();
         changed.check_locations();
@@ -1977,10 +1979,7 @@ mod tests {
         let n = META_CACHE_MIN * META_CACHE_SHARE + 1;
         let (_tmp, layout) = inbox_with(n);
         let cache = Arc::new(MapCache::default());
-        let expected = MdboxMailbox::open_handle(&layout, "INBOX", Arc::clone(&cache))
-            .unwrap()
-            .mails()
-            .unwrap();
+        let expected = inbox_listing(&layout, &cache);
         let mut mb = MdboxMailbox::open_handle(&layout, "INBOX", Arc::clone(&cache)).unwrap();
         hide_mail_files(&layout, &mut mb);
         assert!(
@@ -2111,10 +2110,7 @@ mod tests {
     fn mails_after_a_read_ahead_are_the_same_and_read_no_metadata() {
         let (_tmp, layout) = inbox_with(5);
         let cache = Arc::new(MapCache::default());
-        let expected = MdboxMailbox::open_handle(&layout, "INBOX", Arc::clone(&cache))
-            .unwrap()
-            .mails()
-            .unwrap();
+        let expected = inbox_listing(&layout, &cache);
         assert_eq!(expected.len(), 5);
         let mut mb = MdboxMailbox::open_handle(&layout, "INBOX", Arc::clone(&cache)).unwrap();
         assert!(mb.quick.is_some(), "opened from the headers");

@@ -98,25 +98,17 @@ fn system_flag(c: u8) -> Option<Flags> {
     }
 }
 
-/// System flags and keyword letters of a filename (maildir_filename_flags_get). Letters other
-/// than `DFRST` and `a`-`z` are ignored here (and kept by [`set_flags`]).
+/// System flags and keyword letters of a filename (maildir_filename_flags_get), the letters
+/// each once, in ASCII order ([`flag_bits`] as a list). Letters other than `DFRST` and
+/// `a`-`z` are ignored here (and kept by [`set_flags`]).
 pub fn flags_of(fname: &[u8]) -> (Flags, Vec<u8>) {
-    let mut flags = Flags::EMPTY;
-    let mut letters = Vec::new();
-    for &c in flag_chars(fname) {
-        match system_flag(c) {
-            Some(f) => flags.insert(f),
-            None if (KEYWORD_FIRST..=KEYWORD_LAST).contains(&c) && !letters.contains(&c) => {
-                letters.push(c)
-            }
-            None => {}
-        }
-    }
-    (flags, letters)
+    let (flags, bits) = flag_bits(fname);
+    (flags, letters_of_bits(bits).collect())
 }
 
-/// [`flags_of`] with the keyword letters as a set of bits: bit `n` for letter `a` + `n`
-/// (see [`letters_of_bits`]). No allocation: a scan keeps this for every file it finds.
+/// System flags and keyword letters of a filename (maildir_filename_flags_get), the letters
+/// as a set of bits: bit `n` for letter `a` + `n` (see [`letters_of_bits`]). No
+/// allocation: a scan keeps this for every file it finds.
 pub fn flag_bits(fname: &[u8]) -> (Flags, u32) {
     let mut flags = Flags::EMPTY;
     let mut letters = 0u32;

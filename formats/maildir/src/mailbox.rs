@@ -3168,10 +3168,10 @@ impl MaildirTransaction<'_> {
             let Some(f) = current else {
                 return Ok(false);
             };
-            let (mut flags, letters) = filename::flags_of(&f.fname);
-            let mut keywords: Vec<Keyword> = letters
-                .iter()
-                .filter_map(|&l| kwmap.keyword_for_letter(l))
+            let mut flags = f.flags();
+            let mut keywords: Vec<Keyword> = f
+                .letters()
+                .filter_map(|l| kwmap.keyword_for_letter(l))
                 .collect();
             update.apply(&mut flags, &mut keywords);
             let new_letters: Vec<u8> = keywords
