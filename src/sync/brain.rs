@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read};
 use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::Arc;
 
 use mailstore::{
     Changes, Error, FlagChange, FlagOp, FlagUpdate, MailRecord, Mailbox, MailboxGuid,
@@ -437,8 +438,9 @@ fn export_changes(
             uid_validity: item.uid_validity,
             uid_validity_settable: item.uid_validity_settable,
             uid_next: item.uid_next,
-            mails,
+            mails: Arc::new(mails),
             expunged: Some(expunged),
+            logged: Vec::new(),
             dates_left_out: false,
         },
         item,
@@ -475,7 +477,7 @@ fn export_view(
             r.virtual_size = Some(mailbox.virtual_size(r.uid)?);
         }
     }
-    let mails = records.into_iter().map(change_of).collect();
+    let mails = Arc::new(records.into_iter().map(change_of).collect());
     // The whole remembered history, asked "since 1": a log that starts at modseq 1
     // (Dovecot's first transaction log) can't answer "since 0", and the answer is the same
     // whenever both are known — nothing is ever expunged at modseq 1, the first change of a
@@ -489,6 +491,7 @@ fn export_view(
             uid_next: item.uid_next,
             mails,
             expunged,
+            logged: Vec::new(),
             dates_left_out,
         },
         item,
@@ -526,35 +529,64 @@ fn record_now(mailbox: &mut dyn Mailbox, uid: Uid) -> Result<Option<MailRecord>,
     }
 }
 
-/// This side's `C` list of `view`: every message, then the expunges.
-fn view_changes(view: &SideView) -> Vec<MailChange> {
-    let expunged = view.expunged.as_deref().unwrap_or_default();
-    let mut changes = Vec::with_capacity(view.mails.len() + expunged.len());
-    changes.extend(view.mails.iter().cloned());
-    changes.extend(
-        expunged
-            .iter()
-            .map(|(uid, guid)| MailChange::bare(ChangeType::Expunge, *uid, guid.clone())),
-    );
-    changes
+/// A `C` list as it crosses between brains: `shared`, a list sent whole (a view's own
+/// messages: the receiver keeps the sender's list, no copy), and `others`, the items sent
+/// one by one or in a list of their own (the expunges).
+#[derive(Debug, Default)]
+struct ChangeList {
+    shared: Arc<Vec<MailChange>>,
+    others: Vec<MailChange>,
 }
 
-/// The peer's view from its `B` item and `C` list (its messages keep the list's buffer).
-fn view_from_changes(
-    b: &MailboxItem,
-    mut changes: Vec<MailChange>,
-    expunges_known: bool,
-) -> SideView {
-    let expunges: Vec<_> = changes
-        .extract_if(.., |c| c.change_type == ChangeType::Expunge)
-        .map(|c| (c.uid, c.guid))
-        .collect();
+impl ChangeList {
+    fn of(changes: Vec<MailChange>) -> ChangeList {
+        ChangeList {
+            shared: Arc::new(changes),
+            others: Vec::new(),
+        }
+    }
+
+    /// Every change, `shared` first (copied only when the sender still holds it).
+    fn into_vec(self) -> Vec<MailChange> {
+        let mut all = Arc::try_unwrap(self.shared).unwrap_or_else(|a| (*a).clone());
+        all.extend(self.others);
+        all
+    }
+}
+
+/// This side's `C` list of `view`: every message (the view's own list), then the
+/// expunges.
+fn view_changes(view: &SideView) -> ChangeList {
+    let expunged = view.expunged.as_deref().unwrap_or_default();
+    ChangeList {
+        shared: Arc::clone(&view.mails),
+        others: expunged
+            .iter()
+            .map(|(uid, guid)| MailChange::bare(ChangeType::Expunge, *uid, guid.clone()))
+            .collect(),
+    }
+}
+
+/// The peer's view from its `B` item and `C` list (its messages are the list it sent).
+fn view_from_changes(b: &MailboxItem, changes: ChangeList, expunges_known: bool) -> SideView {
+    let ChangeList { mut shared, others } = changes;
+    let is_expunge = |c: &MailChange| c.change_type == ChangeType::Expunge;
+    let (mut expunges, mails): (Vec<_>, Vec<_>) = others.into_iter().partition(is_expunge);
+    if !mails.is_empty() || shared.iter().any(is_expunge) {
+        // items not split as `view_changes` splits them (a remote peer's, one by one):
+        // the messages in UID order, the expunges apart
+        let all = Arc::make_mut(&mut shared);
+        all.extend(mails);
+        expunges.extend(all.extract_if(.., |c| is_expunge(c)));
+        all.sort_by_key(|m| m.uid);
+    }
     SideView {
         uid_validity: b.uid_validity,
         uid_validity_settable: b.uid_validity_settable,
         uid_next: b.uid_next,
-        mails: changes,
-        expunged: expunges_known.then_some(expunges),
+        mails: shared,
+        expunged: expunges_known.then_some(expunges.into_iter().map(|c| (c.uid, c.guid)).collect()),
+        logged: Vec::new(),
         dates_left_out: false,
     }
 }
@@ -598,22 +630,32 @@ impl Brain {
         }
     }
 
-    /// A `C` list: the changes in one item, then the list's end.
-    fn send_changes(&self, changes: Vec<MailChange>) -> Result<(), SyncError> {
-        self.send(Item::Changes(changes))?;
+    /// A `C` list: the shared list in one item (always, even empty: the peer keeps the
+    /// first list as it came), the others in a second, then the list's end.
+    fn send_changes(&self, changes: ChangeList) -> Result<(), SyncError> {
+        self.send(Item::Changes(changes.shared))?;
+        if !changes.others.is_empty() {
+            self.send(Item::Changes(Arc::new(changes.others)))?;
+        }
         self.send(Item::EndOfList)
     }
 
-    /// The peer's `C` list, keeping the buffer it came in when it came in one item.
-    fn recv_changes(&self) -> Result<Vec<MailChange>, SyncError> {
-        let mut v: Vec<MailChange> = Vec::new();
+    /// The peer's `C` list: the list it sent whole first is kept as it came (shared with
+    /// the peer), everything after it goes to `others`.
+    fn recv_changes(&self) -> Result<ChangeList, SyncError> {
+        let mut list = ChangeList::default();
+        let mut first = true;
         let not_a_change = || SyncError::Peer("expected a mail change".into());
         loop {
-            match self.recv()? {
-                Item::EndOfList => return Ok(v),
-                Item::Changes(c) if v.is_empty() => v = c,
-                Item::Changes(c) => v.extend(c),
-                Item::Change(c) => v.push(c),
+            let item = self.recv()?;
+            let was_first = std::mem::replace(&mut first, false);
+            match item {
+                Item::EndOfList => return Ok(list),
+                Item::Changes(c) if was_first => list.shared = c,
+                Item::Changes(c) => list
+                    .others
+                    .extend(Arc::try_unwrap(c).unwrap_or_else(|a| (*a).clone())),
+                Item::Change(c) => list.others.push(c),
                 _ => return Err(not_a_change()),
             }
         }
@@ -637,7 +679,7 @@ impl Brain {
     }
 
     /// The peer's `C` list for this side's.
-    fn exchange_changes(&self, mine: Vec<MailChange>) -> Result<Vec<MailChange>, SyncError> {
+    fn exchange_changes(&self, mine: ChangeList) -> Result<ChangeList, SyncError> {
         self.exchange(mine, Self::send_changes, Self::recv_changes)
     }
 
@@ -1487,11 +1529,16 @@ impl Brain {
                 answers.len()
             );
             let answers: Vec<MailChange> = answers.into_iter().map(change_of).collect();
-            let peer_answers = self.exchange_changes(answers.clone())?;
-            view.mails.extend(answers);
-            view.mails.sort_by_key(|m| m.uid);
-            peer_view.mails.extend(peer_answers);
-            peer_view.mails.sort_by_key(|m| m.uid);
+            let answers = ChangeList::of(answers);
+            let shared = Arc::clone(&answers.shared);
+            let peer_answers = self.exchange_changes(answers)?.into_vec();
+            // (the lists of changes are short: a copy of one shared with the peer is cheap)
+            let mails = Arc::make_mut(&mut view.mails);
+            mails.extend(shared.iter().cloned());
+            mails.sort_by_key(|m| m.uid);
+            let peer_mails = Arc::make_mut(&mut peer_view.mails);
+            peer_mails.extend(peer_answers);
+            peer_mails.sort_by_key(|m| m.uid);
             return Ok((view, peer_view, b));
         }
     }
@@ -1669,19 +1716,12 @@ impl Brain {
             })
             .collect();
         let theirs = self.exchange_list(items)?;
-        let fill = |v: &mut SideView, changes: Vec<(Uid, Option<Box<FlagChange>>)>| {
-            for (uid, logged) in changes {
-                if let Some(m) = v.mail_mut(uid) {
-                    m.logged = logged;
-                }
-            }
+        let fill = |v: &mut SideView, mut changes: Vec<(Uid, FlagChange)>| {
+            changes.retain(|(uid, _)| v.mail(*uid).is_some());
+            changes.sort_by_key(|(uid, _)| *uid);
+            v.logged = changes;
         };
-        fill(
-            view,
-            mine.into_iter()
-                .map(|(u, c)| (u, Some(Box::new(c))))
-                .collect(),
-        );
+        fill(view, mine);
         fill(
             peer_view,
             theirs
@@ -1689,7 +1729,7 @@ impl Brain {
                 .filter_map(|i| match i {
                     // `conflicts` is ascending by UID
                     Item::Change(c) if conflicts.binary_search(&c.uid).is_ok() => {
-                        Some((c.uid, c.logged))
+                        Some((c.uid, *c.logged?))
                     }
                     _ => None,
                 })
@@ -2322,52 +2362,99 @@ mod tests {
         assert!(matches!(inbox.recv(), Ok(Item::EndOfList)));
     }
 
-    /// A view crosses in one item and the receiver keeps the sender's copy as its view of
-    /// the peer: no list of items in between, no second copy of the messages.
+    /// A view crosses between brains in one process as its own list: the peer's view of
+    /// this side is the very list this side plans with (no second copy of the messages),
+    /// and the expunges arrive split off; both ways at once, as brains exchange them.
     #[test]
-    fn a_view_crosses_as_one_buffer_with_its_expunges_split_off() {
-        use super::{view_changes, view_from_changes, ChangeType, MailChange, SideView};
+    fn a_view_crosses_as_the_senders_own_list_with_its_expunges_split_off() {
+        use super::MailChange;
+        use super::{view_changes, view_from_changes, Brain, ChangeList, ChangeType, Inbox};
+        use super::{SideView, SyncOptions};
         use crate::sync::items::MailboxItem;
-        use mailstore::{Guid, Uid};
+        use mailstore::{memory::MemoryStore, Guid, Uid};
+        use std::sync::{mpsc::sync_channel, Arc};
         let save = |uid: u32| MailChange {
             guid: Some(Guid::from_bytes(format!("g{uid}"))),
             ..MailChange::bare(ChangeType::Save, Uid(uid), None)
         };
-        let view = SideView {
+        let side = |mails: Vec<MailChange>, expunged: Vec<u32>| SideView {
             uid_validity: 7,
-            uid_validity_settable: true,
-            uid_next: 4,
-            mails: vec![save(1), save(3)],
-            expunged: Some(vec![(Uid(2), Some(Guid::from_bytes("g2")))]),
-            dates_left_out: false,
+            uid_next: 10,
+            mails: Arc::new(mails),
+            expunged: Some(
+                expunged
+                    .into_iter()
+                    .map(|u| (Uid(u), Some(Guid::from_bytes(format!("g{u}")))))
+                    .collect(),
+            ),
+            ..SideView::default()
         };
-        let changes = view_changes(&view);
-        assert_eq!(changes.len(), 3);
-        // as a channel moves it: the buffer itself
-        let (tx, rx) = std::sync::mpsc::sync_channel(2);
-        let sent = changes.as_ptr();
-        tx.send(Item::Changes(changes)).unwrap();
-        let Ok(Item::Changes(received)) = rx.recv() else {
-            panic!("expected the changes")
+        let views = [
+            side(vec![save(1), save(3)], vec![2]),
+            side(vec![save(5)], vec![4, 6]),
+        ];
+        let (to_slave, from_master) = sync_channel(8);
+        let (to_master, from_slave) = sync_channel(8);
+        let brain = |master, tx, rx| Brain {
+            store: Box::new(MemoryStore::new()),
+            master,
+            opts: SyncOptions::default(),
+            tx,
+            rx: Inbox::new(rx),
+            out: Default::default(),
+            opened: Default::default(),
+            names: None,
+            progress: Default::default(),
         };
+        let brains = [
+            brain(true, to_slave, from_slave),
+            brain(false, to_master, from_master),
+        ];
         let b = MailboxItem {
             uid_validity: 7,
-            uid_next: 4,
+            uid_next: 10,
             ..Default::default()
         };
-        let peer = view_from_changes(&b, received, true);
+        let peers: Vec<SideView> = std::thread::scope(|s| {
+            let runs: Vec<_> = brains
+                .into_iter()
+                .zip(&views)
+                .map(|(brain, view)| s.spawn(move || brain.exchange_changes(view_changes(view))))
+                .collect();
+            runs.into_iter()
+                .map(|r| view_from_changes(&b, r.join().unwrap().unwrap(), true))
+                .collect()
+        });
+        for (peer, sent) in peers.iter().zip(views.iter().rev()) {
+            assert!(
+                Arc::ptr_eq(&peer.mails, &sent.mails),
+                "the peer's view is the sender's list"
+            );
+            assert_eq!(peer.expunged, sent.expunged);
+            assert_eq!(peer.uid_next, 10);
+        }
+        // messages sent one by one (a remote transport) join the list in UID order
+        let mut list = view_changes(&views[1]);
+        list.others.push(save(2));
+        let peer = view_from_changes(&b, list, false);
         assert_eq!(
-            peer.mails.as_ptr(),
-            sent,
-            "the peer's view is the sent buffer"
+            peer.mails.iter().map(|m| m.uid.0).collect::<Vec<_>>(),
+            [2, 5]
         );
-        assert_eq!(peer.mails, view.mails);
-        assert_eq!(peer.expunged, view.expunged);
-        // the GUIDs are shared with the sender's view, not copied
-        let (a, b) = (view.mails[0].guid.as_ref(), peer.mails[0].guid.as_ref());
-        assert!(std::ptr::eq(a.unwrap().as_bytes(), b.unwrap().as_bytes()));
-        let unknown = view_from_changes(&MailboxItem::default(), view_changes(&view), false);
-        assert_eq!(unknown.expunged, None);
+        assert_eq!(peer.expunged, None);
+        assert_eq!(
+            views[1].mails.len(),
+            1,
+            "the sender's own list is left alone"
+        );
+        // a list that mixes messages and expunges: split
+        let mixed = ChangeList::of(vec![
+            save(1),
+            MailChange::bare(ChangeType::Expunge, Uid(2), None),
+        ]);
+        let peer = view_from_changes(&b, mixed, true);
+        assert_eq!(peer.mails.len(), 1);
+        assert_eq!(peer.expunged, Some(vec![(Uid(2), None)]));
     }
 
     #[test]

@@ -134,8 +134,9 @@ pub struct MailChange {
     pub virtual_size: Option<u64>,
     /// How this side changed the message's flags and keywords since the last sync (dsync's
     /// `add_flags`, `remove_flags` and `+`/`-` `keyword_changes`), for the per-flag merge.
-    /// Filled only for messages whose flags the two sides disagree on (boxed: per-message
-    /// metadata stays compact for the usual message without one).
+    /// Filled only in the `FlagChange` items of messages whose flags the two sides disagree
+    /// on (the views keep them in `SideView::logged`; boxed: per-message metadata stays
+    /// compact for the usual message without one).
     pub logged: Option<Box<FlagChange>>,
 }
 
@@ -223,11 +224,11 @@ pub enum Item {
     /// of 28,000 `C` items would otherwise cost a thread wake-up per item. Never holds an
     /// `EndOfList` or another batch; a remote transport writes its items one by one.
     Batch(Vec<Item>),
-    /// Consecutive `C` items, sent at once. A mailbox's whole `C` list goes as one: between
-    /// brains in one process the receiver keeps the sender's copy as its view of the peer,
-    /// with no list of items in between (views are the biggest thing a run holds). A remote
-    /// transport writes them one by one.
-    Changes(Vec<MailChange>),
+    /// Consecutive `C` items, sent at once. A mailbox's messages go as one: between brains
+    /// in one process the receiver's view of the peer is the sender's own list, shared,
+    /// with no copy and no list of items in between (views are the biggest thing a run
+    /// holds). A remote transport writes them one by one.
+    Changes(std::sync::Arc<Vec<MailChange>>),
 }
 
 /// Items per [`Item::Batch`].

@@ -5,6 +5,7 @@
 //! ties: the source of a one-way run, the master of a two-way run.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use mailstore::{FlagChange, Flags, Guid, Keyword, MailboxGuid, Uid};
 
@@ -93,10 +94,17 @@ pub struct SideView {
     /// The backend can change UIDVALIDITY (`Mailbox::update_mailbox`).
     pub uid_validity_settable: bool,
     pub uid_next: u32,
-    /// Current messages, ascending by UID.
-    pub mails: Vec<MailChange>,
+    /// Current messages, ascending by UID. Shared, never copied: between brains in one
+    /// process the peer's view of this side is this very list (views are the biggest thing
+    /// a run holds; two copies of each would double them).
+    pub mails: Arc<Vec<MailChange>>,
     /// Expunges this side's history remembers (UID, GUID); `None` = history unknown.
     pub expunged: Option<Vec<(Uid, Option<Guid>)>>,
+    /// How this side changed the flags and keywords of the messages the two sides hold
+    /// with different flags, since the last sync (dsync's `add_flags`, `remove_flags` and
+    /// `keyword_changes` of those `C` items), ascending by UID, for the per-flag merge.
+    /// Kept beside `mails`, not in them: the list is shared with the peer.
+    pub logged: Vec<(Uid, FlagChange)>,
     /// The backend left the messages' dates out (`Mailbox::mails_without_dates`): they
     /// are read per message when one is sent or copied.
     pub dates_left_out: bool,
@@ -109,9 +117,10 @@ impl SideView {
         Some(&self.mails[i])
     }
 
-    pub fn mail_mut(&mut self, uid: Uid) -> Option<&mut MailChange> {
-        let i = self.mails.binary_search_by_key(&uid, |m| m.uid).ok()?;
-        Some(&mut self.mails[i])
+    /// The logged flag changes of `uid` ([`SideView::logged`]).
+    pub fn logged_of(&self, uid: Uid) -> Option<&FlagChange> {
+        let i = self.logged.binary_search_by_key(&uid, |(u, _)| *u).ok()?;
+        Some(&self.logged[i].1)
     }
 }
 
@@ -230,22 +239,22 @@ fn merge_one(p: (bool, bool, bool), s: (bool, bool, bool), prefer_s: bool) -> bo
 
 /// The flags and keywords both copies of one message get (dsync-mailbox-import.c
 /// merge_flags and merge_keywords): each side's logged adds and removes since the last
-/// sync (`MailChange::logged`) are applied — a flag added on one side and removed on the
+/// sync (`SideView::logged`: `p_logged` and `s_logged`) are applied — a flag added on one side and removed on the
 /// other goes the way of the side with the higher modseq, the primary on ties — flags
 /// equal on both sides stay, and what still differs takes the preferred side's value.
 /// Without logged changes this is the preferred side's flags whole. Both sides compute the
 /// same result.
-fn merge_flags(p: &MailChange, s: &MailChange) -> (Flags, Vec<Keyword>) {
+fn merge_flags(
+    p: &MailChange,
+    s: &MailChange,
+    p_logged: Option<&FlagChange>,
+    s_logged: Option<&FlagChange>,
+) -> (Flags, Vec<Keyword>) {
     let prefer_s = s.modseq > p.modseq;
     let none = FlagChange::default();
     // (final flags, final keywords, logged changes) of each side
-    let sides = [p, s].map(|m| {
-        (
-            m.final_flags,
-            &m.keywords,
-            m.logged.as_deref().unwrap_or(&none),
-        )
-    });
+    let sides = [(p, p_logged), (s, s_logged)]
+        .map(|(m, logged)| (m.final_flags, &m.keywords, logged.unwrap_or(&none)));
     let mut flags = Flags::EMPTY;
     for (flag, _) in Flags::ALL_IN_ORDER {
         if flag == Flags::RECENT {
@@ -298,7 +307,7 @@ fn merge_flags(p: &MailChange, s: &MailChange) -> (Flags, Vec<Keyword>) {
 pub fn flag_conflicts(p: &SideView, s: &SideView) -> Vec<Uid> {
     let mut out = Vec::new();
     let mut theirs = s.mails.iter().peekable();
-    for a in &p.mails {
+    for a in p.mails.iter() {
         while theirs.next_if(|b| b.uid < a.uid).is_some() {}
         if let Some(b) = theirs.peek().filter(|b| b.uid == a.uid) {
             if a.guid.is_some() && a.guid == b.guid && !same_flags(a, b) {
@@ -366,7 +375,7 @@ pub fn link_candidates(p: &SideView, s: &SideView) -> Vec<(Uid, Uid)> {
         let other_at = ByUid::of(&other.mails);
         let mut by_guid: BTreeMap<&[u8], Vec<Uid>> = BTreeMap::new();
         let mut cursor = 0;
-        for m in &own.mails {
+        for m in own.mails.iter() {
             let Some(g) = &m.guid else { continue };
             if other_at
                 .seek(&mut cursor, m.uid.0)
@@ -644,7 +653,8 @@ fn merge_two_way(
         match (a, b) {
             (Some(a), Some(b)) if a.guid.is_some() && a.guid == b.guid => {
                 if !same_flags(a, b) {
-                    let (flags, keywords) = merge_flags(a, b);
+                    let (flags, keywords) =
+                        merge_flags(a, b, p.logged_of(a.uid), s.logged_of(b.uid));
                     for (side, own) in [(&mut plan.primary, a), (&mut plan.secondary, b)] {
                         if without_recent(own.final_flags) != flags
                             || keyword_set(&own.keywords) != keyword_set(&keywords)
@@ -841,7 +851,7 @@ pub fn plan_backup_in_place(p: &SideView, s: &SideView, filter: &MailFilter) -> 
     // once instead of doubling
     side.saves
         .reserve(p.mails.len().saturating_sub(s.mails.len()));
-    for b in &s.mails {
+    for b in s.mails.iter() {
         match pm.get(&b.uid.0) {
             None => side.expunge.push(b.uid),
             Some(a) if a.guid != b.guid => {
@@ -857,7 +867,7 @@ pub fn plan_backup_in_place(p: &SideView, s: &SideView, filter: &MailFilter) -> 
             Some(_) => {}
         }
     }
-    for a in &p.mails {
+    for a in p.mails.iter() {
         if sm.contains_key(&a.uid.0) {
             continue;
         }
@@ -1322,8 +1332,9 @@ mod tests {
             uid_validity: 1,
             uid_validity_settable: false,
             uid_next: 100,
-            mails,
+            mails: Arc::new(mails),
             expunged: None,
+            logged: Vec::new(),
             dates_left_out: false,
         }
     }
@@ -1335,7 +1346,7 @@ mod tests {
         let p = view(vec![mail(10, "g"), mail(11, "h")]);
         let mut plan = MailboxPlan::default();
         plan.secondary.expunge.push(Uid(3));
-        for m in &p.mails {
+        for m in p.mails.iter() {
             plan.secondary
                 .saves
                 .push(save_from(m, m.uid, SaveSource::Peer(m.uid)));
