@@ -239,9 +239,10 @@ fn merge_one(p: (bool, bool, bool), s: (bool, bool, bool), prefer_s: bool) -> bo
 
 /// The flags and keywords both copies of one message get (dsync-mailbox-import.c
 /// merge_flags and merge_keywords): each side's logged adds and removes since the last
-/// sync (`SideView::logged`: `p_logged` and `s_logged`) are applied — a flag added on one side and removed on the
-/// other goes the way of the side with the higher modseq, the primary on ties — flags
-/// equal on both sides stay, and what still differs takes the preferred side's value.
+/// sync (`p_logged` and `s_logged`, from `SideView::logged`) are applied — a flag added
+/// on one side and removed on the other goes the way of the side with the higher modseq,
+/// the primary on ties — flags equal on both sides stay, and what still differs takes
+/// the preferred side's value.
 /// Without logged changes this is the preferred side's flags whole. Both sides compute the
 /// same result.
 fn merge_flags(
