@@ -1022,7 +1022,11 @@ impl Mailbox for MdboxMailbox {
 
     fn open_mail(&mut self, uid: Uid) -> Result<Box<dyn Read + Send>> {
         self.load()?;
+        // A sync opens each message once: its body's location leaves the table as it is
+        // used (kept, the table of a mailbox sent whole would hold every message's location
+        // to the end of the run; a second open reads the metadata again).
         let body = self.body(uid.0)?.ok_or(Error::MailNotFound(uid))?;
+        self.bodies.remove(&uid.0);
         let (f, _) = self.files.get(body.loc.file_id)?;
         Ok(Box::new(BodyReader::shared(f, body.offset, body.len)))
     }
@@ -1744,6 +1748,34 @@ mod tests {
             "read again to locate the message"
         );
         assert_eq!(mb.mails().unwrap(), before);
+    }
+
+    /// A message's body location leaves the handle's table once the body is opened (a
+    /// sync opens each once): a mailbox sent whole doesn't end the run holding every
+    /// message's location. A second open reads the location again.
+    #[test]
+    fn an_opened_body_leaves_the_table_of_body_locations() {
+        let (_tmp, layout) = inbox_with(4);
+        let mut mb =
+            MdboxMailbox::open_handle(&layout, "INBOX", Arc::new(MapCache::default())).unwrap();
+        let uids: Vec<Uid> = mb.mails().unwrap().iter().map(|r| r.uid).collect();
+        assert_eq!(uids.len(), 4);
+        while !mb.prefetch_mails(2).unwrap() {}
+        assert_eq!(mb.bodies.len(), 4, "read ahead: every location known");
+        let read = |mb: &mut MdboxMailbox, uid: Uid| {
+            let mut body = String::new();
+            mb.open_mail(uid)
+                .unwrap()
+                .read_to_string(&mut body)
+                .unwrap();
+            body
+        };
+        for (i, &uid) in uids.iter().enumerate() {
+            assert!(read(&mut mb, uid).contains(&format!("body {i}")));
+            assert_eq!(mb.bodies.len(), 3 - i, "opened: its location is dropped");
+        }
+        assert!(read(&mut mb, uids[2]).contains("body 2"), "opened again");
+        assert!(mb.bodies.is_empty());
     }
 
     #[test]
