@@ -290,6 +290,8 @@ pub fn parse(data: &[u8]) -> Result<Option<(UidList, Vec<ParseWarning>)>, ParseE
     // records are read: no second table while it grows)
     let records = memchr::memchr_iter(b'\n', data).count().saturating_sub(1);
     let mut seen: foldhash::HashMap<&[u8], u32> = foldhash::HashMapExt::with_capacity(records);
+    // one allocation of the right size, not a doubling one (up to twice the records)
+    list.records.reserve_exact(records + 1);
     let mut prev_uid = 0u32;
     for (lineno, line) in lines {
         list.lines_read += 1;
@@ -644,6 +646,24 @@ mod tests {
             l.records[1].guid(),
             b"1795979775.M747594P15443.vm,S=564,W=600"
         );
+    }
+
+    /// The records are read into one allocation of their number (a large mailbox's list
+    /// doesn't hold up to twice its records' room), also when the last line is cut short
+    /// (not read: a write in progress).
+    #[test]
+    fn records_take_the_room_of_their_number() {
+        let mut text = b"3 V5 N1 G00112233445566778899aabbccddeeff\n".to_vec();
+        for uid in 1..=1000 {
+            text.extend_from_slice(format!("{uid} :{uid}.M1P1.host,S=10\n").as_bytes());
+        }
+        let (l, _) = parse(&text).unwrap().unwrap();
+        assert_eq!(l.records.len(), 1000);
+        assert!(l.records.capacity() <= 1001, "{}", l.records.capacity());
+        text.pop();
+        let (l, _) = parse(&text).unwrap().unwrap();
+        assert_eq!(l.records.len(), 999);
+        assert!(l.records.capacity() <= 1001, "{}", l.records.capacity());
     }
 
     #[test]
