@@ -343,3 +343,139 @@ fn a_request_before_the_modseq_header_is_still_seen_pending() {
         Some(full(dir.path(), "dovecot.index"))
     );
 }
+
+/// A small deterministic generator (xorshift64*) for the randomized runs below.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// Everything a quick check takes from a `HeaderView` that the full view also tells:
+/// compared whenever the header answers.
+fn assert_header_agrees(dir: &Path, head: &HeaderView, what: &str) {
+    let prefix = "dovecot.index";
+    let view = View::open(dir, prefix).unwrap();
+    assert_eq!(header_only(dir, prefix), Some(full(dir, prefix)), "{what}");
+    assert_eq!(
+        head.state(),
+        (view.indexid(), view.log_position()),
+        "{what}: state"
+    );
+    let uids: Vec<u32> = view.messages().map(|m| m.uid()).collect();
+    assert_eq!(head.first_uid(), uids.first().copied(), "{what}: first uid");
+    let unseen = view
+        .messages()
+        .filter(|m| m.flags() & rec_flag::SEEN == 0)
+        .count() as u32;
+    assert_eq!(head.unseen_count(), unseen, "{what}: unseen");
+    let first_recent = view.header().first_recent_uid.max(1);
+    let recent = uids.iter().filter(|&&u| u >= first_recent).count() as u32;
+    if let Some(r) = head.recent_count() {
+        assert_eq!(r, recent, "{what}: recent");
+    }
+    // a record read from `P` is the full view's: the header answers only while `P` holds
+    // the current records
+    for m in view.messages().step_by(7) {
+        let rec = head.record_of(m.uid()).unwrap().expect("P has the record");
+        assert_eq!(rec[4], m.flags(), "{what}: flags of uid {}", m.uid());
+        assert_eq!(
+            head.record_ext(&rec, "test"),
+            m.ext("test"),
+            "{what}: extension record of uid {}",
+            m.uid()
+        );
+    }
+}
+
+/// Whatever mix of logged changes comes past `P` (a client's flag and keyword changes,
+/// appends, expunges, extension records and headers, rotations, `P` written or not), the
+/// header either declines or answers exactly as the full view: counters, extension
+/// headers, HIGHESTMODSEQ, first and last UID, unseen and recent counts, the records it
+/// reads from `P`. The guard for any change that lets the header answer in more cases.
+#[test]
+fn random_logged_changes_never_make_the_header_answer_otherwise() {
+    let (mut answered, mut declined) = (0usize, 0usize);
+    for seed in 1..=12u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = IndexPaths::new(dir.path(), "dovecot.index");
+        let w = indexed(dir.path(), 20);
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        for step in 0..60 {
+            let view = View::open(dir.path(), "dovecot.index").unwrap();
+            let uids: Vec<u32> = view.messages().map(|m| m.uid()).collect();
+            let next_uid = view.header().next_uid;
+            let pick = |rng: &mut Rng| uids[rng.below(uids.len() as u64) as usize];
+            let action = rng.below(10);
+            let what = format!("seed {seed} step {step} action {action}");
+            match action {
+                0 | 1 if !uids.is_empty() => {
+                    let (a, b) = (pick(&mut rng), pick(&mut rng));
+                    let flags = [rec_flag::SEEN, rec_flag::DELETED, rec_flag::FLAGGED];
+                    let f = flags[rng.below(3) as usize];
+                    let (add, remove) = if rng.below(2) == 0 { (f, 0) } else { (0, f) };
+                    let mut t = w.begin().external(rng.below(2) == 0);
+                    t.flags(a.min(b), a.max(b), add, remove);
+                    t.commit().unwrap();
+                }
+                2 => {
+                    let mut t = w.begin().external(true);
+                    for i in 0..=rng.below(3) as u32 {
+                        let seen = if rng.below(2) == 0 { rec_flag::SEEN } else { 0 };
+                        t.append(next_uid + i, seen);
+                        t.ext_rec_update("test", next_uid + i, &(next_uid + i).to_le_bytes());
+                    }
+                    t.commit().unwrap();
+                }
+                3 if uids.len() > 1 => {
+                    let mut t = w.begin().external(true);
+                    t.expunge_guid(pick(&mut rng), [0; 16]);
+                    t.commit().unwrap();
+                }
+                4 if !uids.is_empty() => {
+                    let mut t = w.begin();
+                    t.keywords(rng.below(2) == 0, b"$Label1", &[pick(&mut rng)]);
+                    t.commit().unwrap();
+                }
+                5 => {
+                    let mut t = w.begin().external(true);
+                    let bytes = rng.next().to_le_bytes();
+                    t.ext_hdr_update("test", 0, &bytes);
+                    t.commit().unwrap();
+                }
+                6 if !uids.is_empty() => {
+                    let mut t = w.begin().external(true);
+                    let uid = pick(&mut rng);
+                    t.ext_rec_update("test", uid, &(rng.next() as u32).to_le_bytes());
+                    t.commit().unwrap();
+                }
+                7 => w.write_index().unwrap(),
+                8 => {
+                    w.write_index_if_behind().unwrap();
+                }
+                _ => {
+                    w.sync_housekeeping().unwrap();
+                }
+            }
+            match HeaderView::open(&paths).unwrap() {
+                Some(head) => {
+                    assert_header_agrees(dir.path(), &head, &what);
+                    answered += 1;
+                }
+                None => declined += 1,
+            }
+        }
+    }
+    // both ways were taken, many times: the comparison ran
+    assert!(answered >= 100, "answered {answered} times");
+    assert!(declined >= 100, "declined {declined} times");
+}
