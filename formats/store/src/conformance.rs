@@ -113,6 +113,7 @@ macro_rules! conformance_suite {
             mails_of_matches_mails
             mails_without_dates_match_mails
             a_listing_made_ahead_never_outlives_a_change
+            fresh_handles_count_as_a_full_read_after_random_changes
         );
     };
     (@tests $make:expr; $($name:ident)*) => {
@@ -2468,4 +2469,125 @@ pub fn a_listing_made_ahead_never_outlives_a_change(target: &dyn ConformanceTarg
     let own = without_recent(reader.mails().unwrap());
     assert_eq!(own, fresh("changed here"));
     assert_eq!(flags_of(&own[1]), Flags::SEEN);
+}
+
+/// After any mix of saves, flag and keyword changes and expunges, each made by a handle
+/// that is then closed, a fresh handle's counters (what a quick open answers, before
+/// anything is listed) equal those of a fresh handle that has listed every message, and
+/// the model's: UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ, messages, unseen, mailbox GUID. The
+/// guard for any change to what a backend's quick open trusts (e.g. an index file written
+/// less often than every close).
+pub fn fresh_handles_count_as_a_full_read_after_random_changes(target: &dyn ConformanceTarget) {
+    // xorshift64*: deterministic
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move |n: u64| {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1)
+    };
+    target.open().create_mailbox("Quick", None).unwrap();
+    // the model: UID -> seen
+    let mut model: Vec<(Uid, bool)> = Vec::new();
+    let mut saved = 0usize;
+    for step in 0..40 {
+        {
+            let store = target.open();
+            let mut mb = open(&*store, "Quick");
+            let mut t = mb.begin().unwrap();
+            let action = next(5);
+            let mut expunged = None;
+            match action {
+                0 | 1 => {
+                    for _ in 0..=next(3) {
+                        let seen = next(2) == 0;
+                        let mail = NewMail {
+                            flags: if seen { Flags::SEEN } else { Flags(0) },
+                            ..NewMail::default()
+                        };
+                        saved += 1;
+                        t.save(mail, &mut msg(saved).as_slice()).unwrap();
+                    }
+                }
+                2 | 3 if !model.is_empty() => {
+                    let i = next(model.len() as u64) as usize;
+                    let flags = [Flags::SEEN, Flags::DELETED, Flags::FLAGGED][next(3) as usize];
+                    let op = if next(2) == 0 {
+                        FlagOp::Add
+                    } else {
+                        FlagOp::Remove
+                    };
+                    let keywords = if action == 3 {
+                        vec![Keyword::from("$Quick")]
+                    } else {
+                        Vec::new()
+                    };
+                    let update = FlagUpdate {
+                        op,
+                        flags,
+                        keywords,
+                    };
+                    t.update_flags(model[i].0, &update).unwrap();
+                    if flags == Flags::SEEN {
+                        model[i].1 = op == FlagOp::Add;
+                    }
+                }
+                4 if model.len() > 1 => {
+                    let i = next(model.len() as u64) as usize;
+                    t.expunge(model[i].0).unwrap();
+                    expunged = Some(i);
+                }
+                _ => {}
+            }
+            let result = t.commit().unwrap();
+            if let Some(i) = expunged {
+                model.remove(i);
+            }
+            // the saves' flags, in save order (the generator's draws were made above)
+            let mut seen_of_saves = Vec::new();
+            if !result.saved.is_empty() {
+                let mails = mb.mails().unwrap();
+                for uid in &result.saved {
+                    let m = mails.iter().find(|m| m.uid == *uid).unwrap();
+                    seen_of_saves.push((*uid, m.flags.contains(Flags::SEEN)));
+                }
+            }
+            model.extend(seen_of_saves);
+        }
+        let what = format!("step {step}");
+        let quick = {
+            let store = target.open();
+            let mut mb = open(&*store, "Quick");
+            mb.counters().unwrap()
+        };
+        let full = {
+            let store = target.open();
+            let mut mb = open(&*store, "Quick");
+            let uids: Vec<Uid> = mb.mails().unwrap().iter().map(|m| m.uid).collect();
+            assert_eq!(
+                uids,
+                model.iter().map(|(u, _)| *u).collect::<Vec<_>>(),
+                "{what}: messages"
+            );
+            mb.counters().unwrap()
+        };
+        let shown = |c: &crate::types::MailboxStatus| {
+            (
+                c.uid_validity,
+                c.uid_next,
+                c.highest_modseq,
+                c.messages,
+                c.unseen,
+                c.guid,
+            )
+        };
+        assert_eq!(shown(&quick), shown(&full), "{what}: quick against full");
+        assert_eq!(
+            quick.messages as usize,
+            model.len(),
+            "{what}: model messages"
+        );
+        let unseen = model.iter().filter(|(_, seen)| !seen).count();
+        assert_eq!(quick.unseen as usize, unseen, "{what}: model unseen");
+    }
 }
