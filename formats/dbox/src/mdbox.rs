@@ -724,15 +724,18 @@ impl MdboxMailbox {
         Ok(out)
     }
 
-    /// Where the body of a located message is, reading its metadata if needed.
-    fn body(&mut self, uid: u32) -> Result<Option<Body>> {
-        if let Some(b) = self.bodies.get(&uid) {
-            return Ok(Some(*b));
+    /// Where the body of a located message is, reading its metadata if needed. The
+    /// location leaves the table: a sync opens each message once, and kept, the table of
+    /// a mailbox sent whole would hold every message's location to the end of the run (a
+    /// second open reads the metadata again).
+    fn take_body(&mut self, uid: u32) -> Result<Option<Body>> {
+        if let Some(b) = self.bodies.remove(&uid) {
+            return Ok(Some(b));
         }
         let todo = self.located(std::iter::once(uid));
         self.files
             .read_metadata(&mut self.bodies, todo, |_, _, _| {})?;
-        Ok(self.bodies.get(&uid).copied())
+        Ok(self.bodies.remove(&uid))
     }
 
     /// The GUID of the message with the highest UID (one metadata read at most, none
@@ -1022,11 +1025,7 @@ impl Mailbox for MdboxMailbox {
 
     fn open_mail(&mut self, uid: Uid) -> Result<Box<dyn Read + Send>> {
         self.load()?;
-        // A sync opens each message once: its body's location leaves the table as it is
-        // used (kept, the table of a mailbox sent whole would hold every message's location
-        // to the end of the run; a second open reads the metadata again).
-        let body = self.body(uid.0)?.ok_or(Error::MailNotFound(uid))?;
-        self.bodies.remove(&uid.0);
+        let body = self.take_body(uid.0)?.ok_or(Error::MailNotFound(uid))?;
         let (f, _) = self.files.get(body.loc.file_id)?;
         Ok(Box::new(BodyReader::shared(f, body.offset, body.len)))
     }

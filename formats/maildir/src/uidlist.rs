@@ -290,8 +290,9 @@ pub fn parse(data: &[u8]) -> Result<Option<(UidList, Vec<ParseWarning>)>, ParseE
     // records are read: no second table while it grows)
     let records = memchr::memchr_iter(b'\n', data).count().saturating_sub(1);
     let mut seen: foldhash::HashMap<&[u8], u32> = foldhash::HashMapExt::with_capacity(records);
-    // one allocation of the right size, not a doubling one (up to twice the records)
-    list.records.reserve_exact(records + 1);
+    // one allocation of the right size, not a doubling one (up to twice the records):
+    // `records` counts the complete record lines, the only ones `lines` yields
+    list.records.reserve_exact(records);
     let mut prev_uid = 0u32;
     for (lineno, line) in lines {
         list.lines_read += 1;
