@@ -356,6 +356,15 @@ fn highest_modseq(mailbox: &mut dyn Mailbox) -> u64 {
     status.highest_modseq
 }
 
+/// The next value of a xorshift64 generator (`state` never 0): deterministic data for
+/// the tests that need many or random-looking inputs.
+fn xorshift64(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
 /// A deterministic pseudo-random message body generator, so large messages need not be
 /// held twice. Lines of printable text with LF or CRLF endings and some 8-bit bytes.
 struct GeneratedBody {
@@ -371,11 +380,7 @@ impl GeneratedBody {
         }
     }
     fn next_byte(&mut self) -> u8 {
-        // xorshift64
-        self.state ^= self.state << 13;
-        self.state ^= self.state >> 7;
-        self.state ^= self.state << 17;
-        match self.state % 97 {
+        match xorshift64(&mut self.state) % 97 {
             0 => b'\n',
             1 => b'\r',
             2 => 0xe9,
@@ -2478,14 +2483,8 @@ pub fn a_listing_made_ahead_never_outlives_a_change(target: &dyn ConformanceTarg
 /// guard for any change to what a backend's quick open trusts (e.g. an index file written
 /// less often than every close).
 pub fn fresh_handles_count_as_a_full_read_after_random_changes(target: &dyn ConformanceTarget) {
-    // xorshift64*: deterministic
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    let mut next = move |n: u64| {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        state.wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1)
-    };
+    let mut next = move |n: u64| xorshift64(&mut state) % n.max(1);
     target.open().create_mailbox("Quick", None).unwrap();
     // the model: UID -> seen
     let mut model: Vec<(Uid, bool)> = Vec::new();
