@@ -235,12 +235,12 @@ pub(crate) fn housekeeping(writer: &IndexWriter, log_offset: u64) {
     }
 }
 
-/// The end of a handle that changed an index: `dovecot.index` is written when the log holds
-/// anything past it (`IndexWriter::write_index_if_behind`), so the next run can open the
-/// mailbox from that file's header (`mailsync_index::HeaderView`) instead of reading every
-/// record. Only a warning on failure: the log holds every change.
+/// The end of a handle that changed an index: `dovecot.index` is written when the next run
+/// could not open the mailbox from that file's header and a short replay of the log past it
+/// (`IndexWriter::write_index_if_wanted`, `mailsync_index::HeaderView`) but would read
+/// every record. Only a warning on failure: the log holds every change.
 pub(crate) fn close_index(writer: &IndexWriter) {
-    if let Err(e) = writer.write_index_if_behind() {
+    if let Err(e) = writer.write_index_if_wanted() {
         crate::warn(&format!(
             "{}: writing the index at close failed: {e}",
             writer.paths().index().display()

@@ -1837,8 +1837,9 @@ mod tests {
         assert!(!Arc::ptr_eq(&after, &first));
     }
 
-    /// A state older than `P` (written when the last handle closed): the mailbox was read
-    /// without the history before `P`, so `changes_since` reads it, and answers.
+    /// A state older than `P` (written after the change, as a housekeeping or Dovecot
+    /// writes it): the mailbox was read without the history before `P`, so `changes_since`
+    /// reads it, and answers.
     #[test]
     fn changes_since_a_state_older_than_the_index_file_reads_the_whole_history() {
         let tmp = tempfile::tempdir().unwrap();
@@ -1853,6 +1854,7 @@ mod tests {
         t.commit().unwrap();
         drop(mb);
         let dir = tmp.path().join("mdbox/mailboxes/INBOX/dbox-Mails");
+        IndexWriter::open(&dir, INDEX_PREFIX).write_index().unwrap();
         let p = std::fs::read(dir.join(INDEX_PREFIX)).unwrap();
         let p = mailsync_index::format::index::IndexFile::decode(&p, &dir).unwrap();
         let m = p
@@ -2192,13 +2194,19 @@ mod tests {
     }
 
     /// After its commit a handle answers its counters from the headers, as a new open
-    /// does, when the commit's housekeeping left `dovecot.index` current (a log past the
-    /// rotate size that grew by more than the rewrite size), and reads the rest when asked;
-    /// else it reads everything at once. The same answers as a handle that read it all.
+    /// does, when `dovecot.index` and a short replay of the log past it tell them, and
+    /// reads the rest when asked. The same answers as a handle that read it all. The
+    /// commit's housekeeping (a log past the rotate size) leaves `dovecot.index` behind
+    /// while the replay is short, and writes it when the commit changed more records than
+    /// the replay should hold.
     #[test]
     fn a_commit_leaves_the_counters_to_the_headers_and_the_rest_to_the_next_question() {
-        for (before, saved, from_headers) in [(1000, 300, true), (3, 2, false)] {
-            let (_tmp, layout) = inbox_with(before);
+        for (before, saved, flag_all, index_written) in [
+            (1000, 300, false, false),
+            (3, 2, false, false),
+            (1100, 2, true, true),
+        ] {
+            let (tmp, layout) = inbox_with(before);
             let cache = Arc::new(MapCache::default());
             let mut mb = MdboxMailbox::open_handle(&layout, "INBOX", Arc::clone(&cache)).unwrap();
             let uids = save(&mut mb, 1);
@@ -2208,8 +2216,21 @@ mod tests {
                 t.save(NewMail::default(), &mut body.as_bytes()).unwrap();
             }
             t.update_flags(uids[0], &add_flagged()).unwrap();
+            if flag_all {
+                for uid in 1..uids[0].0 {
+                    t.update_flags(Uid(uid), &add_flagged()).unwrap();
+                }
+            }
             t.commit().unwrap();
-            assert_eq!(mb.quick.is_some(), from_headers, "{before} + {saved}");
+            assert!(mb.quick.is_some(), "{before} + {saved}");
+            let dir = tmp.path().join("mdbox/mailboxes/INBOX/dbox-Mails");
+            let v = View::open(&dir, INDEX_PREFIX).unwrap();
+            let p_at = v.header_on_disk().unwrap().log_file_head_offset as u64;
+            assert_eq!(
+                p_at == v.log_position().1,
+                index_written,
+                "{before} + {saved}"
+            );
             let counters = mb.counters().unwrap();
             let mut fresh =
                 MdboxMailbox::open_handle(&layout, "INBOX", Arc::new(MapCache::default())).unwrap();

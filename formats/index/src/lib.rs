@@ -49,7 +49,7 @@ pub mod view;
 pub mod writer;
 
 pub use error::{Error, Result};
-pub use header_view::HeaderView;
+pub use header_view::{HeaderView, HEADER_REPLAY_MAX_RECORDS};
 pub use paths::IndexPaths;
 pub use view::{LogHistory, Message, Sources, View};
 pub use writer::{CommitInfo, Housekeeping, IndexWriter, Transaction};

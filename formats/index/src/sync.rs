@@ -52,6 +52,12 @@ pub(crate) struct Syncer<'a> {
     pub errors: bool,
     /// INDEX_DELETED (external) seen last, not undone.
     pub index_deleted: bool,
+    /// A step touched every record of the map (a modseq fill, a layout change, an
+    /// extension's data reset, the dirty recheck): a sparse replay can't stand for it.
+    pub touched_every_record: bool,
+    /// Messages of the index whose records the map doesn't hold (a sparse replay,
+    /// [`Syncer::for_records_of`]): `messages_count` counts them, positions don't.
+    hidden: usize,
 }
 
 impl<'a> Syncer<'a> {
@@ -88,7 +94,26 @@ impl<'a> Syncer<'a> {
             notes: Vec::new(),
             errors: false,
             index_deleted: false,
+            touched_every_record: false,
+            hidden: 0,
         }
+    }
+
+    /// A [`Syncer::for_header`] whose map holds, in UID order, only some records of the
+    /// index (every record the records to apply name), `hidden` of its messages not: the
+    /// counters stay the index's, positions are those of the held records. Correct only
+    /// when no record applied touches a record the map doesn't hold and the record layout
+    /// doesn't change ([`crate::HeaderView`] checks both).
+    pub fn for_records_of(
+        map: IndexFile,
+        hidden: usize,
+        logs: &'a [LogFile],
+        start: LogPos,
+        start_modseq: u64,
+    ) -> Self {
+        let mut s = Syncer::for_header(map, logs, start, start_modseq);
+        s.hidden = hidden;
+        s
     }
 
     fn corrupted(&mut self, reason: String) {
@@ -105,8 +130,9 @@ impl<'a> Syncer<'a> {
         self.map.record_size()
     }
 
+    /// The number of records the map holds: `messages_count` less the hidden ones.
     fn count(&self) -> usize {
-        self.map.hdr_u32(hdr_off::MESSAGES_COUNT) as usize
+        (self.map.hdr_u32(hdr_off::MESSAGES_COUNT) as usize).saturating_sub(self.hidden)
     }
 
     fn uid_at(&self, seq0: usize) -> u32 {
@@ -267,6 +293,7 @@ impl<'a> Syncer<'a> {
         if (end.0, end.1) <= (hdr.log_seq, hdr.log_offset as u64) {
             return;
         }
+        self.touched_every_record = true;
         let start = (hdr.log_seq.max(1), hdr.log_offset as u64);
         let n = self.count();
         if let Some(recs) = self.records_between(start, end) {
@@ -496,7 +523,7 @@ impl<'a> Syncer<'a> {
         rec[4] = flags;
         // the whole 8-byte struct is copied, padding included
         rec[5..RECORD_BASE_SIZE].copy_from_slice(&pad);
-        self.set_hdr(hdr_off::MESSAGES_COUNT, n as u32 + 1);
+        self.set_hdr(hdr_off::MESSAGES_COUNT, (n + 1 + self.hidden) as u32);
         self.set_hdr(hdr_off::NEXT_UID, uid.wrapping_add(1).max(1));
         if flags & rec_flag::DIRTY != 0 {
             let f = self.hdr(hdr_off::FLAGS);
@@ -531,7 +558,10 @@ impl<'a> Syncer<'a> {
             keep.extend_from_slice(&self.map.records[i * rs..(i + 1) * rs]);
         }
         self.map.records = keep;
-        self.set_hdr(hdr_off::MESSAGES_COUNT, (n - seqs.len()) as u32);
+        self.set_hdr(
+            hdr_off::MESSAGES_COUNT,
+            (n - seqs.len() + self.hidden) as u32,
+        );
     }
 
     /// sync_flag_update.
@@ -727,6 +757,11 @@ impl<'a> Syncer<'a> {
 
     /// sync_ext_reorder: lays out every extension's record data again (largest alignment
     /// first, starting at offset 5) and copies the records.
+    ///
+    /// Not counted in `touched_every_record`: a reorder that leaves the record layout as it
+    /// was (an extension without records introduced) changes no record's bytes but the gaps
+    /// between extensions, which every writer leaves zero; a sparse replay compares the
+    /// layout itself.
     fn reorder(&mut self, ext_idx: usize, old_ext_size: u16) {
         let exts = &mut self.map.extensions;
         let count = exts.len();
@@ -810,6 +845,7 @@ impl<'a> Syncer<'a> {
         };
         self.map.extensions[idx].reset_id = r.new_reset_id;
         if r.preserve_data == 0 {
+            self.touched_every_record = true;
             let e = &mut self.map.extensions[idx];
             e.data.fill(0);
             let (off, size) = (e.record_offset as usize, e.record_size as usize);
@@ -1097,6 +1133,7 @@ impl<'a> Syncer<'a> {
         if !had_dirty {
             return;
         }
+        self.touched_every_record = true;
         let any = (0..self.count()).any(|i| self.flags_at(i) & rec_flag::DIRTY != 0);
         let f = self.hdr(hdr_off::FLAGS);
         if any {

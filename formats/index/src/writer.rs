@@ -43,13 +43,17 @@ pub const ROTATE_MIN_SIZE: u64 = 32 * 1024;
 pub const ROTATE_MAX_SIZE: u64 = 1024 * 1024;
 /// mail_index_log_rotate_min_age.
 pub const ROTATE_MIN_AGE_SECS: u32 = 5 * 60;
-/// mail_index_rewrite_min_log_bytes: `P` is rewritten when the log has grown this much past
-/// the position `P` was written at (mail-index-sync.c mail_index_sync_want_index_write).
-/// Dovecot waits for 128 KiB (rewrite_max_log_bytes) unless a reader had to replay more
-/// than this (index_min_write, mail-index-sync-update.c); every mailsync run opens each
-/// index afresh and replays everything past `P`, so it is such a reader whenever the log is
-/// this far ahead, and housekeeping applies this limit directly.
-pub const INDEX_REWRITE_MIN_LOG_BYTES: u64 = 8 * 1024;
+/// mail_index_rewrite_max_log_bytes: past this much log beyond `P`, `P` is rewritten
+/// whatever a reader would pay (mail-index-sync.c mail_index_sync_want_index_write).
+/// Dovecot rewrites it from 8 KiB on (rewrite_min_log_bytes) only after a reader had to
+/// replay that much (index_min_write); mailsync's readers replay only the records the log
+/// past `P` names ([`crate::HeaderView`]), so the cost they would pay decides instead.
+pub const INDEX_REWRITE_MAX_LOG_BYTES: u64 = 128 * 1024;
+/// Below [`INDEX_REWRITE_MAX_LOG_BYTES`], `P` is left behind the log while the next reader
+/// can answer from `P`'s header replaying at most this many records
+/// ([`crate::HeaderView::replayed_records`]): a few small reads, where writing `P` means
+/// reading, encoding and syncing every record.
+pub const INDEX_REWRITE_MIN_REPLAYED_RECORDS: usize = crate::HEADER_REPLAY_MAX_RECORDS / 2;
 
 /// What [`IndexWriter::sync_housekeeping`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -58,6 +62,9 @@ pub struct Housekeeping {
     pub tail_moved: bool,
     /// The log was rotated (and `P` written).
     pub rotated: bool,
+    /// Whether `P` should be written was decided ([`IndexWriter::write_index_if_wanted`]'s
+    /// rule): nothing waited for the backend.
+    pub index_considered: bool,
     /// `P` was rewritten without a rotation.
     pub index_written: bool,
 }
@@ -771,15 +778,18 @@ impl IndexWriter {
         Ok(self.current_index_header(lock)?.is_some())
     }
 
-    /// [`Self::index_is_current`], and `P`'s tail offset at the log's end too.
-    fn index_is_current_with_tail(&self, lock: &LogLock) -> Result<bool> {
-        Ok(self
-            .current_index_header(lock)?
-            .is_some_and(|p| p.log_file_tail_offset == p.log_file_head_offset))
-    }
-
     /// `P`'s base header when `P` is current ([`Self::index_is_current`]).
     fn current_index_header(&self, lock: &LogLock) -> Result<Option<IndexHeader>> {
+        Ok(self
+            .index_lag(lock)?
+            .and_then(|(p, _, lag)| (lag == 0).then_some(p)))
+    }
+
+    /// `P`'s base header and how many bytes the locked head log holds past it (0: `P` is
+    /// current), from `P`'s base header, the log's header and its size; `None` when `P` is
+    /// missing or short or names another log (indexid, file_seq), or its head offset lies
+    /// past the log's end.
+    fn index_lag(&self, lock: &LogLock) -> Result<Option<(IndexHeader, LogHeader, u64)>> {
         let path = self.paths.index();
         let file = match std::fs::File::open(&path) {
             Ok(f) => f,
@@ -800,10 +810,38 @@ impl IndexWriter {
         }
         let p = IndexHeader::decode(&base);
         let log = LogHeader::decode_raw(&log_header);
-        let current = p.indexid == log.indexid
-            && p.log_file_seq == log.file_seq
-            && u64::from(p.log_file_head_offset) == log_len;
-        Ok(current.then_some(p))
+        let head = u64::from(p.log_file_head_offset);
+        let same_log = p.indexid == log.indexid && p.log_file_seq == log.file_seq;
+        Ok((same_log && head <= log_len).then(|| (p, log, log_len - head)))
+    }
+
+    /// True when [`IndexWriter::sync_housekeeping`] would find nothing to do, told from
+    /// `P`'s base header, the log's header and size, and the next reader's quick open (a
+    /// short replay of the log past `P`), not from every record: no rotation due, the tail
+    /// offset at the log's end, and `P` current or not wanted
+    /// ([`IndexWriter::index_write_wanted`]). False when in doubt (the housekeeping reads
+    /// the full view and decides).
+    fn housekeeping_settled(&self, lock: &LogLock) -> Result<bool> {
+        let Some((p, log, lag)) = self.index_lag(lock)? else {
+            return Ok(false);
+        };
+        let log_len = u64::from(p.log_file_head_offset) + lag;
+        if want_rotate(log_len, &log) {
+            return Ok(false);
+        }
+        if lag == 0 {
+            return Ok(p.log_file_tail_offset == p.log_file_head_offset);
+        }
+        if lag > INDEX_REWRITE_MAX_LOG_BYTES {
+            return Ok(false);
+        }
+        Ok(
+            crate::HeaderView::open_unguarded(&self.paths)?.is_some_and(|h| {
+                h.state().1 .1 == log_len
+                    && h.tail_at_log_end()
+                    && h.replayed_records() <= INDEX_REWRITE_MIN_REPLAYED_RECORDS
+            }),
+        )
     }
 
     /// The head log of a view built from the log file: an error naming the log when the
@@ -862,12 +900,18 @@ impl IndexWriter {
     /// that logs its own changes as EXTERNAL transactions: when no client request waits past
     /// `log_file_tail_offset` (every change in the log has reached the mail files), move the
     /// tail to the end of the log, then rotate the log when it is due (§2.4 of the index
-    /// spec: over 1 MiB, or over 32 KiB and older than 5 minutes), or rewrite `P` when the log
-    /// has grown more than [`INDEX_REWRITE_MIN_LOG_BYTES`] past it. With a request pending,
-    /// nothing is done: the
-    /// backend (or Dovecot) must carry it out first.
+    /// spec: over 1 MiB, or over 32 KiB and older than 5 minutes), or rewrite `P` when it is
+    /// wanted ([`IndexWriter::write_index_if_wanted`]'s rule). With a request pending,
+    /// nothing is done: the backend (or Dovecot) must carry it out first.
     pub fn sync_housekeeping(&self) -> Result<Housekeeping> {
-        let Locked { lock, view } = self.lock_head()?;
+        let lock = self.acquire_head()?;
+        if self.housekeeping_settled(&lock)? {
+            return Ok(Housekeeping {
+                index_considered: true,
+                ..Housekeeping::default()
+            });
+        }
+        let Locked { lock, view } = self.view_of_head(lock)?;
         let mut done = Housekeeping::default();
         let head = self.head_log(&view)?;
         // The tail is an offset in the log the header names; in a newer log everything is
@@ -909,11 +953,12 @@ impl IndexWriter {
         // `P` as this view read it: only a holder of the log lock rewrites it
         let grown = match view.header_on_disk() {
             Some(h) if h.log_file_seq == head.header.file_seq => {
-                end.saturating_sub(h.log_file_head_offset as u64)
+                Some(end.saturating_sub(h.log_file_head_offset as u64))
             }
-            _ => end,
+            _ => None,
         };
-        if !rotate && grown <= INDEX_REWRITE_MIN_LOG_BYTES {
+        done.index_considered = true;
+        if !rotate && grown.is_some() && !self.index_write_wanted(grown)? {
             return Ok(done);
         }
         // The view read under the lock is the log as it is, unless the tail move above
@@ -979,19 +1024,45 @@ impl IndexWriter {
     /// the housekeeping moves it there first ([`IndexWriter::sync_housekeeping`], as the
     /// end of Dovecot's index sync does), so the next reader of the header needn't read the
     /// records before it (a non-EXTERNAL record such as a modseq raise keeps the tail
-    /// where it was); then `P` is written when behind. Read from `P`'s base header and the
-    /// log's size first: nothing is decoded when `P` is current with its tail at the end.
+    /// where it was); then `P` is written when wanted ([`IndexWriter::write_index_if_wanted`],
+    /// decided once, by the housekeeping when it gets that far). Nothing is read but
+    /// headers and a short replay when there is nothing to do.
     pub fn close_synced(&self) -> Result<()> {
-        let settled = {
-            let lock = self.acquire_head()?;
-            self.index_is_current_with_tail(&lock)?
-        };
-        // `P` current: nothing to write (no second look at its header)
-        if !settled {
-            self.sync_housekeeping()?;
-            self.write_index_if_behind()?;
+        if !self.sync_housekeeping()?.index_considered {
+            self.write_index_if_wanted()?;
         }
         Ok(())
+    }
+
+    /// Writes `P` (as [`IndexWriter::write_index`]) when the log has grown past it and
+    /// leaving it behind would cost the next reader more than a short replay
+    /// ([`IndexWriter::index_write_wanted`]); true when written. What a handle that changed
+    /// the index does when it is done.
+    pub fn write_index_if_wanted(&self) -> Result<bool> {
+        let lock = self.acquire_head()?;
+        let grown = self.index_lag(&lock)?.map(|(_, _, lag)| lag);
+        if grown == Some(0) || !self.index_write_wanted(grown)? {
+            return Ok(false);
+        }
+        let locked = self.view_of_head(lock)?;
+        self.write_index_locked(locked)?;
+        Ok(true)
+    }
+
+    /// Dovecot's rule for rewriting `P` (mail-index-sync.c mail_index_sync_want_index_write)
+    /// with mailsync's reader in place of its `index_min_write`: `P` is missing or of
+    /// another log (`grown` `None`), the log has grown more than
+    /// [`INDEX_REWRITE_MAX_LOG_BYTES`] past it, or the next reader's quick open
+    /// ([`crate::HeaderView`]) would decline or replay more than
+    /// [`INDEX_REWRITE_MIN_REPLAYED_RECORDS`] records. For a holder of the log lock.
+    fn index_write_wanted(&self, grown: Option<u64>) -> Result<bool> {
+        match grown {
+            None => Ok(true),
+            Some(0) => Ok(false),
+            Some(g) if g > INDEX_REWRITE_MAX_LOG_BYTES => Ok(true),
+            Some(_) => Ok(crate::HeaderView::open_unguarded(&self.paths)?
+                .is_none_or(|h| h.replayed_records() > INDEX_REWRITE_MIN_REPLAYED_RECORDS)),
+        }
     }
 
     /// Writes `P` (as [`IndexWriter::write_index`]) when the log holds anything past it;

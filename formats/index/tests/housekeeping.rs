@@ -41,7 +41,8 @@ fn a_big_log_is_rotated_once_everything_reached_the_backend() {
         Housekeeping {
             tail_moved: true,
             rotated: true,
-            index_written: false
+            index_written: false,
+            index_considered: true
         }
     );
     assert!(dir.path().join("dovecot.index.log.2").exists());
@@ -64,7 +65,13 @@ fn a_big_log_is_rotated_once_everything_reached_the_backend() {
         assert!(!out.contains("rror"), "{}: {out}", path.display());
     }
     // Nothing left to do right after.
-    assert_eq!(w.sync_housekeeping().unwrap(), Housekeeping::default());
+    assert_eq!(
+        w.sync_housekeeping().unwrap(),
+        Housekeeping {
+            index_considered: true,
+            ..Housekeeping::default()
+        }
+    );
 }
 
 #[test]
@@ -72,7 +79,7 @@ fn the_index_snapshot_is_rewritten_when_the_log_outgrew_it() {
     let dir = tempfile::tempdir().unwrap();
     let w = IndexWriter::open(dir.path(), "dovecot.index");
     w.create(778).unwrap();
-    // ~200 KiB: past mail_index_rewrite_min_log_bytes, below the rotation size.
+    // ~200 KiB: past mail_index_rewrite_max_log_bytes, below the rotation size.
     backend_appends(&w, 1, 25_000);
     let done = w.sync_housekeeping().unwrap();
     assert!(
@@ -89,6 +96,63 @@ fn the_index_snapshot_is_rewritten_when_the_log_outgrew_it() {
     assert_eq!(index.header().log_file_head_offset as u64, log_len);
     assert_eq!(index.header().log_file_tail_offset as u64, log_len);
     assert_eq!(index.header().messages_count, 25_000);
+}
+
+/// Below mail_index_rewrite_max_log_bytes `P` stays behind the log while the next reader's
+/// replay of it is short (`HeaderView`, at most `INDEX_REWRITE_MIN_REPLAYED_RECORDS`
+/// records), however far past 8 KiB the log has grown; once the replay would be longer,
+/// the housekeeping writes it.
+#[test]
+fn the_index_snapshot_waits_while_the_replay_past_it_is_short() {
+    use mailsync_index::writer::{INDEX_REWRITE_MAX_LOG_BYTES, INDEX_REWRITE_MIN_REPLAYED_RECORDS};
+    let dir = tempfile::tempdir().unwrap();
+    let paths = mailsync_index::IndexPaths::new(dir.path(), "dovecot.index");
+    let w = IndexWriter::open(dir.path(), "dovecot.index");
+    w.create(780).unwrap();
+    backend_appends(&w, 1, 5_000);
+    w.write_index().unwrap();
+    let p_at = |dir: &std::path::Path| {
+        let data = std::fs::read(dir.join("dovecot.index")).unwrap();
+        mailsync_index::format::index::IndexHeader::decode(&data).log_file_head_offset as u64
+    };
+    let written = p_at(dir.path());
+    // small commits: the log grows well past 8 KiB, the replay names few records
+    backend_appends(&w, 5_001, 150);
+    for i in 0..600u32 {
+        let uid = 1 + (i % 10) * 100;
+        let (add, remove) = if i % 20 < 10 {
+            (rec_flag::FLAGGED, 0)
+        } else {
+            (0, rec_flag::FLAGGED)
+        };
+        let mut t = w.begin().external(true);
+        t.flags(uid, uid, add, remove);
+        t.commit().unwrap();
+    }
+    let done = w.sync_housekeeping().unwrap();
+    assert!(done.index_considered && !done.index_written, "{done:?}");
+    let log_len = std::fs::metadata(paths.log()).unwrap().len();
+    let grown = log_len - written;
+    assert!(
+        grown > 8 * 1024 && grown < INDEX_REWRITE_MAX_LOG_BYTES,
+        "{grown}"
+    );
+    assert_eq!(p_at(dir.path()), written, "P left behind");
+    let head = mailsync_index::HeaderView::open(&paths).unwrap().unwrap();
+    assert!(head.replayed_records() <= INDEX_REWRITE_MIN_REPLAYED_RECORDS);
+    assert_eq!(head.messages_count(), 5_150);
+    // a change naming more records than that: written
+    let mut t = w.begin().external(true);
+    for u in (1..=INDEX_REWRITE_MIN_REPLAYED_RECORDS as u32 * 2).step_by(2) {
+        t.flags(u, u, rec_flag::ANSWERED, 0);
+    }
+    t.commit().unwrap();
+    let done = w.sync_housekeeping().unwrap();
+    assert!(done.index_written, "{done:?}");
+    assert_eq!(
+        p_at(dir.path()),
+        std::fs::metadata(paths.log()).unwrap().len()
+    );
 }
 
 #[test]

@@ -356,8 +356,8 @@ fn our_new_index_rotation_and_snapshot_are_read_by_dovecot() {
     }
 }
 
-/// An index Dovecot wrote: its header read alone answers as the full view; after a flag
-/// change Dovecot logged past `P`, it declines.
+/// An index Dovecot wrote: its header read alone answers as the full view, and so it does
+/// after flag changes and an expunge Dovecot logged past `P`.
 #[test]
 fn the_header_of_a_dovecot_written_index_answers_as_the_full_view() {
     let env = Env::new();
@@ -423,13 +423,40 @@ fn the_header_of_a_dovecot_written_index_answers_as_the_full_view() {
             e.name
         );
     }
-    // a record change logged past P: the header alone can't tell
+    // record changes Dovecot logged past P: replayed on the records they name, the header
+    // answers as the full view, records (with their modseqs) included
     flags("\\Seen", "3");
-    let on_disk = View::open(&md, "dovecot.index").unwrap();
-    assert_ne!(
-        on_disk.header_on_disk().unwrap().log_file_head_offset as u64,
-        on_disk.log_position().1,
-        "Dovecot logged the change past P"
+    flags("\\Flagged", "1400:1410");
+    ok(
+        "expunge",
+        env.doveadm(MAILDIR, &["expunge", "mailbox", "INBOX", "uid", "1500"]),
     );
-    assert!(HeaderView::open(&paths).unwrap().is_none());
+    let full = View::open(&md, "dovecot.index").unwrap();
+    assert_ne!(
+        full.header_on_disk().unwrap().log_file_head_offset as u64,
+        full.log_position().1,
+        "Dovecot logged the changes past P"
+    );
+    let head = HeaderView::open(&paths)
+        .unwrap()
+        .expect("the changes past P are replayed");
+    assert!(head.replayed_records() >= 13, "{}", head.replayed_records());
+    let (a, b) = (full.header(), head.header());
+    assert_eq!(
+        (a.messages_count, a.seen_messages_count, a.next_uid, a.flags),
+        (b.messages_count, b.seen_messages_count, b.next_uid, b.flags)
+    );
+    assert_eq!((b.messages_count, b.seen_messages_count), (1499, 1));
+    assert_eq!(head.highest_modseq(), full.highest_modseq());
+    assert_eq!(head.last_uid(), Some(1499));
+    assert_eq!(head.state(), (full.indexid(), full.log_position()));
+    for uid in [1, 2, 3, 4, 1399, 1400, 1405, 1410, 1411, 1499] {
+        let m = full.message(uid).unwrap();
+        assert_eq!(
+            head.record_of(uid).unwrap().as_deref(),
+            full.index_file().record(m.index),
+            "uid {uid}"
+        );
+    }
+    assert_eq!(head.record_of(1500).unwrap(), None);
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use mailsync_index::format::index::rec_flag;
 use mailsync_index::format::log::rec_type;
 use mailsync_index::locked_commit::{commit_locked, enable_modseqs};
-use mailsync_index::{Error, IndexPaths, IndexWriter, LogHistory, View};
+use mailsync_index::{Error, HeaderView, IndexPaths, IndexWriter, LogHistory, View};
 
 /// An index with modseqs whose head log holds 40 messages, flag and keyword changes and
 /// a HIGHESTMODSEQ raise, written to `P` (the tail offset then moved to the log's end),
@@ -377,8 +377,9 @@ fn p_offsets(dir: &Path) -> (u32, u32) {
 
 /// A Maildir handle's close: a non-EXTERNAL record (a HIGHESTMODSEQ raise) leaves the tail
 /// offset behind, and a header view would then read the log from its start for requests
-/// that may wait there; the close moves the tail to the end and writes `P`, and a close
-/// with nothing behind writes nothing.
+/// that may wait there; the close moves the tail to the end (`P` itself is written only when
+/// the next reader would have a long replay), and a close with nothing behind writes
+/// nothing.
 #[test]
 fn a_close_moves_the_tail_to_the_end_and_writes_p() {
     let dir = tempfile::tempdir().unwrap();
@@ -400,13 +401,22 @@ fn a_close_moves_the_tail_to_the_end_and_writes_p() {
         "the raise is a request: the tail stays ({tail} < {head})"
     );
     w.close_synced().unwrap();
-    let (tail, head) = p_offsets(dir.path());
     let log_len = std::fs::metadata(dir.path().join("dovecot.index.log"))
         .unwrap()
         .len();
-    assert_eq!((tail as u64, head as u64), (log_len, log_len));
     let view = View::open(dir.path(), "dovecot.index").unwrap();
     assert_eq!(view.highest_modseq(), 900);
+    assert_eq!(view.header().log_file_tail_offset as u64, log_len);
+    // `P` is left behind (the next reader replays two header records), the header
+    // answers with the tail at the end: nothing waits for the backend
+    let (_, p_head) = p_offsets(dir.path());
+    assert!((p_head as u64) < log_len);
+    let head = HeaderView::open(&IndexPaths::new(dir.path(), "dovecot.index"))
+        .unwrap()
+        .expect("answered from P and the log past it");
+    assert!(!head.backend_pending());
+    assert_eq!(head.state(), (view.indexid(), view.log_position()));
+    assert_eq!(head.highest_modseq(), 900);
     // nothing behind: nothing written
     w.close_synced().unwrap();
     assert_eq!(

@@ -1373,9 +1373,9 @@ pub struct MaildirMailbox {
     /// are never held at once), and they failed before it was: the next access reads the
     /// mailbox again ([`MaildirMailbox::load`]).
     view_lost: bool,
-    /// This handle changed `dovecot.index*`: the index file is brought up to date when it
-    /// is dropped, so the next run can answer from its header
-    /// (`IndexWriter::write_index_if_behind`).
+    /// This handle changed `dovecot.index*`: when it is dropped, the log's tail is settled and
+    /// the index file brought up to date unless the next run can answer from its header and
+    /// a short replay of the log past it (`IndexWriter::close_synced`).
     index_written: std::cell::Cell<bool>,
 }
 

@@ -657,6 +657,18 @@ impl IndexFile {
         self.check_last_uid(last)
     }
 
+    /// [`IndexFile::check_header`] for a map holding only some of the index's records (a
+    /// sparse replay, [`crate::HeaderView`]): the header fields, and the records held
+    /// ascending and below next_uid.
+    pub(crate) fn check_header_of_held(&self) -> std::result::Result<(), (usize, String)> {
+        self.check_header_fields()?;
+        let h = self.header();
+        let at = |i: usize| h.header_size as usize + i * self.record_size();
+        let n = self.records_count();
+        let last = ascending_uids((0..n).map(|i| self.record_uid(i)), at)?;
+        self.check_last_uid(last)
+    }
+
     /// The last record's UID must be below next_uid (and not 0).
     fn check_last_uid(&self, last: Option<u32>) -> std::result::Result<(), (usize, String)> {
         let h = self.header();
