@@ -79,3 +79,48 @@ pub fn fuzz_log(data: &[u8]) {
         }
     }
 }
+
+/// The quick open of an index ([`crate::HeaderView`]) on `data` split into `P` and its log:
+/// a little-endian u32 length of `P`'s bytes, `P`'s bytes, then the log's. Written to a
+/// directory of this process's own and opened there: never a panic, and when it answers,
+/// every accessor answers too (the records it replayed or reads from `P`, the last
+/// message's, the counters). Returns whether it answered.
+pub fn fuzz_header_replay(data: &[u8]) -> bool {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let Some((len, rest)) = data.split_first_chunk::<4>() else {
+        return false;
+    };
+    let split = (u32::from_le_bytes(*len) as usize).min(rest.len());
+    let (index, log) = rest.split_at(split);
+    let dir = std::env::temp_dir().join(format!(
+        "mailsync-fuzz-header-{}-{}",
+        std::process::id(),
+        CALLS.fetch_add(1, Ordering::Relaxed)
+    ));
+    if std::fs::create_dir_all(&dir).is_err() {
+        return false;
+    }
+    let mut answered = false;
+    let paths = IndexPaths::new(&dir, "dovecot.index");
+    if std::fs::write(paths.index(), index).is_ok() && std::fs::write(paths.log(), log).is_ok() {
+        if let Ok(Some(head)) = crate::HeaderView::open(&paths) {
+            answered = true;
+            let h = head.header();
+            let _ = (head.unseen_count(), head.recent_count(), head.state());
+            let _ = (head.replayed_records(), head.tail_at_log_end());
+            for uid in [head.first_uid(), head.last_uid()].into_iter().flatten() {
+                let _ = head.record_of(uid);
+            }
+            for uid in [0, 1, h.next_uid / 2, h.next_uid, u32::MAX] {
+                let _ = head.record_of(uid);
+            }
+            use crate::format::ext;
+            for name in [ext::MODSEQ, ext::KEYWORDS, ext::GUID, ext::MDBOX, ext::MAP, ext::REF] {
+                let _ = head.last_ext(name);
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    answered
+}
