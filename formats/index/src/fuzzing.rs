@@ -116,7 +116,14 @@ pub fn fuzz_header_replay(data: &[u8]) -> bool {
                 let _ = head.record_of(uid);
             }
             use crate::format::ext;
-            for name in [ext::MODSEQ, ext::KEYWORDS, ext::GUID, ext::MDBOX, ext::MAP, ext::REF] {
+            for name in [
+                ext::MODSEQ,
+                ext::KEYWORDS,
+                ext::GUID,
+                ext::MDBOX,
+                ext::MAP,
+                ext::REF,
+            ] {
                 let _ = head.last_ext(name);
             }
         }

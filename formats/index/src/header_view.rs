@@ -159,9 +159,13 @@ impl HeaderView {
             // record after the changes, the ones not read here too
             return Ok(Replayed::Unanswerable);
         }
-        // the records of `P` the changes name, with its first and last
+        // the records of `P` the changes name, with its first and last, and the appended
+        // ones: more than the replay holds declines before anything is read or replayed
+        let Some(room) = HEADER_REPLAY_MAX_RECORDS.checked_sub(named.appended) else {
+            return Ok(Replayed::Unanswerable);
+        };
         let mut reader = p.reader();
-        let Some(positions) = reader.positions_of(&named.ranges, HEADER_REPLAY_MAX_RECORDS)? else {
+        let Some(positions) = reader.positions_of(&named.ranges, room)? else {
             return Ok(Replayed::Unanswerable);
         };
         let mut held = Vec::with_capacity(positions.len() * p.record_size);
@@ -379,6 +383,7 @@ enum Replayed {
 fn named_uids(tail: &[&LogRecord]) -> Option<Named> {
     let mut ranges: Vec<(u32, u32)> = Vec::new();
     let mut records_changed = false;
+    let mut appended = 0usize;
     // the record size of the last extension introduced, as Syncer's cur_ext
     let mut ext_record_size: Option<u16> = None;
     for r in tail {
@@ -398,7 +403,10 @@ fn named_uids(tail: &[&LogRecord]) -> Option<Named> {
             RecordBody::ModseqUpdate(v) => {
                 ranges.extend(v.iter().filter(|m| m.uid != 0).map(|m| (m.uid, m.uid)))
             }
-            RecordBody::Append(_) => records_changed = true,
+            RecordBody::Append(v) => {
+                records_changed = true;
+                appended += v.len();
+            }
             RecordBody::Expunge(v) | RecordBody::KeywordReset(v) => {
                 ranges.extend(v.iter().map(|u| (u.uid1, u.uid2)))
             }
@@ -431,6 +439,7 @@ fn named_uids(tail: &[&LogRecord]) -> Option<Named> {
     Some(Named {
         ranges: merged,
         records_changed,
+        appended,
     })
 }
 
@@ -438,6 +447,8 @@ fn named_uids(tail: &[&LogRecord]) -> Option<Named> {
 struct Named {
     ranges: Vec<(u32, u32)>,
     records_changed: bool,
+    /// Messages appended (the replay holds their records too).
+    appended: usize,
 }
 
 /// True when `map`'s record modseqs need nothing logged before `at` (its `modseq` header,
