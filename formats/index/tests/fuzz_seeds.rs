@@ -40,27 +40,31 @@ fn mutations(seed: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
+/// The stored seeds of fuzz target `name` (fuzz/corpus/NAME).
+fn corpus(name: &str) -> Vec<Vec<u8>> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(name);
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect()
+}
+
 #[test]
 fn fuzz_log_never_panics_on_seeds_and_mutations() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/log");
-    let mut seeds = 0;
-    for e in std::fs::read_dir(dir).unwrap() {
-        let data = std::fs::read(e.unwrap().path()).unwrap();
-        for m in mutations(&data) {
+    let seeds = corpus("log");
+    for data in &seeds {
+        for m in mutations(data) {
             fuzz_log(&m);
         }
-        seeds += 1;
     }
-    assert!(seeds >= 15);
+    assert!(seeds.len() >= 15);
 }
 
 #[test]
 fn fuzz_index_never_panics_on_snapshots_and_mutations() {
-    let mut seeds: Vec<Vec<u8>> = Vec::new();
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/index");
-    for e in std::fs::read_dir(dir).unwrap() {
-        seeds.push(std::fs::read(e.unwrap().path()).unwrap());
-    }
+    let mut seeds = corpus("index");
     for log in common::testdata_logs() {
         let paths = mailsync_index::IndexPaths::from_file(&log);
         if let Ok(v) = View::open_paths(&paths) {
@@ -96,11 +100,7 @@ fn header_replay_input(dir: &std::path::Path) -> Vec<u8> {
 fn fuzz_header_replay_never_panics_on_seeds_and_mutations() {
     use mailsync_index::format::index::rec_flag;
     use mailsync_index::fuzzing::fuzz_header_replay;
-    let mut seeds: Vec<Vec<u8>> = Vec::new();
-    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/header_replay");
-    for e in std::fs::read_dir(corpus).unwrap() {
-        seeds.push(std::fs::read(e.unwrap().path()).unwrap());
-    }
+    let mut seeds = corpus("header_replay");
     for (n, modseqs) in [(12u32, false), (300, true)] {
         let dir = tempfile::tempdir().unwrap();
         let w = mailsync_index::IndexWriter::open(dir.path(), "dovecot.index");
