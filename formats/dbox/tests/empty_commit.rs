@@ -6,7 +6,7 @@
 use mailstore::{Flags, Guid, Location, NewMail, Store, StoreOptions};
 use mailsync_dbox::DboxStore;
 use mailsync_index::format::index::rec_flag;
-use mailsync_index::{IndexPaths, IndexWriter};
+use mailsync_index::IndexWriter;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 

@@ -1066,9 +1066,8 @@ impl IndexWriter {
     }
 
     /// Writes `P` (as [`IndexWriter::write_index`]) when the log holds anything past it;
-    /// false when `P` was current. A writer that changed the index calls this when it is
-    /// done, so that the next reader can answer from `P`'s header alone
-    /// ([`crate::HeaderView`]) instead of reading every record.
+    /// false when `P` was current. For a caller that wants `P` current whatever the next
+    /// reader would pay (a handle's close uses [`IndexWriter::write_index_if_wanted`]).
     pub fn write_index_if_behind(&self) -> Result<bool> {
         let lock = self.acquire_head()?;
         if self.index_is_current(&lock)? {
