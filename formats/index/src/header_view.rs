@@ -203,7 +203,7 @@ impl HeaderView {
         }
         let map = syncer.map;
         // what is left of `P` at each end: the first and last message
-        let alive = |uid: u32| held_position(&map, uid).is_some();
+        let alive = |uid: u32| map.position_of(uid, map.records_count()).is_some();
         let gone: Vec<usize> = positions
             .iter()
             .zip(&touched)
@@ -225,7 +225,7 @@ impl HeaderView {
             (Some(_), _) => map.record(map.records_count() - 1).map(<[u8]>::to_vec),
             (None, Some(pos)) => {
                 let uid = reader.uid(pos)?;
-                match held_position(&map, uid) {
+                match map.position_of(uid, map.records_count()) {
                     Some(i) => map.record(i).map(<[u8]>::to_vec),
                     None => Some(reader.record(pos)?.to_vec()),
                 }
@@ -318,7 +318,7 @@ impl HeaderView {
     /// else `P`'s, found by a few small reads whatever the number of messages. `None` when
     /// there is no such message.
     pub fn record_of(&self, uid: u32) -> Result<Option<Vec<u8>>> {
-        if let Some(i) = held_position(&self.map, uid) {
+        if let Some(i) = self.map.position_of(uid, self.map.records_count()) {
             return Ok(self.map.record(i).map(<[u8]>::to_vec));
         }
         if self.touched.binary_search(&uid).is_ok() {
@@ -474,13 +474,6 @@ fn record_layout(map: &IndexFile) -> (usize, Vec<(String, u16, u16)>) {
         .map(|e| (e.name.clone(), e.record_offset, e.record_size))
         .collect();
     (map.record_size(), exts)
-}
-
-/// The position of `uid` among the records `map` holds (sorted by UID).
-fn held_position(map: &IndexFile, uid: u32) -> Option<usize> {
-    let n = map.records_count();
-    let i = crate::format::index::partition_point(n, |i| map.record_uid(i) < uid);
-    (i < n && map.record_uid(i) == uid).then_some(i)
 }
 
 fn u32_le(record: &[u8]) -> u32 {

@@ -141,20 +141,7 @@ impl<'a> Syncer<'a> {
 
     /// mail_index_lookup_seq: 0-based position of `uid`.
     fn lookup_seq(&self, uid: u32) -> Option<usize> {
-        let (mut lo, mut hi) = (0usize, self.count());
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            let u = self.uid_at(mid);
-            if u == uid {
-                return Some(mid);
-            }
-            if u < uid {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        None
+        self.map.position_of(uid, self.count())
     }
 
     /// mail_index_lookup_seq_range: 0-based positions covering uid1..=uid2.

@@ -846,12 +846,8 @@ impl View {
 
     /// The message with `uid`.
     pub fn message(&self, uid: u32) -> Option<Message<'_>> {
-        let n = self.messages_count();
-        let i = crate::format::index::partition_point(n, |i| self.map.record_uid(i) < uid);
-        (i < n && self.map.record_uid(i) == uid).then_some(Message {
-            view: self,
-            index: i,
-        })
+        let index = self.map.position_of(uid, self.messages_count())?;
+        Some(Message { view: self, index })
     }
 
     /// Extensions in map order (their position is the ext_id).

@@ -380,6 +380,13 @@ impl IndexFile {
         u32_at(&self.records, idx * rs).unwrap_or(0)
     }
 
+    /// The position of the record of `uid` among the first `n` records, which are sorted by
+    /// UID (mail_index_lookup_seq).
+    pub fn position_of(&self, uid: u32, n: usize) -> Option<usize> {
+        let i = partition_point(n, |i| self.record_uid(i) < uid);
+        (i < n && self.record_uid(i) == uid).then_some(i)
+    }
+
     /// Flags byte of the record at position `idx`.
     pub fn record_flags(&self, idx: usize) -> u8 {
         let rs = self.record_size();
