@@ -21,7 +21,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::format::ext::{self, ModseqHeader};
 use crate::format::index::{hdr_flag, IndexFile, IndexHeader, BASE_HEADER_SIZE};
 use crate::format::log::{ext_rec_entries, LogFile, LogRecord, LogStop, RecordBody};
 use crate::paths::IndexPaths;
@@ -151,12 +150,9 @@ impl HeaderView {
             .iter()
             .any(|r| r.offset >= max_tail && crate::writer::is_backend_request(r.type_raw));
         let seq = log.header.file_seq;
-        if named.records_changed
-            && (!modseqs_current_at(&map, (seq, start)) || h.flags & hdr_flag::HAVE_DIRTY != 0)
-        {
-            // the full view would first give `P`'s records the modseqs logged before
-            // `start` (mail_index_modseq_sync_begin), or tell HAVE_DIRTY from every
-            // record after the changes, the ones not read here too
+        if named.records_changed && h.flags & hdr_flag::HAVE_DIRTY != 0 {
+            // the full view would tell HAVE_DIRTY from every record after the changes, the
+            // ones not read here too
             return Ok(Replayed::Unanswerable);
         }
         // the records of `P` the changes name, with its first and last, and the appended
@@ -188,6 +184,11 @@ impl HeaderView {
             (seq, start),
             log.modseq_at(start),
         );
+        if named.records_changed {
+            // the full view's first step: record modseqs logged before `start`; when it has
+            // any to fill in, it touches `P`'s other records too and the replay declines
+            syncer.begin_modseqs((seq, start));
+        }
         for r in tail {
             syncer.apply(r, (seq, r.offset));
         }
@@ -449,19 +450,6 @@ struct Named {
     records_changed: bool,
     /// Messages appended (the replay holds their records too).
     appended: usize,
-}
-
-/// True when `map`'s record modseqs need nothing logged before `at` (its `modseq` header,
-/// when the records carry modseqs, is at `at` or later): then the full view's first step,
-/// filling them in from the log (mail_index_modseq_sync_begin), leaves them as they are.
-fn modseqs_current_at(map: &IndexFile, at: (u32, u64)) -> bool {
-    let Some(e) = map.ext(ext::MODSEQ) else {
-        return true;
-    };
-    if e.record_size == 0 {
-        return true;
-    }
-    ModseqHeader::decode(&e.data).is_none_or(|h| (h.log_seq, h.log_offset as u64) >= at)
 }
 
 /// The record layout of `map`: the record size and where each extension with records

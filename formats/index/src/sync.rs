@@ -62,24 +62,14 @@ pub(crate) struct Syncer<'a> {
 
 impl<'a> Syncer<'a> {
     pub fn new(map: IndexFile, logs: &'a [LogFile], start: LogPos, start_modseq: u64) -> Self {
-        let mut s = Syncer::for_header(map, logs, start, start_modseq);
-        // mail_index_modseq_sync_begin
-        if s.modseq_active {
-            s.modseq_sync_init(start);
-        }
+        let mut s = Syncer::unbegun(map, logs, start, start_modseq);
+        s.begin_modseqs(start);
         s
     }
 
-    /// A syncer whose modseq tracking is active when the map has the `modseq` header, but
-    /// without [`Syncer::new`]'s first step, filling in the record modseqs logged since
-    /// that header: for a header-only map ([`crate::HeaderView`]), whose records are
-    /// neither there nor asked for. Only header records may be applied to it.
-    pub fn for_header(
-        map: IndexFile,
-        logs: &'a [LogFile],
-        start: LogPos,
-        start_modseq: u64,
-    ) -> Self {
+    /// A syncer of `map` from `start`, its modseq tracking active when the map has the
+    /// `modseq` header, before [`Syncer::begin_modseqs`].
+    fn unbegun(map: IndexFile, logs: &'a [LogFile], start: LogPos, start_modseq: u64) -> Self {
         let modseq_active = map
             .ext(ext::MODSEQ)
             .and_then(|e| ModseqHeader::decode(&e.data))
@@ -99,7 +89,8 @@ impl<'a> Syncer<'a> {
         }
     }
 
-    /// A [`Syncer::for_header`] whose map holds, in UID order, only some records of the
+    /// A syncer (without [`Syncer::begin_modseqs`], which its caller decides) whose map
+    /// holds, in UID order, only some records of the
     /// index (every record the records to apply name), `hidden` of its messages not: the
     /// counters stay the index's, positions are those of the held records. Correct only
     /// when no record applied touches a record the map doesn't hold and the record layout
@@ -111,9 +102,19 @@ impl<'a> Syncer<'a> {
         start: LogPos,
         start_modseq: u64,
     ) -> Self {
-        let mut s = Syncer::for_header(map, logs, start, start_modseq);
+        let mut s = Syncer::unbegun(map, logs, start, start_modseq);
         s.hidden = hidden;
         s
+    }
+
+    /// mail_index_modseq_sync_begin: gives the records the modseqs logged between the
+    /// `modseq` header's position and `start` ([`Syncer::new`]'s first step). When that
+    /// changes record modseqs, `touched_every_record` tells a sparse replay it can't stand
+    /// for it.
+    pub fn begin_modseqs(&mut self, start: LogPos) {
+        if self.modseq_active {
+            self.modseq_sync_init(start);
+        }
     }
 
     fn corrupted(&mut self, reason: String) {
@@ -280,7 +281,10 @@ impl<'a> Syncer<'a> {
         if (end.0, end.1) <= (hdr.log_seq, hdr.log_offset as u64) {
             return;
         }
-        self.touched_every_record = true;
+        // records without modseq data (`modseq_update` needs 8 bytes) keep theirs
+        self.touched_every_record |= self
+            .modseq_ext()
+            .is_some_and(|i| self.map.extensions[i].record_size >= 8);
         let start = (hdr.log_seq.max(1), hdr.log_offset as u64);
         let n = self.count();
         if let Some(recs) = self.records_between(start, end) {
