@@ -575,6 +575,21 @@ struct Locked {
     view: View,
 }
 
+/// What [`IndexWriter::sync_housekeeping`]'s first look found.
+enum FirstLook {
+    /// Nothing to do.
+    Settled,
+    /// Something to do, or the look can't tell; with the write rule's answer for `P` when
+    /// the look decided it.
+    Unsettled { write_wanted: Option<bool> },
+}
+
+/// The write rule below [`INDEX_REWRITE_MAX_LOG_BYTES`]: `P` is wanted when the next quick
+/// open (`head`) declines or replays more than [`INDEX_REWRITE_MIN_REPLAYED_RECORDS`].
+fn replay_wants_write(head: Option<&crate::HeaderView>) -> bool {
+    head.is_none_or(|h| h.replayed_records() > INDEX_REWRITE_MIN_REPLAYED_RECORDS)
+}
+
 impl IndexWriter {
     /// A writer for `dir/prefix` (e.g. "dovecot.index").
     pub fn open(dir: &Path, prefix: &str) -> IndexWriter {
@@ -815,33 +830,35 @@ impl IndexWriter {
         Ok((same_log && head <= log_len).then(|| (p, log, log_len - head)))
     }
 
-    /// True when [`IndexWriter::sync_housekeeping`] would find nothing to do, told from
-    /// `P`'s base header, the log's header and size, and the next reader's quick open (a
-    /// short replay of the log past `P`), not from every record: no rotation due, the tail
-    /// offset at the log's end, and `P` current or not wanted
-    /// ([`IndexWriter::index_write_wanted`]). False when in doubt (the housekeeping reads
-    /// the full view and decides).
-    fn housekeeping_settled(&self, lock: &LogLock) -> Result<bool> {
+    /// The housekeeping's first look, from `P`'s base header, the log's header and size,
+    /// and the next reader's quick open (a short replay of the log past `P`), not from
+    /// every record: nothing to do when no rotation is due, the tail offset is at the log's
+    /// end and `P` is current or not wanted ([`IndexWriter::index_write_wanted`]'s rule).
+    /// Unsettled when in doubt (the housekeeping reads the full view and decides), with the
+    /// write rule's answer when the look got that far.
+    fn first_look(&self, lock: &LogLock) -> Result<FirstLook> {
+        let unsettled = |write_wanted| Ok(FirstLook::Unsettled { write_wanted });
         let Some((p, log, lag)) = self.index_lag(lock)? else {
-            return Ok(false);
+            return unsettled(None);
         };
         let log_len = u64::from(p.log_file_head_offset) + lag;
-        if want_rotate(log_len, &log) {
-            return Ok(false);
+        if want_rotate(log_len, &log) || lag > INDEX_REWRITE_MAX_LOG_BYTES {
+            return unsettled(None);
         }
         if lag == 0 {
-            return Ok(p.log_file_tail_offset == p.log_file_head_offset);
+            if p.log_file_tail_offset == p.log_file_head_offset {
+                return Ok(FirstLook::Settled);
+            }
+            return unsettled(None);
         }
-        if lag > INDEX_REWRITE_MAX_LOG_BYTES {
-            return Ok(false);
+        let head = crate::HeaderView::open_unguarded(&self.paths)?;
+        let write_wanted = replay_wants_write(head.as_ref());
+        match head {
+            Some(h) if h.state().1 .1 == log_len && h.tail_at_log_end() && !write_wanted => {
+                Ok(FirstLook::Settled)
+            }
+            _ => unsettled(Some(write_wanted)),
         }
-        Ok(
-            crate::HeaderView::open_unguarded(&self.paths)?.is_some_and(|h| {
-                h.state().1 .1 == log_len
-                    && h.tail_at_log_end()
-                    && h.replayed_records() <= INDEX_REWRITE_MIN_REPLAYED_RECORDS
-            }),
-        )
     }
 
     /// The head log of a view built from the log file: an error naming the log when the
@@ -905,12 +922,15 @@ impl IndexWriter {
     /// nothing is done: the backend (or Dovecot) must carry it out first.
     pub fn sync_housekeeping(&self) -> Result<Housekeeping> {
         let lock = self.acquire_head()?;
-        if self.housekeeping_settled(&lock)? {
-            return Ok(Housekeeping {
-                index_considered: true,
-                ..Housekeeping::default()
-            });
-        }
+        let looked = match self.first_look(&lock)? {
+            FirstLook::Settled => {
+                return Ok(Housekeeping {
+                    index_considered: true,
+                    ..Housekeeping::default()
+                })
+            }
+            FirstLook::Unsettled { write_wanted } => write_wanted,
+        };
         let Locked { lock, view } = self.view_of_head(lock)?;
         let mut done = Housekeeping::default();
         let head = self.head_log(&view)?;
@@ -958,8 +978,15 @@ impl IndexWriter {
             _ => None,
         };
         done.index_considered = true;
-        if !rotate && grown.is_some() && !self.index_write_wanted(grown)? {
-            return Ok(done);
+        if !rotate {
+            // the first look's answer stands: a tail move appends a header change only
+            let wanted = match (grown, looked) {
+                (Some(g), Some(w)) if g <= INDEX_REWRITE_MAX_LOG_BYTES => w,
+                _ => self.index_write_wanted(grown)?,
+            };
+            if !wanted {
+                return Ok(done);
+            }
         }
         // The view read under the lock is the log as it is, unless the tail move above
         // appended to it: then it is read again (one view at a time).
@@ -1060,8 +1087,9 @@ impl IndexWriter {
             None => Ok(true),
             Some(0) => Ok(false),
             Some(g) if g > INDEX_REWRITE_MAX_LOG_BYTES => Ok(true),
-            Some(_) => Ok(crate::HeaderView::open_unguarded(&self.paths)?
-                .is_none_or(|h| h.replayed_records() > INDEX_REWRITE_MIN_REPLAYED_RECORDS)),
+            Some(_) => Ok(replay_wants_write(
+                crate::HeaderView::open_unguarded(&self.paths)?.as_ref(),
+            )),
         }
     }
 
