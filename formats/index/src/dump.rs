@@ -768,7 +768,7 @@ fn print_body(
         }
         RecordBody::ExtRecUpdate(raw) => {
             let rs = *prev_intro_size as usize;
-            let stride = (4 + rs + 3) & !3;
+            let stride = crate::format::log::ext_rec_stride(*prev_intro_size);
             let mut i = 0;
             while i + 4 <= raw.len() {
                 let uid = u32_at(raw, i).unwrap_or(0);

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::format::index::{hdr_flag, IndexFile, IndexHeader, BASE_HEADER_SIZE};
-use crate::format::log::{ext_rec_entries, LogFile, LogRecord, LogStop, RecordBody};
+use crate::format::log::{ext_rec_entries, ext_rec_whole, LogFile, LogRecord, LogStop, RecordBody};
 use crate::paths::IndexPaths;
 use crate::sync::Syncer;
 use crate::view::{read_log_from_head, read_optional};
@@ -417,9 +417,7 @@ fn named_uids(tail: &[&LogRecord]) -> Option<Named> {
             RecordBody::ExtAtomicInc(v) => ranges.extend(v.iter().map(|a| (a.uid, a.uid))),
             RecordBody::ExtRecUpdate(raw) => {
                 let rsize = ext_record_size?;
-                let stride = (4 + rsize as usize + 3) & !3;
-                let whole = raw.len() - raw.len() % stride;
-                let entries = ext_rec_entries(&raw[..whole], rsize)?;
+                let entries = ext_rec_entries(ext_rec_whole(raw, rsize), rsize)?;
                 ranges.extend(entries.iter().map(|(uid, _)| (*uid, *uid)));
             }
             RecordBody::Unknown(_) => return None,

@@ -15,8 +15,8 @@ use crate::format::index::{
     RECORD_BASE_SIZE, RECORD_MIN_SIZE,
 };
 use crate::format::log::{
-    ext_rec_entries, rec_type, AtomicInc, ExtIntro, ExtReset, FlagUpdate, HeaderPatch,
-    KeywordUpdate, LogFile, LogRecord, RecordBody, UidRange, EXT_ID_BY_NAME,
+    ext_rec_entries, ext_rec_whole, rec_type, AtomicInc, ExtIntro, ExtReset, FlagUpdate,
+    HeaderPatch, KeywordUpdate, LogFile, LogRecord, RecordBody, UidRange, EXT_ID_BY_NAME,
     EXT_INTRO_FLAG_NO_SHRINK,
 };
 
@@ -882,14 +882,12 @@ impl<'a> Syncer<'a> {
                 idx, record_size, ..
             } => (idx, record_size),
         };
-        let stride = (4 + rsize as usize + 3) & !3;
-        if !raw.len().is_multiple_of(stride) {
-            // Dovecot applies the whole entries first, then complains
-            let whole = raw.len() - raw.len() % stride;
-            self.ext_rec_entries(idx, rsize, &raw[..whole]);
-            return self.corrupted("ext rec update: invalid record size".into());
+        // Dovecot applies the whole entries first, then complains about a partial one
+        let whole = ext_rec_whole(raw, rsize);
+        self.ext_rec_entries(idx, rsize, whole);
+        if whole.len() != raw.len() {
+            self.corrupted("ext rec update: invalid record size".into());
         }
-        self.ext_rec_entries(idx, rsize, raw);
     }
 
     fn ext_rec_entries(&mut self, idx: usize, rsize: u16, raw: &[u8]) {

@@ -324,10 +324,22 @@ pub enum RecordBody {
     Unknown(Vec<u8>),
 }
 
+/// The size of one EXT_REC_UPDATE entry ({uid, data, pad4}) of an extension with
+/// `record_size` bytes per record.
+pub fn ext_rec_stride(record_size: u16) -> usize {
+    align4(4 + record_size as usize)
+}
+
+/// The whole entries at the start of an EXT_REC_UPDATE payload (all of it unless the last
+/// entry is partial): what Dovecot applies before it complains about the rest.
+pub fn ext_rec_whole(payload: &[u8], record_size: u16) -> &[u8] {
+    &payload[..payload.len() - payload.len() % ext_rec_stride(record_size)]
+}
+
 /// Splits an EXT_REC_UPDATE payload into (uid, data) entries for an extension with
 /// `record_size` bytes per record. `None` when the payload isn't a whole number of entries.
 pub fn ext_rec_entries(payload: &[u8], record_size: u16) -> Option<Vec<(u32, &[u8])>> {
-    let stride = align4(4 + record_size as usize);
+    let stride = ext_rec_stride(record_size);
     if !payload.len().is_multiple_of(stride) {
         return None;
     }
