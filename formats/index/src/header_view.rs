@@ -488,17 +488,17 @@ impl PRecords {
         PReader {
             p: self,
             per_block,
-            blocks: vec![None; self.count.div_ceil(per_block)],
+            blocks: std::collections::BTreeMap::new(),
         }
     }
 }
 
-/// A reader of [`PRecords`] keeping the blocks it read (a slot per block of `P`: a few
-/// bytes per hundred records).
+/// A reader of [`PRecords`] keeping the blocks it read, by block number (as many as it
+/// read, whatever the size of `P`).
 struct PReader<'p> {
     p: &'p PRecords,
     per_block: usize,
-    blocks: Vec<Option<Box<[u8]>>>,
+    blocks: std::collections::BTreeMap<usize, Box<[u8]>>,
 }
 
 impl PReader<'_> {
@@ -506,18 +506,19 @@ impl PReader<'_> {
     fn record(&mut self, pos: usize) -> Result<&[u8]> {
         let (block, at) = (pos / self.per_block, pos % self.per_block);
         let rs = self.p.record_size;
-        let slot = &mut self.blocks[block];
-        if slot.is_none() {
-            let first = block * self.per_block;
-            let n = self.per_block.min(self.p.count - first);
-            let mut buf = vec![0u8; n * rs];
-            self.p
-                .file
-                .read_exact_at(&mut buf, self.p.header_size + (first * rs) as u64)
-                .map_err(|e| Error::io("read", &self.p.path, e))?;
-            *slot = Some(buf.into_boxed_slice());
-        }
-        let data = slot.as_deref().unwrap_or_default();
+        let data = match self.blocks.entry(block) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let first = block * self.per_block;
+                let n = self.per_block.min(self.p.count - first);
+                let mut buf = vec![0u8; n * rs];
+                self.p
+                    .file
+                    .read_exact_at(&mut buf, self.p.header_size + (first * rs) as u64)
+                    .map_err(|e| Error::io("read", &self.p.path, e))?;
+                e.insert(buf.into_boxed_slice())
+            }
+        };
         Ok(&data[at * rs..(at + 1) * rs])
     }
 
