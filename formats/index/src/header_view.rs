@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::format::codec::u32_at;
 use crate::format::index::{hdr_flag, IndexFile, IndexHeader, BASE_HEADER_SIZE};
 use crate::format::log::{ext_rec_entries, ext_rec_whole, LogFile, LogRecord, LogStop, RecordBody};
 use crate::paths::IndexPaths;
@@ -168,7 +169,7 @@ impl HeaderView {
         let mut touched = Vec::with_capacity(positions.len());
         for &pos in &positions {
             let rec = reader.record(pos)?;
-            touched.push(u32_le(rec));
+            touched.push(uid_of(rec));
             held.extend_from_slice(rec);
         }
         if !touched.windows(2).all(|w| w[0] < w[1]) {
@@ -331,7 +332,7 @@ impl HeaderView {
             return Ok(None);
         }
         let rec = reader.record(pos)?;
-        Ok((u32_le(rec) == uid).then(|| rec.to_vec()))
+        Ok((uid_of(rec) == uid).then(|| rec.to_vec()))
     }
 
     /// The bytes of extension `name` in `record` (one [`HeaderView::record_of`] returned).
@@ -357,7 +358,7 @@ impl HeaderView {
 
     /// The UID of the last message, `None` when there is none.
     pub fn last_uid(&self) -> Option<u32> {
-        self.last.as_deref().map(u32_le)
+        self.last.as_deref().map(uid_of)
     }
 
     /// The last message's record bytes of extension `name`.
@@ -450,6 +451,11 @@ struct Named {
     appended: usize,
 }
 
+/// The UID of a record (its first 4 bytes, as [`IndexFile::record_uid`] reads them).
+fn uid_of(record: &[u8]) -> u32 {
+    u32_at(record, 0).unwrap_or(0)
+}
+
 /// The record layout of `map`: the record size and where each extension with records
 /// lies in them. A replay that changes it would have to lay out `P`'s other records anew.
 fn record_layout(map: &IndexFile) -> (usize, Vec<(String, u16, u16)>) {
@@ -460,10 +466,6 @@ fn record_layout(map: &IndexFile) -> (usize, Vec<(String, u16, u16)>) {
         .map(|e| (e.name.clone(), e.record_offset, e.record_size))
         .collect();
     (map.record_size(), exts)
-}
-
-fn u32_le(record: &[u8]) -> u32 {
-    u32::from_le_bytes([record[0], record[1], record[2], record[3]])
 }
 
 /// `P`'s records as [`read_header`] opened it.
@@ -523,7 +525,7 @@ impl PReader<'_> {
     }
 
     fn uid(&mut self, pos: usize) -> Result<u32> {
-        self.record(pos).map(u32_le)
+        self.record(pos).map(uid_of)
     }
 
     /// The first position whose UID is `uid` or more (count when none): a search that
