@@ -49,11 +49,16 @@ impl Env {
         std::fs::create_dir_all(&home).unwrap();
         std::fs::create_dir_all(dir.path().join("run")).unwrap();
         let user = if running_as_root() {
-            if id_of("-u").is_none() {
-                let _ = Command::new("useradd")
-                    .args(["-M", "-r", "-s", "/usr/sbin/nologin", MAIL_USER])
-                    .status();
-            }
+            // once per process: this file's tests run on parallel threads, and two
+            // useradds at once on a fresh machine left one test with ids of neither
+            static CREATE_USER: std::sync::Once = std::sync::Once::new();
+            CREATE_USER.call_once(|| {
+                if id_of("-u").is_none() {
+                    let _ = Command::new("useradd")
+                        .args(["-M", "-r", "-s", "/usr/sbin/nologin", MAIL_USER])
+                        .status();
+                }
+            });
             let uid = id_of("-u").expect("could not create the mail user");
             let gid = id_of("-g").expect("mail user has no group");
             let st = Command::new("chown")
