@@ -1,11 +1,14 @@
 //! The engine when a store fails part-way, or is slow: a backend that leaves dates out of
 //! its view (as the Maildir does) and then can't read a message's record must not make the
 //! sync send that message with dates 0; a side that waits for a slow peer reads ahead
-//! (`Mailbox::prefetch_mails`), and a read-ahead that fails changes nothing.
+//! (`Mailbox::prefetch_mails`), and a read-ahead that fails changes nothing. Where both
+//! stores have a second handle, two mailboxes sync at once, and one that fails fails the
+//! run without stopping the other.
 
+use std::collections::BTreeSet;
 use std::io::Read;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use mailstore::memory::MemoryStore;
@@ -36,6 +39,54 @@ struct Faults {
     index_loads: Arc<AtomicUsize>,
     /// Each `list_mailboxes` call is counted here.
     listings: Arc<AtomicUsize>,
+    /// The store has a second handle (`Store::second_handle`), with the same faults.
+    second_handle: bool,
+    /// Each message read (`open_mail`) passes here.
+    reads: Option<Arc<Rendezvous>>,
+    /// `open_mail` fails in the mailbox of this name.
+    reads_fail_in: Option<String>,
+}
+
+/// Where the reads of two mailboxes can meet: the first read of each mailbox waits (up to
+/// a second) for a read of another mailbox to be under way, so two mailboxes synced at
+/// once always meet and two synced one after the other never do.
+#[derive(Default)]
+struct Rendezvous {
+    state: Mutex<ReadsUnderWay>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct ReadsUnderWay {
+    /// The mailbox of each read under way.
+    mailboxes: Vec<String>,
+    /// Mailboxes whose first read has been.
+    first_read: BTreeSet<String>,
+    /// Reads of two mailboxes were under way at once.
+    met: bool,
+}
+
+impl Rendezvous {
+    fn read(&self, mailbox: &str) {
+        let mut st = self.state.lock().unwrap();
+        st.mailboxes.push(mailbox.to_string());
+        if st.mailboxes.iter().any(|m| m != mailbox) {
+            st.met = true;
+            self.changed.notify_all();
+        } else if st.first_read.insert(mailbox.to_string()) {
+            st = self
+                .changed
+                .wait_timeout_while(st, Duration::from_secs(1), |st| !st.met)
+                .unwrap()
+                .0;
+        }
+        let at = st.mailboxes.iter().position(|m| m == mailbox).unwrap();
+        st.mailboxes.remove(at);
+    }
+
+    fn met(&self) -> bool {
+        self.state.lock().unwrap().met
+    }
 }
 
 #[derive(Clone)]
@@ -110,6 +161,16 @@ impl Mailbox for WrappedMailbox {
         self.0.pop3_info(uid)
     }
     fn open_mail(&mut self, uid: Uid) -> Result<Box<dyn Read + Send>> {
+        if let Some(reads) = &self.1.reads {
+            reads.read(self.0.name());
+        }
+        if self.1.reads_fail_in.as_deref() == Some(self.0.name()) {
+            return Err(mailstore::Error::io(
+                "read",
+                "/injected/message",
+                std::io::Error::other("injected message read failure"),
+            ));
+        }
         self.0.open_mail(uid)
     }
     fn enable_modseqs(&mut self) -> Result<()> {
@@ -186,6 +247,11 @@ impl Store for Wrapped {
     }
     fn save_line_endings(&self) -> mailstore::SaveLineEndings {
         self.0.save_line_endings()
+    }
+    fn second_handle(&self) -> Option<Box<dyn Store>> {
+        self.1
+            .second_handle
+            .then(|| Box::new(self.clone()) as Box<dyn Store>)
     }
 }
 
@@ -497,4 +563,140 @@ fn each_side_lists_its_mailboxes_once_when_the_tree_is_unchanged() {
         1,
         "destination"
     );
+}
+
+/// Three messages in each of the mailboxes `A` and `B` of a new store (and an empty INBOX).
+fn two_mailboxes() -> MemoryStore {
+    let store = MemoryStore::new();
+    for name in ["A", "B"] {
+        store.create_mailbox(name, None).unwrap();
+        let mut mailbox = store.open_mailbox(name).unwrap();
+        let mut tx = mailbox.begin().unwrap();
+        for i in 0..3 {
+            let guid = format!("{name}-{i}");
+            tx.save(
+                NewMail {
+                    guid: Some(Guid::from_bytes(guid.as_bytes())),
+                    received_date: Some(1_700_000_000),
+                    ..Default::default()
+                },
+                &mut format!("Subject: {guid}\n\nbody\n").as_bytes(),
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    store
+}
+
+/// Each mailbox's message GUIDs, by name.
+fn contents(store: &MemoryStore) -> Vec<(String, Vec<Guid>)> {
+    let mut all = Vec::new();
+    for info in store.list_mailboxes().unwrap() {
+        let mut guids: Vec<Guid> = store
+            .open_mailbox(&info.name)
+            .unwrap()
+            .mails()
+            .unwrap()
+            .into_iter()
+            .map(|m| m.guid)
+            .collect();
+        guids.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        all.push((info.name, guids));
+    }
+    all
+}
+
+/// `sync::run` on its own thread, failing the test instead of hanging it.
+fn run_within_a_minute(
+    source: Box<dyn Store>,
+    destination: Box<dyn Store>,
+    opts: &SyncOptions,
+) -> sync::SyncReport {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let opts = opts.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(sync::run(source, destination, &opts));
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the run hung")
+}
+
+/// A backup reads two mailboxes at once when both stores have a second handle, and one
+/// after the other when either hasn't or the engine's second lane is off; the copy is the
+/// same every way.
+#[test]
+fn two_mailboxes_sync_at_once_where_both_stores_have_a_second_handle() {
+    let source = two_mailboxes();
+    for (source_second, second_lane, at_once) in [
+        (true, true, true),
+        (false, true, false),
+        (true, false, false),
+    ] {
+        let reads = Arc::new(Rendezvous::default());
+        let faults = Faults {
+            second_handle: source_second,
+            reads: Some(Arc::clone(&reads)),
+            ..Default::default()
+        };
+        let destination = MemoryStore::new();
+        let opts = SyncOptions {
+            kind: MergeKind::Backup,
+            second_lane,
+            ..Default::default()
+        };
+        let report = run_within_a_minute(
+            Box::new(Wrapped(source.clone(), faults)),
+            Box::new(destination.clone()),
+            &opts,
+        );
+        let case = format!("source second handle {source_second}, second lane {second_lane}");
+        assert_eq!(report.exit_code, 0, "{case}: {:?}", report.errors);
+        assert_eq!(reads.met(), at_once, "{case}");
+        assert_eq!(contents(&destination), contents(&source), "{case}");
+        assert_eq!(report.state.len(), 3, "{case}: a state entry per mailbox");
+    }
+}
+
+/// A message that can't be read (other than expunged) fails the run (doveadm's exit 75,
+/// the error reported; dsync's "Can't get stream"), also when it fails in one lane, while
+/// the other mailbox is synced in full, and nothing hangs.
+#[test]
+fn an_unreadable_message_fails_the_run_and_the_other_lane_finishes() {
+    let source = two_mailboxes();
+    for (failing, second_lane) in [("A", true), ("B", true), ("A", false)] {
+        let faults = Faults {
+            second_handle: second_lane,
+            reads: Some(Arc::default()),
+            reads_fail_in: Some(failing.to_string()),
+            ..Default::default()
+        };
+        let destination = MemoryStore::new();
+        let opts = SyncOptions {
+            kind: MergeKind::Backup,
+            ..Default::default()
+        };
+        let report = run_within_a_minute(
+            Box::new(Wrapped(source.clone(), faults)),
+            Box::new(destination.clone()),
+            &opts,
+        );
+        assert_eq!(report.exit_code, 75, "{failing}: {:?}", report.errors);
+        assert!(
+            report
+                .errors
+                .iter()
+                .any(|e| e.contains("injected message read failure")),
+            "{failing}: {:?}",
+            report.errors
+        );
+        let other = if failing == "A" { "B" } else { "A" };
+        let copied = contents(&destination);
+        let want = contents(&source);
+        let of = |all: &[(String, Vec<Guid>)], name: &str| {
+            all.iter().find(|(n, _)| n == name).map(|(_, g)| g.clone())
+        };
+        assert_eq!(of(&copied, other), of(&want, other), "{failing}");
+        assert_ne!(of(&copied, failing), of(&want, failing), "{failing}");
+    }
 }

@@ -200,6 +200,7 @@ pub fn run(
             .filter(|secs| *secs > 0)
             .map(|secs| Duration::from_secs(secs.into())),
         commit_msgs_interval,
+        second_lane: true,
     };
     // dsync_brain_lock: in a local run the master locks, in the user's home.
     let _lock = match args.lock_timeout.filter(|secs| *secs > 0) {

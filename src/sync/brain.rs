@@ -239,6 +239,18 @@ pub struct Brain {
     pub names: Option<BTreeMap<MailboxGuid, String>>,
     /// Items sent by either brain (what `-T` watches).
     pub progress: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// A second lane to the peer, when both stores have a second handle: the mail sync
+    /// then runs on two threads per side, each lane syncing its share of the mailboxes
+    /// ([`plan::lanes`]).
+    pub lane: Option<Lane>,
+}
+
+/// The second lane between two brains: its own channel pair, and a second handle on this
+/// side's store (`Store::second_handle`) for the thread that syncs the lane's mailboxes.
+pub struct Lane {
+    pub store: Box<dyn Store>,
+    pub tx: SyncSender<Item>,
+    pub rx: Inbox,
 }
 
 fn peer_gone() -> SyncError {
@@ -881,29 +893,45 @@ impl Brain {
         if self.writable(self.opts.kind, self.is_primary()) {
             self.apply_tree(actions)?;
         }
-        // Mailboxes, master-driven.
+        // Mailboxes, master-driven, on one lane or two.
         let state_by_guid: BTreeMap<MailboxGuid, MailboxStateItem> =
             states.into_iter().map(|s| (s.mailbox_guid, s)).collect();
-        if self.master {
-            // no_mail_sync (`-m ""`, `-g ""`): the tree only (dsync_brain_next_mailbox).
-            let pairs: &[MailboxPair] = if self.opts.no_mail_sync {
-                &[]
-            } else {
-                &tree.pairs
-            };
-            for pair in pairs {
-                let my_guid = if self.is_primary() {
-                    pair.primary_guid
-                } else {
-                    pair.secondary_guid
-                };
-                self.send(Item::Mailbox(MailboxItem {
-                    mailbox_guid: my_guid,
-                    ..Default::default()
-                }))?;
-                self.sync_pair(pair, state_by_guid.get(&pair.primary_guid))?;
+        // no_mail_sync (`-m ""`, `-g ""`): the tree only (dsync_brain_next_mailbox).
+        let pairs: &[MailboxPair] = if self.opts.no_mail_sync {
+            &[]
+        } else {
+            &tree.pairs
+        };
+        let lanes = plan::lanes(pairs, &pn, &sn);
+        match self.lane.take() {
+            // both brains decide alike: both have a lane or neither, and the same split
+            Some(lane) if !lanes[1].is_empty() => {
+                let second_pairs: Vec<&MailboxPair> = lanes[1].iter().map(|&i| &pairs[i]).collect();
+                let mut second = self.second_brain(lane, &second_pairs)?;
+                let main_pairs: Vec<&MailboxPair> = lanes[0].iter().map(|&i| &pairs[i]).collect();
+                let (main, other) = std::thread::scope(|s| {
+                    let other =
+                        s.spawn(|| second.sync_mailboxes(&second_pairs, pairs, &state_by_guid));
+                    let main = self.sync_mailboxes(&main_pairs, pairs, &state_by_guid);
+                    let other = other
+                        .join()
+                        .unwrap_or_else(|_| Err(SyncError::Peer("a sync lane panicked".into())));
+                    (main, other)
+                });
+                let out = std::mem::take(&mut second.out);
+                self.out.changes_during_sync |= out.changes_during_sync;
+                self.out.errors.extend(out.errors);
+                self.out.log.extend(out.log);
+                self.out.states.extend(out.states);
+                main?;
+                other?;
             }
-            self.send(Item::EndOfList)?;
+            _ => {
+                let all: Vec<&MailboxPair> = pairs.iter().collect();
+                self.sync_mailboxes(&all, pairs, &state_by_guid)?;
+            }
+        }
+        if self.master {
             match self.recv()? {
                 Item::Finish(f) => {
                     self.out.changes_during_sync |= f.changes_during_sync;
@@ -914,27 +942,6 @@ impl Brain {
                 _ => return Err(SyncError::Peer("expected finish".into())),
             }
         } else {
-            loop {
-                match self.recv()? {
-                    Item::EndOfList => break,
-                    Item::Mailbox(b) => {
-                        let pair = tree
-                            .pairs
-                            .iter()
-                            .find(|p| {
-                                (if self.is_primary() {
-                                    p.secondary_guid
-                                } else {
-                                    p.primary_guid
-                                }) == b.mailbox_guid
-                            })
-                            .cloned()
-                            .ok_or_else(|| SyncError::Peer("unknown mailbox announced".into()))?;
-                        self.sync_pair(&pair, state_by_guid.get(&pair.primary_guid))?;
-                    }
-                    _ => return Err(SyncError::Peer("expected mailbox".into())),
-                }
-            }
             let finish = Finish {
                 error: if self.out.errors.is_empty() {
                     None
@@ -947,6 +954,74 @@ impl Brain {
             self.send(Item::Finish(finish))?;
         }
         Ok(())
+    }
+
+    /// Syncs a lane's mailboxes: the master announces each of `mine` and ends the lane
+    /// with `EndOfList`; the slave syncs each mailbox of `pairs` the master announces.
+    fn sync_mailboxes(
+        &mut self,
+        mine: &[&MailboxPair],
+        pairs: &[MailboxPair],
+        state_by_guid: &BTreeMap<MailboxGuid, MailboxStateItem>,
+    ) -> Result<(), SyncError> {
+        if self.master {
+            for pair in mine {
+                let my_guid = if self.is_primary() {
+                    pair.primary_guid
+                } else {
+                    pair.secondary_guid
+                };
+                self.send(Item::Mailbox(MailboxItem {
+                    mailbox_guid: my_guid,
+                    ..Default::default()
+                }))?;
+                self.sync_pair(pair, state_by_guid.get(&pair.primary_guid))?;
+            }
+            return self.send(Item::EndOfList);
+        }
+        loop {
+            match self.recv()? {
+                Item::EndOfList => return Ok(()),
+                Item::Mailbox(b) => {
+                    let pair = pairs
+                        .iter()
+                        .find(|p| {
+                            (if self.is_primary() {
+                                p.secondary_guid
+                            } else {
+                                p.primary_guid
+                            }) == b.mailbox_guid
+                        })
+                        .ok_or_else(|| SyncError::Peer("unknown mailbox announced".into()))?;
+                    self.sync_pair(pair, state_by_guid.get(&pair.primary_guid))?;
+                }
+                _ => return Err(SyncError::Peer("expected mailbox".into())),
+            }
+        }
+    }
+
+    /// The brain of the second lane: the lane's channels and store handle, this brain's
+    /// names, and the handles this brain kept of the lane's mailboxes.
+    fn second_brain(&mut self, lane: Lane, pairs: &[&MailboxPair]) -> Result<Brain, SyncError> {
+        let mut opened = BTreeMap::new();
+        for pair in pairs {
+            let name = self.pair_name(pair)?;
+            if let Some(mb) = self.opened.remove(&name) {
+                opened.insert(name, mb);
+            }
+        }
+        Ok(Brain {
+            store: lane.store,
+            master: self.master,
+            opts: self.opts.clone(),
+            tx: lane.tx,
+            rx: lane.rx,
+            out: BrainOutcome::default(),
+            opened,
+            names: self.names.clone(),
+            progress: Arc::clone(&self.progress),
+            lane: None,
+        })
     }
 
     /// `-g` (the mailbox GUID; dsync-mailbox-tree-fill.c leaves every other node out, also
@@ -1192,17 +1267,21 @@ impl Brain {
         Ok(())
     }
 
-    fn open_pair(&mut self, pair: &MailboxPair) -> Result<Option<NamedMailbox>, SyncError> {
+    /// This side's name of a pair's mailbox: by its GUID, else the pair's name.
+    fn pair_name(&mut self, pair: &MailboxPair) -> Result<String, SyncError> {
         let my_guid = if self.is_primary() {
             pair.primary_guid
         } else {
             pair.secondary_guid
         };
-        let names = self.guid_names()?;
-        let name = match names.get(&my_guid) {
+        Ok(match self.guid_names()?.get(&my_guid) {
             Some(n) => n.clone(),
             None => join_name(&pair.name, self.sep()),
-        };
+        })
+    }
+
+    fn open_pair(&mut self, pair: &MailboxPair) -> Result<Option<NamedMailbox>, SyncError> {
+        let name = self.pair_name(pair)?;
         match self.open_kept(&name) {
             Ok(mb) => Ok(Some((name, mb))),
             Err(Error::MailboxNotFound(_)) => Ok(None),
@@ -1924,9 +2003,19 @@ impl Brain {
                         batch.items.push(Item::MailEnd);
                     }
                 }
-                Err(_) => {
+                Err(Error::MailNotFound(_)) => {
                     // Expunged meanwhile: "M without a stream".
                     self.out.changes_during_sync = true;
+                    batch.items.push(Item::Mail(item));
+                }
+                Err(e) => {
+                    // Unreadable (dsync's "Can't get stream" fails the run): reported, and
+                    // the receiver, which gets no stream, saves nothing.
+                    self.out.errors.push(format!(
+                        "{}: opening UID {}: {e}",
+                        mailbox.name(),
+                        req.uid
+                    ));
                     batch.items.push(Item::Mail(item));
                 }
             }
@@ -2405,6 +2494,7 @@ mod tests {
             opened: Default::default(),
             names: None,
             progress: Default::default(),
+            lane: None,
         };
         let brains = [
             brain(true, to_slave, from_slave),

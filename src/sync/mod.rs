@@ -60,6 +60,8 @@ pub struct SyncOptions {
     /// `dsync_commit_msgs_interval`), or every as many as the run committed before when
     /// that is more; 0: one commit per mailbox.
     pub commit_msgs_interval: usize,
+    /// Sync two mailboxes at a time where both stores allow it (`Store::second_handle`).
+    pub second_lane: bool,
 }
 
 /// mailsync's default for [`SyncOptions::commit_msgs_interval`]. Dovecot's is 100; a
@@ -86,6 +88,7 @@ impl Default for SyncOptions {
             mailbox_lock_timeout: MAILBOX_LOCK_TIMEOUT,
             io_timeout: None,
             commit_msgs_interval: COMMIT_MSGS_INTERVAL,
+            second_lane: true,
         }
     }
 }
@@ -134,7 +137,24 @@ pub fn run(local: Box<dyn Store>, remote: Box<dyn Store>, opts: &SyncOptions) ->
     let (to_slave, from_master) = sync_channel(CHANNEL_BOUND);
     let (to_master, from_slave) = sync_channel(CHANNEL_BOUND);
     let progress = Arc::new(AtomicU64::new(0));
-    let brain = |store, master, tx, rx| brain::Brain {
+    // A second lane when both stores can be used from two threads at once.
+    let (local_lane, remote_lane) = match (local.second_handle(), remote.second_handle()) {
+        (Some(local_second), Some(remote_second)) if opts.second_lane => {
+            let (to_slave, from_master) = sync_channel(CHANNEL_BOUND);
+            let (to_master, from_slave) = sync_channel(CHANNEL_BOUND);
+            let lane = |store, tx, rx| brain::Lane {
+                store,
+                tx,
+                rx: brain::Inbox::new(rx),
+            };
+            (
+                Some(lane(local_second, to_slave, from_slave)),
+                Some(lane(remote_second, to_master, from_master)),
+            )
+        }
+        _ => (None, None),
+    };
+    let brain = |store, master, tx, rx, lane| brain::Brain {
         store,
         master,
         opts: opts.clone(),
@@ -144,10 +164,11 @@ pub fn run(local: Box<dyn Store>, remote: Box<dyn Store>, opts: &SyncOptions) ->
         opened: Default::default(),
         names: None,
         progress: Arc::clone(&progress),
+        lane,
     };
     let brains = [
-        brain(local, true, to_slave, from_slave),
-        brain(remote, false, to_master, from_master),
+        brain(local, true, to_slave, from_slave, local_lane),
+        brain(remote, false, to_master, from_master, remote_lane),
     ];
     // Each brain on its own thread; a brain that ends drops its channel ends, which
     // unblocks a peer waiting on it. The threads are not joined: with `-T` a brain stuck

@@ -1256,10 +1256,87 @@ pub fn plan_tree(
     plan
 }
 
+/// Splits the mailbox pairs of a run between two lanes that sync at the same time (the
+/// engine's second lane, `Store::second_handle`): the indexes into `pairs` of each lane,
+/// ascending. A pair weighs its larger UIDNEXT in the two trees (the messages it has held:
+/// what a full sync reads and writes); the heaviest pairs go first, each to the lane with
+/// less weight so far (the earlier lane on a tie). Both brains evaluate it on the same
+/// trees, so each knows which of its mailboxes the other lane will sync.
+pub fn lanes(
+    pairs: &[MailboxPair],
+    primary_nodes: &[TreeNode],
+    secondary_nodes: &[TreeNode],
+) -> [Vec<usize>; 2] {
+    let uid_next = |nodes: &[TreeNode], guid: MailboxGuid| {
+        nodes
+            .iter()
+            .filter(|n| n.mailbox_guid == Some(guid))
+            .map(|n| u64::from(n.uid_next))
+            .max()
+            .unwrap_or(0)
+    };
+    let mut by_weight: Vec<(u64, usize)> = pairs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let weight = uid_next(primary_nodes, p.primary_guid)
+                .max(uid_next(secondary_nodes, p.secondary_guid));
+            (weight, i)
+        })
+        .collect();
+    by_weight.sort_by_key(|&(weight, i)| (std::cmp::Reverse(weight), i));
+    let mut lanes: [Vec<usize>; 2] = [Vec::new(), Vec::new()];
+    let mut load = [0u64; 2];
+    for (weight, i) in by_weight {
+        let lane = usize::from(load[1] < load[0]);
+        load[lane] += weight;
+        lanes[lane].push(i);
+    }
+    for lane in &mut lanes {
+        lane.sort_unstable();
+    }
+    lanes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::sync::items::ChangeType;
+
+    #[test]
+    fn lanes_give_each_pair_to_the_lighter_lane_heaviest_first() {
+        let guid = |b: u8| MailboxGuid([b; 16]);
+        let node = |g: u8, uid_next: u32| TreeNode {
+            name: vec![format!("box{g}")],
+            existence: crate::sync::items::Existence::Exists,
+            mailbox_guid: Some(guid(g)),
+            uid_validity: 1,
+            uid_next,
+            subscribed: false,
+            newest_saved_date: 0,
+            last_renamed_or_created: 0,
+            last_subscription_change: 0,
+        };
+        let pair = |g: u8| MailboxPair {
+            name: vec![format!("box{g}")],
+            primary_guid: guid(g),
+            secondary_guid: guid(g + 100),
+        };
+        let pairs: Vec<MailboxPair> = (1..=5).map(pair).collect();
+        // box1 weighs its secondary's 17,001 (a destination that held more), box4 nothing
+        let primary = [node(1, 3), node(2, 4216), node(3, 2658), node(5, 2764)];
+        let secondary = [node(101, 17001), node(103, 10)];
+        // by weight: box1 17001 -> lane 0; box2 4216 -> lane 1; box5 2764 -> lane 1
+        // (6980); box3 2658 -> lane 1 (9638); box4 0 -> lane 1 (lighter)
+        assert_eq!(
+            lanes(&pairs, &primary, &secondary),
+            [vec![0], vec![1, 2, 3, 4]]
+        );
+        // a tie goes to the earlier lane, and each lane keeps the pairs' order
+        let even = [node(1, 10), node(2, 10), node(3, 10), node(4, 10)];
+        assert_eq!(lanes(&pairs[..4], &even, &[]), [vec![0, 2], vec![1, 3]]);
+        assert_eq!(lanes(&[], &even, &[]), [Vec::<usize>::new(), Vec::new()]);
+    }
 
     fn mail(uid: u32, guid: &str) -> MailChange {
         MailChange::bare(ChangeType::Save, Uid(uid), Some(Guid::from_bytes(guid)))

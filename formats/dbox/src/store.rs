@@ -231,6 +231,16 @@ impl Store for DboxStore {
         self.layout.line_endings
     }
 
+    /// sdbox: each mailbox is its own directory of `u.N` files and index files (temp
+    /// names are unique in the process, `sdbox::temp_name`). mdbox: none, its mailboxes
+    /// append to shared `m.N` files under one map.
+    fn second_handle(&self) -> Option<Box<dyn Store>> {
+        match self.layout.kind {
+            DboxKind::Single => Some(Box::new(self.clone())),
+            DboxKind::Multi => None,
+        }
+    }
+
     fn list_mailboxes(&self) -> Result<Vec<MailboxInfo>> {
         let mut found = self.layout.scan_mailboxes()?;
         // INBOX always exists and is selectable, whatever its directory holds

@@ -292,6 +292,14 @@ impl Store for MaildirStore {
         self.layout.line_endings
     }
 
+    /// Each mailbox is its own directories and index files; what the mailboxes share
+    /// (the `dovecot-uidvalidity` file, the mailbox log, the subscriptions) is written as
+    /// safely against a second handle as against another process, and generated file
+    /// names are unique in the process (`filename::generate`).
+    fn second_handle(&self) -> Option<Box<dyn Store>> {
+        Some(Box::new(self.clone()))
+    }
+
     fn list_mailboxes(&self) -> Result<Vec<MailboxInfo>> {
         let found = self.layout.scan_mailboxes()?;
         let subscribed: HashSet<String> = self.subscriptions()?.into_iter().collect();

@@ -205,6 +205,11 @@ impl Store for MemoryStore {
         self.line_endings
     }
 
+    /// Every handle shares one state behind a mutex.
+    fn second_handle(&self) -> Option<Box<dyn Store>> {
+        Some(Box::new(self.clone()))
+    }
+
     fn list_mailboxes(&self) -> Result<Vec<MailboxInfo>> {
         let mut state = self.lock();
         state.ensure_inbox();

@@ -75,6 +75,16 @@ pub trait Store: Send {
     fn save_line_endings(&self) -> crate::lines::SaveLineEndings {
         crate::lines::SaveLineEndings::AsIs
     }
+
+    /// A second handle on this store, which another thread may use at the same time as
+    /// this one, each on mailboxes the other doesn't touch (the sync engine then syncs two
+    /// mailboxes at once: where each message is a file of its mailbox's directory, the
+    /// directory work of two mailboxes runs on two cores; one directory's creates and
+    /// renames are serialized by its inode lock). `None` (the default) where mailboxes
+    /// share files that the two would write, as an mdbox's storage and map do.
+    fn second_handle(&self) -> Option<Box<dyn Store>> {
+        None
+    }
 }
 
 /// An open mailbox: a view of its messages as of the last `sync()`.
