@@ -248,7 +248,7 @@ impl Store for Wrapped {
     fn save_line_endings(&self) -> mailstore::SaveLineEndings {
         self.0.save_line_endings()
     }
-    fn second_handle(&self) -> Option<Box<dyn Store>> {
+    fn second_handle(&self, _writes: bool) -> Option<Box<dyn Store>> {
         self.1
             .second_handle
             .then(|| Box::new(self.clone()) as Box<dyn Store>)

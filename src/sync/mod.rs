@@ -137,8 +137,14 @@ pub fn run(local: Box<dyn Store>, remote: Box<dyn Store>, opts: &SyncOptions) ->
     let (to_slave, from_master) = sync_channel(CHANNEL_BOUND);
     let (to_master, from_slave) = sync_channel(CHANNEL_BOUND);
     let progress = Arc::new(AtomicU64::new(0));
-    // A second lane when both stores can be used from two threads at once.
-    let (local_lane, remote_lane) = match (local.second_handle(), remote.second_handle()) {
+    // A second lane when both stores can be used from two threads at once (for what the
+    // run does with each: the primary of a one-way run is only read).
+    let two_way = opts.kind == MergeKind::TwoWay;
+    let (local_writes, remote_writes) = (two_way || opts.reverse, two_way || !opts.reverse);
+    let (local_lane, remote_lane) = match (
+        local.second_handle(local_writes),
+        remote.second_handle(remote_writes),
+    ) {
         (Some(local_second), Some(remote_second)) if opts.second_lane => {
             let (to_slave, from_master) = sync_channel(CHANNEL_BOUND);
             let (to_master, from_slave) = sync_channel(CHANNEL_BOUND);

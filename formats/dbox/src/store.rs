@@ -234,7 +234,7 @@ impl Store for DboxStore {
     /// sdbox: each mailbox is its own directory of `u.N` files and index files (temp
     /// names are unique in the process, `sdbox::temp_name`). mdbox: none, its mailboxes
     /// append to shared `m.N` files under one map.
-    fn second_handle(&self) -> Option<Box<dyn Store>> {
+    fn second_handle(&self, _writes: bool) -> Option<Box<dyn Store>> {
         match self.layout.kind {
             DboxKind::Single => Some(Box::new(self.clone())),
             DboxKind::Multi => None,

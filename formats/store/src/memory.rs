@@ -206,7 +206,7 @@ impl Store for MemoryStore {
     }
 
     /// Every handle shares one state behind a mutex.
-    fn second_handle(&self) -> Option<Box<dyn Store>> {
+    fn second_handle(&self, _writes: bool) -> Option<Box<dyn Store>> {
         Some(Box::new(self.clone()))
     }
 

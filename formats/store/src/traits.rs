@@ -77,12 +77,15 @@ pub trait Store: Send {
     }
 
     /// A second handle on this store, which another thread may use at the same time as
-    /// this one, each on mailboxes the other doesn't touch (the sync engine then syncs two
+    /// this one, each on mailboxes the other doesn't touch, where that is worth it for a
+    /// store the run writes to (`writes`) or only reads. The sync engine then syncs two
     /// mailboxes at once: where each message is a file of its mailbox's directory, the
-    /// directory work of two mailboxes runs on two cores; one directory's creates and
+    /// directory work of two mailboxes runs on two cores (one directory's creates and
     /// renames are serialized by its inode lock). `None` (the default) where mailboxes
-    /// share files that the two would write, as an mdbox's storage and map do.
-    fn second_handle(&self) -> Option<Box<dyn Store>> {
+    /// share files that the two would write, as an mdbox's storage and map do, or where
+    /// holding two mailboxes' state at once would cost more memory than the store may use.
+    fn second_handle(&self, writes: bool) -> Option<Box<dyn Store>> {
+        let _ = writes;
         None
     }
 }
