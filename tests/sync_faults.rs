@@ -374,9 +374,15 @@ fn save_three(store: &MemoryStore) {
     }
 }
 
+/// The GUIDs of INBOX's messages, sorted.
 fn guids_of(store: &MemoryStore) -> Vec<Guid> {
+    guids_in(store, "INBOX")
+}
+
+/// The GUIDs of a mailbox's messages, sorted.
+fn guids_in(store: &MemoryStore, mailbox: &str) -> Vec<Guid> {
     let mut guids: Vec<Guid> = store
-        .open_mailbox("INBOX")
+        .open_mailbox(mailbox)
         .unwrap()
         .mails()
         .unwrap()
@@ -591,20 +597,15 @@ fn two_mailboxes() -> MemoryStore {
 
 /// Each mailbox's message GUIDs, by name.
 fn contents(store: &MemoryStore) -> Vec<(String, Vec<Guid>)> {
-    let mut all = Vec::new();
-    for info in store.list_mailboxes().unwrap() {
-        let mut guids: Vec<Guid> = store
-            .open_mailbox(&info.name)
-            .unwrap()
-            .mails()
-            .unwrap()
-            .into_iter()
-            .map(|m| m.guid)
-            .collect();
-        guids.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        all.push((info.name, guids));
-    }
-    all
+    store
+        .list_mailboxes()
+        .unwrap()
+        .into_iter()
+        .map(|info| {
+            let guids = guids_in(store, &info.name);
+            (info.name, guids)
+        })
+        .collect()
 }
 
 /// `sync::run` on its own thread, failing the test instead of hanging it.
