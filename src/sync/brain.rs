@@ -904,7 +904,8 @@ impl Brain {
         };
         let lanes = plan::lanes(pairs, &pn, &sn);
         match self.lane.take() {
-            // both brains decide alike: both have a lane or neither, and the same split
+            // both brains decide alike: both have a lane or neither (sync::run), and the
+            // second lane is empty only with fewer than two pairs, which they share
             Some(lane) if !lanes[1].is_empty() => {
                 let second_pairs: Vec<&MailboxPair> = lanes[1].iter().map(|&i| &pairs[i]).collect();
                 let mut second = self.second_brain(lane, &second_pairs)?;

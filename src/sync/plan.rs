@@ -1260,8 +1260,10 @@ pub fn plan_tree(
 /// engine's second lane, `Store::second_handle`): the indexes into `pairs` of each lane,
 /// ascending. A pair weighs its larger UIDNEXT in the two trees (the messages it has held:
 /// what a full sync reads and writes); the heaviest pairs go first, each to the lane with
-/// less weight so far (the earlier lane on a tie). Both brains evaluate it on the same
-/// trees, so each knows which of its mailboxes the other lane will sync.
+/// less weight so far (on a tie, the one with fewer pairs, then the earlier). Both brains
+/// evaluate it on the same trees, so each knows which of its mailboxes the other lane will
+/// sync; and whatever the weights, the second lane is empty only when there are fewer
+/// than two pairs, which the brains agree on by the tree plan alone.
 pub fn lanes(
     pairs: &[MailboxPair],
     primary_nodes: &[TreeNode],
@@ -1288,7 +1290,7 @@ pub fn lanes(
     let mut lanes: [Vec<usize>; 2] = [Vec::new(), Vec::new()];
     let mut load = [0u64; 2];
     for (weight, i) in by_weight {
-        let lane = usize::from(load[1] < load[0]);
+        let lane = usize::from((load[1], lanes[1].len()) < (load[0], lanes[0].len()));
         load[lane] += weight;
         lanes[lane].push(i);
     }
@@ -1336,6 +1338,10 @@ mod tests {
         let even = [node(1, 10), node(2, 10), node(3, 10), node(4, 10)];
         assert_eq!(lanes(&pairs[..4], &even, &[]), [vec![0, 2], vec![1, 3]]);
         assert_eq!(lanes(&[], &even, &[]), [Vec::<usize>::new(), Vec::new()]);
+        // weights unknown on both sides (nodes without these GUIDs): the pairs still
+        // alternate, so two or more pairs always give the second lane some
+        assert_eq!(lanes(&pairs[..3], &[], &[]), [vec![0, 2], vec![1]]);
+        assert_eq!(lanes(&pairs[..1], &[], &[]), [vec![0], Vec::new()]);
     }
 
     fn mail(uid: u32, guid: &str) -> MailChange {
