@@ -45,6 +45,21 @@ fn combine_states(
     s
 }
 
+/// The side whose view wins ties: the source of one-way runs (the master unless `-R`),
+/// else the master.
+pub fn is_primary(opts: &SyncOptions, master: bool) -> bool {
+    match opts.kind {
+        MergeKind::TwoWay => master,
+        _ => master != opts.reverse,
+    }
+}
+
+/// Whether a side is written in a run (or round) of `kind`: both sides of a two-way
+/// merge, only the secondary otherwise.
+pub fn writable(kind: MergeKind, primary: bool) -> bool {
+    kind == MergeKind::TwoWay || !primary
+}
+
 /// §4.1: the side with more messages (tie: higher UIDVALIDITY) keeps its UIDVALIDITY.
 fn primary_keeps_uid_validity(p: &MailboxItem, s: &MailboxItem) -> bool {
     (p.messages_count, p.uid_validity) > (s.messages_count, s.uid_validity)
@@ -734,14 +749,29 @@ impl Brain {
 
     /// The side whose view wins ties: the source of one-way runs, else the master.
     fn is_primary(&self) -> bool {
-        match self.opts.kind {
-            MergeKind::TwoWay => self.master,
-            _ => self.master != self.opts.reverse,
-        }
+        is_primary(&self.opts, self.master)
     }
 
     fn writable(&self, kind: MergeKind, primary: bool) -> bool {
-        kind == MergeKind::TwoWay || !primary
+        writable(kind, primary)
+    }
+
+    /// This side's mailbox GUID of a pair.
+    fn own_guid(&self, pair: &MailboxPair) -> MailboxGuid {
+        if self.is_primary() {
+            pair.primary_guid
+        } else {
+            pair.secondary_guid
+        }
+    }
+
+    /// The peer's mailbox GUID of a pair.
+    fn peer_guid(&self, pair: &MailboxPair) -> MailboxGuid {
+        if self.is_primary() {
+            pair.secondary_guid
+        } else {
+            pair.primary_guid
+        }
     }
 
     fn sep(&self) -> char {
@@ -967,13 +997,8 @@ impl Brain {
     ) -> Result<(), SyncError> {
         if self.master {
             for pair in mine {
-                let my_guid = if self.is_primary() {
-                    pair.primary_guid
-                } else {
-                    pair.secondary_guid
-                };
                 self.send(Item::Mailbox(MailboxItem {
-                    mailbox_guid: my_guid,
+                    mailbox_guid: self.own_guid(pair),
                     ..Default::default()
                 }))?;
                 self.sync_pair(pair, state_by_guid.get(&pair.primary_guid))?;
@@ -986,13 +1011,7 @@ impl Brain {
                 Item::Mailbox(b) => {
                     let pair = pairs
                         .iter()
-                        .find(|p| {
-                            (if self.is_primary() {
-                                p.secondary_guid
-                            } else {
-                                p.primary_guid
-                            }) == b.mailbox_guid
-                        })
+                        .find(|p| self.peer_guid(p) == b.mailbox_guid)
                         .ok_or_else(|| SyncError::Peer("unknown mailbox announced".into()))?;
                     self.sync_pair(pair, state_by_guid.get(&pair.primary_guid))?;
                 }
@@ -1270,11 +1289,7 @@ impl Brain {
 
     /// This side's name of a pair's mailbox: by its GUID, else the pair's name.
     fn pair_name(&mut self, pair: &MailboxPair) -> Result<String, SyncError> {
-        let my_guid = if self.is_primary() {
-            pair.primary_guid
-        } else {
-            pair.secondary_guid
-        };
+        let my_guid = self.own_guid(pair);
         Ok(match self.guid_names()?.get(&my_guid) {
             Some(n) => n.clone(),
             None => join_name(&pair.name, self.sep()),

@@ -139,8 +139,8 @@ pub fn run(local: Box<dyn Store>, remote: Box<dyn Store>, opts: &SyncOptions) ->
     let progress = Arc::new(AtomicU64::new(0));
     // A second lane when both stores can be used from two threads at once (for what the
     // run does with each: the primary of a one-way run is only read).
-    let two_way = opts.kind == MergeKind::TwoWay;
-    let (local_writes, remote_writes) = (two_way || opts.reverse, two_way || !opts.reverse);
+    let writes = |master| brain::writable(opts.kind, brain::is_primary(opts, master));
+    let (local_writes, remote_writes) = (writes(true), writes(false));
     let (local_lane, remote_lane) = match (
         local.second_handle(local_writes),
         remote.second_handle(remote_writes),
