@@ -2506,19 +2506,20 @@ impl MaildirMailbox {
     /// date (which need message reads; `counters` passes 0 and `None`).
     fn counters_of_view(&self, vsize: u64, first_saved: Option<i64>) -> MailboxStatus {
         let mails = &self.view.mails;
+        // one pass over the view for both counts (a large mailbox's view is megabytes)
+        let (recent, unseen) = mails.iter().fold((0u32, 0u32), |(recent, unseen), m| {
+            (
+                recent + u32::from(m.flags.contains(Flags::RECENT)),
+                unseen + u32::from(!m.flags.contains(Flags::SEEN)),
+            )
+        });
         MailboxStatus {
             uid_validity: self.view.uid_validity,
             uid_next: self.view.uid_next,
             highest_modseq: self.index.highest_modseq,
             messages: mails.len() as u32,
-            recent: mails
-                .iter()
-                .filter(|m| m.flags.contains(Flags::RECENT))
-                .count() as u32,
-            unseen: mails
-                .iter()
-                .filter(|m| !m.flags.contains(Flags::SEEN))
-                .count() as u32,
+            recent,
+            unseen,
             vsize,
             guid: self.view.guid,
             first_saved,
