@@ -752,10 +752,6 @@ impl Brain {
         is_primary(&self.opts, self.master)
     }
 
-    fn writable(&self, kind: MergeKind, primary: bool) -> bool {
-        writable(kind, primary)
-    }
-
     /// This side's mailbox GUID of a pair.
     fn own_guid(&self, pair: &MailboxPair) -> MailboxGuid {
         if self.is_primary() {
@@ -920,7 +916,7 @@ impl Brain {
         } else {
             tree.secondary.clone()
         };
-        if self.writable(self.opts.kind, self.is_primary()) {
+        if writable(self.opts.kind, self.is_primary()) {
             self.apply_tree(actions)?;
         }
         // Mailboxes, master-driven, on one lane or two.
@@ -1327,7 +1323,7 @@ impl Brain {
             MergeKind::TwoWay => theirs.mailbox_guid.0 > mine.mailbox_guid.0,
             _ => !self.is_primary(),
         };
-        if !take || !self.writable(kind, self.is_primary()) {
+        if !take || !writable(kind, self.is_primary()) {
             return;
         }
         self.names = None;
@@ -1538,7 +1534,7 @@ impl Brain {
             // then has a higher modseq than any unchanged copy, so "higher modseq wins"
             // picks the side that really changed.
             if ps.last_common_modseq > st.highest_modseq
-                && self.writable(self.opts.kind, self.is_primary())
+                && writable(self.opts.kind, self.is_primary())
             {
                 if let Err(e) = mailbox.update_mailbox(&MailboxUpdate {
                     min_highest_modseq: Some(ps.last_common_modseq),
@@ -1705,7 +1701,7 @@ impl Brain {
             drop(primary_plan);
             secondary_plan
         };
-        if !self.writable(kind, primary) {
+        if !writable(kind, primary) {
             mine = SidePlan::default();
         }
         if mine.recreate && mailstore::names::is_inbox(name) && !uid_validity_settable {
